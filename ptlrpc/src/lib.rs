@@ -1,7 +1,26 @@
-//! # ptlrpc — requests, replies and bulk over lnet (not built yet)
+//! # ptlrpc — the RPC layer Sheen's services stand on
 //!
-//! This crate will own the wire format of every Sheen service, the client
-//! and server RPC machinery, adaptive timeouts, the pinger, imports and
-//! exports, replay lists and target recovery (see `DESIGN.md`, section
-//! ptlrpc, and issues 4 and 5). Nothing is implemented here yet: the crate
-//! exists so the workspace has its final shape, and it exports nothing.
+//! Owns: the wire format of every service ([`wire`]), and the sans-IO
+//! protocol machinery built on it: adaptive timeouts and early-reply
+//! scheduling ([`at`]), the pinger and the export evictor ([`pinger`]),
+//! protocol time ([`time`]), and — behind the `sim` feature — the
+//! deterministic simulator that drives these state machines in tests
+//! ([`sim`]).
+//!
+//! Must not: perform I/O, read a clock, sleep or draw unseeded randomness
+//! anywhere outside a driver. Every state machine takes `now` and events
+//! and returns actions through `poll_*` methods. The lnet-backed driver,
+//! services on CPU partitions, bulk and imports/exports come next (issue 4
+//! and 5); see `DESIGN.md`, section ptlrpc.
+
+#![forbid(unsafe_code)]
+
+pub mod at;
+pub mod pinger;
+pub mod time;
+pub mod wire;
+
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
+pub use time::{Clock, Time};

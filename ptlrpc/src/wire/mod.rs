@@ -1,0 +1,29 @@
+//! The ptlrpc wire format: a fixed little-endian header and an rkyv body.
+//!
+//! Owns: header layout and codec (`header`), flags and message kinds
+//! (`flags`), identifier newtypes (`ids`), the opcode registry (`opcode`),
+//! shared bodies (`body`), whole-message encode/parse with validated body
+//! access (`message`), and the typed errors (`error`).
+//!
+//! Must not: perform I/O, keep state, log, or panic on any input. Callers
+//! (drivers) count and log decode failures and answer with an error reply
+//! when [`DecodeError::reply_xid`] names an xid, otherwise drop.
+
+mod body;
+mod error;
+mod flags;
+mod header;
+mod ids;
+mod message;
+mod opcode;
+
+pub use body::{ArchivedConnectData, ConnectData, Empty};
+pub use error::{DecodeError, EncodeError, errno};
+pub use flags::{MsgFlags, MsgKind};
+pub use header::{HEADER_LEN, Header, MAGIC, PRE_VERSIONS, VERSION};
+pub use ids::{ConnCnt, ExportHandle, JOBID_LEN, JobId, ObjVersion, Portal, Transno, Xid};
+pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode};
+pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
+
+#[cfg(test)]
+mod tests;
