@@ -2,7 +2,7 @@
 //!
 //! Owns: the wire format of every service ([`wire`]), and the sans-IO
 //! protocol machinery built on it: adaptive timeouts and early-reply
-//! scheduling ([`at`]), the pinger and the export evictor ([`pinger`]),
+//! scheduling ([`at`]), the pinger ([`pinger`]) and the export evictor ([`evictor`]),
 //! protocol time ([`time`]), and — behind the `sim` feature — the
 //! deterministic simulator that drives these state machines in tests
 //! ([`sim`]).
@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod at;
+pub mod evictor;
 pub mod pinger;
 pub mod time;
 pub mod wire;
