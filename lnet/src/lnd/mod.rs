@@ -1,0 +1,151 @@
+//! The LND interface: what every network driver provides and what LNet
+//! gives it back.
+//!
+//! An LND moves messages (a header plus an optional MD slice of payload)
+//! to peers on its network and feeds received headers to the core through
+//! [`LndCtx`], which tells it where the payload goes. LNDs own connections
+//! and wire framing; they never touch portals, credits or events.
+
+pub mod lo;
+pub mod tcp;
+
+use std::fmt;
+use std::sync::Weak;
+
+use crate::core::Inner;
+use crate::error::LnetError;
+use crate::md::MdSlice;
+use crate::nid::Nid;
+use crate::wire::LnetHdr;
+
+/// A message handed to an LND.
+#[derive(Debug)]
+pub struct TxMsg {
+    /// The core's id for it; echo it in [`LndCtx::send_done`].
+    pub id: u64,
+    /// Where it goes (a peer on the LND's network).
+    pub peer: Nid,
+    /// The header.
+    pub hdr: LnetHdr,
+    /// The payload, `hdr.payload_len` bytes of an MD.
+    pub payload: Option<MdSlice>,
+}
+
+/// Where an incoming message's payload goes.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Read `sink.len` payload bytes straight into the sink, discard the rest
+    /// of the payload, then call [`LndCtx::recv_done`] with the token.
+    Sink {
+        /// The destination bytes.
+        sink: MdSlice,
+        /// Completion token.
+        token: RecvToken,
+    },
+    /// Nothing to keep: discard the payload (if any).
+    Discard,
+}
+
+/// Proof of a pending receive; consumed by [`LndCtx::recv_done`].
+#[derive(Debug)]
+pub struct RecvToken {
+    pub(crate) md: u64,
+    pub(crate) peer: Nid,
+    pub(crate) kind: crate::core::RecvKind,
+}
+
+/// A network driver.
+///
+/// Contract: `send` is called with LNet's lock held, so it must only queue
+/// the message (never block, never call back into [`LndCtx`] before
+/// returning); every message given to `send` is completed exactly once with
+/// [`LndCtx::send_done`].
+pub trait Lnd: Send + Sync + fmt::Debug {
+    /// This NI's NID.
+    fn nid(&self) -> Nid;
+    /// Queues a message for transmission.
+    fn send(&self, tx: TxMsg);
+    /// Closes connections and stops tasks; pending sends fail.
+    fn shutdown(&self);
+    /// Driver counters.
+    fn stats(&self) -> LndStats;
+}
+
+/// Counters every LND keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LndStats {
+    /// Connections up now.
+    pub conns: u64,
+    /// Connections this node initiated.
+    pub connects: u64,
+    /// Connections accepted from peers.
+    pub accepts: u64,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
+    /// Connections closed for malformed input.
+    pub proto_errors: u64,
+}
+
+/// The core's side of the LND interface, one per NI.
+#[derive(Clone)]
+pub struct LndCtx {
+    pub(crate) inner: Weak<Inner>,
+    pub(crate) ni: usize,
+}
+
+impl fmt::Debug for LndCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LndCtx(ni {})", self.ni)
+    }
+}
+
+impl LndCtx {
+    /// Decides where a received message's payload goes. `from` is the
+    /// peer as authenticated by the LND's handshake.
+    pub fn parse(&self, from: Nid, hdr: &LnetHdr) -> Delivery {
+        match self.inner.upgrade() {
+            Some(inner) => inner.parse(self.ni, from, hdr),
+            None => Delivery::Discard,
+        }
+    }
+
+    /// Completes a receive started by [`Delivery::Sink`].
+    pub fn recv_done(&self, token: RecvToken, res: Result<(), LnetError>) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.recv_done(token, res);
+        }
+    }
+
+    /// Completes a send.
+    pub fn send_done(&self, id: u64, res: Result<(), LnetError>) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.send_done(id, res);
+        }
+    }
+
+    /// A connection to `nid` died: fail what waits on it.
+    pub fn peer_down(&self, nid: Nid, err: LnetError) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.peer_down(nid, err);
+        }
+    }
+
+    /// A connection to `nid` came up or carried traffic.
+    pub fn peer_alive(&self, nid: Nid) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.peer_alive(nid);
+        }
+    }
+
+    /// Counts a message dropped by the LND itself (malformed frame).
+    pub fn count_drop(&self, nid: Option<Nid>) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.count_drop(nid);
+        }
+    }
+
+    /// The payload limit from the tunables.
+    pub fn max_payload(&self) -> u32 {
+        self.inner.upgrade().map(|i| i.tunables.max_payload).unwrap_or(crate::wire::MAX_PAYLOAD_HARD)
+    }
+}
