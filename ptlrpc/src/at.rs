@@ -84,13 +84,7 @@ impl AtEstimator {
     pub fn new(now: Time, history: Duration, floor: Duration, ceiling: Duration) -> AtEstimator {
         assert!(floor <= ceiling, "AT floor above ceiling");
         let bin_width = (history / AT_BINS as u32).max(Duration::from_millis(1));
-        AtEstimator {
-            bins: [Duration::ZERO; AT_BINS],
-            bin_start: now,
-            bin_width,
-            floor,
-            ceiling,
-        }
+        AtEstimator { bins: [Duration::ZERO; AT_BINS], bin_start: now, bin_width, floor, ceiling }
     }
 
     /// A service-time estimator per `settings` (`[at_min, at_max]`).
@@ -124,11 +118,7 @@ impl AtEstimator {
     /// to `[floor, ceiling]`.
     pub fn estimate(&self, now: Time) -> Duration {
         let shift = self.bins_elapsed(now).min(AT_BINS as u128) as usize;
-        let worst = self.bins[..AT_BINS - shift]
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(Duration::ZERO);
+        let worst = self.bins[..AT_BINS - shift].iter().copied().max().unwrap_or(Duration::ZERO);
         worst.clamp(self.floor, self.ceiling)
     }
 }
@@ -148,12 +138,7 @@ impl ClientAt {
         ClientAt {
             settings,
             portals: Vec::with_capacity(AT_MAX_PORTALS),
-            net_latency: AtEstimator::new(
-                now,
-                settings.at_history,
-                Duration::ZERO,
-                settings.at_max,
-            ),
+            net_latency: AtEstimator::new(now, settings.at_history, Duration::ZERO, settings.at_max),
         }
     }
 
@@ -178,8 +163,7 @@ impl ClientAt {
     /// The timeout to put in a request's header: how long the server may
     /// take before the client gives up (`estimate + estimate/4 + 5 s`).
     pub fn request_timeout(&self, now: Time, portal: Portal) -> Duration {
-        self.settings
-            .timeout_for(self.service_estimate(now, portal))
+        self.settings.timeout_for(self.service_estimate(now, portal))
     }
 
     /// When a request sent at `now` to `portal` times out at the client:
@@ -193,14 +177,12 @@ impl ClientAt {
     /// trip into the network latency.
     pub fn handle_reply(&mut self, now: Time, portal: Portal, sent: Time, service_time: Duration) {
         let round_trip = now - sent;
-        self.net_latency
-            .add(now, round_trip.saturating_sub(service_time));
+        self.net_latency.add(now, round_trip.saturating_sub(service_time));
         let settings = self.settings;
         let at = match self.portals.iter().position(|(p, _)| *p == portal) {
             Some(i) => i,
             None if self.portals.len() < AT_MAX_PORTALS => {
-                self.portals
-                    .push((portal, AtEstimator::service(now, &settings)));
+                self.portals.push((portal, AtEstimator::service(now, &settings)));
                 self.portals.len() - 1
             }
             // More portals than any import uses: share the last slot rather
@@ -215,13 +197,7 @@ impl ClientAt {
     /// The new deadline of a request sent at `sent` after an early reply
     /// granting `timeout` in total. Early replies never enter the history
     /// and never bring a deadline forward.
-    pub fn early_reply_deadline(
-        &self,
-        now: Time,
-        sent: Time,
-        timeout: Duration,
-        old: Time,
-    ) -> Time {
+    pub fn early_reply_deadline(&self, now: Time, sent: Time, timeout: Duration, old: Time) -> Time {
         (sent + timeout + self.net_latency(now)).max(old)
     }
 }
@@ -300,12 +276,7 @@ impl<K: Ord + Copy> ServiceAt<K> {
     /// A request arrived at `now` allowing `client_timeout` (from its
     /// header; zero means the client sent none, and the service's own
     /// estimate is used). Returns the request's deadline.
-    pub fn handle_request(
-        &mut self,
-        now: Time,
-        key: K,
-        client_timeout: Duration,
-    ) -> Result<Time, AtError> {
+    pub fn handle_request(&mut self, now: Time, key: K, client_timeout: Duration) -> Result<Time, AtError> {
         if self.pending.contains_key(&key) {
             return Err(AtError::Duplicate);
         }
@@ -318,14 +289,7 @@ impl<K: Ord + Copy> ServiceAt<K> {
             client_timeout
         };
         let deadline = now + timeout;
-        self.pending.insert(
-            key,
-            Pending {
-                arrival: now,
-                deadline,
-                extendable: true,
-            },
-        );
+        self.pending.insert(key, Pending { arrival: now, deadline, extendable: true });
         self.by_deadline.insert((deadline, key));
         Ok(deadline)
     }
@@ -354,9 +318,7 @@ impl<K: Ord + Copy> ServiceAt<K> {
     /// When the early-reply timer fires: the earliest extendable deadline
     /// minus `at_early_margin`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.by_deadline
-            .first()
-            .map(|(deadline, _)| deadline.saturating_sub(self.settings.at_early_margin))
+        self.by_deadline.first().map(|(deadline, _)| deadline.saturating_sub(self.settings.at_early_margin))
     }
 
     /// Queues an early reply for every request within `at_early_margin` of
@@ -381,11 +343,7 @@ impl<K: Ord + Copy> ServiceAt<K> {
             }
             p.deadline = new_deadline;
             self.by_deadline.insert((new_deadline, key));
-            self.early.push_back(EarlyReply {
-                key,
-                timeout: total,
-                service_estimate: estimate,
-            });
+            self.early.push_back(EarlyReply { key, timeout: total, service_estimate: estimate });
         }
     }
 

@@ -133,10 +133,7 @@ impl<K: Ord + Copy> Evictor<K> {
             }
             self.by_time.pop_first();
             self.last_seen.remove(&export);
-            self.events.push_back(EvictorEvent::Evict {
-                export,
-                last_seen: seen,
-            });
+            self.events.push_back(EvictorEvent::Evict { export, last_seen: seen });
         }
     }
 
@@ -172,13 +169,7 @@ mod tests {
         e.handle_timeout(t(159));
         assert_eq!(e.poll_event(), None);
         e.handle_timeout(t(160));
-        assert_eq!(
-            e.poll_event(),
-            Some(EvictorEvent::Evict {
-                export: 2,
-                last_seen: t(10)
-            })
-        );
+        assert_eq!(e.poll_event(), Some(EvictorEvent::Evict { export: 2, last_seen: t(10) }));
         assert!(!e.contains(2));
         assert!(!e.handle_request(t(161), 2), "evicted exports stay evicted");
         e.remove_export(1);

@@ -112,11 +112,7 @@ impl ImportPinger {
     pub fn new(now: Time, settings: PingSettings) -> ImportPinger {
         ImportPinger {
             settings,
-            state: State::Active {
-                last_sent: now,
-                in_flight: None,
-                due_handed_out: false,
-            },
+            state: State::Active { last_sent: now, in_flight: None, due_handed_out: false },
             uncommitted: false,
             events: VecDeque::new(),
         }
@@ -130,9 +126,7 @@ impl ImportPinger {
     /// The interval in force now.
     pub fn interval(&self) -> Duration {
         if self.uncommitted {
-            self.settings
-                .ping_interval_uncommitted
-                .min(self.settings.ping_interval())
+            self.settings.ping_interval_uncommitted.min(self.settings.ping_interval())
         } else {
             self.settings.ping_interval()
         }
@@ -147,11 +141,7 @@ impl ImportPinger {
     /// disconnected).
     pub fn next_ping(&self) -> Option<Time> {
         match self.state {
-            State::Active {
-                last_sent,
-                in_flight: None,
-                ..
-            } => Some(last_sent + self.interval()),
+            State::Active { last_sent, in_flight: None, .. } => Some(last_sent + self.interval()),
             _ => None,
         }
     }
@@ -172,18 +162,9 @@ impl ImportPinger {
     /// The PING the last [`PingDue`] asked for went out at `now` as `xid`
     /// and times out at `deadline`.
     pub fn handle_ping_sent(&mut self, now: Time, xid: Xid, deadline: Time) {
-        if let State::Active {
-            last_sent,
-            in_flight,
-            due_handed_out,
-        } = &mut self.state
-        {
+        if let State::Active { last_sent, in_flight, due_handed_out } = &mut self.state {
             *last_sent = (*last_sent).max(now);
-            *in_flight = Some(InFlight {
-                xid,
-                sent: now,
-                deadline,
-            });
+            *in_flight = Some(InFlight { xid, sent: now, deadline });
             *due_handed_out = false;
         }
     }
@@ -199,26 +180,17 @@ impl ImportPinger {
 
     /// The import reconnected at `now`: pinging resumes on schedule.
     pub fn handle_connected(&mut self, now: Time) {
-        self.state = State::Active {
-            last_sent: now,
-            in_flight: None,
-            due_handed_out: false,
-        };
+        self.state = State::Active { last_sent: now, in_flight: None, due_handed_out: false };
     }
 
     /// Checks the in-flight ping's deadline at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
-        if let State::Active {
-            in_flight: Some(p), ..
-        } = self.state
+        if let State::Active { in_flight: Some(p), .. } = self.state
             && now >= p.deadline
         {
             self.state = State::Discon;
             if self.events.len() < MAX_EVENTS {
-                self.events.push_back(PingerEvent::Discon {
-                    xid: p.xid,
-                    sent: p.sent,
-                });
+                self.events.push_back(PingerEvent::Discon { xid: p.xid, sent: p.sent });
             }
         }
     }
@@ -239,9 +211,7 @@ impl ImportPinger {
     /// next: the in-flight ping's deadline or the next ping time.
     pub fn poll_timeout(&self) -> Option<Time> {
         match self.state {
-            State::Active {
-                in_flight: Some(p), ..
-            } => Some(p.deadline),
+            State::Active { in_flight: Some(p), .. } => Some(p.deadline),
             State::Active { .. } => self.next_ping(),
             State::Discon => None,
         }
@@ -295,13 +265,7 @@ mod tests {
         p.handle_timeout(t(35));
         assert_eq!(p.poll_event(), None);
         p.handle_timeout(t(36));
-        assert_eq!(
-            p.poll_event(),
-            Some(PingerEvent::Discon {
-                xid: Xid(7),
-                sent: t(25)
-            })
-        );
+        assert_eq!(p.poll_event(), Some(PingerEvent::Discon { xid: Xid(7), sent: t(25) }));
         assert!(p.is_discon());
         assert_eq!(p.poll_timeout(), None);
         assert_eq!(p.poll_transmit(t(100)), None);

@@ -11,16 +11,7 @@ fn t(secs: u64) -> Time {
 #[test]
 fn lustre_defaults() {
     let a = AtSettings::default();
-    assert_eq!(
-        (
-            a.at_min,
-            a.at_max,
-            a.at_history,
-            a.at_early_margin,
-            a.at_extra
-        ),
-        (s(5), s(600), s(600), s(5), s(30))
-    );
+    assert_eq!((a.at_min, a.at_max, a.at_history, a.at_early_margin, a.at_extra), (s(5), s(600), s(600), s(5), s(30)));
     assert_eq!(a.timeout_for(s(5)), Duration::from_millis(11_250));
     assert_eq!(a.timeout_for(s(40)), s(55));
 }
@@ -73,10 +64,7 @@ fn client_timeouts_follow_replies() {
     assert_eq!(c.service_estimate(t(41), Portal(6)), s(5));
     // Early replies extend, never shorten.
     let old = t(11);
-    assert_eq!(
-        c.early_reply_deadline(t(6), t(0), s(41), old),
-        Time::from_millis(41_010)
-    );
+    assert_eq!(c.early_reply_deadline(t(6), t(0), s(41), old), Time::from_millis(41_010));
     assert_eq!(c.early_reply_deadline(t(6), t(0), s(1), old), old);
 }
 
@@ -94,23 +82,14 @@ fn early_replies_extend_until_at_max() {
     let a = AtSettings::default();
     let mut svc = ServiceAt::<u64>::new(t(0), a, 16);
     let timeout = a.timeout_for(a.at_min);
-    assert_eq!(
-        svc.handle_request(t(0), 1, timeout),
-        Ok(Time::from_millis(11_250))
-    );
-    assert_eq!(
-        svc.handle_request(t(0), 1, timeout),
-        Err(AtError::Duplicate)
-    );
+    assert_eq!(svc.handle_request(t(0), 1, timeout), Ok(Time::from_millis(11_250)));
+    assert_eq!(svc.handle_request(t(0), 1, timeout), Err(AtError::Duplicate));
     assert_eq!(svc.poll_timeout(), Some(Time::from_millis(6_250)));
     svc.handle_timeout(t(6));
     assert_eq!(svc.poll_early_reply(), None, "not due yet");
     svc.handle_timeout(Time::from_millis(6_250));
     let er = svc.poll_early_reply();
-    assert_eq!(
-        er.map(|e| (e.key, e.timeout)),
-        Some((1, Duration::from_millis(41_250)))
-    );
+    assert_eq!(er.map(|e| (e.key, e.timeout)), Some((1, Duration::from_millis(41_250))));
     assert_eq!(svc.poll_timeout(), Some(Time::from_millis(36_250)));
 
     let mut count = 1;
@@ -137,11 +116,7 @@ fn service_limits_and_early_replies_do_not_enter_history() {
     assert_eq!(svc.handle_request(t(0), 3, s(6)), Err(AtError::Full(2)));
     svc.handle_timeout(t(1));
     assert_eq!(svc.poll_early_reply().map(|e| e.key), Some(1));
-    assert_eq!(
-        svc.service_estimate(t(1)),
-        s(5),
-        "early reply left no sample"
-    );
+    assert_eq!(svc.service_estimate(t(1)), s(5), "early reply left no sample");
     svc.forget(2);
     assert_eq!(svc.handle_reply_sent(t(2), 2), None);
     assert_eq!(svc.handle_reply_sent(t(2), 1), Some(s(2)));

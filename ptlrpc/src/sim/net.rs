@@ -107,10 +107,7 @@ impl Network {
 
     /// The longest delay any configured link can give.
     pub fn max_delay(&self) -> Duration {
-        self.links
-            .values()
-            .map(LinkConfig::max_delay)
-            .fold(self.default_link.max_delay(), Duration::max)
+        self.links.values().map(LinkConfig::max_delay).fold(self.default_link.max_delay(), Duration::max)
     }
 
     /// Cuts every link between a node of `a` and a node of `b`, both ways.

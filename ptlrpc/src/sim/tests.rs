@@ -24,10 +24,7 @@ impl Node for Counter {
     fn handle_timeout(&mut self, now: Time) {
         self.ticks += 1;
         if let Some(peer) = self.peer {
-            self.outbox.push(Transmit {
-                to: peer,
-                bytes: vec![self.ticks as u8],
-            });
+            self.outbox.push(Transmit { to: peer, bytes: vec![self.ticks as u8] });
         }
         self.tick = (self.ticks < 100).then(|| now + Duration::from_secs(1));
     }
@@ -47,14 +44,7 @@ fn pair(seed: u64, link: LinkConfig) -> (World<Counter>, NodeId, NodeId) {
     let mut w = World::new(seed);
     w.net().set_default_link(link);
     let b = w.add_node("b", Counter::default());
-    let a = w.add_node(
-        "a",
-        Counter {
-            peer: Some(b),
-            tick: Some(Time::from_secs(1)),
-            ..Counter::default()
-        },
-    );
+    let a = w.add_node("a", Counter { peer: Some(b), tick: Some(Time::from_secs(1)), ..Counter::default() });
     (w, a, b)
 }
 
@@ -133,17 +123,9 @@ fn runner_replays_and_reports() {
     if std::env::var(SEED_ENV).is_err() {
         assert_eq!(seen.borrow().len(), 5);
         let failed = std::panic::catch_unwind(|| {
-            run_seeds("runner_fail", 10, |seed, _| {
-                if seed == 3 {
-                    Err("boom".into())
-                } else {
-                    Ok(())
-                }
-            })
+            run_seeds("runner_fail", 10, |seed, _| if seed == 3 { Err("boom".into()) } else { Ok(()) })
         });
-        let msg = failed
-            .err()
-            .and_then(|p| p.downcast_ref::<String>().cloned());
+        let msg = failed.err().and_then(|p| p.downcast_ref::<String>().cloned());
         assert_eq!(msg.as_deref(), Some("sim runner_fail: seed 3 failed: boom"));
     }
 }

@@ -73,15 +73,8 @@ pub struct SimStats {
 
 #[derive(Debug)]
 enum Action {
-    Deliver {
-        from: NodeId,
-        to: NodeId,
-        bytes: Vec<u8>,
-    },
-    Timer {
-        node: NodeId,
-        generation: u64,
-    },
+    Deliver { from: NodeId, to: NodeId, bytes: Vec<u8> },
+    Timer { node: NodeId, generation: u64 },
 }
 
 #[derive(Debug)]
@@ -192,13 +185,7 @@ impl<N: Node> World<N> {
     /// Adds a node, up, and lets it send and arm its timer.
     pub fn add_node(&mut self, name: &str, node: N) -> NodeId {
         let id = NodeId(u32::try_from(self.nodes.len()).unwrap_or(u32::MAX));
-        self.nodes.push(Slot {
-            name: name.to_string(),
-            node,
-            up: true,
-            timer: None,
-            generation: 0,
-        });
+        self.nodes.push(Slot { name: name.to_string(), node, up: true, timer: None, generation: 0 });
         self.trace(format_args!("add {id} {name}"));
         self.wake(id);
         id
@@ -267,10 +254,7 @@ impl<N: Node> World<N> {
             Action::Deliver { from, to, bytes } => {
                 if !self.slot(to).up {
                     self.stats.dropped_down += 1;
-                    self.trace(format_args!(
-                        "drop {from}->{to} {}B: {to} is down",
-                        bytes.len()
-                    ));
+                    self.trace(format_args!("drop {from}->{to} {}B: {to} is down", bytes.len()));
                     return true;
                 }
                 self.stats.delivered += 1;
@@ -320,11 +304,7 @@ impl<N: Node> World<N> {
 
     fn schedule(&mut self, at: Time, action: Action) {
         self.seq += 1;
-        self.queue.push(Scheduled {
-            at,
-            seq: self.seq,
-            action,
-        });
+        self.queue.push(Scheduled { at, seq: self.seq, action });
     }
 
     /// Sends what node `id` has queued and re-arms its timer.
@@ -346,23 +326,13 @@ impl<N: Node> World<N> {
             slot.generation += 1;
             let generation = slot.generation;
             if let Some(at) = want {
-                self.schedule(
-                    at.max(now),
-                    Action::Timer {
-                        node: id,
-                        generation,
-                    },
-                );
+                self.schedule(at.max(now), Action::Timer { node: id, generation });
             }
         }
     }
 
     fn send(&mut self, from: NodeId, t: Transmit) {
-        assert!(
-            (t.to.0 as usize) < self.nodes.len(),
-            "send to unknown node {}",
-            t.to
-        );
+        assert!((t.to.0 as usize) < self.nodes.len(), "send to unknown node {}", t.to);
         match self.net.route(&mut self.rng, from, t.to) {
             Route::Partitioned => {
                 self.stats.partitioned += 1;
@@ -377,21 +347,11 @@ impl<N: Node> World<N> {
                 let mut bytes = Some(t.bytes);
                 let n = delays.len();
                 for (i, d) in delays.into_iter().enumerate() {
-                    let copy = if i + 1 == n {
-                        bytes.take().unwrap_or_default()
-                    } else {
-                        bytes.clone().unwrap_or_default()
-                    };
+                    let copy =
+                        if i + 1 == n { bytes.take().unwrap_or_default() } else { bytes.clone().unwrap_or_default() };
                     self.trace(format_args!("send {from}->{} {}B +{d:?}", t.to, copy.len()));
                     let at = self.now + d;
-                    self.schedule(
-                        at,
-                        Action::Deliver {
-                            from,
-                            to: t.to,
-                            bytes: copy,
-                        },
-                    );
+                    self.schedule(at, Action::Deliver { from, to: t.to, bytes: copy });
                 }
             }
         }

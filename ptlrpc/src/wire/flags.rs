@@ -148,10 +148,7 @@ mod tests {
         assert!(!f.contains(MsgFlags::EARLY_REPLY));
         assert_eq!(format!("{f:?}"), "{RESEND, REPLAY}");
         assert_eq!(MsgFlags::from_bits(0x6), Ok(f));
-        assert_eq!(
-            MsgFlags::from_bits(0x106),
-            Err(DecodeError::UnknownFlags(0x100))
-        );
+        assert_eq!(MsgFlags::from_bits(0x106), Err(DecodeError::UnknownFlags(0x100)));
         let mut g = f;
         g.remove(MsgFlags::RESEND);
         assert_eq!(g, MsgFlags::REPLAY);

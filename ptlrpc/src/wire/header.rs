@@ -133,17 +133,10 @@ impl Header {
         let b: &[u8; HEADER_LEN] = bytes
             .get(..HEADER_LEN)
             .and_then(|s| s.try_into().ok())
-            .ok_or(DecodeError::Short {
-                need: HEADER_LEN,
-                have: bytes.len(),
-            })?;
+            .ok_or(DecodeError::Short { need: HEADER_LEN, have: bytes.len() })?;
         let magic = u32_at(b, 0);
         if magic != MAGIC {
-            return Err(if magic == MAGIC.swap_bytes() {
-                DecodeError::Swabbed
-            } else {
-                DecodeError::BadMagic(magic)
-            });
+            return Err(if magic == MAGIC.swap_bytes() { DecodeError::Swabbed } else { DecodeError::BadMagic(magic) });
         }
         let version = u32_at(b, 4);
         if version != VERSION {
@@ -250,13 +243,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        assert_eq!(
-            Header::decode(&GOLDEN[..100]),
-            Err(DecodeError::Short {
-                need: 144,
-                have: 100
-            })
-        );
+        assert_eq!(Header::decode(&GOLDEN[..100]), Err(DecodeError::Short { need: 144, have: 100 }));
         let mut b = GOLDEN;
         b[0] = b'X';
         assert!(matches!(Header::decode(&b), Err(DecodeError::BadMagic(_))));
@@ -271,10 +258,7 @@ mod tests {
         assert!(matches!(Header::decode(&b), Err(DecodeError::BadKind(_))));
         let mut b = GOLDEN;
         b[30] = 1;
-        assert!(matches!(
-            Header::decode(&b),
-            Err(DecodeError::UnknownFlags(_))
-        ));
+        assert!(matches!(Header::decode(&b), Err(DecodeError::UnknownFlags(_))));
         let mut b = GOLDEN;
         b[143] = 1;
         assert_eq!(Header::decode(&b), Err(DecodeError::Reserved));

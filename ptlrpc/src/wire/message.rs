@@ -32,10 +32,7 @@ where
     B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
     let archived = rkyv::to_bytes::<rancor::Error>(body)?;
-    let too_large = EncodeError::BodyTooLarge {
-        len: archived.len(),
-        max: MAX_BODY_LEN,
-    };
+    let too_large = EncodeError::BodyTooLarge { len: archived.len(), max: MAX_BODY_LEN };
     if archived.len() > MAX_BODY_LEN {
         return Err(too_large);
     }
@@ -64,21 +61,12 @@ impl<'a> Frame<'a> {
         let xid = header.xid;
         let body = bytes.get(HEADER_LEN..).unwrap_or_default();
         if header.body_len as usize > MAX_BODY_LEN {
-            return Err(DecodeError::BodyTooLarge {
-                xid,
-                len: header.body_len,
-                max: MAX_BODY_LEN,
-            });
+            return Err(DecodeError::BodyTooLarge { xid, len: header.body_len, max: MAX_BODY_LEN });
         }
         if body.len() != header.body_len as usize {
-            return Err(DecodeError::BodyLength {
-                xid,
-                declared: header.body_len,
-                actual: body.len(),
-            });
+            return Err(DecodeError::BodyLength { xid, declared: header.body_len, actual: body.len() });
         }
-        let op = Op::try_from(header.opcode)
-            .map_err(|e| DecodeError::UnknownOpcode { xid, opcode: e.0 })?;
+        let op = Op::try_from(header.opcode).map_err(|e| DecodeError::UnknownOpcode { xid, opcode: e.0 })?;
         Ok(Frame { header, op, body })
     }
 
@@ -112,8 +100,8 @@ impl<'a> Frame<'a> {
     pub fn deserialize<T>(&self) -> Result<T, DecodeError>
     where
         T: Archive,
-        T::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>>
-            + Deserialize<T, HighDeserializer<rancor::Error>>,
+        T::Archived:
+            for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
     {
         let aligned = (self.body.as_ptr() as usize).is_multiple_of(BODY_ALIGN);
         let result = if aligned {
@@ -127,9 +115,6 @@ impl<'a> Frame<'a> {
     }
 
     fn body_error(&self, e: &rancor::Error) -> DecodeError {
-        DecodeError::Body {
-            xid: self.header.xid,
-            reason: e.to_string(),
-        }
+        DecodeError::Body { xid: self.header.xid, reason: e.to_string() }
     }
 }

@@ -192,10 +192,7 @@ impl Op {
 
     /// DISCONNECT for any service.
     pub const fn is_disconnect(self) -> bool {
-        matches!(
-            self,
-            Op::OstDisconnect | Op::MdsDisconnect | Op::MgsDisconnect
-        )
+        matches!(self, Op::OstDisconnect | Op::MdsDisconnect | Op::MgsDisconnect)
     }
 
     /// Served from the high-priority queue (PING and CONNECT).

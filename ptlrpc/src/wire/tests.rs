@@ -57,10 +57,7 @@ fn misaligned_body_is_copied_not_misread() -> Result<(), Box<dyn std::error::Err
     shifted[1..].copy_from_slice(&bytes);
     let frame = Frame::parse(&shifted[1..])?;
     // Zero-copy access refuses a misaligned body ...
-    assert!(matches!(
-        frame.access::<ArchivedConnectData>(),
-        Err(DecodeError::Body { .. })
-    ));
+    assert!(matches!(frame.access::<ArchivedConnectData>(), Err(DecodeError::Body { .. })));
     // ... and deserialize copies it into an aligned buffer.
     assert_eq!(frame.deserialize::<ConnectData>()?, connect_data());
     Ok(())
@@ -81,22 +78,13 @@ fn malformed_messages_are_typed_errors() -> Result<(), Box<dyn std::error::Error
     h.opcode = Opcode(9999);
     let unknown = encode(&h, &())?;
     let err = Frame::parse(&unknown).err();
-    assert_eq!(
-        err,
-        Some(DecodeError::UnknownOpcode {
-            xid: Xid(10),
-            opcode: 9999
-        })
-    );
+    assert_eq!(err, Some(DecodeError::UnknownOpcode { xid: Xid(10), opcode: 9999 }));
     assert_eq!(err.map(|e| e.errno()), Some(errno::EOPNOTSUPP));
 
     // Oversized declared body.
     let mut big = good.clone();
     big[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(
-        Frame::parse(&big),
-        Err(DecodeError::BodyTooLarge { .. })
-    ));
+    assert!(matches!(Frame::parse(&big), Err(DecodeError::BodyTooLarge { .. })));
 
     // A body that fails validation: a string pointing past the end.
     let mut corrupt = good.clone();
@@ -113,10 +101,7 @@ fn malformed_messages_are_typed_errors() -> Result<(), Box<dyn std::error::Error
     assert_eq!(err.map(|e| e.errno()), Some(errno::EPROTO));
 
     // Header-level failures cannot be answered.
-    assert_eq!(
-        Frame::parse(&good[..10]).err().and_then(|e| e.reply_xid()),
-        None
-    );
+    assert_eq!(Frame::parse(&good[..10]).err().and_then(|e| e.reply_xid()), None);
     Ok(())
 }
 
@@ -158,22 +143,20 @@ fn arb_header() -> impl Strategy<Value = Header> {
         any::<[u64; 4]>(),
         "[a-z0-9.]{0,32}",
     )
-        .prop_map(
-            |(kind, op, xid, status, flags, conn, [h, t, lc], (st, to), pv, job)| {
-                let mut hdr = Header::new(kind, op.opcode(), Xid(xid));
-                hdr.status = status;
-                hdr.flags = MsgFlags::from_bits(flags).unwrap_or_default();
-                hdr.conn_cnt = ConnCnt(conn);
-                hdr.handle = ExportHandle(h);
-                hdr.transno = Transno(t);
-                hdr.last_committed = Transno(lc);
-                hdr.service_time = Duration::from_micros(u64::from(st));
-                hdr.timeout = Duration::from_micros(u64::from(to));
-                hdr.pre_versions = pv.map(ObjVersion);
-                hdr.jobid = JobId::new(&job);
-                hdr
-            },
-        )
+        .prop_map(|(kind, op, xid, status, flags, conn, [h, t, lc], (st, to), pv, job)| {
+            let mut hdr = Header::new(kind, op.opcode(), Xid(xid));
+            hdr.status = status;
+            hdr.flags = MsgFlags::from_bits(flags).unwrap_or_default();
+            hdr.conn_cnt = ConnCnt(conn);
+            hdr.handle = ExportHandle(h);
+            hdr.transno = Transno(t);
+            hdr.last_committed = Transno(lc);
+            hdr.service_time = Duration::from_micros(u64::from(st));
+            hdr.timeout = Duration::from_micros(u64::from(to));
+            hdr.pre_versions = pv.map(ObjVersion);
+            hdr.jobid = JobId::new(&job);
+            hdr
+        })
 }
 
 fn arb_connect() -> impl Strategy<Value = ConnectData> {
