@@ -309,7 +309,7 @@ fn run(seed: u64, trace: bool, ramp: bool, early_replies: bool) -> Outcome {
 
 fn at_scenario(seed: u64, trace: bool) -> Result<(), String> {
     let settings = AtSettings::default();
-    let ramp = seed % 2 == 0;
+    let ramp = seed.is_multiple_of(2);
     let expect = schedule(ramp);
     let out = run(seed, trace, ramp, true);
     if !out.timeouts.is_empty() {
