@@ -177,4 +177,47 @@ mod tests {
         assert_eq!(e.poll_timeout(), None);
         Ok(())
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Against a model of last-heard times: after every timer run,
+            /// an export is evicted iff it was silent for the evict timeout.
+            #[test]
+            fn evicts_exactly_the_silent(
+                ops in prop::collection::vec((0u64..60, 0u32..6, any::<bool>()), 1..200),
+            ) {
+                let s = PingSettings::default();
+                let mut e = Evictor::<u32>::new(&s, 8);
+                let mut model: BTreeMap<u32, Time> = BTreeMap::new();
+                let mut now = Time::ZERO;
+                for (gap, export, connect) in ops {
+                    now += Duration::from_secs(gap);
+                    if connect {
+                        prop_assert!(e.add_export(now, export).is_ok());
+                        model.insert(export, now);
+                    } else {
+                        let known = e.handle_request(now, export);
+                        prop_assert_eq!(known, model.contains_key(&export));
+                        if known {
+                            model.insert(export, now);
+                        }
+                    }
+                    e.handle_timeout(now);
+                    while let Some(EvictorEvent::Evict { export, last_seen }) = e.poll_event() {
+                        prop_assert_eq!(model.remove(&export), Some(last_seen));
+                        prop_assert!(now - last_seen >= s.evict_timeout());
+                    }
+                    for (x, seen) in &model {
+                        prop_assert!(now - *seen < s.evict_timeout(), "{} not evicted", x);
+                        prop_assert!(e.contains(*x));
+                    }
+                    prop_assert_eq!(e.len(), model.len());
+                }
+            }
+        }
+    }
 }

@@ -122,3 +122,71 @@ fn service_limits_and_early_replies_do_not_enter_history() {
     assert_eq!(svc.handle_reply_sent(t(2), 1), Some(s(2)));
     assert_eq!(svc.poll_timeout(), None);
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Against a model that keeps every sample: the binned estimate
+        /// remembers every sample younger than 3 bins and forgets every
+        /// sample older than 4 bins (= at_history), always clamped.
+        #[test]
+        fn estimator_matches_model(
+            steps in prop::collection::vec((0u64..400_000, 0u64..1_000_000), 1..60),
+        ) {
+            let a = AtSettings::default();
+            let w = a.at_history / AT_BINS as u32;
+            let mut e = AtEstimator::service(Time::ZERO, &a);
+            let mut now = Time::ZERO;
+            let mut samples: Vec<(Time, Duration)> = Vec::new();
+            for (gap_ms, value_ms) in steps {
+                now += Duration::from_millis(gap_ms);
+                let v = Duration::from_millis(value_ms);
+                e.add(now, v);
+                samples.push((now, v));
+                for probe in [Duration::ZERO, w, 2 * w, 3 * w + w / 2] {
+                    let at = now + probe;
+                    let max_within = |window: Duration| {
+                        samples
+                            .iter()
+                            .filter(|(s, _)| at - *s < window)
+                            .map(|(_, v)| *v)
+                            .max()
+                            .unwrap_or(Duration::ZERO)
+                            .clamp(a.at_min, a.at_max)
+                    };
+                    let est = e.estimate(at);
+                    prop_assert!(est >= max_within(3 * w), "forgot a young sample");
+                    prop_assert!(est <= max_within(4 * w), "kept an old sample");
+                    prop_assert!(est >= a.at_min && est <= a.at_max);
+                }
+            }
+        }
+
+        /// Deadlines never shrink on early replies and the client timeout
+        /// always covers the estimate.
+        #[test]
+        fn client_timeouts_cover_estimates(
+            replies in prop::collection::vec((1u64..100_000, 0u64..700_000), 1..30),
+        ) {
+            let a = AtSettings::default();
+            let mut c = ClientAt::new(Time::ZERO, a);
+            let mut now = Time::ZERO;
+            for (gap_ms, service_ms) in replies {
+                let sent = now;
+                now += Duration::from_millis(gap_ms);
+                let service = Duration::from_millis(service_ms).min(now - sent);
+                c.handle_reply(now, Portal(1), sent, service);
+                let est = c.service_estimate(now, Portal(1));
+                prop_assert!(est >= service.clamp(a.at_min, a.at_max));
+                let timeout = c.request_timeout(now, Portal(1));
+                prop_assert!(timeout >= est + est / 4 + a.timeout_slack);
+                let dl = c.request_deadline(now, Portal(1));
+                prop_assert!(dl >= now + timeout);
+                prop_assert_eq!(c.early_reply_deadline(now, now, Duration::ZERO, dl), dl);
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use ptlrpc::Time;
 use ptlrpc::at::{AtSettings, ClientAt};
 use ptlrpc::evictor::{Evictor, EvictorEvent};
 use ptlrpc::pinger::{ImportPinger, PingSettings, PingerEvent};
-use ptlrpc::sim::{LinkConfig, Node, NodeId, SimRng, Transmit, World, run_seeds};
+use ptlrpc::sim::{LinkConfig, Node, NodeId, SimRng, SimStats, Transmit, World, run_seeds};
 use ptlrpc::wire::{ExportHandle, Header, MsgKind, Op, Portal, Xid, errno};
 
 use crate::msg;
@@ -332,7 +332,7 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 
 /// One server, three clients over random (sometimes lossy) links. Client 1
 /// falls silent (crash or partition); later the server dies.
-fn pinger_scenario(seed: u64, trace: bool) -> Result<(), String> {
+fn pinger_scenario(seed: u64, trace: bool) -> Result<SimStats, String> {
     let ping = PingSettings::default();
     let at = AtSettings::default();
     let mut w: World<Sim> = World::new(seed);
@@ -406,10 +406,19 @@ fn pinger_scenario(seed: u64, trace: bool) -> Result<(), String> {
         check(at_t <= detect_by, || format!("{c} noticed the dead server at {at_t} ({kind:?}), bound {detect_by}"))?;
     }
     check(w.node(server).server().malformed == 0, || "server saw malformed messages".into())?;
-    Ok(())
+    Ok(w.stats())
 }
 
 #[test]
 fn pinger_and_evictor_1000_seeds() {
-    run_seeds("pinger_and_evictor_1000_seeds", 1000, pinger_scenario);
+    run_seeds("pinger_and_evictor_1000_seeds", 1000, |seed, trace| pinger_scenario(seed, trace).map(|_| ()));
+}
+
+#[test]
+fn a_seed_replays_exactly() -> Result<(), String> {
+    let a = pinger_scenario(42, false)?;
+    assert_eq!(pinger_scenario(42, false)?, a);
+    assert_ne!(pinger_scenario(43, false)?, a);
+    assert!(a.delivered > 0 && a.timers > 0);
+    Ok(())
 }
