@@ -127,6 +127,11 @@ pub struct World<N> {
     trace: bool,
     stats: SimStats,
     event_budget: u64,
+    describe: fn(&[u8]) -> String,
+}
+
+fn describe_len(bytes: &[u8]) -> String {
+    format!("{}B", bytes.len())
 }
 
 impl<N: Node> World<N> {
@@ -142,12 +147,19 @@ impl<N: Node> World<N> {
             trace: false,
             stats: SimStats::default(),
             event_budget: 10_000_000,
+            describe: describe_len,
         }
     }
 
     /// Prints every event to stderr when `on`.
     pub fn set_trace(&mut self, on: bool) {
         self.trace = on;
+    }
+
+    /// Sets how traces print a message (default: its length), so a
+    /// protocol's tests can show opcodes and xids.
+    pub fn set_message_formatter(&mut self, describe: fn(&[u8]) -> String) {
+        self.describe = describe;
     }
 
     /// Caps the events a run may process (a livelock guard).
@@ -254,11 +266,11 @@ impl<N: Node> World<N> {
             Action::Deliver { from, to, bytes } => {
                 if !self.slot(to).up {
                     self.stats.dropped_down += 1;
-                    self.trace(format_args!("drop {from}->{to} {}B: {to} is down", bytes.len()));
+                    self.trace(format_args!("drop {from}->{to} {}: {to} is down", (self.describe)(&bytes)));
                     return true;
                 }
                 self.stats.delivered += 1;
-                self.trace(format_args!("deliver {from}->{to} {}B", bytes.len()));
+                self.trace(format_args!("deliver {from}->{to} {}", (self.describe)(&bytes)));
                 let now = self.now;
                 self.slot_mut(to).node.handle_message(now, from, &bytes);
                 self.wake(to);
@@ -336,11 +348,11 @@ impl<N: Node> World<N> {
         match self.net.route(&mut self.rng, from, t.to) {
             Route::Partitioned => {
                 self.stats.partitioned += 1;
-                self.trace(format_args!("cut {from}->{} {}B", t.to, t.bytes.len()));
+                self.trace(format_args!("cut {from}->{} {}", t.to, (self.describe)(&t.bytes)));
             }
             Route::Lost => {
                 self.stats.lost += 1;
-                self.trace(format_args!("lose {from}->{} {}B", t.to, t.bytes.len()));
+                self.trace(format_args!("lose {from}->{} {}", t.to, (self.describe)(&t.bytes)));
             }
             Route::Deliver(delays) => {
                 self.stats.duplicated += delays.len().saturating_sub(1) as u64;
@@ -349,7 +361,7 @@ impl<N: Node> World<N> {
                 for (i, d) in delays.into_iter().enumerate() {
                     let copy =
                         if i + 1 == n { bytes.take().unwrap_or_default() } else { bytes.clone().unwrap_or_default() };
-                    self.trace(format_args!("send {from}->{} {}B +{d:?}", t.to, copy.len()));
+                    self.trace(format_args!("send {from}->{} {} +{d:?}", t.to, (self.describe)(&copy)));
                     let at = self.now + d;
                     self.schedule(at, Action::Deliver { from, to: t.to, bytes: copy });
                 }

@@ -262,6 +262,7 @@ fn run(seed: u64, trace: bool, ramp: bool, early_replies: bool) -> Outcome {
     let settings = AtSettings::default();
     let mut w: World<Sim> = World::new(seed);
     w.set_trace(trace);
+    w.set_message_formatter(msg::describe);
     // Delay, jitter, duplication and reordering, but no loss: every timeout
     // here would be spurious.
     let mut link = LinkConfig::random(w.rng(), 0.05);

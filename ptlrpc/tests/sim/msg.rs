@@ -44,3 +44,24 @@ fn to_vec(h: &Header) -> Vec<u8> {
         Err(e) => panic!("encoding a header-only message cannot fail: {e}"),
     }
 }
+
+/// One-line description of a message for simulator traces.
+pub fn describe(bytes: &[u8]) -> String {
+    match Frame::parse(bytes) {
+        Ok(f) => {
+            let h = f.header();
+            let mut s = format!("{:?} {:?} xid={}", h.kind, f.op(), h.xid);
+            if h.status != 0 {
+                s.push_str(&format!(" status={}", h.status));
+            }
+            if !h.flags.is_empty() {
+                s.push_str(&format!(" flags={:?}", h.flags));
+            }
+            if !h.timeout.is_zero() {
+                s.push_str(&format!(" timeout={:?}", h.timeout));
+            }
+            s
+        }
+        Err(e) => format!("<{} bytes: {e}>", bytes.len()),
+    }
+}

@@ -337,6 +337,7 @@ fn pinger_scenario(seed: u64, trace: bool) -> Result<SimStats, String> {
     let at = AtSettings::default();
     let mut w: World<Sim> = World::new(seed);
     w.set_trace(trace);
+    w.set_message_formatter(msg::describe);
     w.set_event_budget(200_000);
     let lossy = w.rng().chance(0.7);
     let max_fault = if lossy { 0.05 } else { 0.0 };
