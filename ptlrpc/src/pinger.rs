@@ -212,6 +212,9 @@ impl ImportPinger {
     pub fn poll_timeout(&self) -> Option<Time> {
         match self.state {
             State::Active { in_flight: Some(p), .. } => Some(p.deadline),
+            // A PingDue is out: nothing to wait for until it is reported
+            // sent (so a driver never spins on a past ping time).
+            State::Active { due_handed_out: true, .. } => None,
             State::Active { .. } => self.next_ping(),
             State::Discon => None,
         }
@@ -245,6 +248,7 @@ mod tests {
         assert_eq!(p.poll_transmit(t(24)), None);
         assert_eq!(p.poll_transmit(t(25)), Some(PingDue));
         assert_eq!(p.poll_transmit(t(25)), None, "handed out once");
+        assert_eq!(p.poll_timeout(), None, "waits for the ping to be sent");
         p.handle_ping_sent(t(25), Xid(1), t(36));
         assert_eq!(p.poll_timeout(), Some(t(36)));
         p.handle_ping_reply(t(25), Xid(1));
