@@ -154,6 +154,20 @@ impl Lnet {
         self.inner.counters()
     }
 
+    /// Waits until nothing is in flight, queued or awaited (see
+    /// [`Counters::is_idle`]); woken by completions, never by polling.
+    pub async fn wait_idle(&self) {
+        loop {
+            let n = self.inner.progress.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.counters().is_idle() {
+                return;
+            }
+            n.await;
+        }
+    }
+
     /// Every known peer with health, credits and counters.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.inner.peers()

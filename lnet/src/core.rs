@@ -13,6 +13,7 @@
 //! and nothing is pending.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -147,8 +148,6 @@ pub(crate) enum RecvKind {
     Reply { ev: EvInfo },
 }
 
-type Deliveries = Vec<(EventHandler, Event)>;
-
 struct State {
     portals: PortalTable,
     mds: HashMap<u64, MdState>,
@@ -159,24 +158,60 @@ struct State {
     ni_credits: Vec<CreditQueue>,
     counters: Counters,
     shutdown: bool,
+    /// Events in the order the state changes made them; delivered after
+    /// the lock is dropped, by one thread at a time, so each MD's events
+    /// arrive in order and the `unlinked` one is its last.
+    events: VecDeque<(EventHandler, Event)>,
 }
 
 pub(crate) struct Inner {
     pub(crate) tunables: Tunables,
+    /// Woken whenever an operation completes, for [`crate::Lnet::wait_idle`].
+    pub(crate) progress: tokio::sync::Notify,
     pub(crate) nis: OnceLock<Vec<Ni>>,
     state: Mutex<State>,
+    delivering: AtomicBool,
 }
 
-fn deliver(events: Deliveries) {
-    for (h, ev) in events {
-        h.deliver(ev);
+impl Counters {
+    /// True when nothing is in flight, queued or awaited.
+    pub fn is_idle(&self) -> bool {
+        self.msgs == 0
+            && self.awaiting == 0
+            && self.queued == 0
+            && self.peer_credits_in_use == 0
+            && self.ni_credits_in_use == 0
     }
 }
 
 impl Inner {
+    /// Hands queued events to their handlers, unless another thread is
+    /// already doing so (it will pick these up too).
+    fn flush_events(&self) {
+        loop {
+            if self.delivering.swap(true, Ordering::Acquire) {
+                return;
+            }
+            loop {
+                let batch = std::mem::take(&mut self.state.lock().events);
+                if batch.is_empty() {
+                    break;
+                }
+                for (h, ev) in batch {
+                    h.deliver(ev);
+                }
+            }
+            self.delivering.store(false, Ordering::Release);
+            if self.state.lock().events.is_empty() {
+                return;
+            }
+        }
+    }
+
     pub(crate) fn new(tunables: Tunables, cookie_base: u64) -> Inner {
         Inner {
             tunables,
+            progress: tokio::sync::Notify::new(),
             nis: OnceLock::new(),
             state: Mutex::new(State {
                 portals: PortalTable::new(),
@@ -190,7 +225,9 @@ impl Inner {
                 ni_credits: Vec::new(),
                 counters: Counters::default(),
                 shutdown: false,
+                events: VecDeque::new(),
             }),
+            delivering: AtomicBool::new(false),
         }
     }
 
@@ -259,7 +296,6 @@ impl Inner {
     }
 
     pub(crate) fn md_unlink(&self, md: &Md) -> Result<(), LnetError> {
-        let mut out = Deliveries::new();
         {
             let mut st = self.state.lock();
             let cookie = md.cookie();
@@ -272,7 +308,7 @@ impl Inner {
                 st.portals.detach(p, cookie);
             }
             for aw in awaiting {
-                st.fail_awaiting(cookie, aw, LnetError::Unlinked, &mut out);
+                st.fail_awaiting(cookie, aw, LnetError::Unlinked);
             }
             if let Some(ms) = st.mds.get(&cookie)
                 && ms.pending == 0
@@ -290,11 +326,13 @@ impl Inner {
                     md: ms.md.clone(),
                     unlinked: true,
                 };
-                out.push((ms.md.inner.handler.clone(), ev));
+                let h = ms.md.inner.handler.clone();
+                st.events.push_back((h, ev));
                 st.remove_md(cookie);
             }
         }
-        deliver(out);
+        self.flush_events();
+        self.progress.notify_waiters();
         Ok(())
     }
 
@@ -357,7 +395,6 @@ impl Inner {
 
     /// Fails every waiting response whose deadline has passed.
     pub(crate) fn expire(&self, now: Instant) {
-        let mut out = Deliveries::new();
         {
             let mut st = self.state.lock();
             let mut expired = Vec::new();
@@ -375,14 +412,14 @@ impl Inner {
                     p.failed();
                 }
                 tracing::warn!(%peer, portal = aw.portal, "no {:?} within the transaction timeout", aw.kind);
-                st.fail_awaiting(cookie, aw, LnetError::Timeout(peer), &mut out);
+                st.fail_awaiting(cookie, aw, LnetError::Timeout(peer));
             }
         }
-        deliver(out);
+        self.flush_events();
+        self.progress.notify_waiters();
     }
 
     pub(crate) fn shutdown(&self) {
-        let mut out = Deliveries::new();
         {
             let mut st = self.state.lock();
             if st.shutdown {
@@ -394,17 +431,17 @@ impl Inner {
                 let aws: Vec<Awaiting> =
                     st.mds.get_mut(&cookie).map(|m| m.awaiting.drain(..).collect()).unwrap_or_default();
                 for aw in aws {
-                    st.fail_awaiting(cookie, aw, LnetError::Shutdown, &mut out);
+                    st.fail_awaiting(cookie, aw, LnetError::Shutdown);
                 }
             }
             // Messages still waiting for credits never reached an LND.
             let waiting: Vec<u64> = st.txs.iter().filter(|(_, t)| t.msg.is_some()).map(|(&id, _)| id).collect();
             for id in waiting {
                 st.unqueue(id);
-                st.complete_tx(self, id, Err(LnetError::Shutdown), &mut out);
+                st.complete_tx(self, id, Err(LnetError::Shutdown));
             }
         }
-        deliver(out);
+        self.flush_events();
         for ni in self.nis() {
             ni.lnd.shutdown();
         }
@@ -413,20 +450,18 @@ impl Inner {
     // ---- LND upcalls -----------------------------------------------------
 
     pub(crate) fn send_done(&self, id: u64, res: Result<(), LnetError>) {
-        let mut out = Deliveries::new();
-        self.state.lock().complete_tx(self, id, res, &mut out);
-        deliver(out);
+        self.state.lock().complete_tx(self, id, res);
+        self.flush_events();
+        self.progress.notify_waiters();
     }
 
     pub(crate) fn parse(&self, ni: usize, from: Nid, hdr: &LnetHdr) -> Delivery {
-        let mut out = Deliveries::new();
-        let d = self.state.lock().parse(self, ni, from, hdr, &mut out);
-        deliver(out);
+        let d = self.state.lock().parse(self, ni, from, hdr);
+        self.flush_events();
         d
     }
 
     pub(crate) fn recv_done(&self, token: RecvToken, res: Result<(), LnetError>) {
-        let mut out = Deliveries::new();
         {
             let mut st = self.state.lock();
             match token.kind {
@@ -434,7 +469,7 @@ impl Inner {
                     let ack_ok =
                         st.mds.get(&token.md).is_some_and(|m| !m.md.inner.options.contains(MdOptions::ACK_DISABLE));
                     let ok = res.is_ok();
-                    st.finish_op(token.md, EventKind::Put, res, ev, &mut out);
+                    st.finish_op(token.md, EventKind::Put, res, ev);
                     if let (Some(wmd), true, true) = (ack_wmd, ok, ack_ok) {
                         st.send_control(
                             self,
@@ -443,14 +478,14 @@ impl Inner {
                         );
                     }
                 }
-                RecvKind::Reply { ev } => st.finish_op(token.md, EventKind::Reply, res, ev, &mut out),
+                RecvKind::Reply { ev } => st.finish_op(token.md, EventKind::Reply, res, ev),
             }
         }
-        deliver(out);
+        self.flush_events();
+        self.progress.notify_waiters();
     }
 
     pub(crate) fn peer_down(&self, nid: Nid, err: LnetError) {
-        let mut out = Deliveries::new();
         {
             let mut st = self.state.lock();
             let tunables_credits = self.tunables.peer_credits;
@@ -460,7 +495,7 @@ impl Inner {
                 st.txs.iter().filter(|(_, t)| t.peer == nid && t.msg.is_some()).map(|(&id, _)| id).collect();
             for id in queued {
                 st.unqueue(id);
-                st.complete_tx(self, id, Err(err.clone()), &mut out);
+                st.complete_tx(self, id, Err(err.clone()));
             }
             // Responses the peer will never send.
             let mut lost = Vec::new();
@@ -471,11 +506,12 @@ impl Inner {
                 lost.extend(gone.into_iter().map(|a| (cookie, a)));
             }
             for (cookie, aw) in lost {
-                st.fail_awaiting(cookie, aw, err.clone(), &mut out);
+                st.fail_awaiting(cookie, aw, err.clone());
             }
         }
         tracing::info!(peer = %nid, %err, "peer down");
-        deliver(out);
+        self.flush_events();
+        self.progress.notify_waiters();
     }
 
     pub(crate) fn peer_alive(&self, nid: Nid) {
@@ -569,7 +605,7 @@ impl State {
         ms.awaiting.remove(i)
     }
 
-    fn fail_awaiting(&mut self, cookie: u64, aw: Awaiting, err: LnetError, out: &mut Deliveries) {
+    fn fail_awaiting(&mut self, cookie: u64, aw: Awaiting, err: LnetError) {
         let kind = match aw.kind {
             AwaitKind::Ack => EventKind::Ack,
             AwaitKind::Reply => EventKind::Reply,
@@ -583,7 +619,7 @@ impl State {
             offset: 0,
             hdr_data: 0,
         };
-        self.finish_op(cookie, kind, Err(err), ev, out);
+        self.finish_op(cookie, kind, Err(err), ev);
     }
 
     fn remove_md(&mut self, cookie: u64) {
@@ -595,14 +631,7 @@ impl State {
     }
 
     /// Ends one pending operation of an MD with its event.
-    fn finish_op(
-        &mut self,
-        cookie: u64,
-        kind: EventKind,
-        status: Result<(), LnetError>,
-        ev: EvInfo,
-        out: &mut Deliveries,
-    ) {
+    fn finish_op(&mut self, cookie: u64, kind: EventKind, status: Result<(), LnetError>, ev: EvInfo) {
         let Some(ms) = self.mds.get_mut(&cookie) else {
             tracing::error!(cookie, ?kind, "operation finished on an MD that is gone");
             return;
@@ -623,7 +652,7 @@ impl State {
             md: ms.md.clone(),
             unlinked: done,
         };
-        out.push((ms.md.inner.handler.clone(), event));
+        self.events.push_back((ms.md.inner.handler.clone(), event));
         if done {
             self.remove_md(cookie);
         }
@@ -713,7 +742,7 @@ impl State {
         self.launch(inner, id, ni, to, hdr, None, TxPurpose::Control);
     }
 
-    fn complete_tx(&mut self, inner: &Inner, id: u64, res: Result<(), LnetError>, out: &mut Deliveries) {
+    fn complete_tx(&mut self, inner: &Inner, id: u64, res: Result<(), LnetError>) {
         let Some(t) = self.txs.remove(&id) else {
             tracing::error!(id, "LND completed a message the core does not know");
             return;
@@ -777,14 +806,14 @@ impl State {
                         ms.pending = ms.pending.saturating_sub(1);
                     }
                 }
-                self.finish_op(md, EventKind::Send, res, ev, out);
+                self.finish_op(md, EventKind::Send, res, ev);
             }
-            TxPurpose::Reply { md, ev } => self.finish_op(md, EventKind::Get, res, ev, out),
+            TxPurpose::Reply { md, ev } => self.finish_op(md, EventKind::Get, res, ev),
             TxPurpose::Control => {}
         }
     }
 
-    fn parse(&mut self, inner: &Inner, _ni: usize, from: Nid, hdr: &LnetHdr, out: &mut Deliveries) -> Delivery {
+    fn parse(&mut self, inner: &Inner, _ni: usize, from: Nid, hdr: &LnetHdr) -> Delivery {
         let credits = inner.tunables.peer_credits;
         {
             let p = self.peer_mut(from, credits);
@@ -875,7 +904,7 @@ impl State {
                     } else {
                         LnetError::Proto { peer: from.to_string(), why: format!("REPLY status {status}") }
                     };
-                    self.finish_op(wmd, EventKind::Reply, Err(err), ev, out);
+                    self.finish_op(wmd, EventKind::Reply, Err(err), ev);
                     return Delivery::Discard;
                 }
                 let Some(ms) = self.mds.get(&wmd) else {
@@ -901,7 +930,7 @@ impl State {
                     offset: 0,
                     hdr_data: 0,
                 };
-                self.finish_op(wmd, EventKind::Ack, Ok(()), ev, out);
+                self.finish_op(wmd, EventKind::Ack, Ok(()), ev);
                 Delivery::Discard
             }
             MsgBody::Hello { .. } => self.drop_msg(from, credits, "HELLO outside a handshake", hdr),

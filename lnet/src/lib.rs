@@ -14,6 +14,8 @@
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub(crate) mod core;
 pub mod error;
 pub mod event;

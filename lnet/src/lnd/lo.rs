@@ -60,7 +60,7 @@ impl LoLnd {
 
     fn deliver(&self, tx: TxMsg) {
         if self.shut.load(Ordering::Acquire) {
-            self.ctx.send_done(tx.id, Err(LnetError::Shutdown));
+            tx.complete(&self.ctx, Err(LnetError::Shutdown));
             return;
         }
         let dest = if self.is_self(tx.peer) {
@@ -75,8 +75,9 @@ impl LoLnd {
         };
         let Some(dest) = dest else {
             let err = LnetError::PeerDown { nid: tx.peer, why: "no such node in this process".into() };
-            self.ctx.send_done(tx.id, Err(err.clone()));
-            self.ctx.peer_down(tx.peer, err);
+            let peer = tx.peer;
+            tx.complete(&self.ctx, Err(err.clone()));
+            self.ctx.peer_down(peer, err);
             return;
         };
         match dest.parse(tx.hdr.src, &tx.hdr) {
@@ -84,12 +85,13 @@ impl LoLnd {
                 if let Some(src) = &tx.payload {
                     copy(src, &sink);
                 }
+                drop(sink);
                 dest.recv_done(token, Ok(()));
             }
             Delivery::Discard => {}
         }
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        self.ctx.send_done(tx.id, Ok(()));
+        tx.complete(&self.ctx, Ok(()));
     }
 }
 
@@ -137,12 +139,19 @@ impl Lnd for LoLnd {
     }
 
     fn shutdown(&self) {
-        self.shut.store(true, Ordering::Release);
-        if self.nid.addr != 0 {
+        if self.shut.swap(true, Ordering::AcqRel) || self.nid.addr == 0 {
+            return;
+        }
+        let others: Vec<Arc<LoLnd>> = {
             let mut f = FABRIC.lock();
             if f.get(&self.nid.addr).is_some_and(|w| std::ptr::eq(w.as_ptr(), self)) {
                 f.remove(&self.nid.addr);
             }
+            f.values().filter_map(Weak::upgrade).collect()
+        };
+        // As a closing connection would: every other node learns we are gone.
+        for o in others {
+            o.ctx.peer_down(self.nid, LnetError::PeerDown { nid: self.nid, why: "node shut down".into() });
         }
     }
 

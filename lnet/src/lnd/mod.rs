@@ -31,6 +31,16 @@ pub struct TxMsg {
     pub payload: Option<MdSlice>,
 }
 
+impl TxMsg {
+    /// Completes the message, releasing its hold on the MD first, so that
+    /// when the owner sees the final event nothing in LNet still holds it.
+    pub fn complete(self, ctx: &LndCtx, res: Result<(), LnetError>) {
+        let id = self.id;
+        drop(self);
+        ctx.send_done(id, res);
+    }
+}
+
 /// Where an incoming message's payload goes.
 #[derive(Debug)]
 pub enum Delivery {
@@ -109,7 +119,8 @@ impl LndCtx {
         }
     }
 
-    /// Completes a receive started by [`Delivery::Sink`].
+    /// Completes a receive started by [`Delivery::Sink`]; the LND must
+    /// have dropped the sink first.
     pub fn recv_done(&self, token: RecvToken, res: Result<(), LnetError>) {
         if let Some(inner) = self.inner.upgrade() {
             inner.recv_done(token, res);

@@ -119,7 +119,7 @@ impl Lnd for TcpLnd {
         if self.down.load(Ordering::Acquire) {
             // Cannot complete here (the core's lock is held): a task does it.
             let ctx = self.sh.ctx.clone();
-            self.rt.spawn(async move { ctx.send_done(tx.id, Err(LnetError::Shutdown)) });
+            self.rt.spawn(async move { tx.complete(&ctx, Err(LnetError::Shutdown)) });
             return;
         }
         let mut peers = self.peers.lock();
@@ -248,7 +248,7 @@ async fn watch_close(sh: Arc<Shared>, peer: Nid, r: tokio::net::tcp::OwnedReadHa
 
 fn fail_queued(sh: &Shared, rx: &mut mpsc::UnboundedReceiver<TxMsg>, err: &LnetError) {
     while let Ok(tx) = rx.try_recv() {
-        sh.ctx.send_done(tx.id, Err(err.clone()));
+        tx.complete(&sh.ctx, Err(err.clone()));
     }
 }
 
@@ -266,7 +266,7 @@ async fn peer_writer(sh: Arc<Shared>, peer: Nid, mut rx: mpsc::UnboundedReceiver
             _ = shut.changed() => break,
         };
         if *shut.borrow() {
-            sh.ctx.send_done(tx.id, Err(LnetError::Shutdown));
+            tx.complete(&sh.ctx, Err(LnetError::Shutdown));
             break;
         }
         if conn.as_ref().is_some_and(|c| c.closed.load(Ordering::Acquire)) {
@@ -292,7 +292,7 @@ async fn peer_writer(sh: Arc<Shared>, peer: Nid, mut rx: mpsc::UnboundedReceiver
                         next_try = Instant::now() + backoff;
                         backoff = (backoff * 2).min(sh.cfg.reconnect_max);
                     }
-                    sh.ctx.send_done(tx.id, Err(e.clone()));
+                    tx.complete(&sh.ctx, Err(e.clone()));
                     fail_queued(&sh, &mut rx, &e);
                     sh.ctx.peer_down(peer, e);
                     continue;
@@ -302,13 +302,13 @@ async fn peer_writer(sh: Arc<Shared>, peer: Nid, mut rx: mpsc::UnboundedReceiver
         let Some(c) = conn.as_ref() else { continue };
         let frame = tx.hdr.encode();
         match io::write_frame(&c.w, &frame, tx.payload.as_ref()).await {
-            Ok(()) => sh.ctx.send_done(tx.id, Ok(())),
+            Ok(()) => tx.complete(&sh.ctx, Ok(())),
             Err(e) => {
                 let err = peer_err(peer, format!("send: {e}"));
                 tracing::warn!(%peer, err = %e, "send failed; closing connection");
                 conn = None;
                 next_try = Instant::now() + sh.cfg.reconnect_min;
-                sh.ctx.send_done(tx.id, Err(err.clone()));
+                tx.complete(&sh.ctx, Err(err.clone()));
                 fail_queued(&sh, &mut rx, &err);
                 sh.ctx.peer_down(peer, err);
             }
@@ -406,6 +406,7 @@ async fn receive_frames(sh: &Shared, s: &TcpStream, peer: Nid) -> LnetError {
                 if r.is_ok() && plen > sink.len {
                     r = io::discard(s, plen - sink.len).await;
                 }
+                drop(sink);
                 match r {
                     Ok(()) => sh.ctx.recv_done(token, Ok(())),
                     Err(e) => {
