@@ -25,6 +25,7 @@ pub mod mem;
 pub mod nid;
 pub mod peer;
 pub mod portal;
+pub mod selftest;
 pub mod wire;
 
 pub use api::{AckReq, Lnet, Target};
