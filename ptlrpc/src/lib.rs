@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 pub mod at;
+pub mod cpt;
 pub mod evictor;
 pub mod pinger;
 pub mod time;
