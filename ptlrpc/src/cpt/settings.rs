@@ -36,8 +36,8 @@ pub struct CptSettings {
     /// Lustre's `cpu_npartitions`: how many CPTs to make. Cores are split
     /// evenly across them, whole cores only. `None`: one per NUMA node.
     pub npartitions: Option<u32>,
-    /// Lustre's `cpu_pattern`, e.g. `"0[0,1] 1[2,3]"` (CPT[CPUs]) or
-    /// `"N 0[0] 1[1]"` (CPT[NUMA nodes]). Overrides `npartitions`.
+    /// Lustre's `cpu_pattern`, e.g. `"0[0,1] 1[2,3]"` (`CPT[CPUs]`) or
+    /// `"N 0[0] 1[1]"` (`CPT[NUMA nodes]`). Overrides `npartitions`.
     pub pattern: Option<String>,
 }
 

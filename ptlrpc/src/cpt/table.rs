@@ -204,25 +204,24 @@ impl Machine {
         npartitions: Option<u32>,
         pattern: Option<&CptPattern>,
     ) -> Result<Vec<Cpt>, CptError> {
-        let groups: Vec<Vec<&Core>> = match pattern {
-            Some(p) => return self.partition_by_pattern(p),
-            None => {
-                let nodes = self.nodes_with_cpus();
-                let wanted = npartitions.map_or(nodes.len(), |n| n as usize);
-                if wanted == 0 {
-                    return Err(super::SettingsError::ZeroPartitions.into());
-                }
-                if wanted <= nodes.len() {
-                    split_evenly(&nodes, wanted)
-                        .into_iter()
-                        .map(|ns| self.cores.iter().filter(|c| ns.contains(&c.numa)).collect())
-                        .collect()
-                } else if wanted <= self.cores.len() {
-                    split_evenly(&self.cores, wanted).into_iter().map(|cs| cs.iter().collect()).collect()
-                } else {
-                    return Err(CptError::TooManyPartitions { requested: wanted, cores: self.cores.len() });
-                }
-            }
+        if let Some(p) = pattern {
+            return self.partition_by_pattern(p);
+        }
+        let nodes = self.nodes_with_cpus();
+        let wanted = npartitions.map_or(nodes.len(), |n| n as usize);
+        let groups: Vec<Vec<&Core>> = if wanted == 0 {
+            return Err(super::SettingsError::ZeroPartitions.into());
+        } else if wanted <= nodes.len() {
+            // Whole NUMA nodes per CPT.
+            split_evenly(&nodes, wanted)
+                .into_iter()
+                .map(|ns| self.cores.iter().filter(|c| ns.contains(&c.numa)).collect())
+                .collect()
+        } else if wanted <= self.cores.len() {
+            // Whole cores per CPT; `cores` is sorted by node.
+            split_evenly(&self.cores, wanted).into_iter().map(|cs| cs.iter().collect()).collect()
+        } else {
+            return Err(CptError::TooManyPartitions { requested: wanted, cores: self.cores.len() });
         };
         Ok(groups
             .into_iter()
@@ -282,5 +281,22 @@ fn make_cpt(index: usize, cpus: impl IntoIterator<Item = u32>, nodes: impl IntoI
         index: u32::try_from(index).unwrap_or(u32::MAX),
         cpus: cpus.into_iter().collect(),
         numa_nodes: nodes.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_evenly;
+
+    #[test]
+    fn split_evenly_makes_contiguous_runs_that_differ_by_at_most_one() {
+        let items: Vec<u32> = (0..10).collect();
+        for parts in 1..=10 {
+            let runs = split_evenly(&items, parts);
+            assert_eq!(runs.len(), parts);
+            assert_eq!(runs.concat(), items);
+            let (min, max) = (runs.iter().map(|r| r.len()).min(), runs.iter().map(|r| r.len()).max());
+            assert!(min >= Some(1) && max <= min.map(|m| m + 1), "{parts}: {runs:?}");
+        }
     }
 }
