@@ -3,15 +3,17 @@
 //! Owns: the wire format of every service ([`wire`]), and the sans-IO
 //! protocol machinery built on it: adaptive timeouts and early-reply
 //! scheduling ([`at`]), the pinger ([`pinger`]) and the export evictor
-//! ([`evictor`]), protocol time ([`time`]), and — behind the `sim` feature —
-//! the deterministic simulator that drives these state machines in tests
-//! ([`sim`]).
+//! ([`evictor`]), one request's client-side life ([`request`]), portal
+//! conventions ([`portals`]), named fault points ([`fault`]), protocol time
+//! ([`time`]), and — behind the `sim` feature — the deterministic simulator
+//! that drives these state machines in tests ([`sim`]). The [`driver`] runs
+//! them over lnet and tokio: clients, services, bulk, metrics.
 //!
 //! Must not: perform I/O, read a clock, sleep or draw unseeded randomness
-//! anywhere outside a driver. Every state machine takes `now` and events
-//! and returns actions through `poll_*` methods. The lnet-backed driver,
-//! services on CPU partitions, bulk and imports/exports come next (issues 4
-//! and 5); see `DESIGN.md`, section ptlrpc.
+//! anywhere outside [`driver`] (and `cpt`, which talks to the OS for
+//! topology and binding). Every state machine takes `now` and events and
+//! returns actions. Imports/exports and the connect protocol come next
+//! (issue 5); see `DESIGN.md`, section ptlrpc.
 //!
 //! ## Code map
 //!
@@ -21,6 +23,11 @@
 //! | `wire::opcode` | the opcode registry (Lustre numbers) and MDS reint sub-ops |
 //! | `wire::message` | header + rkyv body; bodies validated before use |
 //! | `wire::error` | typed decode/encode errors and their errno |
+//! | `wire::bulk` | bulk descriptors (match bits, length, CRC32C), BRW bodies |
+//! | `request` | xid sequence; one request's deadline, early replies, resends |
+//! | `portals` | request/reply/bulk portal numbers, reply offsets |
+//! | `fault` | typed fault points and triggers, shared injector |
+//! | `driver` | lnet/tokio I/O: client, services, workers, bulk, metrics, echo |
 //! | `at` | AT estimator (4 bins), client deadlines, server early replies |
 //! | `pinger` | per-import ping schedule, missed ping -> DISCON event |
 //! | `evictor` | server side: exports silent for 6 ping intervals -> evict event |
@@ -39,8 +46,12 @@
 
 pub mod at;
 pub mod cpt;
+pub mod driver;
 pub mod evictor;
+pub mod fault;
 pub mod pinger;
+pub mod portals;
+pub mod request;
 pub mod time;
 pub mod wire;
 

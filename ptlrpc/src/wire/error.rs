@@ -12,6 +12,18 @@ use super::ids::Xid;
 /// Linux errno values used on the wire (as positive numbers; the header
 /// carries them negated).
 pub mod errno {
+    /// I/O error (a bulk transfer that failed for good).
+    pub const EIO: i32 = 5;
+    /// Out of memory (no bulk pages).
+    pub const ENOMEM: i32 = 12;
+    /// Busy: a service queue is full.
+    pub const EBUSY: i32 = 16;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// Bad message: a bulk checksum mismatch.
+    pub const EBADMSG: i32 = 74;
+    /// Shutting down.
+    pub const ESHUTDOWN: i32 = 108;
     /// Protocol error: a malformed message.
     pub const EPROTO: i32 = 71;
     /// Operation not supported: an unknown opcode.

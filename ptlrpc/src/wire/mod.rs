@@ -2,14 +2,16 @@
 //!
 //! Owns: header layout and codec (`header`), flags and message kinds
 //! (`flags`), identifier newtypes (`ids`), the opcode registry (`opcode`),
-//! shared bodies (`body`), whole-message encode/parse with validated body
-//! access (`message`), and the typed errors (`error`).
+//! shared bodies (`body`), bulk descriptors and BRW bodies (`bulk`),
+//! whole-message encode/parse with validated body access (`message`), and
+//! the typed errors (`error`).
 //!
 //! Must not: perform I/O, keep state, log, or panic on any input. Callers
 //! (drivers) count and log decode failures and answer with an error reply
 //! when [`DecodeError::reply_xid`] names an xid, otherwise drop.
 
 mod body;
+mod bulk;
 mod error;
 mod flags;
 mod header;
@@ -18,6 +20,7 @@ mod message;
 mod opcode;
 
 pub use body::{ArchivedConnectData, ConnectData, Empty};
+pub use bulk::{ArchivedBrwBody, ArchivedBrwReply, ArchivedBulkDesc, BrwBody, BrwReply, BulkDesc, CKSUM_CRC32C};
 pub use error::{DecodeError, EncodeError, errno};
 pub use flags::{MsgFlags, MsgKind};
 pub use header::{HEADER_LEN, Header, MAGIC, PRE_VERSIONS, VERSION};

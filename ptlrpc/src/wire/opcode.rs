@@ -58,6 +58,13 @@ macro_rules! registry {
             /// Every known operation, in opcode order.
             pub const ALL: &'static [Op] = &[ $( Op::$variant, )* ];
 
+            /// The operation's name (for logs, traces and metric labels).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Op::$variant => stringify!($variant), )*
+                }
+            }
+
             /// The service this operation is served by.
             pub const fn service(self) -> Service {
                 match self {

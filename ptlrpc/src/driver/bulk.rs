@@ -1,0 +1,176 @@
+//! Bulk data, server-driven: the server GETs a client's pages for a write
+//! and PUTs into them for a read, over lnet MDs on the pages themselves.
+//!
+//! Owns: [`ReqCtx::bulk_get`] / [`ReqCtx::bulk_put`] (a handler's blocking
+//! transfers on its worker thread, bounded by the service's bulk timeout),
+//! CRC32C over pages ([`checksum`]), the write-side verification with a
+//! bounded retry of the transfer on mismatch, and the `BulkCorrupt` fault
+//! point's corruption ([`corrupt`]).
+//!
+//! Must not: wait without a bound, or copy the data: the GET lands in pages
+//! from `lnet.pool(cpt)` and the PUT leaves from the handler's pages.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lnet::{AckReq, Event, EventHandler, EventKind, LnetError, Md, MdBuffer, MdSpec, Target};
+
+use super::error::BulkError;
+use super::handler::ReqCtx;
+use crate::fault::FaultKind;
+use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
+use crate::wire::BulkDesc;
+
+/// CRC32C over the bytes of `buf`.
+pub fn checksum(buf: &MdBuffer) -> u32 {
+    buf.io_slices(0, buf.len()).iter().fold(0, |crc, s| crc32c::crc32c_append(crc, s))
+}
+
+/// Flips one byte in the middle of `buf` (the `BulkCorrupt` fault).
+pub fn corrupt(buf: &mut MdBuffer) {
+    let at = buf.len() / 2;
+    let mut b = [0u8; 1];
+    if buf.read_at(at, &mut b) == 1 {
+        b[0] ^= 0x5a;
+        buf.write_at(at, &b);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Get,
+    Put,
+}
+
+/// How long to wait for an MD's last event after unlinking it.
+const UNLINK_WAIT: Duration = Duration::from_secs(5);
+
+impl ReqCtx<'_> {
+    /// Pages for `len` bytes from this CPT's bulk pool.
+    pub fn alloc_bulk(&self, len: usize) -> Result<MdBuffer, BulkError> {
+        if len > self.shared.cfg.max_bulk {
+            return Err(BulkError::TooBig { len: len as u32, cap: self.shared.cfg.max_bulk });
+        }
+        let pool = self.shared.lnet.pool(self.cpt as u32);
+        Ok(MdBuffer::from_pages_len(pool.alloc_bytes(len)?, len))
+    }
+
+    /// A write's data: GETs the client's pages named by `desc` into fresh
+    /// pool pages. With checksums on, verifies the client's CRC32C and
+    /// retries the transfer (up to the service's `bulk_retries`) on a
+    /// mismatch, counting each one.
+    pub fn bulk_get(&mut self, desc: &BulkDesc) -> Result<MdBuffer, BulkError> {
+        let attempts = 1 + self.shared.cfg.bulk_retries;
+        let mut buf = self.alloc_bulk(desc.len as usize)?;
+        for attempt in 1..=attempts {
+            buf = self.transfer(Dir::Get, desc, buf)?;
+            if self.shared.faults.check(FaultKind::BulkCorrupt).is_some() {
+                tracing::info!(xid = desc.match_bits, "fault injection: bulk corrupted");
+                corrupt(&mut buf);
+            }
+            if !desc.checksummed() {
+                return Ok(buf);
+            }
+            let got = checksum(&buf);
+            if got == desc.cksum {
+                return Ok(buf);
+            }
+            self.shared.metrics.bulk_cksum_errors.inc();
+            tracing::warn!(peer = %self.peer, xid = desc.match_bits, attempt, want = desc.cksum, got,
+                "bulk write checksum mismatch");
+        }
+        Err(BulkError::Checksum { attempts })
+    }
+
+    /// A read's data: PUTs `data` into the client's pages named by `desc`
+    /// and waits for the ACK. Returns the pages and, with checksums on,
+    /// their CRC32C for the reply (else 0).
+    pub fn bulk_put(&mut self, desc: &BulkDesc, data: MdBuffer) -> Result<(MdBuffer, u32), BulkError> {
+        if data.len() < desc.len as usize {
+            return Err(BulkError::TooBig { len: desc.len, cap: data.len() });
+        }
+        let cksum = if desc.checksummed() { checksum(&data) } else { 0 };
+        let data = self.transfer(Dir::Put, desc, data)?;
+        Ok((data, cksum))
+    }
+
+    /// One GET or PUT with the pages of `buf`; returns them when lnet is
+    /// done with them.
+    fn transfer(&self, dir: Dir, desc: &BulkDesc, buf: MdBuffer) -> Result<MdBuffer, BulkError> {
+        let r = self.transfer_inner(dir, desc, buf);
+        if r.is_err() {
+            self.shared.metrics.bulk_errors.inc();
+        }
+        r
+    }
+
+    fn transfer_inner(&self, dir: Dir, desc: &BulkDesc, buf: MdBuffer) -> Result<MdBuffer, BulkError> {
+        let lnet = &self.shared.lnet;
+        let want = desc.len;
+        let (tx, rx) = mpsc::channel::<Event>();
+        let cb = Arc::new(move |ev: Event| {
+            // The receiver only goes away once the last event is in.
+            let _ = tx.send(ev);
+        });
+        let md = lnet.bind(MdSpec::new(buf, EventHandler::Callback(cb)))?;
+        let started = match dir {
+            Dir::Get => lnet.get(&md, Target::new(self.peer, BULK_GET_SOURCE_PORTAL.0, desc.match_bits)),
+            Dir::Put => lnet.put(&md, Target::new(self.peer, BULK_PUT_SINK_PORTAL.0, desc.match_bits), AckReq::Ack, 0),
+        };
+        if let Err(e) = started {
+            let _ = lnet.unlink(&md);
+            return Err(e.into());
+        }
+        let deadline = Instant::now() + self.shared.cfg.bulk_timeout;
+        let mut status: Result<(), BulkError> = Ok(());
+        let mut moved = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(ev) => {
+                    if let Err(e) = &ev.status {
+                        status = Err(e.clone().into());
+                    }
+                    if matches!(ev.kind, EventKind::Reply | EventKind::Ack) {
+                        moved = Some(ev.mlength);
+                    }
+                    if ev.unlinked {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if status.is_ok() => {
+                    status = Err(BulkError::Timeout);
+                    let _ = lnet.unlink(&md);
+                    // Wait (bounded) for lnet to let go of the pages.
+                    let _ = rx.recv_timeout(UNLINK_WAIT);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        status?;
+        let got = moved.unwrap_or(0);
+        if dir == Dir::Get && got < want {
+            return Err(BulkError::Short { got, want });
+        }
+        reclaim(md, UNLINK_WAIT).map_err(|_| BulkError::Lnet(LnetError::Invalid("bulk MD still referenced".into())))
+    }
+}
+
+/// Takes an MD's pages back after its last event. An LND may still hold a
+/// handle for a moment after that event (lo drops its message after
+/// completing it), so this yields and tries again, for at most `wait`.
+pub(super) fn reclaim(mut md: Md, wait: Duration) -> Result<MdBuffer, Md> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match md.into_buffer() {
+            Ok(b) => return Ok(b),
+            Err(m) if Instant::now() < deadline => {
+                md = m;
+                std::thread::yield_now();
+            }
+            Err(m) => return Err(m),
+        }
+    }
+}

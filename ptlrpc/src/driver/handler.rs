@@ -1,0 +1,190 @@
+//! What a service hands its handler, and what the handler hands back.
+//!
+//! Owns: [`Request`] (a validated request as it sits in a queue: peer,
+//! header, operation, bytes, arrival time), [`Reply`] (an archived body and
+//! the header fields a handler sets), the [`Handler`] trait that mdt, ost and
+//! the echo service implement, and [`ReqCtx`], the handler's access to the
+//! service (bulk transfers live in `driver::bulk`).
+//!
+//! Must not: send anything. The worker sends the reply, measures service
+//! time and keeps the metrics.
+
+use std::fmt;
+
+use lnet::{Lnet, Nid};
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Portable, Serialize};
+
+use super::error::Errno;
+use super::service::Shared;
+use crate::time::Time;
+use crate::wire::{BODY_ALIGN, Frame, HEADER_LEN, Header, MAX_BODY_LEN, Op, Transno, Xid};
+
+/// A request that passed header and length checks, waiting to be handled.
+pub struct Request {
+    pub(super) peer: Nid,
+    pub(super) header: Header,
+    pub(super) op: Op,
+    pub(super) bytes: AlignedVec<BODY_ALIGN>,
+    pub(super) arrival: Time,
+    pub(super) cpt: usize,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("peer", &format_args!("{}", self.peer))
+            .field("xid", &self.header.xid)
+            .field("op", &self.op)
+            .field("len", &self.bytes.len())
+            .field("arrival", &self.arrival)
+            .finish()
+    }
+}
+
+impl Request {
+    /// The client that sent it.
+    pub fn peer(&self) -> Nid {
+        self.peer
+    }
+
+    /// The request header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The operation.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The request's xid.
+    pub fn xid(&self) -> Xid {
+        self.header.xid
+    }
+
+    /// When it arrived (service time counts from here).
+    pub fn arrival(&self) -> Time {
+        self.arrival
+    }
+
+    /// The CPT whose queue it came through.
+    pub fn cpt(&self) -> usize {
+        self.cpt
+    }
+
+    /// The raw, not yet validated, body.
+    pub fn body_bytes(&self) -> &[u8] {
+        self.bytes.get(HEADER_LEN..).unwrap_or_default()
+    }
+
+    fn frame(&self) -> Result<Frame<'_>, Errno> {
+        Ok(Frame::parse(&self.bytes)?)
+    }
+
+    /// The body validated as `T`, in place (zero copy). A body that does
+    /// not validate is `EPROTO`.
+    pub fn access<T>(&self) -> Result<&T, Errno>
+    where
+        T: Portable + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+    {
+        Ok(self.frame()?.access::<T>()?)
+    }
+
+    /// The body validated and deserialized. A body that does not validate
+    /// is `EPROTO`.
+    pub fn body<T>(&self) -> Result<T, Errno>
+    where
+        T: Archive,
+        T::Archived:
+            for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+    {
+        Ok(self.frame()?.deserialize::<T>()?)
+    }
+}
+
+/// A handler's answer: an archived body plus the header fields it owns.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub(super) body: AlignedVec<BODY_ALIGN>,
+    /// Transaction number of a modifying request.
+    pub transno: Transno,
+    /// The target's last committed transno.
+    pub last_committed: Transno,
+}
+
+impl Reply {
+    /// A reply with an empty body.
+    pub fn empty() -> Reply {
+        Reply::default()
+    }
+
+    /// A reply carrying `body` archived with rkyv. A body that does not
+    /// archive, or is larger than a message may be, is `EINVAL`.
+    pub fn new<B>(body: &B) -> Result<Reply, Errno>
+    where
+        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    {
+        let archived = rkyv::to_bytes::<rancor::Error>(body).map_err(|_| Errno::EINVAL)?;
+        if archived.len() > MAX_BODY_LEN {
+            return Err(Errno::EINVAL);
+        }
+        let mut out = AlignedVec::<BODY_ALIGN>::with_capacity(archived.len());
+        out.extend_from_slice(&archived);
+        Ok(Reply { body: out, ..Reply::default() })
+    }
+
+    /// Sets the transaction numbers.
+    pub fn with_transno(mut self, transno: Transno, last_committed: Transno) -> Reply {
+        self.transno = transno;
+        self.last_committed = last_committed;
+        self
+    }
+
+    /// The archived body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// The code a service runs for each request, on a worker thread of the
+/// request's CPT. It may block (bulk transfers do); a slow handler is kept
+/// alive at the client by early replies.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request. `Err` becomes an error reply with that errno.
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno>;
+}
+
+/// What a handler may use while handling one request.
+pub struct ReqCtx<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) peer: Nid,
+    pub(super) cpt: usize,
+}
+
+impl fmt::Debug for ReqCtx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqCtx").field("peer", &format_args!("{}", self.peer)).field("cpt", &self.cpt).finish()
+    }
+}
+
+impl ReqCtx<'_> {
+    /// The lnet instance the service runs on.
+    pub fn lnet(&self) -> &Lnet {
+        &self.shared.lnet
+    }
+
+    /// The CPT this request is handled on.
+    pub fn cpt(&self) -> usize {
+        self.cpt
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.shared.cfg.name
+    }
+}

@@ -1,0 +1,229 @@
+//! Service threads: the per-CPT workers and the early-reply timer, and the
+//! one function that sends a reply.
+//!
+//! Owns: spawning (one set of workers per CPT, bound to the CPT's cores
+//! when the CPT table describes this machine), the worker loop (high
+//! priority first, then the CPT's policy; run the handler; measure the
+//! service time from arrival; report it in the reply; metrics and a
+//! tracing span per RPC), the early-reply timer thread driving
+//! [`crate::at::ServiceAt`], and [`send_reply`] with its fault points.
+//!
+//! Must not: hold a queue or AT lock while a handler runs or while lnet is
+//! called.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use lnet::{AckReq, Event, EventHandler, Lnet, MdBuffer, MdSpec, Nid, Target};
+use parking_lot::MutexGuard;
+use prometheus_client::metrics::counter::Counter;
+use tracing::field::Empty;
+
+use super::error::{Errno, ServiceError};
+use super::handler::{ReqCtx, Request};
+use super::service::{AtState, ReqKey, Shared};
+use crate::at::EarlyReply;
+use crate::cpt;
+use crate::fault::{FaultKind, FaultPoint};
+use crate::portals::FINAL_REPLY_OFFSET;
+use crate::wire::{HEADER_LEN, Header, MsgFlags, MsgKind};
+
+/// Starts every worker and the early-reply timer.
+pub(super) fn spawn_all(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, ServiceError> {
+    let mut threads = Vec::new();
+    for cpt_index in 0..shared.queues.len() {
+        for i in 0..shared.cfg.threads_per_cpt {
+            let name = format!("{}{cpt_index:02}_{i:03}", shared.cfg.name);
+            let s = Arc::clone(shared);
+            let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
+                bind(&s, cpt_index);
+                run_worker(&s, cpt_index);
+            });
+            threads.push(spawned.map_err(|e| ServiceError::Spawn { name, err: e.to_string() })?);
+        }
+    }
+    let name = format!("{}_at", shared.cfg.name);
+    let s = Arc::clone(shared);
+    let timer = std::thread::Builder::new().name(name.clone()).spawn(move || run_at_timer(&s));
+    threads.push(timer.map_err(|e| ServiceError::Spawn { name, err: e.to_string() })?);
+    Ok(threads)
+}
+
+/// Binds the calling worker to its CPT's cores when the table describes
+/// this machine (a synthetic table's cores do not exist). A worker that
+/// cannot be bound (a container without the right) runs unbound, logged:
+/// the same as `cpt::spawn_bound`, minus refusing to run.
+fn bind(shared: &Shared, cpt_index: usize) {
+    let Some(table) = &shared.cfg.cpts else { return };
+    if *table.source() != cpt::TopologySource::System {
+        return;
+    }
+    let Some(c) = u32::try_from(cpt_index).ok().and_then(|i| table.cpt(i)) else { return };
+    if let Err(e) = cpt::bind_current_thread(c) {
+        tracing::warn!(service = %shared.cfg.name, cpt = cpt_index, err = %e, "worker runs unbound");
+    }
+}
+
+fn run_worker(shared: &Shared, cpt: usize) {
+    let _rt = shared.rt.enter();
+    while let Some(req) = next_request(shared, cpt) {
+        shared.metrics.queued.dec();
+        shared.metrics.active.inc();
+        serve(shared, &req);
+        shared.metrics.active.dec();
+    }
+}
+
+fn next_request(shared: &Shared, cpt: usize) -> Option<Request> {
+    let q = &shared.queues[cpt];
+    let mut st = q.state.lock();
+    loop {
+        if shared.stopping() {
+            return None;
+        }
+        if let Some(r) = st.hp.pop_front() {
+            return Some(r);
+        }
+        if let Some(r) = st.normal.dequeue(shared.clock.now()) {
+            return Some(r);
+        }
+        if st.normal.is_empty() {
+            q.cv.wait(&mut st);
+        } else {
+            // A policy holding requests back (rate limits) is asked again.
+            q.cv.wait_for(&mut st, std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+fn serve(shared: &Shared, req: &Request) {
+    let hdr = req.header();
+    let span = tracing::info_span!("rpc", service = %shared.cfg.name, xid = hdr.xid.0, opcode = req.op().name(),
+        peer = %req.peer(), status = Empty, latency_us = Empty);
+    let _entered = span.enter();
+    let mut ctx = ReqCtx { shared, peer: req.peer(), cpt: req.cpt() };
+    let result = match catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut ctx))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("handler panicked; answering -EIO");
+            Err(Errno::EIO)
+        }
+    };
+    let now = shared.clock.now();
+    let key = ReqKey { peer: req.peer(), xid: hdr.xid, op: req.op() };
+    let service_time = shared.at.lock().at.handle_reply_sent(now, key).unwrap_or(now - req.arrival());
+    let (mut h, body) = match result {
+        Ok(reply) => {
+            let mut h = Header::new(MsgKind::Reply, hdr.opcode, hdr.xid);
+            h.transno = reply.transno;
+            h.last_committed = reply.last_committed;
+            (h, reply.body)
+        }
+        Err(e) => {
+            let mut h = Header::new(MsgKind::Error, hdr.opcode, hdr.xid);
+            h.status = -e.0;
+            (h, Default::default())
+        }
+    };
+    h.conn_cnt = hdr.conn_cnt;
+    h.handle = hdr.handle;
+    h.jobid = hdr.jobid;
+    h.service_time = service_time;
+    span.record("status", h.status);
+    span.record("latency_us", u64::try_from(service_time.as_micros()).unwrap_or(u64::MAX));
+    shared.metrics.observe(req.op(), service_time, h.status != 0);
+    send_reply(shared, req.peer(), h, &body);
+}
+
+/// Sends a final or error reply (`h.body_len` is set here) to `peer`'s
+/// reply portal at the final-reply offset, subject to the reply fault
+/// points.
+pub(super) fn send_reply(shared: &Shared, peer: Nid, mut h: Header, body: &[u8]) {
+    if shared.faults.check(FaultKind::ReplyDrop).is_some() {
+        shared.metrics.injected_drops.inc();
+        tracing::info!(xid = h.xid.0, %peer, "fault injection: reply dropped");
+        return;
+    }
+    h.body_len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut msg = Vec::with_capacity(HEADER_LEN + body.len());
+    msg.extend_from_slice(&h.encode());
+    msg.extend_from_slice(body);
+    let to =
+        Target { nid: peer, portal: shared.cfg.reply_portal.0, match_bits: h.xid.0, offset: FINAL_REPLY_OFFSET as u32 };
+    let errors = shared.metrics.reply_send_errors.clone();
+    if let Some(FaultPoint::ReplyDelay(d)) = shared.faults.check(FaultKind::ReplyDelay) {
+        tracing::info!(xid = h.xid.0, %peer, delay = ?d, "fault injection: reply delayed");
+        let lnet = shared.lnet.clone();
+        shared.rt.spawn(async move {
+            tokio::time::sleep(d).await;
+            put_msg(&lnet, to, msg, errors);
+        });
+        return;
+    }
+    put_msg(&shared.lnet, to, msg, errors);
+}
+
+/// PUTs `msg` to `to` without an ACK, counting failures in `errors`.
+fn put_msg(lnet: &Lnet, to: Target, msg: Vec<u8>, errors: Counter) {
+    let on_event = errors.clone();
+    let cb = Arc::new(move |ev: Event| {
+        if let Err(e) = &ev.status {
+            on_event.inc();
+            tracing::debug!(peer = %ev.peer, err = %e, "reply send failed");
+        }
+    });
+    let sent = lnet
+        .bind(MdSpec::new(MdBuffer::Inline(msg), EventHandler::Callback(cb)))
+        .and_then(|md| lnet.put(&md, to, AckReq::NoAck, 0));
+    if let Err(e) = sent {
+        errors.inc();
+        tracing::warn!(peer = %to.nid, xid = to.match_bits, err = %e, "reply not sent");
+    }
+}
+
+/// The early-reply timer: sleeps until the earliest tracked deadline minus
+/// `at_early_margin`, then sends an early reply for each due request.
+fn run_at_timer(shared: &Shared) {
+    let _rt = shared.rt.enter();
+    let mut st = shared.at.lock();
+    loop {
+        if shared.stopping() {
+            return;
+        }
+        let now = shared.clock.now();
+        st.at.handle_timeout(now);
+        let mut due = Vec::new();
+        while let Some(e) = st.at.poll_early_reply() {
+            due.push(e);
+        }
+        st.armed = st.at.poll_timeout();
+        if !due.is_empty() {
+            MutexGuard::unlocked(&mut st, || send_early_replies(shared, &due));
+            continue;
+        }
+        wait(shared, &mut st);
+    }
+}
+
+fn wait(shared: &Shared, st: &mut MutexGuard<'_, AtState>) {
+    match st.armed {
+        Some(t) => {
+            let _ = shared.at_cv.wait_until(st, shared.clock.instant(t));
+        }
+        None => shared.at_cv.wait(st),
+    }
+}
+
+fn send_early_replies(shared: &Shared, due: &[EarlyReply<ReqKey>]) {
+    for e in due {
+        let mut h = Header::new(MsgKind::Reply, e.key.op.opcode(), e.key.xid);
+        h.flags = MsgFlags::EARLY_REPLY;
+        h.timeout = e.timeout;
+        h.service_time = e.service_estimate;
+        let to = Target { nid: e.key.peer, portal: shared.cfg.reply_portal.0, match_bits: e.key.xid.0, offset: 0 };
+        tracing::debug!(xid = e.key.xid.0, peer = %e.key.peer, timeout = ?e.timeout, "early reply");
+        shared.metrics.early_replies.inc();
+        put_msg(&shared.lnet, to, h.encode().to_vec(), shared.metrics.reply_send_errors.clone());
+    }
+}
