@@ -27,7 +27,7 @@ pub const MDS_REQUEST_PORTAL: Portal = Portal(12);
 /// The MGS's request portal (Lustre's `MGS_REQUEST_PORTAL`).
 pub const MGS_REQUEST_PORTAL: Portal = Portal(26);
 /// The echo service's request portal (tests and benchmarks).
-pub const ECHO_REQUEST_PORTAL: Portal = Portal(40);
+pub const ECHO_REQUEST_PORTAL: Portal = Portal(36);
 
 /// The portal every client receives replies and early replies on (Lustre's
 /// `OSC_REPLY_PORTAL`; Sheen uses one reply portal for every service).
