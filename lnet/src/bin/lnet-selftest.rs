@@ -44,6 +44,9 @@ struct Cli {
     /// Fill and verify a data pattern in every bulk transfer.
     #[arg(long, global = true)]
     check: bool,
+    /// Also print where each round's time goes (medians) on stderr.
+    #[arg(long, global = true, hide = true)]
+    timing: bool,
     /// Runtime worker threads (0: a single-threaded runtime).
     #[arg(long, global = true, default_value_t = 2)]
     threads: usize,
@@ -124,9 +127,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         size: cli.size,
         check: cli.check,
         baseline: cli.baseline,
+        server_args: vec!["--threads".into(), cli.threads.to_string()],
     };
     selftest::validate(&opts)?;
     let json = cli.json;
+    let cli_timing = cli.timing;
     let rows = selftest::run_client(opts, |row| {
         if json {
             println!("{}", report::json_line(row));
@@ -135,6 +140,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     .await?;
     if !json {
         print!("{}", report::table(&rows));
+    }
+    if cli_timing {
+        eprint!("{}", report::breakdown(&rows));
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::proto::{self, FLAG_CHECK, MAX_BULK, MSG_SIZE, Op, Reply, Request};
-use super::{RunSpec, Sample, WAIT_MAX};
+use super::{Phases, RunSpec, Sample, WAIT_MAX, phases};
 
 /// Writes every byte of `bufs` with vectored writes.
 async fn write_all_v<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
@@ -67,31 +67,33 @@ async fn serve_conn(mut s: TcpStream) -> anyhow::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.into()),
         }
+        let t_in = proto::wall_ns();
         let req = Request::decode(&b).map_err(|why| anyhow!("bad raw request: {why}"))?;
         let size = req.size as usize;
         if data.len() < size {
             data.resize(size, 0);
         }
         match req.op {
-            Op::Ping => s.write_all(&Reply::to(&req, 0).encode()).await?,
+            Op::Ping => s.write_all(&Reply::to(&req, 0).stamped(t_in).encode()).await?,
             Op::BrwWrite => {
                 s.read_exact(&mut data[..size]).await?;
                 let ok = !req.check() || proto::verify(&data[..size], 0, req.seed);
                 let st = if ok { 0 } else { proto::STATUS_BAD_DATA };
-                s.write_all(&Reply::to(&req, st).encode()).await?;
+                s.write_all(&Reply::to(&req, st).stamped(t_in).encode()).await?;
             }
             Op::BrwRead => {
                 if req.check() {
                     proto::fill(&mut data[..size], 0, req.seed);
                 }
-                let rep = Reply::to(&req, 0).encode();
+                let rep = Reply::to(&req, 0).stamped(t_in).encode();
                 write_all_v(&mut s, &mut [IoSlice::new(&data[..size]), IoSlice::new(&rep)]).await?;
             }
         }
     }
 }
 
-async fn raw_round(s: &mut TcpStream, data: &mut [u8], req: &Request) -> anyhow::Result<()> {
+async fn raw_round(s: &mut TcpStream, data: &mut [u8], req: &Request) -> anyhow::Result<Phases> {
+    let t0 = proto::wall_ns();
     let hdr = req.encode();
     let size = req.size as usize;
     match req.op {
@@ -102,12 +104,13 @@ async fn raw_round(s: &mut TcpStream, data: &mut [u8], req: &Request) -> anyhow:
             }
             write_all_v(s, &mut [IoSlice::new(&hdr), IoSlice::new(&data[..size])]).await?;
         }
-        Op::BrwRead => {
-            s.write_all(&hdr).await?;
-            s.read_exact(&mut data[..size]).await?;
-            if req.check() && !proto::verify(&data[..size], 0, req.seed) {
-                bail!("raw bulk read data does not match the pattern");
-            }
+        Op::BrwRead => s.write_all(&hdr).await?,
+    }
+    let t_put = proto::wall_ns();
+    if req.op == Op::BrwRead {
+        s.read_exact(&mut data[..size]).await?;
+        if req.check() && !proto::verify(&data[..size], 0, req.seed) {
+            bail!("raw bulk read data does not match the pattern");
         }
     }
     let mut b = [0u8; MSG_SIZE];
@@ -119,7 +122,7 @@ async fn raw_round(s: &mut TcpStream, data: &mut [u8], req: &Request) -> anyhow:
     if rep.status != 0 {
         bail!("raw server failed the request: {} ({})", proto::status_name(rep.status), rep.status);
     }
-    Ok(())
+    Ok(phases(t0, t_put, &rep, proto::wall_ns()))
 }
 
 async fn raw_slot(mut s: TcpStream, id: u64, spec: RunSpec, until: Instant) -> anyhow::Result<Sample> {
@@ -140,10 +143,11 @@ async fn raw_slot(mut s: TcpStream, id: u64, spec: RunSpec, until: Instant) -> a
             seed: xid,
         };
         let t = Instant::now();
-        tokio::time::timeout(WAIT_MAX, raw_round(&mut s, &mut data, &req))
+        let ph = tokio::time::timeout(WAIT_MAX, raw_round(&mut s, &mut data, &req))
             .await
             .map_err(|_| anyhow!("raw TCP peer did not answer within {WAIT_MAX:?}"))??;
         out.lat_ns.push(t.elapsed().as_nanos() as u64);
+        out.phases.push(ph);
         out.ops += 1;
         if spec.op.is_bulk() {
             out.bytes += spec.size as u64;

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::proto::{self, FLAG_CHECK, MSG_SIZE, Op, Reply, Request};
-use super::{BULK_PORTAL, REPLY_PORTAL, REQ_PORTAL, RunSpec, Sample, WAIT_MAX};
+use super::{BULK_PORTAL, Phases, REPLY_PORTAL, REQ_PORTAL, RunSpec, Sample, WAIT_MAX, phases};
 use crate::api::{AckReq, Lnet, Target};
 use crate::event::{Event, EventKind, EventQueue};
 use crate::md::{Md, MdBuffer, MdOptions, MdSpec};
@@ -56,8 +56,10 @@ impl Slot {
         Ok(MdBuffer::from_pages_len(pages, size))
     }
 
-    /// One request/reply round (with its bulk transfer).
-    async fn round(&mut self, op: Op, size: usize, check: bool) -> anyhow::Result<()> {
+    /// One request/reply round (with its bulk transfer); returns its
+    /// latency breakdown.
+    async fn round(&mut self, op: Op, size: usize, check: bool) -> anyhow::Result<Phases> {
+        let t0 = proto::wall_ns();
         self.seq += 1;
         let xid = (self.id << 40) | self.seq;
         let peer = self.peer;
@@ -101,8 +103,9 @@ impl Slot {
             .lnet
             .bind(MdSpec::new(MdBuffer::Inline(req.encode().to_vec()), self.eq.clone()).user_ptr(TAG_REQ))
             .and_then(|md| self.lnet.put(&md, Target::new(self.peer, REQ_PORTAL, 0), AckReq::NoAck, 0));
+        let t_put = proto::wall_ns();
         let res = match sent {
-            Ok(()) => self.await_round(&req, check).await,
+            Ok(()) => self.await_round(&req, check).await.map(|(rep, t_rep)| phases(t0, t_put, &rep, t_rep)),
             Err(e) => Err(anyhow!(e).context("sending the request")),
         };
         if res.is_err() {
@@ -117,8 +120,9 @@ impl Slot {
 
     /// Waits for the request's SEND, the reply's PUT and (for BRW) the
     /// bulk's GET or PUT, in whatever order they come.
-    async fn await_round(&mut self, req: &Request, check: bool) -> anyhow::Result<()> {
+    async fn await_round(&mut self, req: &Request, check: bool) -> anyhow::Result<(Reply, u64)> {
         let deadline = Instant::now() + WAIT_MAX;
+        let mut reply = None;
         let (mut sent, mut replied, mut bulk) = (false, false, !req.op.is_bulk());
         while !(sent && replied && bulk) {
             let ev = tokio::time::timeout_at(deadline, self.eq.next()).await.map_err(|_| {
@@ -145,7 +149,7 @@ impl Slot {
                 }
                 TAG_REPLY => {
                     status(&ev, "receiving the reply")?;
-                    check_reply(&ev, req)?;
+                    reply = Some((check_reply(&ev, req)?, proto::wall_ns()));
                     replied = true;
                 }
                 TAG_BULK => {
@@ -161,7 +165,7 @@ impl Slot {
                 other => bail!("event for an unknown MD (user_ptr {other})"),
             }
         }
-        Ok(())
+        reply.ok_or_else(|| anyhow!("round ended without a reply"))
     }
 }
 
@@ -169,7 +173,7 @@ fn status(ev: &Event, what: &str) -> anyhow::Result<()> {
     ev.status.clone().map_err(|e| anyhow!(e).context(format!("{what} ({:?} event from {})", ev.kind, ev.peer)))
 }
 
-fn check_reply(ev: &Event, req: &Request) -> anyhow::Result<()> {
+fn check_reply(ev: &Event, req: &Request) -> anyhow::Result<Reply> {
     let mut b = [0u8; MSG_SIZE];
     let n = (ev.mlength as usize).min(MSG_SIZE);
     let got = ev.md.lock().read_at(0, &mut b[..n]);
@@ -180,7 +184,7 @@ fn check_reply(ev: &Event, req: &Request) -> anyhow::Result<()> {
     if rep.status != 0 {
         bail!("server {} failed the request: {} ({})", ev.peer, proto::status_name(rep.status), rep.status);
     }
-    Ok(())
+    Ok(rep)
 }
 
 async fn slot_loop(mut slot: Slot, op: Op, size: usize, check: bool, until: Instant) -> anyhow::Result<Sample> {
@@ -188,8 +192,9 @@ async fn slot_loop(mut slot: Slot, op: Op, size: usize, check: bool, until: Inst
     let per_round = if op.is_bulk() { size as u64 } else { 0 };
     while Instant::now() < until {
         let t = Instant::now();
-        slot.round(op, size, check).await?;
+        let ph = slot.round(op, size, check).await?;
         s.lat_ns.push(t.elapsed().as_nanos() as u64);
+        s.phases.push(ph);
         s.ops += 1;
         s.bytes += per_round;
     }

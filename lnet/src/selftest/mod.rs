@@ -107,13 +107,45 @@ pub struct Sample {
     pub elapsed: Duration,
     /// Each round's latency.
     pub lat_ns: Vec<u64>,
+    /// Each round's latency breakdown.
+    pub phases: Vec<Phases>,
+}
+
+/// Where one round's time went, in ns: client set-up until its request was
+/// handed off, hand-off until the server saw it, server work, server
+/// reply until the client saw it. Wall-clock stamps from both processes.
+pub type Phases = [u32; 4];
+
+/// The breakdown of a round from its four client stamps and the reply.
+pub(crate) fn phases(t0: u64, t_put: u64, rep: &proto::Reply, t_reply: u64) -> Phases {
+    let d = |a: u64, b: u64| b.saturating_sub(a).min(u64::from(u32::MAX)) as u32;
+    [d(t0, t_put), d(t_put, rep.t_in_ns), d(rep.t_in_ns, rep.t_out_ns), d(rep.t_out_ns, t_reply)]
+}
+
+/// Length of one segment when LNet and the baseline take turns.
+const SEGMENT: Duration = Duration::from_millis(500);
+
+/// How many segments a test of `d` is cut into.
+fn segments(d: Duration, baseline: bool) -> u32 {
+    if !baseline {
+        return 1;
+    }
+    (d.as_secs_f64() / SEGMENT.as_secs_f64()).round().clamp(1.0, 10_000.0) as u32
 }
 
 impl Sample {
+    /// Adds a sample of concurrent slots of one run.
     fn merge(&mut self, o: Sample) {
         self.ops += o.ops;
         self.bytes += o.bytes;
         self.lat_ns.extend(o.lat_ns);
+        self.phases.extend(o.phases);
+    }
+
+    /// Adds a whole run that came after this one.
+    fn merge_run(&mut self, o: Sample) {
+        self.elapsed += o.elapsed;
+        self.merge(o);
     }
 }
 
@@ -140,6 +172,8 @@ pub struct ClientOpts {
     pub check: bool,
     /// Also run over raw TCP and compare.
     pub baseline: bool,
+    /// Extra arguments for a server process this client starts.
+    pub server_args: Vec<String>,
 }
 
 /// The server's settings.
@@ -233,11 +267,12 @@ struct Spawned {
 }
 
 impl Spawned {
-    async fn start(nid: Nid, port: u16, raw_port: u16) -> anyhow::Result<(Spawned, Nid)> {
+    async fn start(nid: Nid, port: u16, raw_port: u16, extra: &[String]) -> anyhow::Result<(Spawned, Nid)> {
         let exe = std::env::current_exe().context("finding this executable")?;
         let mut child = Command::new(&exe)
             .args(["serve", "--nid", &nid.to_string(), "--port", &port.to_string()])
             .args(["--raw-port", &raw_port.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -310,7 +345,7 @@ pub async fn run_client(o: ClientOpts, mut on_row: impl FnMut(&Row)) -> anyhow::
                 None => free_port(my_addr, LOCAL_SERVER, port)?,
             };
             let lnet = start_lnet(my_nid, port).await?;
-            let (sp, peer) = Spawned::start(server_nid, port, raw).await?;
+            let (sp, peer) = Spawned::start(server_nid, port, raw, &o.server_args).await?;
             (lnet, peer, raw, Some(sp))
         }
     };
@@ -318,29 +353,36 @@ pub async fn run_client(o: ClientOpts, mut on_row: impl FnMut(&Row)) -> anyhow::
     let tests = async {
         let mut rows = Vec::new();
         for &t in &o.tests {
+            let segs = segments(o.duration, o.baseline);
             let spec = RunSpec {
                 op: t.op(),
-                duration: o.duration,
+                duration: o.duration / segs,
                 concurrency: o.concurrency.unwrap_or(if t == Test::Ping { 1 } else { 8 }).max(1),
                 size: if t == Test::Ping { 0 } else { o.size },
                 check: o.check,
             };
-            let l = client::run(&lnet, peer, &spec).await.with_context(|| format!("{} over LNet", t.bench_name()))?;
-            let raw = if o.baseline {
-                let r = baseline::run(raw_addr, my_addr, &spec)
-                    .await
-                    .with_context(|| format!("{} over raw TCP", t.bench_name()))?;
-                Some(Summary::of(&r))
-            } else {
-                None
-            };
+            // With a baseline, LNet and raw TCP take turns in short
+            // segments, so load from elsewhere on the machine hits both alike.
+            let (mut l, mut r) = (Sample::default(), Sample::default());
+            for _ in 0..segs {
+                let s =
+                    client::run(&lnet, peer, &spec).await.with_context(|| format!("{} over LNet", t.bench_name()))?;
+                l.merge_run(s);
+                if o.baseline {
+                    let s = baseline::run(raw_addr, my_addr, &spec)
+                        .await
+                        .with_context(|| format!("{} over raw TCP", t.bench_name()))?;
+                    r.merge_run(s);
+                }
+            }
+            let raw = o.baseline.then(|| Summary::of(&r));
             let row = Row { test: t, lnet: Summary::of(&l), raw };
             on_row(&row);
             rows.push(row);
         }
         Ok::<_, anyhow::Error>(rows)
     };
-    let res = match spawned {
+    match spawned {
         Some(mut sp) => {
             let res = tokio::select! {
                 r = tests => r,
@@ -362,8 +404,7 @@ pub async fn run_client(o: ClientOpts, mut on_row: impl FnMut(&Row)) -> anyhow::
             lnet.shutdown();
             res
         }
-    };
-    res
+    }
 }
 
 /// Checks client options before anything starts.

@@ -12,7 +12,8 @@
 //!          40 u64 pattern seed   48..64 zero
 //! reply:    0 u32 magic "LSTR"   4 u16 version   6 u16 op
 //!           8 u64 xid   16 i32 status (0 or negative errno)   20 u32 size moved
-//!          24..64 zero
+//!          24 u64 server time the request arrived   32 u64 server time the reply left
+//!          (wall-clock ns, for the latency breakdown)   40..64 zero
 //! ```
 
 use crate::md::MdBuffer;
@@ -103,6 +104,10 @@ pub struct Reply {
     pub status: i32,
     /// Bulk bytes the server moved.
     pub size: u32,
+    /// Wall-clock ns when the server saw the request (0: unknown).
+    pub t_in_ns: u64,
+    /// Wall-clock ns when the server sent the reply (0: unknown).
+    pub t_out_ns: u64,
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -187,19 +192,48 @@ impl Reply {
         b[8..16].copy_from_slice(&self.xid.to_le_bytes());
         b[16..20].copy_from_slice(&self.status.to_le_bytes());
         b[20..24].copy_from_slice(&self.size.to_le_bytes());
+        b[24..32].copy_from_slice(&self.t_in_ns.to_le_bytes());
+        b[32..40].copy_from_slice(&self.t_out_ns.to_le_bytes());
         b
     }
 
     /// Parses and validates a reply.
     pub fn decode(b: &[u8]) -> Result<Reply, String> {
         let op = head(b, REP_MAGIC, "reply")?;
-        Ok(Reply { op, xid: u64_at(b, 8), status: u32_at(b, 16) as i32, size: u32_at(b, 20) })
+        Ok(Reply {
+            op,
+            xid: u64_at(b, 8),
+            status: u32_at(b, 16) as i32,
+            size: u32_at(b, 20),
+            t_in_ns: u64_at(b, 24),
+            t_out_ns: u64_at(b, 32),
+        })
     }
 
     /// The reply to `req` with `status`.
     pub fn to(req: &Request, status: i32) -> Reply {
-        Reply { op: req.op, xid: req.xid, status, size: if status == 0 { req.size } else { 0 } }
+        Reply {
+            op: req.op,
+            xid: req.xid,
+            status,
+            size: if status == 0 { req.size } else { 0 },
+            t_in_ns: 0,
+            t_out_ns: 0,
+        }
     }
+
+    /// With the server's timestamps (`t_out_ns` is now).
+    pub fn stamped(mut self, t_in_ns: u64) -> Reply {
+        self.t_in_ns = t_in_ns;
+        self.t_out_ns = wall_ns();
+        self
+    }
+}
+
+/// Wall-clock nanoseconds: comparable between processes of one machine,
+/// for the latency breakdown only.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A human name for a reply status.

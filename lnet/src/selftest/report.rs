@@ -25,6 +25,8 @@ pub struct Summary {
     pub max_us: f64,
     /// Rounds completed.
     pub ops: u64,
+    /// Median of each latency phase (see [`super::Phases`]), microseconds.
+    pub phases_p50_us: [f64; 4],
 }
 
 impl Summary {
@@ -40,6 +42,12 @@ impl Summary {
             lat[i] as f64 / 1e3
         };
         let secs = s.elapsed.as_secs_f64().max(1e-9);
+        let mut phases_p50_us = [0.0; 4];
+        for (i, p) in phases_p50_us.iter_mut().enumerate() {
+            let mut v: Vec<u32> = s.phases.iter().map(|ph| ph[i]).collect();
+            v.sort_unstable();
+            *p = v.get(v.len() / 2).map_or(0.0, |&x| f64::from(x) / 1e3);
+        }
         Summary {
             msg_s: s.ops as f64 / secs,
             gb_s: s.bytes as f64 / secs / 1e9,
@@ -47,6 +55,7 @@ impl Summary {
             p99_us: pct(0.99),
             max_us: lat.last().map_or(0.0, |&m| m as f64 / 1e3),
             ops: s.ops,
+            phases_p50_us,
         }
     }
 }
@@ -151,6 +160,31 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// Where the time of a round goes, LNet against raw TCP (medians, us).
+pub fn breakdown(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "test", "path", "setup", "to srv", "server", "to cli", "p50"
+    );
+    for r in rows {
+        let paths = [("lnet", Some(&r.lnet)), ("raw", r.raw.as_ref())];
+        for (name, s) in paths {
+            let Some(s) = s else { continue };
+            let [a, b, c, d] = s.phases_p50_us;
+            let _ = writeln!(
+                out,
+                "{:<10} {:<5} {a:>9.1} {b:>9.1} {c:>9.1} {d:>9.1} {:>9.1}",
+                r.test.bench_name(),
+                name,
+                s.p50_us
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +192,13 @@ mod tests {
 
     #[test]
     fn percentiles_and_json_shape() {
-        let s = Sample { ops: 100, bytes: 100 << 20, elapsed: Duration::from_secs(1), lat_ns: (1..=100).map(|i| i * 1000).collect() };
+        let s = Sample {
+            ops: 100,
+            bytes: 100 << 20,
+            elapsed: Duration::from_secs(1),
+            lat_ns: (1..=100).map(|i| i * 1000).collect(),
+            phases: Vec::new(),
+        };
         let m = Summary::of(&s);
         assert_eq!((m.p50_us, m.p99_us, m.max_us), (50.0, 99.0, 100.0));
         let row = Row { test: Test::BrwWrite, lnet: m, raw: Some(Summary { gb_s: m.gb_s * 2.0, ..m }) };
@@ -167,7 +207,10 @@ mod tests {
             r#"{"bench":"lnet.tcp.brw_write","value":0.1,"unit":"GB/s","baseline":"raw_tcp","baseline_value":0.21,"ratio":0.5}"#
         );
         let ping = Row { test: Test::Ping, lnet: m, raw: None };
-        assert_eq!(json_line(&ping), r#"{"bench":"lnet.tcp.ping","value":100.0,"unit":"msg/s","p50_us":50.0,"p99_us":99.0}"#);
+        assert_eq!(
+            json_line(&ping),
+            r#"{"bench":"lnet.tcp.ping","value":100.0,"unit":"msg/s","p50_us":50.0,"p99_us":99.0}"#
+        );
         assert!(table(&[row, ping]).contains("brw_write"));
     }
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::proto::{self, MSG_SIZE, Op, Reply, Request};
 use super::REQ_PORTAL;
+use super::proto::{self, MSG_SIZE, Op, Reply, Request};
 use crate::api::{AckReq, Lnet, Target};
 use crate::event::{Event, EventHandler, EventKind};
 use crate::md::{Md, MdBuffer, MdOptions, MdSpec, Threshold};
@@ -64,6 +64,7 @@ impl std::fmt::Debug for Server {
 /// One bulk transfer in progress.
 struct BulkOp {
     req: Request,
+    t_in_ns: u64,
     peer: Nid,
     replied: AtomicBool,
 }
@@ -135,6 +136,7 @@ impl Server {
     }
 
     fn on_request(&self, ev: &Event) {
+        let t_in = proto::wall_ns();
         let mut b = [0u8; MSG_SIZE];
         let n = (ev.mlength as usize).min(MSG_SIZE);
         let got = ev.md.lock().read_at(ev.offset as usize, &mut b[..n]);
@@ -148,24 +150,24 @@ impl Server {
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         match req.op {
-            Op::Ping => self.reply(ev.peer, &req, 0),
-            Op::BrwWrite | Op::BrwRead => self.start_bulk(ev.peer, req),
+            Op::Ping => self.reply(ev.peer, &req, 0, t_in),
+            Op::BrwWrite | Op::BrwRead => self.start_bulk(ev.peer, req, t_in),
         }
     }
 
-    fn start_bulk(&self, peer: Nid, req: Request) {
+    fn start_bulk(&self, peer: Nid, req: Request, t_in: u64) {
         let size = req.size as usize;
         let mut buf = match self.take_pages(size) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(err = %e, size, "no pages for a bulk request");
-                return self.reply(peer, &req, proto::STATUS_NOMEM);
+                return self.reply(peer, &req, proto::STATUS_NOMEM, t_in);
             }
         };
         if req.op == Op::BrwRead && req.check() {
             proto::fill_md(&mut buf, size, req.seed);
         }
-        let op = Arc::new(BulkOp { req, peer, replied: AtomicBool::new(false) });
+        let op = Arc::new(BulkOp { req, t_in_ns: t_in, peer, replied: AtomicBool::new(false) });
         let w = self.me.clone();
         let handler = EventHandler::Callback(Arc::new(move |ev: Event| {
             if let Some(s) = w.upgrade() {
@@ -176,7 +178,7 @@ impl Server {
             Ok(md) => md,
             Err(e) => {
                 tracing::warn!(err = %e, "cannot bind a bulk MD");
-                return self.reply(peer, &req, proto::STATUS_IO);
+                return self.reply(peer, &req, proto::STATUS_IO, t_in);
             }
         };
         let to = Target::new(peer, req.bulk_portal, req.bulk_bits);
@@ -189,7 +191,7 @@ impl Server {
             tracing::warn!(%peer, err = %e, "cannot start the bulk transfer");
             let _ = self.lnet.unlink(&md);
             self.reclaim(md);
-            self.reply(peer, &req, proto::STATUS_IO);
+            self.reply(peer, &req, proto::STATUS_IO, t_in);
         }
     }
 
@@ -219,15 +221,15 @@ impl Server {
         if let Some(s) = status
             && !op.replied.swap(true, Ordering::AcqRel)
         {
-            self.reply(op.peer, &op.req, s);
+            self.reply(op.peer, &op.req, s, op.t_in_ns);
         }
         if ev.unlinked {
             self.reclaim(ev.md);
         }
     }
 
-    fn reply(&self, peer: Nid, req: &Request, status: i32) {
-        let bytes = Reply::to(req, status).encode().to_vec();
+    fn reply(&self, peer: Nid, req: &Request, status: i32, t_in: u64) {
+        let bytes = Reply::to(req, status).stamped(t_in).encode().to_vec();
         let res = self
             .lnet
             .bind(MdSpec::new(MdBuffer::Inline(bytes), self.reply_handler.clone()))
