@@ -52,6 +52,9 @@ struct Args {
     /// Service worker threads per CPT.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Microseconds an idle service worker polls before sleeping.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// One JSON line per result.
     #[arg(long)]
     json: bool,
@@ -70,6 +73,9 @@ enum Cmd {
         /// Service worker threads per CPT.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Microseconds an idle service worker polls before sleeping.
+        #[arg(long, default_value_t = 0)]
+        spin_us: u64,
     },
 }
 
@@ -85,16 +91,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match args.cmd {
-        Some(Cmd::Serve { addr, port, threads }) => rt.block_on(serve(addr, port, threads)),
+        Some(Cmd::Serve { addr, port, threads, spin_us }) => rt.block_on(serve(addr, port, threads, spin_us)),
         None => rt.block_on(client(args)),
     }
 }
 
-async fn serve(addr: Ipv4Addr, port: u16, threads: usize) -> anyhow::Result<()> {
+async fn serve(addr: Ipv4Addr, port: u16, threads: usize, spin_us: u64) -> anyhow::Result<()> {
     let lnet = Lnet::start(lnet_config(addr, port)).await.context("starting lnet")?;
     let lst = LstServer::start(lnet.clone()).context("starting the lnet-selftest server")?;
     let cpts = CptTable::from_system(&CptSettings::default()).map(Arc::new).ok();
-    let cfg = ServiceConfig { threads_per_cpt: threads, cpts, ..ServiceConfig::echo() };
+    let idle_spin = Duration::from_micros(spin_us);
+    let cfg = ServiceConfig { threads_per_cpt: threads, cpts, idle_spin, ..ServiceConfig::echo() };
     let svc = Service::start(&lnet, cfg, Arc::new(EchoHandler::new()), Arc::new(FaultInjector::default()))
         .context("starting the echo service")?;
     println!("READY {} cpts={}", lnet.nid(), svc.cpts());
@@ -173,7 +180,7 @@ async fn client(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(&exe)
         .args(["serve", "--addr", &SERVER.to_string(), "--port", &port.to_string()])
-        .args(["--threads", &args.threads.to_string()])
+        .args(["--threads", &args.threads.to_string(), "--spin-us", &args.spin_us.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

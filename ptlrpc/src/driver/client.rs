@@ -67,7 +67,7 @@ impl Default for ClientConfig {
         ClientConfig {
             at: AtSettings::default(),
             max_sends: 3,
-            reply_buf_len: 64 << 10,
+            reply_buf_len: 8 << 10,
             bulk_retries: 3,
             bulk_release_wait: Duration::from_secs(10),
             jobid: JobId::EMPTY,

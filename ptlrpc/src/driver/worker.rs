@@ -13,7 +13,9 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use lnet::{AckReq, Event, EventHandler, Lnet, MdBuffer, MdSpec, Nid, Target};
 use parking_lot::MutexGuard;
@@ -78,21 +80,35 @@ fn run_worker(shared: &Shared, cpt: usize) {
 fn next_request(shared: &Shared, cpt: usize) -> Option<Request> {
     let q = &shared.queues[cpt];
     let mut st = q.state.lock();
+    let mut spun = false;
     loop {
         if shared.stopping() {
             return None;
         }
         if let Some(r) = st.hp.pop_front() {
+            q.pending.fetch_sub(1, Ordering::Relaxed);
             return Some(r);
         }
         if let Some(r) = st.normal.dequeue(shared.clock.now()) {
+            q.pending.fetch_sub(1, Ordering::Relaxed);
             return Some(r);
         }
-        if st.normal.is_empty() {
-            q.cv.wait(&mut st);
-        } else {
+        if !st.normal.is_empty() {
             // A policy holding requests back (rate limits) is asked again.
-            q.cv.wait_for(&mut st, std::time::Duration::from_millis(10));
+            q.cv.wait_for(&mut st, Duration::from_millis(10));
+        } else if !spun && !shared.cfg.idle_spin.is_zero() {
+            // Under load the next request is often microseconds away:
+            // waiting for it awake saves a futex wake-up per request.
+            spun = true;
+            MutexGuard::unlocked(&mut st, || {
+                let until = Instant::now() + shared.cfg.idle_spin;
+                while q.pending.load(Ordering::Relaxed) == 0 && Instant::now() < until && !shared.stopping() {
+                    std::hint::spin_loop();
+                }
+            });
+        } else {
+            spun = false;
+            q.cv.wait(&mut st);
         }
     }
 }
