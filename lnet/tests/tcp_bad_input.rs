@@ -8,7 +8,7 @@ use std::time::Duration;
 use lnet::wire::{HDR_SIZE, LnetHdr, MsgBody};
 use lnet::{
     AckReq, EventKind, EventQueue, InsertPos, Lnet, LnetConfig, MatchSpec, MdBuffer, MdOptions, MdSpec, NetConfig, Nid,
-    TcpConfig, Target,
+    Target, TcpConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -72,7 +72,12 @@ fn proto_errors(n: &Lnet) -> u64 {
 async fn still_serves(server: &Lnet, good: &Lnet) {
     let q = EventQueue::new();
     server
-        .attach(3, MatchSpec::bits(99), InsertPos::Tail, MdSpec::new(MdBuffer::Inline(vec![0; 8]), q.clone()).options(MdOptions::OP_PUT))
+        .attach(
+            3,
+            MatchSpec::bits(99),
+            InsertPos::Tail,
+            MdSpec::new(MdBuffer::Inline(vec![0; 8]), q.clone()).options(MdOptions::OP_PUT),
+        )
         .unwrap();
     let m = good.bind(MdSpec::new(MdBuffer::Inline(vec![1; 8]), EventQueue::new())).unwrap();
     good.put(&m, Target::new(server.nid(), 3, 99), AckReq::NoAck, 0).unwrap();
@@ -85,7 +90,9 @@ async fn garbage_instead_of_hello() {
     let net = subnet();
     let (server, good) = (node(net, 1).await, node(net, 2).await);
     let mut s = raw_from(net, 9, &server).await;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: sheen\r\n\r\n.................................................").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: sheen\r\n\r\n.................................................")
+        .await
+        .unwrap();
     closed(s).await;
     assert_eq!(proto_errors(&server), 1);
     still_serves(&server, &good).await;
@@ -140,7 +147,12 @@ async fn truncated_payload_fails_the_md() {
     let (server, good) = (node(net, 31).await, node(net, 32).await);
     let q = EventQueue::new();
     server
-        .attach(4, MatchSpec::bits(5), InsertPos::Tail, MdSpec::new(MdBuffer::from_pages(server.pool(0).alloc(1).unwrap()), q.clone()).options(MdOptions::OP_PUT))
+        .attach(
+            4,
+            MatchSpec::bits(5),
+            InsertPos::Tail,
+            MdSpec::new(MdBuffer::from_pages(server.pool(0).alloc(1).unwrap()), q.clone()).options(MdOptions::OP_PUT),
+        )
         .unwrap();
     let me = nid(net, 39);
     let mut s = raw_from(net, 39, &server).await;
