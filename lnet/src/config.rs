@@ -212,3 +212,13 @@ mod tests {
         assert!(e.why.contains("bad duration"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_deploy_example_parses() {
+        let text = include_str!("../../deploy/lnet.example.toml");
+        let c = super::LnetConfig::from_toml(text).unwrap();
+        assert_eq!(c.nets.len(), 1);
+    }
+}
