@@ -47,8 +47,10 @@ struct Cli {
     /// Also print where each round's time goes (medians) on stderr.
     #[arg(long, global = true, hide = true)]
     timing: bool,
-    /// Runtime worker threads (0: a single-threaded runtime).
-    #[arg(long, global = true, default_value_t = 2)]
+    /// Runtime worker threads per process (0: a current-thread runtime, the
+    /// default: a local run's two processes then get about one core each).
+    /// The raw baseline runs on the same runtime.
+    #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
     #[command(subcommand)]
     cmd: Cmd,
