@@ -49,9 +49,12 @@ pub mod cpt;
 pub mod driver;
 pub mod evictor;
 pub mod fault;
+pub mod import;
 pub mod pinger;
 pub mod portals;
 pub mod request;
+pub mod seeded;
+pub mod target;
 pub mod time;
 pub mod wire;
 

@@ -5,7 +5,11 @@
 
 #[path = "sim/at.rs"]
 mod at;
+#[path = "sim/kv.rs"]
+mod kv;
 #[path = "sim/msg.rs"]
 mod msg;
 #[path = "sim/pinger.rs"]
 mod pinger;
+#[path = "sim/recovery.rs"]
+mod recovery;

@@ -30,8 +30,17 @@ pub struct ConnectData {
     pub cksum_types: u32,
     /// Largest extended-attribute/layout size in bytes.
     pub max_easize: u32,
-    /// The target's last transno as the client knows it (for recovery).
+    /// Request: the target's last transno as the client knows it. Reply:
+    /// the target's last committed transno (where replay starts).
     pub transno: u64,
+    /// Reply: the largest object (stripe) size the target stores.
+    pub max_bytes: u64,
+    /// Reply: the last xid of this client's that the target holds durably;
+    /// every modifying request of the client's up to it is committed.
+    pub committed_xid: u64,
+    /// Reply: the target's boot instance (its epoch), for imperative
+    /// recovery and logs.
+    pub instance: u32,
     /// The client's UUID; the server keeps one export per UUID.
     pub client_uuid: String,
 }

@@ -12,6 +12,8 @@ use super::ids::Xid;
 /// Linux errno values used on the wire (as positive numbers; the header
 /// carries them negated).
 pub mod errno {
+    /// Try again: the target is recovering and cannot serve this yet.
+    pub const EAGAIN: i32 = 11;
     /// I/O error (a bulk transfer that failed for good).
     pub const EIO: i32 = 5;
     /// Out of memory (no bulk pages).

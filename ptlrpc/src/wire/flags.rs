@@ -47,6 +47,17 @@ flags! {
     REQ_REPLAY_DONE = 0x0040;
     /// The client has finished replaying locks.
     LOCK_REPLAY_DONE = 0x0080;
+    /// CONNECT reply: the target is in recovery and knows this client;
+    /// replay.
+    CONNECT_RECOVERING = 0x0100;
+    /// CONNECT reply: the client's export was still alive; resend only.
+    CONNECT_RECONNECT = 0x0200;
+    /// CONNECT reply: the target finished recovery without this client;
+    /// replay with version checks (delayed recovery).
+    CONNECT_DELAYED = 0x0400;
+    /// CONNECT request: the import's first connect (or first after an
+    /// eviction): it holds no state to recover.
+    CONNECT_INITIAL = 0x0800;
 }
 
 impl MsgFlags {
@@ -148,7 +159,7 @@ mod tests {
         assert!(!f.contains(MsgFlags::EARLY_REPLY));
         assert_eq!(format!("{f:?}"), "{RESEND, REPLAY}");
         assert_eq!(MsgFlags::from_bits(0x6), Ok(f));
-        assert_eq!(MsgFlags::from_bits(0x106), Err(DecodeError::UnknownFlags(0x100)));
+        assert_eq!(MsgFlags::from_bits(0x10006), Err(DecodeError::UnknownFlags(0x10000)));
         let mut g = f;
         g.remove(MsgFlags::RESEND);
         assert_eq!(g, MsgFlags::REPLAY);

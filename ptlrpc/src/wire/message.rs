@@ -45,6 +45,22 @@ where
     Ok(out)
 }
 
+/// Encodes `header` followed by `body`, a body archived earlier (by
+/// [`rkyv::to_bytes`]); used by the sans-IO state machines, which hold
+/// bodies as bytes.
+pub fn encode_raw(header: &Header, body: &[u8]) -> Result<AlignedVec<BODY_ALIGN>, EncodeError> {
+    let too_large = EncodeError::BodyTooLarge { len: body.len(), max: MAX_BODY_LEN };
+    if body.len() > MAX_BODY_LEN {
+        return Err(too_large);
+    }
+    let mut h = *header;
+    h.body_len = u32::try_from(body.len()).map_err(|_| too_large)?;
+    let mut out = AlignedVec::<BODY_ALIGN>::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&h.encode());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
 /// A message whose header is valid, whose opcode is known and whose body
 /// has the declared length. The body is validated when it is read.
 #[derive(Debug, Clone, Copy)]

@@ -12,6 +12,7 @@
 
 mod body;
 mod bulk;
+mod connect;
 mod error;
 mod flags;
 mod header;
@@ -21,11 +22,12 @@ mod opcode;
 
 pub use body::{ArchivedConnectData, ConnectData, Empty};
 pub use bulk::{ArchivedBrwBody, ArchivedBrwReply, ArchivedBulkDesc, BrwBody, BrwReply, BulkDesc, CKSUM_CRC32C};
+pub use connect::connect_flags;
 pub use error::{DecodeError, EncodeError, errno};
 pub use flags::{MsgFlags, MsgKind};
 pub use header::{HEADER_LEN, Header, MAGIC, PRE_VERSIONS, VERSION};
 pub use ids::{ConnCnt, ExportHandle, JOBID_LEN, JobId, ObjVersion, Portal, Transno, Xid};
-pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode};
+pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
 pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
 
 #[cfg(test)]

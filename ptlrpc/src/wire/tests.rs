@@ -16,6 +16,9 @@ fn connect_data() -> ConnectData {
         cksum_types: 4,
         max_easize: 4096,
         transno: 99,
+        max_bytes: 1 << 40,
+        committed_xid: 7,
+        instance: 3,
         client_uuid: "client-0001-uuid".to_string(),
     }
 }
@@ -124,7 +127,11 @@ fn connect_data_golden_bytes() -> Result<(), Box<dyn std::error::Error>> {
         4, 0, 0, 0,                         // cksum_types
         0, 0x10, 0, 0,                      // max_easize 4096
         99, 0, 0, 0, 0, 0, 0, 0,            // transno
-        0x90, 0, 0, 0, 0xc8, 0xff, 0xff, 0xff, // client_uuid: len 16 tagged out-of-line, offset -56
+        0, 0, 0, 0, 0, 1, 0, 0,             // max_bytes 1 TiB
+        7, 0, 0, 0, 0, 0, 0, 0,             // committed_xid
+        3, 0, 0, 0,                         // instance
+        0x90, 0, 0, 0, 0xb4, 0xff, 0xff, 0xff, // client_uuid: len 16 tagged out-of-line, offset -76
+        0, 0, 0, 0,                         // padding to 8
     ];
     assert_eq!(body, golden);
     Ok(())
@@ -160,8 +167,8 @@ fn arb_header() -> impl Strategy<Value = Header> {
 }
 
 fn arb_connect() -> impl Strategy<Value = ConnectData> {
-    (any::<(u64, u32, u32, u64, u32, u32, u64)>(), ".{0,64}").prop_map(
-        |((flags, version, brw, grant, ck, ea, tn), uuid)| ConnectData {
+    (any::<(u64, u32, u32, u64, u32, u32, u64)>(), any::<(u64, u64, u32)>(), ".{0,64}").prop_map(
+        |((flags, version, brw, grant, ck, ea, tn), (max_bytes, committed_xid, instance), uuid)| ConnectData {
             flags,
             version,
             brw_size: brw,
@@ -169,6 +176,9 @@ fn arb_connect() -> impl Strategy<Value = ConnectData> {
             cksum_types: ck,
             max_easize: ea,
             transno: tn,
+            max_bytes,
+            committed_xid,
+            instance,
             client_uuid: uuid,
         },
     )

@@ -1,0 +1,258 @@
+//! The import's request lists: sending and delayed requests, and the
+//! replay list.
+//!
+//! Owns: [`RequestSpec`] (what a caller asks for), the table of requests
+//! without a final reply (Lustre's sending and delayed lists: a request
+//! is delayed until the import is FULL and, for modifying requests, until
+//! no other modifying request is in flight), and [`ReplayList`]: replied,
+//! uncommitted modifying requests in transno order, pruned as
+//! `last_committed` advances; open requests stay until released (closed).
+//!
+//! Must not: send, choose states or read a clock; the import drives these.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::time::Time;
+use crate::wire::{ConnCnt, ObjVersion, Op, PRE_VERSIONS, Portal, Transno, Xid};
+
+/// What kind of request a caller submits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReqKind {
+    /// Reads nothing durable: no transno, never replayed.
+    Read,
+    /// Modifies the target: gets a transno and is replayed until committed.
+    /// At most one is in flight per import (the target keeps one reply
+    /// record per client).
+    Modify,
+    /// Like `Modify`, but kept for replay after commit until
+    /// [`super::Import::release_open`] (Lustre's committed opens).
+    Open,
+}
+
+impl ReqKind {
+    /// Whether the request modifies the target.
+    pub fn modifies(self) -> bool {
+        matches!(self, ReqKind::Modify | ReqKind::Open)
+    }
+}
+
+/// A request as the caller describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSpec {
+    /// The operation.
+    pub op: Op,
+    /// The service portal (keys the adaptive-timeout estimate).
+    pub portal: Portal,
+    /// The body, already archived.
+    pub body: Vec<u8>,
+    /// Read, modify or open.
+    pub kind: ReqKind,
+}
+
+/// Where a request without its reply is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Not sent yet (the delayed list).
+    Delayed,
+    /// Sent on connection `conn_cnt`; waiting for the reply.
+    Sent { sent: Time, deadline: Time, conn_cnt: ConnCnt },
+    /// Was sent on a connection that failed: resend (same xid, `RESEND`).
+    Resend,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Req {
+    pub spec: RequestSpec,
+    pub phase: Phase,
+}
+
+/// Requests without a final reply, by xid.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Requests {
+    map: BTreeMap<Xid, Req>,
+}
+
+impl Requests {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn insert(&mut self, xid: Xid, spec: RequestSpec) {
+        self.map.insert(xid, Req { spec, phase: Phase::Delayed });
+    }
+
+    pub fn get(&self, xid: Xid) -> Option<&Req> {
+        self.map.get(&xid)
+    }
+
+    pub fn get_mut(&mut self, xid: Xid) -> Option<&mut Req> {
+        self.map.get_mut(&xid)
+    }
+
+    pub fn remove(&mut self, xid: Xid) -> Option<Req> {
+        self.map.remove(&xid)
+    }
+
+    fn mod_busy(&self) -> bool {
+        self.map.values().any(|r| r.spec.kind.modifies() && !matches!(r.phase, Phase::Delayed))
+    }
+
+    /// The next request to put on the wire: resends first (xid order), then
+    /// delayed requests, holding modifying ones while another is in flight.
+    /// Returns the xid and whether it is a resend.
+    pub fn next_to_send(&self) -> Option<(Xid, bool)> {
+        if let Some((&x, _)) = self.map.iter().find(|(_, r)| r.phase == Phase::Resend) {
+            return Some((x, true));
+        }
+        let mod_busy = self.mod_busy();
+        self.map
+            .iter()
+            .find(|(_, r)| r.phase == Phase::Delayed && !(mod_busy && r.spec.kind.modifies()))
+            .map(|(&x, _)| (x, false))
+    }
+
+    /// The connection failed: everything sent must be resent.
+    pub fn connection_lost(&mut self) {
+        for r in self.map.values_mut() {
+            if matches!(r.phase, Phase::Sent { .. }) {
+                r.phase = Phase::Resend;
+            }
+        }
+    }
+
+    /// The earliest deadline of a sent request.
+    pub fn earliest_deadline(&self) -> Option<Time> {
+        self.map
+            .values()
+            .filter_map(|r| match r.phase {
+                Phase::Sent { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Removes every request that was ever sent (the sending list), for
+    /// failing them after an eviction; delayed ones stay.
+    pub fn drain_sending(&mut self) -> Vec<(Xid, Req)> {
+        let xids: Vec<Xid> =
+            self.map.iter().filter(|(_, r)| r.phase != Phase::Delayed).map(|(&x, _)| x).collect();
+        xids.into_iter().filter_map(|x| self.map.remove(&x).map(|r| (x, r))).collect()
+    }
+
+    /// Removes everything.
+    pub fn drain_all(&mut self) -> Vec<(Xid, Req)> {
+        std::mem::take(&mut self.map).into_iter().collect()
+    }
+}
+
+/// One replied, not yet committed (or open, not yet closed) request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayEntry {
+    /// The request's xid (replays keep it).
+    pub xid: Xid,
+    /// The transno the target gave it (new after a delayed replay).
+    pub transno: Transno,
+    /// What to replay.
+    pub spec: RequestSpec,
+    /// Object versions before the original execution, from its reply.
+    pub pre_versions: [ObjVersion; PRE_VERSIONS],
+    /// An open not yet released: kept after commit.
+    pub open: bool,
+    /// Waiting for delayed recovery: its transno came from a target
+    /// instance that finished recovery without it, so `last_committed` says
+    /// nothing about it.
+    pub delayed_pending: bool,
+}
+
+/// Replied, uncommitted requests in transno order.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayList {
+    by_transno: BTreeMap<Transno, ReplayEntry>,
+}
+
+impl ReplayList {
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.by_transno.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.by_transno.is_empty()
+    }
+
+    /// The entries in transno order.
+    pub fn iter(&self) -> impl Iterator<Item = &ReplayEntry> {
+        self.by_transno.values()
+    }
+
+    /// The entry with `transno`.
+    pub fn get(&self, transno: Transno) -> Option<&ReplayEntry> {
+        self.by_transno.get(&transno)
+    }
+
+    pub(crate) fn add(&mut self, e: ReplayEntry) {
+        self.by_transno.insert(e.transno, e);
+    }
+
+    pub(crate) fn remove(&mut self, transno: Transno) -> Option<ReplayEntry> {
+        self.by_transno.remove(&transno)
+    }
+
+    /// Drops entries committed by `last_committed` (not opens, not entries
+    /// waiting for delayed recovery). Returns how many went.
+    pub(crate) fn prune_committed(&mut self, last_committed: Transno) -> usize {
+        let before = self.by_transno.len();
+        self.by_transno.retain(|&t, e| e.open || e.delayed_pending || t > last_committed);
+        before - self.by_transno.len()
+    }
+
+    /// Drops entries the target holds durably by this client's xid (every
+    /// modifying request up to `committed_xid` is committed), opens aside.
+    pub(crate) fn prune_xid(&mut self, committed_xid: Xid) -> usize {
+        let before = self.by_transno.len();
+        self.by_transno.retain(|_, e| e.open || e.xid > committed_xid);
+        before - self.by_transno.len()
+    }
+
+    pub(crate) fn mark_all_pending(&mut self) {
+        for e in self.by_transno.values_mut() {
+            e.delayed_pending = true;
+        }
+    }
+
+    /// Transnos to replay in a pass, in order.
+    pub(crate) fn todo(&self, pending: bool) -> VecDeque<Transno> {
+        self.by_transno.iter().filter(|(_, e)| e.delayed_pending == pending).map(|(&t, _)| t).collect()
+    }
+
+    /// Whether any entry waits for delayed recovery.
+    pub fn has_pending(&self) -> bool {
+        self.by_transno.values().any(|e| e.delayed_pending)
+    }
+
+    /// A delayed replay got transno `new`: re-key and clear pending.
+    pub(crate) fn rekey(&mut self, old: Transno, new: Transno) {
+        if let Some(mut e) = self.by_transno.remove(&old) {
+            e.transno = new;
+            e.delayed_pending = false;
+            self.by_transno.insert(new, e);
+        }
+    }
+
+    /// The open `xid` was closed: it may go once committed. Returns whether
+    /// it was found.
+    pub(crate) fn release_open(&mut self, xid: Xid) -> bool {
+        match self.by_transno.values_mut().find(|e| e.xid == xid && e.open) {
+            Some(e) => {
+                e.open = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<ReplayEntry> {
+        std::mem::take(&mut self.by_transno).into_values().collect()
+    }
+}

@@ -1,0 +1,599 @@
+//! The client side of a connection: one import per target, sans-IO.
+//!
+//! Owns: [`Import`], the state machine of Lustre's `obd_import` —
+//! connecting over several paths (failover NIDs) in turn with backoff,
+//! connect-data negotiation, the sending/delayed/replay lists
+//! ([`lists`]), pinging through [`ImportPinger`] (whose DISCON events it
+//! consumes), reconnects with resends, replay (primary and delayed, with
+//! the versions VBR checks), the lock-replay placeholder stage, waiting for
+//! the target to end recovery, eviction (every lost request reported) and
+//! imperative recovery ([`Import::handle_target_restarted`]). States and
+//! their edges live in [`state`]; connect and recovery handling in
+//! `recover`.
+//!
+//! Must not: perform I/O, read a clock or draw unseeded randomness: inputs
+//! are `handle_*(now, ..)`, outputs `poll_transmit`, `poll_timeout`,
+//! `poll_event`. It never drops a caller's request silently: every request
+//! ends in exactly one [`ImportEvent::Reply`] or [`ImportEvent::Failed`],
+//! and every replied-but-uncommitted request that is lost is reported with
+//! [`ImportEvent::ReplayLost`].
+
+pub mod lists;
+mod recover;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use lists::{ReplayEntry, ReplayList, ReqKind, RequestSpec};
+pub use state::{HISTORY_LEN, ImportState, ImportStateKind, ReplayMode, Sent, StateHistory};
+
+use crate::at::{AtSettings, ClientAt};
+use crate::pinger::{ImportPinger, PingSettings, PingerEvent};
+use crate::request::XidSeq;
+use crate::seeded::SeededRng;
+use crate::time::Time;
+use crate::wire::{
+    ConnCnt, ConnectData, ExportHandle, Frame, Header, MsgFlags, MsgKind, Op, Portal, Transno, Xid, errno,
+};
+use lists::{Phase, Requests};
+
+/// One connection path to the target (a failover NID); the driver maps it
+/// to an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathId(pub u32);
+
+/// A message the import wants sent on `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The path to send on.
+    pub path: PathId,
+    /// The header (body length is filled in by `wire::encode_raw`).
+    pub header: Header,
+    /// The archived body.
+    pub body: Vec<u8>,
+}
+
+/// Why a request (or a replay entry) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ImportError {
+    /// The target evicted this client; the request's outcome is unknown.
+    #[error("evicted by the target")]
+    Evicted,
+    /// The import was closed.
+    #[error("import closed")]
+    Closed,
+    /// A replay failed the target's version check (-EOVERFLOW).
+    #[error("replay failed the version check")]
+    VersionMismatch,
+    /// The import holds its limit of requests already.
+    #[error("import holds {0} requests already")]
+    Full(usize),
+}
+
+/// What the import tells its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportEvent {
+    /// The final reply to request `xid` (status may be an error).
+    Reply {
+        /// The request.
+        xid: Xid,
+        /// The reply header.
+        header: Header,
+        /// The reply body.
+        body: Vec<u8>,
+    },
+    /// Request `xid` will get no reply.
+    Failed {
+        /// The request.
+        xid: Xid,
+        /// Why.
+        error: ImportError,
+    },
+    /// A replied, uncommitted request was lost (eviction, version
+    /// mismatch, close): its effect may be gone.
+    ReplayLost {
+        /// The request.
+        xid: Xid,
+        /// The transno it had.
+        transno: Transno,
+        /// Why.
+        error: ImportError,
+    },
+    /// Connected (or reconnected) to the target.
+    Connected {
+        /// The import generation (bumped on every successful connect).
+        generation: u64,
+        /// The reply's connect disposition flags.
+        flags: MsgFlags,
+        /// The negotiated connect data.
+        data: ConnectData,
+    },
+    /// The import changed state.
+    StateChanged {
+        /// When.
+        at: Time,
+        /// From.
+        from: ImportStateKind,
+        /// To.
+        to: ImportStateKind,
+    },
+}
+
+/// Import settings.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// This client's UUID (the target keeps one export per UUID).
+    pub client_uuid: String,
+    /// CONNECT opcode of the service.
+    pub connect_op: Op,
+    /// DISCONNECT opcode of the service.
+    pub disconnect_op: Op,
+    /// The service portal (for adaptive timeouts of CONNECT and PING).
+    pub portal: Portal,
+    /// Connection paths, tried in turn. Must not be empty.
+    pub paths: Vec<PathId>,
+    /// What the client asks for (`client_uuid` and `transno` are filled in).
+    pub connect_data: ConnectData,
+    /// Ping tunables.
+    pub ping: PingSettings,
+    /// Adaptive timeout tunables.
+    pub at: AtSettings,
+    /// First reconnect backoff after every path failed once.
+    pub backoff_min: Duration,
+    /// Largest reconnect backoff.
+    pub backoff_max: Duration,
+    /// Requests plus replay entries held at most.
+    pub max_requests: usize,
+    /// First xid (drivers start from the wall clock, as Lustre does).
+    pub first_xid: u64,
+    /// Seed for reconnect jitter.
+    pub seed: u64,
+}
+
+impl ImportConfig {
+    /// Defaults for `client_uuid` connecting with `connect_op` over `paths`.
+    pub fn new(client_uuid: &str, connect_op: Op, disconnect_op: Op, portal: Portal, paths: Vec<PathId>) -> Self {
+        ImportConfig {
+            client_uuid: client_uuid.to_string(),
+            connect_op,
+            disconnect_op,
+            portal,
+            paths,
+            connect_data: ConnectData::default(),
+            ping: PingSettings::default(),
+            at: AtSettings::default(),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(25),
+            max_requests: 1024,
+            first_xid: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    /// CONNECTs sent.
+    pub connects: u64,
+    /// Successful connects.
+    pub connected: u64,
+    /// Evictions noticed.
+    pub evictions: u64,
+    /// Replays sent.
+    pub replays: u64,
+    /// Requests resent.
+    pub resends: u64,
+    /// Replies that failed to parse.
+    pub malformed: u64,
+}
+
+/// One import. See the module docs.
+#[derive(Debug)]
+pub struct Import {
+    cfg: ImportConfig,
+    state: ImportState,
+    history: StateHistory,
+    xids: XidSeq,
+    rng: SeededRng,
+    at: ClientAt,
+    pinger: ImportPinger,
+    ping: Option<Sent>,
+    requests: Requests,
+    replay: ReplayList,
+    outbox: VecDeque<Outgoing>,
+    events: VecDeque<ImportEvent>,
+    remote: ExportHandle,
+    conn_cnt: ConnCnt,
+    generation: u64,
+    had_connection: bool,
+    negotiated: Option<ConnectData>,
+    last_committed: Transno,
+    path: usize,
+    tried_in_round: usize,
+    backoff: Duration,
+    vbr_failed: bool,
+    stats: ImportStats,
+}
+
+impl Import {
+    /// A new import (state NEW). Panics if `cfg.paths` is empty.
+    pub fn new(now: Time, cfg: ImportConfig) -> Import {
+        assert!(!cfg.paths.is_empty(), "an import needs at least one connection path");
+        Import {
+            xids: XidSeq::new(cfg.first_xid),
+            rng: SeededRng::new(cfg.seed),
+            at: ClientAt::new(now, cfg.at),
+            pinger: ImportPinger::new(now, cfg.ping),
+            backoff: cfg.backoff_min,
+            cfg,
+            state: ImportState::New,
+            history: StateHistory::default(),
+            ping: None,
+            requests: Requests::default(),
+            replay: ReplayList::default(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            remote: ExportHandle::NONE,
+            conn_cnt: ConnCnt(0),
+            generation: 0,
+            had_connection: false,
+            negotiated: None,
+            last_committed: Transno(0),
+            path: 0,
+            tried_in_round: 0,
+            vbr_failed: false,
+            stats: ImportStats::default(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ImportState {
+        &self.state
+    }
+
+    /// The current state's kind.
+    pub fn kind(&self) -> ImportStateKind {
+        self.state.kind()
+    }
+
+    /// The transition history.
+    pub fn history(&self) -> &StateHistory {
+        &self.history
+    }
+
+    /// The highest `last_committed` the target has reported.
+    pub fn last_committed(&self) -> Transno {
+        self.last_committed
+    }
+
+    /// The generation: bumped on every successful connect.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The connection count: bumped on every CONNECT sent.
+    pub fn conn_cnt(&self) -> ConnCnt {
+        self.conn_cnt
+    }
+
+    /// The target's handle for our export.
+    pub fn remote_handle(&self) -> ExportHandle {
+        self.remote
+    }
+
+    /// The connect data the target agreed to, once connected.
+    pub fn negotiated(&self) -> Option<&ConnectData> {
+        self.negotiated.as_ref()
+    }
+
+    /// The replay list.
+    pub fn replay_list(&self) -> &ReplayList {
+        &self.replay
+    }
+
+    /// Requests without a final reply (sending plus delayed).
+    pub fn pending_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The path index in use.
+    pub fn current_path(&self) -> PathId {
+        self.cfg.paths[self.path]
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ImportStats {
+        self.stats
+    }
+
+    /// Starts connecting (from NEW).
+    pub fn connect(&mut self, now: Time) {
+        if self.kind() == ImportStateKind::New {
+            self.start_connect(now);
+        }
+    }
+
+    /// Queues a request; it goes out when the import is FULL (and, if it
+    /// modifies, when no other modifying request is in flight).
+    pub fn submit(&mut self, now: Time, spec: RequestSpec) -> Result<Xid, ImportError> {
+        if self.kind() == ImportStateKind::Closed {
+            return Err(ImportError::Closed);
+        }
+        let held = self.requests.len() + self.replay.len();
+        if held >= self.cfg.max_requests {
+            return Err(ImportError::Full(held));
+        }
+        let xid = self.xids.next_xid();
+        self.requests.insert(xid, spec);
+        self.drive(now);
+        Ok(xid)
+    }
+
+    /// The open request `xid` was closed (its close committed): it leaves
+    /// the replay list once committed itself.
+    pub fn release_open(&mut self, xid: Xid) -> bool {
+        let found = self.replay.release_open(xid);
+        self.replay.prune_committed(self.last_committed);
+        found
+    }
+
+    /// Imperative recovery: the target restarted (the MGS said so), so
+    /// reconnect now instead of waiting for a ping to fail.
+    pub fn handle_target_restarted(&mut self, now: Time) {
+        use ImportStateKind as K;
+        self.tried_in_round = 0;
+        self.backoff = self.cfg.backoff_min;
+        match self.kind() {
+            K::Full | K::Replay | K::ReplayLocks | K::ReplayWait | K::Recover => self.disconnect(now),
+            K::Discon => self.set_state(now, ImportState::Discon { retry_at: now }),
+            K::Connecting => self.start_connect(now),
+            K::New | K::Evicted | K::Closed => {}
+        }
+        self.drive(now);
+    }
+
+    /// Closes the import: DISCONNECT goes out if connected; every request
+    /// fails and every replay entry is reported lost.
+    pub fn close(&mut self, now: Time) {
+        if self.kind() == ImportStateKind::Closed {
+            return;
+        }
+        if self.kind() == ImportStateKind::Full {
+            let xid = self.xids.next_xid();
+            let h = self.header(now, self.cfg.disconnect_op, xid, MsgFlags::EMPTY);
+            self.push(h, Vec::new());
+        }
+        for (xid, _) in self.requests.drain_all() {
+            self.events.push_back(ImportEvent::Failed { xid, error: ImportError::Closed });
+        }
+        for e in self.replay.drain() {
+            self.events.push_back(ImportEvent::ReplayLost { xid: e.xid, transno: e.transno, error: ImportError::Closed });
+        }
+        self.ping = None;
+        self.set_state(now, ImportState::Closed);
+    }
+
+    /// A reply (or error reply) arrived. Replies to anything but the
+    /// current connection's messages are ignored.
+    pub fn handle_reply(&mut self, now: Time, frame: &Frame<'_>) {
+        let h = *frame.header();
+        if h.kind == MsgKind::Request || h.flags.contains(MsgFlags::EARLY_REPLY) || h.conn_cnt != self.conn_cnt {
+            return;
+        }
+        match &self.state {
+            ImportState::Connecting { attempt, .. } if attempt.xid == h.xid => self.connect_reply(now, frame),
+            ImportState::Replay { in_flight: Some((s, t)), .. } if s.xid == h.xid => {
+                let (s, t) = (*s, *t);
+                self.replay_reply(now, &h, s, t);
+            }
+            ImportState::ReplayWait { ping, .. } if ping.xid == h.xid => self.replay_wait_reply(now, &h),
+            ImportState::Full => self.full_reply(now, frame),
+            _ => {}
+        }
+        self.drive(now);
+    }
+
+    /// Timers: connect, request and ping deadlines, reconnect backoff.
+    pub fn handle_timeout(&mut self, now: Time) {
+        match &self.state {
+            ImportState::Connecting { attempt, .. } if now >= attempt.deadline => self.connect_failed(now),
+            ImportState::Replay { in_flight: Some((s, _)), .. } if now >= s.deadline => self.disconnect(now),
+            ImportState::ReplayWait { ping, .. } if now >= ping.deadline => self.resend_done_ping(now),
+            ImportState::Full => {
+                if self.requests.earliest_deadline().is_some_and(|d| now >= d) {
+                    self.disconnect(now);
+                } else {
+                    self.pinger.handle_timeout(now);
+                }
+            }
+            _ => {}
+        }
+        self.drive(now);
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self, now: Time) -> Option<Outgoing> {
+        self.drive(now);
+        self.outbox.pop_front()
+    }
+
+    /// When [`Import::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match &self.state {
+            ImportState::Connecting { attempt, .. } => Some(attempt.deadline),
+            ImportState::Discon { retry_at } => Some(*retry_at),
+            ImportState::Replay { in_flight: Some((s, _)), .. } => Some(s.deadline),
+            ImportState::ReplayWait { ping, .. } => Some(ping.deadline),
+            ImportState::Full => match (self.requests.earliest_deadline(), self.pinger.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            _ => None,
+        }
+    }
+
+    /// The next event for the user. Callers must drain events: they are
+    /// how failures are reported, so none is ever dropped.
+    pub fn poll_event(&mut self) -> Option<ImportEvent> {
+        self.events.pop_front()
+    }
+
+    /// The one place the state changes: asserts the edge, records it.
+    fn set_state(&mut self, now: Time, to: ImportState) {
+        let (from, to_kind) = (self.kind(), to.kind());
+        assert!(
+            from.can_move_to(to_kind) || (from == to_kind && from == ImportStateKind::Discon),
+            "illegal import transition {from:?} -> {to_kind:?}"
+        );
+        self.state = to;
+        if from != to_kind {
+            self.history.record(now, from, to_kind);
+            self.events.push_back(ImportEvent::StateChanged { at: now, from, to: to_kind });
+        }
+    }
+
+    /// Runs whatever the state allows now: reconnects, replays, sends.
+    fn drive(&mut self, now: Time) {
+        // Each pass makes progress or stops; the bound guards a logic bug.
+        for _ in 0..64 {
+            while let Some(PingerEvent::Discon { .. }) = self.pinger.poll_event() {
+                if self.kind() == ImportStateKind::Full {
+                    self.disconnect(now);
+                }
+            }
+            let progressed = match &self.state {
+                ImportState::Evicted => {
+                    self.start_connect(now);
+                    true
+                }
+                ImportState::Discon { retry_at } if now >= *retry_at => {
+                    self.start_connect(now);
+                    true
+                }
+                ImportState::Replay { in_flight: None, .. } => {
+                    self.replay_next(now);
+                    true
+                }
+                ImportState::ReplayLocks { mode } => {
+                    let mode = *mode;
+                    self.send_done_ping(now, mode);
+                    true
+                }
+                ImportState::Recover => {
+                    self.set_state(now, ImportState::Full);
+                    true
+                }
+                ImportState::Full => {
+                    self.pump_full(now);
+                    false
+                }
+                _ => false,
+            };
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn pump_full(&mut self, now: Time) {
+        while let Some((xid, resend)) = self.requests.next_to_send() {
+            let Some(req) = self.requests.get(xid) else { break };
+            let (op, portal, body) = (req.spec.op, req.spec.portal, req.spec.body.clone());
+            let flags = if resend { MsgFlags::RESEND } else { MsgFlags::EMPTY };
+            let mut h = self.header(now, op, xid, flags);
+            h.timeout = self.at.request_timeout(now, portal);
+            let deadline = self.at.request_deadline(now, portal);
+            if let Some(r) = self.requests.get_mut(xid) {
+                r.phase = Phase::Sent { sent: now, deadline, conn_cnt: self.conn_cnt };
+            }
+            if resend {
+                self.stats.resends += 1;
+            }
+            self.pinger.handle_request_sent(now);
+            self.push(h, body);
+        }
+        if self.pinger.poll_transmit(now).is_some() {
+            let xid = self.xids.next_xid();
+            let h = self.header(now, Op::ObdPing, xid, MsgFlags::EMPTY);
+            let deadline = self.at.request_deadline(now, self.cfg.portal);
+            self.pinger.handle_ping_sent(now, xid, deadline);
+            self.ping = Some(Sent { xid, sent: now, deadline });
+            self.push(h, Vec::new());
+        }
+    }
+
+    fn full_reply(&mut self, now: Time, frame: &Frame<'_>) {
+        let h = *frame.header();
+        if let Some(p) = self.ping.filter(|p| p.xid == h.xid) {
+            self.ping = None;
+            self.at.handle_reply(now, self.cfg.portal, p.sent, h.service_time);
+            if h.status == -errno::ENOTCONN {
+                self.disconnect(now);
+            } else {
+                self.note_committed(h.last_committed);
+                self.pinger.handle_ping_reply(now, h.xid);
+            }
+            return;
+        }
+        let Some(req) = self.requests.get(h.xid) else { return };
+        let Phase::Sent { sent, conn_cnt, .. } = req.phase else { return };
+        if conn_cnt != h.conn_cnt {
+            return;
+        }
+        if h.status == -errno::ENOTCONN || h.status == -errno::EAGAIN {
+            // The target lost or has not recovered our export: reconnect,
+            // and the request is resent.
+            self.disconnect(now);
+            return;
+        }
+        let Some(req) = self.requests.remove(h.xid) else { return };
+        self.at.handle_reply(now, req.spec.portal, sent, h.service_time);
+        if req.spec.kind.modifies() && h.status == 0 && h.transno > Transno(0) {
+            self.replay.add(ReplayEntry {
+                xid: h.xid,
+                transno: h.transno,
+                pre_versions: h.pre_versions,
+                open: req.spec.kind == ReqKind::Open,
+                delayed_pending: false,
+                spec: req.spec,
+            });
+        }
+        self.note_committed(h.last_committed);
+        self.events.push_back(ImportEvent::Reply { xid: h.xid, header: h, body: frame.body_bytes().to_vec() });
+    }
+
+    /// Folds a reported `last_committed` in and prunes the replay list.
+    fn note_committed(&mut self, last_committed: Transno) {
+        self.last_committed = self.last_committed.max(last_committed);
+        self.replay.prune_committed(self.last_committed);
+        self.pinger.set_uncommitted(!self.replay.is_empty());
+    }
+
+    /// The connection failed: back to DISCON, resend what was in flight
+    /// once reconnected.
+    fn disconnect(&mut self, now: Time) {
+        self.requests.connection_lost();
+        self.ping = None;
+        self.set_state(now, ImportState::Discon { retry_at: now });
+    }
+
+    /// A request header on the current connection.
+    fn header(&self, now: Time, op: Op, xid: Xid, flags: MsgFlags) -> Header {
+        let mut h = Header::new(MsgKind::Request, op.opcode(), xid);
+        h.flags = flags;
+        h.conn_cnt = self.conn_cnt;
+        h.handle = self.remote;
+        h.timeout = self.at.request_timeout(now, self.cfg.portal);
+        h
+    }
+
+    fn push(&mut self, header: Header, body: Vec<u8>) {
+        self.outbox.push_back(Outgoing { path: self.cfg.paths[self.path], header, body });
+    }
+}
