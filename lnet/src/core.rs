@@ -5,8 +5,9 @@
 //! responses (ACK/REPLY) being waited for, and the peer table. LNDs enter
 //! through [`crate::lnd::LndCtx`]; users through [`crate::Lnet`].
 //!
-//! Rules: LND `send` is called with the lock held (LNDs only queue); events
-//! are delivered after the lock is dropped, so handlers may call back in.
+//! Rules: LND sends and events are carried out after the lock is dropped,
+//! in the order the state changes made them, by one thread at a time (see
+//! `flush`), so LNDs and handlers may call back in.
 //! Every message handed to an LND holds one peer and one NI credit until its
 //! `send_done`; every MD operation holds one `pending` count until its final
 //! event; an MD unlinks when its threshold is used up, or it was asked to,
@@ -148,6 +149,12 @@ pub(crate) enum RecvKind {
     Reply { ev: EvInfo },
 }
 
+/// Work the core hands out once its lock is dropped.
+enum Action {
+    Send(usize, TxMsg),
+    Event(EventHandler, Event),
+}
+
 struct State {
     portals: PortalTable,
     mds: HashMap<u64, MdState>,
@@ -158,10 +165,11 @@ struct State {
     ni_credits: Vec<CreditQueue>,
     counters: Counters,
     shutdown: bool,
-    /// Events in the order the state changes made them; delivered after
-    /// the lock is dropped, by one thread at a time, so each MD's events
-    /// arrive in order and the `unlinked` one is its last.
-    events: VecDeque<(EventHandler, Event)>,
+    /// Sends and events in the order the state changes made them; carried
+    /// out after the lock is dropped, by one thread at a time, so messages to
+    /// a peer leave in order, each MD's events arrive in order, the
+    /// `unlinked` one last, and LNDs and handlers may call back in.
+    outbox: VecDeque<Action>,
 }
 
 pub(crate) struct Inner {
@@ -185,24 +193,30 @@ impl Counters {
 }
 
 impl Inner {
-    /// Hands queued events to their handlers, unless another thread is
+    /// Carries out queued sends and events, unless another thread is
     /// already doing so (it will pick these up too).
-    fn flush_events(&self) {
+    fn flush(&self) {
         loop {
             if self.delivering.swap(true, Ordering::Acquire) {
                 return;
             }
             loop {
-                let batch = std::mem::take(&mut self.state.lock().events);
+                let batch = std::mem::take(&mut self.state.lock().outbox);
                 if batch.is_empty() {
                     break;
                 }
-                for (h, ev) in batch {
-                    h.deliver(ev);
+                for a in batch {
+                    match a {
+                        Action::Send(ni, msg) => match self.nis().get(ni) {
+                            Some(n) => n.lnd.send(msg),
+                            None => tracing::error!(ni, "message routed to a missing NI"),
+                        },
+                        Action::Event(h, ev) => h.deliver(ev),
+                    }
                 }
             }
             self.delivering.store(false, Ordering::Release);
-            if self.state.lock().events.is_empty() {
+            if self.state.lock().outbox.is_empty() {
                 return;
             }
         }
@@ -225,7 +239,7 @@ impl Inner {
                 ni_credits: Vec::new(),
                 counters: Counters::default(),
                 shutdown: false,
-                events: VecDeque::new(),
+                outbox: VecDeque::new(),
             }),
             delivering: AtomicBool::new(false),
         }
@@ -327,11 +341,11 @@ impl Inner {
                     unlinked: true,
                 };
                 let h = ms.md.inner.handler.clone();
-                st.events.push_back((h, ev));
+                st.outbox.push_back(Action::Event(h, ev));
                 st.remove_md(cookie);
             }
         }
-        self.flush_events();
+        self.flush();
         self.progress.notify_waiters();
         Ok(())
     }
@@ -364,6 +378,8 @@ impl Inner {
         };
         let payload = (len > 0).then(|| MdSlice { md: md.clone(), offset: 0, len: len as usize });
         st.launch(self, id, ni, target, hdr, payload, TxPurpose::Put { md: cookie, ev });
+        drop(st);
+        self.flush();
         Ok(())
     }
 
@@ -382,6 +398,8 @@ impl Inner {
             body: MsgBody::Get { portal, match_bits, offset, sink_len: len, reply_wmd: cookie },
         };
         st.launch(self, id, ni, target, hdr, None, TxPurpose::Get { md: cookie, ev });
+        drop(st);
+        self.flush();
         Ok(())
     }
 
@@ -415,7 +433,7 @@ impl Inner {
                 st.fail_awaiting(cookie, aw, LnetError::Timeout(peer));
             }
         }
-        self.flush_events();
+        self.flush();
         self.progress.notify_waiters();
     }
 
@@ -441,7 +459,7 @@ impl Inner {
                 st.complete_tx(self, id, Err(LnetError::Shutdown));
             }
         }
-        self.flush_events();
+        self.flush();
         for ni in self.nis() {
             ni.lnd.shutdown();
         }
@@ -451,13 +469,13 @@ impl Inner {
 
     pub(crate) fn send_done(&self, id: u64, res: Result<(), LnetError>) {
         self.state.lock().complete_tx(self, id, res);
-        self.flush_events();
+        self.flush();
         self.progress.notify_waiters();
     }
 
     pub(crate) fn parse(&self, ni: usize, from: Nid, hdr: &LnetHdr) -> Delivery {
         let d = self.state.lock().parse(self, ni, from, hdr);
-        self.flush_events();
+        self.flush();
         d
     }
 
@@ -481,7 +499,7 @@ impl Inner {
                 RecvKind::Reply { ev } => st.finish_op(token.md, EventKind::Reply, res, ev),
             }
         }
-        self.flush_events();
+        self.flush();
         self.progress.notify_waiters();
     }
 
@@ -510,7 +528,7 @@ impl Inner {
             }
         }
         tracing::info!(peer = %nid, %err, "peer down");
-        self.flush_events();
+        self.flush();
         self.progress.notify_waiters();
     }
 
@@ -652,7 +670,7 @@ impl State {
             md: ms.md.clone(),
             unlinked: done,
         };
-        self.events.push_back((ms.md.inner.handler.clone(), event));
+        self.outbox.push_back(Action::Event(ms.md.inner.handler.clone(), event));
         if done {
             self.remove_md(cookie);
         }
@@ -713,10 +731,8 @@ impl State {
     fn dispatch(&mut self, inner: &Inner, id: u64) {
         let Some(t) = self.txs.get_mut(&id) else { return };
         let Some(msg) = t.msg.take() else { return };
-        match inner.nis().get(t.ni) {
-            Some(ni) => ni.lnd.send(msg),
-            None => tracing::error!(ni = t.ni, "message routed to a missing NI"),
-        }
+        let _ = inner;
+        self.outbox.push_back(Action::Send(t.ni, msg));
     }
 
     /// Removes a not-yet-dispatched message from whichever credit queue holds it.

@@ -1,4 +1,5 @@
 //! The LND conformance suite on `lo` and `tcp`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};

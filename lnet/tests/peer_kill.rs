@@ -4,6 +4,7 @@
 //!
 //! The peer is this same test binary re-run as a child (`child_sink`), so
 //! the test needs nothing else built.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
@@ -88,7 +89,7 @@ async fn killing_the_peer_mid_transfer_fails_and_frees_everything() {
     let submit = |i: u64| {
         let pages = MdBuffer::from_pages(me.pool(0).alloc(256).unwrap());
         let md = me.bind(MdSpec::new(pages, q.clone()).threshold(Threshold::Ops(1))).unwrap();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             me.put(&md, Target::new(peer, PORTAL, i), AckReq::Ack, i).unwrap();
         } else {
             me.get(&md, Target::new(peer, PORTAL, i)).unwrap();

@@ -1,6 +1,7 @@
 //! Garbage, lies and truncation on a tcp LND socket: the connection is
 //! closed with a counter, affected MDs get error events, nothing panics or
 //! hangs, and the node keeps serving well-behaved peers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;

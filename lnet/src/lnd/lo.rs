@@ -132,9 +132,8 @@ impl Lnd for LoLnd {
 
     fn send(&self, tx: TxMsg) {
         if let Err(mpsc::error::SendError(tx)) = self.queue.send(tx) {
-            // The worker only stops when the runtime does; completing the
-            // message here would re-enter the core's lock (see the trait).
-            tracing::warn!(id = tx.id, "lo worker gone (runtime shutting down); message not delivered");
+            // The worker only stops when the runtime does.
+            tx.complete(&self.ctx, Err(LnetError::Shutdown));
         }
     }
 

@@ -66,10 +66,11 @@ pub struct RecvToken {
 
 /// A network driver.
 ///
-/// Contract: `send` is called with LNet's lock held, so it must only queue
-/// the message (never block, never call back into [`LndCtx`] before
-/// returning); every message given to `send` is completed exactly once with
-/// [`LndCtx::send_done`].
+/// Contract: `send` must not block (it may write without blocking and may
+/// complete the message before returning); it is called without LNet's lock
+/// and by one thread at a time per LNet instance, in the order the core
+/// released the messages. Every message given to `send` is completed
+/// exactly once with [`LndCtx::send_done`] (via [`TxMsg::complete`]).
 pub trait Lnd: Send + Sync + fmt::Debug {
     /// This NI's NID.
     fn nid(&self) -> Nid;

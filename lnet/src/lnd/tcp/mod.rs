@@ -117,9 +117,7 @@ impl Lnd for TcpLnd {
 
     fn send(&self, tx: TxMsg) {
         if self.down.load(Ordering::Acquire) {
-            // Cannot complete here (the core's lock is held): a task does it.
-            let ctx = self.sh.ctx.clone();
-            self.rt.spawn(async move { tx.complete(&ctx, Err(LnetError::Shutdown)) });
+            tx.complete(&self.sh.ctx, Err(LnetError::Shutdown));
             return;
         }
         let mut peers = self.peers.lock();
