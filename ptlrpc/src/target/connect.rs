@@ -124,7 +124,8 @@ impl<S: TargetService> Target<S> {
         rh.flags = flags;
         rh.conn_cnt = h.conn_cnt;
         rh.handle = e.handle;
-        rh.last_committed = self.store.committed();
+        let handle = e.handle;
+        rh.last_committed = self.exports.committed_for(handle, self.store.committed());
         let body = match rkyv::to_bytes::<rkyv::rancor::Error>(&reply_data) {
             Ok(b) => b.to_vec(),
             Err(e) => panic!("archiving connect data: {e}"),

@@ -62,6 +62,12 @@ pub struct Export {
     pub boot_xid: Option<Xid>,
     /// A CONNECT is being answered; another one is dropped meanwhile.
     pub connecting: bool,
+    /// Transno of the client's last executed update.
+    pub last_exec: Transno,
+    /// The `last_committed` this client is told: the transno of one of
+    /// its own updates known durable. Not the target-wide value: during
+    /// recovery that can pass a transno a gap left unexecuted.
+    pub own_committed: Transno,
 }
 
 impl Export {
@@ -78,6 +84,8 @@ impl Export {
             held_ping: None,
             boot_xid: None,
             connecting: false,
+            last_exec: Transno(0),
+            own_committed: Transno(0),
         }
     }
 }
@@ -137,6 +145,20 @@ impl Exports {
     /// Every export.
     pub fn iter(&self) -> impl Iterator<Item = &Export> {
         self.by_uuid.values()
+    }
+
+    /// The `last_committed` for the client of `handle`, given the
+    /// target-wide durable transno `committed` (updates apply in transno
+    /// order within a boot, so an executed transno at or below it is
+    /// durable).
+    pub fn committed_for(&mut self, handle: ExportHandle, committed: Transno) -> Transno {
+        let Some(e) = self.by_handle.get(&handle).and_then(|u| self.by_uuid.get_mut(u)) else {
+            return Transno(0);
+        };
+        if e.last_exec <= committed {
+            e.own_committed = e.own_committed.max(e.last_exec);
+        }
+        e.own_committed
     }
 
     /// Every export, mutably.

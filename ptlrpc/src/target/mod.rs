@@ -258,6 +258,8 @@ impl<S: TargetService> Target<S> {
             let handle = t.new_handle();
             let mut e = Export::new(&rec.uuid, handle, PeerId(0), ExportStage::Recovering { connected: false, done: false });
             e.boot_xid = Some(rec.last_xid);
+            e.last_exec = rec.last_transno;
+            e.own_committed = rec.last_transno;
             t.exports.insert(e);
             t.records.insert(rec.uuid.clone(), rec);
         }
@@ -548,6 +550,7 @@ impl<S: TargetService> Target<S> {
         self.stats.executed += 1;
         if let Some(e) = self.exports.get_mut(uuid) {
             e.boot_xid = None;
+            e.last_exec = transno;
         }
         if replay {
             self.events.push_back(TargetEvent::Replayed {
@@ -599,7 +602,7 @@ impl<S: TargetService> Target<S> {
         h.conn_cnt = req.conn_cnt;
         h.handle = req.handle;
         h.transno = transno;
-        h.last_committed = self.store.committed();
+        h.last_committed = self.exports.committed_for(req.handle, self.store.committed());
         if let Some(p) = pre {
             h.pre_versions = p;
         }

@@ -180,6 +180,18 @@ fn random_run(seed: u64, trace: bool, totals: &mut Totals) -> Result<(), String>
         run.w.net().heal();
     }
     run.w.run_until(last + SETTLE);
+    // (e): every client was FULL again within the bound after the last
+    // fault ...
+    for c in run.all() {
+        let full_at_last = c.states.iter().rev().find(|(at, _)| *at <= last).is_some_and(|(_, k)| *k == ImportStateKind::Full);
+        if !full_at_last && c.full_since(last).is_none() {
+            return Err(format!("(e) {} not FULL within {SETTLE:?} of the last fault ({:?})", c.uuid, c.kind()));
+        }
+    }
+    // ... and, once the links stop losing messages, everyone is FULL, idle
+    // and consistent.
+    run.w.net().set_default_link(LinkConfig::ideal(link.latency));
+    run.w.advance(Duration::from_secs(100));
     run.finish()?;
     for (i, r) in restarts.iter().enumerate() {
         let next = restarts.get(i + 1).copied().unwrap_or(Time::from_epoch(Duration::MAX));
