@@ -71,8 +71,8 @@ impl<S: TargetService> Target<S> {
                     e.stage = ExportStage::Recovering { connected: true, done: false };
                     e.held_ping = None;
                     let xid = e.boot_xid.unwrap_or(Xid(0));
-                    if let Some(r) = &mut self.recovery {
-                        r.client_connected(now, &uuid);
+                    if let Some(r) = self.recovery.as_mut().filter(|_| !connected) {
+                        r.client_connected(now);
                     }
                     (MsgFlags::CONNECT_RECOVERING, xid)
                 }

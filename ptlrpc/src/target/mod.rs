@@ -418,9 +418,13 @@ impl<S: TargetService> Target<S> {
         self.events.pop_front()
     }
 
-    /// New transnos start at `epoch << 32` once recovery is over.
+    /// New transnos start at `epoch << 32` once recovery is over. The mark
+    /// is committed (with every replay before it), so the next recovery
+    /// expects `epoch << 32 | 1` and sees no false gap at the boundary.
     fn start_epoch(&mut self) {
         self.last_transno = self.last_transno.max(Transno(u64::from(self.epoch) << 32));
+        self.store.put_server(ServerRecord { epoch: self.epoch, last_transno: self.last_transno });
+        self.store.commit();
     }
 
     fn new_handle(&mut self) -> ExportHandle {

@@ -35,7 +35,7 @@ pub(super) struct Recovery {
     started: Time,
     window_end: Time,
     hard_end: Time,
-    soft: Duration,
+    extend: Duration,
     window_closed: bool,
     boot_committed: Transno,
     next: Transno,
@@ -50,7 +50,7 @@ impl Recovery {
             started: now,
             window_end: now + cfg.recovery_soft(),
             hard_end: now + cfg.recovery_hard(),
-            soft: cfg.recovery_soft(),
+            extend: cfg.ping.obd_timeout,
             window_closed: false,
             boot_committed: committed,
             next: Transno(committed.0 + 1),
@@ -64,10 +64,12 @@ impl Recovery {
         self.window_closed
     }
 
-    /// A known client reconnected: extend the window (up to the hard limit).
-    pub(super) fn client_connected(&mut self, now: Time, _uuid: &str) {
+    /// A known client came back for the first time since boot: give it
+    /// time to replay (obd_timeout from now), within the hard limit.
+    /// Reconnects of a client already back do not extend the window.
+    pub(super) fn client_connected(&mut self, now: Time) {
         if !self.window_closed {
-            self.window_end = self.window_end.max(now + self.soft).min(self.hard_end);
+            self.window_end = self.window_end.max(now + self.extend).min(self.hard_end);
         }
     }
 

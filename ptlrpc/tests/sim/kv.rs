@@ -17,7 +17,7 @@ use ptlrpc::target::{
     MemStore, ObjId, PeerId, Plan, Target, TargetConfig, TargetEvent, TargetService,
 };
 use ptlrpc::wire::{
-    ConnectData, Frame, ObjVersion, Op, PRE_VERSIONS, Portal, Transno, Xid, connect_flags, encode_raw, errno,
+    ConnectData, Frame, MsgFlags, ObjVersion, Op, PRE_VERSIONS, Portal, Transno, Xid, connect_flags, encode_raw, errno,
 };
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -182,6 +182,8 @@ pub struct Client {
     pub failed: BTreeSet<Xid>,
     pub states: Vec<(Time, ImportStateKind)>,
     pub errors: Vec<String>,
+    /// Connect dispositions seen, with times.
+    pub connects: Vec<(Time, MsgFlags)>,
 }
 
 impl Client {
@@ -213,6 +215,21 @@ impl Client {
             failed: BTreeSet::new(),
             states: vec![(now, ImportStateKind::New)],
             errors: Vec::new(),
+            connects: Vec::new(),
+        }
+    }
+
+    /// Submits put(key, value) now (scenario tests; the client must be idle).
+    pub fn put(&mut self, now: Time, key: u32, value: u64) -> Xid {
+        assert!(self.outstanding.is_none(), "{} is busy", self.uuid);
+        let req = KvReq::Put { key, value };
+        let spec = RequestSpec { op: Op::MdsReint, portal: PORTAL, body: archive(&req), kind: ReqKind::Modify };
+        match self.import.submit(now, spec) {
+            Ok(xid) => {
+                self.outstanding = Some((xid, req));
+                xid
+            }
+            Err(e) => panic!("submit: {e}"),
         }
     }
 
@@ -246,7 +263,7 @@ impl Client {
                     self.lost.insert(xid);
                 }
                 ImportEvent::StateChanged { at, to, .. } => self.states.push((at, to)),
-                ImportEvent::Connected { .. } => {}
+                ImportEvent::Connected { flags, .. } => self.connects.push((now, flags)),
             }
         }
         if self.outstanding.is_none() && self.ops_left > 0 && self.next_op.is_some_and(|t| now >= t) {

@@ -238,3 +238,164 @@ fn kv_recovery_random_seeds() {
         pct(100),
     );
 }
+
+/// A world on ideal links whose clients issue only the puts a scenario
+/// asks for.
+fn scenario(seed: u64) -> Run {
+    let mut run = Run::new(seed, std::env::var(ptlrpc::sim::SEED_ENV).is_ok(), 0, false);
+    run.w.net().set_default_link(LinkConfig::ideal(Duration::from_millis(1)));
+    run.w.advance(Duration::from_secs(1));
+    assert!(run.all_full(), "everyone connected");
+    run
+}
+
+impl Run {
+    fn put(&mut self, i: usize, key: u32, value: u64) -> Xid {
+        let c = self.clients[i];
+        let xid = self.w.with_node(c, |n, now| n.client_mut().put(now, key, value));
+        self.w.advance(Duration::from_millis(100));
+        let acked = self.client(i).acked.get(&xid).map(|a| a.transno);
+        assert!(acked.is_some(), "put {xid} acknowledged");
+        xid
+    }
+
+    fn cut(&mut self, i: usize) {
+        let (s, c) = (self.server, self.clients[i]);
+        self.w.net().partition(&[c], &[s]);
+    }
+
+    fn recovery_done(&self) -> Vec<(Time, usize, usize, usize)> {
+        self.server()
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                TargetEvent::RecoveryDone { at, recovered, evicted, retained, .. } => {
+                    Some((*at, *recovered, *evicted, *retained))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn gaps(&self) -> usize {
+        self.server().events.iter().filter(|(_, e)| matches!(e, TargetEvent::Gap { .. })).count()
+    }
+}
+
+/// Seed document 3.2.1: every client is back in time; replays run in
+/// transno order with no gap, nobody is evicted, and with imperative
+/// recovery the window closes as soon as the last client has replayed.
+#[test]
+fn all_clients_back_in_time() {
+    let mut run = scenario(1);
+    for round in 0..3u64 {
+        for i in 0..CLIENTS {
+            run.put(i, i as u32, round);
+        }
+    }
+    assert!(run.all().iter().all(|c| !c.import.replay_list().is_empty()), "uncommitted work to replay");
+    run.crash().unwrap_or_else(|e| panic!("{e}"));
+    run.w.advance(Duration::from_secs(2));
+    run.restart(true);
+    let restarted = run.w.now();
+    run.w.advance(Duration::from_secs(30));
+    let done = run.recovery_done();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].1, done[0].2, done[0].3), (CLIENTS, 0, 0), "all recovered, none evicted or retained");
+    assert_eq!(run.gaps(), 0);
+    assert!(run.evictions().is_empty());
+    let took = run.recovery_time(restarted).unwrap_or_else(|| panic!("not every client is FULL"));
+    println!("all_clients_back_in_time: recovery took {took:?} (restart -> every client FULL)");
+    assert!(took < Duration::from_secs(1), "imperative recovery closes the window early: {took:?}");
+    run.finish().unwrap_or_else(|e| panic!("{e}"));
+    for c in run.all() {
+        assert!(c.lost.is_empty() && c.failed.is_empty());
+    }
+}
+
+/// Seed documents 3.2.2 and 3.3: one client misses recovery, leaving a
+/// gap. A replay that depended on the missing update fails VBR and its
+/// client is evicted at the end; an independent one is applied. The
+/// missing client is retained and later recovers by delayed recovery: its
+/// version-checked replay gets a new transno.
+#[test]
+fn missing_client_gap_then_delayed_recovery() {
+    let mut run = scenario(2);
+    let x0 = run.put(0, 1, 100); // T1: key 1
+    let x1 = run.put(1, 1, 200); // T2: key 1, depends on T1
+    let x2 = run.put(2, 2, 300); // T3: key 2, independent
+    run.cut(0);
+    run.crash().unwrap_or_else(|e| panic!("{e}"));
+    run.w.advance(Duration::from_secs(2));
+    run.restart(true);
+    let restarted = run.w.now();
+    run.w.advance(Duration::from_secs(100));
+    assert!(run.server().target.as_ref().is_some_and(|t| t.is_recovering()), "waits for client-0");
+    run.w.advance(Duration::from_secs(250));
+    let done = run.recovery_done();
+    assert_eq!(done.len(), 1, "recovery ended at the soft limit");
+    assert!(done[0].0 >= restarted + Duration::from_secs(300));
+    assert_eq!((done[0].1, done[0].2, done[0].3), (1, 1, 1), "one recovered, one evicted, one retained");
+    assert_eq!(run.gaps(), 1);
+    assert_eq!(run.evictions(), vec![("client-1".to_string(), EvictReason::VersionMismatch)]);
+    assert!(run.client(1).lost.contains(&x1), "the refused replay is reported lost");
+    assert_eq!(run.client(1).kind(), ImportStateKind::Full, "reconnected as a new client");
+    assert!(!run.client(2).lost.contains(&x2));
+    let t = run.server().target.as_ref().map(|t| t.exports().get("client-0").map(|e| e.stage));
+    assert!(matches!(t, Some(Some(ExportStage::Retained { gap: Some(_), .. }))), "{t:?}");
+    // client-0 comes back: delayed recovery.
+    run.w.net().heal();
+    run.w.advance(Duration::from_secs(60));
+    let c0 = run.client(0);
+    assert_eq!(c0.kind(), ImportStateKind::Full);
+    assert!(c0.connects.iter().any(|(_, f)| f.contains(ptlrpc::wire::MsgFlags::CONNECT_DELAYED)));
+    assert!(c0.lost.is_empty(), "its replay matched and was applied");
+    let delayed = run.server().events.iter().any(|(_, e)| {
+        matches!(e, TargetEvent::Replayed { xid, delayed: true, applied: true, ran_as, transno, .. }
+            if *xid == x0 && ran_as > transno)
+    });
+    assert!(delayed, "the delayed replay ran with a new transno");
+    let v = run.server().store().get(ptlrpc::target::ObjId(1)).map(|(_, v)| *v);
+    assert_eq!(v, Some(100));
+    run.finish().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Seed document 3.3.3: the window has closed and primary recovery is
+/// still running (a connected client is stuck mid-replay) when the missing
+/// client arrives. It is told to come back (-EBUSY) and recovers by
+/// delayed recovery as soon as primary recovery ends.
+#[test]
+fn delayed_client_during_primary_recovery() {
+    let mut run = scenario(3);
+    run.put(0, 1, 100); // T1, client-0 will be missing
+    run.put(1, 2, 200); // T2
+    run.put(2, 3, 300); // T3
+    run.put(1, 4, 400); // T4
+    run.cut(0);
+    run.crash().unwrap_or_else(|e| panic!("{e}"));
+    run.w.advance(Duration::from_secs(2));
+    run.restart(true);
+    let restarted = run.w.now();
+    // client-1 reconnects, sends its first replay, then drops off.
+    run.w.advance(Duration::from_millis(3));
+    run.cut(1);
+    run.w.run_until(restarted + Duration::from_secs(320));
+    assert!(run.server().target.as_ref().is_some_and(|t| t.is_recovering()), "primary recovery still running");
+    // client-0 arrives now: during primary recovery, after the window.
+    run.w.net().heal();
+    run.cut(1);
+    run.w.advance(Duration::from_secs(40));
+    assert_ne!(run.client(0).kind(), ImportStateKind::Full, "held off while primary recovery runs");
+    // client-1 comes back, finishes; then client-0 recovers, delayed.
+    run.w.net().heal();
+    run.w.advance(Duration::from_secs(120));
+    let done = run.recovery_done();
+    assert_eq!(done.len(), 1);
+    let end = done[0].0;
+    let c0 = run.client(0);
+    assert_eq!(c0.kind(), ImportStateKind::Full);
+    let delayed_at = c0.connects.iter().find(|(_, f)| f.contains(ptlrpc::wire::MsgFlags::CONNECT_DELAYED)).map(|(t, _)| *t);
+    assert!(delayed_at.is_some_and(|t| t >= end), "delayed connect after primary recovery: {delayed_at:?} vs {end:?}");
+    println!("delayed_client_during_primary_recovery: primary ended {:?} after restart", end - restarted);
+    run.finish().unwrap_or_else(|e| panic!("{e}"));
+}
