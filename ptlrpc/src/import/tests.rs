@@ -1,0 +1,358 @@
+//! Unit tests of the import: every state's edges, and each transition
+//! driven by hand-made replies.
+
+use rkyv::util::AlignedVec;
+
+use super::*;
+use crate::wire::{ObjVersion, encode_raw};
+
+const P: Portal = Portal(12);
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn import(paths: u32) -> Import {
+    let cfg = ImportConfig::new("c0", Op::MdsConnect, Op::MdsDisconnect, P, (0..paths).map(PathId).collect());
+    Import::new(t(0), cfg)
+}
+
+fn bytes(h: &Header, body: &[u8]) -> AlignedVec<16> {
+    match encode_raw(h, body) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Feeds a reply to `out` with `status`, `flags`, `transno`, `lc`.
+fn answer(imp: &mut Import, now: Time, out: &Outgoing, status: i32, flags: MsgFlags, transno: u64, lc: u64) {
+    let kind = if status == 0 { MsgKind::Reply } else { MsgKind::Error };
+    let mut h = Header::new(kind, out.header.opcode, out.header.xid);
+    h.status = status;
+    h.flags = flags;
+    h.conn_cnt = out.header.conn_cnt;
+    h.handle = ExportHandle(77);
+    h.transno = Transno(transno);
+    h.last_committed = Transno(lc);
+    h.pre_versions = [ObjVersion(transno.saturating_sub(1)); 4];
+    let body = if Op::try_from(out.header.opcode).is_ok_and(|o| o.is_connect()) {
+        let data = ConnectData { committed_xid: 0, ..ConnectData::default() };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&data).map(|b| b.to_vec()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let b = bytes(&h, &body);
+    match Frame::parse(&b) {
+        Ok(f) => imp.handle_reply(now, &f),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn next(imp: &mut Import, now: Time) -> Outgoing {
+    imp.poll_transmit(now).unwrap_or_else(|| panic!("nothing to send in {:?}", imp.kind()))
+}
+
+fn connected() -> Import {
+    let mut imp = import(1);
+    imp.connect(t(0));
+    let c = next(&mut imp, t(0));
+    answer(&mut imp, t(1), &c, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    imp
+}
+
+fn put() -> RequestSpec {
+    RequestSpec { op: Op::MdsReint, portal: P, body: vec![0; 16], kind: ReqKind::Modify }
+}
+
+fn drain(imp: &mut Import) -> Vec<ImportEvent> {
+    std::iter::from_fn(|| imp.poll_event()).collect()
+}
+
+#[test]
+fn edges_are_exactly_the_state_machine() {
+    use ImportStateKind as K;
+    let legal = [
+        (K::New, K::Connecting),
+        (K::Connecting, K::Full),
+        (K::Connecting, K::Replay),
+        (K::Connecting, K::Recover),
+        (K::Connecting, K::Discon),
+        (K::Connecting, K::Evicted),
+        (K::Connecting, K::Connecting),
+        (K::Full, K::Discon),
+        (K::Discon, K::Connecting),
+        (K::Replay, K::ReplayLocks),
+        (K::Replay, K::Discon),
+        (K::ReplayLocks, K::ReplayWait),
+        (K::ReplayLocks, K::Discon),
+        (K::ReplayWait, K::Recover),
+        (K::ReplayWait, K::Replay),
+        (K::ReplayWait, K::Discon),
+        (K::Recover, K::Full),
+        (K::Recover, K::Discon),
+        (K::Evicted, K::Connecting),
+    ];
+    for from in K::ALL {
+        for to in K::ALL {
+            let expect = legal.contains(&(from, to)) || (to == K::Closed && from != K::Closed);
+            assert_eq!(from.can_move_to(to), expect, "{from:?} -> {to:?}");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "illegal import transition")]
+fn illegal_edge_panics() {
+    let mut imp = import(1);
+    imp.set_state(t(0), ImportState::Full);
+}
+
+#[test]
+fn connect_then_requests_flow() {
+    let mut imp = import(1);
+    assert_eq!(imp.kind(), ImportStateKind::New);
+    let xid = imp.submit(t(0), put());
+    assert!(xid.is_ok());
+    assert!(imp.poll_transmit(t(0)).is_none(), "delayed while not FULL");
+    imp.connect(t(0));
+    let c = next(&mut imp, t(0));
+    assert!(c.header.flags.contains(MsgFlags::CONNECT_INITIAL));
+    assert_eq!(imp.conn_cnt(), ConnCnt(1));
+    answer(&mut imp, t(1), &c, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.remote_handle(), ExportHandle(77));
+    assert_eq!(imp.generation(), 1);
+    let r = next(&mut imp, t(1));
+    assert_eq!(Ok(r.header.xid), xid);
+    assert_eq!(r.header.handle, ExportHandle(77));
+    answer(&mut imp, t(2), &r, 0, MsgFlags::EMPTY, 5, 3);
+    assert_eq!(imp.replay_list().len(), 1, "replied, uncommitted");
+    assert!(drain(&mut imp).iter().any(|e| matches!(e, ImportEvent::Reply { .. })));
+    // A later reply's last_committed prunes it.
+    let r2 = imp.submit(t(3), RequestSpec { kind: ReqKind::Read, ..put() });
+    assert!(r2.is_ok());
+    let o = next(&mut imp, t(3));
+    answer(&mut imp, t(4), &o, 0, MsgFlags::EMPTY, 0, 5);
+    assert!(imp.replay_list().is_empty());
+    assert_eq!(imp.last_committed(), Transno(5));
+}
+
+#[test]
+fn one_modifying_request_in_flight() {
+    let mut imp = connected();
+    let a = imp.submit(t(1), put());
+    let b = imp.submit(t(1), put());
+    let oa = next(&mut imp, t(1));
+    assert_eq!(Ok(oa.header.xid), a);
+    assert!(imp.poll_transmit(t(1)).is_none(), "b waits for a");
+    answer(&mut imp, t(2), &oa, 0, MsgFlags::EMPTY, 1, 0);
+    assert_eq!(Ok(next(&mut imp, t(2)).header.xid), b);
+}
+
+#[test]
+fn opens_stay_until_released() {
+    let mut imp = connected();
+    let _ = imp.submit(t(1), RequestSpec { kind: ReqKind::Open, ..put() });
+    let o = next(&mut imp, t(1));
+    answer(&mut imp, t(2), &o, 0, MsgFlags::EMPTY, 4, 4);
+    assert_eq!(imp.replay_list().len(), 1, "committed open kept");
+    assert!(imp.release_open(o.header.xid));
+    assert!(imp.replay_list().is_empty());
+}
+
+#[test]
+fn connect_timeout_tries_next_path_then_backs_off() {
+    let mut imp = import(2);
+    imp.connect(t(0));
+    let c1 = next(&mut imp, t(0));
+    assert_eq!(c1.path, PathId(0));
+    let d = imp.poll_timeout().unwrap_or(t(0));
+    imp.handle_timeout(d);
+    let c2 = next(&mut imp, d);
+    assert_eq!(c2.path, PathId(1), "next failover path at once");
+    let d2 = imp.poll_timeout().unwrap_or(t(0));
+    imp.handle_timeout(d2);
+    assert_eq!(imp.kind(), ImportStateKind::Discon, "every path failed: back off");
+    let retry = imp.poll_timeout().unwrap_or(t(0));
+    assert!(retry >= d2 + Duration::from_secs(1));
+    assert!(imp.poll_transmit(d2).is_none());
+    imp.handle_timeout(retry);
+    assert_eq!(imp.kind(), ImportStateKind::Connecting);
+    // A stale reply (old conn_cnt) is ignored.
+    answer(&mut imp, retry, &c1, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Connecting);
+}
+
+#[test]
+fn timeout_reconnect_resends_in_flight() {
+    let mut imp = connected();
+    let x = imp.submit(t(1), put());
+    let o = next(&mut imp, t(1));
+    let d = imp.poll_timeout().unwrap_or(t(0));
+    imp.handle_timeout(d);
+    assert_eq!(imp.kind(), ImportStateKind::Connecting, "DISCON then reconnect at once");
+    let c = next(&mut imp, d);
+    assert_eq!(c.header.handle, ExportHandle(77), "reconnect names the export");
+    assert!(!c.header.flags.contains(MsgFlags::CONNECT_INITIAL));
+    answer(&mut imp, d, &c, 0, MsgFlags::CONNECT_RECONNECT, 0, 0);
+    let kinds: Vec<_> = imp.history().recent().map(|(_, k)| *k).collect();
+    assert!(kinds.ends_with(&[ImportStateKind::Discon, ImportStateKind::Connecting, ImportStateKind::Recover, ImportStateKind::Full]));
+    let r = next(&mut imp, d);
+    assert_eq!(Ok(r.header.xid), x);
+    assert!(r.header.flags.contains(MsgFlags::RESEND));
+    assert_eq!(r.header.conn_cnt, ConnCnt(2));
+    // The old send's reply is ignored (stale connection).
+    answer(&mut imp, d, &o, 0, MsgFlags::EMPTY, 9, 0);
+    assert!(imp.replay_list().is_empty());
+}
+
+/// Puts `n` modifying requests through and leaves them replied,
+/// uncommitted (transnos 10, 11, ...).
+fn with_replays(n: u64) -> Import {
+    let mut imp = connected();
+    for i in 0..n {
+        let _ = imp.submit(t(1), put());
+        let o = next(&mut imp, t(1));
+        answer(&mut imp, t(2), &o, 0, MsgFlags::EMPTY, 10 + i, 0);
+    }
+    assert_eq!(imp.replay_list().len() as u64, n);
+    imp
+}
+
+#[test]
+fn recovery_replays_in_order_then_waits_then_full() {
+    let mut imp = with_replays(3);
+    let pending = imp.submit(t(3), put());
+    let first = next(&mut imp, t(3));
+    imp.handle_target_restarted(t(5));
+    let c = next(&mut imp, t(5));
+    answer(&mut imp, t(5), &c, 0, MsgFlags::CONNECT_RECOVERING, 0, 10);
+    assert_eq!(imp.replay_list().len(), 2, "transno 10 committed: pruned");
+    let r1 = next(&mut imp, t(5));
+    assert!(r1.header.flags.contains(MsgFlags::REPLAY) && !r1.header.flags.contains(MsgFlags::LAST_REPLAY));
+    assert_eq!(r1.header.transno, Transno(11));
+    assert_eq!(r1.header.pre_versions[0], ObjVersion(10));
+    assert!(imp.poll_transmit(t(5)).is_none(), "one replay at a time");
+    answer(&mut imp, t(6), &r1, 0, MsgFlags::EMPTY, 11, 0);
+    let r2 = next(&mut imp, t(6));
+    assert_eq!(r2.header.transno, Transno(12));
+    assert!(r2.header.flags.contains(MsgFlags::LAST_REPLAY));
+    answer(&mut imp, t(7), &r2, 0, MsgFlags::EMPTY, 12, 0);
+    assert_eq!(imp.kind(), ImportStateKind::ReplayWait);
+    let done = next(&mut imp, t(7));
+    assert!(done.header.flags.contains(MsgFlags::REQ_REPLAY_DONE | MsgFlags::LOCK_REPLAY_DONE));
+    // The held PING's copy times out: resent, not a disconnect.
+    let d = imp.poll_timeout().unwrap_or(t(0));
+    imp.handle_timeout(d);
+    assert_eq!(imp.kind(), ImportStateKind::ReplayWait);
+    assert!(next(&mut imp, d).header.flags.contains(MsgFlags::RESEND));
+    answer(&mut imp, d, &done, 0, MsgFlags::EMPTY, 0, 12);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    assert!(imp.replay_list().is_empty());
+    let h = imp.history();
+    for (a, b) in [
+        (ImportStateKind::Connecting, ImportStateKind::Replay),
+        (ImportStateKind::Replay, ImportStateKind::ReplayLocks),
+        (ImportStateKind::ReplayLocks, ImportStateKind::ReplayWait),
+        (ImportStateKind::ReplayWait, ImportStateKind::Recover),
+        (ImportStateKind::Recover, ImportStateKind::Full),
+    ] {
+        assert_eq!(h.count(a, b), 1, "{a:?} -> {b:?}");
+    }
+    let resent = next(&mut imp, d);
+    assert_eq!(Ok(resent.header.xid), pending, "the interrupted request is resent once FULL");
+    assert_eq!(resent.header.xid, first.header.xid);
+    assert!(resent.header.flags.contains(MsgFlags::RESEND));
+}
+
+#[test]
+fn version_mismatch_reports_the_replay_lost() {
+    let mut imp = with_replays(1);
+    imp.handle_target_restarted(t(5));
+    let c = next(&mut imp, t(5));
+    answer(&mut imp, t(5), &c, 0, MsgFlags::CONNECT_RECOVERING, 0, 0);
+    let r = next(&mut imp, t(5));
+    answer(&mut imp, t(6), &r, -errno::EOVERFLOW, MsgFlags::EMPTY, 0, 0);
+    let ev = drain(&mut imp);
+    assert!(ev.iter().any(|e| matches!(e, ImportEvent::ReplayLost { error: ImportError::VersionMismatch, .. })));
+    assert_eq!(imp.kind(), ImportStateKind::ReplayWait);
+}
+
+#[test]
+fn eviction_fails_everything_and_reconnects_as_new() {
+    let mut imp = with_replays(2);
+    let x = imp.submit(t(3), put());
+    let _ = next(&mut imp, t(3));
+    let y = imp.submit(t(3), put()); // waits behind x
+    drain(&mut imp);
+    imp.handle_target_restarted(t(5));
+    let c = next(&mut imp, t(5));
+    answer(&mut imp, t(5), &c, 0, MsgFlags::EMPTY, 0, 0); // a new export: evicted
+    let ev = drain(&mut imp);
+    let lost = ev.iter().filter(|e| matches!(e, ImportEvent::ReplayLost { error: ImportError::Evicted, .. })).count();
+    assert_eq!(lost, 2);
+    assert!(ev.iter().any(|e| matches!(e, ImportEvent::Failed { xid, error: ImportError::Evicted } if Ok(*xid) == x)));
+    assert!(!ev.iter().any(|e| matches!(e, ImportEvent::Failed { xid, .. } if Ok(*xid) == y)), "never sent: kept");
+    assert_eq!(imp.history().count(ImportStateKind::Connecting, ImportStateKind::Evicted), 1);
+    assert_eq!(imp.kind(), ImportStateKind::Connecting);
+    let c2 = next(&mut imp, t(5));
+    assert!(c2.header.flags.contains(MsgFlags::CONNECT_INITIAL));
+    assert_eq!(c2.header.handle, ExportHandle::NONE);
+    answer(&mut imp, t(6), &c2, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    assert_eq!(imp.stats().evictions, 1);
+}
+
+#[test]
+fn delayed_recovery_rekeys_replays() {
+    let mut imp = with_replays(1);
+    imp.handle_target_restarted(t(5));
+    let c = next(&mut imp, t(5));
+    answer(&mut imp, t(5), &c, 0, MsgFlags::CONNECT_DELAYED, 0, 0);
+    let r = next(&mut imp, t(5));
+    assert!(r.header.flags.contains(MsgFlags::REPLAY | MsgFlags::VERSION_REPLAY | MsgFlags::DELAY_REPLAY));
+    // last_committed never prunes an entry waiting for delayed recovery.
+    assert_eq!(imp.replay_list().len(), 1);
+    answer(&mut imp, t(6), &r, 0, MsgFlags::EMPTY, (2 << 32) + 1, 50);
+    let e = imp.replay_list().iter().next().map(|e| (e.transno, e.delayed_pending));
+    assert_eq!(e, Some((Transno((2 << 32) + 1), false)));
+    let done = next(&mut imp, t(6));
+    assert!(done.header.flags.contains(MsgFlags::DELAY_REPLAY));
+    answer(&mut imp, t(7), &done, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+}
+
+#[test]
+fn pinger_discon_and_enotconn_reconnect() {
+    let mut imp = connected();
+    let d = imp.poll_timeout().unwrap_or(t(0));
+    imp.handle_timeout(d);
+    let ping = next(&mut imp, d);
+    assert_eq!(Op::try_from(ping.header.opcode), Ok(Op::ObdPing));
+    let d2 = imp.poll_timeout().unwrap_or(t(0));
+    imp.handle_timeout(d2);
+    assert_eq!(imp.history().count(ImportStateKind::Full, ImportStateKind::Discon), 1, "pinger DISCON consumed");
+    let c = next(&mut imp, d2);
+    answer(&mut imp, d2, &c, 0, MsgFlags::CONNECT_RECONNECT, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    let _ = imp.submit(d2, RequestSpec { kind: ReqKind::Read, ..put() });
+    let o = next(&mut imp, d2);
+    answer(&mut imp, d2, &o, -errno::ENOTCONN, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Connecting);
+}
+
+#[test]
+fn close_reports_and_history_is_bounded() {
+    let mut imp = with_replays(1);
+    for i in 0..20 {
+        imp.handle_target_restarted(t(10 + i));
+        let c = next(&mut imp, t(10 + i));
+        answer(&mut imp, t(10 + i), &c, 0, MsgFlags::CONNECT_RECONNECT, 0, 0);
+    }
+    assert_eq!(imp.history().recent().count(), HISTORY_LEN);
+    imp.close(t(100));
+    let out = next(&mut imp, t(100));
+    assert_eq!(Op::try_from(out.header.opcode), Ok(Op::MdsDisconnect));
+    assert!(drain(&mut imp).iter().any(|e| matches!(e, ImportEvent::ReplayLost { error: ImportError::Closed, .. })));
+    assert_eq!(imp.submit(t(100), put()), Err(ImportError::Closed));
+}
