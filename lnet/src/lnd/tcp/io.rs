@@ -127,34 +127,72 @@ pub(crate) async fn discard(s: &impl ReadSock, mut n: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes a header and its payload with `writev`, straight from MD pages.
-pub(crate) async fn write_frame(s: &impl WriteSock, hdr: &[u8; HDR_SIZE], payload: Option<&MdSlice>) -> io::Result<()> {
+/// One non-blocking `writev` of the frame from byte `done` on, straight
+/// from MD pages; returns the bytes it took.
+fn writev_once(s: &impl WriteSock, hdr: &[u8; HDR_SIZE], payload: Option<&MdSlice>, done: usize) -> io::Result<usize> {
     let plen = payload.map_or(0, |p| p.len);
-    let total = HDR_SIZE + plen;
-    let mut done = 0;
+    let guard = payload.map(|p| p.md.lock());
+    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 + plen / 4096);
+    if done < HDR_SIZE {
+        iov.push(IoSlice::new(&hdr[done..]));
+    }
+    if let (Some(p), Some(g)) = (payload, guard.as_ref()) {
+        let skip = done.saturating_sub(HDR_SIZE);
+        iov.extend(g.io_slices(p.offset + skip, plen - skip));
+    }
+    let n = iov.len().min(IOV_MAX);
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "payload outside its MD"));
+    }
+    match s.try_writev(&iov[..n]) {
+        Ok(0) => Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+        r => r,
+    }
+}
+
+/// Bytes of a frame on the wire.
+pub(crate) fn frame_len(payload: Option<&MdSlice>) -> usize {
+    HDR_SIZE + payload.map_or(0, |p| p.len)
+}
+
+/// Writes as much of the frame (from byte `done`) as the socket takes
+/// without blocking; returns the new `done`.
+pub(crate) fn try_write_frame(
+    s: &impl WriteSock,
+    hdr: &[u8; HDR_SIZE],
+    payload: Option<&MdSlice>,
+    mut done: usize,
+) -> io::Result<usize> {
+    let total = frame_len(payload);
     while done < total {
-        let r = {
-            let guard = payload.map(|p| p.md.lock());
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 + plen / 4096);
-            if done < HDR_SIZE {
-                iov.push(IoSlice::new(&hdr[done..]));
-            }
-            if let (Some(p), Some(g)) = (payload, guard.as_ref()) {
-                let skip = done.saturating_sub(HDR_SIZE);
-                iov.extend(g.io_slices(p.offset + skip, plen - skip));
-            }
-            let n = iov.len().min(IOV_MAX);
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "payload outside its MD"));
-            }
-            s.try_writev(&iov[..n])
-        };
-        match r {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+        match writev_once(s, hdr, payload, done) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Writes the rest of a frame (from byte `done`), waiting for the socket.
+pub(crate) async fn write_frame_from(
+    s: &impl WriteSock,
+    hdr: &[u8; HDR_SIZE],
+    payload: Option<&MdSlice>,
+    mut done: usize,
+) -> io::Result<()> {
+    let total = frame_len(payload);
+    while done < total {
+        match writev_once(s, hdr, payload, done) {
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.ready().await?,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Writes a header and its payload with `writev`, straight from MD pages.
+pub(crate) async fn write_frame(s: &impl WriteSock, hdr: &[u8; HDR_SIZE], payload: Option<&MdSlice>) -> io::Result<()> {
+    write_frame_from(s, hdr, payload, 0).await
 }

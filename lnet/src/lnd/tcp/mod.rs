@@ -11,6 +11,7 @@
 //! exponentially. Never touches portals, credits or events.
 
 mod io;
+mod link;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -20,9 +21,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 
 use super::{Delivery, Lnd, LndCtx, LndStats, TxMsg};
 use crate::config::TcpConfig;
@@ -55,7 +56,7 @@ struct Shared {
 /// The tcp LND.
 pub struct TcpLnd {
     sh: Arc<Shared>,
-    peers: Mutex<HashMap<Nid, mpsc::UnboundedSender<TxMsg>>>,
+    peers: Mutex<HashMap<Nid, Arc<link::PeerLink>>>,
     listener: Mutex<Option<TcpListener>>,
     rt: tokio::runtime::Handle,
     down: AtomicBool,
@@ -120,19 +121,10 @@ impl Lnd for TcpLnd {
             tx.complete(&self.sh.ctx, Err(LnetError::Shutdown));
             return;
         }
-        let mut peers = self.peers.lock();
-        let tx = match peers.get(&tx.peer) {
-            Some(q) => match q.send(tx) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(tx)) => tx,
-            },
-            None => tx,
-        };
-        let (q, rx) = mpsc::unbounded_channel();
-        let peer = tx.peer;
-        let _ = q.send(tx);
-        peers.insert(peer, q);
-        self.rt.spawn(peer_writer(Arc::clone(&self.sh), peer, rx));
+        let link = Arc::clone(
+            self.peers.lock().entry(tx.peer).or_insert_with(|| link::PeerLink::new(Arc::clone(&self.sh), tx.peer)),
+        );
+        link.send(&self.rt, tx);
     }
 
     fn shutdown(&self) {
@@ -140,8 +132,10 @@ impl Lnd for TcpLnd {
             return;
         }
         self.sh.shut.send_replace(true);
-        // Dropping the queues ends the writers once they fail what is left.
-        self.peers.lock().clear();
+        let links: Vec<_> = self.peers.lock().drain().map(|(_, l)| l).collect();
+        for l in links {
+            l.shutdown();
+        }
         for h in self.sh.readers.lock().drain(..) {
             h.abort();
         }
@@ -171,149 +165,6 @@ fn peer_err(nid: Nid, e: impl std::fmt::Display) -> LnetError {
 
 fn hello(src: Nid, dst: Nid, incarnation: u64) -> [u8; HDR_SIZE] {
     LnetHdr { src, dst, payload_len: 0, body: MsgBody::Hello { incarnation } }.encode()
-}
-
-/// An established outgoing connection: the write half, plus a task that
-/// watches the read half for the peer closing it.
-struct OutConn {
-    w: tokio::net::tcp::OwnedWriteHalf,
-    closed: Arc<AtomicBool>,
-    watcher: JoinHandle<()>,
-}
-
-impl Drop for OutConn {
-    fn drop(&mut self) {
-        self.watcher.abort();
-    }
-}
-
-async fn connect(sh: &Arc<Shared>, peer: Nid) -> std::result::Result<OutConn, LnetError> {
-    let ip = peer.ipv4().ok_or_else(|| LnetError::Invalid(format!("{peer} is not a tcp NID")))?;
-    let to = SocketAddr::V4(SocketAddrV4::new(ip, sh.cfg.port));
-    let handshake = async {
-        let sock = TcpSocket::new_v4().map_err(|e| peer_err(peer, e))?;
-        // Speak from our own NID's address so the peer can check who we are.
-        sock.bind(SocketAddr::V4(SocketAddrV4::new(sh.cfg.addr, 0)))
-            .map_err(|e| peer_err(peer, format!("bind {}: {e}", sh.cfg.addr)))?;
-        let s = sock.connect(to).await.map_err(|e| peer_err(peer, format!("connect {to}: {e}")))?;
-        s.set_nodelay(true).map_err(|e| peer_err(peer, e))?;
-        io::write_frame(&s, &hello(sh.nid, peer, sh.incarnation), None)
-            .await
-            .map_err(|e| peer_err(peer, format!("HELLO: {e}")))?;
-        let mut b = [0u8; HDR_SIZE];
-        match io::read_exact(&s, &mut b).await {
-            Ok(true) => {}
-            Ok(false) => return Err(peer_err(peer, "closed during HELLO")),
-            Err(e) => return Err(peer_err(peer, format!("HELLO: {e}"))),
-        }
-        let h = LnetHdr::decode(&b, 0)
-            .map_err(|e| LnetError::Proto { peer: to.to_string(), why: format!("bad HELLO reply: {e}") })?;
-        if !matches!(h.body, MsgBody::Hello { .. }) || h.src != peer || h.dst != sh.nid {
-            return Err(LnetError::Proto {
-                peer: to.to_string(),
-                why: format!("HELLO reply from {} to {} (expected {peer} to {})", h.src, h.dst, sh.nid),
-            });
-        }
-        Ok(s)
-    };
-    let s = timeout(sh.cfg.connect_timeout, handshake)
-        .await
-        .map_err(|_| peer_err(peer, format!("no HELLO within {:?}", sh.cfg.connect_timeout)))??;
-    let (r, w) = s.into_split();
-    let closed = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_close(Arc::clone(sh), peer, r, Arc::clone(&closed)));
-    sh.stats.connects.fetch_add(1, Ordering::Relaxed);
-    Ok(OutConn { w, closed, watcher })
-}
-
-/// Nothing is ever sent to us on our outgoing connection: any readable
-/// event is the peer closing or resetting it.
-async fn watch_close(sh: Arc<Shared>, peer: Nid, r: tokio::net::tcp::OwnedReadHalf, closed: Arc<AtomicBool>) {
-    sh.stats.conns.fetch_add(1, Ordering::Relaxed);
-    let mut b = [0u8; 64];
-    let why = match io::read_exact(&r, &mut b).await {
-        Ok(false) => "peer closed the connection".to_string(),
-        Ok(true) => {
-            sh.stats.proto_errors.fetch_add(1, Ordering::Relaxed);
-            "peer sent data on a send-only connection".to_string()
-        }
-        Err(e) => e.to_string(),
-    };
-    sh.stats.conns.fetch_sub(1, Ordering::Relaxed);
-    closed.store(true, Ordering::Release);
-    sh.ctx.peer_down(peer, peer_err(peer, why));
-}
-
-fn fail_queued(sh: &Shared, rx: &mut mpsc::UnboundedReceiver<TxMsg>, err: &LnetError) {
-    while let Ok(tx) = rx.try_recv() {
-        tx.complete(&sh.ctx, Err(err.clone()));
-    }
-}
-
-/// Sends every message for one peer, connecting (and reconnecting with
-/// backoff) as needed.
-async fn peer_writer(sh: Arc<Shared>, peer: Nid, mut rx: mpsc::UnboundedReceiver<TxMsg>) {
-    let mut shut = sh.shut.subscribe();
-    let mut conn: Option<OutConn> = None;
-    let mut backoff = sh.cfg.reconnect_min;
-    let mut next_try = Instant::now();
-    loop {
-        let tx = tokio::select! {
-            biased;
-            m = rx.recv() => match m { Some(t) => t, None => break },
-            _ = shut.changed() => break,
-        };
-        if *shut.borrow() {
-            tx.complete(&sh.ctx, Err(LnetError::Shutdown));
-            break;
-        }
-        if conn.as_ref().is_some_and(|c| c.closed.load(Ordering::Acquire)) {
-            conn = None;
-        }
-        if conn.is_none() {
-            let now = Instant::now();
-            let res = if now < next_try {
-                Err(peer_err(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
-            } else {
-                connect(&sh, peer).await
-            };
-            match res {
-                Ok(c) => {
-                    backoff = sh.cfg.reconnect_min;
-                    sh.ctx.peer_alive(peer);
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    if now >= next_try {
-                        sh.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, err = %e, ?backoff, "connect failed");
-                        next_try = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(sh.cfg.reconnect_max);
-                    }
-                    tx.complete(&sh.ctx, Err(e.clone()));
-                    fail_queued(&sh, &mut rx, &e);
-                    sh.ctx.peer_down(peer, e);
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_ref() else { continue };
-        let frame = tx.hdr.encode();
-        match io::write_frame(&c.w, &frame, tx.payload.as_ref()).await {
-            Ok(()) => tx.complete(&sh.ctx, Ok(())),
-            Err(e) => {
-                let err = peer_err(peer, format!("send: {e}"));
-                tracing::warn!(%peer, err = %e, "send failed; closing connection");
-                conn = None;
-                next_try = Instant::now() + sh.cfg.reconnect_min;
-                tx.complete(&sh.ctx, Err(err.clone()));
-                fail_queued(&sh, &mut rx, &err);
-                sh.ctx.peer_down(peer, err);
-            }
-        }
-    }
-    drop(conn);
-    fail_queued(&sh, &mut rx, &LnetError::Shutdown);
 }
 
 async fn accept_loop(sh: Arc<Shared>, l: TcpListener) {

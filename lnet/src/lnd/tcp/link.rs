@@ -1,0 +1,327 @@
+//! The sending side of the tcp LND: one link per peer.
+//!
+//! Owns the peer's outgoing connection (connect, HELLO, reconnect with
+//! backoff), the queue of frames waiting for it, and the two ways a frame
+//! leaves: written straight from the caller's thread when the link is idle
+//! and the socket takes it without blocking (small messages: no task hop),
+//! or by the link's writer task, which waits for the socket. One writer at a
+//! time (`busy`), frames in the order `send` saw them. Every frame is
+//! completed exactly once; a failed connection fails the frame on the wire
+//! and everything queued behind it, and tells the core the peer is down.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::net::TcpSocket;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+
+use super::io;
+use super::{Shared, hello, peer_err};
+use crate::error::LnetError;
+use crate::lnd::TxMsg;
+use crate::nid::Nid;
+use crate::wire::{HDR_SIZE, LnetHdr, MsgBody};
+
+/// Frames up to this size are tried inline from the sender's thread.
+const INLINE_MAX: usize = 64 << 10;
+
+/// A frame on its way: the message, its encoded header and how much of the
+/// frame has been written.
+struct Outgoing {
+    tx: TxMsg,
+    hdr: [u8; HDR_SIZE],
+    done: usize,
+}
+
+impl Outgoing {
+    fn new(tx: TxMsg) -> Outgoing {
+        let hdr = tx.hdr.encode();
+        Outgoing { tx, hdr, done: 0 }
+    }
+}
+
+/// An established outgoing connection: the write half, plus a task that
+/// watches the read half for the peer closing it.
+pub(super) struct OutConn {
+    w: OwnedWriteHalf,
+    closed: Arc<AtomicBool>,
+    watcher: JoinHandle<()>,
+}
+
+impl Drop for OutConn {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl OutConn {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+struct LinkState {
+    queue: VecDeque<Outgoing>,
+    conn: Option<Arc<OutConn>>,
+    /// Someone (the task or an inline sender) is writing on `conn`.
+    busy: bool,
+    /// The writer task is running.
+    task: bool,
+    /// The LND shut down: fail everything.
+    shut: bool,
+}
+
+/// One peer's sending side.
+pub(super) struct PeerLink {
+    peer: Nid,
+    sh: Arc<Shared>,
+    st: Mutex<LinkState>,
+    wake: Notify,
+}
+
+impl PeerLink {
+    pub(super) fn new(sh: Arc<Shared>, peer: Nid) -> Arc<PeerLink> {
+        Arc::new(PeerLink { peer, sh, st: Mutex::new(LinkState::default()), wake: Notify::new() })
+    }
+
+    /// Sends `tx`: inline when the link is idle and the socket takes the
+    /// whole frame, else through the writer task.
+    pub(super) fn send(self: &Arc<Self>, rt: &tokio::runtime::Handle, tx: TxMsg) {
+        let mut out = Outgoing::new(tx);
+        let mut st = self.st.lock();
+        if st.shut {
+            drop(st);
+            out.tx.complete(&self.sh.ctx, Err(LnetError::Shutdown));
+            return;
+        }
+        let inline = !st.busy
+            && st.queue.is_empty()
+            && io::frame_len(out.tx.payload.as_ref()) <= INLINE_MAX
+            && st.conn.as_ref().is_some_and(|c| !c.is_closed());
+        if inline && let Some(conn) = st.conn.clone() {
+            st.busy = true;
+            drop(st);
+            match io::try_write_frame(&conn.w, &out.hdr, out.tx.payload.as_ref(), 0) {
+                Ok(done) if done == io::frame_len(out.tx.payload.as_ref()) => {
+                    out.tx.complete(&self.sh.ctx, Ok(()));
+                    let mut st = self.st.lock();
+                    st.busy = false;
+                    if !st.queue.is_empty() {
+                        self.wake.notify_one();
+                    }
+                }
+                Ok(done) => {
+                    // The socket is full: the task finishes the frame.
+                    out.done = done;
+                    let mut st = self.st.lock();
+                    st.busy = false;
+                    st.queue.push_front(out);
+                    self.wake.notify_one();
+                }
+                Err(e) => {
+                    let err = peer_err(self.peer, format!("send: {e}"));
+                    tracing::warn!(peer = %self.peer, err = %e, "send failed; closing connection");
+                    let failed = {
+                        let mut st = self.st.lock();
+                        st.busy = false;
+                        st.conn = None;
+                        std::mem::take(&mut st.queue)
+                    };
+                    out.tx.complete(&self.sh.ctx, Err(err.clone()));
+                    self.fail_all(failed, &err);
+                    self.sh.ctx.peer_down(self.peer, err);
+                }
+            }
+            return;
+        }
+        st.queue.push_back(out);
+        if !st.task {
+            st.task = true;
+            rt.spawn(writer(Arc::clone(self)));
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Fails everything queued and stops the writer.
+    pub(super) fn shutdown(&self) {
+        let failed = {
+            let mut st = self.st.lock();
+            st.shut = true;
+            st.conn = None;
+            std::mem::take(&mut st.queue)
+        };
+        self.fail_all(failed, &LnetError::Shutdown);
+        self.wake.notify_one();
+    }
+
+    fn fail_all(&self, items: VecDeque<Outgoing>, err: &LnetError) {
+        for o in items {
+            o.tx.complete(&self.sh.ctx, Err(err.clone()));
+        }
+    }
+
+    /// Takes the next frame to write, waiting for one.
+    async fn next(&self) -> Option<(Outgoing, Option<Arc<OutConn>>)> {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.st.lock();
+                if st.shut {
+                    st.task = false;
+                    return None;
+                }
+                if !st.busy
+                    && let Some(o) = st.queue.pop_front()
+                {
+                    st.busy = true;
+                    let conn = st.conn.clone().filter(|c| !c.is_closed());
+                    return Some((o, conn));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn finish(&self, conn: Option<Arc<OutConn>>) {
+        let mut st = self.st.lock();
+        st.busy = false;
+        if conn.is_none() || conn.as_ref().is_some_and(|c| c.is_closed()) {
+            st.conn = None;
+        } else if st.conn.is_none() {
+            st.conn = conn;
+        }
+    }
+}
+
+/// The link's writer task: connects as needed and writes what the inline
+/// path could not.
+async fn writer(link: Arc<PeerLink>) {
+    let sh = Arc::clone(&link.sh);
+    let peer = link.peer;
+    let mut backoff = sh.cfg.reconnect_min;
+    let mut next_try = Instant::now();
+    while let Some((out, conn)) = link.next().await {
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let now = Instant::now();
+                let res = if now < next_try {
+                    Err(peer_err(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
+                } else {
+                    connect(&sh, peer).await
+                };
+                match res {
+                    Ok(c) => {
+                        backoff = sh.cfg.reconnect_min;
+                        sh.ctx.peer_alive(peer);
+                        Arc::new(c)
+                    }
+                    Err(e) => {
+                        if now >= next_try {
+                            sh.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, err = %e, ?backoff, "connect failed");
+                            next_try = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(sh.cfg.reconnect_max);
+                        }
+                        let failed = {
+                            let mut st = link.st.lock();
+                            st.busy = false;
+                            std::mem::take(&mut st.queue)
+                        };
+                        out.tx.complete(&sh.ctx, Err(e.clone()));
+                        link.fail_all(failed, &e);
+                        sh.ctx.peer_down(peer, e);
+                        continue;
+                    }
+                }
+            }
+        };
+        match io::write_frame_from(&conn.w, &out.hdr, out.tx.payload.as_ref(), out.done).await {
+            Ok(()) => {
+                out.tx.complete(&sh.ctx, Ok(()));
+                link.finish(Some(conn));
+            }
+            Err(e) => {
+                let err = peer_err(peer, format!("send: {e}"));
+                tracing::warn!(%peer, err = %e, "send failed; closing connection");
+                next_try = Instant::now() + sh.cfg.reconnect_min;
+                let failed = {
+                    let mut st = link.st.lock();
+                    st.busy = false;
+                    st.conn = None;
+                    std::mem::take(&mut st.queue)
+                };
+                out.tx.complete(&sh.ctx, Err(err.clone()));
+                link.fail_all(failed, &err);
+                sh.ctx.peer_down(peer, err);
+            }
+        }
+    }
+}
+
+async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<OutConn, LnetError> {
+    let ip = peer.ipv4().ok_or_else(|| LnetError::Invalid(format!("{peer} is not a tcp NID")))?;
+    let to = SocketAddr::V4(SocketAddrV4::new(ip, sh.cfg.port));
+    let handshake = async {
+        let sock = TcpSocket::new_v4().map_err(|e| peer_err(peer, e))?;
+        // Speak from our own NID's address so the peer can check who we are.
+        sock.bind(SocketAddr::V4(SocketAddrV4::new(sh.cfg.addr, 0)))
+            .map_err(|e| peer_err(peer, format!("bind {}: {e}", sh.cfg.addr)))?;
+        let s = sock.connect(to).await.map_err(|e| peer_err(peer, format!("connect {to}: {e}")))?;
+        s.set_nodelay(true).map_err(|e| peer_err(peer, e))?;
+        io::write_frame(&s, &hello(sh.nid, peer, sh.incarnation), None)
+            .await
+            .map_err(|e| peer_err(peer, format!("HELLO: {e}")))?;
+        let mut b = [0u8; HDR_SIZE];
+        match io::read_exact(&s, &mut b).await {
+            Ok(true) => {}
+            Ok(false) => return Err(peer_err(peer, "closed during HELLO")),
+            Err(e) => return Err(peer_err(peer, format!("HELLO: {e}"))),
+        }
+        let h = LnetHdr::decode(&b, 0)
+            .map_err(|e| LnetError::Proto { peer: to.to_string(), why: format!("bad HELLO reply: {e}") })?;
+        if !matches!(h.body, MsgBody::Hello { .. }) || h.src != peer || h.dst != sh.nid {
+            return Err(LnetError::Proto {
+                peer: to.to_string(),
+                why: format!("HELLO reply from {} to {} (expected {peer} to {})", h.src, h.dst, sh.nid),
+            });
+        }
+        Ok(s)
+    };
+    let s = timeout(sh.cfg.connect_timeout, handshake)
+        .await
+        .map_err(|_| peer_err(peer, format!("no HELLO within {:?}", sh.cfg.connect_timeout)))??;
+    let (r, w) = s.into_split();
+    let closed = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_close(Arc::clone(sh), peer, r, Arc::clone(&closed)));
+    sh.stats.connects.fetch_add(1, Ordering::Relaxed);
+    Ok(OutConn { w, closed, watcher })
+}
+
+/// Nothing is ever sent to us on our outgoing connection: any readable
+/// event is the peer closing or resetting it.
+async fn watch_close(sh: Arc<Shared>, peer: Nid, r: tokio::net::tcp::OwnedReadHalf, closed: Arc<AtomicBool>) {
+    sh.stats.conns.fetch_add(1, Ordering::Relaxed);
+    let mut b = [0u8; 64];
+    let why = match io::read_exact(&r, &mut b).await {
+        Ok(false) => "peer closed the connection".to_string(),
+        Ok(true) => {
+            sh.stats.proto_errors.fetch_add(1, Ordering::Relaxed);
+            "peer sent data on a send-only connection".to_string()
+        }
+        Err(e) => e.to_string(),
+    };
+    sh.stats.conns.fetch_sub(1, Ordering::Relaxed);
+    closed.store(true, Ordering::Release);
+    sh.ctx.peer_down(peer, peer_err(peer, why));
+}
