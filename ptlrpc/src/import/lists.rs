@@ -134,8 +134,7 @@ impl Requests {
     /// Removes every request that was ever sent (the sending list), for
     /// failing them after an eviction; delayed ones stay.
     pub fn drain_sending(&mut self) -> Vec<(Xid, Req)> {
-        let xids: Vec<Xid> =
-            self.map.iter().filter(|(_, r)| r.phase != Phase::Delayed).map(|(&x, _)| x).collect();
+        let xids: Vec<Xid> = self.map.iter().filter(|(_, r)| r.phase != Phase::Delayed).map(|(&x, _)| x).collect();
         xids.into_iter().filter_map(|x| self.map.remove(&x).map(|r| (x, r))).collect()
     }
 

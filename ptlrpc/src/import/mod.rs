@@ -373,7 +373,11 @@ impl Import {
             self.events.push_back(ImportEvent::Failed { xid, error: ImportError::Closed });
         }
         for e in self.replay.drain() {
-            self.events.push_back(ImportEvent::ReplayLost { xid: e.xid, transno: e.transno, error: ImportError::Closed });
+            self.events.push_back(ImportEvent::ReplayLost {
+                xid: e.xid,
+                transno: e.transno,
+                error: ImportError::Closed,
+            });
         }
         self.ping = None;
         self.set_state(now, ImportState::Closed);

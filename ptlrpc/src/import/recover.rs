@@ -85,7 +85,11 @@ impl Import {
         let recovering = h.flags.contains(MsgFlags::CONNECT_RECOVERING);
         let delayed = h.flags.contains(MsgFlags::CONNECT_DELAYED);
         let reconnect = h.flags.contains(MsgFlags::CONNECT_RECONNECT);
-        self.events.push_back(ImportEvent::Connected { generation: self.generation, flags: h.flags, data: data.clone() });
+        self.events.push_back(ImportEvent::Connected {
+            generation: self.generation,
+            flags: h.flags,
+            data: data.clone(),
+        });
         self.negotiated = Some(data);
         if !recovering && !delayed && !reconnect && self.had_connection {
             // A new export although we had one: the target forgot us.
@@ -232,7 +236,11 @@ impl Import {
             self.events.push_back(ImportEvent::Failed { xid, error: ImportError::Evicted });
         }
         for e in self.replay.drain() {
-            self.events.push_back(ImportEvent::ReplayLost { xid: e.xid, transno: e.transno, error: ImportError::Evicted });
+            self.events.push_back(ImportEvent::ReplayLost {
+                xid: e.xid,
+                transno: e.transno,
+                error: ImportError::Evicted,
+            });
         }
         self.ping = None;
         self.had_connection = false;

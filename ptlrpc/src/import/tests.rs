@@ -196,7 +196,12 @@ fn timeout_reconnect_resends_in_flight() {
     assert!(!c.header.flags.contains(MsgFlags::CONNECT_INITIAL));
     answer(&mut imp, d, &c, 0, MsgFlags::CONNECT_RECONNECT, 0, 0);
     let kinds: Vec<_> = imp.history().recent().map(|(_, k)| *k).collect();
-    assert!(kinds.ends_with(&[ImportStateKind::Discon, ImportStateKind::Connecting, ImportStateKind::Recover, ImportStateKind::Full]));
+    assert!(kinds.ends_with(&[
+        ImportStateKind::Discon,
+        ImportStateKind::Connecting,
+        ImportStateKind::Recover,
+        ImportStateKind::Full
+    ]));
     let r = next(&mut imp, d);
     assert_eq!(Ok(r.header.xid), x);
     assert!(r.header.flags.contains(MsgFlags::RESEND));

@@ -87,8 +87,7 @@ impl<S: TargetService> Target<S> {
                     (MsgFlags::CONNECT_DELAYED, xid)
                 }
                 ExportStage::Normal => {
-                    let flags =
-                        if h.handle == e.handle { MsgFlags::CONNECT_RECONNECT } else { MsgFlags::EMPTY };
+                    let flags = if h.handle == e.handle { MsgFlags::CONNECT_RECONNECT } else { MsgFlags::EMPTY };
                     let handle = e.handle;
                     let _ = self.evictor.add_export(now, handle);
                     (flags, Xid(0))

@@ -8,11 +8,14 @@
 //! Must not: decide connects, recovery or eviction (the target does); it
 //! keeps the table consistent (a handle names at most one export).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::PeerId;
 use crate::time::Time;
 use crate::wire::{ConnCnt, ConnectData, ExportHandle, Header, Transno, Xid};
+
+/// Executed-but-uncommitted transnos an export tracks at most.
+pub const UNCOMMITTED_TRACKED: usize = 64;
 
 /// Where an export is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +65,10 @@ pub struct Export {
     pub boot_xid: Option<Xid>,
     /// A CONNECT is being answered; another one is dropped meanwhile.
     pub connecting: bool,
-    /// Transno of the client's last executed update.
-    pub last_exec: Transno,
+    /// Transnos of the client's executed updates not yet known durable
+    /// (the newest [`UNCOMMITTED_TRACKED`]; dropping older ones is safe,
+    /// as a later transno durable implies every earlier one is).
+    pub uncommitted: VecDeque<Transno>,
     /// The `last_committed` this client is told: the transno of one of
     /// its own updates known durable. Not the target-wide value: during
     /// recovery that can pass a transno a gap left unexecuted.
@@ -71,6 +76,14 @@ pub struct Export {
 }
 
 impl Export {
+    /// The client's update `transno` was executed.
+    pub fn executed(&mut self, transno: Transno) {
+        if self.uncommitted.len() == UNCOMMITTED_TRACKED {
+            self.uncommitted.pop_front();
+        }
+        self.uncommitted.push_back(transno);
+    }
+
     /// A fresh export.
     pub fn new(uuid: &str, handle: ExportHandle, peer: PeerId, stage: ExportStage) -> Export {
         Export {
@@ -84,7 +97,7 @@ impl Export {
             held_ping: None,
             boot_xid: None,
             connecting: false,
-            last_exec: Transno(0),
+            uncommitted: VecDeque::new(),
             own_committed: Transno(0),
         }
     }
@@ -155,8 +168,9 @@ impl Exports {
         let Some(e) = self.by_handle.get(&handle).and_then(|u| self.by_uuid.get_mut(u)) else {
             return Transno(0);
         };
-        if e.last_exec <= committed {
-            e.own_committed = e.own_committed.max(e.last_exec);
+        while let Some(&t) = e.uncommitted.front().filter(|&&t| t <= committed) {
+            e.own_committed = e.own_committed.max(t);
+            e.uncommitted.pop_front();
         }
         e.own_committed
     }

@@ -41,7 +41,12 @@ struct State<V> {
 
 impl<V> Default for State<V> {
     fn default() -> Self {
-        State { objects: BTreeMap::new(), clients: BTreeMap::new(), server: ServerRecord::default(), journal: Vec::new() }
+        State {
+            objects: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            server: ServerRecord::default(),
+            journal: Vec::new(),
+        }
     }
 }
 

@@ -256,9 +256,9 @@ impl<S: TargetService> Target<S> {
         };
         for rec in persisted.clients {
             let handle = t.new_handle();
-            let mut e = Export::new(&rec.uuid, handle, PeerId(0), ExportStage::Recovering { connected: false, done: false });
+            let mut e =
+                Export::new(&rec.uuid, handle, PeerId(0), ExportStage::Recovering { connected: false, done: false });
             e.boot_xid = Some(rec.last_xid);
-            e.last_exec = rec.last_transno;
             e.own_committed = rec.last_transno;
             t.exports.insert(e);
             t.records.insert(rec.uuid.clone(), rec);
@@ -476,7 +476,8 @@ impl<S: TargetService> Target<S> {
     /// are answered from the client's record, never re-executed.
     fn execute(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>, mode: Mode) {
         let h = *frame.header();
-        let rec = self.records.get(uuid).cloned().unwrap_or_else(|| ClientRecord { uuid: uuid.into(), ..Default::default() });
+        let rec =
+            self.records.get(uuid).cloned().unwrap_or_else(|| ClientRecord { uuid: uuid.into(), ..Default::default() });
         if rec.last_xid != Xid(0) && h.xid == rec.last_xid {
             self.stats.reconstructed += 1;
             let body = self.service.reconstruct(&rec);
@@ -554,7 +555,7 @@ impl<S: TargetService> Target<S> {
         self.stats.executed += 1;
         if let Some(e) = self.exports.get_mut(uuid) {
             e.boot_xid = None;
-            e.last_exec = transno;
+            e.executed(transno);
         }
         if replay {
             self.events.push_back(TargetEvent::Replayed {

@@ -114,7 +114,8 @@ impl<S: TargetService> Target<S> {
     pub(super) fn recovery_progress(&mut self, now: Time) {
         loop {
             let Some(r) = &self.recovery else { return };
-            let all_back = self.exports.iter().all(|e| !matches!(e.stage, ExportStage::Recovering { connected: false, .. }));
+            let all_back =
+                self.exports.iter().all(|e| !matches!(e.stage, ExportStage::Recovering { connected: false, .. }));
             if !r.window_closed && (all_back || now >= r.window_end) {
                 if let Some(r) = &mut self.recovery {
                     r.window_closed = true;

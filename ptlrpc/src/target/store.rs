@@ -137,9 +137,14 @@ pub trait TargetService {
     /// The store it runs on.
     type Store: TargetStore;
 
-    /// Plans `op`; `Err` is a negative-errno-free errno (positive) the
-    /// target answers with, without a transaction.
-    fn plan(&mut self, store: &Self::Store, op: Op, req: &Frame<'_>) -> Result<Plan<<Self::Store as TargetStore>::Change>, i32>;
+    /// Plans `op`. `Err` carries a (positive) errno the target answers
+    /// with, without a transaction.
+    fn plan(
+        &mut self,
+        store: &Self::Store,
+        op: Op,
+        req: &Frame<'_>,
+    ) -> Result<Plan<<Self::Store as TargetStore>::Change>, i32>;
 
     /// The body of a reconstructed reply to a resent request, from the
     /// client's record (default: empty).

@@ -31,6 +31,5 @@ pub mod connect_flags {
     /// restarted.
     pub const IMP_RECOV: u64 = 0x100_0000_0000;
     /// Every flag this build knows.
-    pub const ALL: u64 =
-        VERSION | GRANT | TRANSNO | BRW_SIZE | AT | CKSUM | VBR | MAX_EASIZE | MAXBYTES | IMP_RECOV;
+    pub const ALL: u64 = VERSION | GRANT | TRANSNO | BRW_SIZE | AT | CKSUM | VBR | MAX_EASIZE | MAXBYTES | IMP_RECOV;
 }

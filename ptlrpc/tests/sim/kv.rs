@@ -13,9 +13,7 @@ use std::time::Duration;
 use ptlrpc::Time;
 use ptlrpc::import::{Import, ImportConfig, ImportEvent, ImportStateKind, PathId, ReqKind, RequestSpec};
 use ptlrpc::sim::{Node, NodeId, SimRng, Transmit};
-use ptlrpc::target::{
-    MemStore, ObjId, PeerId, Plan, Target, TargetConfig, TargetEvent, TargetService,
-};
+use ptlrpc::target::{MemStore, ObjId, PeerId, Plan, Target, TargetConfig, TargetEvent, TargetService};
 use ptlrpc::wire::{
     ConnectData, Frame, MsgFlags, ObjVersion, Op, PRE_VERSIONS, Portal, Transno, Xid, connect_flags, encode_raw, errno,
 };
@@ -76,9 +74,6 @@ pub struct Server {
     /// Violations found while running (replay order).
     pub violations: Vec<String>,
     last_primary: Option<Transno>,
-    /// Durable journals captured at each crash, with what clients then
-    /// believed committed (filled by the scenario).
-    pub crashes: Vec<Time>,
 }
 
 impl Server {
@@ -91,7 +86,6 @@ impl Server {
             events: Vec::new(),
             violations: Vec::new(),
             last_primary: None,
-            crashes: Vec::new(),
         };
         s.restart(now);
         s
@@ -162,7 +156,6 @@ impl Node for Server {
 #[derive(Debug, Clone)]
 pub struct Acked {
     pub xid: Xid,
-    pub key: u32,
     pub transno: Transno,
     pub pre: [ObjVersion; PRE_VERSIONS],
 }
@@ -242,9 +235,9 @@ impl Client {
             match ev {
                 ImportEvent::Reply { xid, header, .. } => {
                     if let Some((x, req)) = self.outstanding.take_if(|(x, _)| *x == xid) {
-                        if let KvReq::Put { key, .. } = req {
+                        if let KvReq::Put { .. } = req {
                             if header.status == 0 {
-                                self.acked.insert(x, Acked { xid, key, transno: header.transno, pre: header.pre_versions });
+                                self.acked.insert(x, Acked { xid, transno: header.transno, pre: header.pre_versions });
                             } else {
                                 self.errors.push(format!("put xid {xid} failed with {}", header.status));
                             }
@@ -270,11 +263,8 @@ impl Client {
             self.ops_left -= 1;
             self.next_op = None;
             let key = self.rng.below(5) as u32;
-            let req = if self.rng.chance(0.8) {
-                KvReq::Put { key, value: self.rng.next_u64() }
-            } else {
-                KvReq::Get { key }
-            };
+            let req =
+                if self.rng.chance(0.8) { KvReq::Put { key, value: self.rng.next_u64() } } else { KvReq::Get { key } };
             let kind = if matches!(req, KvReq::Put { .. }) { ReqKind::Modify } else { ReqKind::Read };
             let op = if kind == ReqKind::Modify { Op::MdsReint } else { Op::MdsGetattr };
             let spec = RequestSpec { op, portal: PORTAL, body: archive(&req), kind };
@@ -413,7 +403,10 @@ pub fn check_store(server: &Server, clients: &[&Client], durable: bool, end: boo
             let present = seen.contains(&(c.uuid.clone(), a.xid));
             // (a) what the client was told is committed is durable.
             if durable && !in_replay.contains(&a.xid) && !present {
-                return Err(format!("(a) {} xid {} (transno {:?}) was committed but is gone", c.uuid, a.xid, a.transno));
+                return Err(format!(
+                    "(a) {} xid {} (transno {:?}) was committed but is gone",
+                    c.uuid, a.xid, a.transno
+                ));
             }
             // Every acknowledged update survives or is reported lost.
             if end && !present {
@@ -425,7 +418,10 @@ pub fn check_store(server: &Server, clients: &[&Client], durable: bool, end: boo
             if let Some(a) = c.acked.get(&e.xid)
                 && a.pre[0] != e.pre_versions[0]
             {
-                return Err(format!("(d) {} xid {} replayed on {:?}, original saw {:?}", c.uuid, e.xid, e.pre_versions[0], a.pre[0]));
+                return Err(format!(
+                    "(d) {} xid {} replayed on {:?}, original saw {:?}",
+                    c.uuid, e.xid, e.pre_versions[0], a.pre[0]
+                ));
             }
         }
     }

@@ -130,7 +130,7 @@ enum Fault {
 }
 
 fn random_run(seed: u64, trace: bool, totals: &mut Totals) -> Result<(), String> {
-    let mut run = Run::new(seed, trace, 12, seed % 4 == 0);
+    let mut run = Run::new(seed, trace, 12, seed.is_multiple_of(4));
     let link = LinkConfig::random(run.w.rng(), 0.05);
     run.w.net().set_default_link(link);
     let mut faults = Vec::new();
@@ -183,7 +183,8 @@ fn random_run(seed: u64, trace: bool, totals: &mut Totals) -> Result<(), String>
     // (e): every client was FULL again within the bound after the last
     // fault ...
     for c in run.all() {
-        let full_at_last = c.states.iter().rev().find(|(at, _)| *at <= last).is_some_and(|(_, k)| *k == ImportStateKind::Full);
+        let full_at_last =
+            c.states.iter().rev().find(|(at, _)| *at <= last).is_some_and(|(_, k)| *k == ImportStateKind::Full);
         if !full_at_last && c.full_since(last).is_none() {
             return Err(format!("(e) {} not FULL within {SETTLE:?} of the last fault ({:?})", c.uuid, c.kind()));
         }
@@ -394,7 +395,8 @@ fn delayed_client_during_primary_recovery() {
     let end = done[0].0;
     let c0 = run.client(0);
     assert_eq!(c0.kind(), ImportStateKind::Full);
-    let delayed_at = c0.connects.iter().find(|(_, f)| f.contains(ptlrpc::wire::MsgFlags::CONNECT_DELAYED)).map(|(t, _)| *t);
+    let delayed_at =
+        c0.connects.iter().find(|(_, f)| f.contains(ptlrpc::wire::MsgFlags::CONNECT_DELAYED)).map(|(t, _)| *t);
     assert!(delayed_at.is_some_and(|t| t >= end), "delayed connect after primary recovery: {delayed_at:?} vs {end:?}");
     println!("delayed_client_during_primary_recovery: primary ended {:?} after restart", end - restarted);
     run.finish().unwrap_or_else(|e| panic!("{e}"));
