@@ -12,8 +12,9 @@
 //! Must not: perform I/O, read a clock, sleep or draw unseeded randomness
 //! anywhere outside [`driver`] (and `cpt`, which talks to the OS for
 //! topology and binding). Every state machine takes `now` and events and
-//! returns actions. Imports/exports and the connect protocol come next
-//! (issue 5); see `DESIGN.md`, section ptlrpc.
+//! returns actions. Connections, imports ([`import`]), the target framework
+//! with exports, transnos, reply reconstruction and recovery/VBR
+//! ([`target`]) follow `DESIGN.md`, section ptlrpc.
 //!
 //! ## Code map
 //!
@@ -31,6 +32,9 @@
 //! | `at` | AT estimator (4 bins), client deadlines, server early replies |
 //! | `pinger` | per-import ping schedule, missed ping -> DISCON event |
 //! | `evictor` | server side: exports silent for 6 ping intervals -> evict event |
+//! | `import` | client connection state machine: connect/failover, lists, replay, eviction |
+//! | `target` | exports, connect negotiation, transnos, client records, recovery, VBR |
+//! | `seeded` | seeded RNG for handle cookies and reconnect jitter |
 //! | `sim` | virtual clock, faulty network, crashes, seeds, traces |
 //!
 //! ## Invariants
