@@ -91,20 +91,35 @@ impl Lnet {
         let lo = crate::lnd::lo::LoLnd::start(lo_addr, ctx(0))?;
         let mut nis = vec![Ni { nid: lo.nid(), lnd: lo as Arc<dyn Lnd> }];
         let mut tcps = Vec::new();
+        // Created before the NIs so an RDMA LND can register its slabs.
+        let pool = PagePool::new(0, POOL_SLAB_PAGES, POOL_MAX_PAGES);
+        let mut accept_o2ib = Vec::new();
         for n in &cfg.nets {
             if let NetConfig::Tcp(tc) = n {
                 let lnd = crate::lnd::tcp::TcpLnd::bind(tc.clone(), ctx(nis.len()), cfg.tunables.max_payload).await?;
                 nis.push(Ni { nid: lnd.nid(), lnd: lnd.clone() as Arc<dyn Lnd> });
                 tcps.push(lnd);
             }
+            if let NetConfig::O2ib(oc) = n {
+                let (lnd, accept) =
+                    crate::lnd::start_o2ib(oc.clone(), ctx(nis.len()), cfg.tunables.max_payload, pool.clone())?;
+                nis.push(Ni { nid: lnd.nid(), lnd });
+                accept_o2ib.push(accept);
+            }
         }
         inner.set_nis(nis);
         for t in tcps {
             t.start_accepting();
         }
+        for accept in accept_o2ib {
+            if let Err(e) = accept() {
+                inner.shutdown();
+                return Err(e);
+            }
+        }
         spawn_monitor(Arc::downgrade(&inner));
         tracing::info!(nids = ?inner.nis.get().map(|v| v.iter().map(|n| n.nid.to_string()).collect::<Vec<_>>()), "lnet up");
-        Ok(Lnet { inner, pool: PagePool::new(0, POOL_SLAB_PAGES, POOL_MAX_PAGES) })
+        Ok(Lnet { inner, pool })
     }
 
     /// This node's primary NID: the first configured network's, else `0@lo`.

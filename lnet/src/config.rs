@@ -21,6 +21,8 @@ pub enum NetConfig {
     },
     /// A TCP network.
     Tcp(TcpConfig),
+    /// An InfiniBand / RoCE network (verbs; needs the `o2ib` feature).
+    O2ib(O2ibConfig),
 }
 
 impl NetConfig {
@@ -29,6 +31,7 @@ impl NetConfig {
         match self {
             NetConfig::Lo { .. } => Net::new(NetType::Lo, 0),
             NetConfig::Tcp(t) => Net::new(NetType::Tcp, t.net_num),
+            NetConfig::O2ib(o) => Net::new(NetType::O2ib, o.net_num),
         }
     }
 }
@@ -64,6 +67,88 @@ impl Default for TcpConfig {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(64),
         }
+    }
+}
+
+/// The o2ib LND's settings (ko2iblnd's module parameters).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct O2ibConfig {
+    /// The IPv4 address of the RDMA interface (IPoIB or the RoCE netdev);
+    /// it is also this node's NID address.
+    pub addr: Ipv4Addr,
+    /// The rdma_cm port every node of the network listens on (ko2iblnd uses 987).
+    pub port: u16,
+    /// The network number (`o2ib1` is 1).
+    pub net_num: u16,
+    /// Receive buffers per connection = send credits of the peer (`peer_credits`).
+    pub queue_depth: u16,
+    /// Payloads up to this size travel inside the message (copied); larger
+    /// ones by RDMA straight into the receiver's pages.
+    pub max_immediate: u32,
+    /// Time allowed to resolve, connect and be accepted.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// First delay before reconnecting to a peer that failed.
+    #[serde(with = "secs")]
+    pub reconnect_min: Duration,
+    /// Largest delay between reconnect attempts.
+    #[serde(with = "secs")]
+    pub reconnect_max: Duration,
+    /// A rendezvous (PUT_REQ waiting for its ACK, or a sink waiting for
+    /// DONE) older than this kills the connection (ko2iblnd `timeout`).
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+    /// RC transport retries before a send fails (`retry_count`, at most 7).
+    pub retry_count: u8,
+    /// Receiver-not-ready retries (`rnr_retry_count`, 7 = forever).
+    pub rnr_retry_count: u8,
+    /// Poll the completion queue in a loop instead of sleeping on the
+    /// completion channel (lower latency, burns a core).
+    pub busy_poll: bool,
+}
+
+impl Default for O2ibConfig {
+    fn default() -> Self {
+        O2ibConfig {
+            addr: Ipv4Addr::LOCALHOST,
+            port: 987,
+            net_num: 0,
+            queue_depth: 8,
+            max_immediate: 4096,
+            connect_timeout: Duration::from_secs(10),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(64),
+            timeout: Duration::from_secs(50),
+            retry_count: 5,
+            rnr_retry_count: 6,
+            busy_poll: false,
+        }
+    }
+}
+
+impl O2ibConfig {
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let err = |key: &str, why: &str| Err(ConfigError { key: format!("nets[{i}].{key}"), why: why.to_string() });
+        if self.queue_depth < 2 {
+            return err("queue_depth", "must be at least 2 (one credit is kept for returning credits)");
+        }
+        if self.queue_depth > 1024 {
+            return err("queue_depth", "must be at most 1024");
+        }
+        if self.max_immediate > 64 << 10 {
+            return err("max_immediate", "must be at most 64 KiB");
+        }
+        if self.reconnect_min > self.reconnect_max {
+            return err("reconnect_min", "larger than reconnect_max");
+        }
+        if self.connect_timeout.is_zero() || self.timeout.is_zero() {
+            return err("timeout", "timeouts must be positive");
+        }
+        if self.retry_count > 7 || self.rnr_retry_count > 7 {
+            return err("retry_count", "retry counts are at most 7");
+        }
+        Ok(())
     }
 }
 
@@ -152,6 +237,7 @@ impl LnetConfig {
                 NetConfig::Tcp(tc) if tc.connect_timeout.is_zero() => {
                     return Err(err(&format!("nets[{i}].connect_timeout"), "must be positive"));
                 }
+                NetConfig::O2ib(oc) => oc.validate(i)?,
                 _ => {}
             }
         }

@@ -29,7 +29,7 @@ pub mod selftest;
 pub mod wire;
 
 pub use api::{AckReq, Lnet, Target};
-pub use config::{LnetConfig, NetConfig, TcpConfig, Tunables};
+pub use config::{LnetConfig, NetConfig, O2ibConfig, TcpConfig, Tunables};
 pub use core::Counters;
 pub use error::{LnetError, Result};
 pub use event::{Event, EventHandler, EventKind, EventQueue};

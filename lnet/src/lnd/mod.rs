@@ -7,6 +7,8 @@
 //! and wire framing; they never touch portals, credits or events.
 
 pub mod lo;
+#[cfg(feature = "o2ib")]
+pub mod o2ib;
 pub mod tcp;
 
 use std::fmt;
@@ -159,5 +161,30 @@ impl LndCtx {
     /// The payload limit from the tunables.
     pub fn max_payload(&self) -> u32 {
         self.inner.upgrade().map(|i| i.tunables.max_payload).unwrap_or(crate::wire::MAX_PAYLOAD_HARD)
+    }
+}
+
+/// Starts accepting connections once the core knows its NIs.
+pub(crate) type StartAccepting = Box<dyn FnOnce() -> Result<(), LnetError> + Send>;
+
+/// Starts an o2ib NI; the returned closure starts accepting connections
+/// once the core knows its NIs. Without the `o2ib` feature, or on a host
+/// with no RDMA stack, this fails with [`LnetError::LndUnavailable`].
+pub(crate) fn start_o2ib(
+    cfg: crate::config::O2ibConfig,
+    ctx: LndCtx,
+    max_payload: u32,
+    pool: crate::mem::PagePool,
+) -> Result<(std::sync::Arc<dyn Lnd>, StartAccepting), LnetError> {
+    #[cfg(feature = "o2ib")]
+    {
+        let lnd = o2ib::O2ibLnd::start(cfg, ctx, max_payload, pool)?;
+        let l = std::sync::Arc::clone(&lnd);
+        Ok((lnd, Box::new(move || l.start_accepting())))
+    }
+    #[cfg(not(feature = "o2ib"))]
+    {
+        let _ = (cfg, ctx, max_payload, pool);
+        Err(LnetError::LndUnavailable("o2ib", "o2ib unavailable: lnet was built without the `o2ib` feature".into()))
     }
 }
