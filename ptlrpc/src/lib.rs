@@ -10,8 +10,8 @@
 //! them over lnet and tokio: clients, services, bulk, metrics.
 //!
 //! Must not: perform I/O, read a clock, sleep or draw unseeded randomness
-//! anywhere outside [`driver`] (and `cpt`, which talks to the OS for
-//! topology and binding). Every state machine takes `now` and events and
+//! anywhere outside [`driver`], [`admin`] (the HTTP admin endpoint) and
+//! [`cpt`] (which talks to the OS for topology and binding). Every state machine takes `now` and events and
 //! returns actions. Connections, imports ([`import`]), the target framework
 //! with exports, transnos, reply reconstruction and recovery/VBR
 //! ([`target`]) follow `DESIGN.md`, section ptlrpc.
@@ -29,6 +29,8 @@
 //! | `portals` | request/reply/bulk portal numbers, reply offsets |
 //! | `fault` | typed fault points and triggers, shared injector |
 //! | `driver` | lnet/tokio I/O: client, services, workers, bulk, metrics, echo |
+//! | `admin` | HTTP: `/metrics` and run-time fault injection (`/faults`) |
+//! | `cpt` | CPU partitions from the hwloc topology; bound worker threads |
 //! | `at` | AT estimator (4 bins), client deadlines, server early replies |
 //! | `pinger` | per-import ping schedule, missed ping -> DISCON event |
 //! | `evictor` | server side: exports silent for 6 ping intervals -> evict event |
@@ -48,6 +50,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod at;
 pub mod cpt;
 pub mod driver;
