@@ -119,7 +119,9 @@ impl Lnet {
         }
         spawn_monitor(Arc::downgrade(&inner));
         tracing::info!(nids = ?inner.nis.get().map(|v| v.iter().map(|n| n.nid.to_string()).collect::<Vec<_>>()), "lnet up");
-        Ok(Lnet { inner, pool })
+        let lnet = Lnet { inner, pool };
+        crate::ping::serve(&lnet)?;
+        Ok(lnet)
     }
 
     /// This node's primary NID: the first configured network's, else `0@lo`.
@@ -140,12 +142,17 @@ impl Lnet {
 
     /// Attaches a match entry with its MD to `portal` (LNetMEAttach + LNetMDAttach).
     pub fn attach(&self, portal: u32, spec: MatchSpec, pos: InsertPos, md: MdSpec) -> Result<Md> {
-        self.inner.md_bind(md, Some((portal, spec, pos)))
+        self.inner.md_bind(md, Some((portal, spec, pos)), false)
+    }
+
+    /// Attaches an MD LNet keeps for itself (left out of the counters).
+    pub(crate) fn attach_internal(&self, portal: u32, spec: MatchSpec, md: MdSpec) -> Result<Md> {
+        self.inner.md_bind(md, Some((portal, spec, InsertPos::Tail)), true)
     }
 
     /// Creates a free-floating MD to PUT from or GET into (LNetMDBind).
     pub fn bind(&self, md: MdSpec) -> Result<Md> {
-        self.inner.md_bind(md, None)
+        self.inner.md_bind(md, None, false)
     }
 
     /// Sends the whole MD to `to` (LNetPut).

@@ -392,6 +392,16 @@ pub async fn self_send<F: Fabric + ?Sized>(f: &F) {
     idle(&n).await;
 }
 
+/// LNet ping: a peer answers with its NID list; nothing stays in use.
+pub async fn ping_peer<F: Fabric + ?Sized>(f: &F) {
+    let n = start(f, 2).await;
+    let (a, b) = (&n[0], &n[1]);
+    let info = b.ping(a.nid(), WAIT).await.expect("ping answered");
+    assert!(info.nids.contains(&a.nid()), "{info:?}");
+    idle(&n).await;
+    assert_eq!(b.counters().mds, 0);
+}
+
 /// A peer disappears while bulk PUTs to it are in flight: every operation
 /// ends with an event, in bounded time, and nothing stays in use.
 ///
@@ -484,6 +494,10 @@ macro_rules! conformance_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn many_peers_concurrently() {
             $crate::conformance::many_peers_concurrently(&$fabric, 50).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ping_peer() {
+            $crate::conformance::ping_peer(&$fabric).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn self_send() {

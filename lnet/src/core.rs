@@ -164,6 +164,8 @@ struct State {
     peers: HashMap<Nid, PeerState>,
     ni_credits: Vec<CreditQueue>,
     counters: Counters,
+    /// MDs LNet keeps for itself (persistent, attached): not counted.
+    internal_mds: usize,
     shutdown: bool,
     /// Sends and events in the order the state changes made them; carried
     /// out after the lock is dropped, by one thread at a time, so messages to
@@ -238,6 +240,7 @@ impl Inner {
                 peers: HashMap::new(),
                 ni_credits: Vec::new(),
                 counters: Counters::default(),
+                internal_mds: 0,
                 shutdown: false,
                 outbox: VecDeque::new(),
             }),
@@ -274,7 +277,15 @@ impl Inner {
 
     // ---- user operations -------------------------------------------------
 
-    pub(crate) fn md_bind(&self, spec: MdSpec, me: Option<(u32, MatchSpec, InsertPos)>) -> Result<Md, LnetError> {
+    /// Creates an MD (attached to a portal when `me` is given). `internal`
+    /// MDs belong to LNet itself (the ping responder) and are left out of
+    /// the counters.
+    pub(crate) fn md_bind(
+        &self,
+        spec: MdSpec,
+        me: Option<(u32, MatchSpec, InsertPos)>,
+        internal: bool,
+    ) -> Result<Md, LnetError> {
         if let Some((portal, ..)) = me
             && portal >= MAX_PORTALS
         {
@@ -306,6 +317,9 @@ impl Inner {
                 awaiting: VecDeque::new(),
             },
         );
+        if internal {
+            st.internal_mds += 1;
+        }
         Ok(md)
     }
 
@@ -553,8 +567,8 @@ impl Inner {
         let st = self.state.lock();
         let mut c = st.counters;
         c.msgs = st.txs.len();
-        c.mds = st.mds.len();
-        c.match_entries = st.portals.entries();
+        c.mds = st.mds.len() - st.internal_mds;
+        c.match_entries = st.portals.entries() - st.internal_mds;
         c.peer_credits_in_use = st.peers.values().map(|p| p.credits.in_use()).sum();
         c.ni_credits_in_use = st.ni_credits.iter().map(CreditQueue::in_use).sum();
         c.queued = st.peers.values().map(|p| p.credits.waiting.len()).sum::<usize>()
