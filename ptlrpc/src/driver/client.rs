@@ -12,6 +12,8 @@
 //! server before the request is sent (see `driver::bulk` for the server's
 //! half). [`RequestSet`] runs many RPCs at once and waits for all.
 //!
+//! The lnet plumbing (reply MDs, request PUTs) is `driver::transport`'s.
+//!
 //! Must not: hold a lock across an await, or leave an MD attached when an
 //! RPC ends or its future is dropped.
 
@@ -21,8 +23,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lnet::{
-    AckReq, Event, EventHandler, EventKind, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, Md, MdBuffer, MdOptions,
-    MdSpec, Nid, Target, Threshold,
+    Event, EventHandler, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, MdBuffer, MdOptions, MdSpec, Nid, Threshold,
 };
 use parking_lot::Mutex;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
@@ -36,9 +37,10 @@ use tokio::sync::mpsc;
 use super::DriverClock;
 use super::bulk::{checksum, corrupt};
 use super::error::RpcError;
+use super::transport::{self, Attached, ReplyEvent};
 use crate::at::{AtSettings, ClientAt};
 use crate::fault::{FaultInjector, FaultKind};
-use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL, FINAL_REPLY_OFFSET, REPLY_PORTAL};
+use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
 use crate::request::{Inflight, TimeoutAction, XidSeq};
 use crate::wire::{
     BODY_ALIGN, BulkDesc, CKSUM_CRC32C, DecodeError, Frame, HEADER_LEN, Header, JobId, MsgFlags, MsgKind, Op, Portal,
@@ -191,19 +193,6 @@ impl std::fmt::Debug for Client {
             .field("target", &format_args!("{}", self.inner.target))
             .field("portal", &self.inner.portal)
             .finish()
-    }
-}
-
-/// Unlinks an MD when dropped (an RPC that ends or is cancelled).
-struct Attached {
-    lnet: Lnet,
-    md: Md,
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        // An MD that already retired reports Unlinked: nothing to undo.
-        let _ = self.lnet.unlink(&self.md);
     }
 }
 
@@ -467,48 +456,24 @@ impl Inner {
         h.timeout = inflight.timeout();
         msg[..HEADER_LEN].copy_from_slice(&h.encode());
         let tx = tx.clone();
-        let cb = Arc::new(move |ev: Event| {
-            if ev.kind == EventKind::Send
-                && let Err(e) = ev.status
-            {
-                let _ = tx.send(ClientEv::SendFailed(e));
-            }
-        });
-        let md = self.lnet.bind(MdSpec::new(MdBuffer::Inline(msg.to_vec()), EventHandler::Callback(cb)))?;
-        self.lnet.put(&md, Target::new(self.target, self.portal.0, 0), AckReq::NoAck, 0)?;
+        transport::put_request(&self.lnet, self.target, self.portal, msg.to_vec(), move |e| {
+            let _ = tx.send(ClientEv::SendFailed(e));
+        })?;
         Ok(())
     }
 
     /// The reply MD: from the server only, match bits = xid, persistent
     /// (early replies at offset 0, the final reply after them).
     fn attach_reply(&self, xid: Xid, tx: mpsc::UnboundedSender<ClientEv>) -> Result<Attached, RpcError> {
-        let cb = Arc::new(move |ev: Event| {
-            if ev.kind != EventKind::Put {
-                return;
-            }
-            let msg = match ev.status {
-                Err(e) => ClientEv::SendFailed(e),
-                Ok(()) if ev.rlength > ev.mlength => ClientEv::Truncated { len: ev.rlength, cap: ev.mlength },
-                Ok(()) => {
-                    let len = ev.mlength as usize;
-                    let mut b = AlignedVec::<BODY_ALIGN>::with_capacity(len);
-                    b.resize(len, 0);
-                    let got = ev.md.lock().read_at(ev.offset as usize, &mut b);
-                    b.resize(got, 0);
-                    ClientEv::Reply(b)
-                }
+        let attached = transport::attach_reply(&self.lnet, self.target, xid, self.cfg.reply_buf_len, move |ev| {
+            let msg = match ev {
+                ReplyEvent::Message(b) => ClientEv::Reply(b),
+                ReplyEvent::Truncated { len, cap } => ClientEv::Truncated { len, cap },
+                ReplyEvent::Failed(e) => ClientEv::SendFailed(e),
             };
             let _ = tx.send(msg);
-        });
-        let spec = MdSpec::new(
-            MdBuffer::Inline(vec![0; FINAL_REPLY_OFFSET + HEADER_LEN + self.cfg.reply_buf_len]),
-            EventHandler::Callback(cb),
-        )
-        .threshold(Threshold::Infinite)
-        .options(MdOptions::OP_PUT | MdOptions::MANAGE_REMOTE | MdOptions::TRUNCATE | MdOptions::ACK_DISABLE);
-        let m = MatchSpec { peer: MatchPeer::Nid(self.target), match_bits: xid.0, ignore_bits: 0 };
-        let md = self.lnet.attach(REPLY_PORTAL.0, m, InsertPos::Tail, spec)?;
-        Ok(Attached { lnet: self.lnet.clone(), md })
+        })?;
+        Ok(attached)
     }
 
     /// Checks a final reply's kind and status.
@@ -550,7 +515,7 @@ impl Inner {
             .options(op | MdOptions::MANAGE_REMOTE);
         let m = MatchSpec { peer: MatchPeer::Nid(self.target), match_bits: xid.0, ignore_bits: 0 };
         let md = self.lnet.attach(portal.0, m, InsertPos::Tail, spec)?;
-        Ok((Attached { lnet: self.lnet.clone(), md }, rx))
+        Ok((Attached::new(&self.lnet, md), rx))
     }
 
     /// Unlinks bulk pages and takes them back once lnet lets go of them.

@@ -82,7 +82,9 @@ impl Request {
         self.bytes.get(HEADER_LEN..).unwrap_or_default()
     }
 
-    fn frame(&self) -> Result<Frame<'_>, Errno> {
+    /// The whole message as a [`Frame`] (header checked on arrival; the
+    /// body is validated when read).
+    pub fn frame(&self) -> Result<Frame<'_>, Errno> {
         Ok(Frame::parse(&self.bytes)?)
     }
 
@@ -115,6 +117,9 @@ pub struct Reply {
     pub transno: Transno,
     /// The target's last committed transno.
     pub last_committed: Transno,
+    /// The handler sent (or will send) its answers itself through
+    /// [`ReqCtx::send_reply`]: the worker sends nothing.
+    pub(super) sent_by_handler: bool,
 }
 
 impl Reply {
@@ -136,6 +141,13 @@ impl Reply {
         let mut out = AlignedVec::<BODY_ALIGN>::with_capacity(archived.len());
         out.extend_from_slice(&archived);
         Ok(Reply { body: out, ..Reply::default() })
+    }
+
+    /// No reply from the worker: the handler answers through
+    /// [`ReqCtx::send_reply`] (now, later, or never — e.g. a request held
+    /// until recovery ends, or a stale duplicate dropped).
+    pub fn sent_by_handler() -> Reply {
+        Reply { sent_by_handler: true, ..Reply::default() }
     }
 
     /// Sets the transaction numbers.
@@ -186,5 +198,13 @@ impl ReqCtx<'_> {
     /// The service's name.
     pub fn service(&self) -> &str {
         &self.shared.cfg.name
+    }
+
+    /// Sends a reply the handler built whole (header fields, flags and
+    /// status included) to `peer`'s reply portal, through the service's
+    /// reply fault points. For handlers driven by a sans-IO state machine
+    /// that decides every header field (the target framework).
+    pub fn send_reply(&self, peer: Nid, header: Header, body: &[u8]) {
+        super::worker::send_reply(self.shared, peer, header, body);
     }
 }

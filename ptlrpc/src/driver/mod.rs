@@ -1,6 +1,9 @@
 //! The lnet-backed driver: where ptlrpc does I/O.
 //!
-//! Owns: the client ([`Client`], [`RequestSet`]), services ([`Service`],
+//! Owns: the client ([`Client`], [`RequestSet`]), the import and target
+//! drivers ([`ImportDriver`], [`TargetDriver`]) with a small file-backed
+//! store ([`FileStore`]) and a key-value service for tests ([`kv`]),
+//! services ([`Service`],
 //! its request buffers, per-CPT queues, workers and early-reply timer),
 //! the [`Handler`] and [`Policy`] traits, server-driven bulk with CRC32C,
 //! per-service metrics, the echo service, and [`DriverClock`], the real
@@ -13,6 +16,12 @@
 //! | file | job |
 //! | --- | --- |
 //! | `client` | imports-lite: xids, reply MDs, send, resend, early replies, bulk, request sets |
+//! | `transport` | the shared lnet plumbing: reply MDs, request PUTs, unlink-on-drop |
+//! | `import_driver` | a sans-IO `Import` on lnet/tokio: one mutex, one task, async rpc |
+//! | `target_driver` | a sans-IO `Target` as a service: handler, timer task, events |
+//! | `target_metrics` | `recovery_status_*` and eviction metrics per target |
+//! | `file_store` | a log-structured `TargetStore` with a commit (fsync) thread |
+//! | `kv` | the key-value demo/test service on `FileStore` |
 //! | `service` | config, start/stop, request buffers, accept path, queues |
 //! | `worker` | workers per CPT, replies, early-reply timer |
 //! | `handler` | `Request`, `Reply`, `Handler`, `ReqCtx` |
@@ -26,10 +35,16 @@ mod bulk;
 mod client;
 mod echo;
 mod error;
+pub mod file_store;
 mod handler;
+mod import_driver;
+pub mod kv;
 mod metrics;
 mod policy;
 mod service;
+mod target_driver;
+mod target_metrics;
+mod transport;
 mod worker;
 
 use std::time::Instant;
@@ -38,10 +53,14 @@ pub use bulk::{checksum, corrupt};
 pub use client::{Client, ClientConfig, ClientStats, RequestSet, RpcReply};
 pub use echo::EchoHandler;
 pub use error::{BulkError, Errno, RpcError, ServiceError};
+pub use file_store::{FileStore, StoreError};
 pub use handler::{Handler, Reply, ReqCtx, Request};
+pub use import_driver::{ImportDriver, ImportDriverError, ImportDriverStats, ImportReply, ImportRpcError, LostReplay};
 pub use metrics::{OpLabel, ServiceMetrics, render};
 pub use policy::{Fifo, Policy, PolicyFactory, fifo};
-pub use service::{Service, ServiceConfig};
+pub use service::{ReplySender, Service, ServiceConfig};
+pub use target_driver::{TargetDriver, TargetDriverConfig};
+pub use target_metrics::{ReasonLabel, ReplayLabel, TargetMetrics};
 
 use crate::time::{Clock, Time};
 

@@ -286,6 +286,13 @@ impl Service {
         self.shared.at.lock().at.service_estimate(now)
     }
 
+    /// A handle that sends replies built whole by the caller (see
+    /// [`super::ReqCtx::send_reply`]) from outside a handler, e.g. a timer
+    /// answering a held request.
+    pub fn reply_sender(&self) -> ReplySender {
+        ReplySender { shared: Arc::clone(&self.shared) }
+    }
+
     /// Stops taking requests, wakes and joins the workers and the timer.
     pub fn shutdown(mut self) {
         self.shared.stop();
@@ -294,6 +301,26 @@ impl Service {
                 tracing::error!(service = %self.shared.cfg.name, "a service thread panicked");
             }
         }
+    }
+}
+
+/// Sends replies on a service's behalf (see [`Service::reply_sender`]).
+#[derive(Clone)]
+pub struct ReplySender {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ReplySender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplySender").field("service", &self.shared.cfg.name).finish()
+    }
+}
+
+impl ReplySender {
+    /// Sends `header` (its `body_len` is set here) and `body` to `peer`'s
+    /// reply portal, through the service's reply fault points.
+    pub fn send(&self, peer: Nid, header: Header, body: &[u8]) {
+        worker::send_reply(&self.shared, peer, header, body);
     }
 }
 

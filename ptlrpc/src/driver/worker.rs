@@ -130,6 +130,11 @@ fn serve(shared: &Shared, req: &Request) {
     let key = ReqKey { peer: req.peer(), xid: hdr.xid, op: req.op() };
     let service_time = shared.at.lock().at.handle_reply_sent(now, key).unwrap_or(now - req.arrival());
     let (mut h, body) = match result {
+        Ok(reply) if reply.sent_by_handler => {
+            span.record("latency_us", u64::try_from(service_time.as_micros()).unwrap_or(u64::MAX));
+            shared.metrics.observe(req.op(), service_time, false);
+            return;
+        }
         Ok(reply) => {
             let mut h = Header::new(MsgKind::Reply, hdr.opcode, hdr.xid);
             h.transno = reply.transno;

@@ -1,0 +1,524 @@
+//! Runs a sans-IO [`Import`] on lnet and tokio (quinn style: one mutex,
+//! one driver task).
+//!
+//! Owns: [`ImportDriver`] — the import behind one mutex; a driver task that
+//! feeds it replies (from reply-MD callbacks, through a channel, so no
+//! callback ever takes the mutex) and timeouts (a tokio timer at
+//! [`Import::poll_timeout`], which covers request deadlines, connect
+//! attempts, reconnect backoff and the pinger), and sends what
+//! [`Import::poll_transmit`] produces through `driver::transport`: the
+//! reply MD for the xid on the chosen path's NID first, then the PUT to the
+//! service portal. Reply MDs live until their final reply or until the
+//! connection they were sent on is gone (the import ignores replies from
+//! older connections). The async API: [`ImportDriver::connect`],
+//! [`ImportDriver::rpc`] (done when the import delivers the reply or fails
+//! the request: evicted, closed), [`ImportDriver::state`],
+//! [`ImportDriver::history`], lost replays, and
+//! [`ImportDriver::handle_target_restarted`] (imperative recovery: the
+//! MGS's notice, once it exists, calls this).
+//!
+//! Must not: own xids, deadlines or resends (the import does), hold the
+//! mutex across an await or an lnet call, or drop an import event: every
+//! request's end reaches its caller and every lost replay is counted,
+//! logged and kept (bounded) for the user.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use lnet::{Lnet, Nid};
+use parking_lot::Mutex;
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use thiserror::Error;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use super::DriverClock;
+use super::transport::{self, Attached, ReplyEvent};
+use crate::import::{
+    Import, ImportConfig, ImportError, ImportEvent, ImportStateKind, ImportStats, PathId, ReqKind, RequestSpec,
+    StateHistory,
+};
+use crate::wire::{BODY_ALIGN, ConnCnt, Frame, Header, MsgFlags, Op, Transno, Xid, encode_raw};
+
+/// Lost replays kept for [`ImportDriver::take_lost`] at most (more are
+/// counted and logged).
+const MAX_LOST_KEPT: usize = 4096;
+
+/// How an RPC through an import ended badly.
+#[derive(Debug, Clone, Error)]
+pub enum ImportRpcError {
+    /// The import failed the request (evicted, closed, full, VBR).
+    #[error("import: {0}")]
+    Import(#[from] ImportError),
+    /// The target answered with an error status.
+    #[error("{op:?} xid {xid}: target returned -{errno}")]
+    Server {
+        /// The operation.
+        op: Op,
+        /// The request's xid.
+        xid: Xid,
+        /// Positive errno.
+        errno: i32,
+    },
+    /// The body could not be archived.
+    #[error("encoding the request: {0}")]
+    Encode(String),
+    /// The driver stopped before the request ended.
+    #[error("import driver stopped")]
+    Shutdown,
+}
+
+/// A final, successful reply.
+#[derive(Debug, Clone)]
+pub struct ImportReply {
+    /// The request's xid.
+    pub xid: Xid,
+    /// The reply header (transno, last_committed, pre-op versions).
+    pub header: Header,
+    /// The archived body.
+    pub body: Vec<u8>,
+}
+
+/// A replied, uncommitted request the import lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostReplay {
+    /// The request.
+    pub xid: Xid,
+    /// Its transno.
+    pub transno: Transno,
+    /// Why.
+    pub error: ImportError,
+}
+
+/// Driver-level counters (the import keeps its own: [`ImportStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportDriverStats {
+    /// Messages handed to lnet.
+    pub sent: u64,
+    /// Sends lnet refused or failed.
+    pub send_failures: u64,
+    /// Early replies received (the import keeps its own deadlines).
+    pub early_replies: u64,
+    /// Replies that did not parse.
+    pub bad_replies: u64,
+    /// Replayed-but-lost requests reported.
+    pub lost_replays: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    send_failures: AtomicU64,
+    early_replies: AtomicU64,
+    bad_replies: AtomicU64,
+    lost_replays: AtomicU64,
+}
+
+type Waiter = oneshot::Sender<Result<ImportReply, ImportRpcError>>;
+
+struct State {
+    import: Import,
+    waiters: HashMap<Xid, (Op, Waiter)>,
+    lost: VecDeque<LostReplay>,
+}
+
+struct Shared {
+    lnet: Lnet,
+    paths: Vec<Nid>,
+    cfg: ImportConfig,
+    reply_buf_len: usize,
+    clock: DriverClock,
+    state: Mutex<State>,
+    wake: Notify,
+    stopping: AtomicBool,
+    kind: watch::Sender<ImportStateKind>,
+    counters: Counters,
+}
+
+/// What reply MDs tell the driver task.
+enum Input {
+    Reply(AlignedVec<BODY_ALIGN>),
+}
+
+/// A handle to one import run over lnet. Cheap to clone.
+#[derive(Clone)]
+pub struct ImportDriver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ImportDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportDriver")
+            .field("client", &self.shared.cfg.client_uuid)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A first xid no other import of this process (nor a `Client`, whose xids
+/// are wall-clock microseconds) will reach: reply MDs match on xid.
+fn first_xid() -> u64 {
+    static IMPORTS: AtomicU64 = AtomicU64::new(0);
+    let n = IMPORTS.fetch_add(1, Ordering::Relaxed) & 0x7_FFFF;
+    let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
+    (1 << 63) | (n << 44) | (us & ((1 << 44) - 1))
+}
+
+/// Why an import driver could not start.
+#[derive(Debug, Clone, Error)]
+pub enum ImportDriverError {
+    /// No connection path.
+    #[error("an import needs at least one path")]
+    NoPaths,
+    /// Not inside a tokio runtime.
+    #[error("an import driver must start inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl ImportDriver {
+    /// Starts a driver for an import of `cfg.client_uuid` whose connection
+    /// paths are `paths` (failover NIDs, tried in turn; `cfg.paths` and
+    /// `cfg.first_xid` are set here). Call [`ImportDriver::connect`] next.
+    pub fn start(
+        lnet: &Lnet,
+        paths: Vec<Nid>,
+        mut cfg: ImportConfig,
+        reply_buf_len: usize,
+    ) -> Result<ImportDriver, ImportDriverError> {
+        if paths.is_empty() {
+            return Err(ImportDriverError::NoPaths);
+        }
+        tokio::runtime::Handle::try_current().map_err(|_| ImportDriverError::NoRuntime)?;
+        cfg.paths = (0..paths.len()).map(|i| PathId(u32::try_from(i).unwrap_or(u32::MAX))).collect();
+        cfg.first_xid = first_xid();
+        let clock = DriverClock::new();
+        let import = Import::new(clock.now(), cfg.clone());
+        let (kind, _) = watch::channel(import.kind());
+        let shared = Arc::new(Shared {
+            lnet: lnet.clone(),
+            paths,
+            cfg,
+            reply_buf_len,
+            clock,
+            state: Mutex::new(State { import, waiters: HashMap::new(), lost: VecDeque::new() }),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            kind,
+            counters: Counters::default(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(Arc::clone(&shared), tx, rx));
+        Ok(ImportDriver { shared })
+    }
+
+    /// This import's client UUID.
+    pub fn client_uuid(&self) -> &str {
+        &self.shared.cfg.client_uuid
+    }
+
+    /// Starts connecting (from NEW) and waits until the import is FULL.
+    /// Returns the final state if it closed instead.
+    pub async fn connect(&self) -> Result<(), ImportStateKind> {
+        self.with_import(|i, now| i.connect(now));
+        match self.wait_state(|k| matches!(k, ImportStateKind::Full | ImportStateKind::Closed)).await {
+            ImportStateKind::Full => Ok(()),
+            k => Err(k),
+        }
+    }
+
+    /// Sends `body` as `op` (`kind`: read, modify or open) and waits for
+    /// the import to deliver its final reply or fail it.
+    pub async fn rpc<B>(&self, op: Op, kind: ReqKind, body: &B) -> Result<ImportReply, ImportRpcError>
+    where
+        B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    {
+        let bytes = rkyv::to_bytes::<rancor::Error>(body).map_err(|e| ImportRpcError::Encode(e.to_string()))?;
+        self.rpc_raw(op, kind, bytes.to_vec()).await
+    }
+
+    /// [`ImportDriver::rpc`] with a body archived already.
+    pub async fn rpc_raw(&self, op: Op, kind: ReqKind, body: Vec<u8>) -> Result<ImportReply, ImportRpcError> {
+        let spec = RequestSpec { op, portal: self.shared.cfg.portal, body, kind };
+        let rx = {
+            let mut st = self.shared.state.lock();
+            let now = self.shared.clock.now();
+            let xid = st.import.submit(now, spec)?;
+            let (tx, rx) = oneshot::channel();
+            st.waiters.insert(xid, (op, tx));
+            rx
+        };
+        self.shared.wake.notify_one();
+        rx.await.unwrap_or(Err(ImportRpcError::Shutdown))
+    }
+
+    /// Imperative recovery: the target restarted, reconnect now.
+    pub fn handle_target_restarted(&self) {
+        self.with_import(Import::handle_target_restarted);
+    }
+
+    /// Closes the import (DISCONNECT if connected; pending requests fail).
+    pub fn close(&self) {
+        self.with_import(Import::close);
+    }
+
+    /// Stops the driver at once, sending nothing more (a client that dies:
+    /// its target sees silence). Pending callers get `Shutdown`.
+    pub fn abort(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+
+    /// The import's state.
+    pub fn state(&self) -> ImportStateKind {
+        *self.shared.kind.borrow()
+    }
+
+    /// The import's recent transitions.
+    pub fn history(&self) -> StateHistory {
+        self.shared.state.lock().import.history().clone()
+    }
+
+    /// The highest `last_committed` the target reported.
+    pub fn last_committed(&self) -> Transno {
+        self.shared.state.lock().import.last_committed()
+    }
+
+    /// Replay entries held (replied, not yet committed).
+    pub fn replay_len(&self) -> usize {
+        self.shared.state.lock().import.replay_list().len()
+    }
+
+    /// The import's generation (bumped on every successful connect).
+    pub fn generation(&self) -> u64 {
+        self.shared.state.lock().import.generation()
+    }
+
+    /// The import's counters.
+    pub fn import_stats(&self) -> ImportStats {
+        self.shared.state.lock().import.stats()
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> ImportDriverStats {
+        let c = &self.shared.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ImportDriverStats {
+            sent: g(&c.sent),
+            send_failures: g(&c.send_failures),
+            early_replies: g(&c.early_replies),
+            bad_replies: g(&c.bad_replies),
+            lost_replays: g(&c.lost_replays),
+        }
+    }
+
+    /// Takes the lost replays reported so far (at most [`MAX_LOST_KEPT`]
+    /// are kept; `stats().lost_replays` counts all).
+    pub fn take_lost(&self) -> Vec<LostReplay> {
+        self.shared.state.lock().lost.drain(..).collect()
+    }
+
+    /// Waits until the state satisfies `pred`; returns that state.
+    pub async fn wait_state(&self, pred: impl Fn(ImportStateKind) -> bool) -> ImportStateKind {
+        let mut rx = self.shared.kind.subscribe();
+        match rx.wait_for(|k| pred(*k)).await {
+            Ok(k) => *k,
+            // The sender lives as long as `self`: unreachable in practice.
+            Err(_) => self.state(),
+        }
+    }
+
+    fn with_import(&self, f: impl FnOnce(&mut Import, crate::Time)) {
+        {
+            let mut st = self.shared.state.lock();
+            let now = self.shared.clock.now();
+            f(&mut st.import, now);
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Shared {
+    /// Hands every import event to its consumer; never drops one.
+    fn drain_events(&self, st: &mut State) {
+        while let Some(ev) = st.import.poll_event() {
+            let uuid = &self.cfg.client_uuid;
+            match ev {
+                ImportEvent::Reply { xid, header, body } => {
+                    if let Some((op, tx)) = st.waiters.remove(&xid) {
+                        let r = if header.status != 0 {
+                            let errno =
+                                header.status.checked_neg().filter(|e| *e > 0).unwrap_or(crate::wire::errno::EPROTO);
+                            Err(ImportRpcError::Server { op, xid, errno })
+                        } else {
+                            Ok(ImportReply { xid, header, body })
+                        };
+                        // A caller that went away no longer wants it.
+                        let _ = tx.send(r);
+                    }
+                }
+                ImportEvent::Failed { xid, error } => {
+                    tracing::info!(client = %uuid, xid = xid.0, %error, "request failed");
+                    if let Some((_, tx)) = st.waiters.remove(&xid) {
+                        let _ = tx.send(Err(error.into()));
+                    }
+                }
+                ImportEvent::ReplayLost { xid, transno, error } => {
+                    tracing::warn!(client = %uuid, xid = xid.0, transno = transno.0, %error, "replied update lost");
+                    self.counters.lost_replays.fetch_add(1, Ordering::Relaxed);
+                    if st.lost.len() < MAX_LOST_KEPT {
+                        st.lost.push_back(LostReplay { xid, transno, error });
+                    }
+                }
+                ImportEvent::Connected { generation, flags, .. } => {
+                    tracing::info!(client = %uuid, generation, flags = ?flags, "connected");
+                }
+                ImportEvent::StateChanged { from, to, .. } => {
+                    tracing::info!(client = %uuid, ?from, ?to, "import state");
+                    self.kind.send_replace(to);
+                }
+            }
+        }
+    }
+
+    /// Fails every waiting caller with `Shutdown` (the driver stopped).
+    fn fail_all(&self) {
+        let mut st = self.state.lock();
+        for (_, (_, tx)) in st.waiters.drain() {
+            let _ = tx.send(Err(ImportRpcError::Shutdown));
+        }
+    }
+}
+
+/// The driver task: runs timers, feeds replies, sends.
+async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Input>, mut rx: mpsc::UnboundedReceiver<Input>) {
+    let mut mds: HashMap<Xid, (ConnCnt, Attached)> = HashMap::new();
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let now = shared.clock.now();
+        let (out, due, conn_cnt, closed) = {
+            let mut st = shared.state.lock();
+            if st.import.poll_timeout().is_some_and(|t| now >= t) {
+                st.import.handle_timeout(now);
+            }
+            let mut out = Vec::new();
+            while let Some(o) = st.import.poll_transmit(now) {
+                out.push(o);
+            }
+            shared.drain_events(&mut st);
+            let closed = st.import.kind() == ImportStateKind::Closed;
+            (out, st.import.poll_timeout(), st.import.conn_cnt(), closed)
+        };
+        // Replies on older connections are ignored by the import.
+        mds.retain(|_, (c, _)| *c == conn_cnt);
+        for o in out {
+            send(&shared, &tx, &mut mds, o);
+        }
+        if closed {
+            break;
+        }
+        let wait = due.map(|d| d.saturating_since(now));
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(first) = input else { break };
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                feed(&shared, &mut mds, batch);
+            }
+            () = shared.wake.notified() => {}
+            () = sleep_opt(wait) => {}
+        }
+    }
+    drop(mds);
+    shared.fail_all();
+}
+
+async fn sleep_opt(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds replies to the import (early replies are counted only: the
+/// import's deadlines are its own).
+fn feed(shared: &Shared, mds: &mut HashMap<Xid, (ConnCnt, Attached)>, batch: Vec<Input>) {
+    let now = shared.clock.now();
+    let mut st = shared.state.lock();
+    for Input::Reply(bytes) in batch {
+        let frame = match Frame::parse(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                shared.counters.bad_replies.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(client = %shared.cfg.client_uuid, err = %e, "malformed reply dropped");
+                continue;
+            }
+        };
+        let h = frame.header();
+        if h.flags.contains(MsgFlags::EARLY_REPLY) {
+            shared.counters.early_replies.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if mds.get(&h.xid).is_some_and(|(c, _)| *c == h.conn_cnt) {
+            mds.remove(&h.xid);
+        }
+        st.import.handle_reply(now, &frame);
+    }
+}
+
+/// Sends one message: its reply MD first (replacing an earlier send's),
+/// then the PUT.
+fn send(
+    shared: &Arc<Shared>,
+    tx: &mpsc::UnboundedSender<Input>,
+    mds: &mut HashMap<Xid, (ConnCnt, Attached)>,
+    o: crate::import::Outgoing,
+) {
+    let fail = |what: &str, err: &dyn std::fmt::Display| {
+        shared.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(client = %shared.cfg.client_uuid, xid = o.header.xid.0, err = %err, "{what}");
+    };
+    let Some(&nid) = shared.paths.get(o.path.0 as usize) else {
+        fail("no such path", &o.path.0);
+        return;
+    };
+    let msg = match encode_raw(&o.header, &o.body) {
+        Ok(m) => m,
+        Err(e) => return fail("encoding failed", &e),
+    };
+    let xid = o.header.xid;
+    mds.remove(&xid);
+    let itx = tx.clone();
+    let attached = transport::attach_reply(&shared.lnet, nid, xid, shared.reply_buf_len, move |ev| match ev {
+        // The driver task gone means the import is gone too.
+        ReplyEvent::Message(b) => {
+            let _ = itx.send(Input::Reply(b));
+        }
+        ReplyEvent::Truncated { len, cap } => tracing::warn!(xid = xid.0, len, cap, "reply truncated; dropped"),
+        ReplyEvent::Failed(e) => tracing::debug!(xid = xid.0, err = %e, "reply receive failed"),
+    });
+    match attached {
+        Ok(a) => {
+            mds.insert(xid, (o.header.conn_cnt, a));
+        }
+        Err(e) => return fail("attaching the reply MD failed", &e),
+    }
+    let on_fail = Arc::clone(shared);
+    let sent = transport::put_request(&shared.lnet, nid, shared.cfg.portal, msg.to_vec(), move |e| {
+        on_fail.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(xid = xid.0, err = %e, "request send failed; the import's deadline will tell");
+    });
+    match sent {
+        Ok(()) => {
+            shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => fail("lnet refused the send", &e),
+    }
+}

@@ -1,0 +1,128 @@
+//! The lnet plumbing every client-side sender shares: reply MDs and
+//! request PUTs.
+//!
+//! Owns: [`attach_reply`] — a persistent reply MD matching one server NID
+//! and one xid on [`REPLY_PORTAL`], early replies at offset 0 and the final
+//! reply at [`crate::portals::FINAL_REPLY_OFFSET`], each delivered to a
+//! callback as a [`ReplyEvent`] — [`put_request`], which PUTs an encoded
+//! message to a service portal and reports a failed send, and [`Attached`],
+//! which unlinks an MD when dropped. [`super::Client`] (which owns xids and
+//! resends itself) and [`super::ImportDriver`] (whose sans-IO import owns
+//! them) both send through here.
+//!
+//! Must not: decide anything about a message (deadlines, resends, which
+//! reply counts): it moves bytes and reports what lnet says.
+
+use std::sync::Arc;
+
+use lnet::{
+    AckReq, Event, EventHandler, EventKind, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, Md, MdBuffer, MdOptions,
+    MdSpec, Nid, Target, Threshold,
+};
+use rkyv::util::AlignedVec;
+
+use crate::portals::{FINAL_REPLY_OFFSET, REPLY_PORTAL};
+use crate::wire::{BODY_ALIGN, HEADER_LEN, Portal, Xid};
+
+/// What a reply MD reports.
+#[derive(Debug)]
+pub(super) enum ReplyEvent {
+    /// A message (early or final reply) landed; its bytes, 16-aligned.
+    Message(AlignedVec<BODY_ALIGN>),
+    /// A reply larger than the buffer arrived.
+    Truncated {
+        /// Bytes the server sent.
+        len: u32,
+        /// Room in the buffer.
+        cap: u32,
+    },
+    /// lnet failed a receive into the MD.
+    Failed(LnetError),
+}
+
+/// An MD that is unlinked when this is dropped (an RPC that ends or is
+/// cancelled, a reply MD replaced by a resend's).
+#[derive(Debug)]
+pub(super) struct Attached {
+    lnet: Lnet,
+    pub(super) md: Md,
+}
+
+impl Attached {
+    pub(super) fn new(lnet: &Lnet, md: Md) -> Attached {
+        Attached { lnet: lnet.clone(), md }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // An MD that already retired reports Unlinked: nothing to undo.
+        let _ = self.lnet.unlink(&self.md);
+    }
+}
+
+/// Attaches the reply MD for `xid` from `peer` only, persistent across
+/// early replies, with room for a final reply of `reply_buf_len` body
+/// bytes. `on_event` runs in the LND's context and must not block.
+pub(super) fn attach_reply<F>(
+    lnet: &Lnet,
+    peer: Nid,
+    xid: Xid,
+    reply_buf_len: usize,
+    on_event: F,
+) -> Result<Attached, LnetError>
+where
+    F: Fn(ReplyEvent) + Send + Sync + 'static,
+{
+    let cb = Arc::new(move |ev: Event| {
+        if ev.kind != EventKind::Put {
+            return;
+        }
+        let msg = match ev.status {
+            Err(e) => ReplyEvent::Failed(e),
+            Ok(()) if ev.rlength > ev.mlength => ReplyEvent::Truncated { len: ev.rlength, cap: ev.mlength },
+            Ok(()) => {
+                let len = ev.mlength as usize;
+                let mut b = AlignedVec::<BODY_ALIGN>::with_capacity(len);
+                b.resize(len, 0);
+                let got = ev.md.lock().read_at(ev.offset as usize, &mut b);
+                b.resize(got, 0);
+                ReplyEvent::Message(b)
+            }
+        };
+        on_event(msg);
+    });
+    let spec = MdSpec::new(
+        MdBuffer::Inline(vec![0; FINAL_REPLY_OFFSET + HEADER_LEN + reply_buf_len]),
+        EventHandler::Callback(cb),
+    )
+    .threshold(Threshold::Infinite)
+    .options(MdOptions::OP_PUT | MdOptions::MANAGE_REMOTE | MdOptions::TRUNCATE | MdOptions::ACK_DISABLE);
+    let m = MatchSpec { peer: MatchPeer::Nid(peer), match_bits: xid.0, ignore_bits: 0 };
+    let md = lnet.attach(REPLY_PORTAL.0, m, InsertPos::Tail, spec)?;
+    Ok(Attached::new(lnet, md))
+}
+
+/// PUTs the encoded message `msg` to `portal` on `to` (match bits 0, no
+/// ACK). `on_send_failed` runs (in the LND's context) if the send fails
+/// after lnet accepted it; a refusal up front is the `Err`.
+pub(super) fn put_request<F>(
+    lnet: &Lnet,
+    to: Nid,
+    portal: Portal,
+    msg: Vec<u8>,
+    on_send_failed: F,
+) -> Result<(), LnetError>
+where
+    F: Fn(LnetError) + Send + Sync + 'static,
+{
+    let cb = Arc::new(move |ev: Event| {
+        if ev.kind == EventKind::Send
+            && let Err(e) = ev.status
+        {
+            on_send_failed(e);
+        }
+    });
+    let md = lnet.bind(MdSpec::new(MdBuffer::Inline(msg), EventHandler::Callback(cb)))?;
+    lnet.put(&md, Target::new(to, portal.0, 0), AckReq::NoAck, 0)
+}
