@@ -1,6 +1,58 @@
-//! # mdt — the MGS and the metadata target (not built yet)
+//! # mdt — the MGS and the metadata target
 //!
-//! This crate will own the management service (config log, target
-//! registry, pools) and the metadata target (namespace, layouts, object
-//! allocation); see `DESIGN.md`, section mdt, and issue 7. Nothing is
-//! implemented here yet and it exports nothing.
+//! Owns the management service (target registry, the persistent ordered
+//! config log, pools, imperative-recovery notices; [`mgs`]) and the
+//! metadata target (FIDs from sequences, the namespace with versions,
+//! layouts and OST object allocation, open files, the destroy log,
+//! asynchronous commits; [`ns`], [`alloc`], [`txn`]), the ptlrpc handlers
+//! that serve them ([`service`]), the namespace checker ([`check`]) and the
+//! `sheen-mds` daemon's configuration ([`config`]). See `DESIGN.md`,
+//! section mdt, and issue 7.
+//!
+//! Must not: put wire bodies here (they live in `ptlrpc::wire::{mds,mgs}`),
+//! or call an OST while holding the namespace's write lock except to
+//! precreate objects.
+//!
+//! ## Code map
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `store` | [`store::Kv`] trait, fjall implementation, value codec |
+//! | `fid` | FID keys, MDT0's sequence controller, the FID cursor |
+//! | `inode` | the stored inode and file types |
+//! | `dir` | hashed directory keys, stable readdir cookies, lookup |
+//! | `txn` | epochs, transnos/versions, the commit thread |
+//! | `ns` | namespace operations, open handles, orphans, destroy log |
+//! | `alloc` | OST table, pools, QoS allocation, precreate, the OST interface |
+//! | `mgs` | registry, config log, lifecycle, pools, followers |
+//! | `service` | ptlrpc handlers for MDS and MGS opcodes, metrics |
+//! | `check` | namespace checker (dirents, inodes, links, objects) |
+//! | `config` | `sheen-mds` TOML configuration |
+//!
+//! ## Invariants
+//!
+//! - One modifying operation = one atomic store batch (the changes, the
+//!   cursors, destroy-log records, the new last transno).
+//! - `last_committed` never passes a transno whose batch was not persisted.
+//! - An object id is handed out once: OST cursors are written with the
+//!   layouts that use them; precreated-but-unused ids are cleaned up when
+//!   the MDT reconnects to the OST.
+//! - A readdir cookie stays valid while its entry lives.
+
+#![forbid(unsafe_code)]
+
+pub mod alloc;
+pub mod check;
+pub mod config;
+pub mod dir;
+pub mod error;
+pub mod fid;
+pub mod inode;
+pub mod mgs;
+pub mod ns;
+pub mod service;
+pub mod store;
+pub mod txn;
+
+pub use error::{MdtError, Result};
+pub use ns::Namespace;

@@ -17,7 +17,9 @@ mod error;
 mod flags;
 mod header;
 mod ids;
+pub mod mds;
 mod message;
+pub mod mgs;
 mod opcode;
 
 pub use body::{ArchivedConnectData, ConnectData, Empty};
@@ -28,6 +30,7 @@ pub use flags::{MsgFlags, MsgKind};
 pub use header::{HEADER_LEN, Header, MAGIC, PRE_VERSIONS, VERSION};
 pub use ids::{ConnCnt, ExportHandle, JOBID_LEN, JobId, ObjVersion, Portal, Transno, Xid};
 pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
+pub use mds::Fid;
 pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
 
 #[cfg(test)]

@@ -1,0 +1,417 @@
+//! OST objects for file layouts: the MDT's table of OSTs, pools, precreated
+//! id ranges and QoS allocation.
+//!
+//! Owns: [`Allocator`] — one entry per OST the config log added (its
+//! [`OstApi`], admin state, connection state, space, last allocated id and
+//! the precreated range), pools, the file-system default striping, and the
+//! application of config records in the seed's order
+//! (`seeds/000`): add (read the last allocated id back, clean up orphans
+//! above it, join the global pool), activate (allow allocation, reset the
+//! round-robin), deactivate (no new objects), remove (only when
+//! deactivated; dropped from every pool).
+//!
+//! Must not: write the store: [`Allocator::allocate`] returns the OST
+//! cursors the caller writes in the same batch as the layout.
+
+pub mod ost;
+pub mod qos;
+
+#[cfg(test)]
+pub mod fake;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ptlrpc::wire::mds::{Layout, StripeObj, StripeSpec};
+use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+pub use ost::{OstApi, OstError, OstStatfs, RpcOst};
+use qos::Candidate;
+
+use crate::error::{MdtError, Result, errno};
+use crate::store::{Batch, Kv, Table};
+
+/// Makes the [`OstApi`] of OST `index` at `nids`.
+pub type OstFactory = Arc<dyn Fn(u32, &[String]) -> Arc<dyn OstApi> + Send + Sync>;
+
+/// Allocation settings.
+#[derive(Debug, Clone)]
+pub struct AllocConfig {
+    /// The file system's default striping.
+    pub default_stripe: StripeSpec,
+    /// Free-space imbalance (percent) beyond which allocation is weighted.
+    pub qos_threshold_pct: u32,
+    /// Objects precreated per OST_CREATE.
+    pub precreate_batch: u32,
+    /// An OST with less than this percent free takes no objects.
+    pub full_pct: u32,
+}
+
+impl Default for AllocConfig {
+    fn default() -> AllocConfig {
+        AllocConfig {
+            default_stripe: StripeSpec { stripe_size: 1 << 20, stripe_count: 1, stripe_offset: -1, pool: String::new() },
+            qos_threshold_pct: 17,
+            precreate_batch: 1024,
+            full_pct: 1,
+        }
+    }
+}
+
+/// An OST as the allocator sees it.
+struct Ost {
+    api: Arc<dyn OstApi>,
+    nids: Vec<String>,
+    /// Activated (config log); deactivate clears it.
+    admin_active: bool,
+    /// Reached: orphans cleaned up and space known.
+    connected: bool,
+    space: OstStatfs,
+    /// Last id handed out (durable with the layouts that use it).
+    last_used: u64,
+    /// Last id the OST has created.
+    precreated: u64,
+}
+
+/// One OST's state for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OstReport {
+    /// Index.
+    pub index: u32,
+    /// Activated.
+    pub active: bool,
+    /// Reached.
+    pub connected: bool,
+    /// Space.
+    pub space: OstStatfs,
+    /// Last allocated object id.
+    pub last_used: u64,
+}
+
+struct State {
+    osts: BTreeMap<u32, Ost>,
+    pools: BTreeMap<String, BTreeSet<u32>>,
+    rr: usize,
+    rng: SmallRng,
+    cfg: AllocConfig,
+}
+
+/// The OST table and allocator.
+pub struct Allocator {
+    kv: Arc<dyn Kv>,
+    factory: OstFactory,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state.lock();
+        f.debug_struct("Allocator").field("osts", &s.osts.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+/// The Osts-table key of `index`.
+pub fn ost_key(index: u32) -> [u8; 4] {
+    index.to_be_bytes()
+}
+
+/// Adds the cursor of OST `index` to `b`.
+pub fn stamp_ost(b: &mut Batch, index: u32, last_used: u64) {
+    b.put(Table::Osts, ost_key(index).to_vec(), last_used.to_be_bytes().to_vec());
+}
+
+/// The last allocated id of OST `index` as stored.
+pub fn stored_last_used(kv: &dyn Kv, index: u32) -> Result<u64> {
+    Ok(kv
+        .get(Table::Osts, &ost_key(index))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+impl Allocator {
+    /// An allocator with no OSTs yet; they come from the config log.
+    pub fn new(kv: Arc<dyn Kv>, factory: OstFactory, cfg: AllocConfig) -> Allocator {
+        let state = State { osts: BTreeMap::new(), pools: BTreeMap::new(), rr: 0, rng: SmallRng::seed_from_u64(0x5eed), cfg };
+        Allocator { kv, factory, state: Mutex::new(state) }
+    }
+
+    /// The file system's default striping.
+    pub fn default_stripe(&self) -> StripeSpec {
+        self.state.lock().cfg.default_stripe.clone()
+    }
+
+    /// Whether any OST was added.
+    pub fn has_osts(&self) -> bool {
+        !self.state.lock().osts.is_empty()
+    }
+
+    /// Every OST's state.
+    pub fn report(&self) -> Vec<OstReport> {
+        self.state
+            .lock()
+            .osts
+            .iter()
+            .map(|(&index, o)| OstReport {
+                index,
+                active: o.admin_active,
+                connected: o.connected,
+                space: o.space,
+                last_used: o.last_used,
+            })
+            .collect()
+    }
+
+    /// Pools and members.
+    pub fn pools(&self) -> BTreeMap<String, BTreeSet<u32>> {
+        self.state.lock().pools.clone()
+    }
+
+    /// Applies one config record. Refusals (remove of an active OST) are
+    /// logged and ignored, as the seed says followers check.
+    pub fn apply(&self, cmd: &ConfigCmd) -> Result<()> {
+        match cmd {
+            ConfigCmd::AddTarget { kind: TargetKind::Ost, index, nids, .. } => {
+                let last_used = stored_last_used(&*self.kv, *index)?;
+                let api = (self.factory)(*index, nids);
+                let mut s = self.state.lock();
+                s.osts.entry(*index).or_insert(Ost {
+                    api,
+                    nids: nids.clone(),
+                    admin_active: true,
+                    connected: false,
+                    space: OstStatfs::default(),
+                    last_used,
+                    precreated: last_used,
+                });
+                drop(s);
+                self.connect(*index);
+            }
+            ConfigCmd::TargetRestart { kind: TargetKind::Ost, index, nids, .. } => {
+                let api = (self.factory)(*index, nids);
+                {
+                    let mut s = self.state.lock();
+                    let Some(o) = s.osts.get_mut(index) else { return Ok(()) };
+                    o.api = api;
+                    o.nids = nids.clone();
+                    o.connected = false;
+                    o.precreated = o.last_used;
+                }
+                self.connect(*index);
+            }
+            ConfigCmd::Activate { kind: TargetKind::Ost, index } => {
+                let mut s = self.state.lock();
+                if let Some(o) = s.osts.get_mut(index) {
+                    o.admin_active = true;
+                }
+                s.rr = 0;
+            }
+            ConfigCmd::Deactivate { kind: TargetKind::Ost, index } => {
+                if let Some(o) = self.state.lock().osts.get_mut(index) {
+                    o.admin_active = false;
+                }
+            }
+            ConfigCmd::Remove { kind: TargetKind::Ost, index } => {
+                let mut s = self.state.lock();
+                match s.osts.get(index) {
+                    Some(o) if o.admin_active => {
+                        tracing::warn!(ost = index, "remove of an active OST ignored: deactivate it first");
+                    }
+                    Some(_) => {
+                        s.osts.remove(index);
+                        for p in s.pools.values_mut() {
+                            p.remove(index);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            ConfigCmd::PoolNew { pool } => {
+                self.state.lock().pools.entry(pool.clone()).or_default();
+            }
+            ConfigCmd::PoolAdd { pool, ost } => {
+                self.state.lock().pools.entry(pool.clone()).or_default().insert(*ost);
+            }
+            ConfigCmd::PoolRemove { pool, ost } => {
+                if let Some(p) = self.state.lock().pools.get_mut(pool) {
+                    p.remove(ost);
+                }
+            }
+            ConfigCmd::PoolDestroy { pool } => {
+                self.state.lock().pools.remove(pool);
+            }
+            ConfigCmd::SetParam { key, value } => self.set_param(key, value),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn set_param(&self, key: &str, value: &str) {
+        let mut s = self.state.lock();
+        let n = value.parse::<u32>();
+        match (key, n) {
+            ("lov.qos_threshold_rr", Ok(v)) => s.cfg.qos_threshold_pct = v.min(100),
+            ("lov.stripesize", Ok(v)) if v > 0 => s.cfg.default_stripe.stripe_size = v,
+            ("lov.stripecount", Ok(v)) => s.cfg.default_stripe.stripe_count = v,
+            _ => tracing::info!(key, value, "parameter not used by the MDT allocator"),
+        }
+    }
+
+    /// Reaches OST `index`: cleans up orphans above the last allocated id
+    /// and reads its space. Network calls run without the lock.
+    pub fn connect(&self, index: u32) {
+        let Some((api, last_used)) = self.state.lock().osts.get(&index).map(|o| (Arc::clone(&o.api), o.last_used))
+        else {
+            return;
+        };
+        let res = api.cleanup_orphans(last_used).and_then(|()| api.statfs());
+        let mut s = self.state.lock();
+        if let Some(o) = s.osts.get_mut(&index) {
+            match res {
+                Ok(space) => {
+                    o.connected = true;
+                    o.space = space;
+                    o.precreated = o.precreated.max(last_used);
+                }
+                Err(e) => {
+                    o.connected = false;
+                    tracing::warn!(ost = index, error = %e, "OST not reachable");
+                }
+            }
+        }
+    }
+
+    /// Refreshes every OST's space (reconnecting those not reached).
+    pub fn refresh(&self) {
+        let all: Vec<(u32, bool, Arc<dyn OstApi>)> =
+            self.state.lock().osts.iter().map(|(&i, o)| (i, o.connected, Arc::clone(&o.api))).collect();
+        for (index, connected, api) in all {
+            if !connected {
+                self.connect(index);
+                continue;
+            }
+            let res = api.statfs();
+            if let Some(o) = self.state.lock().osts.get_mut(&index) {
+                match res {
+                    Ok(space) => o.space = space,
+                    Err(e) => {
+                        o.connected = false;
+                        tracing::warn!(ost = index, error = %e, "OST lost");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Space over all OSTs (KiB total, free) and how many take objects.
+    pub fn space(&self) -> (u64, u64, u32) {
+        let s = self.state.lock();
+        let usable = s.osts.values().filter(|o| usable(o, s.cfg.full_pct)).count() as u32;
+        let total = s.osts.values().map(|o| o.space.kbytes).sum();
+        let free = s.osts.values().map(|o| o.space.kbytes_free).sum();
+        (total, free, usable)
+    }
+
+    /// The striping `req` asks for, inheriting unset fields from the
+    /// directory default `dir` and then the file-system default.
+    pub fn resolve(&self, req: Option<&StripeSpec>, dir: Option<&StripeSpec>) -> StripeSpec {
+        let fs = self.default_stripe();
+        let pick = |f: &dyn Fn(&StripeSpec) -> Option<StripeSpec>| -> Option<StripeSpec> {
+            req.and_then(f).or_else(|| dir.and_then(f))
+        };
+        StripeSpec {
+            stripe_size: pick(&|s| (s.stripe_size != 0).then(|| s.clone())).map_or(fs.stripe_size, |s| s.stripe_size),
+            stripe_count: pick(&|s| (s.stripe_count != 0).then(|| s.clone()))
+                .map_or(fs.stripe_count, |s| s.stripe_count),
+            stripe_offset: pick(&|s| (s.stripe_offset >= 0).then(|| s.clone()))
+                .map_or(fs.stripe_offset, |s| s.stripe_offset),
+            pool: pick(&|s| (!s.pool.is_empty()).then(|| s.clone())).map_or(fs.pool, |s| s.pool),
+        }
+    }
+
+    /// Objects for a new file striped per `spec`; adds the OST cursors to
+    /// `b`. `Ok(None)` when no OST was ever added (a file without objects).
+    pub fn allocate(&self, spec: &StripeSpec, b: &mut Batch) -> Result<Option<Layout>> {
+        let mut s = self.state.lock();
+        if s.osts.is_empty() {
+            return Ok(None);
+        }
+        let pool = if spec.pool.is_empty() {
+            None
+        } else {
+            Some(
+                s.pools
+                    .get(&spec.pool)
+                    .cloned()
+                    .ok_or_else(|| MdtError::posix(errno::EINVAL, format!("no pool {}", spec.pool)))?,
+            )
+        };
+        let full_pct = s.cfg.full_pct;
+        let cands: Vec<Candidate> = s
+            .osts
+            .iter()
+            .filter(|(i, o)| usable(o, full_pct) && pool.as_ref().is_none_or(|p| p.contains(i)))
+            .map(|(&ost, o)| Candidate { ost, free: o.space.kbytes_free })
+            .collect();
+        if cands.is_empty() {
+            return Err(MdtError::posix(errno::ENOSPC, "no OST can take objects"));
+        }
+        let count = if spec.stripe_count == u32::MAX { cands.len() } else { spec.stripe_count.max(1) as usize };
+        let offset = u32::try_from(spec.stripe_offset).ok();
+        let threshold = s.cfg.qos_threshold_pct;
+        let batch = s.cfg.precreate_batch.max(1);
+        let State { rr, rng, .. } = &mut *s;
+        let chosen = qos::choose(&cands, count, offset, threshold, rr, rng);
+        let mut objects = Vec::with_capacity(chosen.len());
+        for ost in chosen {
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
+            let id = o.last_used + 1;
+            if id > o.precreated {
+                match o.api.precreate(id, batch) {
+                    Ok(last) if last >= id => o.precreated = last,
+                    Ok(_) => return Err(MdtError::Ost { ost, why: "precreate made nothing".into(), errno: errno::ENOSPC }),
+                    Err(e) => {
+                        o.connected = false;
+                        return Err(MdtError::Ost { ost, why: e.to_string(), errno: e.errno() });
+                    }
+                }
+            }
+            o.last_used = id;
+            stamp_ost(b, ost, id);
+            objects.push(StripeObj { ost, id });
+        }
+        Ok(Some(Layout { stripe_size: spec.stripe_size, pool: spec.pool.clone(), objects }))
+    }
+
+    /// Destroys object `id` on OST `ost`. `Ok(true)`: gone (or the OST was
+    /// removed, taking it along); `Ok(false)`: retry later.
+    pub fn destroy(&self, ost: u32, id: u64) -> bool {
+        let Some(api) = self.state.lock().osts.get(&ost).map(|o| Arc::clone(&o.api)) else { return true };
+        match api.destroy(id) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(ost, id, error = %e, "destroy deferred");
+                false
+            }
+        }
+    }
+
+    /// OST `index`'s last allocated id (None if unknown).
+    pub fn last_used(&self, index: u32) -> Option<u64> {
+        self.state.lock().osts.get(&index).map(|o| o.last_used)
+    }
+
+    /// The NIDs of OST `index`.
+    pub fn nids(&self, index: u32) -> Option<Vec<String>> {
+        self.state.lock().osts.get(&index).map(|o| o.nids.clone())
+    }
+}
+
+fn usable(o: &Ost, full_pct: u32) -> bool {
+    let full = o.space.kbytes > 0
+        && u128::from(o.space.kbytes_free) * 100 < u128::from(full_pct) * u128::from(o.space.kbytes);
+    o.admin_active && o.connected && !full
+}

@@ -1,0 +1,177 @@
+//! Following an MGS: the [`MgsApi`] a target or client uses (in-process
+//! [`LocalMgs`], or [`RpcMgs`] over ptlrpc) and [`Follower`], a thread
+//! that reads the config log from index 1 and hands every record, in
+//! order, to a callback — waiting on the MGS (long-poll) for new ones.
+//!
+//! Must not: skip or repeat a record within one follower's life; retry an
+//! unreachable MGS with a bounded backoff, never spin.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ptlrpc::driver::{Client, RpcError};
+use ptlrpc::wire::Op;
+use ptlrpc::wire::mgs::{
+    ConfigReadReply, ConfigReadReq, ConfigRecord, MgsAdminReply, MgsAdminReq, TargetRegReply, TargetRegReq,
+};
+
+use super::Mgs;
+use crate::error::{MdtError, Result, errno};
+
+/// What a follower needs from the MGS.
+pub trait MgsApi: Send + Sync + std::fmt::Debug {
+    /// Registers a starting target.
+    fn register(&self, req: &TargetRegReq) -> Result<TargetRegReply>;
+    /// Reads records from `from`, waiting up to `wait` for new ones.
+    fn read(&self, fsname: &str, from: u64, wait: Duration) -> Result<ConfigReadReply>;
+    /// An administrative request.
+    fn admin(&self, req: &MgsAdminReq) -> Result<MgsAdminReply>;
+}
+
+/// The MGS in this process.
+#[derive(Debug, Clone)]
+pub struct LocalMgs(pub Arc<Mgs>);
+
+impl MgsApi for LocalMgs {
+    fn register(&self, req: &TargetRegReq) -> Result<TargetRegReply> {
+        self.0.register(req)
+    }
+
+    fn read(&self, fsname: &str, from: u64, wait: Duration) -> Result<ConfigReadReply> {
+        Ok(self.0.read(fsname, from, super::MAX_READ as u32, wait))
+    }
+
+    fn admin(&self, req: &MgsAdminReq) -> Result<MgsAdminReply> {
+        self.0.admin(req)
+    }
+}
+
+/// The MGS over ptlrpc (blocking on a runtime handle; not for async
+/// contexts).
+#[derive(Debug, Clone)]
+pub struct RpcMgs {
+    client: Client,
+    rt: tokio::runtime::Handle,
+}
+
+impl RpcMgs {
+    /// Calls go through `client`, blocking on `rt`.
+    pub fn new(client: Client, rt: tokio::runtime::Handle) -> RpcMgs {
+        RpcMgs { client, rt }
+    }
+
+    fn call<B, R>(&self, op: Op, body: &B, bound: Duration) -> Result<R>
+    where
+        B: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+        R: rkyv::Archive,
+        R::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
+            + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        let fut = self.client.start(op, body);
+        match self.rt.block_on(async { tokio::time::timeout(bound, fut).await }) {
+            Err(_) => Err(MdtError::posix(errno::ENOTCONN, format!("MGS {op:?}: no answer within {bound:?}"))),
+            Ok(Err(RpcError::Server { errno, .. })) => Err(MdtError::posix(errno, format!("MGS {op:?}"))),
+            Ok(Err(e)) => Err(MdtError::posix(errno::ENOTCONN, format!("MGS {op:?}: {e}"))),
+            Ok(Ok(r)) => r.body::<R>().map_err(|e| MdtError::posix(errno::EIO, format!("MGS {op:?} reply: {e}"))),
+        }
+    }
+}
+
+const RPC_BOUND: Duration = Duration::from_secs(30);
+
+impl MgsApi for RpcMgs {
+    fn register(&self, req: &TargetRegReq) -> Result<TargetRegReply> {
+        self.call(Op::MgsTargetReg, req, RPC_BOUND)
+    }
+
+    fn read(&self, fsname: &str, from: u64, wait: Duration) -> Result<ConfigReadReply> {
+        let req = ConfigReadReq {
+            fsname: fsname.to_string(),
+            from,
+            max: super::MAX_READ as u32,
+            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        };
+        self.call(Op::MgsConfigRead, &req, RPC_BOUND + wait)
+    }
+
+    fn admin(&self, req: &MgsAdminReq) -> Result<MgsAdminReply> {
+        self.call(Op::MgsSetInfo, req, RPC_BOUND)
+    }
+}
+
+/// A thread following one file system's log.
+#[derive(Debug)]
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    next: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Follows `fsname` on `mgs` from record 1, calling `apply` for each
+    /// record; each read waits up to `wait` for new records.
+    pub fn start(
+        mgs: Arc<dyn MgsApi>,
+        fsname: String,
+        wait: Duration,
+        mut apply: impl FnMut(&ConfigRecord) + Send + 'static,
+    ) -> Follower {
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(1));
+        let (s, n) = (Arc::clone(&stop), Arc::clone(&next));
+        let thread = std::thread::Builder::new()
+            .name("mgs-follow".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(100);
+                while !s.load(Ordering::Acquire) {
+                    match mgs.read(&fsname, n.load(Ordering::Acquire), wait) {
+                        Ok(r) => {
+                            backoff = Duration::from_millis(100);
+                            for rec in &r.records {
+                                if rec.index >= n.load(Ordering::Acquire) {
+                                    apply(rec);
+                                    n.store(rec.index + 1, Ordering::Release);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "config log read failed; retrying");
+                            // A daemon's retry pause, bounded; the loop
+                            // re-checks `stop` after it.
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            })
+            .ok();
+        Follower { stop, next, thread }
+    }
+
+    /// The next record index it will apply.
+    pub fn next(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// Stops after the current read returns.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}

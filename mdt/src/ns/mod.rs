@@ -1,0 +1,265 @@
+//! The namespace: inodes, directories, xattrs, layouts, open files and the
+//! destroy log, on a [`Kv`] store.
+//!
+//! Every modifying operation runs under one write lock, reads what it
+//! needs, and writes one atomic batch holding every change, the FID cursor,
+//! the OST cursors, destroy-log records and the new `last_transno`; the
+//! objects it touches get the transaction's version (`seeds/002`: create,
+//! link and unlink set parent and child, rename every object involved,
+//! setattr/setxattr the object unless only times or size change). Reads
+//! take no lock: a batch is visible whole or not at all.
+//!
+//! Owns: [`Namespace`] and its operations (`modify`: create, link, unlink,
+//! rename, setattr, xattrs; `open`: open/close handles and orphans;
+//! `destroy`: the persistent destroy log).
+//!
+//! Must not: call an OST while holding the write lock, except to precreate
+//! objects when a precreated range is used up.
+
+mod destroy;
+mod modify;
+mod open;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ptlrpc::wire::Fid;
+use ptlrpc::wire::mds::{AttrReply, DirEntry, ReaddirReply, StatfsReply};
+
+pub use destroy::parse_record as parse_destroy_record;
+pub use modify::{CreateArgs, SetattrArgs};
+pub use open::{OpenFlags, Opened};
+
+use crate::alloc::Allocator;
+use crate::dir::{self, Dirent};
+use crate::error::{MdtError, Result, errno};
+use crate::fid::{self, FidCursor, SeqController};
+use crate::inode::{Inode, S_IFDIR};
+use crate::store::{Batch, Kv, Table, decode, encode};
+use crate::txn::TxnState;
+
+const CURSOR_KEY: &[u8] = b"fid_cursor";
+const SEQCTL_KEY: &[u8] = b"seq_controller";
+
+/// What a modifying operation did: its transno and the objects' versions
+/// before it (the version after is the transno).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Done {
+    /// The transaction (0: nothing changed).
+    pub transno: u64,
+    /// Pre-op versions, parent first.
+    pub pre_versions: Vec<u64>,
+}
+
+/// State only the writer touches.
+#[derive(Debug)]
+struct Writer {
+    cursor: FidCursor,
+    ctl: SeqController,
+    destroy_seq: u64,
+}
+
+/// A transaction being built.
+struct Tx {
+    b: Batch,
+    transno: u64,
+    pre: Vec<u64>,
+}
+
+impl Tx {
+    /// Gives `ino` the transaction's version, remembering the old one.
+    fn version(&mut self, ino: &mut Inode) {
+        self.pre.push(ino.version);
+        ino.version = self.transno;
+    }
+
+    fn put_inode(&mut self, ino: &Inode) {
+        self.b.put(Table::Inodes, fid::key(ino.fid).to_vec(), encode(ino));
+    }
+
+    fn put_dirent(&mut self, dir: Fid, cookie: u64, d: &Dirent) {
+        self.b.put(Table::Dirents, dir::key(dir, cookie).to_vec(), encode(d));
+    }
+}
+
+/// The metadata namespace of one MDT.
+pub struct Namespace {
+    kv: Arc<dyn Kv>,
+    txn: Arc<TxnState>,
+    alloc: Arc<Allocator>,
+    w: Mutex<Writer>,
+    opens: Mutex<open::Opens>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("epoch", &self.txn.epoch()).finish_non_exhaustive()
+    }
+}
+
+fn meta<T>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    match kv.get(Table::Meta, key)? {
+        Some(v) => Ok(Some(decode::<T>(Table::Meta, &v)?)),
+        None => Ok(None),
+    }
+}
+
+impl Namespace {
+    /// Mounts the namespace: boots the transaction state (new epoch),
+    /// creates the root on a fresh store, and reads the cursors back.
+    pub fn mount(kv: Arc<dyn Kv>, alloc: Arc<Allocator>) -> Result<Namespace> {
+        let (txn, _) = TxnState::boot(&*kv)?;
+        let cursor = meta::<FidCursor>(&*kv, CURSOR_KEY)?.unwrap_or_default();
+        let ctl = meta::<SeqController>(&*kv, SEQCTL_KEY)?.unwrap_or_default();
+        let destroy_seq = kv
+            .range(Table::DestroyLog, &[], crate::store::KEY_END, usize::MAX)?
+            .last()
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_slice()).ok())
+            .map_or(1, |k| u64::from_be_bytes(k) + 1);
+        let ns = Namespace {
+            kv,
+            txn: Arc::new(txn),
+            alloc,
+            w: Mutex::new(Writer { cursor, ctl, destroy_seq }),
+            opens: Mutex::new(open::Opens::new()),
+        };
+        if ns.kv.get(Table::Inodes, &fid::key(Fid::ROOT))?.is_none() {
+            let mut w = ns.w.lock();
+            let mut tx = ns.begin();
+            let root = Inode {
+                fid: Fid::ROOT,
+                parent: Fid::ROOT,
+                mode: S_IFDIR | 0o755,
+                nlink: 2,
+                version: tx.transno,
+                ..Inode::default()
+            };
+            tx.put_inode(&root);
+            ns.finish(&mut w, tx)?;
+        }
+        Ok(ns)
+    }
+
+    /// The transaction counters.
+    pub fn txn(&self) -> &Arc<TxnState> {
+        &self.txn
+    }
+
+    /// The store.
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
+    /// The allocator.
+    pub fn alloc(&self) -> &Arc<Allocator> {
+        &self.alloc
+    }
+
+    fn begin(&self) -> Tx {
+        Tx { b: Batch::new(), transno: self.txn.next(), pre: Vec::new() }
+    }
+
+    fn finish(&self, w: &mut Writer, mut tx: Tx) -> Result<Done> {
+        tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
+        tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
+        TxnState::stamp(&mut tx.b, tx.transno);
+        self.kv.write(tx.b)?;
+        self.txn.applied(tx.transno);
+        Ok(Done { transno: tx.transno, pre_versions: tx.pre })
+    }
+
+    /// The inode `f`.
+    pub fn inode(&self, f: Fid) -> Result<Inode> {
+        match self.kv.get(Table::Inodes, &fid::key(f))? {
+            Some(v) => Ok(decode::<Inode>(Table::Inodes, &v)?),
+            None => Err(MdtError::posix(errno::ENOENT, format!("no inode {f}"))),
+        }
+    }
+
+    fn dir_inode(&self, f: Fid) -> Result<Inode> {
+        let i = self.inode(f)?;
+        if !i.is_dir() {
+            return Err(MdtError::posix(errno::ENOTDIR, format!("{f} is not a directory")));
+        }
+        Ok(i)
+    }
+
+    /// getattr (and readlink: the reply carries a symlink's target).
+    pub fn getattr(&self, f: Fid) -> Result<AttrReply> {
+        let i = self.inode(f)?;
+        Ok(AttrReply { attr: i.attr(), layout: i.layout.clone(), default_stripe: i.default_stripe.clone(), symlink: i.symlink })
+    }
+
+    /// The FID `name` in `parent` names.
+    pub fn lookup_fid(&self, parent: Fid, name: &str) -> Result<Fid> {
+        self.dir_inode(parent)?;
+        match dir::lookup(&*self.kv, parent, name)? {
+            Some((_, d)) => Ok(d.fid),
+            None => Err(MdtError::posix(errno::ENOENT, format!("no {name:?} in {parent}"))),
+        }
+    }
+
+    /// lookup: `name` in `parent` and its attributes.
+    pub fn lookup(&self, parent: Fid, name: &str) -> Result<AttrReply> {
+        self.getattr(self.lookup_fid(parent, name)?)
+    }
+
+    /// readdir from `cookie`.
+    pub fn readdir(&self, f: Fid, cookie: u64, max: u32) -> Result<ReaddirReply> {
+        self.dir_inode(f)?;
+        let max = (max as usize).clamp(1, 4096);
+        let (rows, end) = dir::readdir(&*self.kv, f, cookie, max)?;
+        let next = rows.last().map_or(cookie, |(c, _)| c.saturating_add(1));
+        let end = end || rows.last().is_some_and(|(c, _)| *c == u64::MAX);
+        let entries =
+            rows.into_iter().map(|(cookie, d)| DirEntry { name: d.name, fid: d.fid, kind: d.kind, cookie }).collect();
+        Ok(ReaddirReply { entries, next, end })
+    }
+
+    /// statfs.
+    pub fn statfs(&self) -> StatfsReply {
+        let (kbytes, kbytes_free, osts_active) = self.alloc.space();
+        let files = self.kv.approx_len(Table::Inodes) as u64;
+        StatfsReply { files, ffree: u64::from(u32::MAX).saturating_sub(files), kbytes, kbytes_free, osts_active }
+    }
+
+    /// An xattr's value.
+    pub fn getxattr(&self, f: Fid, name: &str) -> Result<Vec<u8>> {
+        self.inode(f)?;
+        self.kv
+            .get(Table::Xattrs, &xattr_key(f, name))?
+            .ok_or_else(|| MdtError::posix(errno::ENODATA, format!("no xattr {name:?} on {f}")))
+    }
+
+    /// Every xattr name of `f`.
+    pub fn listxattr(&self, f: Fid) -> Result<Vec<String>> {
+        self.inode(f)?;
+        let mut names = Vec::new();
+        crate::store::scan(&*self.kv, Table::Xattrs, &fid::key(f), &fid_end(f), |k, _| {
+            names.push(String::from_utf8_lossy(k.get(16..).unwrap_or_default()).into_owned());
+            Ok(())
+        })?;
+        Ok(names)
+    }
+}
+
+/// The key of xattr `name` of `f`.
+fn xattr_key(f: Fid, name: &str) -> Vec<u8> {
+    let mut k = fid::key(f).to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The first key after every key prefixed by `f`.
+fn fid_end(f: Fid) -> Vec<u8> {
+    let mut k = fid::key(f).to_vec();
+    k.extend_from_slice(&[0xff; 300]);
+    k
+}

@@ -1,0 +1,131 @@
+//! MDT/MGS metrics in the Lustre exporters' style: operation counts and
+//! latencies per metadata operation, open files, exports, recovery state,
+//! transaction numbers, destroy backlog and OST states.
+//!
+//! Must not: decide anything; handlers and the daemon feed it.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-operation series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `mdt` or `mgs`.
+    pub component: &'static str,
+    /// The operation (`create`, `mkdir`, `getattr`, `config_read`, ...).
+    pub operation: &'static str,
+}
+
+/// Labels of per-OST series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OstLabels {
+    /// OST index.
+    pub ost: u32,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(2e-6, 2.0, 24))
+}
+
+/// The metrics.
+#[derive(Debug)]
+pub struct MdtMetrics {
+    registry: Registry,
+    /// Operations handled.
+    pub ops: Family<OpLabels, Counter>,
+    /// Operations that failed.
+    pub errors: Family<OpLabels, Counter>,
+    /// Handling time, seconds.
+    pub latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    /// Open files.
+    pub open_files: Gauge,
+    /// Distinct client NIDs served (exports, until the target framework
+    /// keeps real ones).
+    pub exports: Gauge,
+    /// Recovery state: 0 = complete / none (see `recovery_supported`).
+    pub recovery_status: Gauge,
+    /// 1 when replay recovery runs on restart; 0 today (the driver
+    /// integration of ptlrpc's target framework has not landed).
+    pub recovery_supported: Gauge,
+    /// Last transno applied.
+    pub last_transno: Gauge,
+    /// Last transno durably committed.
+    pub last_committed: Gauge,
+    /// Objects waiting in the destroy log.
+    pub destroy_pending: Gauge,
+    /// OST usable for allocation (1) or not (0).
+    pub ost_active: Family<OstLabels, Gauge>,
+    /// Config-log records applied by this MDT.
+    pub config_records: Counter,
+    /// Target restarts (imperative recovery notices) seen.
+    pub target_restarts: Counter,
+}
+
+impl Default for MdtMetrics {
+    fn default() -> MdtMetrics {
+        MdtMetrics::new()
+    }
+}
+
+impl MdtMetrics {
+    /// Registered under the `sheen_mdt` prefix.
+    pub fn new() -> MdtMetrics {
+        let mut registry = Registry::with_prefix("sheen_mdt");
+        let m = MdtMetrics {
+            ops: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency as fn() -> Histogram),
+            open_files: Gauge::default(),
+            exports: Gauge::default(),
+            recovery_status: Gauge::default(),
+            recovery_supported: Gauge::default(),
+            last_transno: Gauge::default(),
+            last_committed: Gauge::default(),
+            destroy_pending: Gauge::default(),
+            ost_active: Family::default(),
+            config_records: Counter::default(),
+            target_restarts: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("stats", "Metadata operations handled", m.ops.clone());
+        registry.register("errors", "Metadata operations that failed", m.errors.clone());
+        registry.register("op_latency_seconds", "Metadata operation handling time", m.latency.clone());
+        registry.register("open_files", "Open file handles", m.open_files.clone());
+        registry.register("exports", "Clients served", m.exports.clone());
+        registry.register("recovery_status", "0 complete/none, 1 recovering", m.recovery_status.clone());
+        registry.register("recovery_supported", "Replay recovery wired (0: not yet)", m.recovery_supported.clone());
+        registry.register("last_transno", "Last transno applied", m.last_transno.clone());
+        registry.register("last_committed", "Last transno durably committed", m.last_committed.clone());
+        registry.register("destroy_pending", "OST objects waiting in the destroy log", m.destroy_pending.clone());
+        registry.register("ost_active", "OST takes new objects", m.ost_active.clone());
+        registry.register("config_records", "Config-log records applied", m.config_records.clone());
+        registry.register("target_restarts", "Target restart notices seen", m.target_restarts.clone());
+        MdtMetrics { registry, ..m }
+    }
+
+    /// Counts one operation.
+    pub fn observe(&self, component: &'static str, operation: &'static str, took: Duration, failed: bool) {
+        let l = OpLabels { component, operation };
+        self.ops.get_or_create(&l).inc();
+        if failed {
+            self.errors.get_or_create(&l).inc();
+        }
+        self.latency.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    /// Operations handled so far under `operation`.
+    pub fn count(&self, component: &'static str, operation: &'static str) -> u64 {
+        self.ops.get_or_create(&OpLabels { component, operation }).get()
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        ptlrpc::driver::render(&self.registry)
+    }
+}

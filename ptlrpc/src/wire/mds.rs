@@ -1,0 +1,424 @@
+//! MDS bodies: what clients send the metadata target and what it answers.
+//!
+//! Owns: [`Fid`] (Lustre's `lu_fid`: sequence, object id, version), the
+//! attributes a reply carries ([`MdtAttr`]), layouts ([`Layout`],
+//! [`StripeSpec`], [`StripeObj`]), and one request/reply pair per MDS
+//! opcode. `MDS_REINT` carries a [`ReintReq`] whose variant is the
+//! [`super::ReintOp`]; its reply is a [`ReintReply`] with the pre-op
+//! versions of every object it touched (VBR, `seeds/002`).
+//!
+//! Must not: hold behaviour beyond plain data and small helpers; the MDT
+//! (`mdt` crate) gives the bodies meaning. Errors travel as the header's
+//! status (a negative errno), never in a body.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// A file identifier: `seq` names a sequence handed to one MDT (or
+/// client), `oid` an object within it, `ver` a version (0 today).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub struct Fid {
+    /// Sequence number.
+    pub seq: u64,
+    /// Object id within the sequence.
+    pub oid: u32,
+    /// Version (reserved, 0).
+    pub ver: u32,
+}
+
+impl Fid {
+    /// The root directory's FID (Lustre's `FID_SEQ_ROOT`:1).
+    pub const ROOT: Fid = Fid { seq: 0x2_0000_0007, oid: 1, ver: 0 };
+
+    /// The FID as one 128-bit number (seq, oid, ver), for object ids.
+    pub const fn as_u128(self) -> u128 {
+        ((self.seq as u128) << 64) | ((self.oid as u128) << 32) | self.ver as u128
+    }
+
+    /// The inverse of [`Fid::as_u128`].
+    pub const fn from_u128(v: u128) -> Fid {
+        Fid { seq: (v >> 64) as u64, oid: (v >> 32) as u32, ver: v as u32 }
+    }
+}
+
+impl std::fmt::Display for Fid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{:#x}:{:#x}:{:#x}]", self.seq, self.oid, self.ver)
+    }
+}
+
+/// An inode's attributes as a reply carries them.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct MdtAttr {
+    /// The object.
+    pub fid: Fid,
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number (devices only).
+    pub rdev: u64,
+    /// Size in bytes as the MDT knows it (directories: entry count;
+    /// symlinks: target length; regular files: the last size set).
+    pub size: u64,
+    /// Access time, seconds.
+    pub atime: i64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Change time, seconds.
+    pub ctime: i64,
+    /// The object's version (`epoch << 32 | transno`).
+    pub version: u64,
+}
+
+/// One stripe's object: the OST index and the object id on it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct StripeObj {
+    /// OST index.
+    pub ost: u32,
+    /// Object id on that OST.
+    pub id: u64,
+}
+
+/// What a user asks for (setstripe): 0 means "inherit/default" for size
+/// and count; `count == u32::MAX` means every available OST; `offset < 0`
+/// lets the allocator choose the first OST.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct StripeSpec {
+    /// Bytes per stripe (0: inherit).
+    pub stripe_size: u32,
+    /// Stripes (0: inherit; `u32::MAX`: all).
+    pub stripe_count: u32,
+    /// First OST index, or -1.
+    pub stripe_offset: i32,
+    /// OST pool to allocate from ("" : any).
+    pub pool: String,
+}
+
+/// A file's layout: how its data is striped and on which objects.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct Layout {
+    /// Bytes per stripe.
+    pub stripe_size: u32,
+    /// The pool the objects came from ("" : any).
+    pub pool: String,
+    /// One object per stripe, in stripe order.
+    pub objects: Vec<StripeObj>,
+}
+
+/// `MDS_GETATTR` (and readlink): the object.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GetattrReq {
+    /// The object.
+    pub fid: Fid,
+}
+
+/// `MDS_GETATTR_NAME` (lookup): a name in a directory.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct LookupReq {
+    /// The directory.
+    pub parent: Fid,
+    /// The name.
+    pub name: String,
+}
+
+/// Reply to getattr and lookup.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct AttrReply {
+    /// The attributes.
+    pub attr: MdtAttr,
+    /// A regular file's layout.
+    pub layout: Option<Layout>,
+    /// A directory's default striping.
+    pub default_stripe: Option<StripeSpec>,
+    /// A symlink's target.
+    pub symlink: String,
+}
+
+/// Which fields of [`ReintReq::Setattr`] to apply (Lustre's `ATTR_*`).
+pub mod attr_valid {
+    /// `mode` (permission bits only).
+    pub const MODE: u32 = 1 << 0;
+    /// `uid`.
+    pub const UID: u32 = 1 << 1;
+    /// `gid`.
+    pub const GID: u32 = 1 << 2;
+    /// `size`.
+    pub const SIZE: u32 = 1 << 3;
+    /// `atime`.
+    pub const ATIME: u32 = 1 << 4;
+    /// `mtime`.
+    pub const MTIME: u32 = 1 << 5;
+    /// `ctime`.
+    pub const CTIME: u32 = 1 << 6;
+    /// A directory's default striping (`default_stripe`).
+    pub const DEFAULT_STRIPE: u32 = 1 << 7;
+}
+
+/// `open` flags the MDT understands (Linux values).
+pub mod open_flags {
+    /// Create if missing.
+    pub const CREAT: u32 = 0o100;
+    /// With `CREAT`: fail if it exists.
+    pub const EXCL: u32 = 0o200;
+    /// Truncate to 0.
+    pub const TRUNC: u32 = 0o1000;
+    /// Write access.
+    pub const WRONLY: u32 = 0o1;
+    /// Read and write access.
+    pub const RDWR: u32 = 0o2;
+}
+
+/// `setxattr` flags (Linux values) plus removal.
+pub mod xattr_flags {
+    /// Fail if it exists.
+    pub const CREATE: u32 = 1;
+    /// Fail if it does not exist.
+    pub const REPLACE: u32 = 2;
+    /// Remove the attribute.
+    pub const REMOVE: u32 = 0x100;
+}
+
+/// An `MDS_REINT` request: a modifying operation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ReintReq {
+    /// Create a file, directory, symlink or device node under `parent`.
+    Create {
+        /// The directory.
+        parent: Fid,
+        /// The new name.
+        name: String,
+        /// Type and permission bits (`S_IFREG | 0o644`, ...).
+        mode: u32,
+        /// Device number (devices only).
+        rdev: u64,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Timestamp, seconds.
+        time: i64,
+        /// A symlink's target.
+        symlink: String,
+        /// Striping for a regular file or a new directory's default.
+        stripe: Option<StripeSpec>,
+    },
+    /// Change attributes.
+    Setattr {
+        /// The object.
+        fid: Fid,
+        /// Which fields apply ([`attr_valid`]).
+        valid: u32,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Size.
+        size: u64,
+        /// Access time.
+        atime: i64,
+        /// Modification time.
+        mtime: i64,
+        /// Change time.
+        ctime: i64,
+        /// A directory's default striping.
+        default_stripe: Option<StripeSpec>,
+    },
+    /// Add a hard link to `fid` as `parent/name`.
+    Link {
+        /// The object.
+        fid: Fid,
+        /// The directory.
+        parent: Fid,
+        /// The new name.
+        name: String,
+        /// Timestamp.
+        time: i64,
+    },
+    /// Remove `parent/name` (a file, or an empty directory when `dir`).
+    Unlink {
+        /// The directory.
+        parent: Fid,
+        /// The name.
+        name: String,
+        /// rmdir (the name must be a directory) rather than unlink.
+        dir: bool,
+        /// Timestamp.
+        time: i64,
+    },
+    /// Rename `src_parent/src_name` to `dst_parent/dst_name`, replacing a
+    /// compatible target.
+    Rename {
+        /// Source directory.
+        src_parent: Fid,
+        /// Source name.
+        src_name: String,
+        /// Target directory.
+        dst_parent: Fid,
+        /// Target name.
+        dst_name: String,
+        /// Timestamp.
+        time: i64,
+    },
+    /// Open `parent/name` (by name) or `fid` (when `by_fid`), creating it
+    /// with `CREAT`.
+    Open {
+        /// The directory.
+        parent: Fid,
+        /// The name.
+        name: String,
+        /// Open by FID instead of by name.
+        by_fid: Option<Fid>,
+        /// [`open_flags`].
+        flags: u32,
+        /// Mode for a create.
+        mode: u32,
+        /// Owner for a create.
+        uid: u32,
+        /// Group for a create.
+        gid: u32,
+        /// Timestamp.
+        time: i64,
+        /// Striping for a create.
+        stripe: Option<StripeSpec>,
+    },
+    /// Set or remove an extended attribute.
+    Setxattr {
+        /// The object.
+        fid: Fid,
+        /// The attribute's name.
+        name: String,
+        /// Its value.
+        value: Vec<u8>,
+        /// [`xattr_flags`].
+        flags: u32,
+    },
+}
+
+impl ReintReq {
+    /// The reint sub-operation this request is.
+    pub fn op(&self) -> super::ReintOp {
+        use super::ReintOp;
+        match self {
+            ReintReq::Create { .. } => ReintOp::Create,
+            ReintReq::Setattr { .. } => ReintOp::Setattr,
+            ReintReq::Link { .. } => ReintOp::Link,
+            ReintReq::Unlink { .. } => ReintOp::Unlink,
+            ReintReq::Rename { .. } => ReintOp::Rename,
+            ReintReq::Open { .. } => ReintOp::Open,
+            ReintReq::Setxattr { .. } => ReintOp::Setxattr,
+        }
+    }
+}
+
+/// Reply to `MDS_REINT`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ReintReply {
+    /// The created, opened or changed object's attributes.
+    pub attr: Option<MdtAttr>,
+    /// A regular file's layout (create, open).
+    pub layout: Option<Layout>,
+    /// The open handle (open), 0 otherwise.
+    pub handle: u64,
+    /// The objects' versions before the operation (parent first).
+    pub pre_versions: Vec<u64>,
+    /// The version the operation gave them.
+    pub post_version: u64,
+}
+
+/// `MDS_CLOSE`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct CloseReq {
+    /// The open handle.
+    pub handle: u64,
+}
+
+/// `MDS_READPAGE`: entries of `fid` from `cookie` on.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReaddirReq {
+    /// The directory.
+    pub fid: Fid,
+    /// Where to continue (0: the start; else a previous reply's `next`).
+    pub cookie: u64,
+    /// Entries wanted at most.
+    pub max_entries: u32,
+}
+
+/// One directory entry.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DirEntry {
+    /// The name.
+    pub name: String,
+    /// The object.
+    pub fid: Fid,
+    /// Its type (`mode >> 12`, as in `S_IFMT`).
+    pub kind: u8,
+    /// This entry's stable cookie.
+    pub cookie: u64,
+}
+
+/// Reply to `MDS_READPAGE`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ReaddirReply {
+    /// The entries, in cookie order.
+    pub entries: Vec<DirEntry>,
+    /// The cookie to continue from.
+    pub next: u64,
+    /// No entries follow.
+    pub end: bool,
+}
+
+/// Reply to `MDS_STATFS`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct StatfsReply {
+    /// Inodes in use.
+    pub files: u64,
+    /// Inodes free (an estimate: the store is not bounded by inodes).
+    pub ffree: u64,
+    /// OST space, KiB.
+    pub kbytes: u64,
+    /// OST space free, KiB.
+    pub kbytes_free: u64,
+    /// OSTs that take new objects.
+    pub osts_active: u32,
+}
+
+/// `MDS_GETXATTR`: one attribute, or the list when `name` is empty.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GetxattrReq {
+    /// The object.
+    pub fid: Fid,
+    /// The attribute ("" lists names).
+    pub name: String,
+}
+
+/// Reply to `MDS_GETXATTR`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct XattrReply {
+    /// The value (get).
+    pub value: Vec<u8>,
+    /// The names (list).
+    pub names: Vec<String>,
+}
