@@ -21,6 +21,7 @@ pub mod mds;
 mod message;
 pub mod mgs;
 mod opcode;
+pub mod ost;
 
 pub use body::{ArchivedConnectData, ConnectData, Empty};
 pub use bulk::{ArchivedBrwBody, ArchivedBrwReply, ArchivedBulkDesc, BrwBody, BrwReply, BulkDesc, CKSUM_CRC32C};
@@ -32,6 +33,10 @@ pub use ids::{ConnCnt, ExportHandle, JOBID_LEN, JobId, ObjVersion, Portal, Trans
 pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
 pub use mds::Fid;
 pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
+pub use ost::{
+    Niobuf, OstAttr, OstBrw, OstBrwReply, OstConnect, OstConnectReply, OstCreate, OstCreateReply, OstIds, OstObj, OstPunch,
+    OstSetattr, OstStatfs,
+};
 
 #[cfg(test)]
 mod tests;

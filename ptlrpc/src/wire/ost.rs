@@ -1,0 +1,265 @@
+//! The OST's request and reply bodies (Lustre's `ost_body`, `obdo`,
+//! `niobuf_remote`, `obd_statfs`, in Sheen's shapes).
+//!
+//! Owns: every body the OST service reads or writes — connect (target name
+//! plus [`super::ConnectData`]), create/precreate ranges, object
+//! attributes, setattr, punch, bulk read/write with niobufs (offset,
+//! length runs laid end to end in one bulk buffer, each with its own
+//! CRC32C when checksums are on), sync, statfs and the last object id.
+//!
+//! Requests after CONNECT name their export by the `handle` the connect
+//! reply gave (the driver's `Client` does not set the header's handle, so
+//! the body carries it; the header field is left for the import driver).
+//!
+//! Must not: hold behaviour beyond plain data and size limits; the `ost`
+//! crate interprets these, the client builds them.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::{BulkDesc, ConnectData};
+
+/// Most niobufs one BRW may carry.
+pub const MAX_NIOBUFS: usize = 256;
+
+/// [`OstPunch::mode`]: cut the object at `start` (`len` is ignored).
+pub const PUNCH_TRUNCATE: u32 = 0;
+/// [`OstPunch::mode`]: deallocate `[start, start + len)`, size unchanged.
+pub const PUNCH_HOLE: u32 = 1;
+
+/// [`OstSetattr::valid`] bits.
+pub mod attr_valid {
+    /// `size` is meaningful (truncate or extend).
+    pub const SIZE: u32 = 0x1;
+    /// `uid` and `gid` are meaningful.
+    pub const OWNER: u32 = 0x2;
+    /// `mtime_ns` is meaningful.
+    pub const MTIME: u32 = 0x4;
+}
+
+/// CONNECT to an OST: which target, and the connect data.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstConnect {
+    /// The target's name (`fsname-OSTxxxx`).
+    pub target: String,
+    /// What the client asks for (grant, brw size, checksum types...).
+    pub data: ConnectData,
+}
+
+/// The answer to CONNECT.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstConnectReply {
+    /// The export's handle, carried by every later request.
+    pub handle: u64,
+    /// The subset the target honours (`grant` is the grant given,
+    /// `transno` the last committed transno, `instance` the boot epoch).
+    pub data: ConnectData,
+}
+
+/// A request about one object (DESTROY, GETATTR, SYNC).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstObj {
+    /// The export handle.
+    pub handle: u64,
+    /// The object id (0 for SYNC: the whole target).
+    pub oid: u64,
+}
+
+/// CREATE: `count` new objects (1 for one object, more to precreate a
+/// range for the MDT).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstCreate {
+    /// The export handle.
+    pub handle: u64,
+    /// Objects to create (1..=[`super::ost::MAX_PRECREATE`]).
+    pub count: u32,
+}
+
+/// Most objects one CREATE may make.
+pub const MAX_PRECREATE: u32 = 20_000;
+
+/// The objects CREATE made: `first..first + count`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstCreateReply {
+    /// The first new object id.
+    pub first: u64,
+    /// How many.
+    pub count: u32,
+    /// The target's last object id after the create.
+    pub last_id: u64,
+}
+
+/// An object's attributes (GETATTR, SETATTR and PUNCH replies).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstAttr {
+    /// The object id.
+    pub oid: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes allocated on disk (sparse objects hold less than `size`).
+    pub allocated: u64,
+    /// Version (`epoch << 32 | transno` of the last change).
+    pub version: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: u64,
+}
+
+/// SETATTR: the fields named by `valid` ([`attr_valid`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstSetattr {
+    /// The export handle.
+    pub handle: u64,
+    /// The object id.
+    pub oid: u64,
+    /// Which fields to set.
+    pub valid: u32,
+    /// New size.
+    pub size: u64,
+    /// New owner.
+    pub uid: u32,
+    /// New group.
+    pub gid: u32,
+    /// New modification time.
+    pub mtime_ns: u64,
+}
+
+/// PUNCH: truncate, or punch a hole.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstPunch {
+    /// The export handle.
+    pub handle: u64,
+    /// The object id.
+    pub oid: u64,
+    /// [`PUNCH_TRUNCATE`] or [`PUNCH_HOLE`].
+    pub mode: u32,
+    /// Truncate: the new size. Hole: its first byte.
+    pub start: u64,
+    /// Hole: its length.
+    pub len: u64,
+}
+
+/// One run of a BRW: `len` bytes at object offset `offset`. The runs of a
+/// request lie end to end in its bulk buffer, in order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct Niobuf {
+    /// Object offset.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u32,
+    /// Reserved (0).
+    pub flags: u32,
+}
+
+/// OST_READ / OST_WRITE.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstBrw {
+    /// The export handle.
+    pub handle: u64,
+    /// The object id.
+    pub oid: u64,
+    /// The runs (at most [`MAX_NIOBUFS`], lengths summing to `bulk.len`).
+    pub niobufs: Vec<Niobuf>,
+    /// Writes with checksums on: the CRC32C of each run (else empty).
+    pub cksums: Vec<u32>,
+    /// The client's pages.
+    pub bulk: BulkDesc,
+}
+
+/// The answer to a BRW.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstBrwReply {
+    /// Bytes moved.
+    pub len: u32,
+    /// 0 or [`super::CKSUM_CRC32C`].
+    pub cksum_type: u32,
+    /// Reads: the CRC32C of the pages sent.
+    pub cksum: u32,
+    /// The object's size after the request.
+    pub size: u64,
+    /// The object's version after a write.
+    pub version: u64,
+    /// The export's grant after the request, in bytes.
+    pub grant: u64,
+}
+
+/// The answer to STATFS.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstStatfs {
+    /// Fragment size in bytes.
+    pub bsize: u32,
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Blocks available to clients (after the target's reserve and the
+    /// grants given out).
+    pub bavail: u64,
+    /// Total inodes of the backing file system.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Objects on the target.
+    pub objects: u64,
+    /// Bytes granted to clients.
+    pub granted: u64,
+}
+
+/// The answer to SYNC and to the last-id query (OST_GET_INFO).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstIds {
+    /// The target's last object id.
+    pub last_id: u64,
+    /// The target's last committed transno.
+    pub last_committed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_bodies_have_pinned_sizes() {
+        assert_eq!(size_of::<ArchivedOstObj>(), 16);
+        assert_eq!(size_of::<ArchivedNiobuf>(), 16);
+        assert_eq!(size_of::<ArchivedOstAttr>(), 48);
+        assert_eq!(size_of::<ArchivedOstPunch>(), 40);
+        assert_eq!(size_of::<ArchivedOstBrwReply>(), 40);
+        assert_eq!(size_of::<ArchivedOstIds>(), 16);
+        let n = Niobuf { offset: 0x0102_0304_0506_0708, len: 4096, flags: 0 };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&n).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 16] = [8, 7, 6, 5, 4, 3, 2, 1,  0, 0x10, 0, 0,  0, 0, 0, 0];
+        assert_eq!(&bytes[..], &golden[..]);
+    }
+
+    #[test]
+    fn brw_round_trips_and_rejects_truncation() {
+        let b = OstBrw {
+            handle: 7,
+            oid: 9,
+            niobufs: vec![Niobuf { offset: 0, len: 4096, flags: 0 }, Niobuf { offset: 8192, len: 100, flags: 0 }],
+            cksums: vec![1, 2],
+            bulk: BulkDesc { match_bits: 5, len: 4196, cksum_type: 4, cksum: 3 },
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&b).expect("archives");
+        let back = rkyv::from_bytes::<OstBrw, rkyv::rancor::Error>(&bytes).expect("valid");
+        assert_eq!(back, b);
+        assert!(rkyv::access::<ArchivedOstBrw, rkyv::rancor::Error>(&bytes[..bytes.len() - 8]).is_err());
+    }
+}
