@@ -1,0 +1,377 @@
+//! Namespace unit tests on a real fjall store in a temporary directory,
+//! with in-memory fake OSTs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ptlrpc::wire::Fid;
+use ptlrpc::wire::mds::{StripeSpec, attr_valid, open_flags, xattr_flags};
+use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
+
+use super::*;
+use crate::alloc::fake::FakeOst;
+use crate::alloc::{AllocConfig, Allocator, OstApi, OstFactory};
+use crate::check::check_ns;
+use crate::error::errno;
+use crate::inode::{S_IFLNK, S_IFREG};
+use crate::store::FjallKv;
+
+type Osts = Arc<Mutex<BTreeMap<u32, Arc<FakeOst>>>>;
+
+struct Fx {
+    dir: tempfile::TempDir,
+    osts: Osts,
+    ns: Namespace,
+}
+
+fn factory(osts: &Osts) -> OstFactory {
+    let osts = Arc::clone(osts);
+    Arc::new(move |i, _| {
+        let o = Arc::clone(osts.lock().entry(i).or_insert_with(|| Arc::new(FakeOst::new(1 << 30, 1 << 29))));
+        o as Arc<dyn OstApi>
+    })
+}
+
+fn mount(dir: &std::path::Path, osts: &Osts) -> Namespace {
+    let kv: Arc<dyn Kv> = Arc::new(FjallKv::open(dir).unwrap());
+    let cfg = AllocConfig { precreate_batch: 16, ..AllocConfig::default() };
+    let alloc = Arc::new(Allocator::new(Arc::clone(&kv), factory(osts), cfg));
+    Namespace::mount(kv, alloc).unwrap()
+}
+
+fn add_ost(ns: &Namespace, i: u32) {
+    let cmd = ConfigCmd::AddTarget { kind: TargetKind::Ost, index: i, nids: vec![format!("{i}@lo")], failover: vec![] };
+    ns.alloc().apply(&cmd).unwrap();
+}
+
+fn fx(n_osts: u32) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let osts: Osts = Arc::default();
+    let ns = mount(dir.path(), &osts);
+    for i in 0..n_osts {
+        add_ost(&ns, i);
+    }
+    Fx { dir, osts, ns }
+}
+
+fn file() -> CreateArgs {
+    CreateArgs { mode: S_IFREG | 0o644, time: 10, ..CreateArgs::default() }
+}
+
+fn dir() -> CreateArgs {
+    CreateArgs { mode: S_IFDIR | 0o755, time: 10, ..CreateArgs::default() }
+}
+
+fn assert_clean(ns: &Namespace) {
+    let r = check_ns(ns).unwrap();
+    assert!(r.is_clean(), "{:#?}", r.problems);
+}
+
+fn errno_of<T: std::fmt::Debug>(r: Result<T>) -> i32 {
+    r.expect_err("should fail").errno()
+}
+
+#[test]
+fn create_lookup_readdir_unlink_with_versions() {
+    let f = fx(2);
+    let ns = &f.ns;
+    let root_v = ns.inode(Fid::ROOT).unwrap().version;
+    let (a, done) = ns.create(Fid::ROOT, "a", &file()).unwrap();
+    assert_eq!(done.pre_versions, vec![root_v, 0]);
+    assert_eq!(a.version, done.transno);
+    assert_eq!(ns.inode(Fid::ROOT).unwrap().version, done.transno, "create sets the parent's version");
+    assert_eq!(done.transno >> 32, u64::from(ns.txn().epoch()));
+    assert_eq!(a.layout.as_ref().unwrap().objects.len(), 1);
+    assert_eq!(ns.lookup(Fid::ROOT, "a").unwrap().attr.fid, a.fid);
+    assert_eq!(errno_of(ns.create(Fid::ROOT, "a", &file())), errno::EEXIST);
+    assert_eq!(errno_of(ns.lookup(Fid::ROOT, "zz")), errno::ENOENT);
+    assert_eq!(errno_of(ns.create(a.fid, "x", &file())), errno::ENOTDIR);
+    let d = ns.readdir(Fid::ROOT, 0, 100).unwrap();
+    assert!(d.end);
+    assert_eq!(d.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
+    let done = ns.unlink(Fid::ROOT, "a", false, 11).unwrap();
+    assert_eq!(done.pre_versions[1], a.version);
+    assert_eq!(errno_of(ns.inode(a.fid)), errno::ENOENT);
+    assert_eq!(ns.process_destroys(100).unwrap(), (1, 0));
+    let o = a.layout.unwrap().objects[0];
+    assert!(!f.osts.lock()[&o.ost].objects.lock().contains(&o.id), "object destroyed on its OST");
+    assert_clean(ns);
+}
+
+#[test]
+fn directories_links_and_counts() {
+    let f = fx(0);
+    let ns = &f.ns;
+    let (d, _) = ns.create(Fid::ROOT, "d", &dir()).unwrap();
+    let (sub, _) = ns.create(d.fid, "sub", &dir()).unwrap();
+    let (x, _) = ns.create(d.fid, "x", &file()).unwrap();
+    assert!(x.layout.is_none(), "no OSTs: a file without objects");
+    assert_eq!(ns.inode(d.fid).unwrap().nlink, 3);
+    assert_eq!(ns.inode(Fid::ROOT).unwrap().nlink, 3);
+    assert_eq!(errno_of(ns.unlink(Fid::ROOT, "d", true, 1)), errno::ENOTEMPTY);
+    assert_eq!(errno_of(ns.unlink(Fid::ROOT, "d", false, 1)), errno::EISDIR);
+    assert_eq!(errno_of(ns.unlink(d.fid, "x", true, 1)), errno::ENOTDIR);
+    assert_eq!(errno_of(ns.link(d.fid, Fid::ROOT, "dl", 1)), errno::EPERM);
+    ns.link(x.fid, Fid::ROOT, "x2", 1).unwrap();
+    assert_eq!(ns.inode(x.fid).unwrap().nlink, 2);
+    assert_clean(ns);
+    ns.unlink(d.fid, "x", false, 2).unwrap();
+    assert_eq!(ns.inode(x.fid).unwrap().nlink, 1);
+    ns.unlink(d.fid, "sub", true, 2).unwrap();
+    assert_eq!(errno_of(ns.inode(sub.fid)), errno::ENOENT);
+    ns.unlink(Fid::ROOT, "d", true, 3).unwrap();
+    assert_eq!(ns.inode(Fid::ROOT).unwrap().nlink, 2);
+    assert_clean(ns);
+}
+
+#[test]
+fn rename_same_and_cross_dir_replacing_targets() {
+    let f = fx(1);
+    let ns = &f.ns;
+    let (a, _) = ns.create(Fid::ROOT, "a", &dir()).unwrap();
+    let (b, _) = ns.create(Fid::ROOT, "b", &dir()).unwrap();
+    let (x, _) = ns.create(a.fid, "x", &file()).unwrap();
+    let (y, _) = ns.create(b.fid, "y", &file()).unwrap();
+    // Same directory.
+    ns.rename(a.fid, "x", a.fid, "x1", 5).unwrap();
+    assert_eq!(ns.lookup_fid(a.fid, "x1").unwrap(), x.fid);
+    // Cross directory, replacing a file: all four objects get the version.
+    let vs: Vec<u64> = [a.fid, b.fid, x.fid, y.fid].iter().map(|f| ns.inode(*f).unwrap().version).collect();
+    let done = ns.rename(a.fid, "x1", b.fid, "y", 6).unwrap();
+    assert_eq!(done.pre_versions, vs);
+    for f in [a.fid, b.fid, x.fid] {
+        assert_eq!(ns.inode(f).unwrap().version, done.transno);
+    }
+    assert_eq!(errno_of(ns.inode(y.fid)), errno::ENOENT, "replaced file destroyed");
+    assert_eq!(ns.lookup_fid(b.fid, "y").unwrap(), x.fid);
+    // Directories: into its own subtree is refused; over an empty dir works.
+    let (c, _) = ns.create(a.fid, "c", &dir()).unwrap();
+    assert_eq!(errno_of(ns.rename(Fid::ROOT, "a", c.fid, "loop", 7)), errno::EINVAL);
+    ns.create(Fid::ROOT, "e", &dir()).unwrap();
+    assert_eq!(errno_of(ns.rename(Fid::ROOT, "b", Fid::ROOT, "a", 7)), errno::ENOTEMPTY);
+    ns.rename(a.fid, "c", Fid::ROOT, "e", 8).unwrap();
+    assert_eq!(ns.inode(c.fid).unwrap().parent, Fid::ROOT);
+    assert_eq!(errno_of(ns.rename(b.fid, "y", Fid::ROOT, "e", 9)), errno::EISDIR);
+    assert_eq!(errno_of(ns.rename(Fid::ROOT, "e", b.fid, "y", 9)), errno::ENOTDIR);
+    // A rename onto another name of the same inode does nothing.
+    ns.link(x.fid, Fid::ROOT, "xl", 9).unwrap();
+    assert_eq!(ns.rename(b.fid, "y", Fid::ROOT, "xl", 10).unwrap().transno, 0);
+    assert_clean(ns);
+}
+
+#[test]
+fn setattr_versions_skip_times_and_size() {
+    let f = fx(0);
+    let ns = &f.ns;
+    let (x, _) = ns.create(Fid::ROOT, "x", &file()).unwrap();
+    let t = SetattrArgs { valid: attr_valid::MTIME | attr_valid::SIZE, mtime: 99, size: 5, ..SetattrArgs::default() };
+    let (i, done) = ns.setattr(x.fid, &t).unwrap();
+    assert_eq!((i.mtime, i.size, i.version), (99, 5, x.version));
+    assert!(done.transno > x.version, "still a transaction");
+    let m = SetattrArgs { valid: attr_valid::MODE | attr_valid::UID, mode: 0o600, uid: 7, ..SetattrArgs::default() };
+    let (i, done) = ns.setattr(x.fid, &m).unwrap();
+    assert_eq!((i.mode, i.uid, i.version), (S_IFREG | 0o600, 7, done.transno));
+}
+
+#[test]
+fn xattrs_symlinks_and_devices() {
+    let f = fx(0);
+    let ns = &f.ns;
+    let (x, _) = ns.create(Fid::ROOT, "x", &file()).unwrap();
+    ns.setxattr(x.fid, "user.a", b"1", 0).unwrap();
+    assert_eq!(errno_of(ns.setxattr(x.fid, "user.a", b"2", xattr_flags::CREATE)), errno::EEXIST);
+    assert_eq!(errno_of(ns.setxattr(x.fid, "user.b", b"2", xattr_flags::REPLACE)), errno::ENODATA);
+    let done = ns.setxattr(x.fid, "user.b", b"2", 0).unwrap();
+    assert_eq!(ns.inode(x.fid).unwrap().version, done.transno, "setxattr sets the version");
+    assert_eq!(ns.getxattr(x.fid, "user.a").unwrap(), b"1");
+    assert_eq!(ns.listxattr(x.fid).unwrap(), vec!["user.a", "user.b"]);
+    ns.setxattr(x.fid, "user.a", b"", xattr_flags::REMOVE).unwrap();
+    assert_eq!(errno_of(ns.getxattr(x.fid, "user.a")), errno::ENODATA);
+    let s = CreateArgs { mode: S_IFLNK | 0o777, symlink: "/target/path".into(), ..CreateArgs::default() };
+    let (l, _) = ns.create(Fid::ROOT, "l", &s).unwrap();
+    let g = ns.getattr(l.fid).unwrap();
+    assert_eq!((g.symlink.as_str(), g.attr.size), ("/target/path", 12));
+    let dev = CreateArgs { mode: 0o020000 | 0o600, rdev: 0x0801, ..CreateArgs::default() };
+    let (n, _) = ns.create(Fid::ROOT, "null", &dev).unwrap();
+    assert_eq!(ns.getattr(n.fid).unwrap().attr.rdev, 0x0801);
+    ns.unlink(Fid::ROOT, "x", false, 1).unwrap();
+    assert!(ns.kv().range(Table::Xattrs, &[], crate::store::KEY_END, 10).unwrap().is_empty(), "xattrs go with the inode");
+    assert_clean(ns);
+}
+
+#[test]
+fn open_unlinked_file_lives_until_last_close() {
+    let f = fx(1);
+    let ns = &f.ns;
+    let c = CreateArgs { mode: 0o644, ..CreateArgs::default() };
+    let o1 = ns.open(Fid::ROOT, "f", None, open_flags::CREAT | open_flags::RDWR, &c).unwrap();
+    assert!(o1.done.transno > 0);
+    assert_eq!(errno_of(ns.open(Fid::ROOT, "f", None, open_flags::CREAT | open_flags::EXCL, &c)), errno::EEXIST);
+    let o2 = ns.open(Fid::ROOT, "f", None, 0, &c).unwrap();
+    assert_eq!(ns.open_files(), 2);
+    ns.unlink(Fid::ROOT, "f", false, 1).unwrap();
+    assert_eq!(ns.getattr(o1.inode.fid).unwrap().attr.nlink, 0, "kept while open");
+    assert_clean(ns);
+    assert_eq!(ns.close(o1.handle).unwrap().transno, 0);
+    assert!(ns.inode(o1.inode.fid).is_ok());
+    assert!(ns.close(o2.handle).unwrap().transno > 0, "last close destroys");
+    assert_eq!(errno_of(ns.inode(o1.inode.fid)), errno::ENOENT);
+    assert_eq!(errno_of(ns.close(o2.handle)), errno::EBADF);
+    assert_eq!(ns.process_destroys(10).unwrap(), (1, 0));
+    assert_clean(ns);
+}
+
+#[test]
+fn readdir_cookies_survive_concurrent_change() {
+    let f = fx(0);
+    let ns = &f.ns;
+    let (d, _) = ns.create(Fid::ROOT, "d", &dir()).unwrap();
+    for i in 0..3000 {
+        ns.create(d.fid, &format!("f{i}"), &file()).unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    let first = ns.readdir(d.fid, 0, 1000).unwrap();
+    seen.extend(first.entries.iter().map(|e| e.name.clone()));
+    // Between pages: remove some names (seen or not), add others.
+    let mut removed = BTreeSet::new();
+    for i in (0..3000).step_by(7) {
+        ns.unlink(d.fid, &format!("f{i}"), false, 1).unwrap();
+        removed.insert(format!("f{i}"));
+    }
+    for i in 0..500 {
+        ns.create(d.fid, &format!("new{i}"), &file()).unwrap();
+    }
+    let mut cookie = first.next;
+    loop {
+        let page = ns.readdir(d.fid, cookie, 700).unwrap();
+        for e in &page.entries {
+            assert!(seen.insert(e.name.clone()), "{} returned twice", e.name);
+        }
+        cookie = page.next;
+        if page.end {
+            break;
+        }
+    }
+    for i in 0..3000 {
+        let n = format!("f{i}");
+        assert!(seen.contains(&n) || removed.contains(&n), "{n} lost");
+    }
+    assert_eq!(ns.inode(d.fid).unwrap().entries, 3000 - removed.len() as u64 + 500);
+    assert_clean(ns);
+}
+
+#[test]
+fn layouts_inherit_directory_defaults_and_pools() {
+    let f = fx(4);
+    let ns = &f.ns;
+    let wide = StripeSpec { stripe_count: 3, stripe_size: 4 << 20, stripe_offset: -1, pool: String::new() };
+    let (d, _) = ns.create(Fid::ROOT, "wide", &CreateArgs { stripe: Some(wide), ..dir() }).unwrap();
+    let (sub, _) = ns.create(d.fid, "sub", &dir()).unwrap();
+    assert_eq!(sub.default_stripe.as_ref().map(|s| s.stripe_count), Some(3), "subdirectories inherit");
+    let (x, _) = ns.create(sub.fid, "x", &file()).unwrap();
+    let l = x.layout.unwrap();
+    assert_eq!((l.objects.len(), l.stripe_size), (3, 4 << 20));
+    assert_eq!(l.objects.iter().map(|o| o.ost).collect::<BTreeSet<_>>().len(), 3, "distinct OSTs");
+    let all = StripeSpec { stripe_count: u32::MAX, ..StripeSpec::default() };
+    let (y, _) = ns.create(Fid::ROOT, "y", &CreateArgs { stripe: Some(all), ..file() }).unwrap();
+    assert_eq!(y.layout.unwrap().objects.len(), 4);
+    ns.alloc().apply(&ConfigCmd::PoolNew { pool: "fast".into() }).unwrap();
+    ns.alloc().apply(&ConfigCmd::PoolAdd { pool: "fast".into(), ost: 2 }).unwrap();
+    let pooled = StripeSpec { pool: "fast".into(), stripe_count: 2, ..StripeSpec::default() };
+    let (z, _) = ns.create(Fid::ROOT, "z", &CreateArgs { stripe: Some(pooled), ..file() }).unwrap();
+    let zl = z.layout.unwrap();
+    assert_eq!((zl.objects.len(), zl.objects[0].ost, zl.pool.as_str()), (1, 2, "fast"));
+    let bad = StripeSpec { pool: "nope".into(), ..StripeSpec::default() };
+    assert_eq!(errno_of(ns.create(Fid::ROOT, "w", &CreateArgs { stripe: Some(bad), ..file() })), errno::EINVAL);
+    let at = StripeSpec { stripe_offset: 3, stripe_count: 2, ..StripeSpec::default() };
+    let (v, _) = ns.create(Fid::ROOT, "v", &CreateArgs { stripe: Some(at), ..file() }).unwrap();
+    assert_eq!(v.layout.unwrap().objects.iter().map(|o| o.ost).collect::<Vec<_>>(), vec![3, 0]);
+    assert_clean(ns);
+}
+
+fn osts_of(ns: &Namespace, n: usize) -> BTreeSet<u32> {
+    (0..n)
+        .map(|i| {
+            let name = format!("q{}-{i}", ns.txn().last());
+            ns.create(Fid::ROOT, &name, &file()).unwrap().0.layout.unwrap().objects[0].ost
+        })
+        .collect()
+}
+
+#[test]
+fn lifecycle_add_activate_deactivate_remove_steers_allocation() {
+    let f = fx(2);
+    let ns = &f.ns;
+    assert_eq!(osts_of(ns, 4), BTreeSet::from([0, 1]));
+    add_ost(ns, 2);
+    assert_eq!(osts_of(ns, 6), BTreeSet::from([0, 1, 2]), "added OST takes objects");
+    let a = ns.alloc();
+    a.apply(&ConfigCmd::Deactivate { kind: TargetKind::Ost, index: 1 }).unwrap();
+    assert_eq!(osts_of(ns, 6), BTreeSet::from([0, 2]), "deactivated OST skipped");
+    a.apply(&ConfigCmd::Activate { kind: TargetKind::Ost, index: 1 }).unwrap();
+    assert_eq!(osts_of(ns, 6), BTreeSet::from([0, 1, 2]));
+    a.apply(&ConfigCmd::PoolNew { pool: "p".into() }).unwrap();
+    a.apply(&ConfigCmd::PoolAdd { pool: "p".into(), ost: 2 }).unwrap();
+    a.apply(&ConfigCmd::Remove { kind: TargetKind::Ost, index: 2 }).unwrap();
+    assert!(a.last_used(2).is_some(), "remove of an active OST is ignored");
+    a.apply(&ConfigCmd::Deactivate { kind: TargetKind::Ost, index: 2 }).unwrap();
+    a.apply(&ConfigCmd::Remove { kind: TargetKind::Ost, index: 2 }).unwrap();
+    assert!(a.last_used(2).is_none());
+    assert!(a.pools()["p"].is_empty(), "removed OST dropped from pools");
+    assert_eq!(osts_of(ns, 4), BTreeSet::from([0, 1]));
+    // A full OST is skipped; an unreachable one too.
+    f.osts.lock()[&0].space.lock().kbytes_free = 0;
+    a.refresh();
+    assert_eq!(osts_of(ns, 4), BTreeSet::from([1]));
+    *f.osts.lock()[&1].down.lock() = true;
+    a.refresh();
+    assert_eq!(errno_of(ns.create(Fid::ROOT, "nospace", &file())), errno::ENOSPC);
+}
+
+#[test]
+fn weighted_allocation_beyond_imbalance() {
+    let f = fx(2);
+    let ns = &f.ns;
+    f.osts.lock()[&0].space.lock().kbytes_free = 1 << 29;
+    f.osts.lock()[&1].space.lock().kbytes_free = 1 << 25;
+    ns.alloc().refresh();
+    let mut hits = [0u32; 2];
+    for i in 0..400 {
+        let (x, _) = ns.create(Fid::ROOT, &format!("w{i}"), &file()).unwrap();
+        hits[x.layout.unwrap().objects[0].ost as usize] += 1;
+    }
+    assert!(hits[0] > 5 * hits[1], "{hits:?}");
+}
+
+#[test]
+fn remount_keeps_namespace_and_cleans_orphans_and_precreated_objects() {
+    let mut f = fx(1);
+    let c = CreateArgs { mode: 0o644, ..CreateArgs::default() };
+    let (keep, _) = f.ns.create(Fid::ROOT, "keep", &file()).unwrap();
+    let o = f.ns.open(Fid::ROOT, "orphan", None, open_flags::CREAT, &c).unwrap();
+    f.ns.unlink(Fid::ROOT, "orphan", false, 1).unwrap();
+    let (gone, _) = f.ns.create(Fid::ROOT, "gone", &file()).unwrap();
+    f.ns.unlink(Fid::ROOT, "gone", false, 1).unwrap();
+    let epoch = f.ns.txn().epoch();
+    let ost = Arc::clone(&f.osts.lock()[&0]);
+    assert!(ost.objects.lock().len() > 3, "a precreated range");
+    // "Crash": drop without closing or processing destroys.
+    drop(std::mem::replace(&mut f.ns, mount(tempfile::tempdir().unwrap().path(), &f.osts)));
+    let ns = mount(f.dir.path(), &f.osts);
+    add_ost(&ns, 0);
+    assert_eq!(ns.txn().epoch(), epoch + 1);
+    assert!(ns.txn().last() >= u64::from(epoch + 1) << 32);
+    assert_eq!(ns.lookup_fid(Fid::ROOT, "keep").unwrap(), keep.fid);
+    assert_eq!(ns.cleanup_orphans().unwrap(), 1);
+    assert_eq!(errno_of(ns.inode(o.inode.fid)), errno::ENOENT);
+    let (done, pending) = ns.process_destroys(100).unwrap();
+    assert_eq!((done, pending), (2, 0), "destroys of 'gone' and the orphan replayed");
+    let live: BTreeSet<u64> = ost.objects.lock().clone();
+    assert_eq!(live, BTreeSet::from([keep.layout.unwrap().objects[0].id]), "no leaked or precreated objects");
+    assert!(gone.layout.is_some());
+    let (n, _) = ns.create(Fid::ROOT, "new", &file()).unwrap();
+    assert_ne!(n.fid, keep.fid);
+    assert_clean(&ns);
+}
