@@ -46,6 +46,10 @@ pub struct TcpConfig {
     pub port: u16,
     /// The network number (`tcp1` is 1).
     pub net_num: u16,
+    /// Accept connections from peers (Lustre's `accept`). A node that only
+    /// talks to servers (a client, a `sheen` command) may set it false: its
+    /// replies come back over the connections it opens.
+    pub accept: bool,
     /// Time allowed to connect and exchange HELLOs.
     #[serde(with = "secs")]
     pub connect_timeout: Duration,
@@ -63,6 +67,7 @@ impl Default for TcpConfig {
             addr: Ipv4Addr::LOCALHOST,
             port: 988,
             net_num: 0,
+            accept: true,
             connect_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(64),

@@ -18,7 +18,6 @@ use parking_lot::Mutex;
 use tokio::net::TcpSocket;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 use super::io;
@@ -46,21 +45,19 @@ impl Outgoing {
     }
 }
 
-/// An established outgoing connection: the write half, plus a task that
-/// watches the read half for the peer closing it.
-pub(super) struct OutConn {
+/// The sending half of an established connection (initiated by either
+/// side: connections carry frames both ways). Its receiving half is read
+/// by a reader task until the connection fails; the reader sets `closed`.
+pub(super) struct Conn {
     w: OwnedWriteHalf,
     closed: Arc<AtomicBool>,
-    watcher: JoinHandle<()>,
 }
 
-impl Drop for OutConn {
-    fn drop(&mut self) {
-        self.watcher.abort();
+impl Conn {
+    pub(super) fn new(w: OwnedWriteHalf, closed: Arc<AtomicBool>) -> Conn {
+        Conn { w, closed }
     }
-}
 
-impl OutConn {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -69,13 +66,34 @@ impl OutConn {
 #[derive(Default)]
 struct LinkState {
     queue: VecDeque<Outgoing>,
-    conn: Option<Arc<OutConn>>,
+    /// The connection frames are sent on.
+    conn: Option<Arc<Conn>>,
+    /// Other live connections to the peer (both sides opened one at once):
+    /// kept open, since closing one would look like the peer dying to the
+    /// other side, until they fail on their own.
+    spare: Vec<Arc<Conn>>,
     /// Someone (the task or an inline sender) is writing on `conn`.
     busy: bool,
     /// The writer task is running.
     task: bool,
     /// The LND shut down: fail everything.
     shut: bool,
+}
+
+impl LinkState {
+    /// Takes a live connection into use, or keeps it as a spare when one
+    /// is already in use.
+    fn adopt(&mut self, conn: Arc<Conn>) {
+        self.spare.retain(|c| !c.is_closed());
+        if conn.is_closed() {
+            return;
+        }
+        match &self.conn {
+            Some(cur) if Arc::ptr_eq(cur, &conn) => {}
+            Some(cur) if !cur.is_closed() => self.spare.push(conn),
+            _ => self.conn = Some(conn),
+        }
+    }
 }
 
 /// One peer's sending side.
@@ -150,12 +168,35 @@ impl PeerLink {
         self.wake.notify_one();
     }
 
+    /// Offers a connection the peer opened to us: used for sending when the
+    /// link has no live connection of its own, so replies need no connect.
+    pub(super) fn offer(&self, conn: Arc<Conn>) {
+        let mut st = self.st.lock();
+        if st.shut {
+            return;
+        }
+        st.adopt(conn);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Lets go of connections whose reader has ended, so their sockets close
+    /// (the peer sees the close) once no writer holds them.
+    pub(super) fn drop_closed(&self) {
+        let mut st = self.st.lock();
+        st.spare.retain(|c| !c.is_closed());
+        if st.conn.as_ref().is_some_and(|c| c.is_closed()) {
+            st.conn = None;
+        }
+    }
+
     /// Fails everything queued and stops the writer.
     pub(super) fn shutdown(&self) {
         let failed = {
             let mut st = self.st.lock();
             st.shut = true;
             st.conn = None;
+            st.spare.clear();
             std::mem::take(&mut st.queue)
         };
         self.fail_all(failed, &LnetError::Shutdown);
@@ -169,7 +210,7 @@ impl PeerLink {
     }
 
     /// Takes the next frame to write, waiting for one.
-    async fn next(&self) -> Option<(Outgoing, Option<Arc<OutConn>>)> {
+    async fn next(&self) -> Option<(Outgoing, Option<Arc<Conn>>)> {
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -192,14 +233,10 @@ impl PeerLink {
         }
     }
 
-    fn finish(&self, conn: Option<Arc<OutConn>>) {
+    fn finish(&self, conn: Arc<Conn>) {
         let mut st = self.st.lock();
         st.busy = false;
-        if conn.is_none() || conn.as_ref().is_some_and(|c| c.is_closed()) {
-            st.conn = None;
-        } else if st.conn.is_none() {
-            st.conn = conn;
-        }
+        st.adopt(conn);
     }
 }
 
@@ -249,7 +286,7 @@ async fn writer(link: Arc<PeerLink>) {
         match io::write_frame_from(&conn.w, &out.hdr, out.tx.payload.as_ref(), out.done).await {
             Ok(()) => {
                 out.tx.complete(&sh.ctx, Ok(()));
-                link.finish(Some(conn));
+                link.finish(conn);
             }
             Err(e) => {
                 let err = peer_err(peer, format!("send: {e}"));
@@ -269,7 +306,7 @@ async fn writer(link: Arc<PeerLink>) {
     }
 }
 
-async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<OutConn, LnetError> {
+async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<Conn, LnetError> {
     let ip = peer.ipv4().ok_or_else(|| LnetError::Invalid(format!("{peer} is not a tcp NID")))?;
     let to = SocketAddr::V4(SocketAddrV4::new(ip, sh.cfg.port));
     let handshake = async {
@@ -303,25 +340,8 @@ async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<OutConn, LnetError> {
         .map_err(|_| peer_err(peer, format!("no HELLO within {:?}", sh.cfg.connect_timeout)))??;
     let (r, w) = s.into_split();
     let closed = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_close(Arc::clone(sh), peer, r, Arc::clone(&closed)));
+    let reader = tokio::spawn(super::read_conn(Arc::clone(sh), peer, r, Arc::clone(&closed)));
+    sh.track(reader);
     sh.stats.connects.fetch_add(1, Ordering::Relaxed);
-    Ok(OutConn { w, closed, watcher })
-}
-
-/// Nothing is ever sent to us on our outgoing connection: any readable
-/// event is the peer closing or resetting it.
-async fn watch_close(sh: Arc<Shared>, peer: Nid, r: tokio::net::tcp::OwnedReadHalf, closed: Arc<AtomicBool>) {
-    sh.stats.conns.fetch_add(1, Ordering::Relaxed);
-    let mut b = [0u8; 64];
-    let why = match io::read_exact(&r, &mut b).await {
-        Ok(false) => "peer closed the connection".to_string(),
-        Ok(true) => {
-            sh.stats.proto_errors.fetch_add(1, Ordering::Relaxed);
-            "peer sent data on a send-only connection".to_string()
-        }
-        Err(e) => e.to_string(),
-    };
-    sh.stats.conns.fetch_sub(1, Ordering::Relaxed);
-    closed.store(true, Ordering::Release);
-    sh.ctx.peer_down(peer, peer_err(peer, why));
+    Ok(Conn::new(w, closed))
 }

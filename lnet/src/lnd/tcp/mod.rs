@@ -1,13 +1,16 @@
 //! The `tcp` LND (ksocklnd's counterpart) on tokio.
 //!
-//! Owns connections and framing. Each node keeps, per peer, one outgoing
-//! connection that carries every message it sends to that peer, and accepts
-//! the peer's outgoing connection to receive from it: two one-way streams,
-//! so there is never a race over who connects. A connection opens with a
-//! HELLO each way naming both NIDs; frames are an LNet header followed by
-//! the payload, written and read with vectored I/O directly on MD pages.
-//! Any I/O error or malformed frame closes the connection, fails what rode
-//! on it and tells the core the peer is down; reconnects back off
+//! Owns connections and framing. A connection opens with a HELLO each way
+//! naming both NIDs (the acceptor checks the claimed NID against the source
+//! address) and then carries frames in both directions: each peer has one
+//! link ([`link`]) that sends on its own connection, or on one the peer
+//! opened to us, so a reply never needs a connect back (a `sheen` command or
+//! client behind a port nobody can reach still gets its answers). Both
+//! sides may open a connection at once; both stay usable, nothing is
+//! closed on purpose while frames may be in it. Frames are an LNet header
+//! followed by the payload, written and read with vectored I/O directly on
+//! MD pages. Any I/O error or malformed frame closes the connection, fails
+//! what rode on it and tells the core the peer is down; reconnects back off
 //! exponentially. Never touches portals, credits or events.
 
 mod io;
@@ -20,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,12 +55,26 @@ struct Shared {
     stats: Stats,
     shut: watch::Sender<bool>,
     readers: Mutex<Vec<JoinHandle<()>>>,
+    peers: Mutex<HashMap<Nid, Arc<link::PeerLink>>>,
+}
+
+impl Shared {
+    /// The sending side for `peer`, created on first use.
+    fn link(self: &Arc<Self>, peer: Nid) -> Arc<link::PeerLink> {
+        Arc::clone(self.peers.lock().entry(peer).or_insert_with(|| link::PeerLink::new(Arc::clone(self), peer)))
+    }
+
+    /// Keeps a connection task's handle so shutdown can stop it.
+    fn track(&self, h: JoinHandle<()>) {
+        let mut readers = self.readers.lock();
+        readers.retain(|h| !h.is_finished());
+        readers.push(h);
+    }
 }
 
 /// The tcp LND.
 pub struct TcpLnd {
     sh: Arc<Shared>,
-    peers: Mutex<HashMap<Nid, Arc<link::PeerLink>>>,
     listener: Mutex<Option<TcpListener>>,
     rt: tokio::runtime::Handle,
     down: AtomicBool,
@@ -74,10 +92,14 @@ impl TcpLnd {
     pub async fn bind(cfg: TcpConfig, ctx: LndCtx, max_payload: u32) -> Result<Arc<TcpLnd>> {
         let nid = Nid::ip(cfg.addr, Net::new(NetType::Tcp, cfg.net_num));
         let addr = SocketAddrV4::new(cfg.addr, cfg.port);
-        let sock = TcpSocket::new_v4().map_err(|e| LnetError::io("tcp socket", &e))?;
-        sock.set_reuseaddr(true).map_err(|e| LnetError::io("SO_REUSEADDR", &e))?;
-        sock.bind(SocketAddr::V4(addr)).map_err(|e| LnetError::io(format!("bind {addr} for {nid}"), &e))?;
-        let listener = sock.listen(1024).map_err(|e| LnetError::io(format!("listen on {addr}"), &e))?;
+        let listener = if cfg.accept {
+            let sock = TcpSocket::new_v4().map_err(|e| LnetError::io("tcp socket", &e))?;
+            sock.set_reuseaddr(true).map_err(|e| LnetError::io("SO_REUSEADDR", &e))?;
+            sock.bind(SocketAddr::V4(addr)).map_err(|e| LnetError::io(format!("bind {addr} for {nid}"), &e))?;
+            Some(sock.listen(1024).map_err(|e| LnetError::io(format!("listen on {addr}"), &e))?)
+        } else {
+            None
+        };
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -93,9 +115,9 @@ impl TcpLnd {
                 stats: Stats::default(),
                 shut,
                 readers: Mutex::new(Vec::new()),
+                peers: Mutex::new(HashMap::new()),
             }),
-            peers: Mutex::new(HashMap::new()),
-            listener: Mutex::new(Some(listener)),
+            listener: Mutex::new(listener),
             rt: tokio::runtime::Handle::current(),
             down: AtomicBool::new(false),
         }))
@@ -121,10 +143,7 @@ impl Lnd for TcpLnd {
             tx.complete(&self.sh.ctx, Err(LnetError::Shutdown));
             return;
         }
-        let link = Arc::clone(
-            self.peers.lock().entry(tx.peer).or_insert_with(|| link::PeerLink::new(Arc::clone(&self.sh), tx.peer)),
-        );
-        link.send(&self.rt, tx);
+        self.sh.link(tx.peer).send(&self.rt, tx);
     }
 
     fn shutdown(&self) {
@@ -132,7 +151,7 @@ impl Lnd for TcpLnd {
             return;
         }
         self.sh.shut.send_replace(true);
-        let links: Vec<_> = self.peers.lock().drain().map(|(_, l)| l).collect();
+        let links: Vec<_> = self.sh.peers.lock().drain().map(|(_, l)| l).collect();
         for l in links {
             l.shutdown();
         }
@@ -183,10 +202,7 @@ async fn accept_loop(sh: Arc<Shared>, l: TcpListener) {
             _ = shut.changed() => return,
         };
         sh.stats.accepts.fetch_add(1, Ordering::Relaxed);
-        let h = tokio::spawn(incoming(Arc::clone(&sh), s, from));
-        let mut readers = sh.readers.lock();
-        readers.retain(|h| !h.is_finished());
-        readers.push(h);
+        sh.track(tokio::spawn(incoming(Arc::clone(&sh), s, from)));
     }
 }
 
@@ -214,7 +230,8 @@ async fn accept_hello(sh: &Shared, s: &TcpStream, from: SocketAddr) -> std::resu
     Ok(h.src)
 }
 
-/// Receives every message a peer sends us on its outgoing connection.
+/// Authenticates a connection a peer opened, offers its sending half to the
+/// peer's link (so we can answer without connecting back) and reads it.
 async fn incoming(sh: Arc<Shared>, s: TcpStream, from: SocketAddr) {
     let _ = s.set_nodelay(true);
     let peer = match accept_hello(&sh, &s, from).await {
@@ -227,15 +244,29 @@ async fn incoming(sh: Arc<Shared>, s: TcpStream, from: SocketAddr) {
         }
     };
     sh.ctx.peer_alive(peer);
+    let (r, w) = s.into_split();
+    let closed = Arc::new(AtomicBool::new(false));
+    sh.link(peer).offer(Arc::new(link::Conn::new(w, Arc::clone(&closed))));
+    read_conn(sh, peer, r, closed).await;
+}
+
+/// Reads one connection (either direction) until it fails, then marks it
+/// closed and tells the core the peer is down.
+async fn read_conn(sh: Arc<Shared>, peer: Nid, r: OwnedReadHalf, closed: Arc<AtomicBool>) {
     sh.stats.conns.fetch_add(1, Ordering::Relaxed);
-    let err = receive_frames(&sh, &s, peer).await;
+    let err = receive_frames(&sh, &r, peer).await;
     sh.stats.conns.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!(%peer, %err, "incoming connection closed");
+    closed.store(true, Ordering::Release);
+    let link = sh.peers.lock().get(&peer).cloned();
+    if let Some(link) = link {
+        link.drop_closed();
+    }
+    tracing::info!(%peer, %err, "connection closed");
     sh.ctx.peer_down(peer, err);
 }
 
 /// Reads frames until the connection fails; returns why it ended.
-async fn receive_frames(sh: &Shared, s: &TcpStream, peer: Nid) -> LnetError {
+async fn receive_frames(sh: &Shared, s: &impl io::ReadSock, peer: Nid) -> LnetError {
     let mut b = [0u8; HDR_SIZE];
     loop {
         match io::read_exact(s, &mut b).await {
