@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use lnet::Lnet;
+use parking_lot::Mutex;
 use ptlrpc::driver::{Service, ServiceConfig};
 use ptlrpc::fault::FaultInjector;
 use ptlrpc::portals::OST_REQUEST_PORTAL;
@@ -26,8 +27,8 @@ use crate::target::{Ost, OstConfig};
 #[derive(Debug)]
 pub struct OstServer {
     targets: Vec<Arc<Ost>>,
-    service: Option<Service>,
-    commits: Vec<JoinHandle<()>>,
+    service: Mutex<Option<Service>>,
+    commits: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<OstMetrics>,
 }
 
@@ -64,12 +65,13 @@ impl OstServer {
         let service = match Service::start(lnet, svc, handler, faults) {
             Ok(s) => s,
             Err(e) => {
-                let mut me = OstServer { targets: opened, service: None, commits, metrics };
+                let me =
+                    OstServer { targets: opened, service: Mutex::new(None), commits: Mutex::new(commits), metrics };
                 me.stop_targets();
                 return Err(OstError::Invalid(format!("starting the OST service: {e}")));
             }
         };
-        Ok(OstServer { targets: opened, service: Some(service), commits, metrics })
+        Ok(OstServer { targets: opened, service: Mutex::new(Some(service)), commits: Mutex::new(commits), metrics })
     }
 
     /// The targets.
@@ -83,7 +85,7 @@ impl OstServer {
             t.refresh_gauges();
         }
         let mut s = self.metrics.render();
-        if let Some(svc) = &self.service {
+        if let Some(svc) = &*self.service.lock() {
             s.push_str(&svc.render_metrics());
         }
         s
@@ -94,11 +96,12 @@ impl OstServer {
         &self.metrics
     }
 
-    fn stop_targets(&mut self) {
+    fn stop_targets(&self) {
         for t in &self.targets {
             t.stop_commits();
         }
-        for h in self.commits.drain(..) {
+        let handles: Vec<_> = self.commits.lock().drain(..).collect();
+        for h in handles {
             if h.join().is_err() {
                 tracing::error!("a commit thread panicked");
             }
@@ -107,11 +110,12 @@ impl OstServer {
 
     /// Clean stop: refuse new requests, finish in-flight ones, commit
     /// everything, stop. Blocks (call it off the async workers).
-    pub fn shutdown(mut self) {
+    pub fn shutdown(&self) {
         for t in &self.targets {
             t.set_stopping();
         }
-        if let Some(s) = self.service.take() {
+        let svc = self.service.lock().take();
+        if let Some(s) = svc {
             s.shutdown();
         }
         self.stop_targets();

@@ -1,0 +1,118 @@
+//! `sheen-oss`: the object storage server daemon.
+//!
+//! `sheen-oss format --config F` formats every target the config names
+//! (each directory missing or empty; anything else is refused and left
+//! alone). `sheen-oss --config F` opens the targets (each must carry its
+//! label), starts lnet, the OST service and the admin endpoint, and runs
+//! until SIGTERM or SIGINT: then it refuses new requests (ESHUTDOWN),
+//! finishes in-flight ones, commits, and exits 0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use lnet::Lnet;
+use ost::{OssConfig, Ost, OstServer};
+use ptlrpc::admin::{Admin, MetricsSource};
+use ptlrpc::cpt::CptTable;
+use ptlrpc::fault::FaultInjector;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser, Debug)]
+#[command(name = "sheen-oss", about = "Sheen object storage server")]
+struct Cli {
+    /// The TOML config file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Format the targets named in the config.
+    Format,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let path = cli.config.context("--config FILE is required")?;
+    let cfg = OssConfig::load(&path).with_context(|| format!("config {}", path.display()))?;
+    match cli.cmd {
+        Some(Cmd::Format) => format(&cfg),
+        None => run(cfg),
+    }
+}
+
+fn format(cfg: &OssConfig) -> Result<()> {
+    for t in cfg.target_configs() {
+        let label = Ost::format(&t, &cfg.fs_uuid).with_context(|| format!("formatting {}", t.name))?;
+        println!(
+            "formatted {} (index {}) in {} for file system {}",
+            label.target,
+            label.index,
+            t.dir.display(),
+            label.fs_uuid
+        );
+    }
+    Ok(())
+}
+
+fn run(cfg: OssConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: OssConfig) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let lnet = Lnet::start(cfg.lnet.clone()).await.context("starting lnet")?;
+    let faults = Arc::new(FaultInjector::new(std::process::id().into()));
+    let mut svc = ost::server::service_config();
+    svc.threads_per_cpt = cfg.service.threads_per_cpt;
+    svc.nbufs = cfg.service.nbufs;
+    if cfg.wants_cpts() {
+        let table = CptTable::from_system(&cfg.cpt_settings()).context("service.cpu_* settings")?;
+        svc.cpts = Some(Arc::new(table));
+    }
+    let server = OstServer::start(&lnet, cfg.target_configs(), svc, Arc::clone(&faults)).context("starting targets")?;
+    let server = Arc::new(server);
+    let admin_task = match cfg.admin {
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("admin address {addr}"))?;
+            let s2 = Arc::clone(&server);
+            let src: MetricsSource = Arc::new(move || s2.render_metrics());
+            let admin = Admin::new(vec![src], Arc::clone(&faults));
+            Some(tokio::spawn(async move {
+                if let Err(e) = admin.serve(listener).await {
+                    tracing::error!(err = %e, "admin endpoint stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+    let names: Vec<String> = server.targets().iter().map(|t| t.name().to_string()).collect();
+    tracing::info!(nid = %lnet.nid(), targets = ?names, "sheen-oss ready");
+    println!("ready {}", lnet.nid());
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    let s2 = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || s2.shutdown()).await.context("shutdown")?;
+    lnet.shutdown();
+    tracing::info!("sheen-oss stopped cleanly");
+    Ok(())
+}
