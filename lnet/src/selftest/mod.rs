@@ -190,16 +190,36 @@ pub struct ServeOpts {
 fn tcp_addr(nid: Nid) -> anyhow::Result<Ipv4Addr> {
     match (nid.net.kind, nid.ipv4()) {
         (NetType::Tcp, Some(a)) => Ok(a),
-        _ => bail!("{nid} is not a tcp NID (expected ADDR@tcp)"),
+        _ => bail!(
+            "{nid} is not a tcp NID (the raw TCP baseline needs ADDR@tcp; for o2ib compare with ib_write_bw: hw-tests/rdma-bench)"
+        ),
     }
 }
 
+/// The IPv4 address of a tcp or o2ib NID.
+fn ip_addr(nid: Nid) -> anyhow::Result<Ipv4Addr> {
+    match nid.ipv4() {
+        Some(a) => Ok(a),
+        None => bail!("{nid} is not a tcp or o2ib NID (expected ADDR@tcp or ADDR@o2ib)"),
+    }
+}
+
+/// Starts LNet as `nid`: a tcp NID on the tcp LND, an o2ib NID on the
+/// o2ib LND (built with the `o2ib` feature, on a host with an RDMA device).
 async fn start_lnet(nid: Nid, port: u16) -> anyhow::Result<Lnet> {
-    let addr = tcp_addr(nid)?;
-    let cfg = LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig { addr, port, net_num: nid.net.num, ..TcpConfig::default() })],
-        ..LnetConfig::default()
+    let net = match (nid.net.kind, nid.ipv4()) {
+        (NetType::Tcp, Some(addr)) => {
+            NetConfig::Tcp(TcpConfig { addr, port, net_num: nid.net.num, ..TcpConfig::default() })
+        }
+        (NetType::O2ib, Some(addr)) => NetConfig::O2ib(crate::config::O2ibConfig {
+            addr,
+            port,
+            net_num: nid.net.num,
+            ..crate::config::O2ibConfig::default()
+        }),
+        _ => bail!("{nid} is not a tcp or o2ib NID"),
     };
+    let cfg = LnetConfig { nets: vec![net], ..LnetConfig::default() };
     Lnet::start(cfg).await.with_context(|| format!("starting LNet as {nid} on port {port}"))
 }
 
@@ -208,7 +228,9 @@ async fn start_lnet(nid: Nid, port: u16) -> anyhow::Result<Lnet> {
 pub async fn serve(o: ServeOpts) -> anyhow::Result<()> {
     let lnet = start_lnet(o.nid, o.port).await?;
     let srv = server::Server::start(lnet.clone()).context("posting request buffers")?;
-    if let Some(p) = o.raw_port {
+    if let Some(p) = o.raw_port
+        && o.nid.net.kind == NetType::Tcp
+    {
         baseline::serve(tcp_addr(o.nid)?, p).await?;
     }
     {
@@ -327,10 +349,10 @@ impl Spawned {
 /// `on_row` sees each row as soon as it is measured.
 pub async fn run_client(o: ClientOpts, mut on_row: impl FnMut(&Row)) -> anyhow::Result<Vec<Row>> {
     let my_nid = o.nid.unwrap_or(Nid::ip(LOCAL_CLIENT, Net::new(NetType::Tcp, 0)));
-    let my_addr = tcp_addr(my_nid)?;
+    let my_addr = ip_addr(my_nid)?;
     let (lnet, peer, raw_port, spawned) = match o.peer {
         Some(peer) => {
-            tcp_addr(peer)?;
+            ip_addr(peer)?;
             let lnet = start_lnet(my_nid, o.port.unwrap_or(DEFAULT_PORT)).await?;
             (lnet, peer, o.raw_port.unwrap_or(DEFAULT_RAW_PORT), None)
         }
@@ -349,7 +371,8 @@ pub async fn run_client(o: ClientOpts, mut on_row: impl FnMut(&Row)) -> anyhow::
             (lnet, peer, raw, Some(sp))
         }
     };
-    let raw_addr = SocketAddr::V4(SocketAddrV4::new(tcp_addr(peer)?, raw_port));
+    let raw_addr =
+        SocketAddr::V4(SocketAddrV4::new(if o.baseline { tcp_addr(peer)? } else { ip_addr(peer)? }, raw_port));
     let tests = async {
         let mut rows = Vec::new();
         for &t in &o.tests {
