@@ -29,6 +29,10 @@
 //! | `portals` | request/reply/bulk portal numbers, reply offsets |
 //! | `fault` | typed fault points and triggers, shared injector |
 //! | `driver` | lnet/tokio I/O: client, services, workers, bulk, metrics, echo |
+//! | `driver::import_driver` | runs an `Import` (one mutex, one task): async connect/rpc, pinger, imperative recovery |
+//! | `driver::target_driver` | runs a `Target` as a service: handler, timer task, events, recovery metrics |
+//! | `driver::file_store` | a log-structured `TargetStore`, fsync'd by a commit thread (tests, kv target) |
+//! | `driver::kv` | the key-value service the `kv-target` binary serves (process-level recovery tests) |
 //! | `admin` | HTTP: `/metrics` and run-time fault injection (`/faults`) |
 //! | `cpt` | CPU partitions from the hwloc topology; bound worker threads |
 //! | `at` | AT estimator (4 bins), client deadlines, server early replies |

@@ -197,6 +197,7 @@ impl KvChild {
 #[derive(Debug, Clone, Copy)]
 struct Acked {
     xid: Xid,
+    transno: Transno,
     key: u32,
     value: u64,
 }
@@ -219,8 +220,8 @@ impl Writer {
             let mut i = 0u32;
             while !s2.load(Ordering::Acquire) {
                 let (key, value) = (c * 1_000_000 + i, u64::from(i) * 7 + u64::from(c));
-                let (xid, _) = put(&i2, key, value).await?;
-                a2.lock().push(Acked { xid, key, value });
+                let (xid, transno) = put(&i2, key, value).await?;
+                a2.lock().push(Acked { xid, transno, key, value });
                 i += 1;
                 tx.send_replace(i as usize);
             }
@@ -232,6 +233,26 @@ impl Writer {
     async fn reach(&mut self, n: usize) {
         let uuid = self.imp.client_uuid().to_string();
         bounded(&format!("{uuid} reaches {n} puts"), self.count.wait_for(|c| *c >= n)).await.expect("writer alive");
+    }
+
+    /// Keeps writing until the target has reported at least one of this
+    /// writer's updates committed (so the kill finds committed and
+    /// uncommitted acknowledged updates alike).
+    async fn reach_committed(&mut self) {
+        loop {
+            let first = self.acked.lock().first().map(|a| a.transno);
+            if first.is_some_and(|t| self.imp.last_committed() >= t) {
+                return;
+            }
+            let n = self.done();
+            self.reach(n + 1).await;
+        }
+    }
+
+    /// Acknowledged updates the target reported committed.
+    fn committed(&self) -> usize {
+        let lc = self.imp.last_committed();
+        self.acked.lock().iter().filter(|a| a.transno <= lc).count()
     }
 
     fn done(&self) -> usize {
@@ -299,12 +320,15 @@ async fn kill9_and_recover(name: &str, imperative: bool) {
     let mut writers: Vec<Writer> = imps.iter().enumerate().map(|(i, m)| Writer::start(m.clone(), i as u32)).collect();
     for w in &mut writers {
         w.reach(40).await;
+        w.reach_committed().await;
     }
     let mut idle = None;
     if !imperative {
         idle = Some(writers.pop().unwrap().stop().await);
     }
     let before_kill: Vec<usize> = writers.iter().map(Writer::done).collect();
+    let committed_at_kill: usize = writers.iter().map(Writer::committed).sum();
+    let acked_at_kill: usize = before_kill.iter().sum();
     child.kill9().await;
     if !imperative {
         // Detection: deadlines for the writers, the pinger for the idle one.
@@ -352,6 +376,7 @@ async fn kill9_and_recover(name: &str, imperative: bool) {
             "baseline": "recovery_window_soft", "baseline_value": soft, "ratio": all_full.as_secs_f64() / soft,
             "ready_to_all_full_s": ready_to_full.as_secs_f64(), "target_recovery_s": target_s,
             "clients": 3, "replays": replays,
+            "acked_at_kill": acked_at_kill, "committed_at_kill": committed_at_kill,
         })
     );
     for imp in &imps {

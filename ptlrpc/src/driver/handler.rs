@@ -6,8 +6,11 @@
 //! the echo service implement, and [`ReqCtx`], the handler's access to the
 //! service (bulk transfers live in `driver::bulk`).
 //!
-//! Must not: send anything. The worker sends the reply, measures service
-//! time and keeps the metrics.
+//! Must not: send anything itself. The worker sends the reply, measures
+//! service time and keeps the metrics — except for handlers driven by a
+//! sans-IO state machine that builds whole reply headers (the target
+//! framework), which answer through [`ReqCtx::send_reply`] and return
+//! [`Reply::sent_by_handler`].
 
 use std::fmt;
 

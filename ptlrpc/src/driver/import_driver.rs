@@ -144,10 +144,23 @@ enum Input {
     Reply(AlignedVec<BODY_ALIGN>),
 }
 
-/// A handle to one import run over lnet. Cheap to clone.
+/// A handle to one import run over lnet. Cheap to clone; when the last
+/// clone is dropped the driver stops as [`ImportDriver::abort`] does (call
+/// [`ImportDriver::close`] first to disconnect cleanly).
 #[derive(Clone)]
 pub struct ImportDriver {
     shared: Arc<Shared>,
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+/// Stops the driver task when the last handle goes.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stopping.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
 }
 
 impl std::fmt::Debug for ImportDriver {
@@ -212,7 +225,7 @@ impl ImportDriver {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(Arc::clone(&shared), tx, rx));
-        Ok(ImportDriver { shared })
+        Ok(ImportDriver { _stop_on_drop: Arc::new(StopOnDrop(Arc::clone(&shared))), shared })
     }
 
     /// This import's client UUID.
@@ -249,6 +262,7 @@ impl ImportDriver {
             let xid = st.import.submit(now, spec)?;
             let (tx, rx) = oneshot::channel();
             st.waiters.insert(xid, (op, tx));
+            self.shared.drain_events(&mut st);
             rx
         };
         self.shared.wake.notify_one();
@@ -331,11 +345,14 @@ impl ImportDriver {
         }
     }
 
+    /// Runs `f` on the import and drains its events at once, so
+    /// [`ImportDriver::state`] reflects `f` when this returns.
     fn with_import(&self, f: impl FnOnce(&mut Import, crate::Time)) {
         {
             let mut st = self.shared.state.lock();
             let now = self.shared.clock.now();
             f(&mut st.import, now);
+            self.shared.drain_events(&mut st);
         }
         self.shared.wake.notify_one();
     }
