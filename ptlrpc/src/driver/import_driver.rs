@@ -44,6 +44,9 @@ use crate::import::{
 };
 use crate::wire::{BODY_ALIGN, ConnCnt, Frame, Header, MsgFlags, Op, Transno, Xid, encode_raw};
 
+/// The shortest timer sleep.
+const MIN_TICK: Duration = Duration::from_millis(1);
+
 /// Lost replays kept for [`ImportDriver::take_lost`] at most (more are
 /// counted and logged).
 const MAX_LOST_KEPT: usize = 4096;
@@ -439,7 +442,8 @@ async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Input>, mut rx: mpsc
         if closed {
             break;
         }
-        let wait = due.map(|d| d.saturating_since(now));
+        // The floor keeps a deadline that did not move from spinning.
+        let wait = due.map(|d| d.saturating_since(now).max(MIN_TICK));
         tokio::select! {
             input = rx.recv() => {
                 let Some(first) = input else { break };

@@ -30,6 +30,9 @@ use crate::fault::FaultInjector;
 use crate::target::{PeerId, Reply, Target, TargetConfig, TargetEvent, TargetService};
 use crate::time::Time;
 
+/// The shortest timer sleep (a deadline that did not move never spins).
+const MIN_TICK: Duration = Duration::from_millis(1);
+
 /// Target events buffered per subscriber before the oldest are dropped.
 const EVENT_BACKLOG: usize = 1024;
 
@@ -239,19 +242,19 @@ fn send_all(to: &ReplySender, replies: Vec<Reply>) {
 async fn run_timer<S: TargetService>(shared: Arc<Shared<S>>, replies: ReplySender) {
     loop {
         let now = shared.clock.now();
+        if shared.locked.lock().target.poll_timeout().is_some_and(|d| d <= now) {
+            let out = shared.step(|t| t.handle_timeout(now));
+            send_all(&replies, out);
+        }
         let due = {
             let mut l = shared.locked.lock();
             l.armed = l.target.poll_timeout();
             l.armed
         };
-        if due.is_some_and(|d| d <= now) {
-            let out = shared.step(|t| t.handle_timeout(now));
-            send_all(&replies, out);
-            continue;
-        }
         // A target always has a commit deadline; the fallback only bounds
-        // the sleep if it ever has none.
-        let wait = due.map_or(Duration::from_secs(1), |d| d - now);
+        // the sleep if it ever has none. The floor keeps a deadline that
+        // did not move from spinning the task.
+        let wait = due.map_or(Duration::from_secs(1), |d| d.saturating_since(shared.clock.now())).max(MIN_TICK);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shared.wake.notified() => {}
