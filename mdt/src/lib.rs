@@ -28,6 +28,7 @@
 //! | `service` | ptlrpc handlers for MDS and MGS opcodes, metrics |
 //! | `check` | namespace checker (dirents, inodes, links, objects) |
 //! | `config` | `sheen-mds` TOML configuration |
+//! | `daemon` | lnet, stores, services, follower, commit and housekeeping threads |
 //!
 //! ## Invariants
 //!
@@ -44,6 +45,7 @@
 pub mod alloc;
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod dir;
 pub mod error;
 pub mod fid;

@@ -1,1 +1,273 @@
-fn main() {}
+//! `mdt-bench`: metadata create/stat/unlink rates, over ptlrpc on tcp
+//! loopback (an in-process `sheen-mds` daemon, clients on their own lnet
+//! nodes) beside the same operations on the embedded store alone
+//! (`Namespace` calls, no RPC), measured in the same run.
+//!
+//! Workloads: `--files` files in one directory, and the same spread over
+//! `--dirs` directories; each with every client count in `--clients`
+//! (clients split the files between them). `--json`: one line per result,
+//! the RPC figure with the embedded one as its baseline.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use lnet::{Lnet, LnetConfig, NetConfig, TcpConfig};
+use mdt::alloc::{AllocConfig, Allocator, OstApi, OstFactory};
+use mdt::config::{MdsConfig, MdtSection, MgsSection};
+use mdt::daemon::Daemon;
+use mdt::inode::{S_IFDIR, S_IFREG};
+use mdt::ns::{CreateArgs, Namespace};
+use mdt::store::{FjallKv, Kv};
+use ptlrpc::driver::{Client, ClientConfig};
+use ptlrpc::fault::FaultInjector;
+use ptlrpc::portals::MDS_REQUEST_PORTAL;
+use ptlrpc::wire::mds::{LookupReq, ReintReply, ReintReq};
+use ptlrpc::wire::{Fid, Op};
+
+#[derive(Parser, Debug)]
+#[command(name = "mdt-bench")]
+struct Args {
+    /// Files per workload.
+    #[arg(long, default_value_t = 100_000)]
+    files: u64,
+    /// Directories of the spread workload.
+    #[arg(long, default_value_t = 100)]
+    dirs: u64,
+    /// Client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    clients: Vec<usize>,
+    /// tcp port every lnet node of the run listens on.
+    #[arg(long, default_value_t = 7988)]
+    port: u16,
+    /// Second octet of the loopback addresses (127.N.0.x).
+    #[arg(long, default_value_t = 61)]
+    net: u8,
+    /// Durable commit interval of the MDT, ms.
+    #[arg(long, default_value_t = 1000)]
+    commit_ms: u64,
+    /// One JSON line per result.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Create,
+    Stat,
+    Unlink,
+}
+
+impl Phase {
+    const ALL: [Phase; 3] = [Phase::Create, Phase::Stat, Phase::Unlink];
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Create => "create",
+            Phase::Stat => "stat",
+            Phase::Unlink => "unlink",
+        }
+    }
+}
+
+fn no_osts() -> OstFactory {
+    Arc::new(|i, _| -> Arc<dyn OstApi> { unreachable_ost(i) })
+}
+
+fn unreachable_ost(i: u32) -> Arc<dyn OstApi> {
+    #[derive(Debug)]
+    struct None_(u32);
+    impl OstApi for None_ {
+        fn precreate(&self, _: u64, _: u32) -> Result<u64, mdt::alloc::OstError> {
+            Err(mdt::alloc::OstError::Unreachable(format!("bench has no OST {}", self.0)))
+        }
+        fn destroy(&self, _: u64) -> Result<(), mdt::alloc::OstError> {
+            Ok(())
+        }
+        fn statfs(&self) -> Result<mdt::alloc::OstStatfs, mdt::alloc::OstError> {
+            Err(mdt::alloc::OstError::Unreachable("none".into()))
+        }
+        fn cleanup_orphans(&self, _: u64) -> Result<(), mdt::alloc::OstError> {
+            Ok(())
+        }
+    }
+    Arc::new(None_(i))
+}
+
+fn file_args() -> CreateArgs {
+    CreateArgs { mode: S_IFREG | 0o644, ..CreateArgs::default() }
+}
+
+/// Ops/s of one phase on the embedded namespace with `clients` threads.
+fn embedded_phase(ns: &Arc<Namespace>, dirs: &[Fid], files: u64, clients: usize, phase: Phase) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                let ns = Arc::clone(ns);
+                s.spawn(move || -> anyhow::Result<()> {
+                    for i in (c as u64..files).step_by(clients) {
+                        let d = dirs[(i % dirs.len() as u64) as usize];
+                        let name = format!("f{i}");
+                        match phase {
+                            Phase::Create => drop(ns.create(d, &name, &file_args())?),
+                            Phase::Stat => drop(ns.lookup(d, &name)?),
+                            Phase::Unlink => drop(ns.unlink(d, &name, false, 0)?),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(files as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn rpc_phase(cl: &[Client], dirs: &[Fid], files: u64, phase: Phase) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let n = cl.len();
+    let mut tasks = Vec::new();
+    for (c, client) in cl.iter().enumerate() {
+        let client = client.clone();
+        let dirs = dirs.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for i in (c as u64..files).step_by(n) {
+                let d = dirs[(i % dirs.len() as u64) as usize];
+                let name = format!("f{i}");
+                match phase {
+                    Phase::Create => {
+                        let r = ReintReq::Create {
+                            parent: d,
+                            name,
+                            mode: S_IFREG | 0o644,
+                            rdev: 0,
+                            uid: 0,
+                            gid: 0,
+                            time: 0,
+                            symlink: String::new(),
+                            stripe: None,
+                        };
+                        client.rpc(Op::MdsReint, &r).await?.body::<ReintReply>()?;
+                    }
+                    Phase::Stat => {
+                        client.rpc(Op::MdsGetattrName, &LookupReq { parent: d, name }).await?;
+                    }
+                    Phase::Unlink => {
+                        let r = ReintReq::Unlink { parent: d, name, dir: false, time: 0 };
+                        client.rpc(Op::MdsReint, &r).await?;
+                    }
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(files as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn node(net: u8, host: u8, port: u16) -> LnetConfig {
+    LnetConfig {
+        nets: vec![NetConfig::Tcp(TcpConfig { addr: Ipv4Addr::new(127, net, 0, host), port, ..TcpConfig::default() })],
+        ..LnetConfig::default()
+    }
+}
+
+fn report(json: bool, name: &str, rpc: f64, embedded: f64) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": name, "value": (rpc * 10.0).round() / 10.0, "unit": "ops/s",
+                "baseline": "embedded_store", "baseline_value": (embedded * 10.0).round() / 10.0,
+                "ratio": ((rpc / embedded) * 1000.0).round() / 1000.0})
+        );
+    } else {
+        println!("{name:40} rpc {rpc:>10.0} ops/s   embedded {embedded:>10.0} ops/s   ratio {:.3}", rpc / embedded);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    if a.files == 0 || a.dirs == 0 || a.clients.iter().any(|&c| c == 0 || c > 64) {
+        bail!("--files and --dirs must be positive, --clients 1..=64");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let tmp = tempfile::tempdir()?;
+    // The embedded store: its own fjall database, no RPC.
+    let kv: Arc<dyn Kv> = Arc::new(FjallKv::open(&tmp.path().join("embedded"))?);
+    let alloc = Arc::new(Allocator::new(Arc::clone(&kv), no_osts(), AllocConfig::default()));
+    let ens = Arc::new(Namespace::mount(kv, alloc)?);
+    let _ecommit =
+        mdt::txn::Committer::start(Arc::clone(ens.kv()), Arc::clone(ens.txn()), Duration::from_millis(a.commit_ms));
+    let cfg = MdsConfig {
+        fsname: "bench".into(),
+        data_dir: tmp.path().join("daemon"),
+        admin_addr: None,
+        lnet: node(a.net, 1, a.port),
+        mgs: Some(MgsSection::default()),
+        mdt: Some(MdtSection {
+            index: 0,
+            mgs_nid: None,
+            commit_interval_ms: a.commit_ms,
+            threads: 2,
+            stripe_size: 1 << 20,
+            stripe_count: 1,
+            precreate_batch: 1024,
+        }),
+    };
+    rt.block_on(async {
+        let d = Daemon::start(&cfg).await.context("starting the in-process sheen-mds")?;
+        let server = d.nid();
+        let max_clients = a.clients.iter().copied().max().unwrap_or(1);
+        let mut lnets = Vec::new();
+        for i in 0..max_clients {
+            lnets.push(Lnet::start(node(a.net, 2 + i as u8, a.port)).await?);
+        }
+        let faults = Arc::new(FaultInjector::new(1));
+        let clients: Vec<Client> = lnets
+            .iter()
+            .map(|l| Client::new(l, server, MDS_REQUEST_PORTAL, ClientConfig::default(), Arc::clone(&faults)))
+            .collect();
+        let Some(rns) = d.mdt.as_ref().map(|p| Arc::clone(&p.ns)) else { bail!("no MDT") };
+        for (layout, ndirs) in [("one_dir", 1u64), ("many_dirs", a.dirs)] {
+            for &nc in &a.clients {
+                let tag = format!("{layout}.c{nc}");
+                let mk = |ns: &Arc<Namespace>| -> anyhow::Result<Vec<Fid>> {
+                    (0..ndirs)
+                        .map(|i| {
+                            let args = CreateArgs { mode: S_IFDIR | 0o755, ..CreateArgs::default() };
+                            Ok(ns.create(Fid::ROOT, &format!("{tag}.d{i}"), &args)?.0.fid)
+                        })
+                        .collect()
+                };
+                let (edirs, rdirs) = (mk(&ens)?, mk(&rns)?);
+                for phase in Phase::ALL {
+                    let e = {
+                        let (ens, edirs) = (Arc::clone(&ens), edirs.clone());
+                        let files = a.files;
+                        tokio::task::spawn_blocking(move || embedded_phase(&ens, &edirs, files, nc, phase)).await??
+                    };
+                    let r = rpc_phase(&clients[..nc], &rdirs, a.files, phase).await?;
+                    report(a.json, &format!("mdt.{}.{tag}", phase.name()), r, e);
+                }
+            }
+        }
+        if !a.json {
+            println!(
+                "ran: {} files per workload, one dir and {} dirs, clients {:?}, tcp loopback 127.{}.0.x:{}, commit every {} ms",
+                a.files, a.dirs, a.clients, a.net, a.port, a.commit_ms
+            );
+        }
+        for l in &lnets {
+            l.shutdown();
+        }
+        tokio::task::spawn_blocking(move || d.stop()).await?;
+        Ok(())
+    })
+}

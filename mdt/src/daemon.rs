@@ -1,0 +1,286 @@
+//! Running the MGS and/or an MDT: what `sheen-mds run` does, also used
+//! in-process by the benchmark.
+//!
+//! Owns: [`Daemon`] — lnet, the stores, the services on their portals,
+//! the MDT's registration with the MGS and its config-log follower (OSTs
+//! added, activated, deactivated, removed, pools, restarts), the commit
+//! thread, a housekeeping thread (OST space refresh, destroy-log replay,
+//! gauges), and the admin endpoint's metrics sources.
+//!
+//! Must not: block the tokio runtime: everything that blocks runs on
+//! service workers or its own threads.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use lnet::{Lnet, Nid};
+use parking_lot::Mutex;
+use ptlrpc::admin::MetricsSource;
+use ptlrpc::driver::{Client, ClientConfig, Service, ServiceConfig};
+use ptlrpc::fault::FaultInjector;
+use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL, OST_REQUEST_PORTAL};
+use ptlrpc::wire::mds::StripeSpec;
+use ptlrpc::wire::mgs::{ConfigCmd, TargetKind, TargetRegReq};
+
+use crate::alloc::{AllocConfig, Allocator, OstApi, OstFactory, RpcOst};
+use crate::config::MdsConfig;
+use crate::mgs::Mgs;
+use crate::mgs::follow::{Follower, LocalMgs, MgsApi, RpcMgs};
+use crate::ns::Namespace;
+use crate::service::{MdtHandler, MdtMetrics, MgsHandler};
+use crate::store::{FjallKv, Kv};
+use crate::txn::Committer;
+
+/// What can stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// lnet did not start.
+    #[error("lnet: {0}")]
+    Lnet(String),
+    /// A store did not open.
+    #[error("store {path}: {why}")]
+    Store {
+        /// Where.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// A service did not start.
+    #[error("service {name}: {why}")]
+    Service {
+        /// Which.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// The MGS refused or could not be reached.
+    #[error("mgs: {0}")]
+    Mgs(String),
+}
+
+/// The MDT part of a running daemon.
+#[derive(Debug)]
+pub struct MdtParts {
+    /// The namespace.
+    pub ns: Arc<Namespace>,
+    /// The commit thread.
+    pub committer: Arc<Committer>,
+    follower: Follower,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    lnet: Lnet,
+    /// The MGS, when hosted.
+    pub mgs: Option<Arc<Mgs>>,
+    /// The MDT, when hosted.
+    pub mdt: Option<MdtParts>,
+    /// Metrics.
+    pub metrics: Arc<MdtMetrics>,
+    services: Arc<Mutex<Vec<Service>>>,
+    faults: Arc<FaultInjector>,
+    stop: Arc<AtomicBool>,
+    housekeeper: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("nid", &self.lnet.nid().to_string()).finish_non_exhaustive()
+    }
+}
+
+fn open_store(path: &Path) -> Result<Arc<dyn Kv>, StartError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| StartError::Store { path: path.display().to_string(), why: e.to_string() })?;
+    let kv = FjallKv::open(path).map_err(|e| StartError::Store { path: path.display().to_string(), why: e.to_string() })?;
+    Ok(Arc::new(kv))
+}
+
+fn ost_factory(lnet: &Lnet, faults: &Arc<FaultInjector>, rt: tokio::runtime::Handle) -> OstFactory {
+    let lnet = lnet.clone();
+    let faults = Arc::clone(faults);
+    Arc::new(move |index, nids| {
+        let nid = nids.iter().find_map(|n| n.parse::<Nid>().ok()).unwrap_or(Nid::LO);
+        if nids.is_empty() {
+            tracing::warn!(ost = index, "OST registered without a NID");
+        }
+        let client = Client::new(&lnet, nid, OST_REQUEST_PORTAL, ClientConfig::default(), Arc::clone(&faults));
+        Arc::new(RpcOst::new(client, rt.clone(), Duration::from_secs(10))) as Arc<dyn OstApi>
+    })
+}
+
+impl Daemon {
+    /// Starts what `cfg` names. Must be called within a multi-threaded
+    /// tokio runtime.
+    pub async fn start(cfg: &MdsConfig) -> Result<Daemon, StartError> {
+        let lnet = Lnet::start(cfg.lnet.clone()).await.map_err(|e| StartError::Lnet(e.to_string()))?;
+        let faults = Arc::new(FaultInjector::new(u64::from(std::process::id())));
+        let metrics = Arc::new(MdtMetrics::new());
+        let services: Arc<Mutex<Vec<Service>>> = Arc::default();
+        let start_svc = |name: String, portal, threads: usize, handler: Arc<dyn ptlrpc::driver::Handler>| {
+            let sc = ServiceConfig { threads_per_cpt: threads.max(1), ..ServiceConfig::new(name.clone(), portal) };
+            let svc = Service::start(&lnet, sc, handler, Arc::clone(&faults))
+                .map_err(|e| StartError::Service { name, why: e.to_string() })?;
+            services.lock().push(svc);
+            Ok::<(), StartError>(())
+        };
+        let mut mgs = None;
+        if let Some(m) = &cfg.mgs {
+            let kv = open_store(&cfg.data_dir.join("mgs"))?;
+            let g = Arc::new(Mgs::open(kv).map_err(|e| StartError::Mgs(e.to_string()))?);
+            let threads = if m.threads == 0 { 8 } else { m.threads };
+            start_svc("mgs".into(), MGS_REQUEST_PORTAL, threads, Arc::new(MgsHandler::new(Arc::clone(&g), Arc::clone(&metrics))))?;
+            mgs = Some(g);
+        }
+        let mut mdt = None;
+        if let Some(m) = &cfg.mdt {
+            let rt = tokio::runtime::Handle::current();
+            let kv = open_store(&cfg.data_dir.join(format!("mdt{}", m.index)))?;
+            let acfg = AllocConfig {
+                default_stripe: StripeSpec {
+                    stripe_size: m.stripe_size,
+                    stripe_count: m.stripe_count,
+                    stripe_offset: -1,
+                    pool: String::new(),
+                },
+                precreate_batch: m.precreate_batch,
+                ..AllocConfig::default()
+            };
+            let alloc = Arc::new(Allocator::new(Arc::clone(&kv), ost_factory(&lnet, &faults, rt.clone()), acfg));
+            let ns = Arc::new(Namespace::mount(kv, alloc).map_err(|e| StartError::Store {
+                path: cfg.data_dir.display().to_string(),
+                why: e.to_string(),
+            })?);
+            let orphans = ns.cleanup_orphans().map_err(|e| StartError::Store { path: "orphans".into(), why: e.to_string() })?;
+            tracing::info!(epoch = ns.txn().epoch(), orphans, "MDT mounted");
+            let committer = Arc::new(Committer::start(
+                Arc::clone(ns.kv()),
+                Arc::clone(ns.txn()),
+                Duration::from_millis(m.commit_interval_ms),
+            ));
+            let handler = MdtHandler::new(Arc::clone(&ns), Arc::clone(&committer), Arc::clone(&metrics));
+            start_svc(format!("mdt{}", m.index), MDS_REQUEST_PORTAL, m.threads, Arc::new(handler))?;
+            let api: Arc<dyn MgsApi> = match (&mgs, &m.mgs_nid) {
+                (Some(g), _) => Arc::new(LocalMgs(Arc::clone(g))),
+                (None, Some(n)) => {
+                    let nid: Nid = n.parse().map_err(|_| StartError::Mgs(format!("bad mgs_nid {n}")))?;
+                    let c = Client::new(&lnet, nid, MGS_REQUEST_PORTAL, ClientConfig::default(), Arc::clone(&faults));
+                    Arc::new(RpcMgs::new(c, rt.clone()))
+                }
+                (None, None) => return Err(StartError::Mgs("no MGS configured".into())),
+            };
+            let reg = TargetRegReq {
+                fsname: cfg.fsname.clone(),
+                kind: TargetKind::Mdt,
+                index: m.index,
+                nids: lnet.nids().iter().map(ToString::to_string).collect(),
+                failover: vec![],
+                instance: ns.txn().epoch(),
+            };
+            let api2 = Arc::clone(&api);
+            tokio::task::spawn_blocking(move || api2.register(&reg))
+                .await
+                .map_err(|e| StartError::Mgs(e.to_string()))?
+                .map_err(|e| StartError::Mgs(e.to_string()))?;
+            let (a, met) = (Arc::clone(ns.alloc()), Arc::clone(&metrics));
+            let follower = Follower::start(api, cfg.fsname.clone(), Duration::from_secs(2), move |rec| {
+                met.config_records.inc();
+                if matches!(rec.cmd, ConfigCmd::TargetRestart { .. }) {
+                    met.target_restarts.inc();
+                }
+                if let Err(e) = a.apply(&rec.cmd) {
+                    tracing::error!(record = rec.index, error = %e, "config record not applied");
+                }
+            });
+            mdt = Some(MdtParts { ns, committer, follower });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let housekeeper = mdt.as_ref().map(|p| {
+            let (ns, met, stop) = (Arc::clone(&p.ns), Arc::clone(&metrics), Arc::clone(&stop));
+            std::thread::spawn(move || housekeeping(&ns, &met, &stop))
+        });
+        Ok(Daemon { lnet, mgs, mdt, metrics, services, faults, stop, housekeeper })
+    }
+
+    /// This node's primary NID.
+    pub fn nid(&self) -> Nid {
+        self.lnet.nid()
+    }
+
+    /// The lnet instance.
+    pub fn lnet(&self) -> &Lnet {
+        &self.lnet
+    }
+
+    /// The fault injector (for `/faults`).
+    pub fn faults(&self) -> Arc<FaultInjector> {
+        Arc::clone(&self.faults)
+    }
+
+    /// Metrics sources for the admin endpoint.
+    pub fn metrics_sources(&self) -> Vec<MetricsSource> {
+        let svcs = Arc::clone(&self.services);
+        let services: MetricsSource = Arc::new(move || svcs.lock().iter().map(Service::render_metrics).collect());
+        let (met, ns) = (Arc::clone(&self.metrics), self.mdt.as_ref().map(|p| Arc::clone(&p.ns)));
+        let mdt: MetricsSource = Arc::new(move || {
+            if let Some(ns) = &ns {
+                update_gauges(ns, &met);
+            }
+            met.render()
+        });
+        vec![services, mdt]
+    }
+
+    /// Stops everything: follower, services, a final commit, lnet.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.housekeeper.take() {
+            let _ = h.join();
+        }
+        if let Some(p) = &mut self.mdt {
+            p.follower.stop();
+        }
+        for s in self.services.lock().drain(..) {
+            s.shutdown();
+        }
+        if let Some(p) = &self.mdt
+            && !p.committer.commit_now(Duration::from_secs(30))
+        {
+            tracing::error!("final commit did not finish");
+        }
+        self.lnet.shutdown();
+    }
+}
+
+fn update_gauges(ns: &Namespace, met: &MdtMetrics) {
+    met.open_files.set(ns.open_files() as i64);
+    met.last_transno.set(ns.txn().last() as i64);
+    met.last_committed.set(ns.txn().committed() as i64);
+    met.destroy_pending.set(ns.destroys_pending() as i64);
+    for o in ns.alloc().report() {
+        let usable = o.active && o.connected;
+        met.ost_active.get_or_create(&crate::service::metrics::OstLabels { ost: o.index }).set(i64::from(usable));
+    }
+}
+
+/// Once a second: OST space, destroy-log replay, gauges.
+fn housekeeping(ns: &Namespace, met: &MdtMetrics, stop: &AtomicBool) {
+    let mut tick = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        if tick % 10 == 0 {
+            ns.alloc().refresh();
+            match ns.process_destroys(1024) {
+                Ok((done, pending)) if done + pending > 0 => tracing::debug!(done, pending, "destroy log"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "destroy log"),
+            }
+            update_gauges(ns, met);
+        }
+        tick += 1;
+        // A daemon's periodic pause (100 ms, so stop is seen quickly).
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
