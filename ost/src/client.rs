@@ -112,13 +112,15 @@ impl OstClient {
         &self.rpc
     }
 
+    /// A reply's `last_committed` commits the kept writes of the same boot
+    /// epoch (`transno >> 32`) up to it. Writes of an earlier epoch are
+    /// only dropped by a CONNECT's answer (what the restarted target holds
+    /// durably): a new epoch's transnos say nothing about them.
     fn saw(&self, r: &RpcReply) {
         let lc = r.header().last_committed.0;
         self.last_committed.fetch_max(lc, Ordering::AcqRel);
-        let lc = self.last_committed();
         if self.keep {
-            let mut rp = self.replay.lock();
-            *rp = rp.split_off(&(lc + 1));
+            self.replay.lock().retain(|&t, _| !(t >> 32 == lc >> 32 && t <= lc));
         }
     }
 
@@ -144,7 +146,11 @@ impl OstClient {
         self.handle.store(body.handle, Ordering::Release);
         self.grant.store(body.data.grant, Ordering::Release);
         *self.cksum.lock() = body.data.flags & connect_flags::CKSUM != 0;
-        self.last_committed.fetch_max(body.data.transno, Ordering::AcqRel);
+        self.last_committed.store(body.data.transno, Ordering::Release);
+        if self.keep {
+            let committed = body.data.transno;
+            self.replay.lock().retain(|&t, _| t > committed);
+        }
         Ok(body.data)
     }
 
@@ -233,7 +239,8 @@ impl OstClient {
         let len = u32::try_from(data.len()).map_err(|_| RpcError::Encode("write over 4 GiB".into()))?;
         let buf = self.pages(data)?;
         let (reply, _) = self.write_pages(oid, &[Niobuf { offset, len, flags: 0 }], buf).await?;
-        if self.keep && reply.1 > self.last_committed() {
+        let (t, lc) = (reply.1, self.last_committed());
+        if self.keep && !(t >> 32 == lc >> 32 && t <= lc) {
             self.replay.lock().insert(reply.1, Kept { oid, offset, data: data.to_vec() });
         }
         Ok(reply.0)

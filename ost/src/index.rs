@@ -2,7 +2,8 @@
 //!
 //! Owns: the records and their byte layout — per object ([`ObjRecord`]:
 //! size, version, owner, mtime), the target's last object id, its
-//! [`ServerRec`] (boot epoch, last transno) and one [`ClientRec`] per
+//! [`ServerRec`] (boot epoch, last transno), the last committed transno
+//! and one [`ClientRec`] per
 //! client UUID (last xid and transno) — staged in atomic batches and made
 //! durable by [`Index::persist`] (`PersistMode::SyncAll`), which only the
 //! commit thread calls.
@@ -88,6 +89,9 @@ pub enum Put {
     Server(ServerRec),
     /// A client's record.
     Client(String, ClientRec),
+    /// The last transno a commit made durable (staged by the commit
+    /// thread just before it persists).
+    Committed(u64),
 }
 
 /// The open index.
@@ -106,6 +110,7 @@ impl std::fmt::Debug for Index {
 
 const KEY_LAST_ID: &[u8] = b"last_id";
 const KEY_SERVER: &[u8] = b"server";
+const KEY_COMMITTED: &[u8] = b"committed";
 const CLIENT_PREFIX: &[u8] = b"client/";
 
 impl Index {
@@ -169,6 +174,17 @@ impl Index {
         Ok(u64::from_le_bytes(b))
     }
 
+    /// The last transno a commit made durable (0 before the first).
+    pub fn committed(&self) -> Result<u64, OstError> {
+        match self.get(&self.records, KEY_COMMITTED)? {
+            None => Ok(0),
+            Some(v) => {
+                let b: [u8; 8] = v.as_slice().try_into().map_err(|_| self.corrupt("committed record"))?;
+                Ok(u64::from_le_bytes(b))
+            }
+        }
+    }
+
     /// The server record.
     pub fn server(&self) -> Result<ServerRec, OstError> {
         let v = self.get(&self.records, KEY_SERVER)?.ok_or_else(|| self.corrupt("no server record"))?;
@@ -209,6 +225,7 @@ impl Index {
                 Put::Obj(oid, r) => b.insert(&self.objects, oid.to_be_bytes().to_vec(), r.encode().to_vec()),
                 Put::DelObj(oid) => b.remove(&self.objects, oid.to_be_bytes().to_vec()),
                 Put::LastId(id) => b.insert(&self.records, KEY_LAST_ID.to_vec(), id.to_le_bytes().to_vec()),
+                Put::Committed(t) => b.insert(&self.records, KEY_COMMITTED.to_vec(), t.to_le_bytes().to_vec()),
                 Put::Server(s) => {
                     let mut v = s.epoch.to_le_bytes().to_vec();
                     v.extend_from_slice(&s.last_transno.to_le_bytes());

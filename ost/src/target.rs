@@ -93,7 +93,10 @@ pub struct Export {
 
 #[derive(Debug)]
 struct Txns {
+    /// The last transno executed (at open: the last committed one).
     last_transno: u64,
+    /// The next transno to give out.
+    next_transno: u64,
     last_id: u64,
     dirty: HashMap<u64, Arc<ObjFile>>,
 }
@@ -208,14 +211,18 @@ impl Ost {
         let index = Index::open(&cfg.dir)?;
         let server = index.server()?;
         let last_id = index.last_id()?;
+        // What the last commit promised, not what happened to reach the
+        // index after it: clients resend everything above it.
+        let committed = index.committed()?;
         let epoch = server.epoch.checked_add(1).ok_or_else(|| OstError::Invalid("boot epoch overflow".into()))?;
-        index.stage(&[Put::Server(ServerRec { epoch, last_transno: server.last_transno })])?;
+        index
+            .stage(&[Put::Server(ServerRec { epoch, last_transno: server.last_transno }), Put::Committed(committed)])?;
         index.persist()?;
         let objects = Objects::new(&cfg.dir);
         let space = Space::new(&cfg.dir, cfg.reserve_bytes, cfg.grant_per_export)?;
-        let first = server.last_transno.max(u64::from(epoch) << 32);
+        let next = server.last_transno.max(u64::from(epoch) << 32) + 1;
         let label_m = TargetLabel { component: "ost", target: cfg.name.clone() };
-        tracing::info!(target_name = %cfg.name, epoch, last_transno = server.last_transno, last_id,
+        tracing::info!(target_name = %cfg.name, epoch, last_transno = server.last_transno, committed, last_id,
             clients = index.clients().map(|c| c.len()).unwrap_or(0), "target opened");
         Ok(Ost {
             slot,
@@ -223,9 +230,9 @@ impl Ost {
             index,
             objects,
             space,
-            txns: Mutex::new(Txns { last_transno: first, last_id, dirty: HashMap::new() }),
+            txns: Mutex::new(Txns { last_transno: committed, next_transno: next, last_id, dirty: HashMap::new() }),
             exports: Mutex::new(Exports::default()),
-            last_committed: AtomicU64::new(server.last_transno),
+            last_committed: AtomicU64::new(committed),
             commit_lock: Mutex::new(CommitState::default()),
             commit_cv: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -384,13 +391,14 @@ impl Ost {
         change: impl FnOnce(&Index, u64, &mut u64) -> Result<Vec<Put>, OstError>,
     ) -> Result<u64, OstError> {
         let mut t = self.txns.lock();
-        let transno = t.last_transno + 1;
+        let transno = t.next_transno;
         let mut last_id = t.last_id;
         let mut puts = change(&self.index, transno, &mut last_id)?;
         puts.push(Put::Client(uuid.to_string(), ClientRec { last_xid: xid, last_transno: transno }));
         puts.push(Put::Server(ServerRec { epoch: self.epoch, last_transno: transno }));
         self.index.stage(&puts)?;
         t.last_transno = transno;
+        t.next_transno = transno + 1;
         t.last_id = last_id;
         if let Some(o) = dirty {
             t.dirty.insert(o.oid, Arc::clone(o));
@@ -712,7 +720,11 @@ impl Ost {
         if upto <= self.last_committed() && dirty.is_empty() {
             return Ok(upto);
         }
-        let synced = dirty.values().try_for_each(|o| o.sync_data()).and_then(|()| self.index.persist());
+        let synced = dirty
+            .values()
+            .try_for_each(|o| o.sync_data())
+            .and_then(|()| self.index.stage(&[Put::Committed(upto)]))
+            .and_then(|()| self.index.persist());
         if let Err(e) = synced {
             let mut t = self.txns.lock();
             for (k, v) in dirty {
