@@ -28,7 +28,7 @@ use ptlrpc::wire::mgs::{ConfigCmd, TargetKind, TargetRegReq};
 use crate::alloc::{AllocConfig, Allocator, OstApi, OstFactory, RpcOst};
 use crate::config::MdsConfig;
 use crate::mgs::Mgs;
-use crate::mgs::follow::{Follower, LocalMgs, MgsApi, RpcMgs};
+use crate::mgs::follow::{Follower, LocalMgs, MgsApi, Progress, RpcMgs};
 use crate::ns::Namespace;
 use crate::service::{MdtHandler, MdtMetrics, MgsHandler};
 use crate::store::{FjallKv, Kv};
@@ -161,7 +161,9 @@ impl Daemon {
                 Arc::clone(ns.txn()),
                 Duration::from_millis(m.commit_interval_ms),
             ));
-            let handler = MdtHandler::new(Arc::clone(&ns), Arc::clone(&committer), Arc::clone(&metrics));
+            let progress = Arc::new(Progress::default());
+            let handler =
+                MdtHandler::new(Arc::clone(&ns), Arc::clone(&committer), Arc::clone(&metrics), Arc::clone(&progress));
             start_svc(format!("mdt{}", m.index), MDS_REQUEST_PORTAL, m.threads, Arc::new(handler))?;
             let api: Arc<dyn MgsApi> = match (&mgs, &m.mgs_nid) {
                 (Some(g), _) => Arc::new(LocalMgs(Arc::clone(g))),
@@ -186,7 +188,7 @@ impl Daemon {
                 .map_err(|e| StartError::Mgs(e.to_string()))?
                 .map_err(|e| StartError::Mgs(e.to_string()))?;
             let (a, met) = (Arc::clone(ns.alloc()), Arc::clone(&metrics));
-            let follower = Follower::start(api, cfg.fsname.clone(), Duration::from_secs(2), move |rec| {
+            let follower = Follower::start(api, cfg.fsname.clone(), Duration::from_secs(2), progress, move |rec| {
                 met.config_records.inc();
                 if matches!(rec.cmd, ConfigCmd::TargetRestart { .. }) {
                     met.target_restarts.inc();
@@ -260,9 +262,12 @@ fn update_gauges(ns: &Namespace, met: &MdtMetrics) {
     met.last_transno.set(ns.txn().last() as i64);
     met.last_committed.set(ns.txn().committed() as i64);
     met.destroy_pending.set(ns.destroys_pending() as i64);
+    met.ost_active.clear();
+    met.ost_admin_active.clear();
     for o in ns.alloc().report() {
-        let usable = o.active && o.connected;
-        met.ost_active.get_or_create(&crate::service::metrics::OstLabels { ost: o.index }).set(i64::from(usable));
+        let l = crate::service::metrics::OstLabels { ost: o.index };
+        met.ost_active.get_or_create(&l).set(i64::from(o.active && o.connected));
+        met.ost_admin_active.get_or_create(&l).set(i64::from(o.active));
     }
 }
 

@@ -171,7 +171,10 @@ impl Allocator {
     }
 
     /// Applies one config record. Refusals (remove of an active OST) are
-    /// logged and ignored, as the seed says followers check.
+    /// logged and ignored, as the seed says followers check. Never calls
+    /// an OST: added or restarted OSTs are reached by the next
+    /// [`Allocator::refresh`] (the daemon's housekeeping thread), so a dead
+    /// OST cannot stall the config log.
     pub fn apply(&self, cmd: &ConfigCmd) -> Result<()> {
         match cmd {
             ConfigCmd::AddTarget { kind: TargetKind::Ost, index, nids, .. } => {
@@ -187,8 +190,6 @@ impl Allocator {
                     last_used,
                     precreated: last_used,
                 });
-                drop(s);
-                self.connect(*index);
             }
             ConfigCmd::TargetRestart { kind: TargetKind::Ost, index, nids, .. } => {
                 let api = (self.factory)(*index, nids);
@@ -200,7 +201,6 @@ impl Allocator {
                     o.connected = false;
                     o.precreated = o.last_used;
                 }
-                self.connect(*index);
             }
             ConfigCmd::Activate { kind: TargetKind::Ost, index } => {
                 let mut s = self.state.lock();

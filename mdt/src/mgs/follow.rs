@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex};
+
 use ptlrpc::driver::{Client, RpcError};
 use ptlrpc::wire::Op;
 use ptlrpc::wire::mgs::{
@@ -107,6 +109,44 @@ impl MgsApi for RpcMgs {
     }
 }
 
+/// How far a follower got: the next record index it will apply, with a
+/// condition variable to wait on.
+#[derive(Debug)]
+pub struct Progress {
+    next: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress { next: Mutex::new(1), cv: Condvar::new() }
+    }
+}
+
+impl Progress {
+    /// Records applied so far.
+    pub fn applied(&self) -> u64 {
+        *self.next.lock() - 1
+    }
+
+    /// Waits until at least `n` records are applied, up to `bound`.
+    pub fn wait_applied(&self, n: u64, bound: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + bound;
+        let mut g = self.next.lock();
+        while *g - 1 < n {
+            if self.cv.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
+        }
+        *g - 1
+    }
+
+    fn set(&self, next: u64) {
+        *self.next.lock() = next;
+        self.cv.notify_all();
+    }
+}
+
 /// A thread following one file system's log.
 #[derive(Debug)]
 pub struct Follower {
@@ -122,6 +162,7 @@ impl Follower {
         mgs: Arc<dyn MgsApi>,
         fsname: String,
         wait: Duration,
+        progress: Arc<Progress>,
         mut apply: impl FnMut(&ConfigRecord) + Send + 'static,
     ) -> Follower {
         let stop = Arc::new(AtomicBool::new(false));
@@ -139,6 +180,7 @@ impl Follower {
                                 if rec.index >= n.load(Ordering::Acquire) {
                                     apply(rec);
                                     n.store(rec.index + 1, Ordering::Release);
+                                    progress.set(rec.index + 1);
                                 }
                             }
                         }

@@ -44,6 +44,7 @@ fn mount(dir: &std::path::Path, osts: &Osts) -> Namespace {
 fn add_ost(ns: &Namespace, i: u32) {
     let cmd = ConfigCmd::AddTarget { kind: TargetKind::Ost, index: i, nids: vec![format!("{i}@lo")], failover: vec![] };
     ns.alloc().apply(&cmd).unwrap();
+    ns.alloc().refresh();
 }
 
 fn fx(n_osts: u32) -> Fx {

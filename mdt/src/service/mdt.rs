@@ -19,12 +19,14 @@ use lnet::Nid;
 use parking_lot::Mutex;
 use ptlrpc::driver::{Errno, Handler, Reply, ReqCtx, Request};
 use ptlrpc::wire::mds::{
-    CloseReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReq, ReintReply, ReintReq, XattrReply,
+    CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdtOstState, ReaddirReq, ReintReply,
+    ReintReq, XattrReply,
 };
 use ptlrpc::wire::{ConnectData, Fid, Op, Transno, connect_flags};
 
 use super::metrics::MdtMetrics;
 use crate::inode::{Kind, S_IFMT};
+use crate::mgs::follow::Progress;
 use crate::ns::{CreateArgs, Done, Namespace, SetattrArgs};
 use crate::txn::Committer;
 
@@ -33,6 +35,7 @@ pub struct MdtHandler {
     ns: Arc<Namespace>,
     committer: Arc<Committer>,
     metrics: Arc<MdtMetrics>,
+    progress: Arc<Progress>,
     peers: Mutex<HashSet<Nid>>,
 }
 
@@ -72,6 +75,7 @@ fn op_name(op: Op, reint: Option<&ReintReq>) -> &'static str {
             Op::MdsConnect => "connect",
             Op::MdsDisconnect => "disconnect",
             Op::MdsSync => "sync",
+            Op::MdsGetInfo => "get_info",
             Op::ObdPing => "ping",
             _ => "other",
         },
@@ -80,8 +84,31 @@ fn op_name(op: Op, reint: Option<&ReintReq>) -> &'static str {
 
 impl MdtHandler {
     /// A handler over `ns`.
-    pub fn new(ns: Arc<Namespace>, committer: Arc<Committer>, metrics: Arc<MdtMetrics>) -> MdtHandler {
-        MdtHandler { ns, committer, metrics, peers: Mutex::new(HashSet::new()) }
+    pub fn new(
+        ns: Arc<Namespace>,
+        committer: Arc<Committer>,
+        metrics: Arc<MdtMetrics>,
+        progress: Arc<Progress>,
+    ) -> MdtHandler {
+        MdtHandler { ns, committer, metrics, progress, peers: Mutex::new(HashSet::new()) }
+    }
+
+    fn get_info(&self, r: &GetInfoReq) -> Result<Reply, Errno> {
+        let bound = std::time::Duration::from_millis(u64::from(r.wait_ms)).min(crate::mgs::MAX_WAIT);
+        let value = match r.key.as_str() {
+            "config_applied" => self.progress.wait_applied(r.at_least, bound),
+            "last_committed" => self.ns.txn().committed(),
+            _ => return Err(Errno::EINVAL),
+        };
+        let osts = self
+            .ns
+            .alloc()
+            .report()
+            .into_iter()
+            .map(|o| MdtOstState { index: o.index, active: o.active, connected: o.connected, last_used: o.last_used })
+            .collect();
+        let pools = self.ns.alloc().pools().into_iter().map(|(n, m)| (n, m.into_iter().collect())).collect();
+        self.reply(&GetInfoReply { value, osts, pools }, 0)
     }
 
     fn committed(&self) -> Transno {
@@ -193,6 +220,7 @@ impl MdtHandler {
                 };
                 self.reply(&rep, 0)
             }
+            Op::MdsGetInfo => self.get_info(&req.body::<GetInfoReq>()?),
             Op::MdsSync => {
                 if !self.committer.commit_now(std::time::Duration::from_secs(30)) {
                     return Err(Errno::EIO);

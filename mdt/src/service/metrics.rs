@@ -61,6 +61,9 @@ pub struct MdtMetrics {
     pub destroy_pending: Gauge,
     /// OST usable for allocation (1) or not (0).
     pub ost_active: Family<OstLabels, Gauge>,
+    /// OST activated in the config log (1) or deactivated (0); no series
+    /// once removed.
+    pub ost_admin_active: Family<OstLabels, Gauge>,
     /// Config-log records applied by this MDT.
     pub config_records: Counter,
     /// Target restarts (imperative recovery notices) seen.
@@ -89,6 +92,7 @@ impl MdtMetrics {
             last_committed: Gauge::default(),
             destroy_pending: Gauge::default(),
             ost_active: Family::default(),
+            ost_admin_active: Family::default(),
             config_records: Counter::default(),
             target_restarts: Counter::default(),
             registry: Registry::default(),
@@ -104,6 +108,7 @@ impl MdtMetrics {
         registry.register("last_committed", "Last transno durably committed", m.last_committed.clone());
         registry.register("destroy_pending", "OST objects waiting in the destroy log", m.destroy_pending.clone());
         registry.register("ost_active", "OST takes new objects", m.ost_active.clone());
+        registry.register("ost_admin_active", "OST activated in the config log", m.ost_admin_active.clone());
         registry.register("config_records", "Config-log records applied", m.config_records.clone());
         registry.register("target_restarts", "Target restart notices seen", m.target_restarts.clone());
         MdtMetrics { registry, ..m }

@@ -422,3 +422,43 @@ pub struct XattrReply {
     /// The names (list).
     pub names: Vec<String>,
 }
+
+/// `MDS_GET_INFO`: a named value of the MDT, optionally waiting (bounded)
+/// until it reaches `at_least`. Keys: `config_applied` (config-log records
+/// applied), `last_committed`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GetInfoReq {
+    /// The key.
+    pub key: String,
+    /// Wait until the value is at least this.
+    pub at_least: u64,
+    /// For at most this long (ms).
+    pub wait_ms: u32,
+}
+
+/// An OST as an MDT sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct MdtOstState {
+    /// OST index.
+    pub index: u32,
+    /// Activated in the config log.
+    pub active: bool,
+    /// Reached (space known).
+    pub connected: bool,
+    /// Last object id allocated on it.
+    pub last_used: u64,
+}
+
+/// Reply to `MDS_GET_INFO`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct GetInfoReply {
+    /// The value.
+    pub value: u64,
+    /// The MDT's OSTs.
+    pub osts: Vec<MdtOstState>,
+    /// Pools and their OSTs, as `name` and indices.
+    pub pools: Vec<(String, Vec<u32>)>,
+}
