@@ -468,8 +468,8 @@ async fn sleep_opt(wait: Option<Duration>) {
     }
 }
 
-/// Feeds replies to the import (early replies are counted only: the
-/// import's deadlines are its own).
+/// Feeds replies to the import; early replies extend their request's
+/// deadline there.
 fn feed(shared: &Shared, mds: &mut HashMap<Xid, (ConnCnt, Attached)>, batch: Vec<Input>) {
     let now = shared.clock.now();
     let mut st = shared.state.lock();
@@ -485,6 +485,7 @@ fn feed(shared: &Shared, mds: &mut HashMap<Xid, (ConnCnt, Attached)>, batch: Vec
         let h = frame.header();
         if h.flags.contains(MsgFlags::EARLY_REPLY) {
             shared.counters.early_replies.fetch_add(1, Ordering::Relaxed);
+            st.import.handle_early_reply(now, &frame);
             continue;
         }
         if mds.get(&h.xid).is_some_and(|(c, _)| *c == h.conn_cnt) {

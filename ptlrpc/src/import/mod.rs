@@ -403,6 +403,28 @@ impl Import {
         self.drive(now);
     }
 
+    /// An early reply: the target needs longer for request `xid` and says
+    /// how long in total (`timeout`). The request's deadline moves out
+    /// (never in); nothing else changes and the AT history is untouched.
+    pub fn handle_early_reply(&mut self, now: Time, frame: &Frame<'_>) {
+        let h = *frame.header();
+        if !h.flags.contains(MsgFlags::EARLY_REPLY) || h.conn_cnt != self.conn_cnt {
+            return;
+        }
+        let at = &self.at;
+        if let Some(r) = self.requests.get_mut(h.xid)
+            && let Phase::Sent { sent, deadline, conn_cnt } = r.phase
+        {
+            let deadline = at.early_reply_deadline(now, sent, h.timeout, deadline);
+            r.phase = Phase::Sent { sent, deadline, conn_cnt };
+        }
+        if let ImportState::Replay { in_flight: Some((s, _)), .. } = &mut self.state
+            && s.xid == h.xid
+        {
+            s.deadline = at.early_reply_deadline(now, s.sent, h.timeout, s.deadline);
+        }
+    }
+
     /// Timers: connect, request and ping deadlines, reconnect backoff.
     pub fn handle_timeout(&mut self, now: Time) {
         match &self.state {

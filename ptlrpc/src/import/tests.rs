@@ -361,3 +361,34 @@ fn close_reports_and_history_is_bounded() {
     assert!(drain(&mut imp).iter().any(|e| matches!(e, ImportEvent::ReplayLost { error: ImportError::Closed, .. })));
     assert_eq!(imp.submit(t(100), put()), Err(ImportError::Closed));
 }
+
+#[test]
+fn early_reply_extends_the_deadline_and_never_shortens_it() {
+    let mut imp = connected();
+    let _x = imp.submit(t(1), put());
+    let o = next(&mut imp, t(1));
+    let first = imp.poll_timeout().unwrap_or(t(0));
+    let early = |imp: &mut Import, now: Time, total: Duration| {
+        let mut h = Header::new(MsgKind::Reply, o.header.opcode, o.header.xid);
+        h.flags = MsgFlags::EARLY_REPLY;
+        h.conn_cnt = o.header.conn_cnt;
+        h.timeout = total;
+        let b = bytes(&h, &[]);
+        match Frame::parse(&b) {
+            Ok(f) => imp.handle_early_reply(now, &f),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // The target asks for 10 minutes in total: the deadline moves out, so
+    // the old deadline passes without a disconnect (without the early reply
+    // it would: see timeout_reconnect_resends_in_flight).
+    early(&mut imp, t(2), Duration::from_secs(600));
+    imp.handle_timeout(first);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    // A shorter grant never brings it forward.
+    early(&mut imp, t(3), Duration::from_secs(1));
+    imp.handle_timeout(first + Duration::from_millis(1));
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    // Early replies are not final replies.
+    assert!(drain(&mut imp).iter().all(|e| !matches!(e, ImportEvent::Reply { .. })));
+}
