@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::fid;
 use crate::inode::Inode;
 use crate::ns::Namespace;
-use crate::store::{Kv, KEY_END, Table, decode, scan};
+use crate::store::{KEY_END, Kv, Table, decode, scan};
 
 /// What the checker found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

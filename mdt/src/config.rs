@@ -114,7 +114,10 @@ impl MdsConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, why: &str| Err(ConfigError { key: key.into(), why: why.into() });
-        if self.fsname.is_empty() || self.fsname.len() > 8 || !self.fsname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if self.fsname.is_empty()
+            || self.fsname.len() > 8
+            || !self.fsname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             return err("fsname", "1 to 8 of [A-Za-z0-9_]");
         }
         self.lnet.validate().map_err(|e| ConfigError { key: format!("lnet.{}", e.key), why: e.why })?;

@@ -12,7 +12,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use crate::mgs::Mgs;
 use crate::mgs::follow::{Follower, LocalMgs, MgsApi, Progress, RpcMgs};
 use crate::ns::Namespace;
 use crate::service::{MdtHandler, MdtMetrics, MgsHandler};
+use crate::stop::StopSignal;
 use crate::store::{FjallKv, Kv};
 use crate::txn::Committer;
 
@@ -82,7 +82,7 @@ pub struct Daemon {
     pub metrics: Arc<MdtMetrics>,
     services: Arc<Mutex<Vec<Service>>>,
     faults: Arc<FaultInjector>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     housekeeper: Option<JoinHandle<()>>,
 }
 
@@ -95,7 +95,8 @@ impl std::fmt::Debug for Daemon {
 fn open_store(path: &Path) -> Result<Arc<dyn Kv>, StartError> {
     std::fs::create_dir_all(path)
         .map_err(|e| StartError::Store { path: path.display().to_string(), why: e.to_string() })?;
-    let kv = FjallKv::open(path).map_err(|e| StartError::Store { path: path.display().to_string(), why: e.to_string() })?;
+    let kv =
+        FjallKv::open(path).map_err(|e| StartError::Store { path: path.display().to_string(), why: e.to_string() })?;
     Ok(Arc::new(kv))
 }
 
@@ -132,7 +133,12 @@ impl Daemon {
             let kv = open_store(&cfg.data_dir.join("mgs"))?;
             let g = Arc::new(Mgs::open(kv).map_err(|e| StartError::Mgs(e.to_string()))?);
             let threads = if m.threads == 0 { 8 } else { m.threads };
-            start_svc("mgs".into(), MGS_REQUEST_PORTAL, threads, Arc::new(MgsHandler::new(Arc::clone(&g), Arc::clone(&metrics))))?;
+            start_svc(
+                "mgs".into(),
+                MGS_REQUEST_PORTAL,
+                threads,
+                Arc::new(MgsHandler::new(Arc::clone(&g), Arc::clone(&metrics))),
+            )?;
             mgs = Some(g);
         }
         let mut mdt = None;
@@ -150,11 +156,12 @@ impl Daemon {
                 ..AllocConfig::default()
             };
             let alloc = Arc::new(Allocator::new(Arc::clone(&kv), ost_factory(&lnet, &faults, rt.clone()), acfg));
-            let ns = Arc::new(Namespace::mount(kv, alloc).map_err(|e| StartError::Store {
-                path: cfg.data_dir.display().to_string(),
-                why: e.to_string(),
-            })?);
-            let orphans = ns.cleanup_orphans().map_err(|e| StartError::Store { path: "orphans".into(), why: e.to_string() })?;
+            let ns = Arc::new(
+                Namespace::mount(kv, alloc)
+                    .map_err(|e| StartError::Store { path: cfg.data_dir.display().to_string(), why: e.to_string() })?,
+            );
+            let orphans =
+                ns.cleanup_orphans().map_err(|e| StartError::Store { path: "orphans".into(), why: e.to_string() })?;
             tracing::info!(epoch = ns.txn().epoch(), orphans, "MDT mounted");
             let committer = Arc::new(Committer::start(
                 Arc::clone(ns.kv()),
@@ -199,7 +206,7 @@ impl Daemon {
             });
             mdt = Some(MdtParts { ns, committer, follower });
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(StopSignal::default());
         let housekeeper = mdt.as_ref().map(|p| {
             let (ns, met, stop) = (Arc::clone(&p.ns), Arc::clone(&metrics), Arc::clone(&stop));
             std::thread::spawn(move || housekeeping(&ns, &met, &stop))
@@ -238,7 +245,7 @@ impl Daemon {
 
     /// Stops everything: follower, services, a final commit, lnet.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.stop();
         if let Some(h) = self.housekeeper.take() {
             let _ = h.join();
         }
@@ -272,20 +279,17 @@ fn update_gauges(ns: &Namespace, met: &MdtMetrics) {
 }
 
 /// Once a second: OST space, destroy-log replay, gauges.
-fn housekeeping(ns: &Namespace, met: &MdtMetrics, stop: &AtomicBool) {
-    let mut tick = 0u64;
-    while !stop.load(Ordering::Acquire) {
-        if tick % 10 == 0 {
-            ns.alloc().refresh();
-            match ns.process_destroys(1024) {
-                Ok((done, pending)) if done + pending > 0 => tracing::debug!(done, pending, "destroy log"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "destroy log"),
-            }
-            update_gauges(ns, met);
+fn housekeeping(ns: &Namespace, met: &MdtMetrics, stop: &StopSignal) {
+    loop {
+        ns.alloc().refresh();
+        match ns.process_destroys(1024) {
+            Ok((done, pending)) if done + pending > 0 => tracing::debug!(done, pending, "destroy log"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "destroy log"),
         }
-        tick += 1;
-        // A daemon's periodic pause (100 ms, so stop is seen quickly).
-        std::thread::sleep(Duration::from_millis(100));
+        update_gauges(ns, met);
+        if stop.wait(Duration::from_secs(1)) {
+            return;
+        }
     }
 }

@@ -27,6 +27,7 @@
 //! | `mgs` | registry, config log, lifecycle, pools, followers |
 //! | `service` | ptlrpc handlers for MDS and MGS opcodes, metrics |
 //! | `check` | namespace checker (dirents, inodes, links, objects) |
+//! | `stop` | stop signal threads wait on between rounds |
 //! | `config` | `sheen-mds` TOML configuration |
 //! | `daemon` | lnet, stores, services, follower, commit and housekeeping threads |
 //!
@@ -53,6 +54,7 @@ pub mod inode;
 pub mod mgs;
 pub mod ns;
 pub mod service;
+pub mod stop;
 pub mod store;
 pub mod txn;
 

@@ -39,10 +39,7 @@ pub struct TxnState {
 }
 
 fn read_u64(kv: &dyn Kv, key: &[u8]) -> Result<u64> {
-    Ok(kv
-        .get(Table::Meta, key)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+    Ok(kv.get(Table::Meta, key)?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_be_bytes))
 }
 
 impl TxnState {

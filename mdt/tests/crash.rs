@@ -36,7 +36,14 @@ fn create(parent: Fid, name: String, mode: u32) -> ReintReq {
 
 const OP_BOUND: Duration = Duration::from_secs(3);
 
-async fn load(c: Client, k: u64, out: Outcome, done: Arc<AtomicU64>, committed: Arc<AtomicU64>, kill: Arc<tokio::sync::Notify>) {
+async fn load(
+    c: Client,
+    k: u64,
+    out: Outcome,
+    done: Arc<AtomicU64>,
+    committed: Arc<AtomicU64>,
+    kill: Arc<tokio::sync::Notify>,
+) {
     let seen = |r: &ptlrpc::driver::RpcReply| {
         committed.fetch_max(r.header().last_committed.0, Ordering::AcqRel);
         if done.fetch_add(1, Ordering::AcqRel) + 1 == KILL_AFTER {
@@ -60,7 +67,13 @@ async fn load(c: Client, k: u64, out: Outcome, done: Arc<AtomicU64>, committed: 
             out.lock().insert((k, name), (seen(&r), false));
         } else if i % 7 == 6 {
             let to = format!("r{i}");
-            let req = ReintReq::Rename { src_parent: dir, src_name: name.clone(), dst_parent: dir, dst_name: to.clone(), time: 3 };
+            let req = ReintReq::Rename {
+                src_parent: dir,
+                src_name: name.clone(),
+                dst_parent: dir,
+                dst_name: to.clone(),
+                time: 3,
+            };
             let Ok(r) = rpc(&c, Op::MdsReint, &req, OP_BOUND).await else { return };
             let t = seen(&r);
             out.lock().insert((k, name), (t, false));

@@ -98,8 +98,7 @@ async fn lifecycle_across_processes() {
     let v: GetInfoReply = mdt_applied(&mdc, log_len().await).await;
     assert_eq!(v.osts.iter().map(|o| o.index).collect::<Vec<_>>(), vec![0]);
     assert_eq!(v.pools, vec![("fast".to_string(), vec![0])]);
-    let pools: MgsAdminReply =
-        admin(MgsAdminReq::PoolList { fsname: fs() }).await.unwrap().body().unwrap();
+    let pools: MgsAdminReply = admin(MgsAdminReq::PoolList { fsname: fs() }).await.unwrap().body().unwrap();
     assert_eq!(pools.pools[0].osts, vec![0]);
     assert_eq!(errno_of(&admin(MgsAdminReq::PoolDestroy { fsname: fs(), pool: "fast".into() }).await), 39);
     admin(MgsAdminReq::PoolRemove { fsname: fs(), pool: "fast".into(), ost: 0 }).await.unwrap();

@@ -54,7 +54,12 @@ pub struct AllocConfig {
 impl Default for AllocConfig {
     fn default() -> AllocConfig {
         AllocConfig {
-            default_stripe: StripeSpec { stripe_size: 1 << 20, stripe_count: 1, stripe_offset: -1, pool: String::new() },
+            default_stripe: StripeSpec {
+                stripe_size: 1 << 20,
+                stripe_count: 1,
+                stripe_offset: -1,
+                pool: String::new(),
+            },
             qos_threshold_pct: 17,
             precreate_batch: 1024,
             full_pct: 1,
@@ -135,7 +140,8 @@ pub fn stored_last_used(kv: &dyn Kv, index: u32) -> Result<u64> {
 impl Allocator {
     /// An allocator with no OSTs yet; they come from the config log.
     pub fn new(kv: Arc<dyn Kv>, factory: OstFactory, cfg: AllocConfig) -> Allocator {
-        let state = State { osts: BTreeMap::new(), pools: BTreeMap::new(), rr: 0, rng: SmallRng::seed_from_u64(0x5eed), cfg };
+        let state =
+            State { osts: BTreeMap::new(), pools: BTreeMap::new(), rr: 0, rng: SmallRng::seed_from_u64(0x5eed), cfg };
         Allocator { kv, factory, state: Mutex::new(state) }
     }
 
@@ -372,7 +378,9 @@ impl Allocator {
             if id > o.precreated {
                 match o.api.precreate(id, batch) {
                     Ok(last) if last >= id => o.precreated = last,
-                    Ok(_) => return Err(MdtError::Ost { ost, why: "precreate made nothing".into(), errno: errno::ENOSPC }),
+                    Ok(_) => {
+                        return Err(MdtError::Ost { ost, why: "precreate made nothing".into(), errno: errno::ENOSPC });
+                    }
                     Err(e) => {
                         o.connected = false;
                         return Err(MdtError::Ost { ost, why: e.to_string(), errno: e.errno() });
@@ -411,7 +419,7 @@ impl Allocator {
 }
 
 fn usable(o: &Ost, full_pct: u32) -> bool {
-    let full = o.space.kbytes > 0
-        && u128::from(o.space.kbytes_free) * 100 < u128::from(full_pct) * u128::from(o.space.kbytes);
+    let full =
+        o.space.kbytes > 0 && u128::from(o.space.kbytes_free) * 100 < u128::from(full_pct) * u128::from(o.space.kbytes);
     o.admin_active && o.connected && !full
 }

@@ -7,7 +7,7 @@
 //! unreachable MGS with a bounded backoff, never spin.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use ptlrpc::wire::mgs::{
 
 use super::Mgs;
 use crate::error::{MdtError, Result, errno};
+use crate::stop::StopSignal;
 
 /// What a follower needs from the MGS.
 pub trait MgsApi: Send + Sync + std::fmt::Debug {
@@ -150,7 +151,7 @@ impl Progress {
 /// A thread following one file system's log.
 #[derive(Debug)]
 pub struct Follower {
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     next: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -165,14 +166,14 @@ impl Follower {
         progress: Arc<Progress>,
         mut apply: impl FnMut(&ConfigRecord) + Send + 'static,
     ) -> Follower {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(StopSignal::default());
         let next = Arc::new(AtomicU64::new(1));
         let (s, n) = (Arc::clone(&stop), Arc::clone(&next));
         let thread = std::thread::Builder::new()
             .name("mgs-follow".into())
             .spawn(move || {
                 let mut backoff = Duration::from_millis(100);
-                while !s.load(Ordering::Acquire) {
+                while !s.is_stopped() {
                     match mgs.read(&fsname, n.load(Ordering::Acquire), wait) {
                         Ok(r) => {
                             backoff = Duration::from_millis(100);
@@ -186,9 +187,9 @@ impl Follower {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "config log read failed; retrying");
-                            // A daemon's retry pause, bounded; the loop
-                            // re-checks `stop` after it.
-                            std::thread::sleep(backoff);
+                            if s.wait(backoff) {
+                                return;
+                            }
                             backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
                     }
@@ -205,7 +206,7 @@ impl Follower {
 
     /// Stops after the current read returns.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -214,6 +215,6 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.stop();
     }
 }

@@ -192,7 +192,9 @@ impl Mgs {
                 self.append(&mut fs, &req.fsname, restart)?;
                 Ok(TargetRegReply { record, added: true })
             }
-            Some(t) if t.instance == req.instance && t.nids == req.nids => Ok(TargetRegReply { record: 0, added: false }),
+            Some(t) if t.instance == req.instance && t.nids == req.nids => {
+                Ok(TargetRegReply { record: 0, added: false })
+            }
             Some(_) => {
                 let cmd = ConfigCmd::TargetRestart {
                     kind: req.kind,
@@ -248,9 +250,8 @@ impl Mgs {
                 .cloned()
                 .ok_or_else(|| MdtError::posix(errno::ENOENT, format!("no {kind:?} {index}")))
         };
-        let pool = |p: &str| {
-            st.pools.get(p).cloned().ok_or_else(|| MdtError::posix(errno::ENOENT, format!("no pool {p}")))
-        };
+        let pool =
+            |p: &str| st.pools.get(p).cloned().ok_or_else(|| MdtError::posix(errno::ENOENT, format!("no pool {p}")));
         let cmd = match req {
             A::Activate { kind, index, .. } => {
                 target(*kind, *index)?;
@@ -262,7 +263,10 @@ impl Mgs {
             }
             A::Remove { kind, index, .. } => {
                 if target(*kind, *index)?.active {
-                    return Err(MdtError::posix(errno::EBUSY, format!("{kind:?} {index} is active: deactivate it first")));
+                    return Err(MdtError::posix(
+                        errno::EBUSY,
+                        format!("{kind:?} {index} is active: deactivate it first"),
+                    ));
                 }
                 ConfigCmd::Remove { kind: *kind, index: *index }
             }
@@ -273,7 +277,8 @@ impl Mgs {
                 ConfigCmd::SetParam { key: key.clone(), value: value.clone() }
             }
             A::PoolNew { pool: p, .. } => {
-                if p.is_empty() || p.len() > POOL_NAME_MAX || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if p.is_empty() || p.len() > POOL_NAME_MAX || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err(MdtError::posix(errno::EINVAL, format!("bad pool name {p:?}")));
                 }
                 if st.pools.contains_key(p) {
@@ -301,12 +306,18 @@ impl Mgs {
                 ConfigCmd::PoolDestroy { pool: p.clone() }
             }
             A::PoolList { .. } => {
-                let pools =
-                    st.pools.iter().map(|(n, m)| PoolInfo { name: n.clone(), osts: m.iter().copied().collect() }).collect();
+                let pools = st
+                    .pools
+                    .iter()
+                    .map(|(n, m)| PoolInfo { name: n.clone(), osts: m.iter().copied().collect() })
+                    .collect();
                 return Ok(MgsAdminReply { pools, ..MgsAdminReply::default() });
             }
             A::Targets { .. } => {
-                return Ok(MgsAdminReply { targets: st.targets.values().cloned().collect(), ..MgsAdminReply::default() });
+                return Ok(MgsAdminReply {
+                    targets: st.targets.values().cloned().collect(),
+                    ..MgsAdminReply::default()
+                });
             }
         };
         let record = self.append(&mut fs, &fsname, cmd)?;

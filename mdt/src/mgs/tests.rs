@@ -44,15 +44,9 @@ fn lifecycle_follows_the_seed_rules() {
     assert_eq!(admin(&m, rm(1)), Err(errno::EBUSY), "remove refused while active");
     admin(&m, MgsAdminReq::PoolNew { fsname: FS.into(), pool: "fast".into() }).unwrap();
     admin(&m, MgsAdminReq::PoolAdd { fsname: FS.into(), pool: "fast".into(), ost: 1 }).unwrap();
-    assert_eq!(
-        admin(&m, MgsAdminReq::PoolAdd { fsname: FS.into(), pool: "fast".into(), ost: 1 }),
-        Err(errno::EEXIST)
-    );
+    assert_eq!(admin(&m, MgsAdminReq::PoolAdd { fsname: FS.into(), pool: "fast".into(), ost: 1 }), Err(errno::EEXIST));
     assert_eq!(admin(&m, MgsAdminReq::PoolAdd { fsname: FS.into(), pool: "x".into(), ost: 1 }), Err(errno::ENOENT));
-    assert_eq!(
-        admin(&m, MgsAdminReq::PoolDestroy { fsname: FS.into(), pool: "fast".into() }),
-        Err(errno::ENOTEMPTY)
-    );
+    assert_eq!(admin(&m, MgsAdminReq::PoolDestroy { fsname: FS.into(), pool: "fast".into() }), Err(errno::ENOTEMPTY));
     admin(&m, MgsAdminReq::Deactivate { fsname: FS.into(), kind: k, index: 1 }).unwrap();
     admin(&m, MgsAdminReq::Activate { fsname: FS.into(), kind: k, index: 1 }).unwrap();
     admin(&m, MgsAdminReq::Deactivate { fsname: FS.into(), kind: k, index: 1 }).unwrap();

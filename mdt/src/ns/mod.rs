@@ -194,7 +194,12 @@ impl Namespace {
     /// getattr (and readlink: the reply carries a symlink's target).
     pub fn getattr(&self, f: Fid) -> Result<AttrReply> {
         let i = self.inode(f)?;
-        Ok(AttrReply { attr: i.attr(), layout: i.layout.clone(), default_stripe: i.default_stripe.clone(), symlink: i.symlink })
+        Ok(AttrReply {
+            attr: i.attr(),
+            layout: i.layout.clone(),
+            default_stripe: i.default_stripe.clone(),
+            symlink: i.symlink,
+        })
     }
 
     /// The FID `name` in `parent` names.

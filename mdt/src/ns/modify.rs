@@ -97,7 +97,11 @@ impl Namespace {
             ctime: a.time,
             symlink: if kind == Kind::Symlink { a.symlink.clone() } else { String::new() },
             layout,
-            default_stripe: if kind == Kind::Dir { a.stripe.clone().or_else(|| p.default_stripe.clone()) } else { None },
+            default_stripe: if kind == Kind::Dir {
+                a.stripe.clone().or_else(|| p.default_stripe.clone())
+            } else {
+                None
+            },
             ..Inode::default()
         };
         tx.version(&mut p);

@@ -70,7 +70,14 @@ impl Namespace {
 
     /// open by name (creating with `CREAT`) or by FID.
     #[allow(clippy::too_many_arguments)]
-    pub fn open(&self, parent: Fid, name: &str, by_fid: Option<Fid>, flags: OpenFlags, create: &CreateArgs) -> Result<Opened> {
+    pub fn open(
+        &self,
+        parent: Fid,
+        name: &str,
+        by_fid: Option<Fid>,
+        flags: OpenFlags,
+        create: &CreateArgs,
+    ) -> Result<Opened> {
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         let (inode, done) = if let Some(f) = by_fid {
             (self.inode(f)?, Done::default())
@@ -105,7 +112,8 @@ impl Namespace {
         if inode.is_dir() && writes {
             return Err(MdtError::posix(errno::EISDIR, "open of a directory for writing"));
         }
-        let (inode, done) = if flags & open_flags::TRUNC != 0 && writes && inode.kind() == Kind::File && inode.size != 0 {
+        let (inode, done) = if flags & open_flags::TRUNC != 0 && writes && inode.kind() == Kind::File && inode.size != 0
+        {
             let (i, d) = self.setattr(
                 inode.fid,
                 &SetattrArgs { valid: ptlrpc::wire::mds::attr_valid::SIZE, ..SetattrArgs::default() },

@@ -198,7 +198,10 @@ fn xattrs_symlinks_and_devices() {
     let (n, _) = ns.create(Fid::ROOT, "null", &dev).unwrap();
     assert_eq!(ns.getattr(n.fid).unwrap().attr.rdev, 0x0801);
     ns.unlink(Fid::ROOT, "x", false, 1).unwrap();
-    assert!(ns.kv().range(Table::Xattrs, &[], crate::store::KEY_END, 10).unwrap().is_empty(), "xattrs go with the inode");
+    assert!(
+        ns.kv().range(Table::Xattrs, &[], crate::store::KEY_END, 10).unwrap().is_empty(),
+        "xattrs go with the inode"
+    );
     assert_clean(ns);
 }
 

@@ -77,7 +77,12 @@ impl Mds {
         });
         assert!(line.starts_with("sheen-mds ready"), "{line}");
         let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().to_string();
-        Mds { child: Some(child), nid: field("nid=").parse().unwrap(), admin: field("admin="), data: data.to_path_buf() }
+        Mds {
+            child: Some(child),
+            nid: field("nid=").parse().unwrap(),
+            admin: field("admin="),
+            data: data.to_path_buf(),
+        }
     }
 
     /// SIGTERM and wait (bounded) for a clean exit.
@@ -131,7 +136,11 @@ pub fn check(data: &Path) -> (bool, String) {
 
 pub async fn client_node(net: u8, host: u8) -> Lnet {
     let cfg = LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig { addr: Ipv4Addr::new(127, net, 0, host), port: PORT, ..TcpConfig::default() })],
+        nets: vec![NetConfig::Tcp(TcpConfig {
+            addr: Ipv4Addr::new(127, net, 0, host),
+            port: PORT,
+            ..TcpConfig::default()
+        })],
         ..LnetConfig::default()
     };
     Lnet::start(cfg).await.unwrap()
