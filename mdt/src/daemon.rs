@@ -100,16 +100,25 @@ fn open_store(path: &Path) -> Result<Arc<dyn Kv>, StartError> {
     Ok(Arc::new(kv))
 }
 
-fn ost_factory(lnet: &Lnet, faults: &Arc<FaultInjector>, rt: tokio::runtime::Handle) -> OstFactory {
+fn ost_factory(
+    lnet: &Lnet,
+    faults: &Arc<FaultInjector>,
+    rt: tokio::runtime::Handle,
+    fsname: &str,
+    mdt_index: u32,
+) -> OstFactory {
     let lnet = lnet.clone();
     let faults = Arc::clone(faults);
+    let fsname = fsname.to_string();
     Arc::new(move |index, nids| {
         let nid = nids.iter().find_map(|n| n.parse::<Nid>().ok()).unwrap_or(Nid::LO);
         if nids.is_empty() {
             tracing::warn!(ost = index, "OST registered without a NID");
         }
         let client = Client::new(&lnet, nid, OST_REQUEST_PORTAL, ClientConfig::default(), Arc::clone(&faults));
-        Arc::new(RpcOst::new(client, rt.clone(), Duration::from_secs(10))) as Arc<dyn OstApi>
+        let target = format!("{fsname}-OST{index:04x}");
+        let uuid = format!("{fsname}-MDT{mdt_index:04x}-mdtlov_UUID");
+        Arc::new(RpcOst::new(client, rt.clone(), Duration::from_secs(10), target, uuid)) as Arc<dyn OstApi>
     })
 }
 
@@ -155,7 +164,7 @@ impl Daemon {
                 precreate_batch: m.precreate_batch,
                 ..AllocConfig::default()
             };
-            let alloc = Arc::new(Allocator::new(Arc::clone(&kv), ost_factory(&lnet, &faults, rt.clone()), acfg));
+            let alloc = Arc::new(Allocator::new(Arc::clone(&kv), ost_factory(&lnet, &faults, rt.clone(), &cfg.fsname, m.index), acfg));
             let ns = Arc::new(
                 Namespace::mount(kv, alloc)
                     .map_err(|e| StartError::Store { path: cfg.data_dir.display().to_string(), why: e.to_string() })?,

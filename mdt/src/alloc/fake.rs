@@ -16,6 +16,8 @@ pub struct FakeOst {
     pub space: Mutex<OstStatfs>,
     /// Unreachable when set.
     pub down: Mutex<bool>,
+    /// The last id created.
+    pub last: Mutex<u64>,
 }
 
 impl FakeOst {
@@ -30,13 +32,13 @@ impl FakeOst {
 }
 
 impl OstApi for FakeOst {
-    fn precreate(&self, start: u64, count: u32) -> Result<u64, OstError> {
+    fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
         self.up()?;
-        let mut o = self.objects.lock();
-        for id in start..start + u64::from(count) {
-            o.insert(id);
-        }
-        Ok(start + u64::from(count) - 1)
+        let mut last = self.last.lock();
+        let first = *last + 1;
+        *last += u64::from(count);
+        self.objects.lock().extend(first..=*last);
+        Ok((first, *last))
     }
 
     fn destroy(&self, id: u64) -> Result<(), OstError> {
@@ -48,11 +50,5 @@ impl OstApi for FakeOst {
     fn statfs(&self) -> Result<OstStatfs, OstError> {
         self.up()?;
         Ok(*self.space.lock())
-    }
-
-    fn cleanup_orphans(&self, last_used: u64) -> Result<(), OstError> {
-        self.up()?;
-        self.objects.lock().retain(|&id| id <= last_used);
-        Ok(())
     }
 }

@@ -78,7 +78,8 @@ struct Ost {
     space: OstStatfs,
     /// Last id handed out (durable with the layouts that use it).
     last_used: u64,
-    /// Last id the OST has created.
+    /// End of the precreated range in use (ids above `last_used` up to it
+    /// are ours to hand out).
     precreated: u64,
 }
 
@@ -127,6 +128,20 @@ pub fn ost_key(index: u32) -> [u8; 4] {
 /// Adds the cursor of OST `index` to `b`.
 pub fn stamp_ost(b: &mut Batch, index: u32, last_used: u64) {
     b.put(Table::Osts, ost_key(index).to_vec(), last_used.to_be_bytes().to_vec());
+}
+
+fn precreated_key(index: u32) -> Vec<u8> {
+    let mut k = ost_key(index).to_vec();
+    k.push(b'p');
+    k
+}
+
+/// The end of the last precreate range on OST `index` as stored.
+fn stored_precreated(kv: &dyn Kv, index: u32) -> Result<u64> {
+    Ok(kv
+        .get(Table::Osts, &precreated_key(index))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// The last allocated id of OST `index` as stored.
@@ -266,21 +281,25 @@ impl Allocator {
         }
     }
 
-    /// Reaches OST `index`: cleans up orphans above the last allocated id
-    /// and reads its space. Network calls run without the lock.
+    /// Reaches OST `index`: destroys the objects this MDT precreated there
+    /// but never used (orphan cleanup: ids above the last allocated one,
+    /// up to the recorded end of the last precreate range) and reads its
+    /// space. Network calls run without the lock.
     pub fn connect(&self, index: u32) {
         let Some((api, last_used)) = self.state.lock().osts.get(&index).map(|o| (Arc::clone(&o.api), o.last_used))
         else {
             return;
         };
-        let res = api.cleanup_orphans(last_used).and_then(|()| api.statfs());
+        let res = self.cleanup_orphans(index, &*api, last_used).and_then(|()| {
+            api.statfs().map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })
+        });
         let mut s = self.state.lock();
         if let Some(o) = s.osts.get_mut(&index) {
             match res {
                 Ok(space) => {
                     o.connected = true;
                     o.space = space;
-                    o.precreated = o.precreated.max(last_used);
+                    o.precreated = o.last_used;
                 }
                 Err(e) => {
                     o.connected = false;
@@ -288,6 +307,20 @@ impl Allocator {
                 }
             }
         }
+    }
+
+    fn cleanup_orphans(&self, index: u32, api: &dyn OstApi, last_used: u64) -> Result<()> {
+        let precreated = stored_precreated(&*self.kv, index)?;
+        for id in last_used + 1..=precreated {
+            api.destroy(id).map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })?;
+        }
+        if precreated > last_used {
+            tracing::info!(ost = index, destroyed = precreated - last_used, "orphan objects cleaned up");
+            let mut b = Batch::new();
+            b.put(Table::Osts, precreated_key(index), last_used.to_be_bytes().to_vec());
+            self.kv.write(b)?;
+        }
+        Ok(())
     }
 
     /// Refreshes every OST's space (reconnecting those not reached).
@@ -374,12 +407,21 @@ impl Allocator {
         let mut objects = Vec::with_capacity(chosen.len());
         for ost in chosen {
             let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
-            let id = o.last_used + 1;
+            let mut id = o.last_used + 1;
             if id > o.precreated {
-                match o.api.precreate(id, batch) {
-                    Ok(last) if last >= id => o.precreated = last,
-                    Ok(_) => {
-                        return Err(MdtError::Ost { ost, why: "precreate made nothing".into(), errno: errno::ENOSPC });
+                match o.api.precreate(batch) {
+                    Ok((first, last)) if last >= first && first > o.last_used => {
+                        // Recorded before any of them is used, so a crash
+                        // leaves them to the next orphan cleanup.
+                        let mut pb = Batch::new();
+                        pb.put(Table::Osts, precreated_key(ost), last.to_be_bytes().to_vec());
+                        self.kv.write(pb)?;
+                        o.precreated = last;
+                        id = first;
+                    }
+                    Ok((first, last)) => {
+                        let why = format!("precreate gave {first}..={last} after {}", o.last_used);
+                        return Err(MdtError::Ost { ost, why, errno: errno::EIO });
                     }
                     Err(e) => {
                         o.connected = false;

@@ -1,12 +1,8 @@
 //! The MDT's view of one OST: the few calls object allocation and
 //! destruction need ([`OstApi`]), and the real implementation over a
-//! ptlrpc [`Client`] ([`RpcOst`]).
-//!
-//! The OST crate is being written concurrently and `ptlrpc::wire::ost`
-//! does not exist yet, so [`RpcOst`] speaks the OST opcodes (`OST_CREATE`,
-//! `OST_DESTROY`, `OST_STATFS`, `OST_SET_INFO`) with the provisional bodies
-//! of [`wire`] below; they move to `ptlrpc::wire::ost` (and change to its
-//! definitions) when that lands.
+//! ptlrpc [`Client`] speaking the OST's opcodes and bodies
+//! (`ptlrpc::wire::ost`): CONNECT by target name for an export handle,
+//! CREATE of a precreate range (the OST picks the ids), DESTROY, STATFS.
 //!
 //! Must not: be called from an async context (calls block on the runtime
 //! handle; the MDT's handlers run on service worker threads).
@@ -14,8 +10,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use ptlrpc::driver::{Client, RpcError};
-use ptlrpc::wire::Op;
+use ptlrpc::wire::{ConnectData, Op, OstConnect, OstConnectReply, OstCreate, OstCreateReply, OstObj, connect_flags};
 use thiserror::Error;
 
 /// An OST's space.
@@ -50,92 +47,43 @@ impl OstError {
 
 /// What the MDT needs from an OST.
 pub trait OstApi: Send + Sync + fmt::Debug {
-    /// Makes objects `start .. start + count` exist; returns the last id
-    /// that now exists.
-    fn precreate(&self, start: u64, count: u32) -> Result<u64, OstError>;
+    /// Creates `count` objects; returns the first and last new ids (the
+    /// OST picks them, ascending).
+    fn precreate(&self, count: u32) -> Result<(u64, u64), OstError>;
     /// Destroys object `id` (a missing object is success).
     fn destroy(&self, id: u64) -> Result<(), OstError>;
     /// Space.
     fn statfs(&self) -> Result<OstStatfs, OstError>;
-    /// Destroys precreated objects above `last_used` (the MDT's last
-    /// allocated id, read back from its store at connect): Lustre's orphan
-    /// cleanup, so precreated-but-unused objects do not leak across an MDT
-    /// crash.
-    fn cleanup_orphans(&self, last_used: u64) -> Result<(), OstError>;
 }
 
-/// Provisional MDT -> OST bodies (see the module docs).
-pub mod wire {
-    use rkyv::{Archive, Deserialize, Serialize};
-
-    /// `OST_CREATE`: precreate `start .. start + count`.
-    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-    #[rkyv(derive(Debug))]
-    pub struct PrecreateReq {
-        /// First id.
-        pub start: u64,
-        /// How many.
-        pub count: u32,
-    }
-
-    /// Reply to `OST_CREATE`.
-    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-    #[rkyv(derive(Debug))]
-    pub struct PrecreateReply {
-        /// The last id that exists.
-        pub last_id: u64,
-    }
-
-    /// `OST_DESTROY` of one object.
-    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-    #[rkyv(derive(Debug))]
-    pub struct DestroyReq {
-        /// Object id.
-        pub id: u64,
-    }
-
-    /// Reply to `OST_STATFS`.
-    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-    #[rkyv(derive(Debug))]
-    pub struct StatfsReply {
-        /// Capacity, KiB.
-        pub kbytes: u64,
-        /// Free, KiB.
-        pub kbytes_free: u64,
-    }
-
-    /// `OST_SET_INFO` "orphan cleanup": destroy precreated ids above `last_used`.
-    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-    #[rkyv(derive(Debug))]
-    pub struct CleanupReq {
-        /// The MDT's last allocated id.
-        pub last_used: u64,
-    }
-}
-
-/// An OST over ptlrpc.
-#[derive(Debug, Clone)]
+/// An OST over ptlrpc: connects (by target name) on first use and again
+/// when the OST says the export is gone (ENOTCONN, e.g. after its restart).
+#[derive(Debug)]
 pub struct RpcOst {
     client: Client,
     rt: tokio::runtime::Handle,
     bound: Duration,
+    target: String,
+    uuid: String,
+    handle: Mutex<Option<u64>>,
 }
 
+type Ser<'a> = rkyv::api::high::HighSerializer<
+    rkyv::util::AlignedVec,
+    rkyv::ser::allocator::ArenaHandle<'a>,
+    rkyv::rancor::Error,
+>;
+
 impl RpcOst {
-    /// Calls go through `client`, blocking on `rt`, each bounded by `bound`.
-    pub fn new(client: Client, rt: tokio::runtime::Handle, bound: Duration) -> RpcOst {
-        RpcOst { client, rt, bound }
+    /// OST `target` (`fsname-OSTxxxx`) through `client`, as the client
+    /// `uuid`, blocking on `rt`, each call bounded by `bound`.
+    pub fn new(client: Client, rt: tokio::runtime::Handle, bound: Duration, target: String, uuid: String) -> RpcOst {
+        RpcOst { client, rt, bound, target, uuid, handle: Mutex::new(None) }
     }
 
     fn call<B, R>(&self, op: Op, body: &B) -> Result<R, OstError>
     where
-        B: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
+        B: for<'a> rkyv::Serialize<Ser<'a>>,
         R: rkyv::Archive,
         R::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
             + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
@@ -149,27 +97,60 @@ impl RpcOst {
             Ok(Ok(reply)) => reply.body::<R>().map_err(|e| OstError::Unreachable(e.to_string())),
         }
     }
+
+    fn handle(&self) -> Result<u64, OstError> {
+        if let Some(h) = *self.handle.lock() {
+            return Ok(h);
+        }
+        let data = ConnectData {
+            flags: connect_flags::VERSION,
+            version: 1,
+            client_uuid: self.uuid.clone(),
+            ..ConnectData::default()
+        };
+        let r: OstConnectReply = self.call(Op::OstConnect, &OstConnect { target: self.target.clone(), data })?;
+        *self.handle.lock() = Some(r.handle);
+        Ok(r.handle)
+    }
+
+    /// Runs `f` with the export handle, reconnecting once if the OST no
+    /// longer knows it.
+    fn with_handle<T>(&self, f: impl Fn(u64) -> Result<T, OstError>) -> Result<T, OstError> {
+        match f(self.handle()?) {
+            Err(OstError::Errno(crate::error::errno::ENOTCONN)) => {
+                *self.handle.lock() = None;
+                f(self.handle()?)
+            }
+            Err(e @ OstError::Unreachable(_)) => {
+                *self.handle.lock() = None;
+                Err(e)
+            }
+            r => r,
+        }
+    }
 }
 
 impl OstApi for RpcOst {
-    fn precreate(&self, start: u64, count: u32) -> Result<u64, OstError> {
-        let r: wire::PrecreateReply = self.call(Op::OstCreate, &wire::PrecreateReq { start, count })?;
-        Ok(r.last_id)
+    fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
+        let count = count.clamp(1, ptlrpc::wire::ost::MAX_PRECREATE);
+        let r: OstCreateReply = self.with_handle(|handle| self.call(Op::OstCreate, &OstCreate { handle, count }))?;
+        if r.count == 0 {
+            return Err(OstError::Errno(crate::error::errno::ENOSPC));
+        }
+        Ok((r.first, r.first + u64::from(r.count) - 1))
     }
 
     fn destroy(&self, id: u64) -> Result<(), OstError> {
-        match self.call::<_, ()>(Op::OstDestroy, &wire::DestroyReq { id }) {
+        match self.with_handle(|handle| self.call::<_, ()>(Op::OstDestroy, &OstObj { handle, oid: id })) {
             Err(OstError::Errno(crate::error::errno::ENOENT)) => Ok(()),
             r => r,
         }
     }
 
     fn statfs(&self) -> Result<OstStatfs, OstError> {
-        let r: wire::StatfsReply = self.call(Op::OstStatfs, &())?;
-        Ok(OstStatfs { kbytes: r.kbytes, kbytes_free: r.kbytes_free })
-    }
-
-    fn cleanup_orphans(&self, last_used: u64) -> Result<(), OstError> {
-        self.call::<_, ()>(Op::OstSetInfo, &wire::CleanupReq { last_used })
+        let s: ptlrpc::wire::OstStatfs =
+            self.with_handle(|handle| self.call(Op::OstStatfs, &OstObj { handle, oid: 0 }))?;
+        let kib = |blocks: u64| blocks.saturating_mul(u64::from(s.bsize)) / 1024;
+        Ok(OstStatfs { kbytes: kib(s.blocks), kbytes_free: kib(s.bavail) })
     }
 }

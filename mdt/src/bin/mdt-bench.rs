@@ -79,7 +79,7 @@ fn unreachable_ost(i: u32) -> Arc<dyn OstApi> {
     #[derive(Debug)]
     struct None_(u32);
     impl OstApi for None_ {
-        fn precreate(&self, _: u64, _: u32) -> Result<u64, mdt::alloc::OstError> {
+        fn precreate(&self, _: u32) -> Result<(u64, u64), mdt::alloc::OstError> {
             Err(mdt::alloc::OstError::Unreachable(format!("bench has no OST {}", self.0)))
         }
         fn destroy(&self, _: u64) -> Result<(), mdt::alloc::OstError> {
@@ -87,9 +87,6 @@ fn unreachable_ost(i: u32) -> Arc<dyn OstApi> {
         }
         fn statfs(&self) -> Result<mdt::alloc::OstStatfs, mdt::alloc::OstError> {
             Err(mdt::alloc::OstError::Unreachable("none".into()))
-        }
-        fn cleanup_orphans(&self, _: u64) -> Result<(), mdt::alloc::OstError> {
-            Ok(())
         }
     }
     Arc::new(None_(i))
