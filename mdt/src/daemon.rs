@@ -164,7 +164,11 @@ impl Daemon {
                 precreate_batch: m.precreate_batch,
                 ..AllocConfig::default()
             };
-            let alloc = Arc::new(Allocator::new(Arc::clone(&kv), ost_factory(&lnet, &faults, rt.clone(), &cfg.fsname, m.index), acfg));
+            let alloc = Arc::new(Allocator::new(
+                Arc::clone(&kv),
+                ost_factory(&lnet, &faults, rt.clone(), &cfg.fsname, m.index),
+                acfg,
+            ));
             let ns = Arc::new(
                 Namespace::mount(kv, alloc)
                     .map_err(|e| StartError::Store { path: cfg.data_dir.display().to_string(), why: e.to_string() })?,

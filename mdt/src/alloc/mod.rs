@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use ptlrpc::wire::mds::{Layout, StripeObj, StripeSpec};
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
 use rand::SeedableRng;
@@ -111,6 +111,8 @@ pub struct Allocator {
     kv: Arc<dyn Kv>,
     factory: OstFactory,
     state: Mutex<State>,
+    /// Notified when an OST's usability may have changed.
+    changed: Condvar,
 }
 
 impl fmt::Debug for Allocator {
@@ -157,7 +159,7 @@ impl Allocator {
     pub fn new(kv: Arc<dyn Kv>, factory: OstFactory, cfg: AllocConfig) -> Allocator {
         let state =
             State { osts: BTreeMap::new(), pools: BTreeMap::new(), rr: 0, rng: SmallRng::seed_from_u64(0x5eed), cfg };
-        Allocator { kv, factory, state: Mutex::new(state) }
+        Allocator { kv, factory, state: Mutex::new(state), changed: Condvar::new() }
     }
 
     /// The file system's default striping.
@@ -184,6 +186,25 @@ impl Allocator {
                 last_used: o.last_used,
             })
             .collect()
+    }
+
+    /// OSTs that take objects now.
+    pub fn usable(&self) -> usize {
+        let s = self.state.lock();
+        s.osts.values().filter(|o| usable(o, s.cfg.full_pct)).count()
+    }
+
+    /// Waits up to `bound` until exactly `n` OSTs take objects; returns how
+    /// many do.
+    pub fn wait_usable(&self, n: usize, bound: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + bound;
+        let mut s = self.state.lock();
+        loop {
+            let now = s.osts.values().filter(|o| usable(o, s.cfg.full_pct)).count();
+            if now == n || self.changed.wait_until(&mut s, deadline).timed_out() {
+                return s.osts.values().filter(|o| usable(o, s.cfg.full_pct)).count();
+            }
+        }
     }
 
     /// Pools and members.
@@ -267,6 +288,7 @@ impl Allocator {
             ConfigCmd::SetParam { key, value } => self.set_param(key, value),
             _ => {}
         }
+        self.changed.notify_all();
         Ok(())
     }
 
@@ -307,6 +329,7 @@ impl Allocator {
                 }
             }
         }
+        self.changed.notify_all();
     }
 
     fn cleanup_orphans(&self, index: u32, api: &dyn OstApi, last_used: u64) -> Result<()> {

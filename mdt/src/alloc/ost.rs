@@ -68,11 +68,8 @@ pub struct RpcOst {
     handle: Mutex<Option<u64>>,
 }
 
-type Ser<'a> = rkyv::api::high::HighSerializer<
-    rkyv::util::AlignedVec,
-    rkyv::ser::allocator::ArenaHandle<'a>,
-    rkyv::rancor::Error,
->;
+type Ser<'a> =
+    rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
 
 impl RpcOst {
     /// OST `target` (`fsname-OSTxxxx`) through `client`, as the client

@@ -98,6 +98,10 @@ impl MdtHandler {
         let value = match r.key.as_str() {
             "config_applied" => self.progress.wait_applied(r.at_least, bound),
             "last_committed" => self.ns.txn().committed(),
+            "osts_usable" => self.ns.alloc().wait_usable(r.at_least as usize, bound) as u64,
+            // An administrator's "flush the destroy log now": answers what is
+            // still pending afterwards.
+            "process_destroys" => self.ns.process_destroys(4096)?.1 as u64,
             _ => return Err(Errno::EINVAL),
         };
         let osts = self

@@ -425,7 +425,9 @@ pub struct XattrReply {
 
 /// `MDS_GET_INFO`: a named value of the MDT, optionally waiting (bounded)
 /// until it reaches `at_least`. Keys: `config_applied` (config-log records
-/// applied), `last_committed`.
+/// applied, waits), `osts_usable` (OSTs taking objects, waits until exactly
+/// `at_least`), `last_committed`, `process_destroys` (sends the logged OST
+/// destroys now; the value is what is still pending).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct GetInfoReq {

@@ -1,0 +1,193 @@
+//! The seed's target lifecycle with real processes: `sheen-mds` (MGS +
+//! MDT0) and two `sheen-oss` processes, allocation checked after each step
+//! (add, activate, deactivate, remove), objects precreated on and destroyed
+//! through the real OSTs. `sheen-oss` does not register with the MGS yet,
+//! so the test registers each OST (its NID from the ready line) as the OSS
+//! would. The `sheen-oss` binary is built from this workspace if it is not
+//! beside `sheen-mds`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::*;
+use lnet::Nid;
+use mdt::inode::S_IFREG;
+use ptlrpc::wire::mds::{GetInfoReply, GetInfoReq, ReintReply, ReintReq};
+use ptlrpc::wire::mgs::{ConfigReadReply, ConfigReadReq, MgsAdminReq, TargetKind, TargetRegReq};
+use ptlrpc::wire::{Fid, Op};
+
+const NET: u8 = 65;
+
+fn sheen_oss() -> PathBuf {
+    let mds = PathBuf::from(env!("CARGO_BIN_EXE_sheen-mds"));
+    let bin = mds.with_file_name("sheen-oss");
+    if !bin.exists() {
+        let target_dir = mds.parent().and_then(Path::parent).unwrap();
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ost", "--bin", "sheen-oss", "--target-dir"])
+            .arg(target_dir)
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "building sheen-oss");
+    }
+    bin
+}
+
+/// A running `sheen-oss` with one target (killed on drop).
+struct Oss(Child, Nid);
+
+impl Drop for Oss {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_oss(bin: &Path, dir: &Path, index: u32) -> Oss {
+    let cfg = dir.join(format!("oss{index}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"fs_uuid = "sheen-fs"
+[lnet]
+nets = [{{ lnd = "tcp", addr = "127.{NET}.0.{}", port = {PORT} }}]
+[[targets]]
+name = "sheen-OST{index:04x}"
+index = {index}
+dir = "{}"
+commit_interval = 0.2
+"#,
+            10 + index,
+            dir.join(format!("ost{index}")).display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new(bin).arg("format").arg("--config").arg(&cfg).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success(), "sheen-oss format");
+    let log = std::fs::File::create(dir.join(format!("oss{index}.log"))).unwrap();
+    let mut child = Command::new(bin).arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx.recv_timeout(BOUND).expect("sheen-oss ready");
+    let nid = line.strip_prefix("ready ").expect("ready line").parse().unwrap();
+    Oss(child, nid)
+}
+
+fn create(name: String) -> ReintReq {
+    ReintReq::Create {
+        parent: Fid::ROOT,
+        name,
+        mode: S_IFREG | 0o644,
+        rdev: 0,
+        uid: 0,
+        gid: 0,
+        time: 1,
+        symlink: String::new(),
+        stripe: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_with_real_osts_steers_allocation() {
+    let bin = sheen_oss();
+    let tmp = tempfile::tempdir().unwrap();
+    let mds = Mds::start(NET, tmp.path(), 200);
+    let node = client_node(NET, 2).await;
+    let (mdc, mgc) = (mds_client(&node, mds.nid), mgs_client(&node, mds.nid));
+    let mut seq = 0u32;
+    let mut files = Vec::new();
+    // Creates `n` files; returns the OSTs their objects landed on.
+    let mut osts_of = async |n: usize, files: &mut Vec<(String, u32, u64)>| -> BTreeSet<u32> {
+        let mut out = BTreeSet::new();
+        for _ in 0..n {
+            seq += 1;
+            let name = format!("f{seq}");
+            let r: ReintReply = rpc(&mdc, Op::MdsReint, &create(name.clone()), BOUND).await.unwrap().body().unwrap();
+            let o = r.layout.unwrap().objects[0];
+            files.push((name, o.ost, o.id));
+            out.insert(o.ost);
+        }
+        out
+    };
+    let info = async |key: &str, at_least: u64| -> GetInfoReply {
+        let req = GetInfoReq { key: key.into(), at_least, wait_ms: 5000 };
+        rpc(&mdc, Op::MdsGetInfo, &req, BOUND).await.unwrap().body().unwrap()
+    };
+    let sync = async || {
+        let req = ConfigReadReq { fsname: "sheen".into(), from: 1, max: 1000, wait_ms: 0 };
+        let r: ConfigReadReply = rpc(&mgc, Op::MgsConfigRead, &req, BOUND).await.unwrap().body().unwrap();
+        let v = info("config_applied", r.next - 1).await;
+        assert!(v.value >= r.next - 1);
+    };
+    let register = async |i: u32, nid: Nid| {
+        let req = TargetRegReq {
+            fsname: "sheen".into(),
+            kind: TargetKind::Ost,
+            index: i,
+            nids: vec![nid.to_string()],
+            failover: vec![],
+            instance: 1,
+        };
+        rpc(&mgc, Op::MgsTargetReg, &req, BOUND).await.unwrap();
+    };
+    let admin = async |r: MgsAdminReq| rpc(&mgc, Op::MgsSetInfo, &r, BOUND).await;
+    let k = TargetKind::Ost;
+
+    // add OST0: files land there.
+    let oss0 = start_oss(&bin, tmp.path(), 0);
+    register(0, oss0.1).await;
+    sync().await;
+    assert_eq!(info("osts_usable", 1).await.value, 1, "OST0 reached");
+    assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
+    // add OST1: round robin over both.
+    let oss1 = start_oss(&bin, tmp.path(), 1);
+    register(1, oss1.1).await;
+    sync().await;
+    assert_eq!(info("osts_usable", 2).await.value, 2, "OST1 reached");
+    assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0, 1]));
+    // deactivate OST1: only OST0.
+    admin(MgsAdminReq::Deactivate { fsname: "sheen".into(), kind: k, index: 1 }).await.unwrap();
+    sync().await;
+    assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
+    // remove refused while active; activate: both again.
+    admin(MgsAdminReq::Activate { fsname: "sheen".into(), kind: k, index: 1 }).await.unwrap();
+    sync().await;
+    let rm = MgsAdminReq::Remove { fsname: "sheen".into(), kind: k, index: 1 };
+    assert_eq!(errno_of(&admin(rm.clone()).await), 16);
+    assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0, 1]));
+    // deactivate + remove: gone from the MDT, only OST0 allocates.
+    admin(MgsAdminReq::Deactivate { fsname: "sheen".into(), kind: k, index: 1 }).await.unwrap();
+    admin(rm).await.unwrap();
+    sync().await;
+    let v = info("last_committed", 0).await;
+    assert_eq!(v.osts.iter().map(|o| o.index).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
+
+    // Unlinks destroy the objects on the real OST through the destroy log.
+    for (name, ost, _) in files.iter().filter(|f| f.1 == 0).take(3) {
+        let r = ReintReq::Unlink { parent: Fid::ROOT, name: name.clone(), dir: false, time: 2 };
+        rpc(&mdc, Op::MdsReint, &r, BOUND).await.unwrap();
+        assert_eq!(*ost, 0);
+    }
+    assert_eq!(info("process_destroys", 0).await.value, 0, "every logged destroy reached OST0");
+    drop(oss1);
+    mds.stop();
+    node.shutdown();
+    let (clean, report) = check(tmp.path());
+    assert!(clean, "{report}");
+    assert!(report.contains("\"objects\":"), "{report}");
+    drop(oss0);
+}
