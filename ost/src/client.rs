@@ -255,7 +255,8 @@ impl OstClient {
         buf: MdBuffer,
     ) -> Result<((OstBrwReply, u64), MdBuffer), RpcError> {
         let cksum = self.checksums();
-        let cksums = if cksum {
+        // One niobuf: the bulk descriptor's CRC32C covers it already.
+        let cksums = if cksum && niobufs.len() > 1 {
             let mut pos = 0usize;
             niobufs
                 .iter()

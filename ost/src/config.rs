@@ -16,7 +16,7 @@
 //! nets = [{ lnd = "tcp", addr = "127.0.0.1", port = 988 }]
 //!
 //! [service]
-//! threads_per_cpt = 2
+//! threads_per_cpt = 8
 //! cpu_npartitions = 1               # or cpu_pattern = "0[0,1]"
 //!
 //! [[targets]]
@@ -66,7 +66,7 @@ pub struct ServiceSection {
 
 impl Default for ServiceSection {
     fn default() -> ServiceSection {
-        ServiceSection { threads_per_cpt: 2, cpu_npartitions: None, cpu_pattern: None, nbufs: 16 }
+        ServiceSection { threads_per_cpt: 8, cpu_npartitions: None, cpu_pattern: None, nbufs: 16 }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Owns: [`OstHandler`] — routing (CONNECT by target name, everything
 //! else by the export handle's slot), the BRW sequence (admit space, then
 //! GET the client's pages with the driver's CRC32C check and retries, then
-//! verify each niobuf's CRC32C, then write and record; reads fill pool
+//! verify each niobuf's CRC32C (sent when a BRW has more than one niobuf),
+//! then write and record; reads fill pool
 //! pages and PUT them), and per-operation accounting.
 //!
 //! Must not: panic on any request; a bad one is an errno.

@@ -32,9 +32,12 @@ pub struct OstServer {
     metrics: Arc<OstMetrics>,
 }
 
-/// The service defaults for an OSS (name `ost`, the OST portal, 4 MiB bulk).
+/// The service defaults for an OSS (name `ost`, the OST portal, 4 MiB
+/// bulk, 8 workers per CPT: a BRW holds its worker for the whole bulk
+/// transfer, so the workers bound the BRWs in progress, as Lustre's
+/// `ost_io` threads do).
 pub fn service_config() -> ServiceConfig {
-    ServiceConfig { max_bulk: 4 << 20, ..ServiceConfig::new("ost", OST_REQUEST_PORTAL) }
+    ServiceConfig { max_bulk: 4 << 20, threads_per_cpt: 8, ..ServiceConfig::new("ost", OST_REQUEST_PORTAL) }
 }
 
 impl OstServer {

@@ -1,0 +1,240 @@
+//! `ost-bench`: BRW write then read through one OST on tcp loopback
+//! against local `pwrite`/`pread` of the same data on the same file
+//! system, in the same run.
+//!
+//! The OSS and the client run in this process on two loopback NIDs
+//! (127.0.0.1@tcp and 127.0.0.2@tcp): every byte crosses lnet's tcp LND,
+//! the service's bulk GET/PUT and the target's `pwritev`/`preadv`.
+//! `--size` (default 4 GiB) is written as `--rpc-size` RPCs (default 1
+//! MiB) with `--inflight` (default 8) in flight, then read back; the
+//! baseline writes and reads the same bytes with one thread. Neither
+//! timed phase includes a final sync (the OST's commit thread runs as
+//! usual); each side is synced, untimed, after its write phase so that one
+//! side's dirty pages do not throttle the other. `--json`
+//! prints one line per result.
+
+use std::fs::OpenOptions;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use lnet::{Lnet, LnetConfig, MdBuffer, NetConfig, TcpConfig};
+use ost::{Ost, OstClient, OstConfig, OstServer};
+use ptlrpc::driver::ClientConfig;
+use ptlrpc::fault::FaultInjector;
+use ptlrpc::wire::Niobuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "ost-bench")]
+struct Args {
+    /// Bytes to write and read (suffixes K, M, G).
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    size: u64,
+    /// Bytes per BRW RPC.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    rpc_size: u64,
+    /// RPCs in flight.
+    #[arg(long, default_value_t = 8)]
+    inflight: usize,
+    /// Directory on the file system to measure (a temporary directory is
+    /// made inside it and removed afterwards).
+    #[arg(long, default_value = "/tmp")]
+    dir: PathBuf,
+    /// Turn CRC32C off.
+    #[arg(long)]
+    no_checksums: bool,
+    /// Seconds between the target's commits (Lustre commits every 5 s).
+    #[arg(long, default_value_t = 5.0)]
+    commit_interval: f64,
+    /// lnet tcp port.
+    #[arg(long, default_value_t = 7994)]
+    port: u16,
+    /// One JSON line per result.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    n.checked_mul(mul).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+fn report(args: &Args, bench: &str, value: f64, baseline: &str, base: f64) {
+    let ratio = value / base;
+    if args.json {
+        let line = serde_json::json!({
+            "bench": bench, "value": (value * 1000.0).round() / 1000.0, "unit": "GB/s",
+            "baseline": baseline, "baseline_value": (base * 1000.0).round() / 1000.0,
+            "ratio": (ratio * 1000.0).round() / 1000.0,
+            "size_bytes": args.size, "rpc_bytes": args.rpc_size, "inflight": args.inflight,
+            "checksums": !args.no_checksums,
+        });
+        println!("{line}");
+    } else {
+        println!("{bench}: {value:.3} GB/s; {baseline}: {base:.3} GB/s; ratio {ratio:.2}");
+    }
+}
+
+fn data_block(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.rpc_size == 0 || args.rpc_size > 4 << 20 || args.size < args.rpc_size || args.inflight == 0 {
+        bail!("need 0 < rpc-size <= 4M <= size and inflight >= 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let work = tempfile::Builder::new().prefix("ost-bench-").tempdir_in(&args.dir).context("work directory")?;
+    let rpc = args.rpc_size as usize;
+    let n = args.size / args.rpc_size;
+    let total = n * args.rpc_size;
+    let block = data_block(rpc);
+
+    // Baseline: local pwrite of the same data, same file system.
+    let base_path = work.path().join("baseline");
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&base_path)?;
+    let t = Instant::now();
+    for i in 0..n {
+        f.write_all_at(&block, i * args.rpc_size)?;
+    }
+    let base_write = t.elapsed();
+    // Untimed: the baseline's dirty pages must not throttle the OST's writes.
+    f.sync_all()?;
+
+    // The OSS.
+    let target_dir = work.path().join("ost0");
+    let cfg = OstConfig {
+        grant_per_export: 256 << 20,
+        commit_interval: Duration::from_secs_f64(args.commit_interval),
+        ..OstConfig::new("bench-OST0000", 0, &target_dir)
+    };
+    Ost::format(&cfg, "bench-fs")?;
+    let tcp = |a: u8| LnetConfig {
+        nets: vec![NetConfig::Tcp(TcpConfig {
+            addr: Ipv4Addr::new(127, 0, 0, a),
+            port: args.port,
+            ..TcpConfig::default()
+        })],
+        ..LnetConfig::default()
+    };
+    let slnet = Lnet::start(tcp(1)).await?;
+    let clnet = Lnet::start(tcp(2)).await?;
+    let faults = Arc::new(FaultInjector::default());
+    let server = OstServer::start(&slnet, vec![cfg], ost::server::service_config(), Arc::clone(&faults))?;
+    let c = Arc::new(OstClient::new(&clnet, slnet.nid(), "bench-OST0000", "bench", ClientConfig::default(), false));
+    c.connect(256 << 20, args.rpc_size as u32, !args.no_checksums).await?;
+    let oid = c.create(1).await?.first;
+
+    // BRW write: `inflight` tasks, each reusing its pages.
+    let next = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.inflight {
+        let (c, next) = (Arc::clone(&c), Arc::clone(&next));
+        let mut buf = c.pages(&block)?;
+        let step = args.rpc_size;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let nio = [Niobuf { offset: i * step, len: step as u32, flags: 0 }];
+                let (_, b) = c.write_pages(oid, &nio, buf).await?;
+                buf = b;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let ost_write = t.elapsed();
+    // Untimed: commit, so both reads start from the same state.
+    c.sync().await?;
+
+    // Baseline read.
+    let mut rbuf = vec![0u8; rpc];
+    let t = Instant::now();
+    for i in 0..n {
+        f.read_exact_at(&mut rbuf, i * args.rpc_size)?;
+    }
+    let base_read = t.elapsed();
+    if rbuf != block {
+        bail!("baseline read back different bytes");
+    }
+
+    // BRW read.
+    next.store(0, Ordering::Relaxed);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..args.inflight {
+        let (c, next) = (Arc::clone(&c), Arc::clone(&next));
+        let pool = clnet.pool(0);
+        let mut buf = MdBuffer::from_pages_len(pool.alloc_bytes(rpc)?, rpc);
+        let step = args.rpc_size;
+        let check = k == 0;
+        let block = if check { block.clone() } else { Vec::new() };
+        tasks.push(tokio::spawn(async move {
+            let mut checked = false;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let nio = [Niobuf { offset: i * step, len: step as u32, flags: 0 }];
+                let (_, b) = c.read_pages(oid, &nio, buf).await?;
+                if check && !checked {
+                    let mut v = vec![0u8; b.len()];
+                    b.read_at(0, &mut v);
+                    if v != block {
+                        anyhow::bail!("BRW read back different bytes at RPC {i}");
+                    }
+                    checked = true;
+                }
+                buf = b;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let ost_read = t.elapsed();
+
+    report(&args, "ost.tcp.brw_write", gbps(total, ost_write), "local_pwrite", gbps(total, base_write));
+    report(&args, "ost.tcp.brw_read", gbps(total, ost_read), "local_pread", gbps(total, base_read));
+    let server = Arc::new(server);
+    let s2 = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || s2.shutdown()).await?;
+    clnet.shutdown();
+    slnet.shutdown();
+    drop(f);
+    Ok(())
+}
