@@ -33,7 +33,7 @@ fn write_config(path: &Path, addr: Ipv4Addr, dir: &Path) {
     let text = format!(
         r#"fs_uuid = "kill9-fs"
 [lnet]
-nets = [{{ lnd = "tcp", addr = "{addr}", port = {PORT} }}]
+nets = [{{ lnd = "tcp", addr = "{addr}", port = {PORT}, reconnect_min = 0.1, reconnect_max = 0.5 }}]
 tunables = {{ transaction_timeout = 2.0 }}
 [[targets]]
 name = "sheen-OST0000"
@@ -95,7 +95,13 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     let (child, nid) = start(&config).await;
 
     let lnet = Lnet::start(LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig { addr: caddr, port: PORT, ..TcpConfig::default() })],
+        nets: vec![NetConfig::Tcp(TcpConfig {
+            addr: caddr,
+            port: PORT,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(500),
+            ..TcpConfig::default()
+        })],
         tunables: Tunables { transaction_timeout: Duration::from_secs(2), ..Tunables::default() },
     })
     .await
@@ -133,6 +139,7 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     bounded(child.wait()).await.unwrap();
     let err = bounded(writer).await.unwrap();
     let committed_at_kill = c.last_committed();
+    let restart_began = std::time::Instant::now();
     let acked = acked.lock().clone();
     let kept = c.uncommitted();
     eprintln!(
@@ -165,7 +172,11 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     // Resend the rest in transno order; then every acknowledged byte is there.
     let resent = bounded(c.recover(64 << 20, 1 << 20)).await.unwrap();
     let above = c_kept_above(&acked, second.transno);
-    eprintln!("restart: target last_committed {:#x}; {resent} writes resent", second.transno);
+    eprintln!(
+        "restart: target last_committed {:#x}; {resent} writes resent; kill to resent: {:?}",
+        second.transno,
+        restart_began.elapsed()
+    );
     assert_eq!(resent, above, "exactly the writes above the target's last_committed are resent");
     assert!(resent > 0, "the kill left acknowledged writes uncommitted");
     for &(k, _) in &acked {
