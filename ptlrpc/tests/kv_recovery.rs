@@ -9,7 +9,8 @@
 //! every client FULL) is printed as a `--json`-style line. A silent client
 //! is evicted after 6 ping intervals, a pinging one never.
 //!
-//! Every wait is bounded; nothing sleeps to wait.
+//! Every wait is bounded; nothing sleeps to wait. `benches/recovery.rs`
+//! runs the same kill -9 scenarios as a benchmark.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -232,7 +233,10 @@ impl Writer {
 
     async fn reach(&mut self, n: usize) {
         let uuid = self.imp.client_uuid().to_string();
-        bounded(&format!("{uuid} reaches {n} puts"), self.count.wait_for(|c| *c >= n)).await.expect("writer alive");
+        if bounded(&format!("{uuid} reaches {n} puts"), self.count.wait_for(|c| *c >= n)).await.is_err() {
+            let why = bounded("writer ends", &mut self.task).await;
+            panic!("{uuid}: writer stopped before {n} puts: {why:?}");
+        }
     }
 
     /// Keeps writing until the target has reported at least one of this
@@ -304,7 +308,7 @@ fn metric(text: &str, name: &str) -> f64 {
 /// directory; `imperative`: the clients are told (as the MGS will), else
 /// they find out by themselves (request deadlines, the pinger) and one of
 /// them is idle at the kill, so only its pinger notices.
-async fn kill9_and_recover(name: &str, imperative: bool) {
+pub async fn kill9_and_recover(name: &str, imperative: bool) -> Duration {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -384,6 +388,7 @@ async fn kill9_and_recover(name: &str, imperative: bool) {
     }
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
+    all_full
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

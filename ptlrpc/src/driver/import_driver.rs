@@ -137,6 +137,9 @@ struct Shared {
     clock: DriverClock,
     state: Mutex<State>,
     wake: Notify,
+    /// Woken whenever events were drained (replies, commits, state
+    /// changes): a caller held back by a full import tries again.
+    room: Notify,
     stopping: AtomicBool,
     kind: watch::Sender<ImportStateKind>,
     counters: Counters,
@@ -222,6 +225,7 @@ impl ImportDriver {
             clock,
             state: Mutex::new(State { import, waiters: HashMap::new(), lost: VecDeque::new() }),
             wake: Notify::new(),
+            room: Notify::new(),
             stopping: AtomicBool::new(false),
             kind,
             counters: Counters::default(),
@@ -259,14 +263,29 @@ impl ImportDriver {
     /// [`ImportDriver::rpc`] with a body archived already.
     pub async fn rpc_raw(&self, op: Op, kind: ReqKind, body: Vec<u8>) -> Result<ImportReply, ImportRpcError> {
         let spec = RequestSpec { op, portal: self.shared.cfg.portal, body, kind };
-        let rx = {
-            let mut st = self.shared.state.lock();
-            let now = self.shared.clock.now();
-            let xid = st.import.submit(now, spec)?;
-            let (tx, rx) = oneshot::channel();
-            st.waiters.insert(xid, (op, tx));
-            self.shared.drain_events(&mut st);
-            rx
+        // A full import (its request and replay lists at their limit) holds
+        // the caller back until replies or commits make room: backpressure,
+        // as Lustre throttles RPCs in flight, not an error.
+        let rx = loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut st = self.shared.state.lock();
+                let now = self.shared.clock.now();
+                match st.import.submit(now, spec.clone()) {
+                    Ok(xid) => {
+                        let (tx, rx) = oneshot::channel();
+                        st.waiters.insert(xid, (op, tx));
+                        self.shared.drain_events(&mut st);
+                        break rx;
+                    }
+                    Err(ImportError::Full(_)) if !self.shared.stopping.load(Ordering::Acquire) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.shared.wake.notify_one();
+            room.await;
         };
         self.shared.wake.notify_one();
         rx.await.unwrap_or(Err(ImportRpcError::Shutdown))
@@ -364,6 +383,7 @@ impl ImportDriver {
 impl Shared {
     /// Hands every import event to its consumer; never drops one.
     fn drain_events(&self, st: &mut State) {
+        self.room.notify_waiters();
         while let Some(ev) = st.import.poll_event() {
             let uuid = &self.cfg.client_uuid;
             match ev {
