@@ -1,0 +1,317 @@
+//! `sheen`: the command-line tool. `up`/`down` run a one-node file
+//! system; `df`, `getstripe`, `setstripe`, `targets`, `stats`, `recovery`
+//! and `ping` talk to one. Human tables by default, `--json` lines.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use client::Sheen;
+use client::cli::{Format, LocalNet};
+use client::cli_fs::{self, TargetAction};
+use client::up::{Cluster, Layout, STATE_FILE, State};
+use lnet::{Lnet, Nid};
+use ptlrpc::wire::mds::StripeSpec;
+use ptlrpc::wire::mgs::TargetKind;
+
+#[derive(Parser, Debug)]
+#[command(name = "sheen", about = "Sheen parallel file system: client and tools")]
+struct Cli {
+    /// One JSON object per line instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The MGS (default: the one `sheen up` started under ./sheen-data).
+    #[arg(long, global = true)]
+    mgs: Option<Nid>,
+    /// File system name.
+    #[arg(long, global = true, default_value = "sheen")]
+    fsname: String,
+    /// The lnet tcp port of the servers.
+    #[arg(long, global = true, default_value_t = 988)]
+    port: u16,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a one-node file system (MGS+MDT and two OSTs on loopback tcp).
+    Up {
+        /// Data directory.
+        #[arg(default_value = "sheen-data")]
+        dir: PathBuf,
+        /// Loopback address of the MDS (the OSS takes the next one).
+        #[arg(long, default_value = "127.0.88.1")]
+        addr: std::net::Ipv4Addr,
+    },
+    /// Stop what `sheen up` started.
+    Down {
+        /// Data directory.
+        #[arg(default_value = "sheen-data")]
+        dir: PathBuf,
+    },
+    /// Space per target.
+    Df,
+    /// A file's layout or a directory's default striping.
+    Getstripe {
+        /// Path inside the file system (from its root).
+        path: String,
+    },
+    /// Set a directory's default striping, or create an empty file with a layout.
+    Setstripe {
+        /// Stripe count (-1: all OSTs).
+        #[arg(short = 'c', long, default_value_t = 0, allow_negative_numbers = true)]
+        count: i64,
+        /// Stripe size in bytes (a multiple of 64 KiB; 0: default).
+        #[arg(short = 'S', long, default_value_t = 0)]
+        size: u32,
+        /// First OST index (-1: the allocator chooses).
+        #[arg(short = 'i', long, default_value_t = -1, allow_negative_numbers = true)]
+        index: i32,
+        /// OST pool.
+        #[arg(short = 'p', long, default_value = "")]
+        pool: String,
+        /// Path inside the file system (from its root).
+        path: String,
+    },
+    /// List targets, or activate / deactivate / remove one.
+    Targets {
+        /// What to do.
+        #[arg(value_enum, default_value = "list")]
+        action: Action,
+        /// mdt or ost.
+        #[arg(value_enum, default_value = "ost")]
+        kind: Kind,
+        /// Target index.
+        #[arg(default_value_t = 0)]
+        index: u32,
+    },
+    /// LNet ping.
+    Ping {
+        /// Peers.
+        #[arg(required = true)]
+        nids: Vec<Nid>,
+        /// Pings per peer.
+        #[arg(short, long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Recovery state of the daemons `sheen up` started (their metrics).
+    Recovery {
+        /// Data directory of `sheen up`.
+        #[arg(long, default_value = "sheen-data")]
+        dir: PathBuf,
+    },
+    /// Counters of the daemons `sheen up` started (their metrics).
+    Stats {
+        /// Data directory of `sheen up`.
+        #[arg(long, default_value = "sheen-data")]
+        dir: PathBuf,
+        /// Only metrics whose name contains one of these.
+        filter: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Action {
+    List,
+    Activate,
+    Deactivate,
+    Remove,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Mdt,
+    Ost,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let ok = rt.block_on(run(cli))?;
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> anyhow::Result<State> {
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("{} (is `sheen up` running?)", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+async fn mount(cli: &Cli) -> anyhow::Result<(Lnet, Sheen)> {
+    let mgs = match cli.mgs {
+        Some(n) => n,
+        None => read_state(Path::new("sheen-data"))
+            .context("no --mgs given and no `sheen up` under ./sheen-data")?
+            .layout
+            .mgs_nid(),
+    };
+    let lnet = LocalNet { nid: None, port: cli.port }.start(mgs).await?;
+    let fs = Sheen::mount(&lnet, mgs, &cli.fsname).await.with_context(|| format!("mounting {mgs}:/{}", cli.fsname))?;
+    Ok((lnet, fs))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let fmt = if cli.json { Format::Json } else { Format::Table };
+    match &cli.cmd {
+        Cmd::Up { dir, addr } => up(&cli, dir, *addr, fmt).await,
+        Cmd::Down { dir } => down(dir).await,
+        Cmd::Ping { nids, count } => {
+            let lnet = LocalNet { nid: None, port: cli.port }.start(nids[0]).await?;
+            let ok = client::cli::ping(&lnet, nids, *count, Duration::from_secs(10), fmt).await?;
+            lnet.shutdown();
+            Ok(ok)
+        }
+        Cmd::Recovery { dir } | Cmd::Stats { dir, .. } => {
+            let st = read_state(dir)?;
+            let l = &st.layout;
+            let eps = vec![
+                ("sheen-mds".to_string(), format!("{}:{}", l.mds_addr, l.mds_admin_port)),
+                ("sheen-oss".to_string(), format!("{}:{}", l.oss_addr, l.oss_admin_port)),
+            ];
+            let filter: Vec<&str> = match &cli.cmd {
+                Cmd::Stats { filter, .. } => filter.iter().map(String::as_str).collect(),
+                _ => vec!["recovery"],
+            };
+            Ok(cli_fs::metrics(&eps, &filter, fmt).await)
+        }
+        _ => {
+            let (lnet, fs) = mount(&cli).await?;
+            let r = fs_cmd(&cli, &fs, fmt).await;
+            lnet.shutdown();
+            r
+        }
+    }
+}
+
+async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
+    match &cli.cmd {
+        Cmd::Df => Ok(cli_fs::df(fs, fmt).await),
+        Cmd::Getstripe { path } => cli_fs::getstripe(fs, path, fmt).await.map(|()| true).map_err(Into::into),
+        Cmd::Setstripe { count, size, index, pool, path } => {
+            let stripe_count = if *count < 0 { u32::MAX } else { u32::try_from(*count)? };
+            let spec = StripeSpec { stripe_size: *size, stripe_count, stripe_offset: *index, pool: pool.clone() };
+            cli_fs::setstripe(fs, path, spec).await?;
+            Ok(true)
+        }
+        Cmd::Targets { action, kind, index } => {
+            let a = match action {
+                Action::List => TargetAction::List,
+                Action::Activate => TargetAction::Activate,
+                Action::Deactivate => TargetAction::Deactivate,
+                Action::Remove => TargetAction::Remove,
+            };
+            let k = match kind {
+                Kind::Mdt => TargetKind::Mdt,
+                Kind::Ost => TargetKind::Ost,
+            };
+            cli_fs::targets(fs, a, k, *index, fmt).await?;
+            Ok(true)
+        }
+        _ => bail!("not a file system command"),
+    }
+}
+
+/// Free loopback tcp ports for the admin endpoints (bound, then released).
+fn free_port(addr: std::net::Ipv4Addr) -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((addr, 0))?.local_addr()?.port())
+}
+
+async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, fmt: Format) -> anyhow::Result<bool> {
+    if let Ok(st) = read_state(dir) {
+        let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+        if alive(st.mds_pid) || alive(st.oss_pid) {
+            bail!("already up ({}); `sheen down {}` first", dir.join(STATE_FILE).display(), dir.display());
+        }
+    }
+    let o = addr.octets();
+    let oss_addr = std::net::Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add(1));
+    let layout = Layout {
+        fsname: cli.fsname.clone(),
+        mds_addr: addr,
+        oss_addr,
+        port: cli.port,
+        mds_admin_port: free_port(addr)?,
+        oss_admin_port: free_port(oss_addr)?,
+    };
+    let cluster = Cluster::start(layout, dir, 1000, true).await?;
+    let state = cluster.state(None);
+    std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
+    let l = &state.layout;
+    let (mds_url, oss_url) = (
+        format!("http://{}:{}/metrics", l.mds_addr, l.mds_admin_port),
+        format!("http://{}:{}/metrics", l.oss_addr, l.oss_admin_port),
+    );
+    let mount_note =
+        "FUSE mount: not available yet in this build; use the library API (client::Sheen) or `sheen df` etc.";
+    match fmt {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({"fsname": l.fsname, "mgs": l.mgs_nid().to_string(), "data": cluster.dir,
+                "mds_pid": state.mds_pid, "oss_pid": state.oss_pid, "metrics": [mds_url, oss_url], "mounted": null,
+                "warning": cluster.ost_warning})
+        ),
+        Format::Table => {
+            println!("Sheen file system '{}' is up (data under {})", l.fsname, cluster.dir.display());
+            println!("  MGS+MDT0   {}  pid {}", l.mgs_nid(), state.mds_pid);
+            println!("  OST0,OST1  {}@tcp  pid {}", l.oss_addr, state.oss_pid);
+            println!("  metrics    {mds_url}");
+            println!("             {oss_url}");
+            println!("  {mount_note}");
+            if let Some(w) = &cluster.ost_warning {
+                println!("  WARNING: {w}");
+            }
+            println!("  try: sheen --mgs {} df        stop: sheen down {}", l.mgs_nid(), dir.display());
+        }
+    }
+    // The daemons outlive this command (dropping a Child neither kills
+    // nor waits; init reaps them after `sheen down`).
+    drop(cluster);
+    Ok(true)
+}
+
+async fn down(dir: &Path) -> anyhow::Result<bool> {
+    let st = read_state(dir)?;
+    let mut ok = true;
+    let mut pids = Vec::new();
+    if let Some((pid, _)) = &st.mount {
+        pids.push(("sheen mount", *pid));
+    }
+    pids.push(("sheen-oss", st.oss_pid));
+    pids.push(("sheen-mds", st.mds_pid));
+    for (name, pid) in pids {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        if !proc.exists() {
+            println!("{name} (pid {pid}) was not running");
+            continue;
+        }
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        // Not our child (no wait(2)): watch its /proc entry on a tokio
+        // interval, bounded.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        for _ in 0..1200 {
+            if !proc.exists() {
+                break;
+            }
+            tick.tick().await;
+        }
+        if proc.exists() {
+            println!("{name} (pid {pid}) did not stop within 60 s");
+            ok = false;
+        } else {
+            println!("{name} (pid {pid}) stopped");
+        }
+    }
+    if ok {
+        std::fs::remove_file(dir.join(STATE_FILE))?;
+    }
+    Ok(ok)
+}

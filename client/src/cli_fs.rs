@@ -1,0 +1,244 @@
+//! The `sheen` subcommands that talk to a file system: `df`, `getstripe`,
+//! `setstripe`, `targets`, and the admin-endpoint scrapes behind `stats`
+//! and `recovery`. Output: human tables, or one JSON object per line.
+//!
+//! Owns presentation only; the work is the library's ([`crate::Sheen`],
+//! [`crate::mgc::Mgc`]).
+
+use ptlrpc::wire::mds::StripeSpec;
+use ptlrpc::wire::mgs::{MgsAdminReq, TargetKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::{Format, table};
+use crate::error::{ClientError, Result};
+use crate::fs::Sheen;
+
+fn pct(used: u64, total: u64) -> String {
+    (used.saturating_mul(100)).checked_div(total).map_or_else(|| "-".into(), |p| format!("{p}%"))
+}
+
+/// `sheen df`: space per target, then the file system's total (like `lfs df`).
+pub async fn df(fs: &Sheen, fmt: Format) -> bool {
+    let rows = fs.df().await;
+    let ok = rows.iter().all(|r| r.ok);
+    match fmt {
+        Format::Json => {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            }
+        }
+        Format::Table => {
+            let osts: Vec<_> = rows.iter().filter(|r| r.name.contains("-OST")).collect();
+            let mut t: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let pct = pct(r.used_kb, r.kbytes);
+                    let num = |v: u64| if r.name.contains("-MDT") { "-".to_string() } else { v.to_string() };
+                    let state = if r.ok { "" } else { "unreachable" };
+                    vec![
+                        r.name.clone(),
+                        num(r.kbytes),
+                        num(r.used_kb),
+                        num(r.avail_kb),
+                        pct,
+                        r.files.to_string(),
+                        state.into(),
+                    ]
+                })
+                .collect();
+            let sum = |f: fn(&&crate::fs::TargetSpace) -> u64| osts.iter().map(f).sum::<u64>();
+            let (k, u, a) = (sum(|r| r.kbytes), sum(|r| r.used_kb), sum(|r| r.avail_kb));
+            let pct = pct(u, k);
+            t.push(vec![
+                format!("filesystem_summary ({})", fs.fsname()),
+                k.to_string(),
+                u.to_string(),
+                a.to_string(),
+                pct,
+                String::new(),
+                String::new(),
+            ]);
+            print!("{}", table(&["UUID", "1K-blocks", "Used", "Available", "Use%", "Files", ""], &t));
+        }
+    }
+    ok
+}
+
+/// `sheen getstripe PATH`.
+pub async fn getstripe(fs: &Sheen, path: &str, fmt: Format) -> Result<()> {
+    let st = fs.stat(path).await?;
+    match (&st.layout, &st.default_stripe, fmt) {
+        (Some(l), _, Format::Json) => println!(
+            "{}",
+            serde_json::json!({"path": path, "fid": st.fid().to_string(), "stripe_size": l.stripe_size,
+                "stripe_count": l.objects.len(), "pool": l.pool,
+                "objects": l.objects.iter().map(|o| serde_json::json!({"ost": o.ost, "id": o.id})).collect::<Vec<_>>()})
+        ),
+        (Some(l), _, Format::Table) => {
+            println!("{path}");
+            println!("lmm_stripe_count:  {}", l.objects.len());
+            println!("lmm_stripe_size:   {}", l.stripe_size);
+            println!("lmm_pool:          {}", if l.pool.is_empty() { "-" } else { &l.pool });
+            println!("lmm_fid:           {}", st.fid());
+            let rows: Vec<Vec<String>> = l
+                .objects
+                .iter()
+                .enumerate()
+                .map(|(i, o)| vec![i.to_string(), o.ost.to_string(), o.id.to_string()])
+                .collect();
+            print!("{}", table(&["stripe", "obdidx", "objid"], &rows));
+        }
+        (None, d, Format::Json) => println!(
+            "{}",
+            serde_json::json!({"path": path, "fid": st.fid().to_string(), "default": d.as_ref().map(|d| serde_json::json!({
+                "stripe_size": d.stripe_size, "stripe_count": d.stripe_count, "stripe_offset": d.stripe_offset, "pool": d.pool}))})
+        ),
+        (None, Some(d), Format::Table) => println!(
+            "{path}\nstripe_count: {} stripe_size: {} stripe_offset: {} pool: {}",
+            d.stripe_count,
+            d.stripe_size,
+            d.stripe_offset,
+            if d.pool.is_empty() { "-" } else { &d.pool }
+        ),
+        (None, None, Format::Table) => println!("{path} has no stripe info (the file system default applies)"),
+    }
+    Ok(())
+}
+
+/// `sheen setstripe`: a directory's default, or a new empty file's layout.
+pub async fn setstripe(fs: &Sheen, path: &str, spec: StripeSpec) -> Result<()> {
+    match fs.stat(path).await {
+        Ok(st) if st.is_dir() => fs.setstripe_dir(path, spec).await,
+        Ok(_) => {
+            Err(ClientError::posix(format!("{path}: exists; a file's layout is set when it is created"), libc::EEXIST))
+        }
+        Err(e) if e.is_not_found() => {
+            let f = fs.create(path, 0o644, Some(spec)).await?;
+            fs.close(f).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What `sheen targets` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAction {
+    /// List.
+    List,
+    /// Allow allocation.
+    Activate,
+    /// Stop allocation.
+    Deactivate,
+    /// Drop a deactivated target.
+    Remove,
+}
+
+/// `sheen targets [ACTION KIND INDEX]`.
+pub async fn targets(fs: &Sheen, action: TargetAction, kind: TargetKind, index: u32, fmt: Format) -> Result<()> {
+    let fsname = fs.fsname().to_string();
+    let req = match action {
+        TargetAction::List => MgsAdminReq::Targets { fsname },
+        TargetAction::Activate => MgsAdminReq::Activate { fsname, kind, index },
+        TargetAction::Deactivate => MgsAdminReq::Deactivate { fsname, kind, index },
+        TargetAction::Remove => MgsAdminReq::Remove { fsname, kind, index },
+    };
+    let r = fs.mgc().admin(&req).await?;
+    if action != TargetAction::List {
+        println!("config log record {}", r.record);
+        return Ok(());
+    }
+    let name = |k: &TargetKind, i: u32| match k {
+        TargetKind::Mdt => format!("{}-MDT{i:04x}", fs.fsname()),
+        TargetKind::Ost => crate::osc::ost_name(fs.fsname(), i),
+    };
+    match fmt {
+        Format::Json => {
+            for t in &r.targets {
+                println!(
+                    "{}",
+                    serde_json::json!({"target": name(&t.kind, t.index), "index": t.index, "nids": t.nids,
+                        "failover": t.failover, "active": t.active, "instance": t.instance})
+                );
+            }
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = r
+                .targets
+                .iter()
+                .map(|t| {
+                    vec![
+                        name(&t.kind, t.index),
+                        if t.active { "active" } else { "inactive" }.into(),
+                        t.nids.join(","),
+                        t.instance.to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["target", "state", "nids", "instance"], &rows));
+        }
+    }
+    Ok(())
+}
+
+/// `GET /metrics` of an admin endpoint, bounded.
+pub async fn scrape(addr: &str) -> std::result::Result<String, String> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sheen\r\n\r\n").await.map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(out.split_once("\r\n\r\n").map_or(out.clone(), |(_, b)| b.to_string()))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fut).await.unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// Metric samples (not comments) of `text` whose name contains any of `filter`.
+pub fn samples<'a>(text: &'a str, filter: &[&str]) -> Vec<(&'a str, &'a str)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(k, _)| filter.is_empty() || filter.iter().any(|f| k.contains(f)))
+        .collect()
+}
+
+/// `sheen stats` / `sheen recovery`: the samples of each endpoint that
+/// match `filter` (all when empty).
+pub async fn metrics(endpoints: &[(String, String)], filter: &[&str], fmt: Format) -> bool {
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for (who, addr) in endpoints {
+        match scrape(addr).await {
+            Ok(text) => {
+                for (k, v) in samples(&text, filter) {
+                    match fmt {
+                        Format::Json => println!("{}", serde_json::json!({"daemon": who, "metric": k, "value": v})),
+                        Format::Table => rows.push(vec![who.clone(), k.to_string(), v.to_string()]),
+                    }
+                }
+            }
+            Err(e) => {
+                ok = false;
+                match fmt {
+                    Format::Json => println!("{}", serde_json::json!({"daemon": who, "error": e})),
+                    Format::Table => rows.push(vec![who.clone(), format!("unreachable ({addr})"), e]),
+                }
+            }
+        }
+    }
+    if fmt == Format::Table {
+        print!("{}", table(&["daemon", "metric", "value"], &rows));
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_skip_comments_and_filter() {
+        let t = "# HELP x y\nsheen_mdt_recovery_status 0\nptlrpc_handled_total{op=\"a\"} 3\n\n";
+        assert_eq!(samples(t, &["recovery"]), vec![("sheen_mdt_recovery_status", "0")]);
+        assert_eq!(samples(t, &[]).len(), 2);
+    }
+}

@@ -1,0 +1,92 @@
+//! The client's errors and their errno: the one place a client failure
+//! becomes a POSIX error number (for FUSE replies and the CLI's exit).
+//!
+//! Owns: [`ClientError`]. Must not: log (whoever handles an error logs it).
+
+use ptlrpc::driver::RpcError;
+
+use crate::lov::LayoutError;
+
+/// What a client operation can end in.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// A server answered with an error status (a positive errno).
+    #[error("{what}: server returned -{errno}")]
+    Server {
+        /// The operation.
+        what: &'static str,
+        /// Positive errno.
+        errno: i32,
+    },
+    /// The RPC failed without an answer (lnet, timeout, bad reply).
+    #[error("{what}: {source}")]
+    Rpc {
+        /// The operation.
+        what: &'static str,
+        /// The failure.
+        source: RpcError,
+    },
+    /// No answer within the client's bound.
+    #[error("{what}: no answer within {secs} s")]
+    Timeout {
+        /// The operation.
+        what: &'static str,
+        /// The bound, seconds.
+        secs: u64,
+    },
+    /// The file system's configuration is unusable (no MDT, unknown OST).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A layout the client cannot use.
+    #[error("layout: {0}")]
+    Layout(#[from] LayoutError),
+    /// A path or argument the client refuses.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A POSIX condition the client itself detects.
+    #[error("{what}: errno {errno}")]
+    Posix {
+        /// What failed.
+        what: String,
+        /// Positive errno.
+        errno: i32,
+    },
+    /// A local resource (lnet, buffers) failed.
+    #[error("local: {0}")]
+    Local(String),
+}
+
+/// A client result.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+impl ClientError {
+    /// Wraps an RPC failure of operation `what`.
+    pub fn rpc(what: &'static str, e: RpcError) -> ClientError {
+        match e {
+            RpcError::Server { errno, .. } => ClientError::Server { what, errno },
+            source => ClientError::Rpc { what, source },
+        }
+    }
+
+    /// A POSIX error the client detects itself.
+    pub fn posix(what: impl Into<String>, errno: i32) -> ClientError {
+        ClientError::Posix { what: what.into(), errno }
+    }
+
+    /// The positive errno this error maps to.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ClientError::Server { errno, .. } | ClientError::Posix { errno, .. } => *errno,
+            ClientError::Rpc { source, .. } => source.errno(),
+            ClientError::Timeout { .. } => libc::ETIMEDOUT,
+            ClientError::Config(_) => libc::EIO,
+            ClientError::Layout(_) | ClientError::Invalid(_) => libc::EINVAL,
+            ClientError::Local(_) => libc::EIO,
+        }
+    }
+
+    /// Whether this is "no such file or directory".
+    pub fn is_not_found(&self) -> bool {
+        self.errno() == libc::ENOENT
+    }
+}

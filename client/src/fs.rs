@@ -1,0 +1,592 @@
+//! The library API: a mounted file system ([`Sheen`]) with path and FID
+//! operations, reading and writing into caller-owned buffers.
+//!
+//! Owns: mounting (config log from the MGS, one mdc, one osc per OST),
+//! path walking (one lookup per component, nothing cached), open files
+//! ([`File`]: the MDT handle and the striped objects), and stat with the
+//! size taken from the objects. Must not: cache anything another client
+//! may change.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use lnet::{Lnet, Nid};
+use ptlrpc::wire::Fid;
+use ptlrpc::wire::mds::{AttrReply, DirEntry, Layout, MdtAttr, ReintReq, StripeSpec, attr_valid, open_flags};
+
+use crate::error::{ClientError, Result};
+use crate::lov_io::StripedFile;
+use crate::mdc::Mdc;
+use crate::mgc::{FsConfig, Mgc};
+use crate::osc::Osc;
+
+/// `S_IFMT` and the types the client tells apart.
+pub const S_IFMT: u32 = 0o170000;
+/// Directory.
+pub const S_IFDIR: u32 = 0o040000;
+/// Regular file.
+pub const S_IFREG: u32 = 0o100000;
+/// Symbolic link.
+pub const S_IFLNK: u32 = 0o120000;
+
+/// Entries asked for per readdir RPC.
+const READDIR_BATCH: u32 = 256;
+/// Readdir RPCs per directory listing at most (a bound on a looping server).
+const READDIR_MAX_RPCS: u32 = 1 << 20;
+
+/// Who the client acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cred {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl Cred {
+    /// This process's owner (from `/proc/self`), or root.
+    pub fn current() -> Cred {
+        std::fs::metadata("/proc/self").map_or(Cred { uid: 0, gid: 0 }, |m| Cred { uid: m.uid(), gid: m.gid() })
+    }
+}
+
+/// An object's attributes, with a regular file's size from its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The MDT's attributes (`size` replaced as said).
+    pub attr: MdtAttr,
+    /// A regular file's layout.
+    pub layout: Option<Layout>,
+    /// A directory's default striping.
+    pub default_stripe: Option<StripeSpec>,
+    /// A symlink's target.
+    pub symlink: String,
+}
+
+impl Stat {
+    /// The FID.
+    pub fn fid(&self) -> Fid {
+        self.attr.fid
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.attr.size
+    }
+    /// Whether a directory.
+    pub fn is_dir(&self) -> bool {
+        self.attr.mode & S_IFMT == S_IFDIR
+    }
+    /// Whether a regular file.
+    pub fn is_file(&self) -> bool {
+        self.attr.mode & S_IFMT == S_IFREG
+    }
+}
+
+/// An open file.
+#[derive(Debug)]
+pub struct File {
+    fid: Fid,
+    handle: u64,
+    flags: u32,
+    data: Option<StripedFile>,
+}
+
+impl File {
+    /// The file's FID.
+    pub fn fid(&self) -> Fid {
+        self.fid
+    }
+    /// The open flags.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+    /// The striped objects (regular files).
+    pub fn striped(&self) -> Option<&StripedFile> {
+        self.data.as_ref()
+    }
+}
+
+/// Space of one target (`sheen df`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TargetSpace {
+    /// `fsname-MDT0000` / `fsname-OST0001`.
+    pub name: String,
+    /// Capacity, KiB.
+    pub kbytes: u64,
+    /// Used, KiB.
+    pub used_kb: u64,
+    /// Available, KiB.
+    pub avail_kb: u64,
+    /// Inodes or objects in use.
+    pub files: u64,
+    /// Whether it answered.
+    pub ok: bool,
+}
+
+/// A mounted Sheen file system.
+#[derive(Debug)]
+pub struct Sheen {
+    fsname: String,
+    mgc: Mgc,
+    mdc: Mdc,
+    oscs: BTreeMap<u32, Arc<Osc>>,
+    config: FsConfig,
+    cred: Cred,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The components of an absolute or root-relative path (`.` dropped;
+/// `..` refused: the client keeps no parent map).
+pub fn components(path: &str) -> Result<Vec<&str>> {
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(ClientError::Invalid(format!("{path}: '..' is not supported"))),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// `path` split into its parent's components and its last name.
+fn parent_and_name(path: &str) -> Result<(Vec<&str>, &str)> {
+    let mut c = components(path)?;
+    let name = c.pop().ok_or_else(|| ClientError::Invalid(format!("{path}: no name")))?;
+    Ok((c, name))
+}
+
+impl Sheen {
+    /// Mounts `fsname` whose MGS is at `mgs`, over `lnet`: reads the config
+    /// log, connects to MDT0 and (lazily, on first use) to each OST.
+    pub async fn mount(lnet: &Lnet, mgs: Nid, fsname: &str) -> Result<Sheen> {
+        let uuid = format!("sheen-client-{}-{}", lnet.nid(), std::process::id());
+        let mgc = Mgc::new(lnet, mgs);
+        let config = mgc.config(fsname).await?;
+        let mdt = config
+            .mdts
+            .get(&0)
+            .and_then(|t| t.nids.first().copied())
+            .ok_or_else(|| ClientError::Config(format!("{fsname} has no MDT0 in its config log")))?;
+        let mdc = Mdc::new(lnet, mdt, &uuid);
+        mdc.connect().await?;
+        let oscs = config
+            .osts
+            .iter()
+            .filter_map(|(&i, t)| t.nids.first().map(|&nid| (i, Arc::new(Osc::new(lnet, fsname, i, nid, &uuid)))))
+            .collect();
+        Ok(Sheen { fsname: fsname.to_string(), mgc, mdc, oscs, config, cred: Cred::current() })
+    }
+
+    /// Acts as `cred` for creates from now on.
+    pub fn set_cred(&mut self, cred: Cred) {
+        self.cred = cred;
+    }
+
+    /// The file system's name.
+    pub fn fsname(&self) -> &str {
+        &self.fsname
+    }
+
+    /// The configuration read at mount.
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    /// The metadata client.
+    pub fn mdc(&self) -> &Mdc {
+        &self.mdc
+    }
+
+    /// The MGS client.
+    pub fn mgc(&self) -> &Mgc {
+        &self.mgc
+    }
+
+    /// The OST clients by index.
+    pub fn oscs(&self) -> &BTreeMap<u32, Arc<Osc>> {
+        &self.oscs
+    }
+
+    fn striped(&self, layout: &Layout) -> Result<StripedFile> {
+        StripedFile::new(layout, |i| self.oscs.get(&i).cloned())
+    }
+
+    async fn to_stat(&self, r: AttrReply) -> Result<Stat> {
+        let mut attr = r.attr;
+        if attr.mode & S_IFMT == S_IFREG
+            && let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty())
+        {
+            attr.size = self.striped(l)?.size().await?;
+        }
+        Ok(Stat { attr, layout: r.layout, default_stripe: r.default_stripe, symlink: r.symlink })
+    }
+
+    /// The directory `comps` names (walked from the root).
+    async fn walk(&self, comps: &[&str]) -> Result<Fid> {
+        let mut fid = Fid::ROOT;
+        for c in comps {
+            fid = self.mdc.lookup(fid, c).await?.attr.fid;
+        }
+        Ok(fid)
+    }
+
+    /// The FID `path` names.
+    pub async fn resolve(&self, path: &str) -> Result<Fid> {
+        self.walk(&components(path)?).await
+    }
+
+    /// stat by FID.
+    pub async fn stat_fid(&self, fid: Fid) -> Result<Stat> {
+        let r = self.mdc.getattr(fid).await?;
+        self.to_stat(r).await
+    }
+
+    /// stat of `parent/name`.
+    pub async fn lookup(&self, parent: Fid, name: &str) -> Result<Stat> {
+        let r = self.mdc.lookup(parent, name).await?;
+        self.to_stat(r).await
+    }
+
+    /// stat of `path`.
+    pub async fn stat(&self, path: &str) -> Result<Stat> {
+        let comps = components(path)?;
+        match comps.split_last() {
+            None => self.stat_fid(Fid::ROOT).await,
+            Some((name, dirs)) => {
+                let parent = self.walk(dirs).await?;
+                self.lookup(parent, name).await
+            }
+        }
+    }
+
+    /// mkdir `parent/name`.
+    pub async fn mkdir_at(&self, parent: Fid, name: &str, mode: u32, stripe: Option<StripeSpec>) -> Result<Stat> {
+        let req = ReintReq::Create {
+            parent,
+            name: name.into(),
+            mode: S_IFDIR | (mode & 0o7777),
+            rdev: 0,
+            uid: self.cred.uid,
+            gid: self.cred.gid,
+            time: now_secs(),
+            symlink: String::new(),
+            stripe,
+        };
+        let r = self.mdc.reint("mkdir", &req).await?;
+        let attr = r.attr.ok_or_else(|| ClientError::Invalid("mkdir reply without attributes".into()))?;
+        Ok(Stat { attr, layout: None, default_stripe: None, symlink: String::new() })
+    }
+
+    /// mkdir `path`.
+    pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Stat> {
+        let (dirs, name) = parent_and_name(path)?;
+        let parent = self.walk(&dirs).await?;
+        self.mkdir_at(parent, name, mode, None).await
+    }
+
+    /// Opens (with `open_flags::CREAT`, creates) `parent/name`. A create
+    /// uses `stripe`, or the directory's default.
+    pub async fn open_at(
+        &self,
+        parent: Fid,
+        name: &str,
+        flags: u32,
+        mode: u32,
+        stripe: Option<StripeSpec>,
+    ) -> Result<File> {
+        let req = ReintReq::Open {
+            parent,
+            name: name.into(),
+            by_fid: None,
+            flags,
+            mode: S_IFREG | (mode & 0o7777),
+            uid: self.cred.uid,
+            gid: self.cred.gid,
+            time: now_secs(),
+            stripe,
+        };
+        self.opened(flags, self.mdc.reint("open", &req).await?).await
+    }
+
+    /// Opens the file `fid`.
+    pub async fn open_fid(&self, fid: Fid, flags: u32) -> Result<File> {
+        let req = ReintReq::Open {
+            parent: fid,
+            name: String::new(),
+            by_fid: Some(fid),
+            flags: flags & !(open_flags::CREAT | open_flags::EXCL),
+            mode: 0,
+            uid: self.cred.uid,
+            gid: self.cred.gid,
+            time: now_secs(),
+            stripe: None,
+        };
+        self.opened(flags, self.mdc.reint("open", &req).await?).await
+    }
+
+    async fn opened(&self, flags: u32, r: ptlrpc::wire::mds::ReintReply) -> Result<File> {
+        let attr = r.attr.ok_or_else(|| ClientError::Invalid("open reply without attributes".into()))?;
+        let data = match r.layout.as_ref().filter(|l| !l.objects.is_empty()) {
+            Some(l) => Some(self.striped(l)?),
+            None => None,
+        };
+        let file = File { fid: attr.fid, handle: r.handle, flags, data };
+        let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
+        if writes
+            && flags & open_flags::TRUNC != 0
+            && let Some(d) = &file.data
+            && let Err(e) = d.truncate(0).await
+        {
+            let _ = self.mdc.close(file.handle).await;
+            return Err(e);
+        }
+        Ok(file)
+    }
+
+    /// Opens `path`; with `CREAT`, creates it (mode `mode`, striping
+    /// `stripe` or the directory's default).
+    pub async fn open(&self, path: &str, flags: u32, mode: u32, stripe: Option<StripeSpec>) -> Result<File> {
+        let (dirs, name) = parent_and_name(path)?;
+        let parent = self.walk(&dirs).await?;
+        self.open_at(parent, name, flags, mode, stripe).await
+    }
+
+    /// Creates `path` (exclusive) for reading and writing.
+    pub async fn create(&self, path: &str, mode: u32, stripe: Option<StripeSpec>) -> Result<File> {
+        let flags = open_flags::CREAT | open_flags::EXCL | open_flags::RDWR;
+        self.open(path, flags, mode, stripe).await
+    }
+
+    fn data<'f>(&self, f: &'f File) -> Result<&'f StripedFile> {
+        f.data.as_ref().ok_or_else(|| ClientError::posix(format!("{}: no data objects", f.fid), libc::EINVAL))
+    }
+
+    /// Reads into `buf` from `off`; returns the bytes read (0 at or past
+    /// the end of the file).
+    pub async fn read(&self, f: &File, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if f.flags & open_flags::WRONLY != 0 {
+            return Err(ClientError::posix("read of a write-only open", libc::EBADF));
+        }
+        let Some(d) = f.data.as_ref() else { return Ok(0) };
+        let size = d.size().await?;
+        d.read(off, buf, size).await
+    }
+
+    /// Writes `data` at `off`; returns the bytes written (all of them).
+    pub async fn write(&self, f: &File, off: u64, data: &[u8]) -> Result<usize> {
+        if f.flags & (open_flags::WRONLY | open_flags::RDWR) == 0 {
+            return Err(ClientError::posix("write to a read-only open", libc::EBADF));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.data(f)?.write(off, data).await
+    }
+
+    /// The open file's size.
+    pub async fn size(&self, f: &File) -> Result<u64> {
+        match &f.data {
+            Some(d) => d.size().await,
+            None => Ok(0),
+        }
+    }
+
+    /// fsync: every OST holding the file commits (SYNC waits for the
+    /// commit), then the MDT commits.
+    pub async fn fsync(&self, f: &File) -> Result<()> {
+        if let Some(d) = &f.data {
+            d.sync().await?;
+        }
+        self.mdc.sync().await
+    }
+
+    /// Closes the MDT's open handle.
+    pub async fn close(&self, f: File) -> Result<()> {
+        self.mdc.close(f.handle).await.map(drop)
+    }
+
+    /// Sets the size of `fid` (the MDT's record and every object).
+    pub async fn truncate_fid(&self, fid: Fid, size: u64) -> Result<Stat> {
+        let st = self.stat_fid(fid).await?;
+        if !st.is_file() {
+            return Err(ClientError::posix(format!("{fid}: not a regular file"), libc::EINVAL));
+        }
+        if let Some(l) = st.layout.as_ref().filter(|l| !l.objects.is_empty()) {
+            self.striped(l)?.truncate(size).await?;
+        }
+        self.setattr(
+            fid,
+            attr_valid::SIZE | attr_valid::MTIME,
+            SetAttr { size, mtime: now_secs(), ..SetAttr::default() },
+        )
+        .await?;
+        self.stat_fid(fid).await
+    }
+
+    /// Changes attributes named by `valid` ([`attr_valid`]) on the MDT.
+    pub async fn setattr(&self, fid: Fid, valid: u32, a: SetAttr) -> Result<MdtAttr> {
+        let req = ReintReq::Setattr {
+            fid,
+            valid,
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            size: a.size,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: now_secs(),
+            default_stripe: a.default_stripe,
+        };
+        let r = self.mdc.reint("setattr", &req).await?;
+        r.attr.ok_or_else(|| ClientError::Invalid("setattr reply without attributes".into()))
+    }
+
+    /// Removes `parent/name` (a directory when `dir`).
+    pub async fn unlink_at(&self, parent: Fid, name: &str, dir: bool) -> Result<()> {
+        let req = ReintReq::Unlink { parent, name: name.into(), dir, time: now_secs() };
+        self.mdc.reint(if dir { "rmdir" } else { "unlink" }, &req).await.map(drop)
+    }
+
+    /// unlink `path`.
+    pub async fn unlink(&self, path: &str) -> Result<()> {
+        let (dirs, name) = parent_and_name(path)?;
+        self.unlink_at(self.walk(&dirs).await?, name, false).await
+    }
+
+    /// rmdir `path`.
+    pub async fn rmdir(&self, path: &str) -> Result<()> {
+        let (dirs, name) = parent_and_name(path)?;
+        self.unlink_at(self.walk(&dirs).await?, name, true).await
+    }
+
+    /// Renames `sp/sn` to `dp/dn`.
+    pub async fn rename_at(&self, sp: Fid, sn: &str, dp: Fid, dn: &str) -> Result<()> {
+        let req = ReintReq::Rename {
+            src_parent: sp,
+            src_name: sn.into(),
+            dst_parent: dp,
+            dst_name: dn.into(),
+            time: now_secs(),
+        };
+        self.mdc.reint("rename", &req).await.map(drop)
+    }
+
+    /// Renames `from` to `to`.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (sd, sn) = parent_and_name(from)?;
+        let (dd, dn) = parent_and_name(to)?;
+        self.rename_at(self.walk(&sd).await?, sn, self.walk(&dd).await?, dn).await
+    }
+
+    /// One batch of entries of `dir` from `cookie`: (entries, next cookie, end).
+    pub async fn readdir_page(&self, dir: Fid, cookie: u64) -> Result<(Vec<DirEntry>, u64, bool)> {
+        let r = self.mdc.readdir(dir, cookie, READDIR_BATCH).await?;
+        Ok((r.entries, r.next, r.end))
+    }
+
+    /// Every entry of the directory `dir`.
+    pub async fn readdir_fid(&self, dir: Fid) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        let mut cookie = 0;
+        for _ in 0..READDIR_MAX_RPCS {
+            let (mut e, next, end) = self.readdir_page(dir, cookie).await?;
+            out.append(&mut e);
+            if end || next == cookie {
+                return Ok(out);
+            }
+            cookie = next;
+        }
+        Err(ClientError::posix(format!("{dir}: readdir does not end"), libc::EIO))
+    }
+
+    /// Every entry of the directory `path`.
+    pub async fn readdir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        self.readdir_fid(self.resolve(path).await?).await
+    }
+
+    /// Sets a directory's default striping (what new files in it get).
+    pub async fn setstripe_dir(&self, path: &str, spec: StripeSpec) -> Result<()> {
+        let fid = self.resolve(path).await?;
+        let a = SetAttr { default_stripe: Some(spec), ..SetAttr::default() };
+        self.setattr(fid, attr_valid::DEFAULT_STRIPE, a).await.map(drop)
+    }
+
+    /// The file system's space: the MDT, then every OST (like `lfs df`).
+    pub async fn df(&self) -> Vec<TargetSpace> {
+        let mut out = Vec::new();
+        match self.mdc.statfs().await {
+            Ok(s) => out.push(TargetSpace {
+                name: format!("{}-MDT0000", self.fsname),
+                kbytes: 0,
+                used_kb: 0,
+                avail_kb: 0,
+                files: s.files,
+                ok: true,
+            }),
+            Err(_) => out.push(TargetSpace {
+                name: format!("{}-MDT0000", self.fsname),
+                kbytes: 0,
+                used_kb: 0,
+                avail_kb: 0,
+                files: 0,
+                ok: false,
+            }),
+        }
+        for osc in self.oscs.values() {
+            let name = osc.name().to_string();
+            out.push(match osc.statfs().await {
+                Ok(s) => {
+                    let kb = |b: u64| b.saturating_mul(u64::from(s.bsize)) / 1024;
+                    TargetSpace {
+                        name,
+                        kbytes: kb(s.blocks),
+                        used_kb: kb(s.blocks.saturating_sub(s.bfree)),
+                        avail_kb: kb(s.bavail),
+                        files: s.objects,
+                        ok: true,
+                    }
+                }
+                Err(_) => TargetSpace { name, kbytes: 0, used_kb: 0, avail_kb: 0, files: 0, ok: false },
+            });
+        }
+        out
+    }
+}
+
+/// Fields for [`Sheen::setattr`] (only those `valid` names are applied).
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size.
+    pub size: u64,
+    /// Access time.
+    pub atime: i64,
+    /// Modification time.
+    pub mtime: i64,
+    /// A directory's default striping.
+    pub default_stripe: Option<StripeSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_components() {
+        assert_eq!(components("/a//b/./c/").unwrap(), vec!["a", "b", "c"]);
+        assert!(components("/").unwrap().is_empty());
+        assert!(components("/a/../b").is_err());
+        assert!(parent_and_name("/").is_err());
+        assert_eq!(parent_and_name("x/y").unwrap(), (vec!["x"], "y"));
+    }
+}

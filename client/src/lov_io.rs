@@ -1,0 +1,183 @@
+//! lov I/O: a striped file's data path. A range is split with
+//! [`Stripes::split`] into per-object pieces of at most [`MAX_BRW`], and
+//! the pieces go to their OSTs in parallel (bounded in flight); sizes come
+//! from the objects (a glimpse), truncates set every object's size.
+//!
+//! Owns: [`StripedFile`]. Must not: cache data or sizes.
+
+use std::sync::Arc;
+
+use ptlrpc::wire::mds::Layout;
+use tokio::task::JoinSet;
+
+use crate::error::{ClientError, Result};
+use crate::lov::Stripes;
+use crate::osc::{MAX_BRW, Osc};
+
+/// BRWs one call keeps in flight at most.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// A file's objects: the shape and, per stripe, its OST client and object id.
+#[derive(Debug, Clone)]
+pub struct StripedFile {
+    stripes: Stripes,
+    objects: Vec<(Arc<Osc>, u64)>,
+}
+
+/// One BRW-sized piece of a request.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    stripe: u32,
+    obj_off: u64,
+    /// Offset within the caller's buffer.
+    buf_off: usize,
+    len: usize,
+}
+
+impl StripedFile {
+    /// The striped file `layout` describes; `osc` finds each OST's client.
+    pub fn new(layout: &Layout, osc: impl Fn(u32) -> Option<Arc<Osc>>) -> Result<StripedFile> {
+        let count = u32::try_from(layout.objects.len()).map_err(|_| ClientError::Invalid("too many stripes".into()))?;
+        let stripes = Stripes::new(u64::from(layout.stripe_size), count)?;
+        let objects = layout
+            .objects
+            .iter()
+            .map(|o| {
+                osc(o.ost)
+                    .map(|c| (c, o.id))
+                    .ok_or_else(|| ClientError::Config(format!("no OST {} in the config", o.ost)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StripedFile { stripes, objects })
+    }
+
+    /// The shape.
+    pub fn stripes(&self) -> Stripes {
+        self.stripes
+    }
+
+    fn pieces(&self, off: u64, len: usize) -> Vec<Piece> {
+        let mut out = Vec::new();
+        for e in self.stripes.split(off, len as u64) {
+            let mut done = 0;
+            while done < e.len {
+                let n = (e.len - done).min(MAX_BRW);
+                out.push(Piece {
+                    stripe: e.stripe,
+                    obj_off: e.obj_off + done,
+                    buf_off: (e.file_off + done - off) as usize,
+                    len: n as usize,
+                });
+                done += n;
+            }
+        }
+        out
+    }
+
+    fn object(&self, stripe: u32) -> (Arc<Osc>, u64) {
+        let (c, id) = &self.objects[stripe as usize];
+        (Arc::clone(c), *id)
+    }
+
+    /// Writes `data` at file offset `off`; all of it or an error.
+    pub async fn write(&self, off: u64, data: &[u8]) -> Result<usize> {
+        let mut set = JoinSet::new();
+        for p in self.pieces(off, data.len()) {
+            if set.len() >= MAX_IN_FLIGHT {
+                join_one(&mut set).await?;
+            }
+            let (osc, oid) = self.object(p.stripe);
+            let buf = osc.pages(&data[p.buf_off..p.buf_off + p.len])?;
+            set.spawn(async move { osc.write(oid, p.obj_off, buf).await.map(drop) });
+        }
+        while !set.is_empty() {
+            join_one(&mut set).await?;
+        }
+        Ok(data.len())
+    }
+
+    /// Reads into `buf` from file offset `off`, up to `size` (the file's
+    /// size); returns the bytes read.
+    pub async fn read(&self, off: u64, buf: &mut [u8], size: u64) -> Result<usize> {
+        if off >= size {
+            return Ok(0);
+        }
+        let len = (size - off).min(buf.len() as u64) as usize;
+        let mut set: JoinSet<Result<(Piece, Vec<u8>)>> = JoinSet::new();
+        let fill = |r: Option<Joined<(Piece, Vec<u8>)>>, buf: &mut [u8]| -> Result<()> {
+            if let Some(r) = r {
+                let (p, data) = r.map_err(|e| ClientError::Local(format!("read task: {e}")))??;
+                let n = data.len().min(p.len);
+                buf[p.buf_off..p.buf_off + n].copy_from_slice(&data[..n]);
+            }
+            Ok(())
+        };
+        for p in self.pieces(off, len) {
+            if set.len() >= MAX_IN_FLIGHT {
+                fill(set.join_next().await, buf)?;
+            }
+            let (osc, oid) = self.object(p.stripe);
+            let n = u32::try_from(p.len).map_err(|_| ClientError::Invalid("piece over 4 GiB".into()))?;
+            set.spawn(async move { osc.read(oid, p.obj_off, n).await.map(|d| (p, d)) });
+        }
+        while !set.is_empty() {
+            fill(set.join_next().await, buf)?;
+        }
+        Ok(len)
+    }
+
+    /// The file's size from its objects' sizes (asked in parallel).
+    pub async fn size(&self) -> Result<u64> {
+        let mut set = JoinSet::new();
+        for (i, (osc, oid)) in self.objects.iter().enumerate() {
+            let (osc, oid) = (Arc::clone(osc), *oid);
+            set.spawn(async move { osc.getattr(oid).await.map(|a| (i, a.size)) });
+        }
+        let mut sizes = vec![0; self.objects.len()];
+        while let Some(r) = set.join_next().await {
+            let (i, s) = r.map_err(|e| ClientError::Local(format!("getattr task: {e}")))??;
+            sizes[i] = s;
+        }
+        Ok(self.stripes.file_size(&sizes))
+    }
+
+    /// Sets the file's size: each object to its share.
+    pub async fn truncate(&self, size: u64) -> Result<()> {
+        let mut set = JoinSet::new();
+        for (i, (osc, oid)) in self.objects.iter().enumerate() {
+            let (osc, oid) = (Arc::clone(osc), *oid);
+            let s = self.stripes.object_size(i as u32, size);
+            set.spawn(async move { osc.set_size(oid, s).await.map(drop) });
+        }
+        while !set.is_empty() {
+            join_one(&mut set).await?;
+        }
+        Ok(())
+    }
+
+    /// SYNC on every OST holding an object (each waits for its commit).
+    pub async fn sync(&self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut set = JoinSet::new();
+        for (osc, _) in &self.objects {
+            if seen.insert(osc.index()) {
+                let osc = Arc::clone(osc);
+                set.spawn(async move { osc.sync().await.map(drop) });
+            }
+        }
+        while !set.is_empty() {
+            join_one(&mut set).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What `JoinSet::join_next` yields for a task returning `Result<T>`.
+type Joined<T> = std::result::Result<Result<T>, tokio::task::JoinError>;
+
+async fn join_one(set: &mut JoinSet<Result<()>>) -> Result<()> {
+    match set.join_next().await {
+        Some(r) => r.map_err(|e| ClientError::Local(format!("I/O task: {e}")))?,
+        None => Ok(()),
+    }
+}

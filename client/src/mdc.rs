@@ -1,0 +1,109 @@
+//! mdc: the client of one metadata target — one thin call per MDS opcode.
+//!
+//! Owns: [`Mdc`]. Each call builds the body from `ptlrpc::wire::mds`,
+//! sends it bounded ([`crate::rpc`]) and returns the decoded reply.
+//! Must not: cache attributes, names or layouts (another client may
+//! change them; caching comes with the lock manager).
+
+use std::sync::Arc;
+
+use lnet::{Lnet, Nid};
+use ptlrpc::driver::{Client, ClientConfig};
+use ptlrpc::fault::FaultInjector;
+use ptlrpc::portals::MDS_REQUEST_PORTAL;
+use ptlrpc::wire::mds::{
+    AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, LookupReq, ReaddirReply, ReaddirReq, ReintReply,
+    ReintReq, StatfsReply,
+};
+use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
+
+use crate::error::Result;
+use crate::rpc;
+
+/// A client of one MDT.
+#[derive(Debug, Clone)]
+pub struct Mdc {
+    rpc: Client,
+    uuid: String,
+}
+
+impl Mdc {
+    /// A client of the MDT at `nid`, calling itself `uuid`.
+    pub fn new(lnet: &Lnet, nid: Nid, uuid: &str) -> Mdc {
+        // Readdir and layouts of wide files need more than the default 8 KiB.
+        let cfg = ClientConfig { reply_buf_len: 256 << 10, ..ClientConfig::default() };
+        Mdc {
+            rpc: Client::new(lnet, nid, MDS_REQUEST_PORTAL, cfg, Arc::new(FaultInjector::default())),
+            uuid: uuid.to_string(),
+        }
+    }
+
+    /// The MDT's NID.
+    pub fn nid(&self) -> Nid {
+        self.rpc.target()
+    }
+
+    /// MDS_CONNECT.
+    pub async fn connect(&self) -> Result<ConnectData> {
+        let cd = ConnectData {
+            flags: connect_flags::VERSION | connect_flags::TRANSNO | connect_flags::MAX_EASIZE,
+            version: 1,
+            client_uuid: self.uuid.clone(),
+            ..ConnectData::default()
+        };
+        rpc::call(&self.rpc, "mds connect", Op::MdsConnect, &cd).await
+    }
+
+    /// MDS_GET_ROOT.
+    pub async fn root(&self) -> Result<Fid> {
+        rpc::call(&self.rpc, "getroot", Op::MdsGetRoot, &()).await
+    }
+
+    /// MDS_GETATTR.
+    pub async fn getattr(&self, fid: Fid) -> Result<AttrReply> {
+        rpc::call(&self.rpc, "getattr", Op::MdsGetattr, &GetattrReq { fid }).await
+    }
+
+    /// MDS_GETATTR_NAME.
+    pub async fn lookup(&self, parent: Fid, name: &str) -> Result<AttrReply> {
+        rpc::call(&self.rpc, "lookup", Op::MdsGetattrName, &LookupReq { parent, name: name.into() }).await
+    }
+
+    /// MDS_REINT (create, mkdir, setattr, link, unlink, rename, open, setxattr).
+    pub async fn reint(&self, what: &'static str, req: &ReintReq) -> Result<ReintReply> {
+        rpc::call(&self.rpc, what, Op::MdsReint, req).await
+    }
+
+    /// MDS_CLOSE.
+    pub async fn close(&self, handle: u64) -> Result<ReintReply> {
+        rpc::call(&self.rpc, "close", Op::MdsClose, &CloseReq { handle }).await
+    }
+
+    /// MDS_READPAGE: up to `max` entries from `cookie`.
+    pub async fn readdir(&self, fid: Fid, cookie: u64, max: u32) -> Result<ReaddirReply> {
+        rpc::call(&self.rpc, "readdir", Op::MdsReadpage, &ReaddirReq { fid, cookie, max_entries: max }).await
+    }
+
+    /// MDS_STATFS.
+    pub async fn statfs(&self) -> Result<StatfsReply> {
+        rpc::call(&self.rpc, "statfs", Op::MdsStatfs, &()).await
+    }
+
+    /// MDS_SYNC: a durable commit of everything the MDT applied.
+    pub async fn sync(&self) -> Result<()> {
+        rpc::raw(&self.rpc, "mds sync", Op::MdsSync, &()).await.map(drop)
+    }
+
+    /// MDS_GET_INFO `key` (no wait).
+    pub async fn get_info(&self, key: &str) -> Result<GetInfoReply> {
+        let req = GetInfoReq { key: key.into(), at_least: 0, wait_ms: 0 };
+        rpc::call(&self.rpc, "get_info", Op::MdsGetInfo, &req).await
+    }
+
+    /// MDS_GET_INFO `config_applied`, waiting (bounded by the MDT) until
+    /// at least `n` config records are applied.
+    pub async fn wait_config(&self, n: u64, wait_ms: u32) -> Result<GetInfoReply> {
+        let req = GetInfoReq { key: "config_applied".into(), at_least: n, wait_ms };
+        rpc::call(&self.rpc, "get_info", Op::MdsGetInfo, &req).await
+    }
+}

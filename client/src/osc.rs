@@ -1,0 +1,137 @@
+//! osc: the client of one OST — `ost::client::OstClient` (CONNECT with
+//! grant, brw size and CRC32C; BRW over bulk; getattr, setattr, punch,
+//! sync, statfs) behind a lazy, once-only connect and typed errors.
+//!
+//! Owns: [`Osc`]. Must not: cache data or object sizes, or keep written
+//! data for replay (fsync is the durability point; an OST restart between
+//! a write and its commit loses that write — resend needs the import
+//! driver on the OST path, see the crate docs).
+
+use lnet::{Lnet, MdBuffer, Nid};
+use ost::client::OstClient;
+use ptlrpc::driver::ClientConfig;
+use ptlrpc::wire::ost::attr_valid;
+use ptlrpc::wire::{Niobuf, OstAttr, OstBrwReply, OstIds, OstSetattr, OstStatfs};
+use tokio::sync::OnceCell;
+
+use crate::error::{ClientError, Result};
+
+/// Largest BRW the client issues (Lustre's 1 MiB RPC).
+pub const MAX_BRW: u64 = 1 << 20;
+/// Grant asked for at connect.
+const GRANT: u64 = 64 << 20;
+
+/// A client of one OST.
+#[derive(Debug)]
+pub struct Osc {
+    index: u32,
+    name: String,
+    nid: Nid,
+    ost: OstClient,
+    connected: OnceCell<()>,
+}
+
+/// The name of OST `index` of `fsname` (`sheen-OST0000`).
+pub fn ost_name(fsname: &str, index: u32) -> String {
+    format!("{fsname}-OST{index:04x}")
+}
+
+impl Osc {
+    /// A client of OST `index` of `fsname` at `nid`, calling itself `uuid`.
+    pub fn new(lnet: &Lnet, fsname: &str, index: u32, nid: Nid, uuid: &str) -> Osc {
+        let name = ost_name(fsname, index);
+        let cfg = ClientConfig { reply_buf_len: 16 << 10, ..ClientConfig::default() };
+        Osc { index, nid, ost: OstClient::new(lnet, nid, &name, uuid, cfg, false), name, connected: OnceCell::new() }
+    }
+
+    /// The OST's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it serves.
+    pub fn nid(&self) -> Nid {
+        self.nid
+    }
+
+    /// Connects once (later calls return at once).
+    pub async fn connect(&self) -> Result<()> {
+        self.connected
+            .get_or_try_init(|| async {
+                let brw = u32::try_from(MAX_BRW).unwrap_or(u32::MAX);
+                match tokio::time::timeout(crate::rpc::RPC_BOUND, self.ost.connect(GRANT, brw, true)).await {
+                    Ok(r) => r.map(drop).map_err(|e| ClientError::rpc("ost connect", e)),
+                    Err(_) => Err(ClientError::Timeout { what: "ost connect", secs: crate::rpc::RPC_BOUND.as_secs() }),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        f: impl std::future::Future<Output = std::result::Result<T, ptlrpc::driver::RpcError>>,
+    ) -> Result<T> {
+        self.connect().await?;
+        match tokio::time::timeout(crate::rpc::RPC_BOUND, f).await {
+            Ok(r) => r.map_err(|e| ClientError::rpc(what, e)),
+            Err(_) => Err(ClientError::Timeout { what, secs: crate::rpc::RPC_BOUND.as_secs() }),
+        }
+    }
+
+    /// Pages holding a copy of `data`.
+    pub fn pages(&self, data: &[u8]) -> Result<MdBuffer> {
+        self.ost.pages(data).map_err(|e| ClientError::rpc("bulk pages", e))
+    }
+
+    /// Writes `buf` at `offset` of object `oid`.
+    pub async fn write(&self, oid: u64, offset: u64, buf: MdBuffer) -> Result<OstBrwReply> {
+        let len = u32::try_from(buf.len()).map_err(|_| ClientError::Invalid("BRW over 4 GiB".into()))?;
+        let n = [Niobuf { offset, len, flags: 0 }];
+        self.bounded("ost write", self.ost.write_pages(oid, &n, buf)).await.map(|((r, _), _)| r)
+    }
+
+    /// Reads `len` bytes at `offset` of `oid` (holes and bytes past the
+    /// object's end read as zeros).
+    pub async fn read(&self, oid: u64, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.bounded("ost read", self.ost.read(oid, offset, len)).await
+    }
+
+    /// CREATE `count` objects; returns the first id (what the MDT's
+    /// precreate does; tools and tests use it).
+    pub async fn create(&self, count: u32) -> Result<u64> {
+        self.bounded("ost create", self.ost.create(count)).await.map(|r| r.first)
+    }
+
+    /// DESTROY.
+    pub async fn destroy(&self, oid: u64) -> Result<()> {
+        self.bounded("ost destroy", self.ost.destroy(oid)).await
+    }
+
+    /// GETATTR.
+    pub async fn getattr(&self, oid: u64) -> Result<OstAttr> {
+        self.bounded("ost getattr", self.ost.getattr(oid)).await
+    }
+
+    /// Sets the object's size (truncate or extend).
+    pub async fn set_size(&self, oid: u64, size: u64) -> Result<OstAttr> {
+        let s = OstSetattr { oid, valid: attr_valid::SIZE, size, ..OstSetattr::default() };
+        self.bounded("ost setattr", self.ost.setattr(s)).await
+    }
+
+    /// SYNC: commits the target; returns its last committed transno.
+    pub async fn sync(&self) -> Result<OstIds> {
+        self.bounded("ost sync", self.ost.sync()).await
+    }
+
+    /// STATFS.
+    pub async fn statfs(&self) -> Result<OstStatfs> {
+        self.bounded("ost statfs", self.ost.statfs()).await
+    }
+}
