@@ -464,3 +464,99 @@ pub struct GetInfoReply {
     /// Pools and their OSTs, as `name` and indices.
     pub pools: Vec<(String, Vec<u32>)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Frame, Header, MsgKind, Op, Xid, encode};
+
+    fn frame_of<B>(op: Op, body: &B) -> rkyv::util::AlignedVec<{ crate::wire::BODY_ALIGN }>
+    where
+        B: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+    {
+        encode(&Header::new(MsgKind::Request, op.opcode(), Xid(1)), body).expect("encodes")
+    }
+
+    #[test]
+    fn fid_is_pinned_and_round_trips_through_u128() {
+        assert_eq!(size_of::<ArchivedFid>(), 16);
+        let f = Fid { seq: 0x0102_0304_0506_0708, oid: 0x0a0b_0c0d, ver: 1 };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&f).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 16] = [8, 7, 6, 5, 4, 3, 2, 1,  0x0d, 0x0c, 0x0b, 0x0a,  1, 0, 0, 0];
+        assert_eq!(&bytes[..], &golden[..]);
+        assert_eq!(Fid::from_u128(f.as_u128()), f);
+        assert!(Fid::ROOT.as_u128() < Fid { seq: 0x2_0000_0400, oid: 1, ver: 0 }.as_u128());
+    }
+
+    #[test]
+    fn reint_round_trips_and_truncation_is_rejected() {
+        let reqs = [
+            ReintReq::Create {
+                parent: Fid::ROOT,
+                name: "a".into(),
+                mode: 0o100644,
+                rdev: 0,
+                uid: 1,
+                gid: 2,
+                time: 3,
+                symlink: String::new(),
+                stripe: Some(StripeSpec { stripe_size: 1 << 20, stripe_count: 2, stripe_offset: -1, pool: "p".into() }),
+            },
+            ReintReq::Rename {
+                src_parent: Fid::ROOT,
+                src_name: "a".into(),
+                dst_parent: Fid { seq: 9, oid: 1, ver: 0 },
+                dst_name: "b".into(),
+                time: 4,
+            },
+            ReintReq::Setxattr {
+                fid: Fid::ROOT,
+                name: "user.x".into(),
+                value: vec![1, 2, 3],
+                flags: xattr_flags::CREATE,
+            },
+        ];
+        for r in reqs {
+            let bytes = frame_of(Op::MdsReint, &r);
+            let f = Frame::parse(&bytes).expect("parses");
+            assert_eq!(f.deserialize::<ReintReq>().expect("validates"), r);
+            let short = &f.body_bytes()[..f.body_bytes().len() - 3];
+            assert!(rkyv::from_bytes::<ReintReq, rkyv::rancor::Error>(short).is_err());
+        }
+        assert_eq!(
+            ReintReq::Unlink { parent: Fid::ROOT, name: "x".into(), dir: true, time: 0 }.op(),
+            crate::wire::ReintOp::Unlink
+        );
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let rep = ReintReply {
+            attr: Some(MdtAttr { fid: Fid::ROOT, mode: 0o40755, nlink: 2, ..MdtAttr::default() }),
+            layout: Some(Layout {
+                stripe_size: 1 << 20,
+                pool: String::new(),
+                objects: vec![StripeObj { ost: 1, id: 7 }],
+            }),
+            handle: 5,
+            pre_versions: vec![1, 2],
+            post_version: 3,
+        };
+        let bytes = frame_of(Op::MdsReint, &rep);
+        assert_eq!(Frame::parse(&bytes).expect("parses").deserialize::<ReintReply>().expect("validates"), rep);
+        let rd = ReaddirReply {
+            entries: vec![DirEntry { name: "n".into(), fid: Fid::ROOT, kind: 4, cookie: 99 }],
+            next: 100,
+            end: true,
+        };
+        let bytes = frame_of(Op::MdsReadpage, &rd);
+        assert_eq!(Frame::parse(&bytes).expect("parses").deserialize::<ReaddirReply>().expect("validates"), rd);
+    }
+}

@@ -290,3 +290,40 @@ pub struct MgsAdminReply {
     /// Targets (Targets).
     pub targets: Vec<TargetInfo>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Frame, Header, MsgKind, Op, Xid, encode};
+
+    #[test]
+    fn config_log_round_trips_and_truncation_is_rejected() {
+        let rep = ConfigReadReply {
+            records: vec![
+                ConfigRecord {
+                    index: 1,
+                    cmd: ConfigCmd::AddTarget {
+                        kind: TargetKind::Ost,
+                        index: 3,
+                        nids: vec!["10.0.0.3@tcp".into()],
+                        failover: vec!["10.0.0.4@tcp".into()],
+                    },
+                },
+                ConfigRecord { index: 2, cmd: ConfigCmd::PoolAdd { pool: "fast".into(), ost: 3 } },
+                ConfigRecord {
+                    index: 3,
+                    cmd: ConfigCmd::TargetRestart { kind: TargetKind::Mdt, index: 0, instance: 7, nids: vec![] },
+                },
+            ],
+            next: 4,
+        };
+        let bytes = encode(&Header::new(MsgKind::Reply, Op::MgsConfigRead.opcode(), Xid(1)), &rep).expect("encodes");
+        let f = Frame::parse(&bytes).expect("parses");
+        assert_eq!(f.deserialize::<ConfigReadReply>().expect("validates"), rep);
+        let short = &f.body_bytes()[..f.body_bytes().len() - 5];
+        assert!(rkyv::from_bytes::<ConfigReadReply, rkyv::rancor::Error>(short).is_err());
+        let adm = MgsAdminReq::Remove { fsname: "sheen".into(), kind: TargetKind::Ost, index: 3 };
+        let bytes = encode(&Header::new(MsgKind::Request, Op::MgsSetInfo.opcode(), Xid(2)), &adm).expect("encodes");
+        assert_eq!(Frame::parse(&bytes).expect("parses").deserialize::<MgsAdminReq>().expect("validates"), adm);
+    }
+}
