@@ -41,6 +41,22 @@
 //!   the MDT reconnects to the OST.
 //! - A readdir cookie stays valid while its entry lives.
 
+//!
+//! ## Not yet
+//!
+//! - The MDT serves requests through its own [`service::MdtHandler`], not
+//!   through ptlrpc's target framework (`ptlrpc::target`,
+//!   `driver::TargetDriver`): no exports or per-client records, so no
+//!   reply reconstruction for resent requests and no client replay or VBR
+//!   after a restart. Replies do carry transnos, `last_committed` and
+//!   pre/post versions. Wiring it needs a plan/apply split of the
+//!   namespace operations (validate and build the batch in `plan`, write it
+//!   with the target's version and client record in `apply`).
+//! - Open handles are not replayed; orphans are destroyed at mount.
+//! - FIDs are allocated by the MDT, not by clients from granted sequences;
+//!   MDT0's [`fid::SeqController`] exists but no RPC hands sequences out.
+//! - `sheen-oss` does not register with the MGS; whoever starts it does.
+
 #![forbid(unsafe_code)]
 
 pub mod alloc;
