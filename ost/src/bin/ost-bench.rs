@@ -7,7 +7,9 @@
 //! the service's bulk GET/PUT and the target's `pwritev`/`preadv`.
 //! `--size` (default 4 GiB) is written as `--rpc-size` RPCs (default 1
 //! MiB) with `--inflight` (default 8) in flight, then read back; the
-//! baseline writes and reads the same bytes with one thread. Neither
+//! baseline writes and reads the same bytes with one thread. Reads run
+//! twice: cold (both files dropped from the page cache first, so both read
+//! the disk) and cached. Neither
 //! timed phase includes a final sync (the OST's commit thread runs as
 //! usual); each side is synced, untimed, after its write phase so that one
 //! side's dirty pages do not throttle the other. `--json`
@@ -180,30 +182,73 @@ async fn run(args: Args) -> Result<()> {
     // Untimed: commit, so both reads start from the same state.
     c.sync().await?;
 
-    // Baseline read.
-    let mut rbuf = vec![0u8; rpc];
+    // Reads, twice: first cold (both files' pages dropped from the page
+    // cache with posix_fadvise(DONTNEED), so both sides read the disk),
+    // then warm (both from the page cache).
+    let obj_path = target_dir.join("O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"));
+    let obj = std::fs::File::open(&obj_path).context("the object's file")?;
+    let mut reads = Vec::new();
+    for cold in [true, false] {
+        if cold {
+            for file in [&f, &obj] {
+                rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)?;
+            }
+        }
+        let base = base_read(&f, &block, n, args.rpc_size)?;
+        let brw = brw_read(&c, &clnet, oid, &block, n, args.rpc_size, args.inflight).await?;
+        reads.push((cold, brw, base));
+    }
+
+    report(&args, "ost.tcp.brw_write", gbps(total, ost_write), "local_pwrite", gbps(total, base_write));
+    for (cold, brw, base) in reads {
+        let (name, bname) =
+            if cold { ("ost.tcp.brw_read", "local_pread") } else { ("ost.tcp.brw_read_cached", "local_pread_cached") };
+        report(&args, name, gbps(total, brw), bname, gbps(total, base));
+    }
+    let server = Arc::new(server);
+    let s2 = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || s2.shutdown()).await?;
+    clnet.shutdown();
+    slnet.shutdown();
+    drop(f);
+    Ok(())
+}
+
+/// Local pread of the baseline file, one thread.
+fn base_read(f: &std::fs::File, block: &[u8], n: u64, step: u64) -> Result<Duration> {
+    let mut rbuf = vec![0u8; block.len()];
     let t = Instant::now();
     for i in 0..n {
-        f.read_exact_at(&mut rbuf, i * args.rpc_size)?;
+        f.read_exact_at(&mut rbuf, i * step)?;
     }
-    let base_read = t.elapsed();
+    let took = t.elapsed();
     if rbuf != block {
         bail!("baseline read back different bytes");
     }
+    Ok(took)
+}
 
-    // BRW read.
-    next.store(0, Ordering::Relaxed);
+/// BRW reads of the object, `inflight` at once; the first task checks the
+/// bytes of its first RPC.
+async fn brw_read(
+    c: &Arc<OstClient>,
+    clnet: &Lnet,
+    oid: u64,
+    block: &[u8],
+    n: u64,
+    step: u64,
+    inflight: usize,
+) -> Result<Duration> {
+    let next = Arc::new(AtomicU64::new(0));
+    let rpc = step as usize;
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for k in 0..args.inflight {
-        let (c, next) = (Arc::clone(&c), Arc::clone(&next));
-        let pool = clnet.pool(0);
-        let mut buf = MdBuffer::from_pages_len(pool.alloc_bytes(rpc)?, rpc);
-        let step = args.rpc_size;
-        let check = k == 0;
-        let block = if check { block.clone() } else { Vec::new() };
+    for k in 0..inflight {
+        let (c, next) = (Arc::clone(c), Arc::clone(&next));
+        let mut buf = MdBuffer::from_pages_len(clnet.pool(0).alloc_bytes(rpc)?, rpc);
+        let block = if k == 0 { block.to_vec() } else { Vec::new() };
         tasks.push(tokio::spawn(async move {
-            let mut checked = false;
+            let mut check = k == 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -211,13 +256,13 @@ async fn run(args: Args) -> Result<()> {
                 }
                 let nio = [Niobuf { offset: i * step, len: step as u32, flags: 0 }];
                 let (_, b) = c.read_pages(oid, &nio, buf).await?;
-                if check && !checked {
+                if check {
                     let mut v = vec![0u8; b.len()];
                     b.read_at(0, &mut v);
                     if v != block {
                         anyhow::bail!("BRW read back different bytes at RPC {i}");
                     }
-                    checked = true;
+                    check = false;
                 }
                 buf = b;
             }
@@ -226,15 +271,5 @@ async fn run(args: Args) -> Result<()> {
     for t in tasks {
         t.await??;
     }
-    let ost_read = t.elapsed();
-
-    report(&args, "ost.tcp.brw_write", gbps(total, ost_write), "local_pwrite", gbps(total, base_write));
-    report(&args, "ost.tcp.brw_read", gbps(total, ost_read), "local_pread", gbps(total, base_read));
-    let server = Arc::new(server);
-    let s2 = Arc::clone(&server);
-    tokio::task::spawn_blocking(move || s2.shutdown()).await?;
-    clnet.shutdown();
-    slnet.shutdown();
-    drop(f);
-    Ok(())
+    Ok(t.elapsed())
 }
