@@ -8,6 +8,8 @@
 //!
 //! Must not: start anything or touch a target directory.
 //!
+//! See `ost/sheen-oss.example.toml` (parsed by a test). In short:
+//!
 //! ```toml
 //! fs_uuid = "6f1c0a6e-0000-4000-8000-000000000001"
 //! admin = "127.0.0.1:9102"          # /metrics and /faults (optional)
@@ -249,6 +251,13 @@ dir = "/srv/ost0"
         let c = OssConfig::from_toml(GOOD).expect("parses");
         assert_eq!(c.targets.len(), 1);
         assert_eq!(c.target_configs()[0].brw_size, 4 << 20);
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = OssConfig::from_toml(include_str!("../sheen-oss.example.toml")).expect("parses");
+        assert_eq!(c.service.threads_per_cpt, 8);
+        assert_eq!(c.targets[0].name, "sheen-OST0000");
     }
 
     #[test]

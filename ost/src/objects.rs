@@ -6,19 +6,21 @@
 //! I/O of niobuf runs straight from and into bulk pages (`pwritev` /
 //! `preadv` through rustix, short transfers continued), hole punching
 //! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), truncation, `fdatasync`, and the
-//! per-object write order of one client ([`WriteOrder`]).
+//! per-object write order ([`WriteOrder`]: one client's overlapping writes
+//! in xid order, overlapping writes one at a time, disjoint ones at once).
 //!
 //! Must not: touch the index or decide transnos; never `unsafe`.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::IoSlice;
+use std::io::{ErrorKind, IoSlice};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lnet::MdBuffer;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rustix::fs::FallocateFlags;
 
 use crate::error::OstError;
@@ -51,9 +53,28 @@ pub struct Run {
 #[derive(Debug, Default)]
 pub struct WriteOrder {
     recent: std::collections::VecDeque<(u64, u64, u64, u64)>, // export, xid, start, end
+    /// Extents being written now, by write id.
+    active: Vec<(u64, u64, u64)>,
+    next_id: u64,
 }
 
 impl WriteOrder {
+    fn overlaps_active(&self, runs: &[Run]) -> bool {
+        runs.iter().any(|r| self.active.iter().any(|&(_, s, e)| r.offset < e && s < r.offset + r.len))
+    }
+
+    fn begin(&mut self, runs: &[Run]) -> u64 {
+        self.next_id += 1;
+        for r in runs {
+            self.active.push((self.next_id, r.offset, r.offset + r.len));
+        }
+        self.next_id
+    }
+
+    fn end(&mut self, id: u64) {
+        self.active.retain(|&(i, _, _)| i != id);
+    }
+
     /// The parts of `runs` not covered by a newer write (higher xid) of the
     /// same export, and records this write.
     pub fn admit(&mut self, export: u64, xid: u64, runs: &[Run]) -> Vec<Run> {
@@ -98,12 +119,42 @@ pub struct ObjFile {
     /// Its path.
     pub path: PathBuf,
     file: File,
-    /// Held while a write is applied: one client's overlapping writes in
-    /// xid order.
-    pub order: Mutex<WriteOrder>,
+    /// Recent and in-progress writes: one client's overlapping writes land
+    /// in xid order; overlapping writes never run at once; disjoint ones do.
+    order: Mutex<WriteOrder>,
+    idle: Condvar,
 }
 
+/// How long a write waits for an overlapping one to finish.
+pub const OVERLAP_WAIT: Duration = Duration::from_secs(60);
+
 impl ObjFile {
+    /// Writes `runs` from `buf` as write `xid` of `export`: waits (bounded)
+    /// for in-progress writes that overlap it, skips the parts a newer
+    /// write of the same export already wrote, and runs alongside
+    /// disjoint writes.
+    pub fn write_ordered(&self, export: u64, xid: u64, runs: &[Run], buf: &MdBuffer) -> Result<(), OstError> {
+        let deadline = Instant::now() + OVERLAP_WAIT;
+        let (id, trimmed) = {
+            let mut o = self.order.lock();
+            while o.overlaps_active(runs) {
+                if self.idle.wait_until(&mut o, deadline).timed_out() {
+                    return Err(OstError::io(
+                        "waiting for an overlapping write to",
+                        &self.path,
+                        ErrorKind::TimedOut.into(),
+                    ));
+                }
+            }
+            let trimmed = o.admit(export, xid, runs);
+            (o.begin(runs), trimmed)
+        };
+        let r = self.write_runs(&trimmed, buf);
+        self.order.lock().end(id);
+        self.idle.notify_all();
+        r
+    }
+
     /// Writes the runs from `buf`.
     pub fn write_runs(&self, runs: &[Run], buf: &MdBuffer) -> Result<(), OstError> {
         for r in runs {
@@ -229,7 +280,7 @@ impl Objects {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OstError::NoObject(oid)),
             Err(e) => return Err(OstError::io("opening", &path, e)),
         };
-        let obj = Arc::new(ObjFile { oid, path, file, order: Mutex::new(WriteOrder::default()) });
+        let obj = Arc::new(ObjFile { oid, path, file, order: Mutex::new(WriteOrder::default()), idle: Condvar::new() });
         let mut open = self.open.lock();
         if open.len() >= MAX_OPEN {
             // Drop an arbitrary entry; users hold their own Arc.

@@ -588,11 +588,7 @@ impl Ost {
     /// xid order) and records the change in a transaction.
     pub fn apply_write(&self, prep: WritePrep, xid: u64, data: &MdBuffer) -> Result<Written, OstError> {
         let WritePrep { handle, obj, runs, end, admitted } = prep;
-        let res = {
-            let mut order = obj.order.lock();
-            let runs = order.admit(handle, xid, &runs);
-            obj.write_runs(&runs, data)
-        };
+        let res = obj.write_ordered(handle, xid, &runs, data);
         let grant = {
             let mut ex = self.exports.lock();
             let mut spare = 0;
