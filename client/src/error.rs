@@ -11,7 +11,7 @@ use crate::lov::LayoutError;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// A server answered with an error status (a positive errno).
-    #[error("{what}: server returned -{errno}")]
+    #[error("{what}: {} (server returned -{errno})", std::io::Error::from_raw_os_error(*errno))]
     Server {
         /// The operation.
         what: &'static str,
@@ -44,7 +44,7 @@ pub enum ClientError {
     #[error("invalid: {0}")]
     Invalid(String),
     /// A POSIX condition the client itself detects.
-    #[error("{what}: errno {errno}")]
+    #[error("{what}: {}", std::io::Error::from_raw_os_error(*errno))]
     Posix {
         /// What failed.
         what: String,

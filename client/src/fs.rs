@@ -87,6 +87,7 @@ impl Stat {
 #[derive(Debug)]
 pub struct File {
     fid: Fid,
+    attr: MdtAttr,
     handle: u64,
     flags: u32,
     data: Option<StripedFile>,
@@ -96,6 +97,10 @@ impl File {
     /// The file's FID.
     pub fn fid(&self) -> Fid {
         self.fid
+    }
+    /// The attributes the open answered (size as the MDT knows it).
+    pub fn attr(&self) -> &MdtAttr {
+        &self.attr
     }
     /// The open flags.
     pub fn flags(&self) -> u32 {
@@ -264,15 +269,22 @@ impl Sheen {
         }
     }
 
-    /// mkdir `parent/name`.
-    pub async fn mkdir_at(&self, parent: Fid, name: &str, mode: u32, stripe: Option<StripeSpec>) -> Result<Stat> {
+    /// mkdir `parent/name` as `cred`.
+    pub async fn mkdir_at(
+        &self,
+        cred: Cred,
+        parent: Fid,
+        name: &str,
+        mode: u32,
+        stripe: Option<StripeSpec>,
+    ) -> Result<Stat> {
         let req = ReintReq::Create {
             parent,
             name: name.into(),
             mode: S_IFDIR | (mode & 0o7777),
             rdev: 0,
-            uid: self.cred.uid,
-            gid: self.cred.gid,
+            uid: cred.uid,
+            gid: cred.gid,
             time: now_secs(),
             symlink: String::new(),
             stripe,
@@ -286,13 +298,14 @@ impl Sheen {
     pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Stat> {
         let (dirs, name) = parent_and_name(path)?;
         let parent = self.walk(&dirs).await?;
-        self.mkdir_at(parent, name, mode, None).await
+        self.mkdir_at(self.cred, parent, name, mode, None).await
     }
 
-    /// Opens (with `open_flags::CREAT`, creates) `parent/name`. A create
-    /// uses `stripe`, or the directory's default.
+    /// Opens (with `open_flags::CREAT`, creates as `cred`) `parent/name`.
+    /// A create uses `stripe`, or the directory's default.
     pub async fn open_at(
         &self,
+        cred: Cred,
         parent: Fid,
         name: &str,
         flags: u32,
@@ -305,8 +318,8 @@ impl Sheen {
             by_fid: None,
             flags,
             mode: S_IFREG | (mode & 0o7777),
-            uid: self.cred.uid,
-            gid: self.cred.gid,
+            uid: cred.uid,
+            gid: cred.gid,
             time: now_secs(),
             stripe,
         };
@@ -335,7 +348,7 @@ impl Sheen {
             Some(l) => Some(self.striped(l)?),
             None => None,
         };
-        let file = File { fid: attr.fid, handle: r.handle, flags, data };
+        let file = File { fid: attr.fid, attr, handle: r.handle, flags, data };
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         if writes
             && flags & open_flags::TRUNC != 0
@@ -353,7 +366,7 @@ impl Sheen {
     pub async fn open(&self, path: &str, flags: u32, mode: u32, stripe: Option<StripeSpec>) -> Result<File> {
         let (dirs, name) = parent_and_name(path)?;
         let parent = self.walk(&dirs).await?;
-        self.open_at(parent, name, flags, mode, stripe).await
+        self.open_at(self.cred, parent, name, flags, mode, stripe).await
     }
 
     /// Creates `path` (exclusive) for reading and writing.
@@ -407,6 +420,12 @@ impl Sheen {
 
     /// Closes the MDT's open handle.
     pub async fn close(&self, f: File) -> Result<()> {
+        self.close_ref(&f).await
+    }
+
+    /// Closes the MDT's open handle of `f` (the FUSE release path, where
+    /// the file may still be shared).
+    pub(crate) async fn close_ref(&self, f: &File) -> Result<()> {
         self.mdc.close(f.handle).await.map(drop)
     }
 

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod cli_fs;
 pub mod error;
 pub mod fs;
+pub mod fuse;
 pub mod lov;
 pub mod lov_io;
 pub mod mdc;

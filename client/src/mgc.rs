@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lnet::{Lnet, Nid};
+use lnet::{Lnet, NetType, Nid};
 use ptlrpc::driver::{Client, ClientConfig};
 use ptlrpc::fault::FaultInjector;
 use ptlrpc::portals::MGS_REQUEST_PORTAL;
@@ -54,7 +54,10 @@ impl FsConfig {
 
     /// Applies one record.
     pub fn apply(&mut self, cmd: &ConfigCmd) {
-        let parse = |v: &[String]| v.iter().filter_map(|n| n.parse::<Nid>().ok()).collect::<Vec<_>>();
+        // `0@lo` names the server's own loopback NI: useless to anyone else.
+        let parse = |v: &[String]| {
+            v.iter().filter_map(|n| n.parse::<Nid>().ok()).filter(|n| n.net.kind != NetType::Lo).collect::<Vec<_>>()
+        };
         match cmd {
             ConfigCmd::AddTarget { kind, index, nids, .. } => {
                 self.table(*kind).insert(*index, TargetEntry { nids: parse(nids), active: true });
@@ -143,7 +146,7 @@ mod tests {
         let add = |kind, index, nid: &str| ConfigCmd::AddTarget {
             kind,
             index,
-            nids: vec![nid.into(), "garbage".into()],
+            nids: vec!["0@lo".into(), nid.into(), "garbage".into()],
             failover: vec![],
         };
         c.apply(&add(TargetKind::Mdt, 0, "127.0.0.1@tcp"));

@@ -140,7 +140,15 @@ pub struct Cluster {
     pub ost_warning: Option<String>,
 }
 
-fn spawn_ready(bin: &Path, args: &[&str], log: &Path, want: &str, detach: bool) -> Result<(Child, String), UpError> {
+/// Spawns `bin args`, stderr to `log`, and waits (bounded) for a first
+/// stdout line starting with `want`.
+pub fn spawn_ready(
+    bin: &Path,
+    args: &[&str],
+    log: &Path,
+    want: &str,
+    detach: bool,
+) -> Result<(Child, String), UpError> {
     let name = bin.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let logf =
         std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io(log.display().to_string()))?;

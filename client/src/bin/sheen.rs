@@ -44,6 +44,19 @@ enum Cmd {
         /// Loopback address of the MDS (the OSS takes the next one).
         #[arg(long, default_value = "127.0.88.1")]
         addr: std::net::Ipv4Addr,
+        /// Leave the file system unmounted.
+        #[arg(long)]
+        no_mount: bool,
+    },
+    /// Mount a file system with FUSE, in the foreground (SIGTERM or ^C unmounts).
+    Mount {
+        /// `MGSNID:/FSNAME`, e.g. `127.0.88.1@tcp:/sheen`.
+        target: String,
+        /// Mount point.
+        dir: PathBuf,
+        /// FUSE worker threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
     },
     /// Stop what `sheen up` started.
     Down {
@@ -162,8 +175,9 @@ async fn mount(cli: &Cli) -> anyhow::Result<(Lnet, Sheen)> {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let fmt = if cli.json { Format::Json } else { Format::Table };
     match &cli.cmd {
-        Cmd::Up { dir, addr } => up(&cli, dir, *addr, fmt).await,
+        Cmd::Up { dir, addr, no_mount } => up(&cli, dir, *addr, *no_mount, fmt).await,
         Cmd::Down { dir } => down(dir).await,
+        Cmd::Mount { target, dir, threads } => fuse_mount(&cli, target, dir, *threads).await,
         Cmd::Ping { nids, count } => {
             let lnet = LocalNet { nid: None, port: cli.port }.start(nids[0]).await?;
             let ok = client::cli::ping(&lnet, nids, *count, Duration::from_secs(10), fmt).await?;
@@ -220,12 +234,50 @@ async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
     }
 }
 
+async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize) -> anyhow::Result<bool> {
+    let (nid, fsname) = target.split_once(":/").context("target must be MGSNID:/FSNAME")?;
+    let mgs: Nid = nid.parse().map_err(|e| anyhow::anyhow!("{nid}: {e:?}"))?;
+    let lnet = LocalNet { nid: None, port: cli.port }.start(mgs).await?;
+    let fs = Sheen::mount(&lnet, mgs, fsname).await.with_context(|| format!("mounting {target}"))?;
+    let session = client::fuse::mount(std::sync::Arc::new(fs), tokio::runtime::Handle::current(), dir, threads)
+        .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;
+    println!("sheen mount ready {} {}", target, dir.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("unmounting {}", dir.display());
+    // Unmounting joins the FUSE threads, which block on this runtime.
+    let r = tokio::task::spawn_blocking(move || session.umount_and_join()).await?;
+    lnet.shutdown();
+    r.with_context(|| format!("unmounting {}", dir.display()))?;
+    Ok(true)
+}
+
 /// Free loopback tcp ports for the admin endpoints (bound, then released).
 fn free_port(addr: std::net::Ipv4Addr) -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind((addr, 0))?.local_addr()?.port())
 }
 
-async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, fmt: Format) -> anyhow::Result<bool> {
+/// Starts `sheen mount` for the cluster on `mnt` (own process group);
+/// its pid, or why not.
+fn mount_child(cli: &Cli, c: &Cluster, mnt: &Path) -> Result<u32, String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err("no /dev/fuse".into());
+    }
+    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let target = format!("{}:/{}", c.layout.mgs_nid(), c.layout.fsname);
+    let port = cli.port.to_string();
+    let m = mnt.display().to_string();
+    let args = ["--port", &port, "mount", &target, &m];
+    client::up::spawn_ready(&exe, &args, &c.dir.join("mount.log"), "sheen mount ready", true)
+        .map(|(child, _)| child.id())
+        .map_err(|e| e.to_string())
+}
+
+async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, no_mount: bool, fmt: Format) -> anyhow::Result<bool> {
     if let Ok(st) = read_state(dir) {
         let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
         if alive(st.mds_pid) || alive(st.oss_pid) {
@@ -243,20 +295,25 @@ async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, fmt: Format) -> any
         oss_admin_port: free_port(oss_addr)?,
     };
     let cluster = Cluster::start(layout, dir, 1000, true).await?;
-    let state = cluster.state(None);
+    let mnt = cluster.dir.join("mnt");
+    let mounted =
+        if no_mount { Err("not asked for (--no-mount)".to_string()) } else { mount_child(cli, &cluster, &mnt) };
+    let state = cluster.state(mounted.as_ref().ok().map(|&pid| (pid, mnt.clone())));
     std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
     let l = &state.layout;
     let (mds_url, oss_url) = (
         format!("http://{}:{}/metrics", l.mds_addr, l.mds_admin_port),
         format!("http://{}:{}/metrics", l.oss_addr, l.oss_admin_port),
     );
-    let mount_note =
-        "FUSE mount: not available yet in this build; use the library API (client::Sheen) or `sheen df` etc.";
+    let mount_note = match &mounted {
+        Ok(pid) => format!("mounted on {} (FUSE, pid {pid})", mnt.display()),
+        Err(why) => format!("not mounted: {why}; the servers are up (library API, `sheen df`)"),
+    };
     match fmt {
         Format::Json => println!(
             "{}",
             serde_json::json!({"fsname": l.fsname, "mgs": l.mgs_nid().to_string(), "data": cluster.dir,
-                "mds_pid": state.mds_pid, "oss_pid": state.oss_pid, "metrics": [mds_url, oss_url], "mounted": null,
+                "mds_pid": state.mds_pid, "oss_pid": state.oss_pid, "metrics": [mds_url, oss_url], "mount": mounted.as_ref().ok().map(|_| mnt.clone()), "mount_error": mounted.as_ref().err(),
                 "warning": cluster.ost_warning})
         ),
         Format::Table => {
