@@ -86,6 +86,11 @@ impl LnetError {
         LnetError::Io { context: context.into(), kind: e.to_string() }
     }
 
+    /// The peer is down, and why.
+    pub fn peer_down(nid: Nid, why: impl std::fmt::Display) -> LnetError {
+        LnetError::PeerDown { nid, why: why.to_string() }
+    }
+
     /// The negative errno this error travels as on the wire and in ptlrpc.
     pub fn errno(&self) -> i32 {
         -(match self {

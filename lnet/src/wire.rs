@@ -130,15 +130,18 @@ pub enum WireError {
     UnexpectedPayload(&'static str),
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
+/// Reads a little-endian u16 at `o` (the caller checked the length).
+pub(crate) fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
-fn u32_at(b: &[u8], o: usize) -> u32 {
+/// Reads a little-endian u32 at `o` (the caller checked the length).
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[o..o + 4]);
     u32::from_le_bytes(a)
 }
-fn u64_at(b: &[u8], o: usize) -> u64 {
+/// Reads a little-endian u64 at `o` (the caller checked the length).
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)

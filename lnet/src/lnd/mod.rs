@@ -84,6 +84,30 @@ pub trait Lnd: Send + Sync + fmt::Debug {
     fn stats(&self) -> LndStats;
 }
 
+/// The live counters behind [`LndStats`], shared by an LND's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct LndCounters {
+    pub(crate) conns: std::sync::atomic::AtomicU64,
+    pub(crate) connects: std::sync::atomic::AtomicU64,
+    pub(crate) accepts: std::sync::atomic::AtomicU64,
+    pub(crate) connect_failures: std::sync::atomic::AtomicU64,
+    pub(crate) proto_errors: std::sync::atomic::AtomicU64,
+}
+
+impl LndCounters {
+    /// A snapshot.
+    pub(crate) fn snapshot(&self) -> LndStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        LndStats {
+            conns: self.conns.load(Relaxed),
+            connects: self.connects.load(Relaxed),
+            accepts: self.accepts.load(Relaxed),
+            connect_failures: self.connect_failures.load(Relaxed),
+            proto_errors: self.proto_errors.load(Relaxed),
+        }
+    }
+}
+
 /// Counters every LND keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LndStats {

@@ -17,6 +17,7 @@
 //! ```
 
 use crate::md::MdBuffer;
+use crate::wire::{u16_at, u32_at, u64_at};
 
 /// Size of a request and of a reply on the wire.
 pub const MSG_SIZE: usize = 64;
@@ -108,20 +109,6 @@ pub struct Reply {
     pub t_in_ns: u64,
     /// Wall-clock ns when the server sent the reply (0: unknown).
     pub t_out_ns: u64,
-}
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn head(b: &[u8], magic: u32, what: &str) -> Result<Op, String> {

@@ -87,10 +87,6 @@ pub(super) struct Conn {
     next_cookie: u64,
 }
 
-fn peer_err(nid: Nid, why: impl std::fmt::Display) -> LnetError {
-    LnetError::PeerDown { nid, why: why.to_string() }
-}
-
 impl Conn {
     /// Wraps an endpoint and posts the receive buffers (before connect/accept).
     pub fn new(sh: Arc<Shared>, peer: Nid, ep: Endpoint, cm: Arc<EventChannel>) -> Result<Conn, LnetError> {
@@ -167,7 +163,7 @@ impl Conn {
             tokio::select! {
                 r = self.ep.wait(), if !busy => {
                     if let Err(e) = r {
-                        return peer_err(self.peer, format!("completion channel: {e}"));
+                        return LnetError::peer_down(self.peer, format!("completion channel: {e}"));
                     }
                 }
                 _ = tokio::task::yield_now(), if busy => {}
@@ -180,10 +176,10 @@ impl Conn {
                 ev = cm.next() => match ev {
                     Ok(ev) => match ev.kind {
                         CmEventKind::Established | CmEventKind::ConnectResponse | CmEventKind::Other(_) => {}
-                        CmEventKind::DeviceRemoval => return peer_err(self.peer, "RDMA device removed"),
-                        k => return peer_err(self.peer, format!("connection event {k:?} (status {})", ev.status)),
+                        CmEventKind::DeviceRemoval => return LnetError::peer_down(self.peer, "RDMA device removed"),
+                        k => return LnetError::peer_down(self.peer, format!("connection event {k:?} (status {})", ev.status)),
                     },
-                    Err(e) => return peer_err(self.peer, format!("rdma_cm channel: {e}")),
+                    Err(e) => return LnetError::peer_down(self.peer, format!("rdma_cm channel: {e}")),
                 },
                 _ = shut.changed() => return LnetError::Shutdown,
                 _ = tick.tick() => {
@@ -200,7 +196,7 @@ impl Conn {
         let mut done = Vec::new();
         loop {
             done.clear();
-            let n = self.ep.poll(&mut done).map_err(|e| peer_err(self.peer, e))?;
+            let n = self.ep.poll(&mut done).map_err(|e| LnetError::peer_down(self.peer, e))?;
             for c in done.drain(..) {
                 self.complete(c)?;
             }
@@ -214,10 +210,10 @@ impl Conn {
     fn overdue(&self) -> Option<LnetError> {
         let limit = self.sh.cfg.timeout;
         if self.awaiting.values().any(|(_, t)| t.elapsed() > limit) {
-            return Some(peer_err(self.peer, format!("no PUT_ACK within {limit:?}")));
+            return Some(LnetError::peer_down(self.peer, format!("no PUT_ACK within {limit:?}")));
         }
         if self.sinks.values().any(|s| s.since.elapsed() > limit) {
-            return Some(peer_err(self.peer, format!("no PUT_DONE within {limit:?}")));
+            return Some(LnetError::peer_down(self.peer, format!("no PUT_DONE within {limit:?}")));
         }
         None
     }
@@ -327,7 +323,7 @@ impl Conn {
                 Ok(())
             }
             Err((e, hold)) => {
-                let err = peer_err(self.peer, format!("post send: {e}"));
+                let err = LnetError::peer_down(self.peer, format!("post send: {e}"));
                 if let Some((tx, _)) = then {
                     tx.complete(&self.sh.ctx, Err(err.clone()));
                 }
@@ -347,13 +343,13 @@ impl Conn {
             if let Some(ctx) = self.sends.remove(&c.wr_id)
                 && let Some((tx, _)) = ctx.then
             {
-                tx.complete(&self.sh.ctx, Err(peer_err(self.peer, &c.status)));
+                tx.complete(&self.sh.ctx, Err(LnetError::peer_down(self.peer, &c.status)));
             }
-            return Err(peer_err(self.peer, format!("work request failed: {}", c.status)));
+            return Err(LnetError::peer_down(self.peer, format!("work request failed: {}", c.status)));
         }
         if c.is_recv {
             let Some(Hold::Buf(buf)) = c.hold else {
-                return Err(peer_err(self.peer, "receive completion without its buffer"));
+                return Err(LnetError::peer_down(self.peer, "receive completion without its buffer"));
             };
             return self.received(buf, c.byte_len as usize);
         }
@@ -371,7 +367,7 @@ impl Conn {
             let res = if status == 0 {
                 Ok(())
             } else {
-                Err(peer_err(self.peer, format!("rendezvous failed locally ({status})")))
+                Err(LnetError::peer_down(self.peer, format!("rendezvous failed locally ({status})")))
             };
             tx.complete(&self.sh.ctx, res);
         }
@@ -404,14 +400,14 @@ impl Conn {
                 let res = if h.status == 0 {
                     Ok(())
                 } else {
-                    Err(peer_err(self.peer, format!("peer failed the receive ({})", h.status)))
+                    Err(LnetError::peer_down(self.peer, format!("peer failed the receive ({})", h.status)))
                 };
                 tx.complete(&self.sh.ctx, res);
             }
             MsgType::PutDone => self.on_put_done(&h)?,
         }
         let id = self.wr_id();
-        self.ep.post_recv(id, buf).map_err(|(e, _)| peer_err(self.peer, format!("repost receive: {e}")))?;
+        self.ep.post_recv(id, buf).map_err(|(e, _)| LnetError::peer_down(self.peer, format!("repost receive: {e}")))?;
         self.outstanding += 1;
         self.sh.ctx.peer_alive(self.peer);
         Ok(())
@@ -529,7 +525,7 @@ impl Conn {
         let mut res = if h.status == 0 {
             Ok(())
         } else {
-            Err(peer_err(self.peer, format!("peer failed the RDMA ({})", h.status)))
+            Err(LnetError::peer_down(self.peer, format!("peer failed the RDMA ({})", h.status)))
         };
         if let (Some(Hold::Sink(Payload::Bounce(b))), Some(dst)) = (&hold, &w.copy_to)
             && res.is_ok()

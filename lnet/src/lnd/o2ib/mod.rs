@@ -50,15 +50,6 @@ use crate::mem::{MemRegion, PAGE_SIZE, PagePool};
 use crate::nid::{Net, NetType, Nid};
 use crate::wire::HDR_SIZE;
 
-#[derive(Default)]
-struct Stats {
-    conns: AtomicU64,
-    connects: AtomicU64,
-    accepts: AtomicU64,
-    connect_failures: AtomicU64,
-    proto_errors: AtomicU64,
-}
-
 /// Data-path counters, for benchmarks and the zero-copy test.
 #[derive(Default)]
 struct Counters {
@@ -97,7 +88,7 @@ struct Shared {
     pd: Arc<Pd>,
     pool: PagePool,
     slabs: Mutex<Vec<SlabMr>>,
-    stats: Stats,
+    stats: crate::lnd::LndCounters,
     counters: Counters,
     shut: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -257,7 +248,7 @@ impl O2ibLnd {
             pd,
             pool,
             slabs: Mutex::new(Vec::new()),
-            stats: Stats::default(),
+            stats: crate::lnd::LndCounters::default(),
             counters: Counters::default(),
             shut,
             tasks: Mutex::new(Vec::new()),
@@ -329,14 +320,7 @@ impl Lnd for O2ibLnd {
     }
 
     fn stats(&self) -> LndStats {
-        let s = &self.sh.stats;
-        LndStats {
-            conns: s.conns.load(Ordering::Relaxed),
-            connects: s.connects.load(Ordering::Relaxed),
-            accepts: s.accepts.load(Ordering::Relaxed),
-            connect_failures: s.connect_failures.load(Ordering::Relaxed),
-            proto_errors: s.proto_errors.load(Ordering::Relaxed),
-        }
+        self.sh.stats.snapshot()
     }
 }
 
@@ -346,17 +330,13 @@ impl Drop for O2ibLnd {
     }
 }
 
-fn peer_err(nid: Nid, e: impl std::fmt::Display) -> LnetError {
-    LnetError::PeerDown { nid, why: e.to_string() }
-}
-
 async fn expect(
     ch: &Arc<EventChannel>,
     peer: Nid,
     want: CmEventKind,
 ) -> std::result::Result<verbs::CmEvent, LnetError> {
     loop {
-        let ev = ch.next().await.map_err(|e| peer_err(peer, format!("rdma_cm: {e}")))?;
+        let ev = ch.next().await.map_err(|e| LnetError::peer_down(peer, format!("rdma_cm: {e}")))?;
         if ev.kind == want {
             return Ok(ev);
         }
@@ -366,10 +346,15 @@ async fn expect(
                     Some(r) => format!("rejected by the peer: {r:?}"),
                     None => format!("rejected (status {}: no listener or unreachable)", ev.status),
                 };
-                return Err(peer_err(peer, why));
+                return Err(LnetError::peer_down(peer, why));
             }
             CmEventKind::Other(_) => {}
-            k => return Err(peer_err(peer, format!("{k:?} (status {}) while waiting for {want:?}", ev.status))),
+            k => {
+                return Err(LnetError::peer_down(
+                    peer,
+                    format!("{k:?} (status {}) while waiting for {want:?}", ev.status),
+                ));
+            }
         }
     }
 }
@@ -379,22 +364,26 @@ async fn connect(sh: &Arc<Shared>, peer: Nid) -> std::result::Result<(Conn, Arc<
     let ip = peer.ipv4().ok_or_else(|| LnetError::Invalid(format!("{peer} is not an o2ib NID")))?;
     let ms = sh.cfg.connect_timeout.as_millis().min(i32::MAX as u128) as i32;
     let work = async {
-        let ch = EventChannel::new().map_err(|e| peer_err(peer, e))?;
-        let id = CmId::new(&ch).map_err(|e| peer_err(peer, e))?;
+        let ch = EventChannel::new().map_err(|e| LnetError::peer_down(peer, e))?;
+        let id = CmId::new(&ch).map_err(|e| LnetError::peer_down(peer, e))?;
         id.resolve_addr(SocketAddrV4::new(sh.cfg.addr, 0), SocketAddrV4::new(ip, sh.cfg.port), ms)
-            .map_err(|e| peer_err(peer, e))?;
+            .map_err(|e| LnetError::peer_down(peer, e))?;
         expect(&ch, peer, CmEventKind::AddrResolved).await?;
-        id.resolve_route(ms).map_err(|e| peer_err(peer, e))?;
+        id.resolve_route(ms).map_err(|e| LnetError::peer_down(peer, e))?;
         expect(&ch, peer, CmEventKind::RouteResolved).await?;
         let qd = u32::from(sh.cfg.queue_depth);
-        let ep = Endpoint::new(id, &sh.pd, sh.send_wr, qd, sh.max_sge).map_err(|e| peer_err(peer, e))?;
+        let ep = Endpoint::new(id, &sh.pd, sh.send_wr, qd, sh.max_sge).map_err(|e| LnetError::peer_down(peer, e))?;
         let conn = Conn::new(Arc::clone(sh), peer, ep, Arc::clone(&ch))?;
         let p = sh.params(peer).encode();
-        conn.endpoint().id().connect(&p, sh.cfg.retry_count, sh.cfg.rnr_retry_count).map_err(|e| peer_err(peer, e))?;
+        conn.endpoint()
+            .id()
+            .connect(&p, sh.cfg.retry_count, sh.cfg.rnr_retry_count)
+            .map_err(|e| LnetError::peer_down(peer, e))?;
         let ev = expect(&ch, peer, CmEventKind::Established).await?;
-        let rep = ConnParams::decode(&ev.private).map_err(|e| peer_err(peer, format!("bad accept: {e}")))?;
+        let rep =
+            ConnParams::decode(&ev.private).map_err(|e| LnetError::peer_down(peer, format!("bad accept: {e}")))?;
         if rep.src != peer || rep.dst != sh.nid {
-            return Err(peer_err(
+            return Err(LnetError::peer_down(
                 peer,
                 format!("accepted by {} for {} (expected {peer} for {})", rep.src, rep.dst, sh.nid),
             ));
@@ -403,7 +392,7 @@ async fn connect(sh: &Arc<Shared>, peer: Nid) -> std::result::Result<(Conn, Arc<
     };
     timeout(sh.cfg.connect_timeout, work)
         .await
-        .map_err(|_| peer_err(peer, format!("not connected within {:?}", sh.cfg.connect_timeout)))?
+        .map_err(|_| LnetError::peer_down(peer, format!("not connected within {:?}", sh.cfg.connect_timeout)))?
 }
 
 fn fail_queued(sh: &Shared, rx: &mut mpsc::UnboundedReceiver<TxMsg>, err: &LnetError) {
@@ -430,7 +419,7 @@ async fn peer_writer(sh: Arc<Shared>, peer: Nid, mut rx: mpsc::UnboundedReceiver
         }
         let now = Instant::now();
         let res = if now < next_try {
-            Err(peer_err(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
+            Err(LnetError::peer_down(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
         } else {
             connect(&sh, peer).await
         };
@@ -567,7 +556,7 @@ async fn run_incoming(sh: Arc<Shared>, peer: Nid, mut conn: Conn, ch: Arc<EventC
             e
         }
         Ok(Err(e)) => e,
-        Err(_) => peer_err(peer, "incoming connection never established"),
+        Err(_) => LnetError::peer_down(peer, "incoming connection never established"),
     };
     conn.die(err).await;
 }

@@ -14,6 +14,7 @@
 
 use crate::nid::Nid;
 use crate::wire::{HDR_SIZE, LnetHdr};
+use crate::wire::{u32_at, u64_at};
 
 /// "SHIB", little endian.
 pub const MAGIC: u32 = 0x4249_4853;
@@ -104,18 +105,6 @@ pub enum ProtoError {
     /// The embedded LNet header is bad.
     #[error("bad LNet header: {0}")]
     Lnet(String),
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[o..o + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
 }
 
 impl MsgHdr {

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 
 use super::io;
-use super::{Shared, hello, peer_err};
+use super::{Shared, hello};
 use crate::error::LnetError;
 use crate::lnd::TxMsg;
 use crate::nid::Nid;
@@ -144,7 +144,7 @@ impl PeerLink {
                     self.wake.notify_one();
                 }
                 Err(e) => {
-                    let err = peer_err(self.peer, format!("send: {e}"));
+                    let err = LnetError::peer_down(self.peer, format!("send: {e}"));
                     tracing::warn!(peer = %self.peer, err = %e, "send failed; closing connection");
                     let failed = {
                         let mut st = self.st.lock();
@@ -253,7 +253,7 @@ async fn writer(link: Arc<PeerLink>) {
             None => {
                 let now = Instant::now();
                 let res = if now < next_try {
-                    Err(peer_err(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
+                    Err(LnetError::peer_down(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
                 } else {
                     connect(&sh, peer).await
                 };
@@ -289,7 +289,7 @@ async fn writer(link: Arc<PeerLink>) {
                 link.finish(conn);
             }
             Err(e) => {
-                let err = peer_err(peer, format!("send: {e}"));
+                let err = LnetError::peer_down(peer, format!("send: {e}"));
                 tracing::warn!(%peer, err = %e, "send failed; closing connection");
                 next_try = Instant::now() + sh.cfg.reconnect_min;
                 let failed = {
@@ -310,20 +310,20 @@ async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<Conn, LnetError> {
     let ip = peer.ipv4().ok_or_else(|| LnetError::Invalid(format!("{peer} is not a tcp NID")))?;
     let to = SocketAddr::V4(SocketAddrV4::new(ip, sh.cfg.port));
     let handshake = async {
-        let sock = TcpSocket::new_v4().map_err(|e| peer_err(peer, e))?;
+        let sock = TcpSocket::new_v4().map_err(|e| LnetError::peer_down(peer, e))?;
         // Speak from our own NID's address so the peer can check who we are.
         sock.bind(SocketAddr::V4(SocketAddrV4::new(sh.cfg.addr, 0)))
-            .map_err(|e| peer_err(peer, format!("bind {}: {e}", sh.cfg.addr)))?;
-        let s = sock.connect(to).await.map_err(|e| peer_err(peer, format!("connect {to}: {e}")))?;
-        s.set_nodelay(true).map_err(|e| peer_err(peer, e))?;
+            .map_err(|e| LnetError::peer_down(peer, format!("bind {}: {e}", sh.cfg.addr)))?;
+        let s = sock.connect(to).await.map_err(|e| LnetError::peer_down(peer, format!("connect {to}: {e}")))?;
+        s.set_nodelay(true).map_err(|e| LnetError::peer_down(peer, e))?;
         io::write_frame(&s, &hello(sh.nid, peer, sh.incarnation), None)
             .await
-            .map_err(|e| peer_err(peer, format!("HELLO: {e}")))?;
+            .map_err(|e| LnetError::peer_down(peer, format!("HELLO: {e}")))?;
         let mut b = [0u8; HDR_SIZE];
         match io::read_exact(&s, &mut b).await {
             Ok(true) => {}
-            Ok(false) => return Err(peer_err(peer, "closed during HELLO")),
-            Err(e) => return Err(peer_err(peer, format!("HELLO: {e}"))),
+            Ok(false) => return Err(LnetError::peer_down(peer, "closed during HELLO")),
+            Err(e) => return Err(LnetError::peer_down(peer, format!("HELLO: {e}"))),
         }
         let h = LnetHdr::decode(&b, 0)
             .map_err(|e| LnetError::Proto { peer: to.to_string(), why: format!("bad HELLO reply: {e}") })?;
@@ -337,7 +337,7 @@ async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<Conn, LnetError> {
     };
     let s = timeout(sh.cfg.connect_timeout, handshake)
         .await
-        .map_err(|_| peer_err(peer, format!("no HELLO within {:?}", sh.cfg.connect_timeout)))??;
+        .map_err(|_| LnetError::peer_down(peer, format!("no HELLO within {:?}", sh.cfg.connect_timeout)))??;
     let (r, w) = s.into_split();
     let closed = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(super::read_conn(Arc::clone(sh), peer, r, Arc::clone(&closed)));

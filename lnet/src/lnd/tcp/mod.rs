@@ -19,7 +19,7 @@ mod link;
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -35,15 +35,6 @@ use crate::error::{LnetError, Result};
 use crate::nid::{Net, NetType, Nid};
 use crate::wire::{HDR_SIZE, LnetHdr, MsgBody};
 
-#[derive(Default)]
-struct Stats {
-    conns: AtomicU64,
-    connects: AtomicU64,
-    accepts: AtomicU64,
-    connect_failures: AtomicU64,
-    proto_errors: AtomicU64,
-}
-
 /// What the connection tasks share (never the peer table, so tasks do not
 /// keep the LND alive).
 struct Shared {
@@ -52,7 +43,7 @@ struct Shared {
     ctx: LndCtx,
     max_payload: u32,
     incarnation: u64,
-    stats: Stats,
+    stats: crate::lnd::LndCounters,
     shut: watch::Sender<bool>,
     readers: Mutex<Vec<JoinHandle<()>>>,
     peers: Mutex<HashMap<Nid, Arc<link::PeerLink>>>,
@@ -112,7 +103,7 @@ impl TcpLnd {
                 ctx,
                 max_payload,
                 incarnation,
-                stats: Stats::default(),
+                stats: crate::lnd::LndCounters::default(),
                 shut,
                 readers: Mutex::new(Vec::new()),
                 peers: Mutex::new(HashMap::new()),
@@ -161,14 +152,7 @@ impl Lnd for TcpLnd {
     }
 
     fn stats(&self) -> LndStats {
-        let s = &self.sh.stats;
-        LndStats {
-            conns: s.conns.load(Ordering::Relaxed),
-            connects: s.connects.load(Ordering::Relaxed),
-            accepts: s.accepts.load(Ordering::Relaxed),
-            connect_failures: s.connect_failures.load(Ordering::Relaxed),
-            proto_errors: s.proto_errors.load(Ordering::Relaxed),
-        }
+        self.sh.stats.snapshot()
     }
 }
 
@@ -176,10 +160,6 @@ impl Drop for TcpLnd {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn peer_err(nid: Nid, e: impl std::fmt::Display) -> LnetError {
-    LnetError::PeerDown { nid, why: e.to_string() }
 }
 
 fn hello(src: Nid, dst: Nid, incarnation: u64) -> [u8; HDR_SIZE] {
@@ -271,8 +251,8 @@ async fn receive_frames(sh: &Shared, s: &impl io::ReadSock, peer: Nid) -> LnetEr
     loop {
         match io::read_exact(s, &mut b).await {
             Ok(true) => {}
-            Ok(false) => return peer_err(peer, "peer closed the connection"),
-            Err(e) => return peer_err(peer, e),
+            Ok(false) => return LnetError::peer_down(peer, "peer closed the connection"),
+            Err(e) => return LnetError::peer_down(peer, e),
         }
         let hdr = match LnetHdr::decode(&b, sh.max_payload) {
             Ok(h) if h.src == peer => h,
@@ -290,7 +270,7 @@ async fn receive_frames(sh: &Shared, s: &impl io::ReadSock, peer: Nid) -> LnetEr
                 match r {
                     Ok(()) => sh.ctx.recv_done(token, Ok(())),
                     Err(e) => {
-                        let err = peer_err(peer, format!("receive: {e}"));
+                        let err = LnetError::peer_down(peer, format!("receive: {e}"));
                         sh.ctx.recv_done(token, Err(err.clone()));
                         return err;
                     }
@@ -298,7 +278,7 @@ async fn receive_frames(sh: &Shared, s: &impl io::ReadSock, peer: Nid) -> LnetEr
             }
             Delivery::Discard => {
                 if let Err(e) = io::discard(s, plen).await {
-                    return peer_err(peer, format!("receive: {e}"));
+                    return LnetError::peer_down(peer, format!("receive: {e}"));
                 }
             }
         }
