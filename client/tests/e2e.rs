@@ -5,56 +5,16 @@
 //! directories. Every wait is bounded (ready lines, the MDT's own wait).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::Ipv4Addr;
+mod common;
 
 use std::sync::Arc;
 
 use client::Sheen;
 use client::lov_io::StripedFile;
 use client::osc::Osc;
-use client::up::{Cluster, Layout};
-use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig};
-use ptlrpc::wire::mds::{Layout as FileLayout, StripeObj, StripeSpec, open_flags};
-
-const KIB: usize = 1024;
-
-fn net() -> (u8, u8) {
-    let p = std::process::id();
-    (((p >> 8) as u8) | 0x40, p as u8)
-}
-
-async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
-    let (a, b) = net();
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = Layout {
-        fsname: "sheen".into(),
-        mds_addr: Ipv4Addr::new(127, a, b.wrapping_add(tag), 1),
-        oss_addr: Ipv4Addr::new(127, a, b.wrapping_add(tag), 2),
-        port: 7988,
-        mds_admin_port: 0,
-        oss_admin_port: 0,
-    };
-    let c = Cluster::start(layout.clone(), tmp.path(), 200, false).await.unwrap_or_else(|e| {
-        let log = |n: &str| std::fs::read_to_string(tmp.path().join(n)).unwrap_or_default();
-        panic!("{e}\nmds.log:\n{}\noss.log:\n{}", log("mds.log"), log("oss.log"))
-    });
-    let me = Ipv4Addr::new(127, a, b.wrapping_add(tag), 3);
-    let lnet = Lnet::start(LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig { addr: me, port: layout.port, accept: false, ..TcpConfig::default() })],
-        ..LnetConfig::default()
-    })
-    .await
-    .unwrap();
-    (tmp, c, lnet)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8).collect()
-}
-
-fn two_stripes() -> Option<StripeSpec> {
-    Some(StripeSpec { stripe_size: 64 << 10, stripe_count: 2, stripe_offset: -1, pool: String::new() })
-}
+use common::*;
+use lnet::Nid;
+use ptlrpc::wire::mds::{Layout as FileLayout, StripeObj, open_flags};
 
 /// lov I/O straight onto the real OSTs (objects made with OST_CREATE,
 /// as the MDT's precreate does): split, parallel BRWs, glimpse, truncate,
