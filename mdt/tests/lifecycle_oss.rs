@@ -177,12 +177,29 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
 
     // Unlinks destroy the objects on the real OST through the destroy log.
-    for (name, ost, _) in files.iter().filter(|f| f.1 == 0).take(3) {
+    let on0: Vec<(String, u32, u64)> = files.iter().filter(|f| f.1 == 0).cloned().collect();
+    for (name, _, _) in on0.iter().take(3) {
         let r = ReintReq::Unlink { parent: Fid::ROOT, name: name.clone(), dir: false, time: 2 };
         rpc(&mdc, Op::MdsReint, &r, BOUND).await.unwrap();
-        assert_eq!(*ost, 0);
     }
     assert_eq!(info("process_destroys", 0).await.value, 0, "every logged destroy reached OST0");
+    // Ask OST0 itself: destroyed objects are gone, live ones exist.
+    let osc = ptlrpc::driver::Client::new(
+        &node,
+        oss0.1,
+        ptlrpc::portals::OST_REQUEST_PORTAL,
+        ptlrpc::driver::ClientConfig::default(),
+        std::sync::Arc::new(ptlrpc::fault::FaultInjector::new(3)),
+    );
+    let data = ptlrpc::wire::ConnectData { client_uuid: "lifecycle-test".into(), ..Default::default() };
+    let c = ptlrpc::wire::OstConnect { target: "sheen-OST0000".into(), data };
+    let handle =
+        rpc(&osc, Op::OstConnect, &c, BOUND).await.unwrap().body::<ptlrpc::wire::OstConnectReply>().unwrap().handle;
+    for (i, (name, _, oid)) in on0.iter().enumerate() {
+        let r = rpc(&osc, Op::OstGetattr, &ptlrpc::wire::OstObj { handle, oid: *oid }, BOUND).await;
+        let want = if i < 3 { 2 } else { 0 };
+        assert_eq!(errno_of(&r), want, "{name}: object {oid} on OST0");
+    }
     drop(oss1);
     mds.stop();
     node.shutdown();
