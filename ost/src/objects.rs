@@ -280,6 +280,11 @@ impl Objects {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OstError::NoObject(oid)),
             Err(e) => return Err(OstError::io("opening", &path, e)),
         };
+        // Object I/O is mostly large and sequential (stripes): a larger
+        // readahead window keeps concurrent BRW reads of a stream fed.
+        if let Err(e) = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential) {
+            tracing::debug!(oid, err = %e, "fadvise(SEQUENTIAL)");
+        }
         let obj = Arc::new(ObjFile { oid, path, file, order: Mutex::new(WriteOrder::default()), idle: Condvar::new() });
         let mut open = self.open.lock();
         if open.len() >= MAX_OPEN {
