@@ -100,10 +100,11 @@ impl Mdc {
         rpc::call(&self.rpc, "get_info", Op::MdsGetInfo, &req).await
     }
 
-    /// MDS_GET_INFO `config_applied`, waiting (bounded by the MDT) until
-    /// at least `n` config records are applied.
-    pub async fn wait_config(&self, n: u64, wait_ms: u32) -> Result<GetInfoReply> {
-        let req = GetInfoReq { key: "config_applied".into(), at_least: n, wait_ms };
+    /// MDS_GET_INFO `key`, waiting (bounded by the MDT) until its value
+    /// is at least `n` (`config_applied`: config records applied;
+    /// `osts_usable`: OSTs that take objects).
+    pub async fn wait_info(&self, key: &str, n: u64, wait_ms: u32) -> Result<GetInfoReply> {
+        let req = GetInfoReq { key: key.into(), at_least: n, wait_ms };
         rpc::call(&self.rpc, "get_info", Op::MdsGetInfo, &req).await
     }
 }

@@ -298,15 +298,16 @@ impl Cluster {
             last = last.max(mgc.register(&reg).await.map_err(err)?.record);
         }
         let mdc = Mdc::new(lnet, l.mgs_nid(), "sheen-up");
-        let info = mdc.wait_config(last, 10_000).await.map_err(err)?;
+        let info = mdc.wait_info("config_applied", last, 10_000).await.map_err(err)?;
         if info.value < last {
             return Err(UpError::Assemble(format!("MDT applied {} of {last} config records", info.value)));
         }
-        let down: Vec<u32> = info.osts.iter().filter(|o| !o.connected).map(|o| o.index).collect();
-        if info.osts.len() < OSTS as usize || !down.is_empty() {
+        let usable = mdc.wait_info("osts_usable", u64::from(OSTS), 20_000).await.map_err(err)?;
+        if usable.value < u64::from(OSTS) {
+            let down: Vec<u32> = usable.osts.iter().filter(|o| !o.connected).map(|o| o.index).collect();
             return Ok(Some(format!(
-                "the MDT has not reached OSTs {down:?} (of {}), so files cannot be created yet; see {}",
-                info.osts.len(),
+                "the MDT can allocate on {} of {OSTS} OSTs (not reached: {down:?}); see {}",
+                usable.value,
                 self.dir.join("mds.log").display()
             )));
         }

@@ -64,11 +64,8 @@ async fn lov_io_on_real_osts() {
     cluster.stop();
 }
 
-/// The library API over the MDT and the OSTs. Needs the MDT to precreate
-/// objects on real OSTs (its OST client still speaks provisional bodies;
-/// the mdt crate's `lifecycle_oss` work replaces them).
+/// The library API over the MDT and the OSTs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the MDT to allocate objects on real sheen-oss targets (mdt alloc::ost, in progress)"]
 async fn striped_files_end_to_end() {
     let (_tmp, cluster, lnet) = up(0).await;
     assert_eq!(cluster.ost_warning, None);

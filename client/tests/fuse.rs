@@ -67,10 +67,8 @@ async fn directories_through_the_mount() {
     .await;
 }
 
-/// Files through the mount. Needs the MDT to allocate objects on real
-/// OSTs (see `e2e::striped_files_end_to_end`).
+/// Files through the mount: large, sparse, truncated, renamed, removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the MDT to allocate objects on real sheen-oss targets (mdt alloc::ost, in progress)"]
 async fn files_through_the_mount() {
     if !can_mount() {
         return;
