@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 
 const PORT: u16 = 7993;
 const CHUNK: usize = 64 << 10;
+const ADMIN_PORT: u16 = 7995;
 
 fn addrs() -> (Ipv4Addr, Ipv4Addr) {
     let p = std::process::id();
@@ -32,6 +33,7 @@ fn addrs() -> (Ipv4Addr, Ipv4Addr) {
 fn write_config(path: &Path, addr: Ipv4Addr, dir: &Path) {
     let text = format!(
         r#"fs_uuid = "kill9-fs"
+admin = "{addr}:{ADMIN_PORT}"
 [lnet]
 nets = [{{ lnd = "tcp", addr = "{addr}", port = {PORT}, reconnect_min = 0.1, reconnect_max = 0.5 }}]
 tunables = {{ transaction_timeout = 2.0 }}
@@ -184,6 +186,12 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
         assert!(got == pattern(k, CHUNK), "chunk {k} intact after resend");
     }
 
+    // The daemon's admin endpoint serves the OST's metrics.
+    let metrics = bounded(http_get(saddr, "/metrics")).await;
+    for fam in ["lustre_write_bytes_total{", "lustre_stats_total{component=\"ost\"", "lustre_capacity_kilobytes{"] {
+        assert!(metrics.contains(fam), "{fam} in\n{metrics}");
+    }
+
     // SIGTERM: commit, exit 0; a restart finds everything committed.
     let before = bounded(c.write(oid, 0, &pattern(7, CHUNK))).await.unwrap().version;
     let pid = child.id().unwrap();
@@ -207,4 +215,14 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     child.start_kill().unwrap();
     bounded(child.wait()).await.unwrap();
     lnet.shutdown();
+}
+
+/// A bare HTTP/1.0 GET; returns the whole response.
+async fn http_get(addr: Ipv4Addr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((addr, ADMIN_PORT)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
