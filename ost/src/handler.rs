@@ -6,7 +6,8 @@
 //! GET the client's pages with the driver's CRC32C check and retries, then
 //! verify each niobuf's CRC32C (sent when a BRW has more than one niobuf),
 //! then write and record; reads fill pool
-//! pages and PUT them), and per-operation accounting.
+//! pages and PUT them), answers to resent modifying requests from the
+//! reply cache (`resend`), and per-operation accounting.
 //!
 //! Must not: panic on any request; a bad one is an errno.
 
@@ -20,6 +21,7 @@ use ptlrpc::wire::{
 };
 
 use crate::error::OstError;
+use crate::resend::{ReplyCache, Saved};
 use crate::target::Ost;
 
 /// How long SYNC waits for its commit.
@@ -29,12 +31,13 @@ pub const SYNC_BOUND: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct OstHandler {
     targets: Vec<Arc<Ost>>,
+    saved: ReplyCache,
 }
 
 impl OstHandler {
     /// A handler over `targets` (slot = position).
     pub fn new(targets: Vec<Arc<Ost>>) -> OstHandler {
-        OstHandler { targets }
+        OstHandler { targets, saved: ReplyCache::default() }
     }
 
     /// The targets.
@@ -48,6 +51,21 @@ impl OstHandler {
 
     fn committed(ost: &Ost, reply: Reply, transno: u64) -> Reply {
         reply.with_transno(transno.into(), ost.last_committed().into())
+    }
+
+    /// The reply saved for a resent request.
+    fn resent(&self, handle: u64, xid: u64) -> Result<Option<(&Arc<Ost>, Reply)>, OstError> {
+        let Some(saved) = self.saved.get(handle, xid) else { return Ok(None) };
+        let ost = self.by_handle(handle)?;
+        let bad = |e: Errno| OstError::Invalid(format!("reply (errno {})", e.0));
+        let (r, t) = match saved {
+            Saved::Create(b, t) => (Reply::new(&b).map_err(bad)?, t),
+            Saved::Write(b, t) => (Reply::new(&b).map_err(bad)?, t),
+            Saved::Attr(b, t) => (Reply::new(&b).map_err(bad)?, t),
+            Saved::Empty(t) => (Reply::empty(), t),
+        };
+        tracing::debug!(handle, xid, "resent request answered from the reply cache");
+        Ok(Some((ost, Self::committed(ost, r, t))))
     }
 
     fn dispatch(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<(Option<&Arc<Ost>>, Reply), OstError> {
@@ -73,15 +91,24 @@ impl OstHandler {
             }
             Op::OstCreate => {
                 let b: OstCreate = req.body().map_err(proto)?;
+                if let Some((o, r)) = self.resent(b.handle, xid)? {
+                    return Ok((Some(o), r));
+                }
                 let ost = self.by_handle(b.handle)?;
                 let (first, last_id, transno) = ost.create(b.handle, xid, b.count)?;
-                let r = Reply::new(&OstCreateReply { first, count: b.count, last_id }).map_err(proto)?;
+                let body = OstCreateReply { first, count: b.count, last_id };
+                self.saved.put(b.handle, xid, Saved::Create(body, transno));
+                let r = Reply::new(&body).map_err(proto)?;
                 Ok((Some(ost), Self::committed(ost, r, transno)))
             }
             Op::OstDestroy => {
                 let b: OstObj = req.body().map_err(proto)?;
+                if let Some((o, r)) = self.resent(b.handle, xid)? {
+                    return Ok((Some(o), r));
+                }
                 let ost = self.by_handle(b.handle)?;
                 let transno = ost.destroy(b.handle, xid, b.oid)?;
+                self.saved.put(b.handle, xid, Saved::Empty(transno));
                 Ok((Some(ost), Self::committed(ost, Reply::empty(), transno)))
             }
             Op::OstGetattr => {
@@ -92,14 +119,22 @@ impl OstHandler {
             }
             Op::OstSetattr => {
                 let b: OstSetattr = req.body().map_err(proto)?;
+                if let Some((o, r)) = self.resent(b.handle, xid)? {
+                    return Ok((Some(o), r));
+                }
                 let ost = self.by_handle(b.handle)?;
                 let (a, transno) = ost.setattr(xid, &b)?;
+                self.saved.put(b.handle, xid, Saved::Attr(a, transno));
                 Ok((Some(ost), Self::committed(ost, Reply::new(&a).map_err(proto)?, transno)))
             }
             Op::OstPunch => {
                 let b: OstPunch = req.body().map_err(proto)?;
+                if let Some((o, r)) = self.resent(b.handle, xid)? {
+                    return Ok((Some(o), r));
+                }
                 let ost = self.by_handle(b.handle)?;
                 let (a, transno) = ost.punch(xid, &b)?;
+                self.saved.put(b.handle, xid, Saved::Attr(a, transno));
                 Ok((Some(ost), Self::committed(ost, Reply::new(&a).map_err(proto)?, transno)))
             }
             Op::OstWrite => self.write(req, ctx),
@@ -131,6 +166,9 @@ impl OstHandler {
 
     fn write(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<(Option<&Arc<Ost>>, Reply), OstError> {
         let b: OstBrw = req.body().map_err(|e| OstError::Invalid(format!("BRW body (errno {})", e.0)))?;
+        if let Some((o, r)) = self.resent(b.handle, req.xid().0)? {
+            return Ok((Some(o), r));
+        }
         let ost = self.by_handle(b.handle)?;
         let cksum = ost.export_cksum(b.handle)?;
         if cksum && !b.bulk.checksummed() {
@@ -161,15 +199,10 @@ impl OstHandler {
             }
         }
         let w = ost.apply_write(prep, req.xid().0, &data)?;
-        let r = Reply::new(&OstBrwReply {
-            len: b.bulk.len,
-            cksum_type: 0,
-            cksum: 0,
-            size: w.size,
-            version: w.version,
-            grant: w.grant,
-        })
-        .map_err(|e| OstError::Invalid(format!("reply (errno {})", e.0)))?;
+        let body =
+            OstBrwReply { len: b.bulk.len, cksum_type: 0, cksum: 0, size: w.size, version: w.version, grant: w.grant };
+        self.saved.put(b.handle, req.xid().0, Saved::Write(body, w.transno));
+        let r = Reply::new(&body).map_err(|e| OstError::Invalid(format!("reply (errno {})", e.0)))?;
         Ok((Some(ost), Self::committed(ost, r, w.transno)))
     }
 

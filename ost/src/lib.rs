@@ -21,6 +21,7 @@
 //! | `space` | statvfs, grants, ENOSPC before data moves |
 //! | `target` | one target: format/open, exports, transnos, operations, commit |
 //! | `handler` | the ptlrpc `Handler`: routing, BRW with bulk, accounting |
+//! | `resend` | bounded cache of replies to recent modifying requests (resends) |
 //! | `server` | targets + commit threads + the service; clean shutdown |
 //! | `metrics` | Prometheus families in the Lustre exporters' names |
 //! | `config` | `sheen-oss` TOML config, validated with errors naming the key |
@@ -46,6 +47,7 @@ pub mod index;
 pub mod label;
 pub mod metrics;
 pub mod objects;
+pub mod resend;
 pub mod server;
 pub mod space;
 pub mod target;

@@ -249,3 +249,24 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_create_or_write_is_answered_not_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let oss = Oss::start(target_config(&dir.path().join("ost0")), true).await;
+    let c = oss.client("c1", false);
+    bounded(c.connect(64 << 20, 1 << 20, true)).await.unwrap();
+    // The reply to CREATE is lost; the client resends the same xid.
+    oss.faults.set(FaultPoint::ReplyDrop, Trigger::Once);
+    let r = bounded(c.create(4)).await.unwrap();
+    assert_eq!((r.first, r.last_id), (1, 4));
+    assert!(c.rpc().stats().resends >= 1, "the client resent");
+    assert_eq!(bounded(c.last_id()).await.unwrap().last_id, 4, "one range, not two");
+    // Same for a write: the resend gets the original reply (same transno).
+    let before = oss.server.targets()[0].last_transno();
+    oss.faults.set(FaultPoint::ReplyDrop, Trigger::Once);
+    let w = bounded(c.write(1, 0, &pattern(5, 4096))).await.unwrap();
+    assert_eq!(w.version, before + 1, "executed once");
+    assert_eq!(oss.server.targets()[0].last_transno(), before + 1);
+    oss.stop();
+}
