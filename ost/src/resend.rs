@@ -31,28 +31,36 @@ pub enum Saved {
     Empty(u64),
 }
 
+/// (export handle, xid).
+type Key = (u64, u64);
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<Key, Saved>,
+    order: VecDeque<Key>,
+}
+
 /// The cache.
 #[derive(Debug, Default)]
 pub struct ReplyCache {
-    inner: Mutex<(HashMap<(u64, u64), Saved>, VecDeque<(u64, u64)>)>,
+    inner: Mutex<Inner>,
 }
 
 impl ReplyCache {
     /// The saved reply to `xid` of export `handle`, if any.
     pub fn get(&self, handle: u64, xid: u64) -> Option<Saved> {
-        self.inner.lock().0.get(&(handle, xid)).copied()
+        self.inner.lock().map.get(&(handle, xid)).copied()
     }
 
     /// Saves a reply, dropping the oldest past the bound.
     pub fn put(&self, handle: u64, xid: u64, saved: Saved) {
         let mut g = self.inner.lock();
-        let (map, order) = &mut *g;
-        if map.insert((handle, xid), saved).is_none() {
-            order.push_back((handle, xid));
+        if g.map.insert((handle, xid), saved).is_none() {
+            g.order.push_back((handle, xid));
         }
-        while order.len() > MAX_SAVED {
-            if let Some(k) = order.pop_front() {
-                map.remove(&k);
+        while g.order.len() > MAX_SAVED {
+            if let Some(k) = g.order.pop_front() {
+                g.map.remove(&k);
             }
         }
     }
