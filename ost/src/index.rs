@@ -200,7 +200,8 @@ impl Index {
         let mut out = Vec::new();
         for kv in self.records.prefix(CLIENT_PREFIX) {
             let (k, v) = kv.into_inner().map_err(|e| self.fj(e))?;
-            let uuid = String::from_utf8(k[CLIENT_PREFIX.len()..].to_vec()).map_err(|_| self.corrupt("client key"))?;
+            let rest = k.get(CLIENT_PREFIX.len()..).ok_or_else(|| self.corrupt("client key"))?;
+            let uuid = String::from_utf8(rest.to_vec()).map_err(|_| self.corrupt("client key"))?;
             let b: [u8; 16] = v.as_ref().try_into().map_err(|_| self.corrupt("client record"))?;
             let (x, t) = b.split_at(8);
             let rec = ClientRec {

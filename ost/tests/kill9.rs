@@ -83,6 +83,46 @@ async fn start(config: &Path) -> (Child, Nid) {
     (child, nid)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_names_bad_keys_and_refuses_unformatted_or_foreign_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: Vec<std::ffi::OsString>| async move {
+        let out = Command::new(env!("CARGO_BIN_EXE_sheen-oss")).args(args).output().await.unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let config = dir.path().join("oss.toml");
+    let o = addrs().0.octets();
+    let saddr = Ipv4Addr::new(o[0], o[1], o[2], 3);
+    // An unknown key.
+    std::fs::write(&config, "fs_uuid = \"u\"\nbogus = 1\ntargets = []\n").unwrap();
+    let (ok, err) = run(vec!["--config".into(), config.clone().into()]).await;
+    assert!(!ok && err.contains("bogus"), "{err}");
+    // A bad value, named by its key.
+    write_config(&config, saddr, &dir.path().join("ost0"));
+    let text = std::fs::read_to_string(&config).unwrap().replace("commit_interval = 0.2", "commit_interval = 0");
+    std::fs::write(&config, text).unwrap();
+    let (ok, err) = run(vec!["--config".into(), config.clone().into()]).await;
+    assert!(!ok && err.contains("targets[0].commit_interval"), "{err}");
+    // A target directory that was never formatted: refused, nothing created.
+    write_config(&config, saddr, &dir.path().join("ost0"));
+    let (ok, err) = run(vec!["--config".into(), config.clone().into()]).await;
+    assert!(!ok && err.contains("format"), "{err}");
+    assert!(!dir.path().join("ost0").exists());
+    // Formatted for another target: refused, label untouched.
+    let other = dir.path().join("other.toml");
+    write_config(&other, saddr, &dir.path().join("ost0"));
+    let text = std::fs::read_to_string(&other).unwrap().replace("sheen-OST0000", "sheen-OST0007");
+    std::fs::write(&other, text.replace("index = 0", "index = 7")).unwrap();
+    let (ok, _) = run(vec!["format".into(), "--config".into(), other.into()]).await;
+    assert!(ok);
+    let label = std::fs::read(dir.path().join("ost0/LABEL")).unwrap();
+    let (ok, err) = run(vec!["--config".into(), config.clone().into()]).await;
+    assert!(!ok && err.contains("formatted for target sheen-OST0007"), "{err}");
+    let (ok, err) = run(vec!["format".into(), "--config".into(), config.into()]).await;
+    assert!(!ok && err.contains("already formatted"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("ost0/LABEL")).unwrap(), label);
+}
+
 fn c_kept_above(acked: &[(u64, u64)], committed: u64) -> usize {
     acked.iter().filter(|&&(_, t)| t > committed).count()
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lnet::Lnet;
+use ost::label::Label;
 use ost::{OssConfig, Ost, OstServer};
 use ptlrpc::admin::{Admin, MetricsSource};
 use ptlrpc::cpt::CptTable;
@@ -74,6 +75,13 @@ fn run(cfg: OssConfig) -> Result<()> {
 async fn serve(cfg: OssConfig) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // Identity first: a directory that is missing, unformatted or another
+    // target's is refused before anything starts.
+    for t in cfg.target_configs() {
+        Label::read(&t.dir)
+            .and_then(|l| l.check(&t.dir, &t.name, t.index, t.fs_uuid.as_deref()))
+            .with_context(|| format!("target {}", t.name))?;
+    }
     let lnet = Lnet::start(cfg.lnet.clone()).await.context("starting lnet")?;
     let faults = Arc::new(FaultInjector::new(std::process::id().into()));
     let mut svc = ost::server::service_config();
