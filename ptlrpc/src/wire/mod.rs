@@ -30,12 +30,12 @@ pub use error::{DecodeError, EncodeError, errno};
 pub use flags::{MsgFlags, MsgKind};
 pub use header::{HEADER_LEN, Header, MAGIC, PRE_VERSIONS, VERSION};
 pub use ids::{ConnCnt, ExportHandle, JOBID_LEN, JobId, ObjVersion, Portal, Transno, Xid};
-pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
 pub use mds::Fid;
+pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
 pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
 pub use ost::{
-    Niobuf, OstAttr, OstBrw, OstBrwReply, OstConnect, OstConnectReply, OstCreate, OstCreateReply, OstIds, OstObj, OstPunch,
-    OstSetattr, OstStatfs,
+    Niobuf, OstAttr, OstBrw, OstBrwReply, OstConnect, OstConnectReply, OstCreate, OstCreateReply, OstIds, OstObj,
+    OstPunch, OstSetattr, OstStatfs,
 };
 
 #[cfg(test)]
