@@ -1,5 +1,5 @@
-//! # client — what users touch: the library API, the `sheen` CLI and (where
-//! built) the FUSE mount
+//! # client — what users touch: the library API, the `sheen` CLI and the
+//! FUSE mount
 //!
 //! Owns the client side of the file system:
 //!
@@ -11,13 +11,21 @@
 //! | [`mdc`] | one call per MDS opcode |
 //! | [`osc`] | one OST's client (`ost::client::OstClient` behind a lazy connect) |
 //! | [`fs`] | the library API: [`Sheen`] mount, path/FID operations, [`File`] |
+//! | [`fuse`] | the FUSE mount (fuser, direct I/O, zero TTLs) over [`fs`] |
 //! | [`error`] | [`ClientError`] and the one errno mapping |
-//! | [`cli`] | the `sheen` command's output helpers and `ping` |
+//! | [`cli`], [`cli_fs`] | the `sheen` command's subcommands and their tables / `--json` |
 //! | [`up`] | `sheen up` / `down`: a one-node file system of child daemons |
 //!
 //! Must not: hold server-side logic, or cache what another client may
-//! change (until the lock manager exists). Known gaps: written data is not
-//! kept for replay after an OST restart; `..` in paths is refused.
+//! change (until the lock manager exists).
+//!
+//! Not done yet: written data is not kept for replay (an OST restart
+//! before a commit loses acknowledged writes; fsync is the durability
+//! point) and no import recovery (reconnect) on the client's connections;
+//! no readahead or write-behind (FUSE I/O is synchronous direct I/O);
+//! I/O copies through lnet pages (the caller-registered zero-copy path
+//! is not built); symlinks, hard links, xattrs and mknod are not mapped
+//! in FUSE; `..` in library paths is refused; jobstats tags are not set.
 
 pub mod cli;
 pub mod cli_fs;

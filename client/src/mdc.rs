@@ -1,7 +1,7 @@
 //! mdc: the client of one metadata target — one thin call per MDS opcode.
 //!
 //! Owns: [`Mdc`]. Each call builds the body from `ptlrpc::wire::mds`,
-//! sends it bounded ([`crate::rpc`]) and returns the decoded reply.
+//! sends it bounded (`crate::rpc`) and returns the decoded reply.
 //! Must not: cache attributes, names or layouts (another client may
 //! change them; caching comes with the lock manager).
 

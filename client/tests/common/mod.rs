@@ -16,7 +16,26 @@ pub fn net() -> (u8, u8) {
     (((p >> 8) as u8) | 0x40, p as u8)
 }
 
+/// Builds `sheen-mds` and `sheen-oss` into this test's target directory
+/// when they are not there (`cargo test -p client` alone does not).
+fn ensure_daemons() {
+    if client::up::find_binary("sheen-mds").is_ok() && client::up::find_binary("sheen-oss").is_ok() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.ancestors().nth(3).unwrap();
+    let st = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-p", "mdt", "-p", "ost", "--bin", "sheen-mds", "--bin", "sheen-oss", "--target-dir"])
+        .arg(target_dir)
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "building sheen-mds and sheen-oss");
+}
+
 pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
+    ensure_daemons();
     let (a, b) = net();
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout {
