@@ -133,10 +133,14 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     };
     selftest::validate(&opts)?;
     let json = cli.json;
+    let net = match cli.nid.map(|n| n.net.kind) {
+        Some(lnet::NetType::O2ib) => "o2ib",
+        _ => "tcp",
+    };
     let cli_timing = cli.timing;
     let rows = selftest::run_client(opts, |row| {
         if json {
-            println!("{}", report::json_line(row));
+            println!("{}", report::json_line_net(row, net));
         }
     })
     .await?;

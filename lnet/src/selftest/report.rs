@@ -106,12 +106,19 @@ struct JsonLine {
     p99_us: Option<f64>,
 }
 
-/// The `--json` line of a row.
+/// The `--json` line of a row measured over the tcp LND.
 pub fn json_line(r: &Row) -> String {
+    json_line_net(r, "tcp")
+}
+
+/// The `--json` line of a row measured over the network type `net`
+/// (`lnet.<net>.<test>`). Bulk figures on o2ib keep 4 digits: on soft-RoCE
+/// in an emulated guest they are hundredths of a GB/s.
+pub fn json_line_net(r: &Row, net: &str) -> String {
     let ping = r.test == Test::Ping;
-    let (unit, digits) = if ping { ("msg/s", 0) } else { ("GB/s", 2) };
+    let (unit, digits) = if ping { ("msg/s", 0) } else { ("GB/s", if net == "tcp" { 2 } else { 4 }) };
     let line = JsonLine {
-        bench: format!("lnet.tcp.{}", r.test.bench_name()),
+        bench: format!("lnet.{net}.{}", r.test.bench_name()),
         value: round(r.value(&r.lnet), digits),
         unit,
         baseline: r.raw.map(|_| "raw_tcp"),
