@@ -20,7 +20,7 @@ use ptlrpc::portals::ECHO_REQUEST_PORTAL;
 use ptlrpc::wire::{BrwBody, BrwReply, Header, MsgFlags, MsgKind, Op, Xid, errno};
 
 const BOUND: Duration = Duration::from_secs(30);
-const TCP_PORT: u16 = 7990;
+const TCP_PORT: u16 = 7997;
 
 #[derive(Clone, Copy, Debug)]
 enum Fabric {

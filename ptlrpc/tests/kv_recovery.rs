@@ -35,7 +35,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
-const PORT: u16 = 7990;
+const PORT: u16 = 7996;
 const BOUND: Duration = Duration::from_secs(30);
 const OBD_TIMEOUT: Duration = Duration::from_secs(2);
 

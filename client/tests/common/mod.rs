@@ -42,7 +42,7 @@ pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
         fsname: "sheen".into(),
         mds_addr: Ipv4Addr::new(127, a, b.wrapping_add(tag), 1),
         oss_addr: Ipv4Addr::new(127, a, b.wrapping_add(tag), 2),
-        port: 7988,
+        port: 7998,
         mds_admin_port: 0,
         oss_admin_port: 0,
     };

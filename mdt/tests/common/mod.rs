@@ -20,7 +20,7 @@ use ptlrpc::wire::mds::{GetInfoReply, GetInfoReq};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const BOUND: Duration = Duration::from_secs(30);
-pub const PORT: u16 = 7989;
+pub const PORT: u16 = 7999;
 
 /// A running `sheen-mds` (killed if the test panics).
 pub struct Mds {
