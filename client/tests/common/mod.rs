@@ -40,8 +40,10 @@ pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout {
         fsname: "sheen".into(),
-        mds_addr: Ipv4Addr::new(127, a, b.wrapping_add(tag), 1),
-        oss_addr: Ipv4Addr::new(127, a, b.wrapping_add(tag), 2),
+        // The pid picks the /24, the tag the hosts in it, so two test
+        // processes never share an address.
+        mds_addr: Ipv4Addr::new(127, a, b, tag.wrapping_mul(4).wrapping_add(1)),
+        oss_addr: Ipv4Addr::new(127, a, b, tag.wrapping_mul(4).wrapping_add(2)),
         port: 7998,
         mds_admin_port: 0,
         oss_admin_port: 0,
@@ -50,7 +52,7 @@ pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
         let log = |n: &str| std::fs::read_to_string(tmp.path().join(n)).unwrap_or_default();
         panic!("{e}\nmds.log:\n{}\noss.log:\n{}", log("mds.log"), log("oss.log"))
     });
-    let me = Ipv4Addr::new(127, a, b.wrapping_add(tag), 3);
+    let me = Ipv4Addr::new(127, a, b, tag.wrapping_mul(4).wrapping_add(3));
     let lnet = Lnet::start(LnetConfig {
         nets: vec![NetConfig::Tcp(TcpConfig { addr: me, port: layout.port, accept: false, ..TcpConfig::default() })],
         ..LnetConfig::default()
