@@ -48,8 +48,10 @@ impl Fabric for TcpFabric {
 }
 
 fn tcp() -> TcpFabric {
-    let u = unique() + 1;
-    TcpFabric { net: [(u >> 8) as u8 + 1, u as u8] }
+    // Second octet 1..=250 (never 0: 127.0.0.x is for benchmarks), third
+    // from the low bits; no arithmetic can overflow whatever the pid.
+    let u = unique();
+    TcpFabric { net: [((u >> 8) % 250) as u8 + 1, u as u8] }
 }
 
 mod on_lo {

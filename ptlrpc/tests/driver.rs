@@ -40,7 +40,8 @@ fn configs(fabric: Fabric) -> [LnetConfig; 2] {
         Fabric::Lo => LnetConfig { nets: vec![NetConfig::Lo { addr: (u + 1) * 16 + i }], tunables: tunables.clone() },
         Fabric::Tcp => {
             let v = u + 1;
-            let addr = Ipv4Addr::new(127, (v >> 8) as u8 + 1, v as u8, i as u8 + 1);
+            // Second octet 1..=250 whatever the pid (no overflow, never 0).
+            let addr = Ipv4Addr::new(127, ((v >> 8) % 250) as u8 + 1, v as u8, i as u8 + 1);
             LnetConfig {
                 nets: vec![NetConfig::Tcp(TcpConfig { addr, port: TCP_PORT, ..TcpConfig::default() })],
                 tunables: tunables.clone(),
