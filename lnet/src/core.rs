@@ -86,6 +86,21 @@ struct Awaiting {
     rlength: u32,
 }
 
+impl Awaiting {
+    /// The event fields of the operation this response belongs to.
+    fn ev_info(&self, peer: Nid, mlength: u32) -> EvInfo {
+        EvInfo {
+            peer,
+            portal: self.portal,
+            match_bits: self.match_bits,
+            rlength: self.rlength,
+            mlength,
+            offset: 0,
+            hdr_data: 0,
+        }
+    }
+}
+
 struct MdState {
     md: Md,
     threshold: Threshold,
@@ -642,15 +657,7 @@ impl State {
             AwaitKind::Ack => EventKind::Ack,
             AwaitKind::Reply => EventKind::Reply,
         };
-        let ev = EvInfo {
-            peer: aw.peer,
-            portal: aw.portal,
-            match_bits: aw.match_bits,
-            rlength: aw.rlength,
-            mlength: 0,
-            offset: 0,
-            hdr_data: 0,
-        };
+        let ev = aw.ev_info(aw.peer, 0);
         self.finish_op(cookie, kind, Err(err), ev);
     }
 
@@ -919,15 +926,7 @@ impl State {
                 let Some(aw) = self.take_awaiting(wmd, from, AwaitKind::Reply) else {
                     return self.drop_msg(from, credits, "REPLY for no pending GET", hdr);
                 };
-                let mut ev = EvInfo {
-                    peer: from,
-                    portal: aw.portal,
-                    match_bits: aw.match_bits,
-                    rlength: aw.rlength,
-                    mlength: 0,
-                    offset: 0,
-                    hdr_data: 0,
-                };
+                let mut ev = aw.ev_info(from, 0);
                 if status != 0 {
                     let err = if status == -crate::error::libc_errno::ENOENT {
                         LnetError::NoMatch { nid: from, portal: aw.portal, match_bits: aw.match_bits }
@@ -951,16 +950,7 @@ impl State {
                 let Some(aw) = self.take_awaiting(wmd, from, AwaitKind::Ack) else {
                     return self.drop_msg(from, credits, "ACK for no pending PUT", hdr);
                 };
-                let ev = EvInfo {
-                    peer: from,
-                    portal: aw.portal,
-                    match_bits: aw.match_bits,
-                    rlength: aw.rlength,
-                    mlength,
-                    offset: 0,
-                    hdr_data: 0,
-                };
-                self.finish_op(wmd, EventKind::Ack, Ok(()), ev);
+                self.finish_op(wmd, EventKind::Ack, Ok(()), aw.ev_info(from, mlength));
                 Delivery::Discard
             }
             MsgBody::Hello { .. } => self.drop_msg(from, credits, "HELLO outside a handshake", hdr),
