@@ -198,7 +198,8 @@ impl Daemon {
                 fsname: cfg.fsname.clone(),
                 kind: TargetKind::Mdt,
                 index: m.index,
-                nids: lnet.nids().iter().map(ToString::to_string).collect(),
+                // Peers reach us on real networks; 0@lo means "myself" to them.
+                nids: lnet.nids().iter().filter(|n| n.net.kind != lnet::NetType::Lo).map(ToString::to_string).collect(),
                 failover: vec![],
                 instance: ns.txn().epoch(),
             };
