@@ -77,7 +77,8 @@ pub struct ServiceConfig {
     pub idle_spin: Duration,
     /// The scheduling policy of each CPT's normal queue.
     pub policy: PolicyFactory,
-    /// CPU partitions: one queue and `threads_per_cpt` workers each, bound
+    /// CPU partitions: one queue, `threads_per_cpt` workers and one
+    /// high-priority worker each, bound
     /// to the CPT's cores when the table describes this machine. `None`:
     /// one unbound CPT.
     pub cpts: Option<Arc<CptTable>>,
@@ -165,7 +166,10 @@ impl QueueState {
 
 pub(super) struct CptQueue {
     pub(super) state: Mutex<QueueState>,
+    /// Wakes the CPT's general workers.
     pub(super) cv: Condvar,
+    /// Wakes the CPT's high-priority worker.
+    pub(super) hp_cv: Condvar,
     /// Requests queued (read without the lock by spinning workers).
     pub(super) pending: AtomicUsize,
 }
@@ -228,6 +232,7 @@ impl Service {
             .map(|i| CptQueue {
                 state: Mutex::new(QueueState { hp: VecDeque::new(), normal: (cfg.policy)(i) }),
                 cv: Condvar::new(),
+                hp_cv: Condvar::new(),
                 pending: AtomicUsize::new(0),
             })
             .collect();
@@ -343,6 +348,7 @@ impl Shared {
         for q in &self.queues {
             let _guard = q.state.lock();
             q.cv.notify_all();
+            q.hp_cv.notify_all();
         }
         let _guard = self.at.lock();
         self.at_cv.notify_all();
@@ -425,7 +431,8 @@ impl Shared {
             self.send_error(peer, &header, Errno(errno::EBUSY));
             return;
         }
-        if op.is_high_priority() {
+        let hp = op.is_high_priority();
+        if hp {
             st.hp.push_back(req);
         } else {
             st.normal.enqueue(req);
@@ -433,7 +440,11 @@ impl Shared {
         q.pending.fetch_add(1, Ordering::Relaxed);
         drop(st);
         self.metrics.queued.inc();
-        q.cv.notify_one();
+        if hp {
+            q.hp_cv.notify_one();
+        } else {
+            q.cv.notify_one();
+        }
     }
 
     /// Registers a request with the early-reply timer, waking the timer if

@@ -35,12 +35,19 @@ use crate::wire::{HEADER_LEN, Header, MsgFlags, MsgKind};
 pub(super) fn spawn_all(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, ServiceError> {
     let mut threads = Vec::new();
     for cpt_index in 0..shared.queues.len() {
-        for i in 0..shared.cfg.threads_per_cpt {
-            let name = format!("{}{cpt_index:02}_{i:03}", shared.cfg.name);
+        // One thread per CPT serves only the high-priority queue, so a PING
+        // or CONNECT never waits behind long requests and costs one wake-up
+        // of the thread that is idle for it, not of a busy pool.
+        let roles = std::iter::once(Role::HighPriority).chain((0..shared.cfg.threads_per_cpt).map(|_| Role::Any));
+        for (i, role) in roles.enumerate() {
+            let name = match role {
+                Role::HighPriority => format!("{}{cpt_index:02}_hp", shared.cfg.name),
+                Role::Any => format!("{}{cpt_index:02}_{i:03}", shared.cfg.name),
+            };
             let s = Arc::clone(shared);
             let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
                 bind(&s, cpt_index);
-                run_worker(&s, cpt_index);
+                run_worker(&s, cpt_index, role);
             });
             threads.push(spawned.map_err(|e| ServiceError::Spawn { name, err: e.to_string() })?);
         }
@@ -67,9 +74,18 @@ fn bind(shared: &Shared, cpt_index: usize) {
     }
 }
 
-fn run_worker(shared: &Shared, cpt: usize) {
+/// Which requests a worker takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Only the high-priority queue (PING, CONNECT).
+    HighPriority,
+    /// High priority first, then the policy's queue.
+    Any,
+}
+
+fn run_worker(shared: &Shared, cpt: usize, role: Role) {
     let _rt = shared.rt.enter();
-    while let Some(req) = next_request(shared, cpt) {
+    while let Some(req) = next_request(shared, cpt, role) {
         shared.metrics.queued.dec();
         shared.metrics.active.inc();
         serve(shared, &req);
@@ -77,7 +93,7 @@ fn run_worker(shared: &Shared, cpt: usize) {
     }
 }
 
-fn next_request(shared: &Shared, cpt: usize) -> Option<Request> {
+fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
     let q = &shared.queues[cpt];
     let mut st = q.state.lock();
     let mut spun = false;
@@ -88,6 +104,10 @@ fn next_request(shared: &Shared, cpt: usize) -> Option<Request> {
         if let Some(r) = st.hp.pop_front() {
             q.pending.fetch_sub(1, Ordering::Relaxed);
             return Some(r);
+        }
+        if role == Role::HighPriority {
+            q.hp_cv.wait(&mut st);
+            continue;
         }
         if let Some(r) = st.normal.dequeue(shared.clock.now()) {
             q.pending.fetch_sub(1, Ordering::Relaxed);
