@@ -730,29 +730,28 @@ impl State {
             if let Some(t) = self.txs.get_mut(&id) {
                 t.peer_credit = true;
             }
-            self.ni_stage(inner, id);
+            self.ni_stage(id);
         } else {
             p.credits.waiting.push_back(id);
         }
     }
 
-    fn ni_stage(&mut self, inner: &Inner, id: u64) {
+    fn ni_stage(&mut self, id: u64) {
         let Some(ni) = self.txs.get(&id).map(|t| t.ni) else { return };
         let Some(q) = self.ni_credits.get_mut(ni) else { return };
         if q.take() {
             if let Some(t) = self.txs.get_mut(&id) {
                 t.ni_credit = true;
             }
-            self.dispatch(inner, id);
+            self.dispatch(id);
         } else {
             q.waiting.push_back(id);
         }
     }
 
-    fn dispatch(&mut self, inner: &Inner, id: u64) {
+    fn dispatch(&mut self, id: u64) {
         let Some(t) = self.txs.get_mut(&id) else { return };
         let Some(msg) = t.msg.take() else { return };
-        let _ = inner;
         self.outbox.push_back(Action::Send(t.ni, msg));
     }
 
@@ -793,7 +792,7 @@ impl State {
                 if let Some(n) = self.txs.get_mut(&next) {
                     n.ni_credit = true;
                 }
-                self.dispatch(inner, next);
+                self.dispatch(next);
             }
         }
         let credits = inner.tunables.peer_credits;
@@ -817,7 +816,7 @@ impl State {
             if let Some(n) = self.txs.get_mut(&next) {
                 n.peer_credit = true;
             }
-            self.ni_stage(inner, next);
+            self.ni_stage(next);
         }
         match &res {
             Ok(()) => {

@@ -22,29 +22,24 @@ pub(crate) trait ReadSock {
     fn try_readv(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize>;
 }
 
-impl ReadSock for TcpStream {
-    async fn ready(&self) -> io::Result<()> {
-        self.readable().await
-    }
-    fn try_read_buf(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
-    }
-    fn try_readv(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
-        self.try_read_vectored(bufs)
-    }
+/// tokio's stream and its read half have the same inherent methods.
+macro_rules! read_sock {
+    ($t:ty) => {
+        impl ReadSock for $t {
+            async fn ready(&self) -> io::Result<()> {
+                self.readable().await
+            }
+            fn try_read_buf(&self, buf: &mut [u8]) -> io::Result<usize> {
+                self.try_read(buf)
+            }
+            fn try_readv(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+                self.try_read_vectored(bufs)
+            }
+        }
+    };
 }
-
-impl ReadSock for OwnedReadHalf {
-    async fn ready(&self) -> io::Result<()> {
-        self.readable().await
-    }
-    fn try_read_buf(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
-    }
-    fn try_readv(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
-        self.try_read_vectored(bufs)
-    }
-}
+read_sock!(TcpStream);
+read_sock!(OwnedReadHalf);
 
 /// A socket (or half of one) we can write to without blocking.
 pub(crate) trait WriteSock {
@@ -52,23 +47,21 @@ pub(crate) trait WriteSock {
     fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
-impl WriteSock for TcpStream {
-    async fn ready(&self) -> io::Result<()> {
-        self.writable().await
-    }
-    fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
+/// tokio's stream and its write half have the same inherent methods.
+macro_rules! write_sock {
+    ($t:ty) => {
+        impl WriteSock for $t {
+            async fn ready(&self) -> io::Result<()> {
+                self.writable().await
+            }
+            fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.try_write_vectored(bufs)
+            }
+        }
+    };
 }
-
-impl WriteSock for OwnedWriteHalf {
-    async fn ready(&self) -> io::Result<()> {
-        self.writable().await
-    }
-    fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
-}
+write_sock!(TcpStream);
+write_sock!(OwnedWriteHalf);
 
 fn eof() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-message")
