@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{AttrReply, DirEntry, Layout, MdtAttr, ReintReq, StripeSpec, attr_valid, open_flags};
+use ptlrpc::wire::mds::{
+    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, StripeSpec, attr_valid, open_flags, xattr_flags,
+};
 
 use crate::error::{ClientError, Result};
 use crate::lov_io::StripedFile;
@@ -62,6 +64,9 @@ pub struct Stat {
     pub default_stripe: Option<StripeSpec>,
     /// A symlink's target.
     pub symlink: String,
+    /// Space used, 512-byte blocks (a regular file's: what its objects
+    /// hold on the OSTs).
+    pub blocks: u64,
 }
 
 impl Stat {
@@ -223,12 +228,20 @@ impl Sheen {
 
     async fn to_stat(&self, r: AttrReply) -> Result<Stat> {
         let mut attr = r.attr;
+        let mut blocks = attr.size.div_ceil(512);
         if attr.mode & S_IFMT == S_IFREG
             && let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty())
         {
-            attr.size = self.striped(l)?.size().await?;
+            // Size, mtime and space are the objects' (Lustre's glimpse);
+            // the MDT's mtime counts when it is later (a utimes).
+            let g = self.striped(l)?.glimpse().await?;
+            attr.size = g.size;
+            let obj_mtime = i64::try_from(g.mtime_ns / 1_000_000_000).unwrap_or(i64::MAX);
+            attr.mtime = attr.mtime.max(obj_mtime);
+            attr.ctime = attr.ctime.max(obj_mtime);
+            blocks = g.allocated.div_ceil(512);
         }
-        Ok(Stat { attr, layout: r.layout, default_stripe: r.default_stripe, symlink: r.symlink })
+        Ok(Stat { attr, layout: r.layout, default_stripe: r.default_stripe, symlink: r.symlink, blocks })
     }
 
     /// The directory `comps` names (walked from the root).
@@ -291,7 +304,7 @@ impl Sheen {
         };
         let r = self.mdc.reint("mkdir", &req).await?;
         let attr = r.attr.ok_or_else(|| ClientError::Invalid("mkdir reply without attributes".into()))?;
-        Ok(Stat { attr, layout: None, default_stripe: None, symlink: String::new() })
+        Ok(Stat { attr, layout: None, default_stripe: None, symlink: String::new(), blocks: 0 })
     }
 
     /// mkdir `path`.
@@ -299,6 +312,100 @@ impl Sheen {
         let (dirs, name) = parent_and_name(path)?;
         let parent = self.walk(&dirs).await?;
         self.mkdir_at(self.cred, parent, name, mode, None).await
+    }
+
+    /// Creates `parent/name` of type and mode `mode` (`S_IFLNK` with a
+    /// `symlink` target, a device with `rdev`, a FIFO, a socket, or a
+    /// regular file with the directory's default striping) as `cred`.
+    pub async fn create_node_at(
+        &self,
+        cred: Cred,
+        parent: Fid,
+        name: &str,
+        mode: u32,
+        rdev: u64,
+        symlink: &str,
+    ) -> Result<Stat> {
+        let req = ReintReq::Create {
+            parent,
+            name: name.into(),
+            mode,
+            rdev,
+            uid: cred.uid,
+            gid: cred.gid,
+            time: now_secs(),
+            symlink: symlink.into(),
+            stripe: None,
+        };
+        let what = if mode & S_IFMT == S_IFLNK { "symlink" } else { "mknod" };
+        let r = self.mdc.reint(what, &req).await?;
+        let attr = r.attr.ok_or_else(|| ClientError::Invalid(format!("{what} reply without attributes")))?;
+        let blocks = attr.size.div_ceil(512);
+        Ok(Stat { attr, layout: r.layout, default_stripe: None, symlink: symlink.into(), blocks })
+    }
+
+    /// symlink: `parent/name` pointing at `target`.
+    pub async fn symlink_at(&self, cred: Cred, parent: Fid, name: &str, target: &str) -> Result<Stat> {
+        self.create_node_at(cred, parent, name, S_IFLNK | 0o777, 0, target).await
+    }
+
+    /// symlink `path` -> `target`.
+    pub async fn symlink(&self, target: &str, path: &str) -> Result<Stat> {
+        let (dirs, name) = parent_and_name(path)?;
+        let parent = self.walk(&dirs).await?;
+        self.symlink_at(self.cred, parent, name, target).await
+    }
+
+    /// The target of the symlink `fid` (EINVAL when not a symlink).
+    pub async fn readlink_fid(&self, fid: Fid) -> Result<String> {
+        let r = self.mdc.getattr(fid).await?;
+        if r.attr.mode & S_IFMT != S_IFLNK {
+            return Err(ClientError::posix(format!("{fid}: not a symlink"), libc::EINVAL));
+        }
+        Ok(r.symlink)
+    }
+
+    /// The target of the symlink `path`.
+    pub async fn readlink(&self, path: &str) -> Result<String> {
+        self.readlink_fid(self.resolve(path).await?).await
+    }
+
+    /// link: a new name `parent/name` for `fid` (not a directory).
+    pub async fn link_at(&self, fid: Fid, parent: Fid, name: &str) -> Result<Stat> {
+        let req = ReintReq::Link { fid, parent, name: name.into(), time: now_secs() };
+        self.mdc.reint("link", &req).await?;
+        self.stat_fid(fid).await
+    }
+
+    /// link `from` as `to`.
+    pub async fn link(&self, from: &str, to: &str) -> Result<Stat> {
+        let fid = self.resolve(from).await?;
+        let (dirs, name) = parent_and_name(to)?;
+        let parent = self.walk(&dirs).await?;
+        self.link_at(fid, parent, name).await
+    }
+
+    /// The value of extended attribute `name` of `fid` (ENODATA if none).
+    pub async fn getxattr(&self, fid: Fid, name: &str) -> Result<Vec<u8>> {
+        self.mdc.getxattr(fid, name).await
+    }
+
+    /// The extended attribute names of `fid`.
+    pub async fn listxattr(&self, fid: Fid) -> Result<Vec<String>> {
+        self.mdc.listxattr(fid).await
+    }
+
+    /// Sets extended attribute `name` of `fid` (`flags`: `xattr_flags`
+    /// CREATE / REPLACE, or 0).
+    pub async fn setxattr(&self, fid: Fid, name: &str, value: &[u8], flags: u32) -> Result<()> {
+        let req = ReintReq::Setxattr { fid, name: name.into(), value: value.to_vec(), flags };
+        self.mdc.reint("setxattr", &req).await.map(drop)
+    }
+
+    /// Removes extended attribute `name` of `fid` (ENODATA if none).
+    pub async fn removexattr(&self, fid: Fid, name: &str) -> Result<()> {
+        let req = ReintReq::Setxattr { fid, name: name.into(), value: Vec::new(), flags: xattr_flags::REMOVE };
+        self.mdc.reint("removexattr", &req).await.map(drop)
     }
 
     /// Opens (with `open_flags::CREAT`, creates as `cred`) `parent/name`.
@@ -462,7 +569,40 @@ impl Sheen {
             default_stripe: a.default_stripe,
         };
         let r = self.mdc.reint("setattr", &req).await?;
-        r.attr.ok_or_else(|| ClientError::Invalid("setattr reply without attributes".into()))
+        let attr = r.attr.ok_or_else(|| ClientError::Invalid("setattr reply without attributes".into()))?;
+        // A utimes of a file also sets its objects' mtime (stat takes the
+        // latest of the MDT's and the objects'); a truncate just set them.
+        if valid & attr_valid::MTIME != 0 && valid & attr_valid::SIZE == 0 && attr.mode & S_IFMT == S_IFREG {
+            let r = self.mdc.getattr(fid).await?;
+            if let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty()) {
+                let ns = u64::try_from(a.mtime).unwrap_or(0).saturating_mul(1_000_000_000);
+                self.striped(l)?.set_mtime(ns).await?;
+            }
+        }
+        Ok(attr)
+    }
+
+    /// fallocate: mode 0 makes the file at least `off + len` bytes long
+    /// (objects stay sparse: space is not reserved on the OSTs); with
+    /// `punch` the range is deallocated and reads as zeros, the size kept.
+    pub async fn fallocate_fid(&self, fid: Fid, off: u64, len: u64, punch: bool) -> Result<()> {
+        let st = self.stat_fid(fid).await?;
+        if !st.is_file() {
+            return Err(ClientError::posix(format!("{fid}: not a regular file"), libc::ENODEV));
+        }
+        let Some(l) = st.layout.as_ref().filter(|l| !l.objects.is_empty()) else { return Ok(()) };
+        let end = off.checked_add(len).ok_or_else(|| ClientError::posix("fallocate past 2^64", libc::EFBIG))?;
+        if punch {
+            let end = end.min(st.size());
+            if end > off {
+                self.striped(l)?.punch_hole(off, end - off).await?;
+            }
+            Ok(())
+        } else if end > st.size() {
+            self.truncate_fid(fid, end).await.map(drop)
+        } else {
+            Ok(())
+        }
     }
 
     /// Removes `parent/name` (a directory when `dir`).

@@ -8,6 +8,15 @@
 //! nothing another client could change is cached. Calls block the FUSE
 //! worker thread on the tokio runtime that drives lnet. No `unsafe`.
 //!
+//! Mapped: lookup/forget, getattr/setattr (truncate, chmod, chown,
+//! utimes), mkdir, mknod (devices, FIFOs, sockets, files), symlink,
+//! readlink, link, unlink, rmdir, rename (and `RENAME_NOREPLACE`, checked
+//! by a lookup first), open/create/read/write/flush/release/fsync (SYNC on
+//! the OSTs and the MDT), readdir with "." and "..", fsyncdir, statfs,
+//! xattrs (get/set/list/remove with ERANGE and ENODATA), access, and
+//! fallocate (mode 0 extends the size; punch hole). Permissions are the
+//! kernel's (`default_permissions`), for every user (`allow_other`).
+//!
 //! Must not: cache data or attributes; hold a lock across a network call.
 
 use std::collections::HashMap;
@@ -18,13 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{MdtAttr, attr_valid, open_flags};
+use ptlrpc::wire::mds::{MdtAttr, attr_valid, open_flags, xattr_flags};
 
 use crate::error::ClientError;
 use crate::fs::{Cred, File, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SetAttr, Sheen, Stat};
@@ -72,11 +81,11 @@ fn kind(mode: u32) -> FileType {
     }
 }
 
-fn file_attr(a: &MdtAttr) -> FileAttr {
+fn file_attr(a: &MdtAttr, blocks: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(flatten(a.fid)),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks,
         atime: time(a.atime),
         mtime: time(a.mtime),
         ctime: time(a.ctime),
@@ -129,7 +138,7 @@ impl SheenFs {
 
     /// Records a lookup the kernel now holds; answers the entry.
     fn entry(&self, st: &Stat, reply: ReplyEntry) {
-        let attr = file_attr(&st.attr);
+        let attr = file_attr(&st.attr, st.blocks);
         if attr.ino.0 != 1 {
             let mut i = self.inodes.lock();
             let e = i.fids.entry(attr.ino.0).or_insert((st.fid(), 0));
@@ -175,6 +184,62 @@ fn mdt_flags(flags: i32) -> u32 {
     out
 }
 
+/// Offsets readdir gives "." (1) and ".." (2).
+const DOT_OFFSETS: u64 = 2;
+
+/// Linux `setxattr` flags -> the MDT's.
+fn xattr_set_flags(flags: i32) -> u32 {
+    let mut out = 0;
+    if flags & libc::XATTR_CREATE != 0 {
+        out |= xattr_flags::CREATE;
+    }
+    if flags & libc::XATTR_REPLACE != 0 {
+        out |= xattr_flags::REPLACE;
+    }
+    out
+}
+
+/// Names as `listxattr` returns them: each followed by a NUL.
+fn xattr_list(names: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// A getxattr/listxattr answer: the size when asked with 0, the bytes when
+/// they fit, else ERANGE.
+fn xattr_reply(v: &[u8], size: u32, reply: ReplyXattr) {
+    let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len <= size {
+        reply.data(v);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
+/// Whether `cred` may access an object with `a` for `mask` (`R_OK`,
+/// `W_OK`, `X_OK`; `F_OK` is 0): owner, group, then other bits; root
+/// passes except for execute with no execute bit at all.
+fn may_access(a: &MdtAttr, cred: Cred, mask: i32) -> bool {
+    let mask = (mask & 0o7) as u32;
+    if cred.uid == 0 {
+        return mask & 1 == 0 || a.mode & 0o111 != 0 || a.mode & S_IFMT == S_IFDIR;
+    }
+    let bits = if cred.uid == a.uid {
+        (a.mode >> 6) & 7
+    } else if cred.gid == a.gid {
+        (a.mode >> 3) & 7
+    } else {
+        a.mode & 7
+    };
+    bits & mask == mask
+}
+
 impl Filesystem for SheenFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(max) = config.set_max_write(MAX_WRITE) {
@@ -204,7 +269,7 @@ impl Filesystem for SheenFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fid(ino).and_then(|f| self.run(self.fs.stat_fid(f))) {
-            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr)),
+            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
             Err(e) => reply.error(e),
         }
     }
@@ -261,7 +326,7 @@ impl Filesystem for SheenFs {
             })
         });
         match r {
-            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr)),
+            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
             Err(e) => reply.error(e),
         }
     }
@@ -298,13 +363,25 @@ impl Filesystem for SheenFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.bits() != 0 {
-            // RENAME_NOREPLACE / EXCHANGE are not in the MDT's protocol.
+        let noreplace = flags.bits() == libc::RENAME_NOREPLACE;
+        if flags.bits() != 0 && !noreplace {
+            // RENAME_EXCHANGE / WHITEOUT are not in the MDT's protocol.
             return reply.error(Errno::EINVAL);
         }
         let r = self.fid(parent).and_then(|sp| {
-            let dp = self.fid(newparent)?;
-            self.run(self.fs.rename_at(sp, name(n)?, dp, name(newname)?))
+            let (dp, sn, dn) = (self.fid(newparent)?, name(n)?, name(newname)?);
+            self.run(async {
+                // NOREPLACE is checked by a lookup just before the rename:
+                // not atomic against another client's create of the name.
+                if noreplace {
+                    match self.fs.mdc().lookup(dp, dn).await {
+                        Ok(_) => return Err(ClientError::posix("rename target exists", libc::EEXIST)),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.fs.rename_at(sp, sn, dp, dn).await
+            })
         });
         match r {
             Ok(()) => reply.ok(),
@@ -326,7 +403,7 @@ impl Filesystem for SheenFs {
             self.fid(parent).and_then(|p| self.run(self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None)));
         match r {
             Ok(f) => {
-                let attr = file_attr(f.attr());
+                let attr = file_attr(f.attr(), 0);
                 {
                     let mut i = self.inodes.lock();
                     let e = i.fids.entry(attr.ino.0).or_insert((f.fid(), 0));
@@ -370,11 +447,20 @@ impl Filesystem for SheenFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.file(fh).and_then(|f| self.run(self.fs.write(&f, offset, data))) {
+        let append = flags.0 & libc::O_APPEND != 0;
+        let r = self.file(fh).and_then(|f| {
+            self.run(async {
+                // O_APPEND writes at the file's end as the OSTs know it
+                // (another client may have extended it), not the kernel's.
+                let off = if append { self.fs.size(&f).await? } else { offset };
+                self.fs.write(&f, off, data).await
+            })
+        });
+        match r {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(e),
         }
@@ -410,18 +496,163 @@ impl Filesystem for SheenFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        // Offsets are the MDT's readdir cookies plus one (0 is the start).
-        let r = self.fid(ino).and_then(|d| self.run(self.fs.readdir_page(d, offset)));
+        // Offsets: 1 after ".", 2 after ".."; an entry's is its MDT
+        // readdir cookie + 3, so a listing resumes at cookie + 1 (cookies
+        // are stable while entries come and go).
+        let r = self.fid(ino).and_then(|d| {
+            let cookie = offset.saturating_sub(DOT_OFFSETS);
+            Ok((self.run(self.fs.readdir_page(d, cookie))?, cookie))
+        });
         match r {
-            Ok((entries, _, _)) => {
+            Ok(((entries, _, _), _)) => {
+                if offset == 0 && reply.add(ino, 1, FileType::Directory, ".") {
+                    return reply.ok();
+                }
+                // ".." names the parent; the client keeps no parent map, so
+                // its inode number is the root's (what readdir callers see
+                // in d_ino only; lookups of ".." go through the kernel).
+                if offset <= 1 && reply.add(INodeNo(1), DOT_OFFSETS, FileType::Directory, "..") {
+                    return reply.ok();
+                }
                 for e in entries {
                     let k = kind(u32::from(e.kind) << 12);
-                    if reply.add(INodeNo(flatten(e.fid)), e.cookie.saturating_add(1), k, &e.name) {
+                    let off = e.cookie.saturating_add(DOT_OFFSETS + 1);
+                    if reply.add(INodeNo(flatten(e.fid)), off, k, &e.name) {
                         break;
                     }
                 }
                 reply.ok();
             }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.run(self.fs.mdc().sync()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fid(ino).and_then(|f| self.run(self.fs.readlink_fid(f))) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.fid(parent).and_then(|p| {
+            let t = target.to_str().ok_or(Errno::EINVAL)?;
+            self.run(self.fs.symlink_at(cred(req), p, name(link_name)?, t))
+        });
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let r = self.fid(parent).and_then(|p| {
+            let mode = (mode & S_IFMT) | (mode & 0o7777 & !umask);
+            if mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK {
+                return Err(Errno::EINVAL);
+            }
+            let st = self.run(self.fs.create_node_at(cred(req), p, name(n)?, mode, u64::from(rdev), ""))?;
+            // A regular file's size comes from its (new, empty) objects.
+            if st.is_file() { self.run(self.fs.stat_fid(st.fid())) } else { Ok(st) }
+        });
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let r = self.fid(ino).and_then(|f| {
+            let p = self.fid(newparent)?;
+            self.run(self.fs.link_at(f, p, name(newname)?))
+        });
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        n: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            // Only macOS resource forks use a position.
+            return reply.error(Errno::EINVAL);
+        }
+        let fl = xattr_set_flags(flags);
+        match self.fid(ino).and_then(|f| self.run(self.fs.setxattr(f, name(n)?, value, fl))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fid(ino).and_then(|f| self.run(self.fs.getxattr(f, name(n)?))) {
+            Ok(v) => xattr_reply(&v, size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fid(ino).and_then(|f| self.run(self.fs.listxattr(f))) {
+            Ok(names) => xattr_reply(&xattr_list(&names), size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        match self.fid(ino).and_then(|f| self.run(self.fs.removexattr(f, name(n)?))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Called only without `default_permissions` (the kernel checks
+        // otherwise); answers from fresh attributes.
+        match self.fid(ino).and_then(|f| self.run(self.fs.stat_fid(f))) {
+            Ok(st) if may_access(&st.attr, cred(req), mask.bits()) => reply.ok(),
+            Ok(_) => reply.error(Errno::EACCES),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let r = if mode == 0 {
+            self.fid(ino).and_then(|f| self.run(self.fs.fallocate_fid(f, offset, length, false)))
+        } else if mode == punch {
+            self.fid(ino).and_then(|f| self.run(self.fs.fallocate_fid(f, offset, length, true)))
+        } else {
+            // KEEP_SIZE alone would promise reserved space the OSTs do not
+            // reserve; collapse / insert / zero ranges are not in the protocol.
+            Err(Errno::EOPNOTSUPP)
+        };
+        match r {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -462,6 +693,9 @@ pub fn mount(
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
     ];
+    // Every user of the node uses the mount (`allow_other`; the kernel
+    // checks modes: `default_permissions`).
+    cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     fuser::spawn_mount(SheenFs::new(fs, rt), dir, &cfg)
 }

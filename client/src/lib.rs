@@ -24,8 +24,11 @@
 //! point) and no import recovery (reconnect) on the client's connections;
 //! no readahead or write-behind (FUSE I/O is synchronous direct I/O);
 //! I/O copies through lnet pages (the caller-registered zero-copy path
-//! is not built); symlinks, hard links, xattrs and mknod are not mapped
-//! in FUSE; `..` in library paths is refused; jobstats tags are not set.
+//! is not built); `..` in library paths is refused; jobstats tags are not
+//! set; FUSE has no POSIX locks of its own (the kernel's are node-local),
+//! RENAME_EXCHANGE, or fallocate that reserves space (mode 0 only extends
+//! the size; punching holes works); mmap of a file is not possible
+//! (direct I/O).
 
 pub mod cli;
 pub mod cli_fs;

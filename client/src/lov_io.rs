@@ -24,6 +24,17 @@ pub struct StripedFile {
     objects: Vec<(Arc<Osc>, u64)>,
 }
 
+/// What a glimpse of every object tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Glimpse {
+    /// The file's size.
+    pub size: u64,
+    /// The latest object modification, ns since the epoch.
+    pub mtime_ns: u64,
+    /// Bytes allocated on the OSTs.
+    pub allocated: u64,
+}
+
 /// One BRW-sized piece of a request.
 #[derive(Debug, Clone, Copy)]
 struct Piece {
@@ -128,17 +139,61 @@ impl StripedFile {
 
     /// The file's size from its objects' sizes (asked in parallel).
     pub async fn size(&self) -> Result<u64> {
+        Ok(self.glimpse().await?.size)
+    }
+
+    /// Size, latest data modification and space used, from every object
+    /// (asked in parallel).
+    pub async fn glimpse(&self) -> Result<Glimpse> {
         let mut set = JoinSet::new();
         for (i, (osc, oid)) in self.objects.iter().enumerate() {
             let (osc, oid) = (Arc::clone(osc), *oid);
-            set.spawn(async move { osc.getattr(oid).await.map(|a| (i, a.size)) });
+            set.spawn(async move { osc.getattr(oid).await.map(|a| (i, a)) });
         }
         let mut sizes = vec![0; self.objects.len()];
+        let (mut mtime_ns, mut allocated) = (0, 0u64);
         while let Some(r) = set.join_next().await {
-            let (i, s) = r.map_err(|e| ClientError::Local(format!("getattr task: {e}")))??;
-            sizes[i] = s;
+            let (i, a) = r.map_err(|e| ClientError::Local(format!("getattr task: {e}")))??;
+            sizes[i] = a.size;
+            mtime_ns = a.mtime_ns.max(mtime_ns);
+            allocated = allocated.saturating_add(a.allocated);
         }
-        Ok(self.stripes.file_size(&sizes))
+        Ok(Glimpse { size: self.stripes.file_size(&sizes), mtime_ns, allocated })
+    }
+
+    /// Sets every object's modification time (what stat reports as the
+    /// file's mtime after a utimes).
+    pub async fn set_mtime(&self, mtime_ns: u64) -> Result<()> {
+        let mut set = JoinSet::new();
+        for (osc, oid) in &self.objects {
+            let (osc, oid) = (Arc::clone(osc), *oid);
+            set.spawn(async move { osc.set_mtime(oid, mtime_ns).await.map(drop) });
+        }
+        while !set.is_empty() {
+            join_one(&mut set).await?;
+        }
+        Ok(())
+    }
+
+    /// Deallocates the file range `[off, off + len)` (it reads as zeros;
+    /// the size is unchanged). A contiguous file range is one contiguous
+    /// range on each object: the bytes of the object below `off + len`
+    /// less those below `off`.
+    pub async fn punch_hole(&self, off: u64, len: u64) -> Result<()> {
+        let end = off.saturating_add(len);
+        let mut set = JoinSet::new();
+        for (i, (osc, oid)) in self.objects.iter().enumerate() {
+            let from = self.stripes.object_size(i as u32, off);
+            let to = self.stripes.object_size(i as u32, end);
+            if to > from {
+                let (osc, oid) = (Arc::clone(osc), *oid);
+                set.spawn(async move { osc.punch_hole(oid, from, to - from).await.map(drop) });
+            }
+        }
+        while !set.is_empty() {
+            join_one(&mut set).await?;
+        }
+        Ok(())
     }
 
     /// Sets the file's size: each object to its share.

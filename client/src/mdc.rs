@@ -12,8 +12,8 @@ use ptlrpc::driver::{Client, ClientConfig};
 use ptlrpc::fault::FaultInjector;
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
 use ptlrpc::wire::mds::{
-    AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, LookupReq, ReaddirReply, ReaddirReq, ReintReply,
-    ReintReq, StatfsReply,
+    AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReply, ReaddirReq,
+    ReintReply, ReintReq, StatfsReply, XattrReply,
 };
 use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
 
@@ -82,6 +82,20 @@ impl Mdc {
     /// MDS_READPAGE: up to `max` entries from `cookie`.
     pub async fn readdir(&self, fid: Fid, cookie: u64, max: u32) -> Result<ReaddirReply> {
         rpc::call(&self.rpc, "readdir", Op::MdsReadpage, &ReaddirReq { fid, cookie, max_entries: max }).await
+    }
+
+    /// MDS_GETXATTR of `name` (ENODATA when `fid` has no such attribute).
+    pub async fn getxattr(&self, fid: Fid, name: &str) -> Result<Vec<u8>> {
+        let r: XattrReply =
+            rpc::call(&self.rpc, "getxattr", Op::MdsGetxattr, &GetxattrReq { fid, name: name.into() }).await?;
+        Ok(r.value)
+    }
+
+    /// MDS_GETXATTR with no name: every attribute name of `fid`.
+    pub async fn listxattr(&self, fid: Fid) -> Result<Vec<String>> {
+        let req = GetxattrReq { fid, name: String::new() };
+        let r: XattrReply = rpc::call(&self.rpc, "listxattr", Op::MdsGetxattr, &req).await?;
+        Ok(r.names)
     }
 
     /// MDS_STATFS.

@@ -125,6 +125,19 @@ impl Osc {
         self.bounded("ost setattr", self.ost.setattr(s)).await
     }
 
+    /// Sets the object's modification time (utimes on a file: its objects
+    /// carry the mtime stat reports).
+    pub async fn set_mtime(&self, oid: u64, mtime_ns: u64) -> Result<OstAttr> {
+        let s = OstSetattr { oid, valid: attr_valid::MTIME, mtime_ns, ..OstSetattr::default() };
+        self.bounded("ost setattr", self.ost.setattr(s)).await
+    }
+
+    /// Deallocates `[start, start + len)` of `oid` (it reads as zeros; the
+    /// size is unchanged).
+    pub async fn punch_hole(&self, oid: u64, start: u64, len: u64) -> Result<OstAttr> {
+        self.bounded("ost punch", self.ost.punch(oid, ptlrpc::wire::ost::PUNCH_HOLE, start, len)).await
+    }
+
     /// SYNC: commits the target; returns its last committed transno.
     pub async fn sync(&self) -> Result<OstIds> {
         self.bounded("ost sync", self.ost.sync()).await

@@ -7,45 +7,15 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use client::Sheen;
 use common::*;
-
-fn can_mount() -> bool {
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-    if !root || !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIPPED: FUSE tests need root and /dev/fuse");
-        return false;
-    }
-    true
-}
-
-/// Runs `f` on the mount point (on a blocking thread: FUSE calls back
-/// into this runtime).
-async fn with_mount<T: Send + 'static>(tag: u8, f: impl FnOnce(PathBuf) -> T + Send + 'static) -> T {
-    let (tmp, cluster, lnet) = up(tag).await;
-    let fs = Sheen::mount(&lnet, cluster.layout.mgs_nid(), "sheen").await.unwrap();
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let session = client::fuse::mount(Arc::new(fs), tokio::runtime::Handle::current(), &mnt, 2).unwrap();
-    let m = mnt.clone();
-    let out = tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m))))
-        .await
-        .unwrap();
-    tokio::task::spawn_blocking(move || session.umount_and_join()).await.unwrap().unwrap();
-    lnet.shutdown();
-    cluster.stop();
-    out.unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn directories_through_the_mount() {
     if !can_mount() {
         return;
     }
-    with_mount(4, |m| {
+    with_mount(4, 7998, |m| {
         std::fs::create_dir(m.join("a")).unwrap();
         std::fs::create_dir_all(m.join("a/b/c")).unwrap();
         let md = std::fs::metadata(m.join("a/b")).unwrap();
@@ -73,7 +43,7 @@ async fn files_through_the_mount() {
     if !can_mount() {
         return;
     }
-    with_mount(5, |m| {
+    with_mount(5, 7998, |m| {
         let data = pattern(3 * (1 << 20) + 12_345, 3);
         std::fs::write(m.join("f"), &data).unwrap();
         assert_eq!(std::fs::metadata(m.join("f")).unwrap().len(), data.len() as u64);

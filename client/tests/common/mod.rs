@@ -35,6 +35,11 @@ fn ensure_daemons() {
 }
 
 pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
+    up_on(tag, 7998).await
+}
+
+/// A file system on the test file's own lnet `port`.
+pub async fn up_on(tag: u8, port: u16) -> (tempfile::TempDir, Cluster, Lnet) {
     ensure_daemons();
     let (a, b) = net();
     let tmp = tempfile::tempdir().unwrap();
@@ -44,7 +49,7 @@ pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
         // processes never share an address.
         mds_addr: Ipv4Addr::new(127, a, b, tag.wrapping_mul(4).wrapping_add(1)),
         oss_addr: Ipv4Addr::new(127, a, b, tag.wrapping_mul(4).wrapping_add(2)),
-        port: 7998,
+        port,
         mds_admin_port: 0,
         oss_admin_port: 0,
     };
@@ -68,4 +73,41 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 pub fn two_stripes() -> Option<StripeSpec> {
     Some(StripeSpec { stripe_size: 64 << 10, stripe_count: 2, stripe_offset: -1, pool: String::new() })
+}
+
+/// Whether FUSE mounts can be made here (root and `/dev/fuse`); says so
+/// on stderr when not.
+pub fn can_mount() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    if !root || !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED: FUSE tests need root and /dev/fuse");
+        return false;
+    }
+    true
+}
+
+/// Runs `f` on a FUSE mount of a fresh file system on lnet `port` (on a
+/// blocking thread: FUSE calls back into this runtime), then unmounts.
+/// The mount point is reachable by every user (mode 0755 on the way).
+pub async fn with_mount<T: Send + 'static>(
+    tag: u8,
+    port: u16,
+    f: impl FnOnce(std::path::PathBuf) -> T + Send + 'static,
+) -> T {
+    use std::os::unix::fs::PermissionsExt;
+    let (tmp, cluster, lnet) = up_on(tag, port).await;
+    let fs = client::Sheen::mount(&lnet, cluster.layout.mgs_nid(), "sheen").await.unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let session = client::fuse::mount(std::sync::Arc::new(fs), tokio::runtime::Handle::current(), &mnt, 4).unwrap();
+    let m = mnt.clone();
+    let out = tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m))))
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || session.umount_and_join()).await.unwrap().unwrap();
+    lnet.shutdown();
+    cluster.stop();
+    out.unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
