@@ -364,6 +364,7 @@ impl Ost {
             committed_xid,
             instance: self.epoch,
             client_uuid: want.client_uuid.clone(),
+            target: self.cfg.name.clone(),
         };
         self.metrics.exports.get_or_create(&self.label).set(ex.by_handle.len() as i64);
         Ok((handle, reply))

@@ -30,7 +30,7 @@
 //! | `fault` | typed fault points and triggers, shared injector |
 //! | `driver` | lnet/tokio I/O: client, services, workers, bulk, metrics, echo |
 //! | `driver::import_driver` | runs an `Import` (one mutex, one task): async connect/rpc, pinger, imperative recovery |
-//! | `driver::target_driver` | runs a `Target` as a service: handler, timer task, events, recovery metrics |
+//! | `driver::target_driver` | runs `Target`s (one or several) as one service: routing, front hooks (work outside the target lock: bulk, reads), timer tasks, events, recovery metrics |
 //! | `driver::file_store` | a log-structured `TargetStore`, fsync'd by a commit thread (tests, kv target) |
 //! | `driver::kv` | the key-value service the `kv-target` binary serves (process-level recovery tests) |
 //! | `admin` | HTTP: `/metrics` and run-time fault injection (`/faults`) |
@@ -39,7 +39,7 @@
 //! | `pinger` | per-import ping schedule, missed ping -> DISCON event |
 //! | `evictor` | server side: exports silent for 6 ping intervals -> evict event |
 //! | `import` | client connection state machine: connect/failover, lists, replay, eviction |
-//! | `target` | exports, connect negotiation, transnos, client records, recovery, VBR |
+//! | `target` | exports, connect negotiation, transnos, client records, recovery, VBR, admission for front hooks |
 //! | `seeded` | seeded RNG for handle cookies and reconnect jitter |
 //! | `sim` | virtual clock, faulty network, crashes, seeds, traces |
 //!

@@ -493,7 +493,8 @@ async fn a_silent_client_is_evicted_a_pinging_one_never() {
     assert_eq!(pinging.generation(), 1);
     assert_eq!(pinging.history().count(ImportStateKind::Full, ImportStateKind::Discon), 0);
     put(&pinging, 2, 3).await.unwrap();
-    assert_eq!(target.metrics().evicted(EvictReason::PingTimeout), 1);
+    let label = target.label_at(0).expect("one target");
+    assert_eq!(target.metrics().evicted(label, EvictReason::PingTimeout), 1);
     assert!(events.try_recv().is_err(), "no other eviction");
     pinging.close();
     target.shutdown();

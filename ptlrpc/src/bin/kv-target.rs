@@ -152,7 +152,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
     });
     if recovering {
-        let known = driver.metrics().known_clients.get();
+        let known = driver.with_target(|t| t.exports().len());
         say(&format!("EVENT {}", serde_json::json!({"event": "recovery_started", "clients": known})));
     }
     say(&format!("READY {} epoch={epoch} recovering={recovering}", lnet.nid()));

@@ -47,8 +47,15 @@ pub struct KvService;
 
 impl TargetService for KvService {
     type Store = FileStore;
+    type Input = ();
 
-    fn plan(&mut self, store: &FileStore, _op: Op, req: &Frame<'_>) -> Result<Plan<Vec<(ObjId, Vec<u8>)>>, i32> {
+    fn plan(
+        &mut self,
+        store: &FileStore,
+        _op: Op,
+        req: &Frame<'_>,
+        (): (),
+    ) -> Result<Plan<Vec<(ObjId, Vec<u8>)>>, i32> {
         match req.deserialize::<KvReq>().map_err(|_| errno::EPROTO)? {
             KvReq::Put { key, value } => Ok(Plan::Update {
                 objects: vec![ObjId(u128::from(key))],

@@ -18,7 +18,7 @@
 //! | `client` | imports-lite: xids, reply MDs, send, resend, early replies, bulk, request sets |
 //! | `transport` | the shared lnet plumbing: reply MDs, request PUTs, unlink-on-drop |
 //! | `import_driver` | a sans-IO `Import` on lnet/tokio: one mutex, one task, async rpc |
-//! | `target_driver` | a sans-IO `Target` as a service: handler, timer task, events |
+//! | `target_driver` | sans-IO `Target`s as one service: routing, front hooks, timer tasks, events |
 //! | `target_metrics` | `recovery_status_*` and eviction metrics per target |
 //! | `file_store` | a log-structured `TargetStore` with a commit (fsync) thread |
 //! | `kv` | the key-value demo/test service on `FileStore` |
@@ -59,8 +59,8 @@ pub use import_driver::{ImportDriver, ImportDriverError, ImportDriverStats, Impo
 pub use metrics::{OpLabel, ServiceMetrics, render};
 pub use policy::{Fifo, Policy, PolicyFactory, fifo};
 pub use service::{ReplySender, Service, ServiceConfig};
-pub use target_driver::{TargetDriver, TargetDriverConfig};
-pub use target_metrics::{ReasonLabel, ReplayLabel, TargetMetrics};
+pub use target_driver::{Gate, PassFront, TargetDriver, TargetDriverConfig, TargetFront, TargetSpec};
+pub use target_metrics::{TargetLabel, TargetMetrics};
 
 use crate::time::{Clock, Time};
 

@@ -1,7 +1,8 @@
 //! Recovery and eviction metrics of one target, in the Lustre exporters'
 //! `recovery_status_*` style (prometheus-client).
 //!
-//! Owns: [`TargetMetrics`] — whether the target is in recovery, the known
+//! Owns: [`TargetMetrics`] (one per target driver, series labelled by
+//! [`TargetLabel`]) — whether a target is in recovery, its exports, the known
 //! clients, the last recovery's duration and outcome (clients recovered,
 //! evicted, retained), recoveries started and finished, replays by outcome,
 //! gaps, and evictions by reason — and [`TargetMetrics::observe`], which
@@ -9,7 +10,6 @@
 //!
 //! Must not: decide anything; the target driver feeds it events.
 
-use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,50 +20,51 @@ use prometheus_client::registry::Registry;
 
 use crate::target::{EvictReason, TargetEvent};
 
+/// The labels of one target's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    /// `mdt`, `ost`, `kv`.
+    pub component: String,
+    /// The target's name.
+    pub target: String,
+}
+
 /// Label of per-reason eviction counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// Why (`ping_timeout`, `version_mismatch`, `admin`, `recovery_aborted`,
-    /// `retained_overflow`).
-    pub reason: &'static str,
+struct TargetReasonLabel {
+    component: String,
+    target: String,
+    reason: &'static str,
 }
 
 /// Label of replay counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReplayLabel {
-    /// `primary` or `delayed`.
-    pub mode: &'static str,
-    /// `applied` or `refused` (VBR).
-    pub outcome: &'static str,
+struct TargetReplayLabel {
+    component: String,
+    target: String,
+    mode: &'static str,
+    outcome: &'static str,
 }
 
-/// The metrics of one target (prefix `lustre`, labels `component` and
-/// `target`).
+type GaugeF = Gauge<f64, AtomicU64>;
+
+/// The metrics of the targets of one driver (prefix `lustre`, labels
+/// `component` and `target`).
 #[derive(Debug)]
 pub struct TargetMetrics {
     registry: Registry,
-    /// 1 while primary recovery runs, else 0.
-    pub recovering: Gauge,
-    /// Clients known from the client table at the last boot.
-    pub known_clients: Gauge,
-    /// Boot to end of the last primary recovery, in seconds.
-    pub duration_seconds: Gauge<f64, AtomicU64>,
-    /// Clients that recovered in the last recovery.
-    pub completed_clients: Gauge,
-    /// Clients evicted at the end of the last recovery.
-    pub evicted_clients: Gauge,
-    /// Clients retained for delayed recovery by the last recovery.
-    pub retained_clients: Gauge,
-    /// Recoveries started.
-    pub recoveries_started: Counter,
-    /// Recoveries finished.
-    pub recoveries_done: Counter,
-    /// Replays handled, by mode and outcome.
-    pub replays: Family<ReplayLabel, Counter>,
-    /// Transno gaps primary recovery skipped.
-    pub gaps: Counter,
-    /// Exports evicted, by reason.
-    pub evictions: Family<ReasonLabel, Counter>,
+    recovering: Family<TargetLabel, Gauge>,
+    known_clients: Family<TargetLabel, Gauge>,
+    duration_seconds: Family<TargetLabel, GaugeF>,
+    completed_clients: Family<TargetLabel, Gauge>,
+    evicted_clients: Family<TargetLabel, Gauge>,
+    retained_clients: Family<TargetLabel, Gauge>,
+    recoveries_started: Family<TargetLabel, Counter>,
+    recoveries_done: Family<TargetLabel, Counter>,
+    replays: Family<TargetReplayLabel, Counter>,
+    gaps: Family<TargetLabel, Counter>,
+    evictions: Family<TargetReasonLabel, Counter>,
+    exports: Family<TargetLabel, Gauge>,
 }
 
 fn reason_name(r: EvictReason) -> &'static str {
@@ -76,28 +77,30 @@ fn reason_name(r: EvictReason) -> &'static str {
     }
 }
 
+impl Default for TargetMetrics {
+    fn default() -> TargetMetrics {
+        TargetMetrics::new()
+    }
+}
+
 impl TargetMetrics {
-    /// Metrics for target `target` of component `component` (`mdt`, `ost`,
-    /// `kv`).
-    pub fn new(component: &str, target: &str) -> TargetMetrics {
-        let labels = [
-            (Cow::Borrowed("component"), Cow::Owned(component.to_string())),
-            (Cow::Borrowed("target"), Cow::Owned(target.to_string())),
-        ];
-        let mut registry = Registry::with_prefix_and_labels("lustre", labels.into_iter());
+    /// Empty metrics; each target's series appear with its first event.
+    pub fn new() -> TargetMetrics {
+        let mut registry = Registry::with_prefix("lustre");
         let m = TargetMetrics {
             registry: Registry::default(),
-            recovering: Gauge::default(),
-            known_clients: Gauge::default(),
-            duration_seconds: Gauge::default(),
-            completed_clients: Gauge::default(),
-            evicted_clients: Gauge::default(),
-            retained_clients: Gauge::default(),
-            recoveries_started: Counter::default(),
-            recoveries_done: Counter::default(),
+            recovering: Family::default(),
+            known_clients: Family::default(),
+            duration_seconds: Family::default(),
+            completed_clients: Family::default(),
+            evicted_clients: Family::default(),
+            retained_clients: Family::default(),
+            recoveries_started: Family::default(),
+            recoveries_done: Family::default(),
             replays: Family::default(),
-            gaps: Counter::default(),
+            gaps: Family::default(),
             evictions: Family::default(),
+            exports: Family::default(),
         };
         let r = &mut registry;
         r.register("recovery_status_recovering", "1 while recovery runs", m.recovering.clone());
@@ -111,6 +114,7 @@ impl TargetMetrics {
         r.register("recovery_replays", "Replays handled", m.replays.clone());
         r.register("recovery_gaps", "Transno gaps skipped", m.gaps.clone());
         r.register("evictions", "Exports evicted", m.evictions.clone());
+        r.register("exports", "Exports held (retained ones included)", m.exports.clone());
         TargetMetrics { registry, ..m }
     }
 
@@ -119,40 +123,63 @@ impl TargetMetrics {
         &self.registry
     }
 
-    /// Folds one target event in.
-    pub fn observe(&self, ev: &TargetEvent) {
+    /// Makes `l`'s series exist (zero) before any event.
+    pub fn add_target(&self, l: &TargetLabel) {
+        let _ = self.recovering.get_or_create(l);
+        let _ = self.recoveries_started.get_or_create(l);
+        let _ = self.recoveries_done.get_or_create(l);
+        let _ = self.exports.get_or_create(l);
+    }
+
+    /// Sets `l`'s export count (at scrape time).
+    pub fn set_exports(&self, l: &TargetLabel, n: usize) {
+        self.exports.get_or_create(l).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Folds one event of target `l` in.
+    pub fn observe(&self, l: &TargetLabel, ev: &TargetEvent) {
+        let n = |v: &usize| i64::try_from(*v).unwrap_or(i64::MAX);
         match ev {
             TargetEvent::RecoveryStarted { clients, .. } => {
-                self.recovering.set(1);
-                self.known_clients.set(i64::try_from(*clients).unwrap_or(i64::MAX));
-                self.recoveries_started.inc();
+                self.recovering.get_or_create(l).set(1);
+                self.known_clients.get_or_create(l).set(n(clients));
+                self.recoveries_started.get_or_create(l).inc();
             }
             TargetEvent::Replayed { delayed, applied, .. } => {
                 let mode = if *delayed { "delayed" } else { "primary" };
                 let outcome = if *applied { "applied" } else { "refused" };
-                self.replays.get_or_create(&ReplayLabel { mode, outcome }).inc();
+                let k = TargetReplayLabel { component: l.component.clone(), target: l.target.clone(), mode, outcome };
+                self.replays.get_or_create(&k).inc();
             }
             TargetEvent::Gap { .. } => {
-                self.gaps.inc();
+                self.gaps.get_or_create(l).inc();
             }
             TargetEvent::RecoveryDone { duration, recovered, evicted, retained, .. } => {
-                let n = |v: &usize| i64::try_from(*v).unwrap_or(i64::MAX);
-                self.recovering.set(0);
-                self.duration_seconds.set(duration.as_secs_f64());
-                self.completed_clients.set(n(recovered));
-                self.evicted_clients.set(n(evicted));
-                self.retained_clients.set(n(retained));
-                self.recoveries_done.inc();
+                self.recovering.get_or_create(l).set(0);
+                self.duration_seconds.get_or_create(l).set(duration.as_secs_f64());
+                self.completed_clients.get_or_create(l).set(n(recovered));
+                self.evicted_clients.get_or_create(l).set(n(evicted));
+                self.retained_clients.get_or_create(l).set(n(retained));
+                self.recoveries_done.get_or_create(l).inc();
             }
             TargetEvent::Evicted { reason, .. } => {
-                self.evictions.get_or_create(&ReasonLabel { reason: reason_name(*reason) }).inc();
+                self.evictions.get_or_create(&Self::reason(l, *reason)).inc();
             }
         }
     }
 
-    /// Evictions for `reason` so far.
-    pub fn evicted(&self, reason: EvictReason) -> u64 {
-        self.evictions.get(&ReasonLabel { reason: reason_name(reason) }).map_or(0, |c| c.get())
+    fn reason(l: &TargetLabel, r: EvictReason) -> TargetReasonLabel {
+        TargetReasonLabel { component: l.component.clone(), target: l.target.clone(), reason: reason_name(r) }
+    }
+
+    /// Evictions of target `l` for `reason` so far.
+    pub fn evicted(&self, l: &TargetLabel, reason: EvictReason) -> u64 {
+        self.evictions.get(&Self::reason(l, reason)).map_or(0, |c| c.get())
+    }
+
+    /// Recoveries of target `l` finished so far.
+    pub fn recoveries_done(&self, l: &TargetLabel) -> u64 {
+        self.recoveries_done.get(l).map_or(0, |c| c.get())
     }
 }
 
@@ -166,22 +193,26 @@ mod tests {
 
     #[test]
     fn recovery_status_series() {
-        let m = TargetMetrics::new("kv", "kv0");
-        m.observe(&TargetEvent::RecoveryStarted { at: Time::ZERO, clients: 3 });
+        let m = TargetMetrics::new();
+        let l = TargetLabel { component: "kv".into(), target: "kv0".into() };
+        m.observe(&l, &TargetEvent::RecoveryStarted { at: Time::ZERO, clients: 3 });
         let text = render(m.registry());
         assert!(text.contains(r#"lustre_recovery_status_recovering{component="kv",target="kv0"} 1"#), "{text}");
-        m.observe(&TargetEvent::RecoveryDone {
-            at: Time::from_secs(2),
-            duration: Duration::from_millis(1500),
-            recovered: 2,
-            evicted: 1,
-            retained: 0,
-        });
-        m.observe(&TargetEvent::Evicted { uuid: "c".into(), reason: EvictReason::PingTimeout });
+        m.observe(
+            &l,
+            &TargetEvent::RecoveryDone {
+                at: Time::from_secs(2),
+                duration: Duration::from_millis(1500),
+                recovered: 2,
+                evicted: 1,
+                retained: 0,
+            },
+        );
+        m.observe(&l, &TargetEvent::Evicted { uuid: "c".into(), reason: EvictReason::PingTimeout });
         let text = render(m.registry());
         assert!(text.contains(r#"lustre_recovery_status_duration_seconds{component="kv",target="kv0"} 1.5"#), "{text}");
         assert!(text.contains(r#"lustre_recovery_status_completed_clients{component="kv",target="kv0"} 2"#), "{text}");
         assert!(text.contains(r#"reason="ping_timeout"} 1"#), "{text}");
-        assert_eq!(m.evicted(EvictReason::PingTimeout), 1);
+        assert_eq!(m.evicted(&l, EvictReason::PingTimeout), 1);
     }
 }

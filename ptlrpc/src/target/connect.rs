@@ -30,6 +30,7 @@ pub fn negotiate(client: &ConnectData, server: &ConnectData) -> ConnectData {
         committed_xid: 0,
         instance: 0,
         client_uuid: client.client_uuid.clone(),
+        target: client.target.clone(),
     }
 }
 

@@ -121,7 +121,7 @@ impl<V: Clone> TargetStore for MemStore<V> {
         self.live.objects.get(&obj).map_or(ObjVersion(0), |(v, _)| *v)
     }
 
-    fn apply(&mut self, txn: Txn<Self::Change>) {
+    fn apply(&mut self, txn: Txn<Self::Change>) -> Result<(), i32> {
         for (obj, value) in txn.change {
             self.live.objects.insert(obj, (txn.version, value));
         }
@@ -143,6 +143,7 @@ impl<V: Clone> TargetStore for MemStore<V> {
         self.live.clients.insert(txn.client.uuid.clone(), txn.client);
         self.live.server = txn.server;
         self.dirty = true;
+        Ok(())
     }
 
     fn put_client(&mut self, rec: ClientRecord) {
@@ -193,9 +194,9 @@ mod tests {
     #[test]
     fn crash_reverts_to_last_commit() {
         let mut s = MemStore::<u32>::new(true);
-        s.apply(txn(1, 7, 10));
+        s.apply(txn(1, 7, 10)).expect("apply");
         s.commit();
-        s.apply(txn(2, 7, 20));
+        s.apply(txn(2, 7, 20)).expect("apply");
         assert_eq!(s.get(ObjId(7)).map(|(v, x)| (v, *x)), Some((ObjVersion(2), 20)));
         assert_eq!(s.committed(), Transno(1));
         s.crash();

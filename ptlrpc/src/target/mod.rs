@@ -11,6 +11,15 @@
 //! delayed recovery, retained exports), and eviction (ping timeout via
 //! [`Evictor`], VBR failure, administrator).
 //!
+//! Front hooks: a driver may run work outside the target for a request
+//! (bulk transfers, reads). [`Target::admit`] is the cheap check it asks
+//! first — the export, its conn_cnt and stage, whether the request is a
+//! resend the target will answer from the client's record — and
+//! [`Target::handle_request_with`] takes the request with the work's
+//! result ([`TargetService::Input`]). Reads admitted so are answered by
+//! the driver with the header [`Admitted::reply`] carries; they follow the
+//! same rules as here (refused with -EAGAIN while the export recovers).
+//!
 //! Must not: perform I/O or read a clock (storage goes through
 //! [`TargetStore`], time arrives as `now`), execute a request twice (a
 //! client's executed modifying requests always form a prefix of its xids,
@@ -30,7 +39,7 @@ use std::time::Duration;
 pub use connect::negotiate;
 pub use export::{Export, ExportStage, Exports};
 pub use mem::{JournalEntry, MemStore};
-pub use store::{ClientRecord, ObjId, Persisted, Plan, ServerRecord, TargetService, TargetStore, Txn};
+pub use store::{ClientRecord, MAX_KEPT_REPLY, ObjId, Persisted, Plan, ServerRecord, TargetService, TargetStore, Txn};
 
 use crate::evictor::{Evictor, EvictorEvent};
 use crate::pinger::PingSettings;
@@ -124,6 +133,38 @@ pub enum TargetEvent {
     },
 }
 
+/// What [`Target::admit`] says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The target handles it whole (CONNECT, DISCONNECT, PING): pass it to
+    /// [`Target::handle_request_with`] without front work.
+    Pass,
+    /// Refused or dropped (unknown export, stale conn_cnt, recovering);
+    /// any answer is in [`Target::poll_transmit`].
+    Refused,
+    /// A resend or replay the target answers from the client's record (it
+    /// was executed already): pass it on without front work.
+    Executed,
+    /// The export takes it: do the front work, then pass it on (updates)
+    /// or answer it with [`Admitted::reply`] (reads).
+    Admitted(Box<Admitted>),
+}
+
+/// A request [`Target::admit`] let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The client's UUID.
+    pub uuid: String,
+    /// What was negotiated at connect (checksums, brw size, grant).
+    pub data: ConnectData,
+    /// A replay (primary or delayed).
+    pub replay: bool,
+    /// The header of a read's reply: kind Reply, status 0, no transno,
+    /// the client's `last_committed`. A driver answering a read itself
+    /// sets status (and kind for errors) and sends it.
+    pub reply: Header,
+}
+
 /// Target settings.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -141,6 +182,9 @@ pub struct TargetConfig {
     pub max_retained: usize,
     /// Replays queued at most during recovery.
     pub max_queued_replays: usize,
+    /// The top 16 bits of every export handle this target hands out: a
+    /// driver serving several targets on one service routes by it.
+    pub handle_tag: u16,
 }
 
 impl Default for TargetConfig {
@@ -161,6 +205,7 @@ impl Default for TargetConfig {
             max_exports: 4096,
             max_retained: 64,
             max_queued_replays: 1 << 16,
+            handle_tag: 0,
         }
     }
 }
@@ -210,6 +255,8 @@ pub struct Target<S: TargetService> {
     exports: Exports,
     evictor: Evictor<ExportHandle>,
     recovery: Option<Recovery>,
+    /// The front inputs of queued replays, by transno.
+    replay_inputs: BTreeMap<Transno, S::Input>,
     outbox: VecDeque<(Reply, Option<String>)>,
     events: VecDeque<TargetEvent>,
     next_commit: Time,
@@ -250,6 +297,7 @@ impl<S: TargetService> Target<S> {
             exports: Exports::default(),
             evictor,
             recovery: None,
+            replay_inputs: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: TargetStats::default(),
@@ -314,8 +362,75 @@ impl<S: TargetService> Target<S> {
         self.stats
     }
 
-    /// A request arrived from `from`.
-    pub fn handle_request(&mut self, now: Time, from: PeerId, frame: &Frame<'_>) {
+    /// A request arrived from `from` (a service without front work).
+    pub fn handle_request(&mut self, now: Time, from: PeerId, frame: &Frame<'_>)
+    where
+        S::Input: Default,
+    {
+        self.handle_request_with(now, from, frame, S::Input::default());
+    }
+
+    /// The cheap check a driver's front hook asks before working on a
+    /// request outside the target (see the module docs). Counts the
+    /// request and keeps the export alive when it answers
+    /// [`Admission::Admitted`] or [`Admission::Refused`]; the request is
+    /// counted again if it is then passed on.
+    pub fn admit(&mut self, now: Time, from: PeerId, h: &Header) -> Admission {
+        if h.kind != MsgKind::Request {
+            return Admission::Refused;
+        }
+        let Ok(op) = Op::try_from(h.opcode) else { return Admission::Pass };
+        if op.is_connect() || op.is_disconnect() || op == Op::ObdPing {
+            return Admission::Pass;
+        }
+        self.stats.requests += 1;
+        let Some(uuid) = self.exports.uuid_of(h.handle).map(str::to_string) else {
+            self.reply_error(from, h, errno::ENOTCONN);
+            return Admission::Refused;
+        };
+        let Some(e) = self.exports.get_mut(&uuid) else { return Admission::Refused };
+        if h.conn_cnt < e.conn_cnt {
+            self.stats.dropped_stale += 1;
+            return Admission::Refused;
+        }
+        let stage = e.stage;
+        let replay = h.flags.contains(MsgFlags::REPLAY);
+        let refuse = match stage {
+            ExportStage::Retained { .. } => Some(errno::ENOTCONN),
+            ExportStage::Normal => None,
+            _ if replay => None,
+            _ => Some(errno::EAGAIN),
+        };
+        if let Some(err) = refuse {
+            self.reply_error(from, h, err);
+            return Admission::Refused;
+        }
+        e.peer = from;
+        let data = e.data.clone();
+        if matches!(stage, ExportStage::Normal | ExportStage::Delayed) {
+            self.evictor.handle_request(now, h.handle);
+        }
+        let rec = self.records.get(&uuid);
+        if rec.is_some_and(|r| r.last_xid != Xid(0) && h.xid <= r.last_xid) {
+            self.stats.requests -= 1;
+            return Admission::Executed;
+        }
+        if replay && self.recovery.as_ref().is_some_and(|r| h.transno <= r.boot_committed()) {
+            self.stats.requests -= 1;
+            return Admission::Executed;
+        }
+        let mut reply = Header::new(MsgKind::Reply, h.opcode, h.xid);
+        reply.conn_cnt = h.conn_cnt;
+        reply.handle = h.handle;
+        reply.last_committed = self.exports.committed_for(h.handle, self.store.committed());
+        if replay {
+            self.stats.requests -= 1;
+        }
+        Admission::Admitted(Box::new(Admitted { uuid, data, replay, reply }))
+    }
+
+    /// A request arrived from `from`, with the front hook's `input`.
+    pub fn handle_request_with(&mut self, now: Time, from: PeerId, frame: &Frame<'_>, input: S::Input) {
         let h = *frame.header();
         if h.kind != MsgKind::Request {
             return;
@@ -351,11 +466,11 @@ impl<S: TargetService> Target<S> {
             self.handle_ping(now, from, &uuid, &h);
         } else if h.flags.contains(MsgFlags::REPLAY) {
             match stage {
-                ExportStage::Recovering { .. } => self.queue_replay(from, &uuid, frame),
-                _ => self.execute(from, &uuid, frame, Mode::Delayed),
+                ExportStage::Recovering { .. } => self.queue_replay(from, &uuid, frame, input),
+                _ => self.execute(from, &uuid, frame, Mode::Delayed, input),
             }
         } else if stage == ExportStage::Normal {
-            self.execute(from, &uuid, frame, Mode::Normal);
+            self.execute(from, &uuid, frame, Mode::Normal, input);
         } else {
             self.reply_error(from, &h, errno::EAGAIN);
         }
@@ -365,7 +480,7 @@ impl<S: TargetService> Target<S> {
     /// Timers: commits, evictions, recovery limits.
     pub fn handle_timeout(&mut self, now: Time) {
         if now >= self.next_commit {
-            self.store.commit();
+            self.store.commit_async();
             self.next_commit = now + self.cfg.commit_interval;
         }
         self.evictor.handle_timeout(now);
@@ -429,7 +544,8 @@ impl<S: TargetService> Target<S> {
 
     fn new_handle(&mut self) -> ExportHandle {
         loop {
-            let h = ExportHandle(self.rng.next_u64());
+            let tag = u64::from(self.cfg.handle_tag) << 48;
+            let h = ExportHandle(tag | (self.rng.next_u64() & ((1 << 48) - 1)));
             if h != ExportHandle::NONE && !self.exports.has_handle(h) {
                 return h;
             }
@@ -474,7 +590,7 @@ impl<S: TargetService> Target<S> {
 
     /// Runs a modifying (or read) request. Resent and duplicate requests
     /// are answered from the client's record, never re-executed.
-    fn execute(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>, mode: Mode) {
+    fn execute(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>, mode: Mode, input: S::Input) {
         let h = *frame.header();
         let rec =
             self.records.get(uuid).cloned().unwrap_or_else(|| ClientRecord { uuid: uuid.into(), ..Default::default() });
@@ -485,7 +601,7 @@ impl<S: TargetService> Target<S> {
             self.reply(from, &h, status, transno, Some(pre), MsgFlags::EMPTY, body);
             return;
         }
-        let plan = match self.service.plan(&self.store, frame.op(), frame) {
+        let plan = match self.service.plan(&self.store, frame.op(), frame, input) {
             Ok(p) => p,
             Err(e) => {
                 self.reply_error(from, &h, e);
@@ -539,7 +655,7 @@ impl<S: TargetService> Target<S> {
             return;
         }
         let transno = if mode == Mode::Primary { h.transno } else { Transno(self.last_transno.0 + 1) };
-        self.last_transno = self.last_transno.max(transno);
+        let last_transno = self.last_transno.max(transno);
         let version = ObjVersion(transno.0);
         let client = ClientRecord {
             last_xid: h.xid,
@@ -547,11 +663,18 @@ impl<S: TargetService> Target<S> {
             last_result: 0,
             pre_versions: pre,
             post_version: version,
+            last_reply: if body.len() <= MAX_KEPT_REPLY { body.clone() } else { Vec::new() },
             ..rec
         };
-        let server = ServerRecord { epoch: self.epoch, last_transno: self.last_transno };
-        self.records.insert(uuid.to_string(), client.clone());
-        self.store.apply(Txn { transno, version, objects, pre_versions: pre, change, client, server, replay });
+        let server = ServerRecord { epoch: self.epoch, last_transno };
+        let txn = Txn { transno, version, objects, pre_versions: pre, change, client: client.clone(), server, replay };
+        if let Err(e) = self.store.apply(txn) {
+            // Nothing was recorded: the transno is not used.
+            self.reply_error(from, &h, e);
+            return;
+        }
+        self.last_transno = last_transno;
+        self.records.insert(uuid.to_string(), client);
         self.stats.executed += 1;
         if let Some(e) = self.exports.get_mut(uuid) {
             e.boot_xid = None;
@@ -580,7 +703,9 @@ impl<S: TargetService> Target<S> {
             self.reply_error(e.peer, &h, errno::ENOTCONN);
         }
         if let Some(r) = &mut self.recovery {
-            r.forget(uuid);
+            for t in r.forget(uuid) {
+                self.replay_inputs.remove(&t);
+            }
         }
         self.events.push_back(TargetEvent::Evicted { uuid: uuid.into(), reason });
     }

@@ -60,6 +60,11 @@ impl Recovery {
         }
     }
 
+    /// The durable transno at boot: replays at or below it were done.
+    pub(super) fn boot_committed(&self) -> Transno {
+        self.boot_committed
+    }
+
     pub(super) fn window_closed(&self) -> bool {
         self.window_closed
     }
@@ -73,9 +78,11 @@ impl Recovery {
         }
     }
 
-    /// `uuid` was evicted: its queued replays go.
-    pub(super) fn forget(&mut self, uuid: &str) {
+    /// `uuid` was evicted: its queued replays go; returns their transnos.
+    pub(super) fn forget(&mut self, uuid: &str) -> Vec<Transno> {
+        let gone: Vec<Transno> = self.queue.iter().filter(|(_, q)| q.uuid == uuid).map(|(t, _)| *t).collect();
         self.queue.retain(|_, q| q.uuid != uuid);
+        gone
     }
 
     pub(super) fn next_deadline(&self) -> Option<Time> {
@@ -86,7 +93,7 @@ impl Recovery {
 impl<S: TargetService> Target<S> {
     /// A replay from a recovering client: answered at once if it is known
     /// to be done, queued otherwise.
-    pub(super) fn queue_replay(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>) {
+    pub(super) fn queue_replay(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>, input: S::Input) {
         let h = *frame.header();
         let last_xid = self.records.get(uuid).map(|r| r.last_xid);
         let Some(r) = &mut self.recovery else { return };
@@ -94,7 +101,7 @@ impl<S: TargetService> Target<S> {
         if done_before {
             // Executed already (its reply was lost) or committed before the
             // crash: `execute` answers from the record without running it.
-            self.execute(from, uuid, frame, Mode::Primary);
+            self.execute(from, uuid, frame, Mode::Primary, input);
             return;
         }
         if r.queue.len() >= r.max_queued && !r.queue.contains_key(&h.transno) {
@@ -107,6 +114,7 @@ impl<S: TargetService> Target<S> {
         };
         // A resent replay replaces its queued copy (newer conn_cnt, peer).
         r.queue.insert(h.transno, Queued { uuid: uuid.to_string(), from, bytes: bytes.to_vec() });
+        self.replay_inputs.insert(h.transno, input);
     }
 
     /// Runs whatever recovery can do now: window and limits, queued
@@ -159,8 +167,9 @@ impl<S: TargetService> Target<S> {
         if let Some(r) = &mut self.recovery {
             r.next = Transno(t.0 + 1);
         }
-        if let Ok(frame) = Frame::parse(&q.bytes) {
-            self.execute(q.from, &q.uuid, &frame, Mode::Primary);
+        let input = self.replay_inputs.remove(&t);
+        if let (Ok(frame), Some(input)) = (Frame::parse(&q.bytes), input) {
+            self.execute(q.from, &q.uuid, &frame, Mode::Primary, input);
         }
     }
 
@@ -185,6 +194,7 @@ impl<S: TargetService> Target<S> {
     /// missing, answer the held PINGs and start the new epoch.
     fn finish_recovery(&mut self, now: Time) {
         let Some(r) = self.recovery.take() else { return };
+        self.replay_inputs.clear();
         let (mut recovered, mut evicted, mut retained) = (0, 0, 0);
         let uuids: Vec<String> = self.exports.iter().map(|e| e.uuid.clone()).collect();
         for u in uuids {

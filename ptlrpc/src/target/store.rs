@@ -6,9 +6,24 @@
 //! which objects it touches and what it changes), and the durable records
 //! ([`ClientRecord`], Lustre's `lsd_client_data`; [`ServerRecord`]).
 //!
+//! Front work: a service may need work done before the target sees a
+//! request (an OST write's bulk GET of the client's pages). The driver's
+//! front hook (`driver::TargetFront`) does it outside the target's lock
+//! and hands the result to [`TargetService::plan`] as the request's
+//! [`TargetService::Input`]; the plan moves it into its change, and
+//! [`TargetStore::apply`] consumes it. Services without front work use
+//! `()`.
+//!
+//! Commits: [`TargetStore::commit`] makes everything so far durable before
+//! it returns (boot, new client records, disconnects);
+//! [`TargetStore::commit_async`] only starts one (the periodic commit: a
+//! store with a commit thread hands it over and returns at once).
+//! [`TargetStore::committed`] must stay truthful either way: it only ever
+//! names transnos that are durable.
+//!
 //! Must not: perform I/O itself; implementations may (a file-backed store
-//! in mdt/ost), but the target calls them synchronously and they never
-//! block on the network.
+//! in mdt/ost), but the target calls them synchronously, under its lock,
+//! and they never block on the network.
 
 use crate::wire::{Frame, ObjVersion, Op, PRE_VERSIONS, Transno, Xid};
 
@@ -51,7 +66,14 @@ pub struct ClientRecord {
     /// The first transno missing when recovery ended without this client
     /// (gap information for its delayed recovery).
     pub gap: Option<Transno>,
+    /// The reply body of the last modifying request (at most
+    /// [`MAX_KEPT_REPLY`] bytes, else empty), for reconstruction: a resent
+    /// CREATE gets the same objects back.
+    pub last_reply: Vec<u8>,
 }
+
+/// The largest reply body kept in a [`ClientRecord`] for reconstruction.
+pub const MAX_KEPT_REPLY: usize = 512;
 
 /// What one transaction writes, atomically: the service's change, the
 /// new version of every touched object, the client's record and the
@@ -96,16 +118,25 @@ pub trait TargetStore {
     fn load(&self) -> Persisted;
     /// The current version of `obj` (zero if it does not exist).
     fn version(&self, obj: ObjId) -> ObjVersion;
-    /// Applies `txn` atomically.
-    fn apply(&mut self, txn: Txn<Self::Change>);
+    /// Applies `txn` atomically. `Err` (a positive errno: the data write
+    /// failed) means nothing of it was recorded; the target answers the
+    /// request with that errno and forgets the transno.
+    fn apply(&mut self, txn: Txn<Self::Change>) -> Result<(), i32>;
     /// Writes (adds or replaces) a client record on its own.
     fn put_client(&mut self, rec: ClientRecord);
     /// Removes a client record (eviction, disconnect).
     fn remove_client(&mut self, uuid: &str);
     /// Writes the server record on its own.
     fn put_server(&mut self, rec: ServerRecord);
-    /// Makes everything so far durable (a transaction-group commit).
+    /// Makes everything so far durable (a transaction-group commit) before
+    /// returning.
     fn commit(&mut self);
+    /// Starts a commit of everything so far and returns without waiting
+    /// for it (the periodic commit). [`TargetStore::committed`] advances
+    /// once it is durable. Default: [`TargetStore::commit`].
+    fn commit_async(&mut self) {
+        self.commit();
+    }
     /// The highest transno that is durable.
     fn committed(&self) -> Transno;
 }
@@ -136,19 +167,24 @@ pub enum Plan<C> {
 pub trait TargetService {
     /// The store it runs on.
     type Store: TargetStore;
+    /// What the driver's front hook hands over with a request (an OST
+    /// write's pages); `()` for services without front work. Dropped
+    /// unused when the request is refused, reconstructed or a duplicate.
+    type Input;
 
-    /// Plans `op`. `Err` carries a (positive) errno the target answers
-    /// with, without a transaction.
+    /// Plans `op` with the front hook's `input`. `Err` carries a
+    /// (positive) errno the target answers with, without a transaction.
     fn plan(
         &mut self,
         store: &Self::Store,
         op: Op,
         req: &Frame<'_>,
+        input: Self::Input,
     ) -> Result<Plan<<Self::Store as TargetStore>::Change>, i32>;
 
     /// The body of a reconstructed reply to a resent request, from the
-    /// client's record (default: empty).
-    fn reconstruct(&self, _rec: &ClientRecord) -> Vec<u8> {
-        Vec::new()
+    /// client's record (default: the kept reply body).
+    fn reconstruct(&self, rec: &ClientRecord) -> Vec<u8> {
+        rec.last_reply.clone()
     }
 }

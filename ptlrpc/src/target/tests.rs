@@ -13,7 +13,8 @@ struct Raw;
 
 impl TargetService for Raw {
     type Store = MemStore<u64>;
-    fn plan(&mut self, _s: &MemStore<u64>, op: Op, req: &Frame<'_>) -> Result<Plan<Vec<(ObjId, u64)>>, i32> {
+    type Input = ();
+    fn plan(&mut self, _s: &MemStore<u64>, op: Op, req: &Frame<'_>, (): ()) -> Result<Plan<Vec<(ObjId, u64)>>, i32> {
         let b = req.body_bytes();
         if op != Op::MdsReint {
             return Ok(Plan::Read { body: Vec::new() });
@@ -186,4 +187,107 @@ fn silent_and_administrative_evictions() {
     assert!(ev.contains(&TargetEvent::Evicted { uuid: "a".into(), reason: EvictReason::PingTimeout }));
     assert!(tg.exports().is_empty());
     assert_eq!(tg.store().clients().count(), 0, "client records removed");
+}
+
+#[test]
+fn admission_for_front_hooks() {
+    let cfg = TargetConfig { handle_tag: 3, ..TargetConfig::default() };
+    let mut tg = Target::boot(t(0), cfg, Raw, MemStore::new(true), 7);
+    let h = connect(&mut tg, t(1), "a", 1, ExportHandle::NONE).header.handle;
+    assert_eq!(h.0 >> 48, 3, "handles carry the tag");
+    let (p1, b1) = put(h, 1, 10, 5, 50);
+    let Admission::Admitted(a) = tg.admit(t(2), PeerId(1), &p1) else { panic!("a new update is admitted") };
+    assert_eq!((a.uuid.as_str(), a.replay), ("a", false));
+    assert_eq!((a.reply.kind, a.reply.xid, a.reply.handle, a.reply.transno), (MsgKind::Reply, Xid(10), h, Transno(0)));
+    let r1 = send(&mut tg, t(2), &p1, &b1);
+    assert_eq!(r1[0].header.status, 0);
+    // Executed already: the front passes it on without work.
+    assert_eq!(tg.admit(t(3), PeerId(1), &p1), Admission::Executed);
+    assert_eq!(send(&mut tg, t(3), &p1, &b1)[0].header.transno, r1[0].header.transno);
+    // CONNECT and PING are the target's alone; unknown exports refused.
+    let mut ping = Header::new(MsgKind::Request, Op::ObdPing.opcode(), Xid(11));
+    ping.handle = h;
+    assert_eq!(tg.admit(t(3), PeerId(1), &ping), Admission::Pass);
+    let (p2, _) = put(ExportHandle(1), 1, 12, 5, 1);
+    assert_eq!(tg.admit(t(3), PeerId(1), &p2), Admission::Refused);
+    assert_eq!(tg.poll_transmit().map(|r| r.header.status), Some(-errno::ENOTCONN));
+    // During recovery, a read is refused with -EAGAIN; a replay admitted.
+    let mut store = tg.into_store();
+    store.crash();
+    let mut tg = Target::boot(t(10), TargetConfig { handle_tag: 3, ..TargetConfig::default() }, Raw, store, 8);
+    let c = connect(&mut tg, t(11), "a", 2, h).header;
+    let mut read = Header::new(MsgKind::Request, Op::MdsGetattr.opcode(), Xid(13));
+    (read.handle, read.conn_cnt) = (c.handle, ConnCnt(2));
+    assert_eq!(tg.admit(t(11), PeerId(1), &read), Admission::Refused);
+    assert_eq!(tg.poll_transmit().map(|r| r.header.status), Some(-errno::EAGAIN));
+    let mut replay = p1;
+    (replay.flags, replay.transno, replay.handle, replay.conn_cnt) =
+        (MsgFlags::REPLAY, r1[0].header.transno, c.handle, ConnCnt(2));
+    assert!(matches!(tg.admit(t(11), PeerId(1), &replay), Admission::Admitted(a) if a.replay));
+}
+
+/// A store whose apply fails for key 13: nothing is recorded.
+#[test]
+fn a_failed_apply_answers_the_errno_and_uses_no_transno() {
+    #[derive(Debug, Default)]
+    struct Failing;
+    impl TargetService for Failing {
+        type Store = FailStore;
+        type Input = ();
+        fn plan(&mut self, _s: &FailStore, _op: Op, req: &Frame<'_>, (): ()) -> Result<Plan<u32>, i32> {
+            let key = req.body_bytes().get(..4).and_then(|k| k.try_into().ok()).map(u32::from_le_bytes);
+            let key = key.ok_or(errno::EPROTO)?;
+            Ok(Plan::Update { objects: vec![ObjId(u128::from(key))], change: key, body: vec![1, 2, 3] })
+        }
+    }
+    #[derive(Debug, Default)]
+    struct FailStore(MemStore<u64>);
+    impl TargetStore for FailStore {
+        type Change = u32;
+        fn load(&self) -> Persisted {
+            self.0.load()
+        }
+        fn version(&self, obj: ObjId) -> ObjVersion {
+            self.0.version(obj)
+        }
+        fn apply(&mut self, txn: Txn<u32>) -> Result<(), i32> {
+            if txn.change == 13 {
+                return Err(errno::EIO);
+            }
+            let Txn { transno, version, objects, pre_versions, change, client, server, replay } = txn;
+            let change = vec![(ObjId(u128::from(change)), 0)];
+            self.0.apply(Txn { transno, version, objects, pre_versions, change, client, server, replay })
+        }
+        fn put_client(&mut self, rec: ClientRecord) {
+            self.0.put_client(rec);
+        }
+        fn remove_client(&mut self, uuid: &str) {
+            self.0.remove_client(uuid);
+        }
+        fn put_server(&mut self, rec: ServerRecord) {
+            self.0.put_server(rec);
+        }
+        fn commit(&mut self) {
+            self.0.commit();
+        }
+        fn committed(&self) -> Transno {
+            self.0.committed()
+        }
+    }
+    let mut tg = Target::boot(t(0), TargetConfig::default(), Failing, FailStore(MemStore::new(true)), 7);
+    let (h, b) = connect_req("a", 1, ExportHandle::NONE);
+    let f = frame_bytes(&h, &b);
+    tg.handle_request(t(1), PeerId(1), &Frame::parse(&f).unwrap_or_else(|e| panic!("{e}")));
+    let handle = tg.poll_transmit().map(|r| r.header.handle).unwrap_or(ExportHandle::NONE);
+    let mut out = Vec::new();
+    for (xid, key) in [(10, 13), (11, 14), (11, 14)] {
+        let (p, b) = put(handle, 1, xid, key, 0);
+        let f = frame_bytes(&p, &b);
+        tg.handle_request(t(2), PeerId(1), &Frame::parse(&f).unwrap_or_else(|e| panic!("{e}")));
+        out.extend(std::iter::from_fn(|| tg.poll_transmit()));
+    }
+    assert_eq!(out[0].header.status, -errno::EIO);
+    assert_eq!(out[1].header.transno, Transno((1 << 32) + 1), "the failed one used no transno");
+    assert_eq!((out[2].header.transno, out[2].body.as_slice()), (out[1].header.transno, &[1u8, 2, 3][..]), "kept body");
+    assert_eq!(tg.stats().reconstructed, 1);
 }

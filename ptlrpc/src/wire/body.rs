@@ -41,6 +41,9 @@ pub struct ConnectData {
     /// Reply: the target's boot instance (its epoch), for imperative
     /// recovery and logs.
     pub instance: u32,
+    /// Request: the target's name, for a service serving several targets
+    /// (an OSS's OSTs); empty when it serves one.
+    pub target: String,
     /// The client's UUID; the server keeps one export per UUID.
     pub client_uuid: String,
 }

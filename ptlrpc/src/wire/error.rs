@@ -36,6 +36,8 @@ pub mod errno {
     pub const ETIMEDOUT: i32 = 110;
     /// Version mismatch in VBR.
     pub const EOVERFLOW: i32 = 75;
+    /// No such device (no such target here).
+    pub const ENODEV: i32 = 19;
 }
 
 /// Why a message could not be decoded. Never a panic: every malformed input

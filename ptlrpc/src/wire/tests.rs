@@ -20,6 +20,7 @@ fn connect_data() -> ConnectData {
         committed_xid: 7,
         instance: 3,
         client_uuid: "client-0001-uuid".to_string(),
+        target: String::new(),
     }
 }
 
@@ -130,7 +131,8 @@ fn connect_data_golden_bytes() -> Result<(), Box<dyn std::error::Error>> {
         0, 0, 0, 0, 0, 1, 0, 0,             // max_bytes 1 TiB
         7, 0, 0, 0, 0, 0, 0, 0,             // committed_xid
         3, 0, 0, 0,                         // instance
-        0x90, 0, 0, 0, 0xb4, 0xff, 0xff, 0xff, // client_uuid: len 16 tagged out-of-line, offset -76
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // target: empty, inline
+        0x90, 0, 0, 0, 0xac, 0xff, 0xff, 0xff, // client_uuid: len 16 tagged out-of-line, offset -84
         0, 0, 0, 0,                         // padding to 8
     ];
     assert_eq!(body, golden);
@@ -179,6 +181,7 @@ fn arb_connect() -> impl Strategy<Value = ConnectData> {
             max_bytes,
             committed_xid,
             instance,
+            target: uuid.chars().rev().collect(),
             client_uuid: uuid,
         },
     )

@@ -43,8 +43,15 @@ pub struct KvService;
 
 impl TargetService for KvService {
     type Store = MemStore<u64>;
+    type Input = ();
 
-    fn plan(&mut self, store: &MemStore<u64>, _op: Op, req: &Frame<'_>) -> Result<Plan<Vec<(ObjId, u64)>>, i32> {
+    fn plan(
+        &mut self,
+        store: &MemStore<u64>,
+        _op: Op,
+        req: &Frame<'_>,
+        (): (),
+    ) -> Result<Plan<Vec<(ObjId, u64)>>, i32> {
         match req.deserialize::<KvReq>().map_err(|_| errno::EPROTO)? {
             KvReq::Put { key, value } => Ok(Plan::Update {
                 objects: vec![ObjId(u128::from(key))],

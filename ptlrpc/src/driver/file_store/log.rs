@@ -34,6 +34,7 @@ pub(super) struct LogClient {
     last_close_transno: u64,
     last_close_result: i32,
     gap: Option<u64>,
+    last_reply: Vec<u8>,
 }
 
 impl From<&ClientRecord> for LogClient {
@@ -49,6 +50,7 @@ impl From<&ClientRecord> for LogClient {
             last_close_transno: r.last_close_transno.0,
             last_close_result: r.last_close_result,
             gap: r.gap.map(|t| t.0),
+            last_reply: r.last_reply.clone(),
         }
     }
 }
@@ -70,6 +72,7 @@ impl LogClient {
             last_close_transno: Transno(self.last_close_transno),
             last_close_result: self.last_close_result,
             gap: self.gap.map(Transno),
+            last_reply: self.last_reply.clone(),
         }
     }
 }

@@ -282,7 +282,7 @@ impl TargetStore for FileStore {
         self.state.objects.get(&obj).map_or(ObjVersion(0), |(v, _)| *v)
     }
 
-    fn apply(&mut self, txn: Txn<Self::Change>) {
+    fn apply(&mut self, txn: Txn<Self::Change>) -> Result<(), i32> {
         let rec = LogRec::Txn {
             transno: txn.transno.0,
             version: txn.version.0,
@@ -296,6 +296,7 @@ impl TargetStore for FileStore {
         };
         self.append(&rec);
         self.state.apply(&rec);
+        Ok(())
     }
 
     fn put_client(&mut self, rec: ClientRecord) {

@@ -26,10 +26,10 @@ fn reopen_keeps_what_was_committed_and_nothing_after() {
     let d = dir("reopen");
     let mut s = FileStore::open(&d).unwrap();
     assert!(matches!(FileStore::open(&d), Err(StoreError::Locked(_))));
-    s.apply(txn(1, 7, 10));
+    s.apply(txn(1, 7, 10)).expect("apply");
     s.commit();
     assert!(s.wait_committed(Transno(1), Duration::from_secs(10)));
-    s.apply(txn(2, 7, 20));
+    s.apply(txn(2, 7, 20)).expect("apply");
     assert_eq!(s.get(ObjId(7)), Some((ObjVersion(2), &[20u8][..])));
     assert_eq!(s.committed(), Transno(1));
     drop(s); // no commit mark for txn 2: a crash before the next commit
