@@ -301,6 +301,7 @@ impl Sheen {
             time: now_secs(),
             symlink: String::new(),
             stripe,
+            fid: Some(self.mdc.new_fid().await?),
         };
         let r = self.mdc.reint("mkdir", &req).await?;
         let attr = r.attr.ok_or_else(|| ClientError::Invalid("mkdir reply without attributes".into()))?;
@@ -336,6 +337,7 @@ impl Sheen {
             time: now_secs(),
             symlink: symlink.into(),
             stripe: None,
+            fid: Some(self.mdc.new_fid().await?),
         };
         let what = if mode & S_IFMT == S_IFLNK { "symlink" } else { "mknod" };
         let r = self.mdc.reint(what, &req).await?;
@@ -429,6 +431,7 @@ impl Sheen {
             gid: cred.gid,
             time: now_secs(),
             stripe,
+            fid: if flags & open_flags::CREAT != 0 { Some(self.mdc.new_fid().await?) } else { None },
         };
         self.opened(flags, self.mdc.reint("open", &req).await?).await
     }
@@ -445,6 +448,7 @@ impl Sheen {
             gid: self.cred.gid,
             time: now_secs(),
             stripe: None,
+            fid: None,
         };
         self.opened(flags, self.mdc.reint("open", &req).await?).await
     }

@@ -1,7 +1,10 @@
 //! mdc: the client of one metadata target — one thin call per MDS opcode.
 //!
 //! Owns: [`Mdc`]. Each call builds the body from `ptlrpc::wire::mds`,
-//! sends it bounded (`crate::rpc`) and returns the decoded reply.
+//! sends it bounded (`crate::rpc`) and returns the decoded reply. Also the
+//! client's FID sequence: [`Mdc::new_fid`] hands out FIDs for creates from
+//! a sequence MDT0 granted (`SEQ_QUERY`), so a create replayed after an
+//! MDT restart recreates the same FID.
 //! Must not: cache attributes, names or layouts (another client may
 //! change them; caching comes with the lock manager).
 
@@ -13,18 +16,30 @@ use ptlrpc::fault::FaultInjector;
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
 use ptlrpc::wire::mds::{
     AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReply, ReaddirReq,
-    ReintReply, ReintReq, StatfsReply, XattrReply,
+    ReintReply, ReintReq, SeqQueryReq, SeqRange, StatfsReply, XattrReply, seq_op,
 };
 use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
 
 use crate::error::Result;
 use crate::rpc;
 
+/// The sequence the client allocates FIDs from.
+#[derive(Debug, Default)]
+struct FidSeq {
+    /// The granted sequences not used up yet (`next.seq..end`).
+    end: u64,
+    /// The next FID (`seq == 0`: nothing granted yet).
+    next: Fid,
+    /// Object ids per sequence.
+    width: u32,
+}
+
 /// A client of one MDT.
 #[derive(Debug, Clone)]
 pub struct Mdc {
     rpc: Client,
     uuid: String,
+    fids: Arc<tokio::sync::Mutex<FidSeq>>,
 }
 
 impl Mdc {
@@ -35,7 +50,30 @@ impl Mdc {
         Mdc {
             rpc: Client::new(lnet, nid, MDS_REQUEST_PORTAL, cfg, Arc::new(FaultInjector::default())),
             uuid: uuid.to_string(),
+            fids: Arc::default(),
         }
+    }
+
+    /// A FID for a new object, from the client's granted sequence (asking
+    /// MDT0 for more with `SEQ_QUERY` when it is used up).
+    pub async fn new_fid(&self) -> Result<Fid> {
+        let mut s = self.fids.lock().await;
+        if s.next.seq == 0 || s.next.oid >= s.width {
+            let next_seq = s.next.seq + 1;
+            if s.next.seq == 0 || next_seq >= s.end {
+                let q = SeqQueryReq { op: seq_op::ALLOC_META, count: 1 };
+                let r: SeqRange = rpc::call(&self.rpc, "seq query", Op::SeqQuery, &q).await?;
+                if r.end <= r.start || r.width < 2 {
+                    return Err(crate::error::ClientError::Invalid(format!("bad sequence grant {r:?}")));
+                }
+                *s = FidSeq { end: r.end, next: Fid { seq: r.start, oid: 1, ver: 0 }, width: r.width };
+            } else {
+                s.next = Fid { seq: next_seq, oid: 1, ver: 0 };
+            }
+        }
+        let f = s.next;
+        s.next.oid += 1;
+        Ok(f)
     }
 
     /// The MDT's NID.

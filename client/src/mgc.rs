@@ -129,8 +129,8 @@ impl Mgc {
         rpc::call(&self.rpc, "mgs admin", Op::MgsSetInfo, req).await
     }
 
-    /// Registers a target (what a starting target does; `sheen up` does it
-    /// for the OSTs while `sheen-oss` does not register itself).
+    /// Registers a target (what a starting target does itself; for tools
+    /// and tests).
     pub async fn register(&self, req: &TargetRegReq) -> Result<TargetRegReply> {
         rpc::call(&self.rpc, "target register", Op::MgsTargetReg, req).await
     }

@@ -4,9 +4,9 @@
 //!
 //! Owns: [`Cluster`] — writing the daemons' TOML configs, formatting the
 //! OSTs once, spawning the daemons and waiting (bounded) for their ready
-//! lines, registering the OSTs with the MGS (`sheen-oss` does not register
-//! itself yet), and waiting until the MDT has applied the config log and
-//! reached both OSTs; [`State`] (`DIR/sheen-up.json`, what `sheen down`
+//! lines (`sheen-oss` registers its OSTs with the MGS named in its config
+//! before it prints its own), and waiting until the MDT has reached both
+//! OSTs; [`State`] (`DIR/sheen-up.json`, what `sheen down`
 //! reads). Must not: sleep to wait for a daemon (it waits on ready lines
 //! and on the MDT's bounded server-side wait).
 
@@ -19,10 +19,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use lnet::{Lnet, Nid};
-use ptlrpc::wire::mgs::{TargetKind, TargetRegReq};
 
 use crate::mdc::Mdc;
-use crate::mgc::Mgc;
 use crate::osc::ost_name;
 
 /// How long a daemon may take to print its ready line.
@@ -202,11 +200,12 @@ impl Cluster {
             p = l.port,
         );
         let mut oss_cfg = format!(
-            "fs_uuid = \"{fs}-one-node\"\nadmin = \"{a}:{ap}\"\n[lnet]\nnets = [{{ lnd = \"tcp\", addr = \"{a}\", port = {p} }}]\n[lnet.tunables]\ntransaction_timeout = 10\n",
+            "fs_uuid = \"{fs}-one-node\"\nadmin = \"{a}:{ap}\"\nmgs = \"{mgs}\"\n[lnet]\nnets = [{{ lnd = \"tcp\", addr = \"{a}\", port = {p} }}]\n[lnet.tunables]\ntransaction_timeout = 10\n",
             fs = l.fsname,
             a = l.oss_addr,
             ap = l.oss_admin_port,
             p = l.port,
+            mgs = l.mgs_nid(),
         );
         let commit_s = commit_ms as f64 / 1000.0;
         for i in 0..OSTS {
@@ -261,8 +260,8 @@ impl Cluster {
         Ok(c)
     }
 
-    /// Registers the OSTs and waits until the MDT applied the log; says
-    /// (as a warning) if the MDT did not reach every OST.
+    /// Waits until the MDT reached every OST (the OSS registered them with
+    /// the MGS before its ready line); says (as a warning) if it did not.
     async fn assemble(&self) -> Result<Option<String>, UpError> {
         let l = &self.layout;
         let me = Ipv4Addr::new(l.mds_addr.octets()[0], l.mds_addr.octets()[1], l.mds_addr.octets()[2], 250);
@@ -284,24 +283,7 @@ impl Cluster {
     async fn assemble_with(&self, lnet: &Lnet) -> Result<Option<String>, UpError> {
         let l = &self.layout;
         let err = |e: crate::ClientError| UpError::Assemble(e.to_string());
-        let mgc = Mgc::new(lnet, l.mgs_nid());
-        let mut last = 0;
-        for i in 0..OSTS {
-            let reg = TargetRegReq {
-                fsname: l.fsname.clone(),
-                kind: TargetKind::Ost,
-                index: i,
-                nids: vec![Nid::ip(l.oss_addr, lnet::Net::new(lnet::NetType::Tcp, 0)).to_string()],
-                failover: vec![],
-                instance: 1,
-            };
-            last = last.max(mgc.register(&reg).await.map_err(err)?.record);
-        }
         let mdc = Mdc::new(lnet, l.mgs_nid(), "sheen-up");
-        let info = mdc.wait_info("config_applied", last, 10_000).await.map_err(err)?;
-        if info.value < last {
-            return Err(UpError::Assemble(format!("MDT applied {} of {last} config records", info.value)));
-        }
         let usable = mdc.wait_info("osts_usable", u64::from(OSTS), 20_000).await.map_err(err)?;
         if usable.value < u64::from(OSTS) {
             let down: Vec<u32> = usable.osts.iter().filter(|o| !o.connected).map(|o| o.index).collect();

@@ -31,7 +31,18 @@ const KILL_AFTER: u64 = 1500;
 type Outcome = Arc<Mutex<HashMap<(u64, String), (u64, bool)>>>;
 
 fn create(parent: Fid, name: String, mode: u32) -> ReintReq {
-    ReintReq::Create { parent, name, mode, rdev: 0, uid: 0, gid: 0, time: 1, symlink: String::new(), stripe: None }
+    ReintReq::Create {
+        parent,
+        name,
+        mode,
+        rdev: 0,
+        uid: 0,
+        gid: 0,
+        time: 1,
+        symlink: String::new(),
+        stripe: None,
+        fid: None,
+    }
 }
 
 const OP_BOUND: Duration = Duration::from_secs(3);

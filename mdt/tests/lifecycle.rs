@@ -31,6 +31,7 @@ fn create(name: &str, mode: u32) -> ReintReq {
         time: 1,
         symlink: String::new(),
         stripe: None,
+        fid: None,
     }
 }
 

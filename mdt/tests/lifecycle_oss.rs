@@ -1,10 +1,9 @@
 //! The seed's target lifecycle with real processes: `sheen-mds` (MGS +
 //! MDT0) and two `sheen-oss` processes, allocation checked after each step
 //! (add, activate, deactivate, remove), objects precreated on and destroyed
-//! through the real OSTs. `sheen-oss` does not register with the MGS yet,
-//! so the test registers each OST (its NID from the ready line) as the OSS
-//! would. The `sheen-oss` binary is built from this workspace if it is not
-//! beside `sheen-mds`.
+//! through the real OSTs. Each `sheen-oss` registers its OST with the MGS
+//! itself (its config names the MGS) before its ready line. The `sheen-oss`
+//! binary is built from this workspace if it is not beside `sheen-mds`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,7 +18,7 @@ use common::*;
 use lnet::Nid;
 use mdt::inode::S_IFREG;
 use ptlrpc::wire::mds::{GetInfoReply, GetInfoReq, ReintReply, ReintReq};
-use ptlrpc::wire::mgs::{ConfigReadReply, ConfigReadReq, MgsAdminReq, TargetKind, TargetRegReq};
+use ptlrpc::wire::mgs::{ConfigReadReply, ConfigReadReq, MgsAdminReq, TargetKind};
 use ptlrpc::wire::{Fid, Op};
 
 const NET: u8 = 65;
@@ -51,12 +50,13 @@ impl Drop for Oss {
     }
 }
 
-fn start_oss(bin: &Path, dir: &Path, index: u32) -> Oss {
+fn start_oss(bin: &Path, dir: &Path, index: u32, mgs: Nid) -> Oss {
     let cfg = dir.join(format!("oss{index}.toml"));
     std::fs::write(
         &cfg,
         format!(
             r#"fs_uuid = "sheen-fs"
+mgs = "{mgs}"
 [lnet]
 nets = [{{ lnd = "tcp", addr = "127.{NET}.0.{}", port = {PORT} }}]
 [[targets]]
@@ -97,6 +97,7 @@ fn create(name: String) -> ReintReq {
         time: 1,
         symlink: String::new(),
         stripe: None,
+        fid: None,
     }
 }
 
@@ -132,29 +133,16 @@ async fn lifecycle_with_real_osts_steers_allocation() {
         let v = info("config_applied", r.next - 1).await;
         assert!(v.value >= r.next - 1);
     };
-    let register = async |i: u32, nid: Nid| {
-        let req = TargetRegReq {
-            fsname: "sheen".into(),
-            kind: TargetKind::Ost,
-            index: i,
-            nids: vec![nid.to_string()],
-            failover: vec![],
-            instance: 1,
-        };
-        rpc(&mgc, Op::MgsTargetReg, &req, BOUND).await.unwrap();
-    };
     let admin = async |r: MgsAdminReq| rpc(&mgc, Op::MgsSetInfo, &r, BOUND).await;
     let k = TargetKind::Ost;
 
     // add OST0: files land there.
-    let oss0 = start_oss(&bin, tmp.path(), 0);
-    register(0, oss0.1).await;
+    let oss0 = start_oss(&bin, tmp.path(), 0, mds.nid);
     sync().await;
     assert_eq!(info("osts_usable", 1).await.value, 1, "OST0 reached");
     assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
     // add OST1: round robin over both.
-    let oss1 = start_oss(&bin, tmp.path(), 1);
-    register(1, oss1.1).await;
+    let oss1 = start_oss(&bin, tmp.path(), 1, mds.nid);
     sync().await;
     assert_eq!(info("osts_usable", 2).await.value, 2, "OST1 reached");
     assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0, 1]));

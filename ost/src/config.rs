@@ -13,6 +13,7 @@
 //! ```toml
 //! fs_uuid = "6f1c0a6e-0000-4000-8000-000000000001"
 //! admin = "127.0.0.1:9102"          # /metrics and /faults (optional)
+//! mgs = "192.168.1.1@tcp"           # register the targets there (optional)
 //!
 //! [lnet]
 //! nets = [{ lnd = "tcp", addr = "127.0.0.1", port = 988 }]
@@ -124,6 +125,11 @@ pub struct OssConfig {
     /// Where `/metrics` and `/faults` are served (none: not served).
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// The MGS's NID: at start every target registers there (file system
+    /// name from the target name, index, this node's NIDs), retrying until
+    /// the MGS answers. None: nothing registers (a standalone OSS).
+    #[serde(default)]
+    pub mgs: Option<String>,
     /// Networks and tunables.
     #[serde(default)]
     pub lnet: LnetConfig,
@@ -175,6 +181,14 @@ impl OssConfig {
         if self.targets.is_empty() {
             return Err(err("targets", "at least one target is needed"));
         }
+        if let Some(m) = &self.mgs {
+            m.parse::<lnet::Nid>().map_err(|e| err("mgs", format!("not a NID: {e}")))?;
+            for (i, t) in self.targets.iter().enumerate() {
+                if crate::mgs_reg::fsname_of(&t.name).is_none() {
+                    return Err(err(format!("targets[{i}].name"), "must be fsname-OSTxxxx to register with the MGS"));
+                }
+            }
+        }
         for (i, t) in self.targets.iter().enumerate() {
             let k = |f: &str| format!("targets[{i}].{f}");
             if t.name.is_empty() || t.name.len() > 64 || t.name.contains(char::is_whitespace) {
@@ -202,6 +216,11 @@ impl OssConfig {
             }
         }
         Ok(())
+    }
+
+    /// The MGS's NID, if one is configured (validated).
+    pub fn mgs_nid(&self) -> Option<lnet::Nid> {
+        self.mgs.as_deref().and_then(|m| m.parse().ok())
     }
 
     /// The CPT settings.
@@ -251,6 +270,17 @@ dir = "/srv/ost0"
         let c = OssConfig::from_toml(GOOD).expect("parses");
         assert_eq!(c.targets.len(), 1);
         assert_eq!(c.target_configs()[0].brw_size, 4 << 20);
+    }
+
+    #[test]
+    fn an_mgs_nid_is_checked() {
+        let c = OssConfig::from_toml(&format!("mgs = \"10.0.0.1@tcp\"\n{GOOD}")).expect("parses");
+        assert!(c.mgs_nid().is_some());
+        let e = OssConfig::from_toml(&format!("mgs = \"nonsense\"\n{GOOD}")).expect_err("bad NID");
+        assert_eq!(e.key, "mgs");
+        let bad_name = GOOD.replace("sheen-OST0000", "ost0");
+        let e = OssConfig::from_toml(&format!("mgs = \"10.0.0.1@tcp\"\n{bad_name}")).expect_err("bad name");
+        assert_eq!(e.key, "targets[0].name");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! | `server` | targets + commit threads + the service; clean shutdown |
 //! | `metrics` | Prometheus families in the Lustre exporters' names |
 //! | `config` | `sheen-oss` TOML config, validated with errors naming the key |
+//! | `mgs_reg` | registering the targets with the MGS at start (retried until it answers) |
 //! | `client` | a minimal OST client: connect, BRW, replay of uncommitted writes |
 //! | `error` | `OstError` and its errno |
 //!
@@ -46,6 +47,7 @@ pub mod handler;
 pub mod index;
 pub mod label;
 pub mod metrics;
+pub mod mgs_reg;
 pub mod objects;
 pub mod resend;
 pub mod server;

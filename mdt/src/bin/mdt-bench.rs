@@ -148,6 +148,7 @@ async fn rpc_phase(cl: &[Client], dirs: &[Fid], files: u64, phase: Phase) -> any
                             time: 0,
                             symlink: String::new(),
                             stripe: None,
+                            fid: None,
                         };
                         client.rpc(Op::MdsReint, &r).await?.body::<ReintReply>()?;
                     }

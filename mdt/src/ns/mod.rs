@@ -175,6 +175,49 @@ impl Namespace {
         Ok(Done { transno: tx.transno, pre_versions: tx.pre })
     }
 
+    /// SEQ_QUERY: grants `count` (1..=16) sequences from MDT0's
+    /// controller, durably (persisted before the answer, so a grant is
+    /// never repeated across a crash). Returns the grant, `start..end`.
+    pub fn grant_seqs(&self, count: u32) -> Result<std::ops::Range<u64>> {
+        let count = count.clamp(1, 16);
+        let w = &mut *self.w.lock();
+        let first = w.ctl.next;
+        let mut ctl = w.ctl;
+        ctl.next += u64::from(count);
+        let mut b = Batch::new();
+        b.put(Table::Meta, SEQCTL_KEY, encode(&ctl));
+        self.kv.write(b)?;
+        self.kv.persist()?;
+        w.ctl = ctl;
+        Ok(first..ctl.next)
+    }
+
+    /// A client-chosen FID must lie in a sequence the controller granted
+    /// and name no inode.
+    fn check_client_fid(&self, w: &Writer, f: Fid) -> Result<()> {
+        let granted = f.seq >= fid::FIRST_SEQ && f.seq < w.ctl.next;
+        if !granted || f.oid == 0 || f.oid >= fid::SEQ_WIDTH || f.ver != 0 {
+            return Err(MdtError::posix(errno::EINVAL, format!("FID {f} is not from a granted sequence")));
+        }
+        if self.kv.get(Table::Inodes, &fid::key(f))?.is_some() {
+            return Err(MdtError::posix(errno::EEXIST, format!("FID {f} is in use")));
+        }
+        Ok(())
+    }
+
+    /// A FID from the MDT's own sequence, skipping any a client took
+    /// (both come from the same controller, so only a misbehaving client
+    /// could have).
+    fn own_fid(&self, w: &mut Writer) -> Result<Fid> {
+        let Writer { cursor, ctl, .. } = w;
+        loop {
+            let f = cursor.next(ctl);
+            if self.kv.get(Table::Inodes, &fid::key(f))?.is_none() {
+                return Ok(f);
+            }
+        }
+    }
+
     /// The inode `f`.
     pub fn inode(&self, f: Fid) -> Result<Inode> {
         match self.kv.get(Table::Inodes, &fid::key(f))? {

@@ -30,6 +30,9 @@ pub struct CreateArgs {
     pub symlink: String,
     /// Striping (a file's own, or a new directory's default).
     pub stripe: Option<StripeSpec>,
+    /// The FID the client allocated from a granted sequence (`None`: the
+    /// MDT allocates one from its own sequence).
+    pub fid: Option<Fid>,
 }
 
 /// A setattr request (fields apply per `valid`, [`attr_valid`]).
@@ -81,8 +84,13 @@ impl Namespace {
         } else {
             None
         };
-        let Writer { cursor, ctl, .. } = &mut *w;
-        let f = cursor.next(ctl);
+        let f = match a.fid {
+            Some(f) => {
+                self.check_client_fid(&w, f)?;
+                f
+            }
+            None => self.own_fid(&mut w)?,
+        };
         let mut child = Inode {
             fid: f,
             parent,

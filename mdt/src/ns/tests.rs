@@ -379,3 +379,34 @@ fn remount_keeps_namespace_and_cleans_orphans_and_precreated_objects() {
     assert_ne!(n.fid, keep.fid);
     assert_clean(&ns);
 }
+
+#[test]
+fn client_fids_come_from_granted_sequences_and_survive_a_remount() {
+    let f = fx(1);
+    let g = f.ns.grant_seqs(2).unwrap();
+    assert_eq!(g.end - g.start, 2);
+    let mine = Fid { seq: g.start + 1, oid: 7, ver: 0 };
+    let (x, _) = f.ns.create(Fid::ROOT, "x", &CreateArgs { fid: Some(mine), ..file() }).unwrap();
+    assert_eq!(x.fid, mine);
+    assert_eq!(f.ns.lookup_fid(Fid::ROOT, "x").unwrap(), mine);
+    // The same FID again (a second create with it) is refused.
+    assert_eq!(errno_of(f.ns.create(Fid::ROOT, "y", &CreateArgs { fid: Some(mine), ..file() })), errno::EEXIST);
+    // Sequences not granted, oid 0 and oids past the width are refused.
+    for bad in [
+        Fid { seq: g.end + 5, oid: 1, ver: 0 },
+        Fid { seq: g.start, oid: 0, ver: 0 },
+        Fid { seq: g.start, oid: crate::fid::SEQ_WIDTH, ver: 0 },
+        Fid { seq: 1, oid: 1, ver: 0 },
+    ] {
+        assert_eq!(errno_of(f.ns.create(Fid::ROOT, "z", &CreateArgs { fid: Some(bad), ..file() })), errno::EINVAL);
+    }
+    // MDT-chosen FIDs never collide with granted ones.
+    let (own, _) = f.ns.create(Fid::ROOT, "own", &file()).unwrap();
+    assert!(own.fid.seq < g.start || own.fid.seq >= g.end);
+    assert_clean(&f.ns);
+    // Grants are durable: after a remount the controller does not repeat them.
+    drop(f.ns);
+    let ns = mount(f.dir.path(), &f.osts);
+    let g2 = ns.grant_seqs(1).unwrap();
+    assert!(g2.start >= g.end);
+}

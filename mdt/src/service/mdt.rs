@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use ptlrpc::driver::{Errno, Handler, Reply, ReqCtx, Request};
 use ptlrpc::wire::mds::{
     CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdtOstState, ReaddirReq, ReintReply,
-    ReintReq, XattrReply,
+    ReintReq, SeqQueryReq, SeqRange, XattrReply, seq_op,
 };
 use ptlrpc::wire::{ConnectData, Fid, Op, Transno, connect_flags};
 
@@ -76,6 +76,7 @@ fn op_name(op: Op, reint: Option<&ReintReq>) -> &'static str {
             Op::MdsDisconnect => "disconnect",
             Op::MdsSync => "sync",
             Op::MdsGetInfo => "get_info",
+            Op::SeqQuery => "seq_query",
             Op::ObdPing => "ping",
             _ => "other",
         },
@@ -135,8 +136,8 @@ impl MdtHandler {
     fn reint(&self, r: ReintReq) -> Result<Reply, Errno> {
         let ns = &self.ns;
         match r {
-            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe } => {
-                let a = CreateArgs { mode, rdev, uid, gid, time, symlink, stripe };
+            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid } => {
+                let a = CreateArgs { mode, rdev, uid, gid, time, symlink, stripe, fid };
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
                 rep.layout = i.layout;
@@ -159,8 +160,8 @@ impl MdtHandler {
                 let done = ns.rename(src_parent, &src_name, dst_parent, &dst_name, time)?;
                 self.reply(&reint_reply(&done, None), done.transno)
             }
-            ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe } => {
-                let a = CreateArgs { mode, uid, gid, time, stripe, ..CreateArgs::default() };
+            ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid } => {
+                let a = CreateArgs { mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
                 let o = ns.open(parent, &name, by_fid, flags, &a)?;
                 let mut rep = reint_reply(&o.done, Some(o.inode.attr()));
                 rep.layout = o.inode.layout;
@@ -193,6 +194,14 @@ impl MdtHandler {
                 self.reply(&out, 0)
             }
             Op::MdsGetRoot => self.reply(&Fid::ROOT, 0),
+            Op::SeqQuery => {
+                let r: SeqQueryReq = req.body()?;
+                if r.op != seq_op::ALLOC_META {
+                    return Err(Errno::EINVAL);
+                }
+                let g = ns.grant_seqs(r.count)?;
+                self.reply(&SeqRange { start: g.start, end: g.end, width: crate::fid::SEQ_WIDTH, mdt_index: 0 }, 0)
+            }
             Op::MdsGetattr => {
                 let r: GetattrReq = req.body()?;
                 self.reply(&ns.getattr(r.fid)?, 0)

@@ -3,7 +3,9 @@
 //! `sheen-oss format --config F` formats every target the config names
 //! (each directory missing or empty; anything else is refused and left
 //! alone). `sheen-oss --config F` opens the targets (each must carry its
-//! label), starts lnet, the OST service and the admin endpoint, and runs
+//! label), starts lnet, the OST service and the admin endpoint, registers
+//! the targets with the MGS when the config names one (retrying until it
+//! answers; the ready line follows the registration), and runs
 //! until SIGTERM or SIGINT: then it refuses new requests (ESHUTDOWN),
 //! finishes in-flight ones, commits, and exits 0.
 
@@ -14,6 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lnet::Lnet;
 use ost::label::Label;
+use ost::mgs_reg::{RegTarget, register_all};
 use ost::{OssConfig, Ost, OstServer};
 use ptlrpc::admin::{Admin, MetricsSource};
 use ptlrpc::cpt::CptTable;
@@ -109,11 +112,27 @@ async fn serve(cfg: OssConfig) -> Result<()> {
         None => None,
     };
     let names: Vec<String> = server.targets().iter().map(|t| t.name().to_string()).collect();
-    tracing::info!(nid = %lnet.nid(), targets = ?names, "sheen-oss ready");
-    println!("ready {}", lnet.nid());
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    let mut stopped = false;
+    if let Some(mgs) = cfg.mgs_nid() {
+        let regs: Vec<RegTarget> = server
+            .targets()
+            .iter()
+            .zip(&cfg.targets)
+            .map(|(t, c)| RegTarget { name: c.name.clone(), index: c.index, instance: t.epoch() })
+            .collect();
+        tokio::select! {
+            r = register_all(&lnet, mgs, &regs) => { r.context("registering with the MGS")?; }
+            _ = term.recv() => { tracing::info!("SIGTERM before registration: stopping"); stopped = true; }
+            _ = int.recv() => { tracing::info!("SIGINT before registration: stopping"); stopped = true; }
+        }
+    }
+    if !stopped {
+        tracing::info!(nid = %lnet.nid(), targets = ?names, "sheen-oss ready");
+        println!("ready {}", lnet.nid());
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
     }
     if let Some(t) = admin_task {
         t.abort();

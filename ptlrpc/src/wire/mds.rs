@@ -5,7 +5,9 @@
 //! [`StripeSpec`], [`StripeObj`]), and one request/reply pair per MDS
 //! opcode. `MDS_REINT` carries a [`ReintReq`] whose variant is the
 //! [`super::ReintOp`]; its reply is a [`ReintReply`] with the pre-op
-//! versions of every object it touched (VBR, `seeds/002`).
+//! versions of every object it touched (VBR, `seeds/002`). `SEQ_QUERY`
+//! ([`SeqQueryReq`], [`SeqRange`]) hands a client sequences to allocate
+//! the FIDs of its creates from, so a replayed create recreates its FID.
 //!
 //! Must not: hold behaviour beyond plain data and small helpers; the MDT
 //! (`mdt` crate) gives the bodies meaning. Errors travel as the header's
@@ -214,6 +216,9 @@ pub enum ReintReq {
         symlink: String,
         /// Striping for a regular file or a new directory's default.
         stripe: Option<StripeSpec>,
+        /// The new object's FID, allocated by the client from a sequence
+        /// MDT0 granted it (`SEQ_QUERY`); `None`: the MDT picks one.
+        fid: Option<Fid>,
     },
     /// Change attributes.
     Setattr {
@@ -295,6 +300,9 @@ pub enum ReintReq {
         time: i64,
         /// Striping for a create.
         stripe: Option<StripeSpec>,
+        /// The FID a create gives the file (client-allocated, as
+        /// [`ReintReq::Create`]'s); `None`: the MDT picks one.
+        fid: Option<Fid>,
     },
     /// Set or remove an extended attribute.
     Setxattr {
@@ -465,6 +473,38 @@ pub struct GetInfoReply {
     pub pools: Vec<(String, Vec<u32>)>,
 }
 
+/// `SEQ_QUERY` operations (Lustre's `seq_op`).
+pub mod seq_op {
+    /// A sequence range for a client's (or an MDT's) FIDs.
+    pub const ALLOC_META: u32 = 1;
+}
+
+/// `SEQ_QUERY`: ask MDT0's sequence controller for `count` sequences.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SeqQueryReq {
+    /// [`seq_op`].
+    pub op: u32,
+    /// Sequences wanted (the controller may grant fewer, never 0).
+    pub count: u32,
+}
+
+/// Reply to `SEQ_QUERY` (Lustre's `lu_seq_range`): the sequences
+/// `start..end`, each holding object ids `1..width`. Granted durably:
+/// never handed out again, also across an MDT crash.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct SeqRange {
+    /// First sequence.
+    pub start: u64,
+    /// One past the last sequence.
+    pub end: u64,
+    /// Object ids per sequence.
+    pub width: u32,
+    /// The granting MDT's index.
+    pub mdt_index: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +548,7 @@ mod tests {
                 time: 3,
                 symlink: String::new(),
                 stripe: Some(StripeSpec { stripe_size: 1 << 20, stripe_count: 2, stripe_offset: -1, pool: "p".into() }),
+                fid: Some(Fid { seq: 0x2_0000_0401, oid: 3, ver: 0 }),
             },
             ReintReq::Rename {
                 src_parent: Fid::ROOT,
@@ -558,5 +599,24 @@ mod tests {
         };
         let bytes = frame_of(Op::MdsReadpage, &rd);
         assert_eq!(Frame::parse(&bytes).expect("parses").deserialize::<ReaddirReply>().expect("validates"), rd);
+    }
+
+    #[test]
+    fn seq_bodies_are_pinned() {
+        let q = SeqQueryReq { op: seq_op::ALLOC_META, count: 2 };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&q).expect("archives");
+        assert_eq!(&bytes[..], &[1, 0, 0, 0, 2, 0, 0, 0][..]);
+        let r = SeqRange { start: 0x0102_0304_0506_0708, end: 0x0102_0304_0506_070a, width: 0x2_0000, mdt_index: 1 };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&r).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 24] = [
+            8, 7, 6, 5, 4, 3, 2, 1,
+            0x0a, 7, 6, 5, 4, 3, 2, 1,
+            0, 0, 2, 0,
+            1, 0, 0, 0,
+        ];
+        assert_eq!(&bytes[..], &golden[..]);
+        let f = frame_of(Op::SeqQuery, &r);
+        assert_eq!(Frame::parse(&f).expect("parses").deserialize::<SeqRange>().expect("validates"), r);
     }
 }

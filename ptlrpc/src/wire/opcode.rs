@@ -184,6 +184,10 @@ registry! {
 
     /// Liveness probe every service answers; also the pinger's RPC.
     ObdPing = 400, Obd;
+
+    /// Sequences for FIDs from MDT0's sequence controller (served on the
+    /// MDS portal).
+    SeqQuery = 700, Mds;
 }
 
 impl Op {
