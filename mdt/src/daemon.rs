@@ -5,7 +5,8 @@
 //! the MDT's registration with the MGS and its config-log follower (OSTs
 //! added, activated, deactivated, removed, pools, restarts), the commit
 //! thread, a housekeeping thread (OST space refresh, destroy-log replay,
-//! gauges), and the admin endpoint's metrics sources.
+//! gauges), the precreate thread (pools of OST objects kept ahead of
+//! creates), and the admin endpoint's metrics sources.
 //!
 //! Must not: block the tokio runtime: everything that blocks runs on
 //! service workers or its own threads.
@@ -84,6 +85,7 @@ pub struct Daemon {
     faults: Arc<FaultInjector>,
     stop: Arc<StopSignal>,
     housekeeper: Option<JoinHandle<()>>,
+    precreator: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -225,7 +227,18 @@ impl Daemon {
             let (ns, met, stop) = (Arc::clone(&p.ns), Arc::clone(&metrics), Arc::clone(&stop));
             std::thread::spawn(move || housekeeping(&ns, &met, &stop))
         });
-        Ok(Daemon { lnet, mgs, mdt, metrics, services, faults, stop, housekeeper })
+        let precreator = match mdt.as_ref() {
+            Some(p) => {
+                let a = Arc::clone(p.ns.alloc());
+                let h = std::thread::Builder::new()
+                    .name("mdt-precreate".into())
+                    .spawn(move || a.run_precreator())
+                    .map_err(|e| StartError::Service { name: "mdt-precreate".into(), why: e.to_string() })?;
+                Some(h)
+            }
+            None => None,
+        };
+        Ok(Daemon { lnet, mgs, mdt, metrics, services, faults, stop, housekeeper, precreator })
     }
 
     /// This node's primary NID.
@@ -261,6 +274,12 @@ impl Daemon {
     pub fn stop(mut self) {
         self.stop.stop();
         if let Some(h) = self.housekeeper.take() {
+            let _ = h.join();
+        }
+        if let Some(p) = &self.mdt {
+            p.ns.alloc().stop_precreator();
+        }
+        if let Some(h) = self.precreator.take() {
             let _ = h.join();
         }
         if let Some(p) = &mut self.mdt {

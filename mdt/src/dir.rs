@@ -97,19 +97,49 @@ fn chain(kv: &dyn Kv, dir: Fid, name: &str) -> Result<Vec<(u64, Dirent)>> {
     Ok(out)
 }
 
-/// `name` in `dir`: its cookie and entry.
+/// `name` in `dir`: its cookie and entry. A name almost always sits in
+/// its chain's first slot, so that slot is read with a point read (the
+/// store's filters skip most segments); the chain's range is read only
+/// when the slot is empty or holds another name.
 pub fn lookup(kv: &dyn Kv, dir: Fid, name: &str) -> Result<Option<(u64, Dirent)>> {
+    let base = chain_base(name);
+    if let Some(v) = kv.get(Table::Dirents, &key(dir, base))? {
+        let d = decode::<Dirent>(Table::Dirents, &v)?;
+        if d.name == name {
+            return Ok(Some((base, d)));
+        }
+    }
     Ok(chain(kv, dir, name)?.into_iter().find(|(_, d)| d.name == name))
+}
+
+/// Where a new `name` goes in `dir`: `Err(EEXIST)` if it is there, else a
+/// free cookie of its chain (one read of the chain).
+pub fn slot_for_new(kv: &dyn Kv, dir: Fid, name: &str) -> Result<u64> {
+    let base = chain_base(name);
+    if kv.get(Table::Dirents, &key(dir, base))?.is_none() && base.checked_add(CHAIN).is_some() {
+        // The first slot is free; the name may still sit further along
+        // the chain (its first slot's entry was removed).
+        let rest = kv.range(Table::Dirents, &key(dir, base + 1), &key(dir, base + CHAIN), CHAIN as usize)?;
+        for (_, v) in rest {
+            if decode::<Dirent>(Table::Dirents, &v)?.name == name {
+                return Err(MdtError::posix(errno::EEXIST, format!("{name:?} exists")));
+            }
+        }
+        return Ok(base);
+    }
+    let used = chain(kv, dir, name)?;
+    if used.iter().any(|(_, d)| d.name == name) {
+        return Err(MdtError::posix(errno::EEXIST, format!("{name:?} exists")));
+    }
+    (0..CHAIN)
+        .map(|i| base + i)
+        .find(|c| !used.iter().any(|(u, _)| u == c))
+        .ok_or_else(|| MdtError::posix(errno::ENOSPC, "hash chain full"))
 }
 
 /// A free cookie for `name` in `dir` (which must not hold `name`).
 pub fn free_cookie(kv: &dyn Kv, dir: Fid, name: &str) -> Result<u64> {
-    let used: Vec<u64> = chain(kv, dir, name)?.into_iter().map(|(c, _)| c).collect();
-    let base = chain_base(name);
-    (0..CHAIN)
-        .map(|i| base + i)
-        .find(|c| !used.contains(c))
-        .ok_or_else(|| MdtError::posix(errno::ENOSPC, "hash chain full"))
+    slot_for_new(kv, dir, name)
 }
 
 /// Up to `max` entries of `dir` from `cookie` on, and whether the

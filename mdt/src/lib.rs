@@ -53,9 +53,10 @@
 //!   namespace operations (validate and build the batch in `plan`, write it
 //!   with the target's version and client record in `apply`).
 //! - Open handles are not replayed; orphans are destroyed at mount.
-//! - FIDs are allocated by the MDT, not by clients from granted sequences;
-//!   MDT0's [`fid::SeqController`] exists but no RPC hands sequences out.
-//! - `sheen-oss` does not register with the MGS; whoever starts it does.
+//! - Sequences are granted to clients by MDT0 only (one MDT): no
+//!   super-sequence controller handing ranges to other MDTs or OSTs, and
+//!   the MDT does not check that a client uses only its own grants (any
+//!   granted, unused FID is accepted).
 
 #![forbid(unsafe_code)]
 

@@ -18,6 +18,8 @@ pub struct FakeOst {
     pub down: Mutex<bool>,
     /// The last id created.
     pub last: Mutex<u64>,
+    /// The name of the thread of each precreate call.
+    pub precreate_threads: Mutex<Vec<String>>,
 }
 
 impl FakeOst {
@@ -34,6 +36,8 @@ impl FakeOst {
 impl OstApi for FakeOst {
     fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
         self.up()?;
+        let me = std::thread::current().name().unwrap_or("?").to_string();
+        self.precreate_threads.lock().push(me);
         let mut last = self.last.lock();
         let first = *last + 1;
         *last += u64::from(count);

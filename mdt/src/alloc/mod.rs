@@ -3,7 +3,11 @@
 //!
 //! Owns: [`Allocator`] — one entry per OST the config log added (its
 //! [`OstApi`], admin state, connection state, space, last allocated id and
-//! the precreated range), pools, the file-system default striping, and the
+//! the pool of precreated ids), pools, the file-system default striping,
+//! asynchronous precreation (the `mdt-precreate` thread,
+//! [`Allocator::run_precreator`], refills an OST's pool when it falls below
+//! half a precreate batch, so a create waits for an OST only when the pool
+//! is empty; one precreate or orphan cleanup per OST at a time), and the
 //! application of config records in the seed's order
 //! (`seeds/000`): add (read the last allocated id back, clean up orphans
 //! above it, join the global pool), activate (allow allocation, reset the
@@ -19,7 +23,7 @@ pub mod qos;
 #[cfg(test)]
 pub mod fake;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -78,9 +82,39 @@ struct Ost {
     space: OstStatfs,
     /// Last id handed out (durable with the layouts that use it).
     last_used: u64,
-    /// End of the precreated range in use (ids above `last_used` up to it
-    /// are ours to hand out).
+    /// The precreated ids not handed out yet, ascending ranges all above
+    /// `last_used`.
+    pool: VecDeque<(u64, u64)>,
+    /// The highest id precreated (recorded before any is handed out, so
+    /// orphan cleanup finds the unused ones after a crash).
     precreated: u64,
+    /// A precreate or orphan cleanup of this OST is under way (the lock is
+    /// not held during it).
+    busy: bool,
+}
+
+impl Ost {
+    fn pooled(&self) -> u64 {
+        self.pool.iter().map(|(a, b)| b - a + 1).sum()
+    }
+
+    /// Takes the next pooled id.
+    fn take(&mut self) -> Option<u64> {
+        let (a, b) = self.pool.front_mut()?;
+        let id = *a;
+        if *a == *b {
+            self.pool.pop_front();
+        } else {
+            *a += 1;
+        }
+        Some(id)
+    }
+
+    /// Forgets the pool (the OST restarted or is being cleaned up).
+    fn reset_pool(&mut self) {
+        self.pool.clear();
+        self.precreated = self.precreated.max(self.last_used);
+    }
 }
 
 /// One OST's state for reports.
@@ -100,6 +134,10 @@ pub struct OstReport {
 
 struct State {
     osts: BTreeMap<u32, Ost>,
+    /// The precreator should look at the pools.
+    refill_wanted: bool,
+    /// The precreator should exit.
+    precreator_stop: bool,
     pools: BTreeMap<String, BTreeSet<u32>>,
     rr: usize,
     rng: SmallRng,
@@ -111,8 +149,10 @@ pub struct Allocator {
     kv: Arc<dyn Kv>,
     factory: OstFactory,
     state: Mutex<State>,
-    /// Notified when an OST's usability may have changed.
+    /// Notified when an OST's usability or pool may have changed.
     changed: Condvar,
+    /// Wakes the precreator.
+    refill: Condvar,
 }
 
 impl fmt::Debug for Allocator {
@@ -157,9 +197,16 @@ pub fn stored_last_used(kv: &dyn Kv, index: u32) -> Result<u64> {
 impl Allocator {
     /// An allocator with no OSTs yet; they come from the config log.
     pub fn new(kv: Arc<dyn Kv>, factory: OstFactory, cfg: AllocConfig) -> Allocator {
-        let state =
-            State { osts: BTreeMap::new(), pools: BTreeMap::new(), rr: 0, rng: SmallRng::seed_from_u64(0x5eed), cfg };
-        Allocator { kv, factory, state: Mutex::new(state), changed: Condvar::new() }
+        let state = State {
+            osts: BTreeMap::new(),
+            refill_wanted: false,
+            precreator_stop: false,
+            pools: BTreeMap::new(),
+            rr: 0,
+            rng: SmallRng::seed_from_u64(0x5eed),
+            cfg,
+        };
+        Allocator { kv, factory, state: Mutex::new(state), changed: Condvar::new(), refill: Condvar::new() }
     }
 
     /// The file system's default striping.
@@ -230,7 +277,9 @@ impl Allocator {
                     connected: false,
                     space: OstStatfs::default(),
                     last_used,
+                    pool: VecDeque::new(),
                     precreated: last_used,
+                    busy: false,
                 });
             }
             ConfigCmd::TargetRestart { kind: TargetKind::Ost, index, nids, .. } => {
@@ -241,7 +290,7 @@ impl Allocator {
                     o.api = api;
                     o.nids = nids.clone();
                     o.connected = false;
-                    o.precreated = o.last_used;
+                    o.reset_pool();
                 }
             }
             ConfigCmd::Activate { kind: TargetKind::Ost, index } => {
@@ -308,20 +357,36 @@ impl Allocator {
     /// up to the recorded end of the last precreate range) and reads its
     /// space. Network calls run without the lock.
     pub fn connect(&self, index: u32) {
-        let Some((api, last_used)) = self.state.lock().osts.get(&index).map(|o| (Arc::clone(&o.api), o.last_used))
-        else {
-            return;
+        let api = {
+            let mut s = self.state.lock();
+            loop {
+                match s.osts.get_mut(&index) {
+                    None => return,
+                    Some(o) if o.busy => {
+                        // A precreate is in flight: its range must be
+                        // recorded before the cleanup reads the record.
+                        self.changed.wait_for(&mut s, std::time::Duration::from_secs(1));
+                    }
+                    Some(o) => {
+                        o.busy = true;
+                        o.reset_pool();
+                        break Arc::clone(&o.api);
+                    }
+                }
+            }
         };
+        let last_used = self.state.lock().osts.get(&index).map_or(0, |o| o.last_used);
         let res = self.cleanup_orphans(index, &*api, last_used).and_then(|()| {
             api.statfs().map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })
         });
         let mut s = self.state.lock();
         if let Some(o) = s.osts.get_mut(&index) {
+            o.busy = false;
             match res {
                 Ok(space) => {
                     o.connected = true;
                     o.space = space;
-                    o.precreated = o.last_used;
+                    o.reset_pool();
                 }
                 Err(e) => {
                     o.connected = false;
@@ -329,6 +394,8 @@ impl Allocator {
                 }
             }
         }
+        s.refill_wanted = true;
+        self.refill.notify_all();
         self.changed.notify_all();
     }
 
@@ -342,6 +409,9 @@ impl Allocator {
             let mut b = Batch::new();
             b.put(Table::Osts, precreated_key(index), last_used.to_be_bytes().to_vec());
             self.kv.write(b)?;
+        }
+        if let Some(o) = self.state.lock().osts.get_mut(&index) {
+            o.precreated = last_used;
         }
         Ok(())
     }
@@ -428,35 +498,137 @@ impl Allocator {
         let State { rr, rng, .. } = &mut *s;
         let chosen = qos::choose(&cands, count, offset, threshold, rr, rng);
         let mut objects = Vec::with_capacity(chosen.len());
+        let low = u64::from(batch / 2);
         for ost in chosen {
-            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
-            let mut id = o.last_used + 1;
-            if id > o.precreated {
-                match o.api.precreate(batch) {
-                    Ok((first, last)) if last >= first && first > o.last_used => {
-                        // Recorded before any of them is used, so a crash
-                        // leaves them to the next orphan cleanup.
-                        let mut pb = Batch::new();
-                        pb.put(Table::Osts, precreated_key(ost), last.to_be_bytes().to_vec());
-                        self.kv.write(pb)?;
-                        o.precreated = last;
-                        id = first;
-                    }
-                    Ok((first, last)) => {
-                        let why = format!("precreate gave {first}..={last} after {}", o.last_used);
-                        return Err(MdtError::Ost { ost, why, errno: errno::EIO });
-                    }
-                    Err(e) => {
-                        o.connected = false;
-                        return Err(MdtError::Ost { ost, why: e.to_string(), errno: e.errno() });
-                    }
+            let id = self.take_id(&mut s, ost, batch)?;
+            if let Some(o) = s.osts.get_mut(&ost) {
+                o.last_used = id;
+                if o.pooled() < low && !o.busy {
+                    s.refill_wanted = true;
+                    self.refill.notify_all();
                 }
             }
-            o.last_used = id;
             stamp_ost(b, ost, id);
             objects.push(StripeObj { ost, id });
         }
         Ok(Some(Layout { stripe_size: spec.stripe_size, pool: spec.pool.clone(), objects }))
+    }
+
+    /// The next pooled id of `ost`; when its pool is empty, waits for the
+    /// precreate in flight or precreates `batch` itself (the only case a
+    /// create waits for an OST).
+    fn take_id(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<u64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
+            if let Some(id) = o.take() {
+                return Ok(id);
+            }
+            if o.busy {
+                if self.changed.wait_until(s, deadline).timed_out() {
+                    return Err(MdtError::Ost { ost, why: "precreate took too long".into(), errno: errno::EIO });
+                }
+                continue;
+            }
+            self.precreate_into(s, ost, batch)?;
+        }
+    }
+
+    /// Precreates `batch` objects on `ost` with the lock released, records
+    /// the new range's end, and adds it to the pool. The caller checked the
+    /// OST is not busy.
+    fn precreate_into(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<()> {
+        let api = {
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "OST vanished"))?;
+            o.busy = true;
+            Arc::clone(&o.api)
+        };
+        let res = parking_lot::MutexGuard::unlocked(s, || api.precreate(batch));
+        let out = (|| {
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "OST vanished"))?;
+            match res {
+                Ok((first, last)) if last >= first && first > o.precreated.max(o.last_used) => {
+                    // Recorded before any of them is used, so a crash
+                    // leaves them to the next orphan cleanup.
+                    let mut pb = Batch::new();
+                    pb.put(Table::Osts, precreated_key(ost), last.to_be_bytes().to_vec());
+                    self.kv.write(pb)?;
+                    o.precreated = last;
+                    o.pool.push_back((first, last));
+                    Ok(())
+                }
+                Ok((first, last)) => {
+                    let why = format!("precreate gave {first}..={last} after {}", o.precreated.max(o.last_used));
+                    Err(MdtError::Ost { ost, why, errno: errno::EIO })
+                }
+                Err(e) => {
+                    o.connected = false;
+                    Err(MdtError::Ost { ost, why: e.to_string(), errno: e.errno() })
+                }
+            }
+        })();
+        if let Some(o) = s.osts.get_mut(&ost) {
+            o.busy = false;
+        }
+        self.changed.notify_all();
+        out
+    }
+
+    /// The `mdt-precreate` thread's body: refills every usable OST whose
+    /// pool fell below half a batch, woken by allocations (or once a
+    /// second), until [`Allocator::stop_precreator`].
+    pub fn run_precreator(&self) {
+        let mut s = self.state.lock();
+        loop {
+            if s.precreator_stop {
+                return;
+            }
+            if !s.refill_wanted {
+                self.refill.wait_for(&mut s, std::time::Duration::from_secs(1));
+            }
+            s.refill_wanted = false;
+            let (batch, full_pct) = (s.cfg.precreate_batch.max(1), s.cfg.full_pct);
+            let low: Vec<u32> = s
+                .osts
+                .iter()
+                .filter(|(_, o)| usable(o, full_pct) && !o.busy && o.pooled() < u64::from(batch / 2))
+                .map(|(&i, _)| i)
+                .collect();
+            for ost in low {
+                if s.precreator_stop {
+                    return;
+                }
+                if s.osts.get(&ost).is_some_and(|o| !o.busy)
+                    && let Err(e) = self.precreate_into(&mut s, ost, batch)
+                {
+                    tracing::warn!(ost, error = %e, "precreate ahead failed");
+                }
+            }
+        }
+    }
+
+    /// Ends [`Allocator::run_precreator`].
+    pub fn stop_precreator(&self) {
+        self.state.lock().precreator_stop = true;
+        self.refill.notify_all();
+    }
+
+    /// Ids pooled for OST `index` (precreated, not handed out).
+    pub fn pooled(&self, index: u32) -> u64 {
+        self.state.lock().osts.get(&index).map_or(0, Ost::pooled)
+    }
+
+    /// Waits up to `bound` until OST `index` pools at least `n` ids and no
+    /// precreate of it is in flight; returns how many it pools.
+    pub fn wait_pooled(&self, index: u32, n: u64, bound: std::time::Duration) -> u64 {
+        let deadline = std::time::Instant::now() + bound;
+        let mut s = self.state.lock();
+        loop {
+            let (pooled, busy) = s.osts.get(&index).map_or((0, false), |o| (o.pooled(), o.busy));
+            if (pooled >= n && !busy) || self.changed.wait_until(&mut s, deadline).timed_out() {
+                return s.osts.get(&index).map_or(0, Ost::pooled);
+            }
+        }
     }
 
     /// Destroys object `id` on OST `ost`. `Ok(true)`: gone (or the OST was

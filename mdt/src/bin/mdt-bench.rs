@@ -7,6 +7,11 @@
 //! `--dirs` directories; each with every client count in `--clients`
 //! (clients split the files between them). `--json`: one line per result,
 //! the RPC figure with the embedded one as its baseline.
+//!
+//! `--bigdir N`: a directory growing to N entries (1M by default in the
+//! README) on the embedded store: create, lookup and readdir rates at N
+//! entries beside the same at 10k entries (the baseline), showing the
+//! hashed directory stays fast as it grows.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -51,6 +56,10 @@ struct Args {
     /// One JSON line per result.
     #[arg(long)]
     json: bool,
+    /// Instead: grow one directory to this many entries and compare
+    /// create/lookup/readdir rates there with those at 10k entries.
+    #[arg(long)]
+    bigdir: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,8 +199,104 @@ fn report(json: bool, name: &str, rpc: f64, embedded: f64) {
     }
 }
 
+/// Entries of the small directory the big one is compared with.
+const SMALL_DIR: u64 = 10_000;
+
+/// Rates at the directory's current size: creates (of `probe` new names,
+/// removed again so the size stays), random lookups and readdir entries.
+fn dir_rates(ns: &Namespace, d: Fid, size: u64, probe: u64, rng: &mut u64) -> anyhow::Result<[f64; 3]> {
+    let t0 = Instant::now();
+    for i in 0..probe {
+        ns.create(d, &format!("probe{i}"), &file_args())?;
+    }
+    let create = probe as f64 / t0.elapsed().as_secs_f64();
+    for i in 0..probe {
+        ns.unlink(d, &format!("probe{i}"), false, 0)?;
+    }
+    let lookups = probe * 4;
+    let t0 = Instant::now();
+    for _ in 0..lookups {
+        // xorshift: names spread over the whole directory.
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        ns.lookup_fid(d, &format!("f{}", *rng % size))?;
+    }
+    let lookup = lookups as f64 / t0.elapsed().as_secs_f64();
+    let want = (probe * 10).min(size);
+    let (mut got, mut cookie) = (0u64, 0u64);
+    let t0 = Instant::now();
+    while got < want {
+        let page = ns.readdir(d, cookie, 256)?;
+        got += page.entries.len() as u64;
+        cookie = page.next;
+        if page.end {
+            break;
+        }
+    }
+    let readdir = got as f64 / t0.elapsed().as_secs_f64();
+    Ok([create, lookup, readdir])
+}
+
+/// `--bigdir`: one directory grown to `n` entries on the embedded store.
+fn bigdir(a: &Args, n: u64) -> anyhow::Result<()> {
+    if n < SMALL_DIR * 2 {
+        bail!("--bigdir must be at least {}", SMALL_DIR * 2);
+    }
+    let tmp = tempfile::tempdir()?;
+    let kv: Arc<dyn Kv> = Arc::new(FjallKv::open(tmp.path())?);
+    let alloc = Arc::new(Allocator::new(Arc::clone(&kv), no_osts(), AllocConfig::default()));
+    let ns = Arc::new(Namespace::mount(kv, alloc)?);
+    let _commit =
+        mdt::txn::Committer::start(Arc::clone(ns.kv()), Arc::clone(ns.txn()), Duration::from_millis(a.commit_ms));
+    let d = ns.create(Fid::ROOT, "big", &CreateArgs { mode: S_IFDIR | 0o755, ..CreateArgs::default() })?.0.fid;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let probe = 5_000;
+    let fill = |from: u64, to: u64| -> anyhow::Result<f64> {
+        let t0 = Instant::now();
+        for i in from..to {
+            ns.create(d, &format!("f{i}"), &file_args())?;
+        }
+        Ok((to - from) as f64 / t0.elapsed().as_secs_f64())
+    };
+    fill(0, SMALL_DIR)?;
+    let small = dir_rates(&ns, d, SMALL_DIR, probe, &mut rng)?;
+    let fill_rate = fill(SMALL_DIR, n)?;
+    let big = dir_rates(&ns, d, n, probe, &mut rng)?;
+    let entries = ns.inode(d)?.entries;
+    if entries != n {
+        bail!("directory holds {entries} entries, expected {n}");
+    }
+    let label = if n.is_multiple_of(1_000_000) { format!("{}m", n / 1_000_000) } else { n.to_string() };
+    for (i, op) in ["create", "lookup", "readdir"].iter().enumerate() {
+        let (v, base) = (big[i], small[i]);
+        let name = format!("mdt.bigdir.{op}.{label}");
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"bench": name, "value": v.round(), "unit": "ops/s",
+                    "baseline": "same_op_at_10k_entries", "baseline_value": base.round(),
+                    "ratio": ((v / base) * 1000.0).round() / 1000.0})
+            );
+        } else {
+            println!("{name:32} at {n} entries {v:>10.0} ops/s   at 10k {base:>10.0} ops/s   ratio {:.3}", v / base);
+        }
+    }
+    if !a.json {
+        println!(
+            "ran: one directory grown to {n} entries (fill at {fill_rate:.0} creates/s), {probe} probe creates, {} lookups, readdir pages of 256, commit every {} ms",
+            probe * 4,
+            a.commit_ms
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if let Some(n) = a.bigdir {
+        return bigdir(&a, n);
+    }
     if a.files == 0 || a.dirs == 0 || a.clients.iter().any(|&c| c == 0 || c > 64) {
         bail!("--files and --dirs must be positive, --clients 1..=64");
     }

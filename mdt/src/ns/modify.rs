@@ -73,10 +73,7 @@ impl Namespace {
         }
         let mut w = self.w.lock();
         let mut p = self.dir_inode(parent)?;
-        if dir::lookup(&*self.kv, parent, name)?.is_some() {
-            return Err(MdtError::posix(errno::EEXIST, format!("{name:?} exists")));
-        }
-        let cookie = dir::free_cookie(&*self.kv, parent, name)?;
+        let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
         let mut tx = self.begin();
         let layout: Option<Layout> = if kind == Kind::File {
             let spec = self.alloc.resolve(a.stripe.as_ref(), p.default_stripe.as_ref());
@@ -139,10 +136,7 @@ impl Namespace {
         if c.nlink == 0 {
             return Err(MdtError::posix(errno::ENOENT, "link to an unlinked file"));
         }
-        if dir::lookup(&*self.kv, parent, name)?.is_some() {
-            return Err(MdtError::posix(errno::EEXIST, format!("{name:?} exists")));
-        }
-        let cookie = dir::free_cookie(&*self.kv, parent, name)?;
+        let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
         let mut tx = self.begin();
         tx.version(&mut p);
         tx.version(&mut c);

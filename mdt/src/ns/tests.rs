@@ -235,6 +235,18 @@ fn readdir_cookies_survive_concurrent_change() {
     for i in 0..3000 {
         ns.create(d.fid, &format!("f{i}"), &file()).unwrap();
     }
+    let cookies_of = |ns: &Namespace| -> BTreeMap<String, u64> {
+        let (mut out, mut c) = (BTreeMap::new(), 0);
+        loop {
+            let p = ns.readdir(d.fid, c, 4096).unwrap();
+            out.extend(p.entries.iter().map(|e| (e.name.clone(), e.cookie)));
+            c = p.next;
+            if p.end {
+                return out;
+            }
+        }
+    };
+    let before = cookies_of(ns);
     let mut seen = BTreeSet::new();
     let first = ns.readdir(d.fid, 0, 1000).unwrap();
     seen.extend(first.entries.iter().map(|e| e.name.clone()));
@@ -263,6 +275,11 @@ fn readdir_cookies_survive_concurrent_change() {
         assert!(seen.contains(&n) || removed.contains(&n), "{n} lost");
     }
     assert_eq!(ns.inode(d.fid).unwrap().entries, 3000 - removed.len() as u64 + 500);
+    // Every surviving entry kept its cookie.
+    let after = cookies_of(ns);
+    for (name, c) in &before {
+        assert!(removed.contains(name) || after.get(name) == Some(c), "{name} changed cookie");
+    }
     assert_clean(ns);
 }
 
@@ -409,4 +426,30 @@ fn client_fids_come_from_granted_sequences_and_survive_a_remount() {
     let ns = mount(f.dir.path(), &f.osts);
     let g2 = ns.grant_seqs(1).unwrap();
     assert!(g2.start >= g.end);
+}
+
+#[test]
+fn the_precreator_keeps_pools_ahead_of_creates() {
+    let f = fx(1);
+    let alloc = Arc::clone(f.ns.alloc());
+    let a2 = Arc::clone(&alloc);
+    let t = std::thread::Builder::new().name("mdt-precreate".into()).spawn(move || a2.run_precreator()).unwrap();
+    // Batch 16: the precreator fills the pool to at least half a batch.
+    assert!(alloc.wait_pooled(0, 8, std::time::Duration::from_secs(30)) >= 8);
+    let ost = Arc::clone(f.osts.lock().get(&0).unwrap());
+    let calls_before = ost.precreate_threads.lock().len();
+    // Creates in rounds smaller than the low mark never wait for the OST:
+    // every precreate from now on runs on the precreator thread.
+    for round in 0..10 {
+        for i in 0..6 {
+            f.ns.create(Fid::ROOT, &format!("r{round}f{i}"), &file()).unwrap();
+        }
+        assert!(alloc.wait_pooled(0, 8, std::time::Duration::from_secs(30)) >= 8);
+    }
+    let calls = ost.precreate_threads.lock().clone();
+    assert!(calls.len() > calls_before, "pools were refilled");
+    assert!(calls[calls_before..].iter().all(|n| n == "mdt-precreate"), "{calls:?}");
+    alloc.stop_precreator();
+    t.join().unwrap();
+    assert_clean(&f.ns);
 }
