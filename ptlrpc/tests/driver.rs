@@ -73,11 +73,20 @@ struct Pair {
 
 impl Pair {
     async fn start(fabric: Fabric, handler: Arc<dyn Handler>) -> Pair {
+        Pair::start_with(fabric, handler, |c| c).await
+    }
+
+    async fn start_with(
+        fabric: Fabric,
+        handler: Arc<dyn Handler>,
+        tune: impl FnOnce(ServiceConfig) -> ServiceConfig,
+    ) -> Pair {
         let [s, c] = configs(fabric);
         let server = Lnet::start(s).await.expect("server lnet");
         let client = Lnet::start(c).await.expect("client lnet");
         let faults = Arc::new(FaultInjector::new(1));
-        let cfg = ServiceConfig { at: short_at(), bulk_timeout: Duration::from_secs(10), ..ServiceConfig::echo() };
+        let cfg =
+            tune(ServiceConfig { at: short_at(), bulk_timeout: Duration::from_secs(10), ..ServiceConfig::echo() });
         let svc = Service::start(&server, cfg, handler, Arc::clone(&faults)).expect("service starts");
         Pair { server, client, svc, faults }
     }
@@ -295,6 +304,72 @@ async fn bulk_corrupted(fabric: Fabric) {
     bulk_round_trip(fabric, true).await;
 }
 
+/// `MDS_GETATTR` waits (in `ReqCtx::blocking`, bounded) until an
+/// `MDS_STATFS` has been handled; `MDS_STATFS` lets it go.
+#[derive(Default)]
+struct Rendezvous {
+    released: Mutex<bool>,
+    cv: parking_lot::Condvar,
+}
+
+impl Handler for Rendezvous {
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+        match req.op() {
+            Op::MdsGetattr => ctx.blocking(|| {
+                let mut r = self.released.lock();
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while !*r {
+                    if self.cv.wait_until(&mut r, deadline).timed_out() {
+                        return Err(Errno(errno::ETIMEDOUT));
+                    }
+                }
+                Ok(Reply::empty())
+            }),
+            Op::MdsStatfs => {
+                *self.released.lock() = true;
+                self.cv.notify_all();
+                Ok(Reply::empty())
+            }
+            _ => Err(Errno::EOPNOTSUPP),
+        }
+    }
+}
+
+/// With one running worker per CPT, a request waiting in
+/// `ReqCtx::blocking` hands its slot on: the request it waits for is served
+/// by the CPT's other worker meanwhile.
+async fn blocking_hands_the_slot_on(fabric: Fabric) {
+    let tune = |c| ServiceConfig { threads_per_cpt: 2, max_running: 1, ..c };
+    let p = Pair::start_with(fabric, Arc::new(Rendezvous::default()), tune).await;
+    let c = p.default_client();
+    let waiter = tokio::spawn(c.start(Op::MdsGetattr, &()));
+    bounded(c.rpc(Op::MdsStatfs, &())).await.expect("served while the other request waits");
+    bounded(waiter).await.expect("joins").expect("released, not timed out");
+    p.stop();
+}
+
+/// Answers `OST_READ` with a reply but never PUTs the data.
+struct NoBulk;
+
+impl Handler for NoBulk {
+    fn handle(&self, req: &Request, _ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+        let b: BrwBody = req.body()?;
+        Reply::new(&BrwReply { len: b.bulk.len, cksum_type: 0, cksum: 0 })
+    }
+}
+
+/// A read reply whose bulk never landed is an error, not stale pages.
+async fn read_reply_needs_its_bulk(fabric: Fabric) {
+    let p = Pair::start(fabric, Arc::new(NoBulk)).await;
+    let cfg = ClientConfig { at: short_at(), bulk_release_wait: Duration::from_millis(300), ..ClientConfig::default() };
+    let c = p.client(cfg);
+    let sink = MdBuffer::from_pages_len(p.client.pool(0).alloc_bytes(8192).unwrap(), 8192);
+    let e = bounded(c.bulk_read(Op::OstRead, sink, false, brw(0), read_cksum)).await.expect_err("no data came");
+    assert!(matches!(e, RpcError::BulkMissing { got: 0, want: 8192, .. }), "{e:?}");
+    assert_eq!(e.errno(), errno::EIO);
+    p.stop();
+}
+
 macro_rules! on_both {
     ($($name:ident => $body:ident;)*) => {
         mod on_lo {
@@ -329,4 +404,6 @@ on_both! {
     malformed => malformed_requests;
     bulk_with_checksums => bulk_plain;
     bulk_corruption_retried => bulk_corrupted;
+    blocking_frees_the_slot => blocking_hands_the_slot_on;
+    read_reply_waits_for_bulk => read_reply_needs_its_bulk;
 }

@@ -55,9 +55,16 @@ struct Args {
     /// Microseconds an idle service worker polls before sleeping.
     #[arg(long, default_value_t = 0)]
     spin_us: u64,
+    /// Service workers per CPT running at once before a request wakes
+    /// another (0: every request wakes one).
+    #[arg(long, default_value_t = 0)]
+    max_running: usize,
     /// One JSON line per result.
     #[arg(long)]
     json: bool,
+    /// Run only these tests (comma separated: ping_lat, ping, brw_write, brw_read, crc32c).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,6 +83,10 @@ enum Cmd {
         /// Microseconds an idle service worker polls before sleeping.
         #[arg(long, default_value_t = 0)]
         spin_us: u64,
+        /// Service workers per CPT running at once before a request wakes
+        /// another (0: every request wakes one).
+        #[arg(long, default_value_t = 0)]
+        max_running: usize,
     },
 }
 
@@ -91,17 +102,19 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match args.cmd {
-        Some(Cmd::Serve { addr, port, threads, spin_us }) => rt.block_on(serve(addr, port, threads, spin_us)),
+        Some(Cmd::Serve { addr, port, threads, spin_us, max_running }) => {
+            rt.block_on(serve(addr, port, threads, spin_us, max_running))
+        }
         None => rt.block_on(client(args)),
     }
 }
 
-async fn serve(addr: Ipv4Addr, port: u16, threads: usize, spin_us: u64) -> anyhow::Result<()> {
+async fn serve(addr: Ipv4Addr, port: u16, threads: usize, spin_us: u64, max_running: usize) -> anyhow::Result<()> {
     let lnet = Lnet::start(lnet_config(addr, port)).await.context("starting lnet")?;
     let lst = LstServer::start(lnet.clone()).context("starting the lnet-selftest server")?;
     let cpts = CptTable::from_system(&CptSettings::default()).map(Arc::new).ok();
     let idle_spin = Duration::from_micros(spin_us);
-    let cfg = ServiceConfig { threads_per_cpt: threads, cpts, idle_spin, ..ServiceConfig::echo() };
+    let cfg = ServiceConfig { threads_per_cpt: threads, cpts, idle_spin, max_running, ..ServiceConfig::echo() };
     let svc = Service::start(&lnet, cfg, Arc::new(EchoHandler::new()), Arc::new(FaultInjector::default()))
         .context("starting the echo service")?;
     println!("READY {} cpts={}", lnet.nid(), svc.cpts());
@@ -181,6 +194,7 @@ async fn client(args: Args) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new(&exe)
         .args(["serve", "--addr", &SERVER.to_string(), "--port", &port.to_string()])
         .args(["--threads", &args.threads.to_string(), "--spin-us", &args.spin_us.to_string()])
+        .args(["--max-running", &args.max_running.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -213,7 +227,11 @@ async fn client(args: Args) -> anyhow::Result<()> {
         (Test::Write, args.inflight, "brw_write"),
         (Test::Read, args.inflight, "brw_read"),
     ];
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     for (test, inflight, name) in tests {
+        if !wanted(name) {
+            continue;
+        }
         let mut ours = Measured::default();
         let mut base = Measured::default();
         for _ in 0..segments {
@@ -221,7 +239,7 @@ async fn client(args: Args) -> anyhow::Result<()> {
             ours.add(run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, false).await?);
         }
         report(args.json, name, test, &ours.summary(), Some(&base.summary()));
-        if test != Test::Ping {
+        if test != Test::Ping && (args.only.is_empty() || wanted("crc32c")) {
             let mut ck = Measured::default();
             for _ in 0..segments {
                 ck.add(run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, true).await?);

@@ -2,7 +2,10 @@
 //! and PUTs into them for a read, over lnet MDs on the pages themselves.
 //!
 //! Owns: [`ReqCtx::bulk_get`] / [`ReqCtx::bulk_put`] (a handler's blocking
-//! transfers on its worker thread, bounded by the service's bulk timeout),
+//! transfers on its worker thread, bounded by the service's bulk timeout,
+//! waited out in [`ReqCtx::blocking`] and woken once, by the MD's last
+//! event; a read's PUT asks for no ACK, since the client checks the bulk
+//! landed before it accepts the reply),
 //! CRC32C over pages ([`checksum`]), the write-side verification with a
 //! bounded retry of the transfer on mismatch, and the `BulkCorrupt` fault
 //! point's corruption ([`corrupt`]).
@@ -11,10 +14,10 @@
 //! from `lnet.pool(cpt)` and the PUT leaves from the handler's pages.
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lnet::{AckReq, Event, EventHandler, EventKind, LnetError, Md, MdBuffer, MdSpec, Target};
+use parking_lot::{Condvar, Mutex};
 
 use super::error::BulkError;
 use super::handler::ReqCtx;
@@ -84,7 +87,8 @@ impl ReqCtx<'_> {
     }
 
     /// A read's data: PUTs `data` into the client's pages named by `desc`
-    /// and waits for the ACK. Returns the pages and, with checksums on,
+    /// and waits until the pages have left (no ACK: the client checks the
+    /// bulk arrived before it takes the reply). Returns the pages and, with checksums on,
     /// their CRC32C for the reply (else 0).
     pub fn bulk_put(&mut self, desc: &BulkDesc, data: MdBuffer) -> Result<(MdBuffer, u32), BulkError> {
         if data.len() < desc.len as usize {
@@ -108,53 +112,86 @@ impl ReqCtx<'_> {
     fn transfer_inner(&self, dir: Dir, desc: &BulkDesc, buf: MdBuffer) -> Result<MdBuffer, BulkError> {
         let lnet = &self.shared.lnet;
         let want = desc.len;
-        let (tx, rx) = mpsc::channel::<Event>();
-        let cb = Arc::new(move |ev: Event| {
-            // The receiver only goes away once the last event is in.
-            let _ = tx.send(ev);
-        });
+        let done = Arc::new(Completion::default());
+        let on_event = Arc::clone(&done);
+        // The worker is woken once, by the MD's last event.
+        let cb = Arc::new(move |ev: Event| on_event.record(&ev));
         let md = lnet.bind(MdSpec::new(buf, EventHandler::Callback(cb)))?;
+        // A read's PUT asks for no ACK: the client accepts the reply only
+        // once its sink MD has taken the whole PUT (`Client::bulk_read`), as
+        // a Lustre client checks its bulk MD's events before the reply, so
+        // the reply goes as soon as the pages have left.
         let started = match dir {
             Dir::Get => lnet.get(&md, Target::new(self.peer, BULK_GET_SOURCE_PORTAL.0, desc.match_bits)),
-            Dir::Put => lnet.put(&md, Target::new(self.peer, BULK_PUT_SINK_PORTAL.0, desc.match_bits), AckReq::Ack, 0),
+            Dir::Put => {
+                lnet.put(&md, Target::new(self.peer, BULK_PUT_SINK_PORTAL.0, desc.match_bits), AckReq::NoAck, 0)
+            }
         };
         if let Err(e) = started {
             let _ = lnet.unlink(&md);
             return Err(e.into());
         }
         let deadline = Instant::now() + self.shared.cfg.bulk_timeout;
-        let mut status: Result<(), BulkError> = Ok(());
-        let mut moved = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(ev) => {
-                    if let Err(e) = &ev.status {
-                        status = Err(e.clone().into());
-                    }
-                    if matches!(ev.kind, EventKind::Reply | EventKind::Ack) {
-                        moved = Some(ev.mlength);
-                    }
-                    if ev.unlinked {
-                        break;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if status.is_ok() => {
-                    status = Err(BulkError::Timeout);
+        let outcome = self.blocking(|| {
+            let mut st = done.state.lock();
+            while !st.unlinked {
+                if done.cv.wait_until(&mut st, deadline).timed_out() && !st.unlinked {
+                    drop(st);
                     let _ = lnet.unlink(&md);
                     // Wait (bounded) for lnet to let go of the pages.
-                    let _ = rx.recv_timeout(UNLINK_WAIT);
-                    break;
+                    let mut st = done.state.lock();
+                    let until = Instant::now() + UNLINK_WAIT;
+                    while !st.unlinked && !done.cv.wait_until(&mut st, until).timed_out() {}
+                    return Err(BulkError::Timeout);
                 }
-                Err(_) => break,
             }
-        }
-        status?;
+            match st.error.take() {
+                Some(e) => Err(e),
+                None => Ok(st.moved),
+            }
+        });
+        let moved = outcome?;
         let got = moved.unwrap_or(0);
         if dir == Dir::Get && got < want {
             return Err(BulkError::Short { got, want });
         }
         reclaim(md, UNLINK_WAIT).map_err(|_| BulkError::Lnet(LnetError::Invalid("bulk MD still referenced".into())))
+    }
+}
+
+/// What a bulk MD's events have said so far; the waiting worker is woken
+/// only by the last one.
+#[derive(Default)]
+struct Completion {
+    state: Mutex<CompletionState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct CompletionState {
+    /// The first failure an event reported.
+    error: Option<BulkError>,
+    /// Bytes moved, from a GET's REPLY (or an ACK).
+    moved: Option<u32>,
+    unlinked: bool,
+}
+
+impl Completion {
+    fn record(&self, ev: &Event) {
+        let mut st = self.state.lock();
+        if let Err(e) = &ev.status
+            && st.error.is_none()
+        {
+            st.error = Some(e.clone().into());
+        }
+        if matches!(ev.kind, EventKind::Reply | EventKind::Ack) {
+            st.moved = Some(ev.mlength);
+        }
+        if ev.unlinked {
+            st.unlinked = true;
+            drop(st);
+            self.cv.notify_one();
+        }
     }
 }
 

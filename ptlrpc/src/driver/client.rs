@@ -23,7 +23,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lnet::{
-    Event, EventHandler, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, MdBuffer, MdOptions, MdSpec, Nid, Threshold,
+    Event, EventHandler, EventKind, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, MdBuffer, MdOptions, MdSpec, Nid,
+    Threshold,
 };
 use parking_lot::Mutex;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
@@ -58,7 +59,8 @@ pub struct ClientConfig {
     pub reply_buf_len: usize,
     /// Extra attempts of a bulk read whose checksum does not match.
     pub bulk_retries: u32,
-    /// How long to wait for lnet to release bulk pages after an RPC.
+    /// How long to wait, after a reply, for a read's bulk data to have
+    /// landed and for lnet to release bulk pages.
     pub bulk_release_wait: Duration,
     /// Job id to tag requests with.
     pub jobid: JobId,
@@ -159,6 +161,15 @@ impl RpcReply {
     {
         Ok(self.frame()?.deserialize::<T>()?)
     }
+}
+
+/// What a bulk MD's callback tells its RPC.
+#[derive(Debug)]
+struct BulkEv {
+    /// A PUT into the pages: the bytes that landed, or lnet's failure.
+    put: Option<Result<u32, LnetError>>,
+    /// The MD's last event.
+    unlinked: bool,
 }
 
 /// What an RPC's MD callbacks tell its task.
@@ -328,10 +339,17 @@ impl Client {
             let cksum_type = if checksum_on { CKSUM_CRC32C } else { 0 };
             let desc = BulkDesc { match_bits: xid.0, len, cksum_type, cksum: 0 };
             let (h, msg) = self.inner.prepare(op, xid, &make_body(desc))?;
-            let (bulk, events) = self.inner.attach_bulk(BULK_PUT_SINK_PORTAL, MdOptions::OP_PUT, xid, buf)?;
+            let (bulk, mut events) = self.inner.attach_bulk(BULK_PUT_SINK_PORTAL, MdOptions::OP_PUT, xid, buf)?;
             let result = Arc::clone(&self.inner).exchange(op, h, msg).await;
+            // The server replies once its PUT has left, without an ACK: the
+            // reply counts only when the data has landed here.
+            let landed = match &result {
+                Ok(_) => self.inner.await_put(&mut events, xid, len).await,
+                Err(_) => Ok(()),
+            };
             buf = self.inner.release(bulk, events).await?;
             let reply = result?;
+            landed?;
             if self.inner.faults.check(FaultKind::BulkCorrupt).is_some() {
                 tracing::info!(xid = xid.0, "fault injection: bulk corrupted");
                 corrupt(&mut buf);
@@ -505,10 +523,12 @@ impl Inner {
         op: MdOptions,
         xid: Xid,
         buf: MdBuffer,
-    ) -> Result<(Attached, mpsc::UnboundedReceiver<bool>), RpcError> {
+    ) -> Result<(Attached, mpsc::UnboundedReceiver<BulkEv>), RpcError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cb = Arc::new(move |ev: Event| {
-            let _ = tx.send(ev.unlinked);
+            let put =
+                (ev.kind == EventKind::Put).then(|| ev.status.as_ref().map(|()| ev.mlength).map_err(Clone::clone));
+            let _ = tx.send(BulkEv { put, unlinked: ev.unlinked });
         });
         let spec = MdSpec::new(buf, EventHandler::Callback(cb))
             .threshold(Threshold::Infinite)
@@ -518,13 +538,43 @@ impl Inner {
         Ok((Attached::new(&self.lnet, md), rx))
     }
 
+    /// Waits (bounded) for the server's PUT of `want` bytes into a read's
+    /// pages, as a Lustre client checks its bulk MD before it takes a read
+    /// reply.
+    async fn await_put(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<BulkEv>,
+        xid: Xid,
+        want: u32,
+    ) -> Result<(), RpcError> {
+        let mut got = 0;
+        let wait = async {
+            while let Some(ev) = events.recv().await {
+                match ev.put {
+                    Some(Ok(n)) if n >= want => return Ok(()),
+                    Some(Ok(n)) => got = n,
+                    Some(Err(e)) => return Err(RpcError::Lnet(e)),
+                    None => {}
+                }
+                if ev.unlinked {
+                    break;
+                }
+            }
+            Err(RpcError::BulkMissing { xid, got, want })
+        };
+        match tokio::time::timeout(self.cfg.bulk_release_wait, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(RpcError::BulkMissing { xid, got, want }),
+        }
+    }
+
     /// Unlinks bulk pages and takes them back once lnet lets go of them.
-    async fn release(&self, bulk: Attached, mut events: mpsc::UnboundedReceiver<bool>) -> Result<MdBuffer, RpcError> {
+    async fn release(&self, bulk: Attached, mut events: mpsc::UnboundedReceiver<BulkEv>) -> Result<MdBuffer, RpcError> {
         let md = bulk.md.clone();
         drop(bulk); // unlinks
         let wait = async {
-            while let Some(unlinked) = events.recv().await {
-                if unlinked {
+            while let Some(ev) = events.recv().await {
+                if ev.unlinked {
                     return true;
                 }
             }

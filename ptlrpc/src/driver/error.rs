@@ -80,6 +80,17 @@ pub enum RpcError {
         /// Attempts made.
         attempts: u32,
     },
+    /// A read's reply came but its bulk PUT did not land whole in the
+    /// client's pages (within `ClientConfig::bulk_release_wait`).
+    #[error("xid {xid}: bulk data not received ({got} of {want} bytes)")]
+    BulkMissing {
+        /// The request's xid.
+        xid: Xid,
+        /// Bytes that landed.
+        got: u32,
+        /// Bytes the read asked for.
+        want: u32,
+    },
     /// The client was shut down.
     #[error("client shut down")]
     Shutdown,
@@ -101,7 +112,7 @@ impl RpcError {
             RpcError::BadReply(_) => errno::EPROTO,
             RpcError::Truncated { .. } => errno::EOVERFLOW,
             RpcError::Encode(_) => errno::EINVAL,
-            RpcError::BulkChecksum { .. } => errno::EIO,
+            RpcError::BulkChecksum { .. } | RpcError::BulkMissing { .. } => errno::EIO,
             RpcError::Shutdown => errno::ESHUTDOWN,
         }
     }

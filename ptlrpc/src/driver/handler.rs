@@ -12,6 +12,7 @@
 //! framework), which answer through [`ReqCtx::send_reply`] and return
 //! [`Reply::sent_by_handler`].
 
+use std::cell::Cell;
 use std::fmt;
 
 use lnet::{Lnet, Nid};
@@ -179,6 +180,9 @@ pub struct ReqCtx<'a> {
     pub(super) shared: &'a Shared,
     pub(super) peer: Nid,
     pub(super) cpt: usize,
+    /// The worker holds a running slot of its CPT (a general worker outside
+    /// [`ReqCtx::blocking`]).
+    pub(super) counted: Cell<bool>,
 }
 
 impl fmt::Debug for ReqCtx<'_> {
@@ -209,5 +213,17 @@ impl ReqCtx<'_> {
     /// that decides every header field (the target framework).
     pub fn send_reply(&self, peer: Nid, header: Header, body: &[u8]) {
         super::worker::send_reply(self.shared, peer, header, body);
+    }
+
+    /// Runs `f`, which waits (disk I/O, a commit, a long poll, another
+    /// service), without holding this worker's running slot, so the CPT's
+    /// other workers go on serving its queue meanwhile (see
+    /// `ServiceConfig::max_running`). Bulk transfers do this themselves.
+    /// Nested calls are plain calls.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let counted = self.counted.replace(false);
+        let r = super::worker::blocking(self.shared, self.cpt, counted, f);
+        self.counted.set(counted);
+        r
     }
 }

@@ -11,6 +11,7 @@
 //! Must not: hold a queue or AT lock while a handler runs or while lnet is
 //! called.
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use tracing::field::Empty;
 
 use super::error::{Errno, ServiceError};
 use super::handler::{ReqCtx, Request};
-use super::service::{AtState, ReqKey, Shared};
+use super::service::{AtState, CptQueue, QueueState, ReqKey, Shared};
 use crate::at::EarlyReply;
 use crate::cpt;
 use crate::fault::{FaultKind, FaultPoint};
@@ -85,12 +86,62 @@ enum Role {
 
 fn run_worker(shared: &Shared, cpt: usize, role: Role) {
     let _rt = shared.rt.enter();
+    if role == Role::Any {
+        shared.queues[cpt].state.lock().running += 1;
+    }
     while let Some(req) = next_request(shared, cpt, role) {
         shared.metrics.queued.dec();
         shared.metrics.active.inc();
-        serve(shared, &req);
+        serve(shared, &req, role == Role::Any);
         shared.metrics.active.dec();
     }
+}
+
+/// Sleeps a general worker on its CPT's `cv` (for at most `limit`), keeping
+/// the queue's running/sleeping/waking counts.
+fn sleep(q: &CptQueue, st: &mut MutexGuard<'_, QueueState>, limit: Option<Duration>) {
+    st.running = st.running.saturating_sub(1);
+    st.sleeping += 1;
+    let signalled = match limit {
+        Some(d) => !q.cv.wait_for(st, d).timed_out(),
+        None => {
+            q.cv.wait(st);
+            true
+        }
+    };
+    st.sleeping -= 1;
+    if signalled {
+        st.waking = st.waking.saturating_sub(1);
+    }
+    st.running += 1;
+}
+
+/// Runs `f` on a general worker (`counted`) without holding its running
+/// slot: another sleeping worker is woken for queued work if the slot was
+/// what kept it asleep (see `ServiceConfig::max_running`).
+pub(super) fn blocking<R>(shared: &Shared, cpt: usize, counted: bool, f: impl FnOnce() -> R) -> R {
+    if !counted {
+        return f();
+    }
+    let q = &shared.queues[cpt];
+    let wake = {
+        let mut st = q.state.lock();
+        st.running = st.running.saturating_sub(1);
+        !st.normal.is_empty() && st.take_wake(shared.cfg.max_running)
+    };
+    if wake {
+        q.cv.notify_one();
+    }
+    // Takes the slot back even if `f` unwinds (a handler panic is caught
+    // by `serve`, and the worker goes on).
+    struct Resume<'q>(&'q CptQueue);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.state.lock().running += 1;
+        }
+    }
+    let _resume = Resume(q);
+    f()
 }
 
 fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
@@ -115,7 +166,7 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
         }
         if !st.normal.is_empty() {
             // A policy holding requests back (rate limits) is asked again.
-            q.cv.wait_for(&mut st, Duration::from_millis(10));
+            sleep(q, &mut st, Some(Duration::from_millis(10)));
         } else if !spun && !shared.cfg.idle_spin.is_zero() {
             // Under load the next request is often microseconds away:
             // waiting for it awake saves a futex wake-up per request.
@@ -128,17 +179,17 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
             });
         } else {
             spun = false;
-            q.cv.wait(&mut st);
+            sleep(q, &mut st, None);
         }
     }
 }
 
-fn serve(shared: &Shared, req: &Request) {
+fn serve(shared: &Shared, req: &Request, counted: bool) {
     let hdr = req.header();
     let span = tracing::info_span!("rpc", service = %shared.cfg.name, xid = hdr.xid.0, opcode = req.op().name(),
         peer = %req.peer(), status = Empty, latency_us = Empty);
     let _entered = span.enter();
-    let mut ctx = ReqCtx { shared, peer: req.peer(), cpt: req.cpt() };
+    let mut ctx = ReqCtx { shared, peer: req.peer(), cpt: req.cpt(), counted: Cell::new(counted) };
     let result = match catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut ctx))) {
         Ok(r) => r,
         Err(_) => {
