@@ -64,7 +64,8 @@ impl MdBuffer {
         self.len() == 0
     }
 
-    /// Scatter/gather view of `[offset, offset+len)` for sending.
+    /// Scatter/gather view of `[offset, offset+len)` for sending: one slice
+    /// per run of pages that are adjacent in their slab.
     ///
     /// The range is clamped to the region.
     pub fn io_slices(&self, offset: usize, len: usize) -> Vec<IoSlice<'_>> {
@@ -75,15 +76,7 @@ impl MdBuffer {
         match self {
             MdBuffer::Inline(v) => vec![IoSlice::new(&v[offset..end])],
             MdBuffer::Pages { pages, .. } => {
-                let mut out = Vec::with_capacity((end - offset).div_ceil(PAGE_SIZE) + 1);
-                let mut pos = offset;
-                while pos < end {
-                    let (pi, po) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
-                    let n = (PAGE_SIZE - po).min(end - pos);
-                    out.push(IoSlice::new(&pages[pi].as_slice()[po..po + n]));
-                    pos += n;
-                }
-                out
+                crate::mem::contiguous(pages, offset, end).into_iter().map(IoSlice::new).collect()
             }
         }
     }
@@ -98,16 +91,7 @@ impl MdBuffer {
         match self {
             MdBuffer::Inline(v) => vec![IoSliceMut::new(&mut v[offset..end])],
             MdBuffer::Pages { pages, .. } => {
-                let first = offset / PAGE_SIZE;
-                let last = (end - 1) / PAGE_SIZE;
-                let mut out = Vec::with_capacity(last - first + 1);
-                for (i, page) in pages[first..=last].iter_mut().enumerate() {
-                    let pstart = (first + i) * PAGE_SIZE;
-                    let lo = offset.max(pstart) - pstart;
-                    let hi = end.min(pstart + PAGE_SIZE) - pstart;
-                    out.push(IoSliceMut::new(&mut page.as_mut_slice()[lo..hi]));
-                }
-                out
+                crate::mem::contiguous_mut(pages, offset, end).into_iter().map(IoSliceMut::new).collect()
             }
         }
     }
@@ -366,8 +350,9 @@ mod tests {
         let mut back = vec![0u8; 5000];
         assert_eq!(b.read_at(4000, &mut back), 5000);
         assert_eq!(back, data);
+        // A fresh pool hands out adjacent slots: one slice.
         let s = b.io_slices(4000, 5000);
-        assert_eq!(s.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![96, 4096, 808]);
+        assert_eq!(s.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![5000]);
         assert_eq!(b.io_slices_mut(3 * PAGE_SIZE - 20, 100).iter().map(|s| s.len()).sum::<usize>(), 10);
         assert!(b.io_slices(b.len(), 1).is_empty());
     }

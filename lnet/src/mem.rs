@@ -201,6 +201,77 @@ impl Page {
     }
 }
 
+/// Splits `[offset, end)` of `pages`, taken as one region of whole pages,
+/// into runs of pages that are adjacent slots of one slab: `(first page,
+/// pages in the run, start in the first page, bytes)`.
+fn runs(pages: &[Page], offset: usize, end: usize) -> Vec<(usize, usize, usize, usize)> {
+    let end = end.min(pages.len() * PAGE_SIZE);
+    let mut out = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        let first = pos / PAGE_SIZE;
+        let mut last = first;
+        while (last + 1) * PAGE_SIZE < end && pages[last].precedes(&pages[last + 1]) {
+            last += 1;
+        }
+        let stop = end.min((last + 1) * PAGE_SIZE);
+        out.push((first, last - first + 1, pos % PAGE_SIZE, stop - pos));
+        pos = stop;
+    }
+    out
+}
+
+/// The bytes `[offset, end)` of `pages` (one region of whole pages) as
+/// few slices as possible: pages that are adjacent slots of one slab make
+/// one slice. Fewer, longer slices make vectored I/O and checksums cheaper.
+pub fn contiguous(pages: &[Page], offset: usize, end: usize) -> Vec<&[u8]> {
+    runs(pages, offset, end)
+        .into_iter()
+        .map(|(first, _, start, len)| {
+            // SAFETY: the run's pages are adjacent slots of one slab, so
+            // `[start, start + len)` from the first one lies inside that
+            // slab's single allocation (`span_ptr` derives the pointer from
+            // the whole allocation). Every byte belongs to a `Page` of
+            // `pages`, each the only handle to its slot, and `pages` is
+            // borrowed shared for the slices' lifetime, so nothing writes to
+            // them meanwhile.
+            unsafe { std::slice::from_raw_parts(pages[first].span_ptr().add(start), len) }
+        })
+        .collect()
+}
+
+/// As [`contiguous`], writable.
+pub fn contiguous_mut(pages: &mut [Page], offset: usize, end: usize) -> Vec<&mut [u8]> {
+    runs(pages, offset, end)
+        .into_iter()
+        .map(|(first, _, start, len)| {
+            // SAFETY: as in `contiguous`, and `pages` is borrowed exclusively
+            // for the slices' lifetime; the runs do not overlap, so the
+            // slices never alias one another.
+            unsafe { std::slice::from_raw_parts_mut(pages[first].span_ptr().add(start), len) }
+        })
+        .collect()
+}
+
+impl Page {
+    /// True when `next` is the slot right after this one in the same slab.
+    fn precedes(&self, next: &Page) -> bool {
+        Arc::ptr_eq(&self.slab, &next.slab) && next.idx == self.idx + 1
+    }
+
+    /// A pointer to the page's first byte derived from its slab's whole
+    /// allocation, so that it may reach on into the slab's next slots.
+    fn span_ptr(&self) -> *mut u8 {
+        let base = self.slab.pages.as_ptr();
+        // SAFETY: `idx` is a slot of this slab (the pool only hands out
+        // in-range slots), so the offset stays inside the allocation.
+        let cell = unsafe { base.add(self.idx as usize) }.cast::<UnsafeCell<[u8; PAGE_SIZE]>>();
+        // `PageBuf` is `repr(C)` around the cell, so the cast keeps the
+        // address; the bytes are writable through the cell.
+        UnsafeCell::raw_get(cell).cast::<u8>()
+    }
+}
+
 impl Drop for Page {
     fn drop(&mut self) {
         let mut st = self.pool.state.lock();
@@ -239,6 +310,24 @@ mod tests {
         assert!(matches!(pool.alloc(3), Err(LnetError::NoPages { cpt: 1, .. })));
         drop(a);
         assert_eq!(pool.alloc(8).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn adjacent_slots_make_one_slice() {
+        let pool = PagePool::new(0, 4, 8);
+        // Slots 0, 1, 2 of one slab, then slot 0 of the next slab.
+        let mut pages = pool.alloc(3).unwrap();
+        let _gap = pool.alloc(1).unwrap();
+        pages.extend(pool.alloc(1).unwrap());
+        let lens = |v: Vec<&[u8]>| v.iter().map(|s| s.len()).collect::<Vec<_>>();
+        assert_eq!(lens(contiguous(&pages, 10, 4 * PAGE_SIZE)), vec![3 * PAGE_SIZE - 10, PAGE_SIZE]);
+        assert_eq!(lens(contiguous(&pages, PAGE_SIZE, PAGE_SIZE + 5)), vec![5]);
+        assert!(contiguous(&pages, 5 * PAGE_SIZE, 6 * PAGE_SIZE).is_empty());
+        for (i, s) in contiguous_mut(&mut pages, 0, 5 * PAGE_SIZE).into_iter().enumerate() {
+            s.fill(i as u8 + 1);
+        }
+        assert!(pages[..3].iter().all(|p| p.as_slice().iter().all(|&b| b == 1)));
+        assert!(pages[3].as_slice().iter().all(|&b| b == 2), "the next slab's page is the second run");
     }
 
     #[test]
