@@ -27,6 +27,7 @@
 //! index = 0
 //! dir = "/srv/sheen/ost0"
 //! commit_interval = 1.0             # seconds
+//! direct_io = false                 # O_DIRECT object I/O
 //! ```
 
 use std::net::SocketAddr;
@@ -98,6 +99,10 @@ pub struct TargetSection {
     /// Seconds between commits.
     #[serde(default = "default_commit")]
     pub commit_interval: f64,
+    /// Object data with `O_DIRECT` (Lustre's OSS read and writethrough
+    /// caches off); buffered when the file system refuses it, logged.
+    #[serde(default)]
+    pub direct_io: bool,
 }
 
 fn default_reserve() -> u64 {
@@ -244,6 +249,7 @@ impl OssConfig {
                 brw_size: t.brw_size_kib << 10,
                 checksums: t.checksums,
                 commit_interval: Duration::from_secs_f64(t.commit_interval),
+                direct_io: t.direct_io,
                 ..OstConfig::new(t.name.clone(), t.index, t.dir.clone())
             })
             .collect()
@@ -270,6 +276,12 @@ dir = "/srv/ost0"
         let c = OssConfig::from_toml(GOOD).expect("parses");
         assert_eq!(c.targets.len(), 1);
         assert_eq!(c.target_configs()[0].brw_size, 4 << 20);
+        assert!(!c.target_configs()[0].direct_io);
+        let d = OssConfig::from_toml(&GOOD.replace("index = 0", "index = 0\ndirect_io = true")).expect("parses");
+        assert!(d.target_configs()[0].direct_io);
+        let e = OssConfig::from_toml(&GOOD.replace("index = 0", "index = 0\ndirect_io = \"yes\""))
+            .expect_err("not a boolean");
+        assert!(e.to_string().contains("direct_io") || e.to_string().contains("bool"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! Owns: object paths (`<dir>/O/<oid & 0xff as 2 hex digits>/<oid in
 //! hex>`), a bounded cache of open files ([`ObjFile`]), vectored positional
 //! I/O of niobuf runs straight from and into bulk pages (`pwritev` /
-//! `preadv` through rustix, short transfers continued), hole punching
+//! `preadv` through rustix, short transfers continued), optionally with
+//! `O_DIRECT` ([`Objects::use_direct_io`]: the 4 KiB-aligned parts of runs
+//! go straight between the aligned pool pages and the device, the rest
+//! through the page cache; a file system that refuses `O_DIRECT` turns it
+//! off for the target, logged once), hole punching
 //! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), truncation, `fdatasync`, and the
 //! per-object write order ([`WriteOrder`]: one client's overlapping writes
 //! in xid order, overlapping writes one at a time, disjoint ones at once).
@@ -13,10 +17,11 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, IoSlice};
-use std::os::unix::fs::MetadataExt;
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lnet::MdBuffer;
@@ -111,6 +116,60 @@ fn subtract(r: Run, s: u64, e: u64) -> Vec<Run> {
     v
 }
 
+/// Offsets, lengths and buffer positions of `O_DIRECT` I/O are multiples
+/// of this (a multiple of every logical block size up to 4 KiB; pool pages
+/// are aligned to it).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Whether a target does its object I/O with `O_DIRECT`, shared by its
+/// open objects: asked for in the config, and turned off (once, logged)
+/// when the file system refuses it.
+#[derive(Debug)]
+struct DirectIo {
+    on: AtomicBool,
+    root: PathBuf,
+}
+
+impl DirectIo {
+    fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// The file system refused `O_DIRECT`: buffered I/O from now on.
+    fn refused(&self, err: &std::io::Error) {
+        if self.on.swap(false, Ordering::Relaxed) {
+            tracing::warn!(dir = %self.root.display(), %err,
+                "direct_io: the file system refuses O_DIRECT; falling back to buffered I/O");
+        }
+    }
+}
+
+fn refuses_direct(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+}
+
+/// The longest prefix of `left` bytes at object offset `off` and buffer
+/// position `pos` that `O_DIRECT` can move (0: none).
+fn direct_len(buf: &MdBuffer, off: u64, pos: usize, left: usize) -> usize {
+    let aligned = off.is_multiple_of(DIRECT_ALIGN as u64) && pos.is_multiple_of(DIRECT_ALIGN);
+    if !aligned || buf.pages().is_none() {
+        return 0;
+    }
+    left - left % DIRECT_ALIGN
+}
+
+/// Writes and reads back one aligned block through `O_DIRECT` at `path`.
+fn probe_direct(path: &Path) -> std::io::Result<()> {
+    let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).custom_flags(flags).open(path)?;
+    let mut v = vec![0x5au8; 2 * DIRECT_ALIGN];
+    let at = v.as_ptr().align_offset(DIRECT_ALIGN);
+    let block = v.get_mut(at..at + DIRECT_ALIGN).ok_or_else(|| std::io::Error::from(ErrorKind::InvalidInput))?;
+    rustix::io::pwrite(&f, block, 0)?;
+    rustix::io::pread(&f, block, 0)?;
+    Ok(())
+}
+
 /// An open object.
 #[derive(Debug)]
 pub struct ObjFile {
@@ -119,6 +178,9 @@ pub struct ObjFile {
     /// Its path.
     pub path: PathBuf,
     file: File,
+    /// The same file opened with `O_DIRECT`, when the target uses it.
+    direct: Option<File>,
+    direct_io: Arc<DirectIo>,
     /// Recent and in-progress writes: one client's overlapping writes land
     /// in xid order; overlapping writes never run at once; disjoint ones do.
     order: Mutex<WriteOrder>,
@@ -155,22 +217,43 @@ impl ObjFile {
         r
     }
 
+    /// The `O_DIRECT` file when the target still uses it.
+    fn direct_file(&self) -> Option<&File> {
+        self.direct.as_ref().filter(|_| self.direct_io.on())
+    }
+
+    /// Whether object I/O goes around the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct_file().is_some()
+    }
+
     /// Writes the runs from `buf`.
     pub fn write_runs(&self, runs: &[Run], buf: &MdBuffer) -> Result<(), OstError> {
         for r in runs {
-            let mut slices = buf.io_slices(r.buf_pos as usize, r.len as usize);
-            let mut slices: &mut [IoSlice<'_>] = &mut slices;
             let mut off = r.offset;
-            let mut left = r.len;
+            let mut pos = r.buf_pos as usize;
+            let mut left = r.len as usize;
             while left > 0 {
-                let n = rustix::io::pwritev(&self.file, slices, off)
-                    .map_err(|e| OstError::io("writing", &self.path, e.into()))?;
+                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left));
+                let (file, want) = match self.direct_file() {
+                    Some(f) if d > 0 => (f, d),
+                    _ => (&self.file, left),
+                };
+                let slices = buf.io_slices(pos, want);
+                let n = match rustix::io::pwritev(file, &slices, off) {
+                    Ok(n) => n,
+                    Err(e) if d > 0 && refuses_direct(&e.into()) => {
+                        self.direct_io.refused(&e.into());
+                        continue;
+                    }
+                    Err(e) => return Err(OstError::io("writing", &self.path, e.into())),
+                };
                 if n == 0 {
                     return Err(OstError::io("writing", &self.path, std::io::ErrorKind::WriteZero.into()));
                 }
-                IoSlice::advance_slices(&mut slices, n);
                 off += n as u64;
-                left -= n as u64;
+                pos += n;
+                left -= n;
             }
         }
         Ok(())
@@ -184,9 +267,20 @@ impl ObjFile {
             let mut pos = r.buf_pos as usize;
             let mut left = r.len as usize;
             while left > 0 {
-                let mut slices = buf.io_slices_mut(pos, left);
-                let n = rustix::io::preadv(&self.file, &mut slices, off)
-                    .map_err(|e| OstError::io("reading", &self.path, e.into()))?;
+                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left));
+                let (file, want) = match self.direct_file() {
+                    Some(f) if d > 0 => (f, d),
+                    _ => (&self.file, left),
+                };
+                let mut slices = buf.io_slices_mut(pos, want);
+                let n = match rustix::io::preadv(file, &mut slices, off) {
+                    Ok(n) => n,
+                    Err(e) if d > 0 && refuses_direct(&e.into()) => {
+                        self.direct_io.refused(&e.into());
+                        continue;
+                    }
+                    Err(e) => return Err(OstError::io("reading", &self.path, e.into())),
+                };
                 if n == 0 {
                     // End of object: the rest of the run is zeros.
                     let zeros = vec![0u8; left];
@@ -232,12 +326,42 @@ impl ObjFile {
 pub struct Objects {
     root: PathBuf,
     open: Mutex<HashMap<u64, Arc<ObjFile>>>,
+    direct_io: Arc<DirectIo>,
 }
 
 impl Objects {
     /// The object files under `dir`.
     pub fn new(dir: &Path) -> Objects {
-        Objects { root: dir.join(OBJECTS_DIR), open: Mutex::new(HashMap::new()) }
+        let root = dir.join(OBJECTS_DIR);
+        let direct_io = Arc::new(DirectIo { on: AtomicBool::new(false), root: root.clone() });
+        Objects { root, open: Mutex::new(HashMap::new()), direct_io }
+    }
+
+    /// Object I/O from now on with `O_DIRECT` where runs are aligned (see
+    /// [`DIRECT_ALIGN`]), if a probe file in the objects' directory takes an
+    /// aligned `O_DIRECT` write and read; else buffered, with a warning.
+    /// Objects opened earlier keep buffered I/O. A file system that refuses
+    /// `O_DIRECT` later (on an open or an I/O) turns it off then, with one
+    /// warning. Returns whether it is on.
+    pub fn use_direct_io(&self) -> bool {
+        self.direct_io.on.store(true, Ordering::Relaxed);
+        let probe = self.root.join(".direct_io_probe");
+        match probe_direct(&probe) {
+            Ok(()) => tracing::info!(dir = %self.root.display(), "direct_io: object I/O with O_DIRECT"),
+            Err(e) if refuses_direct(&e) => self.direct_io.refused(&e),
+            Err(e) => {
+                self.direct_io.on.store(false, Ordering::Relaxed);
+                tracing::warn!(dir = %self.root.display(), err = %e,
+                    "direct_io: cannot probe O_DIRECT; using buffered I/O");
+            }
+        }
+        let _ = fs::remove_file(&probe);
+        self.direct_io.on()
+    }
+
+    /// Whether object I/O uses `O_DIRECT` (asked for and not refused).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io.on()
     }
 
     /// Creates the objects' directory (format).
@@ -285,7 +409,28 @@ impl Objects {
         if let Err(e) = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential) {
             tracing::debug!(oid, err = %e, "fadvise(SEQUENTIAL)");
         }
-        let obj = Arc::new(ObjFile { oid, path, file, order: Mutex::new(WriteOrder::default()), idle: Condvar::new() });
+        let direct = if self.direct_io.on() {
+            let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+            match OpenOptions::new().read(true).write(true).custom_flags(flags).open(&path) {
+                Ok(f) => Some(f),
+                Err(e) if refuses_direct(&e) => {
+                    self.direct_io.refused(&e);
+                    None
+                }
+                Err(e) => return Err(OstError::io("opening (O_DIRECT)", &path, e)),
+            }
+        } else {
+            None
+        };
+        let obj = Arc::new(ObjFile {
+            oid,
+            path,
+            file,
+            direct,
+            direct_io: Arc::clone(&self.direct_io),
+            order: Mutex::new(WriteOrder::default()),
+            idle: Condvar::new(),
+        });
         let mut open = self.open.lock();
         if open.len() >= MAX_OPEN {
             // Drop an arbitrary entry; users hold their own Arc.
@@ -319,6 +464,54 @@ mod tests {
 
     fn run(offset: u64, len: u64, buf_pos: u64) -> Run {
         Run { offset, len, buf_pos }
+    }
+
+    fn pages(pool: &lnet::PagePool, data: &[u8]) -> MdBuffer {
+        let mut b = MdBuffer::from_pages_len(pool.alloc_bytes(data.len()).unwrap(), data.len());
+        b.write_at(0, data);
+        b
+    }
+
+    fn bytes(b: &MdBuffer) -> Vec<u8> {
+        let mut v = vec![0; b.len()];
+        b.read_at(0, &mut v);
+        v
+    }
+
+    /// Aligned and unaligned runs, with `O_DIRECT` on, read back what was
+    /// written (aligned parts direct, the rest buffered), and past the end
+    /// of the object zeros.
+    #[test]
+    fn direct_io_moves_aligned_and_unaligned_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        Objects::format(dir.path()).unwrap();
+        let objects = Objects::new(dir.path());
+        let on = objects.use_direct_io();
+        assert_eq!(on, objects.direct_io());
+        objects.create(7).unwrap();
+        let obj = objects.open(7).unwrap();
+        assert_eq!(obj.is_direct(), on);
+        let pool = lnet::PagePool::new(0, 64, 256);
+        let data: Vec<u8> = (0..5 * DIRECT_ALIGN + 300).map(|i| (i * 13 % 251) as u8).collect();
+        let runs = [
+            run(0, 2 * DIRECT_ALIGN as u64, 0), // aligned
+            run(3 * DIRECT_ALIGN as u64 + 10, DIRECT_ALIGN as u64, 2 * DIRECT_ALIGN as u64), // unaligned offset
+            run(8 * DIRECT_ALIGN as u64, 2 * DIRECT_ALIGN as u64 + 300, 3 * DIRECT_ALIGN as u64), // aligned + tail
+        ];
+        obj.write_ordered(1, 1, &runs, &pages(&pool, &data)).unwrap();
+        let mut back = pages(&pool, &vec![0xee; data.len()]);
+        obj.read_runs(&runs, &mut back).unwrap();
+        assert!(bytes(&back) == data, "read back what was written");
+        // Through the page cache, the same bytes.
+        let plain = std::fs::read(objects.path(7)).unwrap();
+        assert_eq!(&plain[..2 * DIRECT_ALIGN], &data[..2 * DIRECT_ALIGN]);
+        assert_eq!(plain.len(), 10 * DIRECT_ALIGN + 300);
+        // Past the end: zeros.
+        let mut tail = pages(&pool, &vec![0xee; 2 * DIRECT_ALIGN]);
+        obj.read_runs(&[run(10 * DIRECT_ALIGN as u64, 2 * DIRECT_ALIGN as u64, 0)], &mut tail).unwrap();
+        let t = bytes(&tail);
+        assert_eq!(&t[..300], &data[data.len() - 300..]);
+        assert!(t[300..].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct OstConfig {
     pub checksums: bool,
     /// How often the commit thread commits.
     pub commit_interval: Duration,
+    /// Object data with `O_DIRECT` (aligned runs around the page cache),
+    /// falling back to buffered I/O when the file system refuses it.
+    pub direct_io: bool,
 }
 
 impl OstConfig {
@@ -74,6 +77,7 @@ impl OstConfig {
             brw_size: 4 << 20,
             checksums: true,
             commit_interval: Duration::from_secs(1),
+            direct_io: false,
         }
     }
 }
@@ -219,6 +223,10 @@ impl Ost {
             .stage(&[Put::Server(ServerRec { epoch, last_transno: server.last_transno }), Put::Committed(committed)])?;
         index.persist()?;
         let objects = Objects::new(&cfg.dir);
+        if cfg.direct_io {
+            // Logs whether O_DIRECT is on or refused by the file system.
+            objects.use_direct_io();
+        }
         let space = Space::new(&cfg.dir, cfg.reserve_bytes, cfg.grant_per_export)?;
         let next = server.last_transno.max(u64::from(epoch) << 32) + 1;
         let label_m = TargetLabel { component: "ost", target: cfg.name.clone() };
@@ -270,6 +278,12 @@ impl Ost {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.cfg.dir
+    }
+
+    /// Whether object I/O uses `O_DIRECT` (configured and not refused by
+    /// the file system).
+    pub fn direct_io(&self) -> bool {
+        self.objects.direct_io()
     }
 
     /// Stops taking requests (they answer ESHUTDOWN).

@@ -50,6 +50,10 @@ struct Args {
     /// Turn CRC32C off.
     #[arg(long)]
     no_checksums: bool,
+    /// The OST's object I/O with O_DIRECT (its `direct_io` setting); adds
+    /// local O_DIRECT pwrite/pread baselines beside the buffered ones.
+    #[arg(long)]
+    direct_io: bool,
     /// Seconds between the target's commits (Lustre commits every 5 s).
     #[arg(long, default_value_t = 5.0)]
     commit_interval: f64,
@@ -84,7 +88,7 @@ fn report(args: &Args, bench: &str, value: f64, baseline: &str, base: f64) {
             "baseline": baseline, "baseline_value": (base * 1000.0).round() / 1000.0,
             "ratio": (ratio * 1000.0).round() / 1000.0,
             "size_bytes": args.size, "rpc_bytes": args.rpc_size, "inflight": args.inflight,
-            "checksums": !args.no_checksums,
+            "checksums": !args.no_checksums, "direct_io": args.direct_io,
         });
         println!("{line}");
     } else {
@@ -136,6 +140,7 @@ async fn run(args: Args) -> Result<()> {
     let cfg = OstConfig {
         grant_per_export: 256 << 20,
         commit_interval: Duration::from_secs_f64(args.commit_interval),
+        direct_io: args.direct_io,
         ..OstConfig::new("bench-OST0000", 0, &target_dir)
     };
     Ost::format(&cfg, "bench-fs")?;
@@ -151,6 +156,9 @@ async fn run(args: Args) -> Result<()> {
     let clnet = Lnet::start(tcp(2)).await?;
     let faults = Arc::new(FaultInjector::default());
     let server = OstServer::start(&slnet, vec![cfg], ost::server::service_config(), Arc::clone(&faults))?;
+    if args.direct_io && !server.targets().iter().all(|t| t.direct_io()) {
+        bail!("direct_io asked for, but the file system under {} refuses O_DIRECT", args.dir.display());
+    }
     let c = Arc::new(OstClient::new(&clnet, slnet.nid(), "bench-OST0000", "bench", ClientConfig::default(), false));
     c.connect(256 << 20, args.rpc_size as u32, !args.no_checksums).await?;
     let oid = c.create(1).await?.first;
@@ -199,11 +207,21 @@ async fn run(args: Args) -> Result<()> {
         reads.push((cold, brw, base));
     }
 
+    // O_DIRECT baselines: the same bytes with one thread, around the cache.
+    let direct =
+        if args.direct_io { Some(base_direct(&work.path().join("baseline_direct"), &block, n)?) } else { None };
+
     report(&args, "ost.tcp.brw_write", gbps(total, ost_write), "local_pwrite", gbps(total, base_write));
+    if let Some((w, _)) = direct {
+        report(&args, "ost.tcp.brw_write", gbps(total, ost_write), "local_pwrite_direct", gbps(total, w));
+    }
     for (cold, brw, base) in reads {
         let (name, bname) =
             if cold { ("ost.tcp.brw_read", "local_pread") } else { ("ost.tcp.brw_read_cached", "local_pread_cached") };
         report(&args, name, gbps(total, brw), bname, gbps(total, base));
+        if let Some((_, r)) = direct {
+            report(&args, name, gbps(total, brw), "local_pread_direct", gbps(total, r));
+        }
     }
     let server = Arc::new(server);
     let s2 = Arc::clone(&server);
@@ -212,6 +230,34 @@ async fn run(args: Args) -> Result<()> {
     slnet.shutdown();
     drop(f);
     Ok(())
+}
+
+/// Local O_DIRECT pwrite then pread of `n` blocks at `path`, one thread,
+/// from and into a 4 KiB-aligned buffer; the write is synced, untimed.
+fn base_direct(path: &std::path::Path, block: &[u8], n: u64) -> Result<(Duration, Duration)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).custom_flags(flags).open(path)?;
+    let mut v = vec![0u8; block.len() + 4096];
+    let at = v.as_ptr().align_offset(4096);
+    let buf = &mut v[at..at + block.len()];
+    buf.copy_from_slice(block);
+    let step = block.len() as u64;
+    let t = Instant::now();
+    for i in 0..n {
+        f.write_all_at(buf, i * step)?;
+    }
+    let w = t.elapsed();
+    f.sync_all()?;
+    let t = Instant::now();
+    for i in 0..n {
+        f.read_exact_at(buf, i * step)?;
+    }
+    let r = t.elapsed();
+    if buf != block {
+        bail!("O_DIRECT baseline read back different bytes");
+    }
+    Ok((w, r))
 }
 
 /// Local pread of the baseline file, one thread.
