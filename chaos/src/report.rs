@@ -1,0 +1,493 @@
+//! What a run found: per fault cycle the figures (fault length, time until
+//! every client made progress again, the server's recovery, stalled
+//! operations, errors, evictions, losses) and every finding with the
+//! record and the fault it belongs to; printed as a table or JSON lines.
+//!
+//! Owns: [`Cycle`], [`Report`], [`judge`] (findings attributed to cycles,
+//! figures computed from the operation logs) and the two renderings.
+//!
+//! Must not: drop a finding: anything not explained by an eviction the
+//! servers counted fails the run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::admin::TargetRecovery;
+use crate::fault::{Fault, FaultKind};
+use crate::model::Finding;
+use crate::oplog::{Op, Outcome, Rec, now_us};
+use crate::run::RunOpts;
+
+/// One fault cycle.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    /// Its number.
+    pub n: usize,
+    /// The fault.
+    pub fault: Fault,
+    /// Fault start, µs.
+    pub t_fault: u64,
+    /// Fault end (restart ready, link back, client continued), µs.
+    pub t_end: u64,
+    /// When every client had made progress (or the bound passed), µs.
+    pub t_settled: u64,
+    /// Clients that made no progress within the bound.
+    pub stuck: Vec<u32>,
+    /// Exports the servers evicted during the cycle.
+    pub evictions: u64,
+    /// The restarted daemon's recovery status after the cycle.
+    pub recovery: Option<Vec<TargetRecovery>>,
+    /// Daemons whose metrics could not be read after the cycle.
+    pub unscraped: Vec<String>,
+    /// Daemons that died by themselves.
+    pub died: Vec<String>,
+    /// Fault end to every client's first successful operation, ms.
+    pub resumed_ms: Option<f64>,
+    /// Operations slower than the stall bound overlapping the cycle.
+    pub stalled: usize,
+    /// The slowest of them, ms.
+    pub max_stall_ms: f64,
+    /// Failed calls not explained by an eviction.
+    pub errors: usize,
+    /// Failed calls of an evicted client.
+    pub expected_errors: usize,
+    /// Lost, corrupt or extra things attributed to this cycle.
+    pub lost: usize,
+}
+
+impl Cycle {
+    /// Whether nothing went wrong in it.
+    pub fn passed(&self) -> bool {
+        self.stuck.is_empty() && self.died.is_empty() && self.errors == 0 && self.lost == 0
+    }
+
+    fn server_recovery(&self) -> String {
+        match &self.recovery {
+            None => "-".into(),
+            Some(t) if t.is_empty() => "no metrics".into(),
+            Some(t) => t
+                .iter()
+                .map(|r| {
+                    if r.recovering {
+                        format!("{}: recovering", r.target)
+                    } else if r.finished == 0 {
+                        format!("{}: none", r.target)
+                    } else {
+                        format!("{}: {:.0} ms", r.target, r.duration * 1000.0)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// One finding, judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    /// The client.
+    pub client: u32,
+    /// The cycle it belongs to (None: before the first fault).
+    pub cycle: Option<usize>,
+    /// Explained by the client's eviction.
+    pub expected: bool,
+    /// Its class.
+    pub class: &'static str,
+    /// What happened, in words.
+    pub text: String,
+    /// The finding itself.
+    pub finding: Finding,
+}
+
+/// A run's outcome.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Cycles asked for.
+    pub cycles_asked: usize,
+    /// The faults drawn from.
+    pub faults: Vec<FaultKind>,
+    /// The run's directory (logs, data).
+    pub dir: String,
+    /// Whether the directory was kept.
+    pub dir_kept: bool,
+    /// When the run started, µs.
+    pub t_start: u64,
+    /// The cycles.
+    pub cycles: Vec<Cycle>,
+    /// Raw findings by client.
+    pub findings: Vec<(u32, Finding)>,
+    /// Judged findings.
+    pub judged: Vec<Judged>,
+    /// Operations the clients completed.
+    pub ops: usize,
+    /// What stopped the harness itself.
+    pub harness_errors: Vec<String>,
+}
+
+impl Report {
+    /// An empty report of a run with `o` in `dir`.
+    pub fn new(o: &RunOpts, dir: &Path) -> Report {
+        Report {
+            seed: o.seed,
+            cycles_asked: o.cycles,
+            faults: o.faults.clone(),
+            dir: dir.display().to_string(),
+            dir_kept: true,
+            t_start: now_us(),
+            cycles: Vec::new(),
+            findings: Vec::new(),
+            judged: Vec::new(),
+            ops: 0,
+            harness_errors: Vec::new(),
+        }
+    }
+
+    /// Whether the run passed: every cycle ran and passed, nothing lost.
+    pub fn passed(&self) -> bool {
+        self.harness_errors.is_empty()
+            && self.cycles.len() == self.cycles_asked
+            && self.cycles.iter().all(Cycle::passed)
+            && self.judged.iter().all(|j| j.expected)
+    }
+
+    fn rel(&self, t: u64) -> f64 {
+        t.saturating_sub(self.t_start) as f64 / 1e6
+    }
+}
+
+/// Failed calls are listed per (cycle, client, errno, operation, expected).
+type GroupKey = (Option<usize>, u32, i32, &'static str, bool);
+
+/// Findings of one class listed in the table at most.
+const LIST_MAX: usize = 40;
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Mount { .. } => "mount",
+        Op::Mkdir { .. } => "mkdir",
+        Op::Rmdir { .. } => "rmdir",
+        Op::Create { .. } => "create",
+        Op::Write { .. } => "write",
+        Op::Read { .. } => "read",
+        Op::Fsync { .. } => "fsync",
+        Op::Rename { .. } => "rename",
+        Op::Unlink { .. } => "unlink",
+        Op::Chmod { .. } => "chmod",
+        Op::Open { .. } => "open",
+        Op::Close { .. } => "close",
+        Op::Resolve { .. } => "lookup",
+        Op::Import { .. } => "import",
+    }
+}
+
+fn describe_op(op: &Op) -> String {
+    match op {
+        Op::Mount { root } => format!("mkdir {root} (mount)"),
+        Op::Mkdir { path } => format!("mkdir {path}"),
+        Op::Rmdir { path } => format!("rmdir {path}"),
+        Op::Create { path, file, stripes } => format!("create {path} (file {file}, {stripes} stripes)"),
+        Op::Write { file, blk, generation } => format!("write file {file} block {blk} generation {generation}"),
+        Op::Read { file, blk, found } => format!("read file {file} block {blk} -> {found:?}"),
+        Op::Fsync { file } => format!("fsync file {file}"),
+        Op::Rename { from, to, .. } => format!("rename {from} -> {to}"),
+        Op::Unlink { path, .. } => format!("unlink {path}"),
+        Op::Chmod { path, mode } => format!("chmod {mode:o} {path}"),
+        Op::Open { path, .. } => format!("open {path}"),
+        Op::Close { file } => format!("close file {file}"),
+        Op::Resolve { path, found, .. } => format!("lookup {path} -> {found:?}"),
+        Op::Import { target, state } => format!("import {target} -> {state}"),
+    }
+}
+
+fn rec_text(r: &Report, rec: &Rec) -> String {
+    let res = match &rec.outcome {
+        Outcome::Ok => "ok".to_string(),
+        Outcome::Err { errno, msg } => format!("errno {errno} ({msg})"),
+    };
+    format!(
+        "c{} #{} {} at +{:.3}s..+{:.3}s: {res}",
+        rec.client,
+        rec.seq,
+        describe_op(&rec.op),
+        r.rel(rec.t0),
+        r.rel(rec.t1)
+    )
+}
+
+/// The cycle whose fault had started when `t` was reached (the last one).
+fn cycle_at(cycles: &[Cycle], t: u64) -> Option<usize> {
+    cycles.iter().rposition(|c| c.t_fault <= t)
+}
+
+/// The first cycle whose fault started at or after `t` (what could lose
+/// an operation acknowledged at `t`), else the last.
+fn cycle_after(cycles: &[Cycle], t0: u64) -> Option<usize> {
+    cycles.iter().position(|c| c.t_fault >= t0).or(cycles.len().checked_sub(1))
+}
+
+fn fault_involves(f: &Fault, client: u32) -> bool {
+    match f {
+        Fault::FreezeClient { client: c, .. } => *c as u32 == client,
+        Fault::CutLink { node, .. } => *node == format!("c{client}"),
+        _ => false,
+    }
+}
+
+/// Attributes findings to cycles and computes each cycle's figures.
+pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
+    r.ops = recs.len();
+    let stall_us = stall.as_micros() as u64;
+    let clients: Vec<u32> = {
+        let mut v: Vec<u32> = recs.iter().map(|x| x.client).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    for c in &mut r.cycles {
+        let mut worst: Option<f64> = Some(0.0);
+        for &cl in &clients {
+            let first = recs.iter().filter(|x| x.client == cl && x.ok() && x.t1 > c.t_end).map(|x| x.t1).min();
+            worst = match (worst, first) {
+                (Some(w), Some(t)) => Some(w.max((t - c.t_end) as f64 / 1000.0)),
+                _ => None,
+            };
+        }
+        c.resumed_ms = worst;
+        let slow: Vec<u64> = recs
+            .iter()
+            .filter(|x| x.t1 > c.t_fault && x.t0 < c.t_settled && x.t1 - x.t0 > stall_us)
+            .map(|x| x.t1 - x.t0)
+            .collect();
+        c.stalled = slow.len();
+        c.max_stall_ms = slow.iter().copied().max().unwrap_or(0) as f64 / 1000.0;
+    }
+    let findings = std::mem::take(&mut r.findings);
+    for (client, f) in &findings {
+        let (class, cycle, text) = match f {
+            Finding::CallFailed { rec } => {
+                let k = cycle_at(&r.cycles, rec.t1);
+                ("failed-call", k, format!("{} ", rec_text(r, rec)))
+            }
+            Finding::LostOp { rec, committed, detail } => {
+                let class = if *committed { "lost-committed-op" } else { "lost-acked-op" };
+                let k = cycle_after(&r.cycles, rec.t0);
+                (class, k, format!("{}; now {detail}", rec_text(r, rec)))
+            }
+            Finding::Extra { path, removed_by, detail } => {
+                let (k, by) = match removed_by {
+                    Some(rec) => (cycle_after(&r.cycles, rec.t0), format!("removed by {}", rec_text(r, rec))),
+                    None => (None, "never made by this client".to_string()),
+                };
+                ("extra-entry", k, format!("{path} exists ({detail}); {by} (lost, or ran twice)"))
+            }
+            Finding::LostWrite { path, blk, rec, fsynced, found, .. } => {
+                let class = if *fsynced { "lost-fsynced-write" } else { "lost-acked-write" };
+                let k = cycle_after(&r.cycles, rec.t0);
+                (class, k, format!("{path} block {blk}: {}; holds {found:?}", rec_text(r, rec)))
+            }
+            Finding::Corrupt { path, blk, found, rec, .. } => {
+                let k = rec.as_ref().and_then(|x| cycle_at(&r.cycles, x.t1));
+                let when = rec.as_ref().map_or("at the end".to_string(), |x| rec_text(r, x));
+                ("corrupt", k, format!("{path} block {blk} holds {found:?} ({when})"))
+            }
+            Finding::BadRead { rec, allowed } => {
+                let k = cycle_at(&r.cycles, rec.t1);
+                ("bad-read", k, format!("{}; allowed generations {allowed:?} (0: hole)", rec_text(r, rec)))
+            }
+            Finding::RanTwice { rec } => {
+                let k = cycle_at(&r.cycles, rec.t1);
+                ("ran-twice", k, format!("{}; the lookup after it shows it took effect", rec_text(r, rec)))
+            }
+            Finding::Unreadable { path, why } => ("unreadable", None, format!("{path}: {why}")),
+        };
+        let expected = class == "failed-call"
+            && cycle.is_some_and(|k| {
+                let c = &r.cycles[k];
+                c.evictions > 0 && fault_involves(&c.fault, *client)
+            });
+        if let Some(k) = cycle {
+            let c = &mut r.cycles[k];
+            match (class, expected) {
+                ("failed-call", true) => c.expected_errors += 1,
+                ("failed-call", false) => c.errors += 1,
+                _ => c.lost += 1,
+            }
+        }
+        let suffix =
+            cycle.map_or(" [before the first fault]".to_string(), |k| format!(" [cycle {k}: {}]", r.cycles[k].fault));
+        r.judged.push(Judged {
+            client: *client,
+            cycle,
+            expected,
+            class,
+            text: text.trim_end().to_string() + &suffix,
+            finding: f.clone(),
+        });
+    }
+    r.findings = findings;
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("never".into(), |v| format!("{v:.0}"))
+}
+
+impl Report {
+    /// The human table: cycles, a summary per fault kind, the findings.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ =
+            writeln!(s, "sheen-chaos seed {} — {} of {} cycles run", self.seed, self.cycles.len(), self.cycles_asked);
+        let _ = writeln!(
+            s,
+            "{:>5}  {:<46} {:>8} {:>10} {:>7} {:>9} {:>6} {:>5} {:>5}  {:<7} server recovery",
+            "cycle", "fault", "fault ms", "resumed ms", "stalled", "max stall", "errors", "evict", "lost", "verdict"
+        );
+        for c in &self.cycles {
+            let _ = writeln!(
+                s,
+                "{:>5}  {:<46} {:>8.0} {:>10} {:>7} {:>9.0} {:>6} {:>5} {:>5}  {:<7} {}",
+                c.n,
+                c.fault.to_string(),
+                (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
+                ms(c.resumed_ms),
+                c.stalled,
+                c.max_stall_ms,
+                if c.expected_errors > 0 {
+                    format!("{}+{}e", c.errors, c.expected_errors)
+                } else {
+                    c.errors.to_string()
+                },
+                c.evictions,
+                c.lost,
+                if c.passed() { "pass" } else { "FAIL" },
+                c.server_recovery(),
+            );
+        }
+        let _ = writeln!(s, "\nper fault kind:");
+        let _ = writeln!(
+            s,
+            "{:<14} {:>6} {:>6} {:>14} {:>14} {:>7} {:>6} {:>5}",
+            "fault", "cycles", "passed", "resumed ms p50", "resumed ms max", "stalled", "errors", "lost"
+        );
+        for (kind, v) in self.by_kind() {
+            let mut res: Vec<f64> = v.iter().filter_map(|c| c.resumed_ms).collect();
+            res.sort_by(f64::total_cmp);
+            let p50 = res.get(res.len() / 2).copied();
+            let never = v.iter().any(|c| c.resumed_ms.is_none());
+            let max = if never { None } else { res.last().copied() };
+            let _ = writeln!(
+                s,
+                "{:<14} {:>6} {:>6} {:>14} {:>14} {:>7} {:>6} {:>5}",
+                kind.name(),
+                v.len(),
+                v.iter().filter(|c| c.passed()).count(),
+                ms(p50),
+                ms(max),
+                v.iter().map(|c| c.stalled).sum::<usize>(),
+                v.iter().map(|c| c.errors).sum::<usize>(),
+                v.iter().map(|c| c.lost).sum::<usize>(),
+            );
+        }
+        let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+        for j in self.judged.iter().filter(|j| !j.expected) {
+            *classes.entry(j.class).or_default() += 1;
+        }
+        let _ = writeln!(s, "\n{} operations logged; findings: {classes:?}", self.ops);
+        // Failed calls grouped (cycle, client, errno, operation); the rest
+        // one by one, at most LIST_MAX per class.
+        let mut groups: BTreeMap<GroupKey, (usize, &Judged)> = BTreeMap::new();
+        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+        for j in &self.judged {
+            if let Finding::CallFailed { rec } = &j.finding {
+                let errno = match &rec.outcome {
+                    Outcome::Err { errno, .. } => *errno,
+                    Outcome::Ok => 0,
+                };
+                groups.entry((j.cycle, j.client, errno, op_name(&rec.op), j.expected)).or_insert((0, j)).0 += 1;
+                continue;
+            }
+            let n = shown.entry(j.class).or_default();
+            *n += 1;
+            if *n <= LIST_MAX {
+                let tag = if j.expected { "expected (evicted)" } else { j.class };
+                let _ = writeln!(s, "  {tag}: {}", j.text);
+            }
+        }
+        for (class, n) in shown.iter().filter(|(_, n)| **n > LIST_MAX) {
+            let _ = writeln!(s, "  {class}: ... and {} more (--json lists all)", n - LIST_MAX);
+        }
+        for ((_, _, _, _, expected), (n, first)) in &groups {
+            let tag = if *expected { "expected (evicted)" } else { "failed-call" };
+            let more = if *n > 1 { format!(" (x{n}; the first:)") } else { String::new() };
+            let _ = writeln!(s, "  {tag}{more} {}", first.text);
+        }
+        for c in &self.cycles {
+            for d in &c.died {
+                let _ = writeln!(s, "  daemon died: cycle {}: {d}", c.n);
+            }
+            if !c.stuck.is_empty() {
+                let _ = writeln!(s, "  stuck: cycle {}: clients {:?} made no progress after {}", c.n, c.stuck, c.fault);
+            }
+        }
+        for e in &self.harness_errors {
+            let _ = writeln!(s, "  harness: {e}");
+        }
+        let _ = writeln!(
+            s,
+            "{} — seed {}{}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.seed,
+            if self.dir_kept { format!("; logs and data in {}", self.dir) } else { String::new() }
+        );
+        s
+    }
+
+    fn by_kind(&self) -> BTreeMap<FaultKind, Vec<&Cycle>> {
+        let mut m: BTreeMap<FaultKind, Vec<&Cycle>> = BTreeMap::new();
+        for c in &self.cycles {
+            m.entry(c.fault.kind()).or_default().push(c);
+        }
+        m
+    }
+
+    /// JSON lines: one per cycle, one per finding, one summary.
+    pub fn json_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.cycles {
+            out.push(
+                json!({
+                    "cycle": c.n, "fault": c.fault, "kind": c.fault.kind(),
+                    "fault_ms": (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
+                    "resumed_ms": c.resumed_ms, "stalled": c.stalled, "max_stall_ms": c.max_stall_ms,
+                    "errors": c.errors, "expected_errors": c.expected_errors, "evictions": c.evictions,
+                    "lost": c.lost, "stuck": c.stuck, "died": c.died, "passed": c.passed(),
+                    "server_recovery": c.recovery.as_ref().map(|v| v.iter().map(|t| json!({
+                        "target": t.target, "recovering": t.recovering, "finished": t.finished,
+                        "duration_s": t.duration, "evicted_clients": t.evicted_clients,
+                    })).collect::<Vec<_>>()),
+                })
+                .to_string(),
+            );
+        }
+        for j in &self.judged {
+            out.push(json!({ "finding": j }).to_string());
+        }
+        out.push(
+            json!({
+                "summary": true, "seed": self.seed, "cycles": self.cycles.len(), "cycles_asked": self.cycles_asked,
+                "passed": self.passed(), "ops": self.ops,
+                "unexpected_findings": self.judged.iter().filter(|j| !j.expected).count(),
+                "harness_errors": self.harness_errors, "dir": self.dir_kept.then_some(&self.dir),
+            })
+            .to_string(),
+        );
+        out
+    }
+}

@@ -1,0 +1,444 @@
+//! A workload client: one process in its own network namespace that
+//! mounts the file system through the library API (`client::Sheen`) and
+//! runs a seeded random mix of operations in its own directory, logging
+//! every operation's outcome as it returns.
+//!
+//! Owns: [`run`] (the `sheen-chaos worker` subcommand) — writes of
+//! self-describing blocks ([`crate::block`]), reads checked on the spot,
+//! fsync, create, mkdir, rmdir, rename, unlink, chmod — and what it does
+//! after a failed namespace operation: it looks at what is really there
+//! (`Resolve` records) and goes on from that. It stops, closing its files,
+//! when its stdin closes.
+//!
+//! Must not: retry a failed operation under the same record (every
+//! outcome is logged as it was), or judge outcomes (the model does).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use client::fs::SetAttr;
+use client::{ClientError, File, Sheen};
+use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig, Tunables};
+use ptlrpc::wire::mds::{StripeSpec, attr_valid, open_flags};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::block::{BLOCK, BlockId, encode};
+use crate::model::{DIR_MODE, FILE_MODE, classify};
+use crate::oplog::{Entry, Op, Outcome, Rec, now_us};
+
+/// Blocks per file at most.
+pub const MAX_BLOCKS: u32 = 8;
+/// Files a client keeps at most.
+const MAX_FILES: usize = 12;
+/// Subdirectories a client keeps at most.
+const MAX_DIRS: usize = 4;
+/// How long a client keeps trying to look at a path after a failure.
+const RESOLVE_BOUND: Duration = Duration::from_secs(120);
+
+/// What `sheen-chaos worker` is told.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// This client's index.
+    #[arg(long)]
+    pub client: u32,
+    /// Its address (in its namespace).
+    #[arg(long)]
+    pub addr: Ipv4Addr,
+    /// The lnet port.
+    #[arg(long, default_value_t = 988)]
+    pub port: u16,
+    /// The MGS's NID.
+    #[arg(long)]
+    pub mgs: String,
+    /// File system name.
+    #[arg(long)]
+    pub fsname: String,
+    /// The run's seed (the client's own is derived from it).
+    #[arg(long)]
+    pub seed: u64,
+    /// Where to write the operation log.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// Pause between operations, milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub think_ms: u64,
+}
+
+struct WFile {
+    path: String,
+    handle: Option<File>,
+    written: Vec<u32>,
+}
+
+struct Worker {
+    fs: Sheen,
+    client: u32,
+    root: String,
+    rng: SmallRng,
+    log: std::fs::File,
+    seq: u64,
+    generation: u32,
+    next_id: u32,
+    files: BTreeMap<u32, WFile>,
+    dirs: Vec<String>,
+}
+
+fn outcome<T>(r: &Result<T, ClientError>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Err { errno: e.errno(), msg: e.to_string() },
+    }
+}
+
+impl Worker {
+    fn record(&mut self, t0: u64, op: Op, outcome: Outcome) -> Result<()> {
+        let rec = Rec { client: self.client, seq: self.seq, t0, t1: now_us(), op, outcome };
+        self.seq += 1;
+        let mut line = serde_json::to_string(&rec)?;
+        line.push('\n');
+        self.log.write_all(line.as_bytes()).context("writing the operation log")?;
+        // The controller follows progress on stdout.
+        println!("{} {}", if rec.ok() { "ok" } else { "err" }, rec.t1);
+        Ok(())
+    }
+
+    fn parent_of(path: &str) -> &str {
+        path.rsplit_once('/').map_or("/", |(p, _)| p)
+    }
+
+    fn pick_file(&mut self) -> Option<u32> {
+        if self.files.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..self.files.len());
+        self.files.keys().nth(i).copied()
+    }
+
+    /// Looks (bounded, retrying while the servers recover) at `path`.
+    async fn look(&mut self, path: &str) -> Result<Option<Entry>, ClientError> {
+        let end = std::time::Instant::now() + RESOLVE_BOUND;
+        loop {
+            match self.fs.stat(path).await {
+                Ok(st) => return Ok(Some(Entry { dir: st.is_dir(), mode: st.attr.mode & 0o7777 })),
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) if std::time::Instant::now() >= end => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// After a failed namespace operation: what is at `path` now.
+    async fn resolve(&mut self, path: &str, file: Option<u32>) -> Result<Option<Entry>> {
+        let t0 = now_us();
+        let r = self.look(path).await;
+        let found = r.as_ref().ok().copied().flatten();
+        let op = Op::Resolve { path: path.to_string(), found, file: file.filter(|_| found.is_some_and(|e| !e.dir)) };
+        self.record(t0, op, outcome(&r))?;
+        Ok(found)
+    }
+
+    async fn mkdir(&mut self) -> Result<()> {
+        if self.dirs.len() > MAX_DIRS {
+            return Ok(());
+        }
+        self.next_id += 1;
+        let path = format!("{}/d{}", self.root, self.next_id);
+        let t0 = now_us();
+        let r = self.fs.mkdir(&path, DIR_MODE).await;
+        self.record(t0, Op::Mkdir { path: path.clone() }, outcome(&r))?;
+        let there = match r {
+            Ok(_) => true,
+            Err(_) => self.resolve(&path, None).await?.is_some(),
+        };
+        if there {
+            self.dirs.push(path);
+        }
+        Ok(())
+    }
+
+    async fn rmdir(&mut self) -> Result<()> {
+        let busy = |d: &str, files: &BTreeMap<u32, WFile>| files.values().any(|f| Self::parent_of(&f.path) == d);
+        let empty: Vec<String> = self.dirs.iter().skip(1).filter(|d| !busy(d, &self.files)).cloned().collect();
+        if empty.is_empty() {
+            return Ok(());
+        }
+        let path = empty[self.rng.random_range(0..empty.len())].clone();
+        let t0 = now_us();
+        let r = self.fs.rmdir(&path).await;
+        self.record(t0, Op::Rmdir { path: path.clone() }, outcome(&r))?;
+        let gone = match r {
+            Ok(()) => true,
+            Err(_) => self.resolve(&path, None).await?.is_none(),
+        };
+        if gone {
+            self.dirs.retain(|d| *d != path);
+        }
+        Ok(())
+    }
+
+    async fn create(&mut self) -> Result<()> {
+        if self.files.len() >= MAX_FILES {
+            return Ok(());
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let dir = self.dirs[self.rng.random_range(0..self.dirs.len())].clone();
+        let path = format!("{dir}/f{id}");
+        let stripes = self.rng.random_range(1..=2);
+        let spec =
+            StripeSpec { stripe_size: BLOCK as u32, stripe_count: stripes, stripe_offset: -1, pool: String::new() };
+        let t0 = now_us();
+        let r = self.fs.create(&path, FILE_MODE, Some(spec)).await;
+        self.record(t0, Op::Create { path: path.clone(), file: id, stripes }, outcome(&r))?;
+        match r {
+            Ok(h) => {
+                self.files.insert(id, WFile { path, handle: Some(h), written: Vec::new() });
+            }
+            Err(_) => {
+                if self.resolve(&path, Some(id)).await?.is_some() {
+                    self.files.insert(id, WFile { path, handle: None, written: Vec::new() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The open handle of `id`, opening it again if an earlier call lost it.
+    async fn handle(&mut self, id: u32) -> Result<bool> {
+        let Some(f) = self.files.get(&id) else { return Ok(false) };
+        if f.handle.is_some() {
+            return Ok(true);
+        }
+        let path = f.path.clone();
+        let t0 = now_us();
+        let r = self.fs.open(&path, open_flags::RDWR, 0, None).await;
+        self.record(t0, Op::Open { path, file: id }, outcome(&r))?;
+        if let (Ok(h), Some(f)) = (r, self.files.get_mut(&id)) {
+            f.handle = Some(h);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn write(&mut self) -> Result<()> {
+        let Some(id) = self.pick_file() else { return Ok(()) };
+        if !self.handle(id).await? {
+            return Ok(());
+        }
+        let blk = self.rng.random_range(0..MAX_BLOCKS);
+        self.generation += 1;
+        let generation = self.generation;
+        let data = encode(BlockId { client: self.client, file: id, blk, generation });
+        let t0 = now_us();
+        let r = match self.files.get(&id).and_then(|f| f.handle.as_ref()) {
+            Some(h) => self.fs.write(h, u64::from(blk) * BLOCK as u64, &data).await,
+            None => return Ok(()),
+        };
+        self.record(t0, Op::Write { file: id, blk, generation }, outcome(&r))?;
+        if let Some(f) = self.files.get_mut(&id)
+            && !f.written.contains(&blk)
+        {
+            f.written.push(blk);
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<()> {
+        let Some(id) = self.pick_file() else { return Ok(()) };
+        if !self.handle(id).await? {
+            return Ok(());
+        }
+        let blk = match self.files.get(&id) {
+            Some(f) if !f.written.is_empty() => f.written[self.rng.random_range(0..f.written.len())],
+            _ => self.rng.random_range(0..MAX_BLOCKS),
+        };
+        let mut buf = vec![0u8; BLOCK];
+        let t0 = now_us();
+        let r = match self.files.get(&id).and_then(|f| f.handle.as_ref()) {
+            Some(h) => self.fs.read(h, u64::from(blk) * BLOCK as u64, &mut buf).await,
+            None => return Ok(()),
+        };
+        let found = match &r {
+            Ok(n) => classify(self.client, id, blk, &buf[..*n]),
+            Err(_) => crate::oplog::Found::Hole,
+        };
+        self.record(t0, Op::Read { file: id, blk, found }, outcome(&r))?;
+        Ok(())
+    }
+
+    async fn fsync(&mut self) -> Result<()> {
+        let Some(id) = self.pick_file() else { return Ok(()) };
+        if !self.handle(id).await? {
+            return Ok(());
+        }
+        let t0 = now_us();
+        let r = match self.files.get(&id).and_then(|f| f.handle.as_ref()) {
+            Some(h) => self.fs.fsync(h).await,
+            None => return Ok(()),
+        };
+        self.record(t0, Op::Fsync { file: id }, outcome(&r))
+    }
+
+    async fn rename(&mut self) -> Result<()> {
+        let Some(id) = self.pick_file() else { return Ok(()) };
+        let from = self.files.get(&id).map(|f| f.path.clone()).unwrap_or_default();
+        self.next_id += 1;
+        let dir = self.dirs[self.rng.random_range(0..self.dirs.len())].clone();
+        let to = format!("{dir}/f{id}r{}", self.next_id);
+        let t0 = now_us();
+        let r = self.fs.rename(&from, &to).await;
+        self.record(t0, Op::Rename { from: from.clone(), to: to.clone(), file: id }, outcome(&r))?;
+        let at = match r {
+            Ok(()) => Some(to),
+            Err(_) => {
+                let f = self.resolve(&from, Some(id)).await?;
+                let t = self.resolve(&to, Some(id)).await?;
+                match (f, t) {
+                    (_, Some(_)) => Some(to),
+                    (Some(_), None) => Some(from),
+                    (None, None) => None,
+                }
+            }
+        };
+        match at {
+            Some(p) => {
+                if let Some(f) = self.files.get_mut(&id) {
+                    f.path = p;
+                }
+            }
+            None => {
+                self.files.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn unlink(&mut self) -> Result<()> {
+        if self.files.len() <= 3 {
+            return Ok(());
+        }
+        let Some(id) = self.pick_file() else { return Ok(()) };
+        self.close(id).await?;
+        let path = self.files.get(&id).map(|f| f.path.clone()).unwrap_or_default();
+        let t0 = now_us();
+        let r = self.fs.unlink(&path).await;
+        self.record(t0, Op::Unlink { path: path.clone(), file: id }, outcome(&r))?;
+        let gone = match r {
+            Ok(()) => true,
+            Err(_) => self.resolve(&path, Some(id)).await?.is_none(),
+        };
+        if gone {
+            self.files.remove(&id);
+        }
+        Ok(())
+    }
+
+    async fn chmod(&mut self) -> Result<()> {
+        let use_dir = self.dirs.len() > 1 && self.rng.random_bool(0.3);
+        let (path, modes): (String, &[u32]) = if use_dir {
+            (self.dirs[self.rng.random_range(1..self.dirs.len())].clone(), &[0o700, 0o750, 0o755])
+        } else {
+            match self.pick_file() {
+                Some(id) => (self.files.get(&id).map(|f| f.path.clone()).unwrap_or_default(), &[0o600, 0o640, 0o644]),
+                None => return Ok(()),
+            }
+        };
+        let mode = modes[self.rng.random_range(0..modes.len())];
+        let t0 = now_us();
+        let r = async {
+            let fid = self.fs.resolve(&path).await?;
+            self.fs.setattr(fid, attr_valid::MODE, SetAttr { mode, ..SetAttr::default() }).await
+        }
+        .await;
+        self.record(t0, Op::Chmod { path: path.clone(), mode }, outcome(&r))?;
+        if r.is_err() {
+            let file = self.files.iter().find(|(_, f)| f.path == path).map(|(i, _)| *i);
+            self.resolve(&path, file).await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, id: u32) -> Result<()> {
+        let Some(h) = self.files.get_mut(&id).and_then(|f| f.handle.take()) else { return Ok(()) };
+        let t0 = now_us();
+        let r = self.fs.close(h).await;
+        self.record(t0, Op::Close { file: id }, outcome(&r))
+    }
+
+    async fn step(&mut self) -> Result<()> {
+        match self.rng.random_range(0..100) {
+            0..30 => self.write().await,
+            30..42 => self.read().await,
+            42..50 => self.fsync().await,
+            50..60 => self.create().await,
+            60..67 => self.mkdir().await,
+            67..71 => self.rmdir().await,
+            71..81 => self.rename().await,
+            81..88 => self.unlink().await,
+            _ => self.chmod().await,
+        }
+    }
+}
+
+/// `sheen-chaos worker`: mount, say `worker ready`, run until stdin closes.
+pub async fn run(args: WorkerArgs) -> Result<()> {
+    let cfg = LnetConfig {
+        nets: vec![NetConfig::Tcp(TcpConfig { addr: args.addr, port: args.port, ..TcpConfig::default() })],
+        tunables: Tunables::default(),
+    };
+    let lnet = Lnet::start(cfg).await.context("starting lnet")?;
+    let mgs: Nid = args.mgs.parse().map_err(|e| anyhow::anyhow!("--mgs {}: {e:?}", args.mgs))?;
+    let fs = Sheen::mount(&lnet, mgs, &args.fsname).await.context("mounting")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log)
+        .with_context(|| format!("{}", args.log.display()))?;
+    let root = format!("/c{}", args.client);
+    let mut w = Worker {
+        fs,
+        client: args.client,
+        root: root.clone(),
+        rng: SmallRng::seed_from_u64(args.seed ^ (u64::from(args.client) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        log,
+        seq: 0,
+        generation: 0,
+        next_id: 0,
+        files: BTreeMap::new(),
+        dirs: vec![root.clone()],
+    };
+    let t0 = now_us();
+    let r = w.fs.mkdir(&root, DIR_MODE).await;
+    if let Err(e) = &r {
+        anyhow::bail!("mkdir {root}: {e}");
+    }
+    println!("worker ready");
+    w.record(t0, Op::Mount { root: root.clone() }, outcome(&r))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        s.store(true, Ordering::Release);
+    });
+    while !stop.load(Ordering::Acquire) {
+        w.step().await?;
+        if args.think_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.think_ms)).await;
+        }
+    }
+    let ids: Vec<u32> = w.files.keys().copied().collect();
+    for id in ids {
+        w.close(id).await?;
+    }
+    lnet.shutdown();
+    Ok(())
+}
