@@ -165,12 +165,21 @@ pub struct Schedule {
     rng: SmallRng,
     kinds: Vec<FaultKind>,
     shape: Shape,
+    round_robin: bool,
+    drawn: usize,
 }
 
 impl Schedule {
     /// A schedule over `kinds` (not empty) from `seed`.
     pub fn new(seed: u64, kinds: Vec<FaultKind>, shape: Shape) -> Schedule {
-        Schedule { rng: SmallRng::seed_from_u64(seed), kinds, shape }
+        Schedule { rng: SmallRng::seed_from_u64(seed), kinds, shape, round_robin: false, drawn: 0 }
+    }
+
+    /// Takes the kinds in turn (parameters still drawn): every kind is
+    /// covered by as many cycles as there are kinds.
+    pub fn round_robin(mut self) -> Schedule {
+        self.round_robin = true;
+        self
     }
 
     /// Workload before the next fault.
@@ -181,7 +190,9 @@ impl Schedule {
     /// The next fault.
     pub fn next_fault(&mut self) -> Fault {
         let r = &mut self.rng;
-        let kind = self.kinds[r.random_range(0..self.kinds.len())];
+        let pick = r.random_range(0..self.kinds.len());
+        let kind = self.kinds[if self.round_robin { self.drawn % self.kinds.len() } else { pick }];
+        self.drawn += 1;
         let ms = |r: &mut SmallRng, lo: u64, hi: u64| Duration::from_millis(r.random_range(lo..hi));
         let oss = |r: &mut SmallRng, n: usize| format!("oss{}", r.random_range(0..n));
         match kind {

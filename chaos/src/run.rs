@@ -53,6 +53,8 @@ pub struct RunOpts {
     pub think_ms: u64,
     /// Workload before the first fault.
     pub warmup: Duration,
+    /// Take the fault kinds in turn instead of at random.
+    pub round_robin: bool,
     /// Keep the run's directory even when it passes.
     pub keep: bool,
     /// The `sheen-chaos` program (its `worker` subcommand runs the clients).
@@ -178,6 +180,9 @@ async fn cycles(c: &mut Cluster, o: &RunOpts, report: &mut Report) -> Result<()>
     c.start_workers(&o.program, o.seed, o.think_ms).await?;
     let shape = Shape { osts: o.osts, clients: o.clients, freeze: o.freeze };
     let mut sched = Schedule::new(o.seed, o.faults.clone(), shape);
+    if o.round_robin {
+        sched = sched.round_robin();
+    }
     tokio::time::sleep(o.warmup).await;
     let mut before = scrape_all(c).await;
     for n in 0..o.cycles {

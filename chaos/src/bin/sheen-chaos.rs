@@ -70,6 +70,9 @@ struct RunArgs {
     /// Pause between a client's operations, ms.
     #[arg(long, default_value_t = 2)]
     think_ms: u64,
+    /// Take the fault kinds in turn (every kind covered) instead of at random.
+    #[arg(long)]
+    round_robin: bool,
     /// Keep the run's directory even when it passes.
     #[arg(long)]
     keep: bool,
@@ -108,6 +111,7 @@ fn main() -> Result<()> {
                 stall: Duration::from_millis(a.stall_ms),
                 think_ms: a.think_ms,
                 warmup: Duration::from_secs(1),
+                round_robin: a.round_robin,
                 keep: a.keep,
                 program: std::env::current_exe()?,
             };
