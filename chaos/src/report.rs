@@ -52,8 +52,12 @@ pub struct Cycle {
     pub stalled: usize,
     /// The slowest of them, ms.
     pub max_stall_ms: f64,
-    /// Failed calls not explained by an eviction.
+    /// Failed calls not explained by an eviction, from the fault until
+    /// every client made progress again.
     pub errors: usize,
+    /// Failed calls after that, until the next fault: damage the fault
+    /// left behind.
+    pub errors_after: usize,
     /// Failed calls of an evicted client.
     pub expected_errors: usize,
     /// Lost, corrupt or extra things attributed to this cycle.
@@ -63,7 +67,7 @@ pub struct Cycle {
 impl Cycle {
     /// Whether nothing went wrong in it.
     pub fn passed(&self) -> bool {
-        self.stuck.is_empty() && self.died.is_empty() && self.errors == 0 && self.lost == 0
+        self.stuck.is_empty() && self.died.is_empty() && self.errors + self.errors_after == 0 && self.lost == 0
     }
 
     fn server_recovery(&self) -> String {
@@ -314,8 +318,13 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
             });
         if let Some(k) = cycle {
             let c = &mut r.cycles[k];
+            let late = match f {
+                Finding::CallFailed { rec } => rec.t1 > c.t_settled,
+                _ => false,
+            };
             match (class, expected) {
                 ("failed-call", true) => c.expected_errors += 1,
+                ("failed-call", false) if late => c.errors_after += 1,
                 ("failed-call", false) => c.errors += 1,
                 _ => c.lost += 1,
             }
@@ -346,13 +355,22 @@ impl Report {
             writeln!(s, "sheen-chaos seed {} — {} of {} cycles run", self.seed, self.cycles.len(), self.cycles_asked);
         let _ = writeln!(
             s,
-            "{:>5}  {:<46} {:>8} {:>10} {:>7} {:>9} {:>6} {:>5} {:>5}  {:<7} server recovery",
-            "cycle", "fault", "fault ms", "resumed ms", "stalled", "max stall", "errors", "evict", "lost", "verdict"
+            "{:>5}  {:<46} {:>8} {:>10} {:>7} {:>9} {:>10} {:>5} {:>5}  {:<7} server recovery",
+            "cycle",
+            "fault",
+            "fault ms",
+            "resumed ms",
+            "stalled",
+            "max stall",
+            "errors d/a",
+            "evict",
+            "lost",
+            "verdict"
         );
         for c in &self.cycles {
             let _ = writeln!(
                 s,
-                "{:>5}  {:<46} {:>8.0} {:>10} {:>7} {:>9.0} {:>6} {:>5} {:>5}  {:<7} {}",
+                "{:>5}  {:<46} {:>8.0} {:>10} {:>7} {:>9.0} {:>10} {:>5} {:>5}  {:<7} {}",
                 c.n,
                 c.fault.to_string(),
                 (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
@@ -360,9 +378,9 @@ impl Report {
                 c.stalled,
                 c.max_stall_ms,
                 if c.expected_errors > 0 {
-                    format!("{}+{}e", c.errors, c.expected_errors)
+                    format!("{}/{}+{}e", c.errors, c.errors_after, c.expected_errors)
                 } else {
-                    c.errors.to_string()
+                    format!("{}/{}", c.errors, c.errors_after)
                 },
                 c.evictions,
                 c.lost,
@@ -370,6 +388,12 @@ impl Report {
                 c.server_recovery(),
             );
         }
+        let _ = writeln!(
+            s,
+            "(resumed: fault end to every client's next successful operation; stalled: operations over the \
+             stall bound overlapping the fault; errors d/a: failed calls during the fault and recovery / after, \
+             until the next fault; e: of an evicted client; lost: lost, corrupt, extra or twice-run)"
+        );
         let _ = writeln!(s, "\nper fault kind:");
         let _ = writeln!(
             s,
@@ -391,7 +415,7 @@ impl Report {
                 ms(p50),
                 ms(max),
                 v.iter().map(|c| c.stalled).sum::<usize>(),
-                v.iter().map(|c| c.errors).sum::<usize>(),
+                v.iter().map(|c| c.errors + c.errors_after).sum::<usize>(),
                 v.iter().map(|c| c.lost).sum::<usize>(),
             );
         }
@@ -466,7 +490,7 @@ impl Report {
                     "cycle": c.n, "fault": c.fault, "kind": c.fault.kind(),
                     "fault_ms": (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
                     "resumed_ms": c.resumed_ms, "stalled": c.stalled, "max_stall_ms": c.max_stall_ms,
-                    "errors": c.errors, "expected_errors": c.expected_errors, "evictions": c.evictions,
+                    "errors": c.errors, "errors_after": c.errors_after, "expected_errors": c.expected_errors, "evictions": c.evictions,
                     "lost": c.lost, "stuck": c.stuck, "died": c.died, "passed": c.passed(),
                     "server_recovery": c.recovery.as_ref().map(|v| v.iter().map(|t| json!({
                         "target": t.target, "recovering": t.recovering, "finished": t.finished,

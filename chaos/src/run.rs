@@ -223,6 +223,7 @@ async fn cycles(c: &mut Cluster, o: &RunOpts, report: &mut Report) -> Result<()>
             stalled: 0,
             max_stall_ms: 0.0,
             errors: 0,
+            errors_after: 0,
             expected_errors: 0,
             lost: 0,
         });
