@@ -4,8 +4,7 @@
 //! Owns: the daemons' TOML configs (short timeouts, so a fault cycle takes
 //! seconds), formatting the OSTs, spawning a program in a namespace and
 //! waiting (bounded) for its ready line, kill -9 and restart, SIGSTOP and
-//! SIGCONT of a client, registering the OSTs with the MGS (a new instance
-//! at each start: the MGS's restart notice), waiting until the MDT reached
+//! SIGCONT of a client, waiting until the MDT reached
 //! every OST, and stopping everything.
 //!
 //! Must not: judge what the processes do (the run and the model do).
@@ -17,9 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use client::mdc::Mdc;
-use client::mgc::Mgc;
 use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig};
-use ptlrpc::wire::mgs::{TargetKind, TargetRegReq};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
@@ -300,10 +297,11 @@ impl Cluster {
             let name = format!("oss{i}");
             let a = net.node(&name)?.addr;
             let cfg = format!(
-                "fs_uuid = \"{FSNAME}-chaos\"\nadmin = \"{a}:{ADMIN_PORT}\"\n[lnet]\nnets = [{t}]\n\
+                "fs_uuid = \"{FSNAME}-chaos\"\nadmin = \"{a}:{ADMIN_PORT}\"\nmgs = \"{m}\"\n[lnet]\nnets = [{t}]\n\
                  tunables = {{ transaction_timeout = {lt} }}\n[[targets]]\nname = \"{tn}\"\nindex = {i}\n\
                  dir = \"{d}\"\ncommit_interval = {c}\nreserve_mib = 0\n",
                 t = tcp(a),
+                m = mds.nid,
                 lt = knobs.lnd_timeout,
                 tn = client::osc::ost_name(FSNAME, i as u32),
                 d = dir.join(format!("ost{i}")).display(),
@@ -341,22 +339,11 @@ impl Cluster {
         Ok(c)
     }
 
-    /// Starts OSS `i` and registers its OST (a new instance: the MGS
-    /// tells everyone it restarted).
+    /// Starts OSS `i`; it registers its OST with the MGS before its ready
+    /// line (a new boot epoch: the MGS tells everyone it restarted).
     pub async fn start_oss(&mut self, i: usize) -> Result<()> {
         let o = self.oss.get_mut(i).context("no such OSS")?;
-        o.start(&self.net).await?;
-        let reg = TargetRegReq {
-            fsname: FSNAME.into(),
-            kind: TargetKind::Ost,
-            index: i as u32,
-            nids: vec![o.nid.to_string()],
-            failover: vec![],
-            instance: o.starts,
-        };
-        let mgc = Mgc::new(&self.lnet, self.mds.nid);
-        mgc.register(&reg).await.with_context(|| format!("registering OST{i} with the MGS"))?;
-        Ok(())
+        o.start(&self.net).await
     }
 
     /// Waits (bounded by the MDT) until it applied the config log and can
