@@ -32,6 +32,9 @@ pub enum Finding {
     CallFailed {
         /// The record.
         rec: Rec,
+        /// Whether it took effect all the same (the lookup after it, or
+        /// the block read at the end, shows it).
+        applied: bool,
     },
     /// A successful namespace operation is not visible.
     LostOp {
@@ -215,12 +218,13 @@ impl Model {
                     Some(path)
                 }
                 Op::Rename { from, .. } => Some(from),
+                Op::Chmod { path, .. } => Some(path),
                 _ => None,
             };
             if let Some(p) = primary {
                 self.pending = Some((self.findings.len(), r.clone(), self.names.contains_key(p)));
             }
-            self.findings.push(Finding::CallFailed { rec: r.clone() });
+            self.findings.push(Finding::CallFailed { rec: r.clone(), applied: false });
             if let Op::Write { file, blk, generation } = r.op {
                 self.files.entry(file).or_default().blocks.entry(blk).or_default().maybe.push(generation);
             }
@@ -266,7 +270,7 @@ impl Model {
                 }
             }
             Op::Resolve { path, found, file } => {
-                self.ran_twice(path, found.is_some());
+                self.ran_twice(path, found.as_ref());
                 self.resolved(r, path, found, *file);
             }
             Op::Write { file, blk, generation } => {
@@ -324,27 +328,33 @@ impl Model {
     }
 
     /// Whether the failed call a `Resolve` of `path` follows ran twice.
-    fn ran_twice(&mut self, path: &str, there: bool) {
+    fn ran_twice(&mut self, path: &str, found: Option<&Entry>) {
         let Some((idx, rec, before)) = self.pending.clone() else { return };
         let errno = match rec.outcome {
             Outcome::Err { errno, .. } => errno,
             Outcome::Ok => return,
         };
-        let twice = match &rec.op {
-            Op::Create { path: p, .. } | Op::Mkdir { path: p } => {
-                p == path && there && !before && errno == libc::EEXIST
+        let there = found.is_some();
+        // Whether the failed call took effect, and whether its error is
+        // what its own second execution would answer.
+        let (applied, second) = match &rec.op {
+            Op::Create { path: p, .. } | Op::Mkdir { path: p } if p == path => {
+                (there && !before, errno == libc::EEXIST)
             }
-            Op::Unlink { path: p, .. } | Op::Rmdir { path: p } => {
-                p == path && !there && before && errno == libc::ENOENT
+            Op::Unlink { path: p, .. } | Op::Rmdir { path: p } if p == path => {
+                (!there && before, errno == libc::ENOENT)
             }
-            Op::Rename { to, .. } => to == path && there && before && errno == libc::ENOENT,
-            _ => false,
+            Op::Rename { to, .. } if to == path => (there && before, errno == libc::ENOENT),
+            Op::Chmod { path: p, mode } if p == path => (found.is_some_and(|e| e.mode & 0o7777 == *mode), false),
+            _ => (false, false),
         };
         let rename_pending = matches!(&rec.op, Op::Rename { to, .. } if to != path);
-        if twice {
+        if applied && second {
             self.findings[idx] = Finding::RanTwice { rec };
+        } else if applied {
+            self.findings[idx] = Finding::CallFailed { rec, applied: true };
         }
-        if twice || !rename_pending {
+        if applied || !rename_pending {
             self.pending = None;
         }
     }
@@ -400,6 +410,17 @@ impl Model {
                     _ => false,
                 };
                 if ok {
+                    if let Found::Gen { generation } = found
+                        && b.maybe.contains(&generation)
+                    {
+                        for x in &mut out {
+                            if let Finding::CallFailed { rec, applied } = x
+                                && matches!(rec.op, Op::Write { generation: g, .. } if g == generation)
+                            {
+                                *applied = true;
+                            }
+                        }
+                    }
                     continue;
                 }
                 match (found, b.ok.last()) {
@@ -485,11 +506,12 @@ mod tests {
         let m = Model::build(0, &run());
         let f = m.compare(&good());
         assert_eq!(f.len(), 1, "{f:#?}");
-        assert!(matches!(&f[0], Finding::CallFailed { rec } if rec.seq == 6));
+        assert!(matches!(&f[0], Finding::CallFailed { rec, .. } if rec.seq == 6));
         // The failed write may have landed.
         let mut o = good();
         o.blocks.insert("/c0/d1/f1r1".into(), vec![Found::Gen { generation: 2 }, Found::Gen { generation: 3 }]);
-        assert_eq!(m.compare(&o).len(), 1);
+        let f = m.compare(&o);
+        assert!(matches!(&f[..], [Finding::CallFailed { rec, applied: true }] if rec.seq == 6), "{f:#?}");
     }
 
     #[test]
@@ -529,7 +551,7 @@ mod tests {
         let e = Entry { dir: false, mode: 0o644 };
         recs.push(rec(11, Op::Resolve { path: p("/c0/d1/f1r1"), found: Some(e), file: Some(1) }, true));
         let m = Model::build(0, &recs);
-        assert!(m.findings.iter().any(|x| matches!(x, Finding::CallFailed { rec } if rec.seq == 10)));
+        assert!(m.findings.iter().any(|x| matches!(x, Finding::CallFailed { rec, applied: false } if rec.seq == 10)));
         assert!(m.compare(&good()).iter().all(|x| !matches!(x, Finding::LostOp { .. })));
     }
 

@@ -133,6 +133,8 @@ pub struct Report {
     pub ops: usize,
     /// What stopped the harness itself.
     pub harness_errors: Vec<String>,
+    /// What `sheen-mds check` found wrong in the MDT's store at the end.
+    pub check_problems: Vec<String>,
 }
 
 impl Report {
@@ -150,12 +152,14 @@ impl Report {
             judged: Vec::new(),
             ops: 0,
             harness_errors: Vec::new(),
+            check_problems: Vec::new(),
         }
     }
 
     /// Whether the run passed: every cycle ran and passed, nothing lost.
     pub fn passed(&self) -> bool {
         self.harness_errors.is_empty()
+            && self.check_problems.is_empty()
             && self.cycles.len() == self.cycles_asked
             && self.cycles.iter().all(Cycle::passed)
             && self.judged.iter().all(|j| j.expected)
@@ -275,9 +279,10 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
     let findings = std::mem::take(&mut r.findings);
     for (client, f) in &findings {
         let (class, cycle, text) = match f {
-            Finding::CallFailed { rec } => {
+            Finding::CallFailed { rec, applied } => {
                 let k = cycle_at(&r.cycles, rec.t1);
-                ("failed-call", k, format!("{} ", rec_text(r, rec)))
+                let how = if *applied { " (it took effect all the same)" } else { "" };
+                ("failed-call", k, format!("{}{how}", rec_text(r, rec)))
             }
             Finding::LostOp { rec, committed, detail } => {
                 let class = if *committed { "lost-committed-op" } else { "lost-acked-op" };
@@ -311,7 +316,9 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
             }
             Finding::Unreadable { path, why } => ("unreadable", None, format!("{path}: {why}")),
         };
-        let expected = class == "failed-call"
+        // An evicted client may get errors, but only for what it lost.
+        let lost_it = matches!(f, Finding::CallFailed { applied: false, .. });
+        let expected = lost_it
             && cycle.is_some_and(|k| {
                 let c = &r.cycles[k];
                 c.evictions > 0 && fault_involves(&c.fault, *client)
@@ -319,7 +326,7 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
         if let Some(k) = cycle {
             let c = &mut r.cycles[k];
             let late = match f {
-                Finding::CallFailed { rec } => rec.t1 > c.t_settled,
+                Finding::CallFailed { rec, .. } => rec.t1 > c.t_settled,
                 _ => false,
             };
             match (class, expected) {
@@ -429,7 +436,7 @@ impl Report {
         let mut groups: BTreeMap<GroupKey, (usize, &Judged)> = BTreeMap::new();
         let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
         for j in &self.judged {
-            if let Finding::CallFailed { rec } = &j.finding {
+            if let Finding::CallFailed { rec, .. } = &j.finding {
                 let errno = match &rec.outcome {
                     Outcome::Err { errno, .. } => *errno,
                     Outcome::Ok => 0,
@@ -459,6 +466,9 @@ impl Report {
             if !c.stuck.is_empty() {
                 let _ = writeln!(s, "  stuck: cycle {}: clients {:?} made no progress after {}", c.n, c.stuck, c.fault);
             }
+        }
+        for p in &self.check_problems {
+            let _ = writeln!(s, "  namespace check (sheen-mds check): {p}");
         }
         for e in &self.harness_errors {
             let _ = writeln!(s, "  harness: {e}");
@@ -508,7 +518,7 @@ impl Report {
                 "summary": true, "seed": self.seed, "cycles": self.cycles.len(), "cycles_asked": self.cycles_asked,
                 "passed": self.passed(), "ops": self.ops,
                 "unexpected_findings": self.judged.iter().filter(|j| !j.expected).count(),
-                "harness_errors": self.harness_errors, "dir": self.dir_kept.then_some(&self.dir),
+                "harness_errors": self.harness_errors, "check_problems": self.check_problems, "dir": self.dir_kept.then_some(&self.dir),
             })
             .to_string(),
         );

@@ -167,6 +167,10 @@ pub async fn run(o: &RunOpts) -> Result<Report> {
     }
     judge(&mut report, &recs, o.stall);
     c.stop_servers().await;
+    match check_namespace(&dir.join("mds").join("mdt0")) {
+        Ok(problems) => report.check_problems = problems,
+        Err(e) => report.harness_errors.push(format!("sheen-mds check: {e:#}")),
+    }
     let pass = report.passed();
     drop(c);
     if pass && !o.keep {
@@ -233,6 +237,17 @@ async fn cycles(c: &mut Cluster, o: &RunOpts, report: &mut Report) -> Result<()>
         before = after;
     }
     Ok(())
+}
+
+/// `sheen-mds check` over the MDT's store at rest: directories, inodes
+/// and OST objects agree. Returns its problems.
+fn check_namespace(store: &Path) -> Result<Vec<String>> {
+    let bin = client::up::find_binary("sheen-mds")?;
+    let out = std::process::Command::new(bin).args(["check", "--json", "--store"]).arg(store).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("output {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(v["problems"].as_array().map_or_else(Vec::new, |p| p.iter().map(|x| x.to_string()).collect()))
 }
 
 /// The daemon a fault restarts.
