@@ -497,7 +497,7 @@ impl Report {
         for c in &self.cycles {
             out.push(
                 json!({
-                    "cycle": c.n, "fault": c.fault, "kind": c.fault.kind(),
+                    "cycle": c.n, "fault": c.fault.to_string(), "kind": c.fault.kind(),
                     "fault_ms": (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
                     "resumed_ms": c.resumed_ms, "stalled": c.stalled, "max_stall_ms": c.max_stall_ms,
                     "errors": c.errors, "errors_after": c.errors_after, "expected_errors": c.expected_errors, "evictions": c.evictions,
