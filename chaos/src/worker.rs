@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -77,13 +77,34 @@ struct WFile {
     written: Vec<u32>,
 }
 
+/// The operation log of one client, shared by its workload and the
+/// watchers of its imports.
+struct OpLog {
+    client: u32,
+    /// The file and the next sequence number.
+    inner: Mutex<(std::fs::File, u64)>,
+}
+
+impl OpLog {
+    fn record(&self, t0: u64, op: Op, outcome: Outcome) -> Result<()> {
+        let mut g = self.inner.lock().map_err(|_| anyhow::anyhow!("operation log poisoned"))?;
+        let rec = Rec { client: self.client, seq: g.1, t0, t1: now_us(), op, outcome };
+        g.1 += 1;
+        let mut line = serde_json::to_string(&rec)?;
+        line.push('\n');
+        g.0.write_all(line.as_bytes()).context("writing the operation log")?;
+        // The controller follows progress on stdout.
+        println!("{} {}", if rec.ok() { "ok" } else { "err" }, rec.t1);
+        Ok(())
+    }
+}
+
 struct Worker {
     fs: Sheen,
     client: u32,
     root: String,
     rng: SmallRng,
-    log: std::fs::File,
-    seq: u64,
+    log: Arc<OpLog>,
     generation: u32,
     next_id: u32,
     files: BTreeMap<u32, WFile>,
@@ -99,14 +120,7 @@ fn outcome<T>(r: &Result<T, ClientError>) -> Outcome {
 
 impl Worker {
     fn record(&mut self, t0: u64, op: Op, outcome: Outcome) -> Result<()> {
-        let rec = Rec { client: self.client, seq: self.seq, t0, t1: now_us(), op, outcome };
-        self.seq += 1;
-        let mut line = serde_json::to_string(&rec)?;
-        line.push('\n');
-        self.log.write_all(line.as_bytes()).context("writing the operation log")?;
-        // The controller follows progress on stdout.
-        println!("{} {}", if rec.ok() { "ok" } else { "err" }, rec.t1);
-        Ok(())
+        self.log.record(t0, op, outcome)
     }
 
     fn parent_of(path: &str) -> &str {
@@ -407,8 +421,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         client: args.client,
         root: root.clone(),
         rng: SmallRng::seed_from_u64(args.seed ^ (u64::from(args.client) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        log,
-        seq: 0,
+        log: Arc::new(OpLog { client: args.client, inner: Mutex::new((log, 0)) }),
         generation: 0,
         next_id: 0,
         files: BTreeMap::new(),
