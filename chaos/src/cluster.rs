@@ -186,8 +186,8 @@ pub struct WorkerProc {
     /// The process.
     pub proc: Proc,
     stdin: Option<ChildStdin>,
-    /// Its operation log.
-    pub log: PathBuf,
+    /// The operation logs of its lanes (logical clients).
+    pub logs: Vec<(u32, PathBuf)>,
     /// End time of its last successful operation, µs.
     pub last_ok: watch::Receiver<u64>,
 }
@@ -360,11 +360,13 @@ impl Cluster {
 
     /// Starts the workload clients (`program worker ...`) and waits until
     /// each mounted.
-    pub async fn start_workers(&mut self, program: &Path, seed: u64, think_ms: u64) -> Result<()> {
+    pub async fn start_workers(&mut self, program: &Path, seed: u64, think_ms: u64, lanes: u32) -> Result<()> {
         let nodes: Vec<(String, Ipv4Addr)> =
             self.net.nodes.iter().filter(|n| n.name.starts_with('c')).map(|n| (n.name.clone(), n.addr)).collect();
         for (i, (node, addr)) in nodes.into_iter().enumerate() {
-            let log = self.dir.join(format!("client{i}.oplog"));
+            let logs = (0..lanes)
+                .map(|l| (i as u32 * lanes + l, crate::worker::log_path(&self.dir, i as u32 * lanes + l)))
+                .collect();
             let args: Vec<String> = vec![
                 "worker".into(),
                 "--client".into(),
@@ -377,8 +379,10 @@ impl Cluster {
                 FSNAME.into(),
                 "--seed".into(),
                 seed.to_string(),
-                "--log".into(),
-                log.display().to_string(),
+                "--log-dir".into(),
+                self.dir.display().to_string(),
+                "--lanes".into(),
+                lanes.to_string(),
                 "--think-ms".into(),
                 think_ms.to_string(),
             ];
@@ -386,7 +390,7 @@ impl Cluster {
             let (proc, stdin, lines) =
                 spawn_in(&self.net, &node, program, &args, &stderr, "worker ready", true).await?;
             let last_ok = follow(lines);
-            self.workers.push(WorkerProc { client: i as u32, node, proc, stdin, log, last_ok });
+            self.workers.push(WorkerProc { client: i as u32, node, proc, stdin, logs, last_ok });
         }
         Ok(())
     }

@@ -240,6 +240,7 @@ fn cycle_after(cycles: &[Cycle], t0: u64) -> Option<usize> {
     cycles.iter().position(|c| c.t_fault >= t0).or(cycles.len().checked_sub(1))
 }
 
+/// Whether `f` hit client process `client`.
 fn fault_involves(f: &Fault, client: u32) -> bool {
     match f {
         Fault::FreezeClient { client: c, .. } => *c as u32 == client,
@@ -249,7 +250,7 @@ fn fault_involves(f: &Fault, client: u32) -> bool {
 }
 
 /// Attributes findings to cycles and computes each cycle's figures.
-pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
+pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration, lanes: u32) {
     r.ops = recs.len();
     let stall_us = stall.as_micros() as u64;
     let clients: Vec<u32> = {
@@ -321,7 +322,7 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration) {
         let expected = lost_it
             && cycle.is_some_and(|k| {
                 let c = &r.cycles[k];
-                c.evictions > 0 && fault_involves(&c.fault, *client)
+                c.evictions > 0 && fault_involves(&c.fault, *client / lanes.max(1))
             });
         if let Some(k) = cycle {
             let c = &mut r.cycles[k];

@@ -51,6 +51,8 @@ pub struct RunOpts {
     pub stall: Duration,
     /// Pause between a client's operations, milliseconds.
     pub think_ms: u64,
+    /// Concurrent lanes (logical clients) per client process.
+    pub lanes: u32,
     /// Workload before the first fault.
     pub warmup: Duration,
     /// Take the fault kinds in turn instead of at random.
@@ -146,7 +148,7 @@ pub async fn run(o: &RunOpts) -> Result<Report> {
         }
     }
     // Verify from a fresh mount in the root namespace.
-    let logs: Vec<(u32, PathBuf)> = c.workers.iter().map(|w| (w.client, w.log.clone())).collect();
+    let logs: Vec<(u32, PathBuf)> = c.workers.iter().flat_map(|w| w.logs.clone()).collect();
     match Sheen::mount(&c.lnet, c.mds.nid, FSNAME).await {
         Ok(fs) => {
             let refs: Vec<(u32, &Path)> = logs.iter().map(|(i, p)| (*i, p.as_path())).collect();
@@ -165,7 +167,7 @@ pub async fn run(o: &RunOpts) -> Result<Report> {
     for (_, p) in &logs {
         recs.extend(read_log(p).unwrap_or_default());
     }
-    judge(&mut report, &recs, o.stall);
+    judge(&mut report, &recs, o.stall, o.lanes);
     c.stop_servers().await;
     match check_namespace(&dir.join("mds").join("mdt0")) {
         Ok(problems) => report.check_problems = problems,
@@ -181,7 +183,7 @@ pub async fn run(o: &RunOpts) -> Result<Report> {
 }
 
 async fn cycles(c: &mut Cluster, o: &RunOpts, report: &mut Report) -> Result<()> {
-    c.start_workers(&o.program, o.seed, o.think_ms).await?;
+    c.start_workers(&o.program, o.seed, o.think_ms, o.lanes).await?;
     let shape = Shape { osts: o.osts, clients: o.clients, freeze: o.freeze };
     let mut sched = Schedule::new(o.seed, o.faults.clone(), shape);
     if o.round_robin {

@@ -63,9 +63,13 @@ pub struct WorkerArgs {
     /// The run's seed (the client's own is derived from it).
     #[arg(long)]
     pub seed: u64,
-    /// Where to write the operation log.
+    /// Where to write the operation logs (`client<id>.oplog`).
     #[arg(long)]
-    pub log: PathBuf,
+    pub log_dir: PathBuf,
+    /// Concurrent lanes: logical clients sharing this mount, each with
+    /// its own directory, seed and log (ids `client * lanes + lane`).
+    #[arg(long, default_value_t = 2)]
+    pub lanes: u32,
     /// Pause between operations, milliseconds.
     #[arg(long, default_value_t = 2)]
     pub think_ms: u64,
@@ -100,7 +104,7 @@ impl OpLog {
 }
 
 struct Worker {
-    fs: Sheen,
+    fs: Arc<Sheen>,
     client: u32,
     root: String,
     rng: SmallRng,
@@ -409,31 +413,37 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     };
     let lnet = Lnet::start(cfg).await.context("starting lnet")?;
     let mgs: Nid = args.mgs.parse().map_err(|e| anyhow::anyhow!("--mgs {}: {e:?}", args.mgs))?;
-    let fs = Sheen::mount(&lnet, mgs, &args.fsname).await.context("mounting")?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.log)
-        .with_context(|| format!("{}", args.log.display()))?;
-    let root = format!("/c{}", args.client);
-    let mut w = Worker {
-        fs,
-        client: args.client,
-        root: root.clone(),
-        rng: SmallRng::seed_from_u64(args.seed ^ (u64::from(args.client) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        log: Arc::new(OpLog { client: args.client, inner: Mutex::new((log, 0)) }),
-        generation: 0,
-        next_id: 0,
-        files: BTreeMap::new(),
-        dirs: vec![root.clone()],
-    };
-    let t0 = now_us();
-    let r = w.fs.mkdir(&root, DIR_MODE).await;
-    if let Err(e) = &r {
-        anyhow::bail!("mkdir {root}: {e}");
+    let fs = Arc::new(Sheen::mount(&lnet, mgs, &args.fsname).await.context("mounting")?);
+    let lanes = args.lanes.max(1);
+    let mut workers = Vec::new();
+    for lane in 0..lanes {
+        let id = args.client * lanes + lane;
+        let path = log_path(&args.log_dir, id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("{}", path.display()))?;
+        let root = format!("/c{id}");
+        let w = Worker {
+            fs: Arc::clone(&fs),
+            client: id,
+            root: root.clone(),
+            rng: SmallRng::seed_from_u64(args.seed ^ (u64::from(id) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            log: Arc::new(OpLog { client: id, inner: Mutex::new((log, 0)) }),
+            generation: 0,
+            next_id: 0,
+            files: BTreeMap::new(),
+            dirs: vec![root.clone()],
+        };
+        let t0 = now_us();
+        let r = w.fs.mkdir(&root, DIR_MODE).await;
+        if let Err(e) = &r {
+            anyhow::bail!("mkdir {root}: {e}");
+        }
+        workers.push((w, t0, r.map(drop)));
     }
     println!("worker ready");
-    w.record(t0, Op::Mount { root: root.clone() }, outcome(&r))?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
     std::thread::spawn(move || {
@@ -442,16 +452,38 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
         s.store(true, Ordering::Release);
     });
-    while !stop.load(Ordering::Acquire) {
-        w.step().await?;
-        if args.think_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(args.think_ms)).await;
+    let mut tasks = Vec::new();
+    for (mut w, t0, r) in workers {
+        let stop = Arc::clone(&stop);
+        let think = args.think_ms;
+        tasks.push(tokio::spawn(async move {
+            w.record(t0, Op::Mount { root: w.root.clone() }, outcome(&r))?;
+            while !stop.load(Ordering::Acquire) {
+                w.step().await?;
+                if think > 0 {
+                    tokio::time::sleep(Duration::from_millis(think)).await;
+                }
+            }
+            let ids: Vec<u32> = w.files.keys().copied().collect();
+            for id in ids {
+                w.close(id).await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    let mut res = Ok(());
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => res = Err(e),
+            Err(e) => res = Err(anyhow::anyhow!("a lane panicked: {e}")),
         }
     }
-    let ids: Vec<u32> = w.files.keys().copied().collect();
-    for id in ids {
-        w.close(id).await?;
-    }
     lnet.shutdown();
-    Ok(())
+    res
+}
+
+/// The operation log of logical client `id` under `dir`.
+pub fn log_path(dir: &std::path::Path, id: u32) -> PathBuf {
+    dir.join(format!("client{id}.oplog"))
 }

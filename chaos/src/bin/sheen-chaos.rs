@@ -70,6 +70,10 @@ struct RunArgs {
     /// Pause between a client's operations, ms.
     #[arg(long, default_value_t = 2)]
     think_ms: u64,
+    /// Concurrent lanes (logical clients, each its own directory and log)
+    /// per client process.
+    #[arg(long, default_value_t = 2)]
+    lanes: u32,
     /// Take the fault kinds in turn (every kind covered) instead of at random.
     #[arg(long)]
     round_robin: bool,
@@ -110,6 +114,7 @@ fn main() -> Result<()> {
                 settle: Duration::from_secs_f64(a.settle.max(1.0)),
                 stall: Duration::from_millis(a.stall_ms),
                 think_ms: a.think_ms,
+                lanes: a.lanes.max(1),
                 warmup: Duration::from_secs(1),
                 round_robin: a.round_robin,
                 keep: a.keep,
