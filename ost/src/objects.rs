@@ -8,7 +8,8 @@
 //! `O_DIRECT` ([`Objects::use_direct_io`]: the 4 KiB-aligned parts of runs
 //! go straight between the aligned pool pages and the device, the rest
 //! through the page cache; a file system that refuses `O_DIRECT` turns it
-//! off for the target, logged once), hole punching
+//! off for the target, logged once), buffered reads that start the disk
+//! reads ahead of them when the page cache misses, hole punching
 //! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), truncation, `fdatasync`, and the
 //! per-object write order ([`WriteOrder`]: one client's overlapping writes
 //! in xid order, overlapping writes one at a time, disjoint ones at once).
@@ -187,6 +188,10 @@ pub struct ObjFile {
     idle: Condvar,
 }
 
+/// Bytes a buffered read that finds nothing cached asks the kernel to
+/// read ahead from its offset (see `ObjFile::read_cached`).
+pub const READ_AHEAD: u64 = 16 << 20;
+
 /// How long a write waits for an overlapping one to finish.
 pub const OVERLAP_WAIT: Duration = Duration::from_secs(60);
 
@@ -273,7 +278,9 @@ impl ObjFile {
                     _ => (&self.file, left),
                 };
                 let mut slices = buf.io_slices_mut(pos, want);
-                let n = match rustix::io::preadv(file, &mut slices, off) {
+                let read =
+                    if d > 0 { rustix::io::preadv(file, &mut slices, off) } else { self.read_cached(&mut slices, off) };
+                let n = match read {
                     Ok(n) => n,
                     Err(e) if d > 0 && refuses_direct(&e.into()) => {
                         self.direct_io.refused(&e.into());
@@ -293,6 +300,28 @@ impl ObjFile {
             }
         }
         Ok(())
+    }
+
+    /// A buffered read at `off`: what the page cache holds, without
+    /// waiting (`RWF_NOWAIT`); when it holds nothing there, the disk reads
+    /// of `[off, off + READ_AHEAD)` are started at once (`WILLNEED`: BRWs of
+    /// one stream arrive several at a time and out of order, which the
+    /// kernel's own readahead takes for random reads) and then the read
+    /// waits for its part.
+    fn read_cached(&self, slices: &mut [std::io::IoSliceMut<'_>], off: u64) -> rustix::io::Result<usize> {
+        match rustix::io::preadv2(&self.file, slices, off, rustix::io::ReadWriteFlags::NOWAIT) {
+            Err(e) if e == rustix::io::Errno::AGAIN => {
+                let ahead = std::num::NonZeroU64::new(READ_AHEAD);
+                if let Err(e) = rustix::fs::fadvise(&self.file, off, ahead, rustix::fs::Advice::WillNeed) {
+                    tracing::debug!(oid = self.oid, err = %e, "fadvise(WILLNEED)");
+                }
+                rustix::io::preadv(&self.file, slices, off)
+            }
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::INVAL => {
+                rustix::io::preadv(&self.file, slices, off)
+            }
+            r => r,
+        }
     }
 
     /// Deallocates `[start, start + len)`; the size does not change.

@@ -57,6 +57,10 @@ struct Args {
     /// Seconds between the target's commits (Lustre commits every 5 s).
     #[arg(long, default_value_t = 5.0)]
     commit_interval: f64,
+    /// OST service workers per CPT running at once before a request wakes
+    /// another (ptlrpc's `max_running`; 0: every request wakes one).
+    #[arg(long, default_value_t = 0)]
+    max_running: usize,
     /// lnet tcp port.
     #[arg(long, default_value_t = 7994)]
     port: u16,
@@ -155,7 +159,8 @@ async fn run(args: Args) -> Result<()> {
     let slnet = Lnet::start(tcp(1)).await?;
     let clnet = Lnet::start(tcp(2)).await?;
     let faults = Arc::new(FaultInjector::default());
-    let server = OstServer::start(&slnet, vec![cfg], ost::server::service_config(), Arc::clone(&faults))?;
+    let svc = ptlrpc::driver::ServiceConfig { max_running: args.max_running, ..ost::server::service_config() };
+    let server = OstServer::start(&slnet, vec![cfg], svc, Arc::clone(&faults))?;
     if args.direct_io && !server.targets().iter().all(|t| t.direct_io()) {
         bail!("direct_io asked for, but the file system under {} refuses O_DIRECT", args.dir.display());
     }
