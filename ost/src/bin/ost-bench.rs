@@ -207,8 +207,22 @@ async fn run(args: Args) -> Result<()> {
                 rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)?;
             }
         }
+        let cpu0 = cpu_seconds();
         let base = base_read(&f, &block, n, args.rpc_size)?;
+        let cpu1 = cpu_seconds();
         let brw = brw_read(&c, &clnet, oid, &block, n, args.rpc_size, args.inflight).await?;
+        let cpu2 = cpu_seconds();
+        if !args.json {
+            // CPU time (all threads, user + system) per GiB: what the two
+            // cores pay, whatever the load from other processes.
+            let gib = total as f64 / f64::from(1u32 << 30);
+            println!(
+                "{} read CPU: OST {:.2} s/GiB, local {:.2} s/GiB",
+                if cold { "cold" } else { "cached" },
+                (cpu2 - cpu1) / gib,
+                (cpu1 - cpu0) / gib
+            );
+        }
         reads.push((cold, brw, base));
     }
 
@@ -263,6 +277,19 @@ fn base_direct(path: &std::path::Path, block: &[u8], n: u64) -> Result<(Duration
         bail!("O_DIRECT baseline read back different bytes");
     }
     Ok((w, r))
+}
+
+/// This process's CPU time so far (user + system, every thread), from
+/// `/proc/self/stat` (0 where that is unreadable).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start at state.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 counting
+    // from state (field 3) as 0.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Local pread of the baseline file, one thread.
