@@ -17,7 +17,7 @@
 //! | --- | --- |
 //! | `label` | the `LABEL` file: fs uuid, target name and index |
 //! | `index` | fjall index: object records, last id, server and client records |
-//! | `objects` | object files, vectored I/O of niobuf runs, punch, fdatasync, write order |
+//! | `objects` | object files, vectored I/O of niobuf runs (optional `O_DIRECT`, readahead on a cache miss), punch, fdatasync, write order |
 //! | `space` | statvfs, grants, ENOSPC before data moves |
 //! | `target` | one target: format/open, exports, transnos, operations, commit |
 //! | `handler` | the ptlrpc `Handler`: routing, BRW with bulk, accounting |

@@ -2,7 +2,10 @@
 //! one function that sends a reply.
 //!
 //! Owns: spawning (one set of workers per CPT, bound to the CPT's cores
-//! when the CPT table describes this machine), the worker loop (high
+//! when the CPT table describes this machine), the count of a CPT's
+//! running, sleeping and waking general workers that `max_running` wakes
+//! by, [`blocking`] (a worker lends its running slot out while it waits),
+//! the worker loop (high
 //! priority first, then the CPT's policy; run the handler; measure the
 //! service time from arrival; report it in the reply; metrics and a
 //! tracing span per RPC), the early-reply timer thread driving
