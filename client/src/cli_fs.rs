@@ -1,12 +1,12 @@
 //! The `sheen` subcommands that talk to a file system: `df`, `getstripe`,
-//! `setstripe`, `targets`, and the admin-endpoint scrapes behind `stats`
+//! `setstripe`, `targets`, `pools`, and the admin-endpoint scrapes behind `stats`
 //! and `recovery`. Output: human tables, or one JSON object per line.
 //!
 //! Owns presentation only; the work is the library's ([`crate::Sheen`],
 //! [`crate::mgc::Mgc`]).
 
 use ptlrpc::wire::mds::StripeSpec;
-use ptlrpc::wire::mgs::{MgsAdminReq, TargetKind};
+use ptlrpc::wire::mgs::{MgsAdminReq, TargetKind, TargetRegReq};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::{Format, table};
@@ -125,6 +125,8 @@ pub async fn setstripe(fs: &Sheen, path: &str, spec: StripeSpec) -> Result<()> {
 pub enum TargetAction {
     /// List.
     List,
+    /// Register a target serving at some NIDs (what a starting target does).
+    Add,
     /// Allow allocation.
     Activate,
     /// Stop allocation.
@@ -133,10 +135,27 @@ pub enum TargetAction {
     Remove,
 }
 
-/// `sheen targets [ACTION KIND INDEX]`.
-pub async fn targets(fs: &Sheen, action: TargetAction, kind: TargetKind, index: u32, fmt: Format) -> Result<()> {
+/// `sheen targets [ACTION KIND INDEX [--nid NID...]]`.
+pub async fn targets(
+    fs: &Sheen,
+    action: TargetAction,
+    kind: TargetKind,
+    index: u32,
+    nids: &[String],
+    fmt: Format,
+) -> Result<()> {
     let fsname = fs.fsname().to_string();
     let req = match action {
+        TargetAction::Add => {
+            if nids.is_empty() {
+                return Err(ClientError::Invalid(
+                    "targets add needs where the target serves: --nid ADDR@tcp (repeat for more)".into(),
+                ));
+            }
+            let reg = TargetRegReq { fsname, kind, index, nids: nids.to_vec(), failover: vec![], instance: 1 };
+            let r = fs.mgc().register(&reg).await?;
+            return done(fmt, "add", r.record);
+        }
         TargetAction::List => MgsAdminReq::Targets { fsname },
         TargetAction::Activate => MgsAdminReq::Activate { fsname, kind, index },
         TargetAction::Deactivate => MgsAdminReq::Deactivate { fsname, kind, index },
@@ -144,8 +163,7 @@ pub async fn targets(fs: &Sheen, action: TargetAction, kind: TargetKind, index: 
     };
     let r = fs.mgc().admin(&req).await?;
     if action != TargetAction::List {
-        println!("config log record {}", r.record);
-        return Ok(());
+        return done(fmt, &format!("{action:?}").to_lowercase(), r.record);
     }
     let name = |k: &TargetKind, i: u32| match k {
         TargetKind::Mdt => format!("{}-MDT{i:04x}", fs.fsname()),
@@ -178,6 +196,102 @@ pub async fn targets(fs: &Sheen, action: TargetAction, kind: TargetKind, index: 
         }
     }
     Ok(())
+}
+
+/// Reports a change: the config-log record that carries it.
+fn done(fmt: Format, what: &str, record: u64) -> Result<()> {
+    match fmt {
+        Format::Json => println!("{}", serde_json::json!({"done": what, "record": record})),
+        Format::Table => println!("{what}: config log record {record}"),
+    }
+    Ok(())
+}
+
+/// What `sheen pools` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAction {
+    /// List pools and their OSTs.
+    List,
+    /// Create an empty pool.
+    Create,
+    /// Add OSTs to a pool.
+    Add,
+    /// Remove OSTs from a pool.
+    Remove,
+    /// Destroy an empty pool.
+    Destroy,
+}
+
+/// `sheen pools [ACTION [POOL [OST...]]]` (like `lctl pool_*`).
+pub async fn pools(fs: &Sheen, action: PoolAction, pool: Option<&str>, osts: &[u32], fmt: Format) -> Result<()> {
+    let fsname = fs.fsname().to_string();
+    let need_pool = || {
+        pool.map(str::to_string)
+            .ok_or_else(|| ClientError::Invalid(format!("pools {action:?} needs a pool name").to_lowercase()))
+    };
+    let need_osts = || {
+        if osts.is_empty() {
+            Err(ClientError::Invalid("name the OST indices to add or remove (e.g. `sheen pools add fast 0 1`)".into()))
+        } else {
+            Ok(())
+        }
+    };
+    let mgc = fs.mgc();
+    let mut record = 0;
+    match action {
+        PoolAction::List => {
+            let r = mgc.admin(&MgsAdminReq::PoolList { fsname }).await?;
+            let ost = |i: &u32| crate::osc::ost_name(fs.fsname(), *i);
+            match fmt {
+                Format::Json => {
+                    for p in &r.pools {
+                        let names: Vec<String> = p.osts.iter().map(ost).collect();
+                        println!("{}", serde_json::json!({"pool": p.name, "osts": p.osts, "targets": names}));
+                    }
+                }
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = r
+                        .pools
+                        .iter()
+                        .map(|p| vec![p.name.clone(), p.osts.iter().map(ost).collect::<Vec<_>>().join(",")])
+                        .collect();
+                    print!("{}", table(&["pool", "osts"], &rows));
+                }
+            }
+            return Ok(());
+        }
+        PoolAction::Create => {
+            record = mgc.admin(&MgsAdminReq::PoolNew { fsname, pool: need_pool()? }).await?.record;
+        }
+        PoolAction::Destroy => {
+            let pool = need_pool()?;
+            let r = mgc.admin(&MgsAdminReq::PoolDestroy { fsname, pool: pool.clone() }).await;
+            record = match r {
+                Err(e) if e.errno() == libc::ENOTEMPTY => {
+                    return Err(ClientError::Invalid(format!(
+                        "pool {pool} still has OSTs: `sheen pools remove {pool} INDEX...` first (`sheen pools` lists them)"
+                    )));
+                }
+                Err(e) if e.errno() == libc::ENOENT => {
+                    return Err(ClientError::Invalid(format!("no pool {pool} (`sheen pools` lists the pools)")));
+                }
+                r => r?.record,
+            };
+        }
+        PoolAction::Add | PoolAction::Remove => {
+            let pool = need_pool()?;
+            need_osts()?;
+            for &ost in osts {
+                let req = if action == PoolAction::Add {
+                    MgsAdminReq::PoolAdd { fsname: fsname.clone(), pool: pool.clone(), ost }
+                } else {
+                    MgsAdminReq::PoolRemove { fsname: fsname.clone(), pool: pool.clone(), ost }
+                };
+                record = mgc.admin(&req).await?.record;
+            }
+        }
+    }
+    done(fmt, &format!("{action:?}").to_lowercase(), record)
 }
 
 /// `GET /metrics` of an admin endpoint, bounded.

@@ -22,6 +22,7 @@ use crate::lov_io::StripedFile;
 use crate::mdc::Mdc;
 use crate::mgc::{FsConfig, Mgc};
 use crate::osc::Osc;
+use crate::stream::Stream;
 
 /// `S_IFMT` and the types the client tells apart.
 pub const S_IFMT: u32 = 0o170000;
@@ -96,6 +97,7 @@ pub struct File {
     handle: u64,
     flags: u32,
     data: Option<StripedFile>,
+    stream: Stream,
 }
 
 impl File {
@@ -143,6 +145,31 @@ pub struct Sheen {
     oscs: BTreeMap<u32, Arc<Osc>>,
     config: FsConfig,
     cred: Cred,
+    layouts: LayoutCache,
+}
+
+/// Layouts by FID. A file's layout is set when it is created and never
+/// changes (and FIDs are never reused), so keeping it is not caching
+/// anything another client could change; it lets a stat ask the MDT and
+/// the OSTs at the same time.
+#[derive(Debug, Default)]
+struct LayoutCache(parking_lot::Mutex<std::collections::HashMap<Fid, Layout>>);
+
+/// Layouts kept at most (the cache is emptied when full).
+const LAYOUTS_KEPT: usize = 1 << 16;
+
+impl LayoutCache {
+    fn get(&self, fid: Fid) -> Option<Layout> {
+        self.0.lock().get(&fid).cloned()
+    }
+
+    fn put(&self, fid: Fid, l: &Layout) {
+        let mut m = self.0.lock();
+        if m.len() >= LAYOUTS_KEPT {
+            m.clear();
+        }
+        m.insert(fid, l.clone());
+    }
 }
 
 fn now_secs() -> i64 {
@@ -189,7 +216,15 @@ impl Sheen {
             .iter()
             .filter_map(|(&i, t)| t.nids.first().map(|&nid| (i, Arc::new(Osc::new(lnet, fsname, i, nid, &uuid)))))
             .collect();
-        Ok(Sheen { fsname: fsname.to_string(), mgc, mdc, oscs, config, cred: Cred::current() })
+        Ok(Sheen {
+            fsname: fsname.to_string(),
+            mgc,
+            mdc,
+            oscs,
+            config,
+            cred: Cred::current(),
+            layouts: LayoutCache::default(),
+        })
     }
 
     /// Acts as `cred` for creates from now on.
@@ -227,21 +262,30 @@ impl Sheen {
     }
 
     async fn to_stat(&self, r: AttrReply) -> Result<Stat> {
+        let g = match r.layout.as_ref().filter(|l| !l.objects.is_empty() && r.attr.mode & S_IFMT == S_IFREG) {
+            Some(l) => {
+                self.layouts.put(r.attr.fid, l);
+                Some(self.striped(l)?.glimpse().await?)
+            }
+            None => None,
+        };
+        Ok(Self::with_glimpse(r, g))
+    }
+
+    /// The MDT's attributes completed by the objects': size, mtime and
+    /// space are the objects' (Lustre's glimpse); the MDT's mtime counts
+    /// when it is later (a utimes).
+    fn with_glimpse(r: AttrReply, g: Option<crate::lov_io::Glimpse>) -> Stat {
         let mut attr = r.attr;
         let mut blocks = attr.size.div_ceil(512);
-        if attr.mode & S_IFMT == S_IFREG
-            && let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty())
-        {
-            // Size, mtime and space are the objects' (Lustre's glimpse);
-            // the MDT's mtime counts when it is later (a utimes).
-            let g = self.striped(l)?.glimpse().await?;
+        if let Some(g) = g {
             attr.size = g.size;
             let obj_mtime = i64::try_from(g.mtime_ns / 1_000_000_000).unwrap_or(i64::MAX);
             attr.mtime = attr.mtime.max(obj_mtime);
             attr.ctime = attr.ctime.max(obj_mtime);
             blocks = g.allocated.div_ceil(512);
         }
-        Ok(Stat { attr, layout: r.layout, default_stripe: r.default_stripe, symlink: r.symlink, blocks })
+        Stat { attr, layout: r.layout, default_stripe: r.default_stripe, symlink: r.symlink, blocks }
     }
 
     /// The directory `comps` names (walked from the root).
@@ -260,6 +304,16 @@ impl Sheen {
 
     /// stat by FID.
     pub async fn stat_fid(&self, fid: Fid) -> Result<Stat> {
+        // A known layout: the MDT and the OSTs are asked at once.
+        if let Some(l) = self.layouts.get(fid) {
+            let striped = self.striped(&l)?;
+            let (r, g) = tokio::join!(self.mdc.getattr(fid), striped.glimpse());
+            let r = r?;
+            if r.attr.mode & S_IFMT == S_IFREG && r.layout.as_ref() == Some(&l) {
+                return Ok(Self::with_glimpse(r, Some(g?)));
+            }
+            return self.to_stat(r).await;
+        }
         let r = self.mdc.getattr(fid).await?;
         self.to_stat(r).await
     }
@@ -268,6 +322,18 @@ impl Sheen {
     pub async fn lookup(&self, parent: Fid, name: &str) -> Result<Stat> {
         let r = self.mdc.lookup(parent, name).await?;
         self.to_stat(r).await
+    }
+
+    /// `parent/name` with the MDT's attributes only: a regular file's size,
+    /// mtime and blocks are the MDT's record, not its objects' (for callers
+    /// that ask for fresh attributes next anyway, as FUSE's kernel side does
+    /// with zero attribute TTLs). Remembers the layout.
+    pub async fn lookup_mdt(&self, parent: Fid, name: &str) -> Result<Stat> {
+        let r = self.mdc.lookup(parent, name).await?;
+        if let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty()) {
+            self.layouts.put(r.attr.fid, l);
+        }
+        Ok(Self::with_glimpse(r, None))
     }
 
     /// stat of `path`.
@@ -459,7 +525,7 @@ impl Sheen {
             Some(l) => Some(self.striped(l)?),
             None => None,
         };
-        let file = File { fid: attr.fid, attr, handle: r.handle, flags, data };
+        let file = File { fid: attr.fid, attr, handle: r.handle, flags, data, stream: Stream::default() };
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         if writes
             && flags & open_flags::TRUNC != 0
@@ -497,11 +563,15 @@ impl Sheen {
             return Err(ClientError::posix("read of a write-only open", libc::EBADF));
         }
         let Some(d) = f.data.as_ref() else { return Ok(0) };
-        let size = d.size().await?;
-        d.read(off, buf, size).await
+        // A read sees this open's own writes.
+        if f.stream.writing() {
+            f.stream.flush().await?;
+        }
+        f.stream.read(d, off, buf).await
     }
 
-    /// Writes `data` at `off`; returns the bytes written (all of them).
+    /// Writes `data` at `off` and waits until the OSTs have it; returns
+    /// the bytes written (all of them).
     pub async fn write(&self, f: &File, off: u64, data: &[u8]) -> Result<usize> {
         if f.flags & (open_flags::WRONLY | open_flags::RDWR) == 0 {
             return Err(ClientError::posix("write to a read-only open", libc::EBADF));
@@ -509,11 +579,52 @@ impl Sheen {
         if data.is_empty() {
             return Ok(0);
         }
+        f.stream.invalidate();
+        f.stream.flush().await?;
         self.data(f)?.write(off, data).await
+    }
+
+    /// Writes `data` at `off` behind the caller: returns once the data is
+    /// copied, the BRWs run on (bounded in flight, see [`crate::stream`]);
+    /// a failure comes back from a later write, [`Sheen::flush`],
+    /// [`Sheen::fsync`] or [`Sheen::close`].
+    pub async fn write_behind(&self, f: &File, off: u64, data: &[u8]) -> Result<usize> {
+        if f.flags & (open_flags::WRONLY | open_flags::RDWR) == 0 {
+            return Err(ClientError::posix("write to a read-only open", libc::EBADF));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        f.stream.write_behind(self.data(f)?, off, data).await
+    }
+
+    /// Waits until every write behind of `f` reached the OSTs.
+    pub async fn flush(&self, f: &File) -> Result<()> {
+        f.stream.flush().await
+    }
+
+    /// Waits until `f`'s writes in flight reached the OSTs, leaving any
+    /// failure to be reported to `f`'s writer (a stat of the file sees
+    /// what was written through every open of this client).
+    pub async fn settle(&self, f: &File) -> Result<()> {
+        f.stream.settle().await
+    }
+
+    /// Drops `f`'s readahead (another open of this client changed the file).
+    pub fn drop_readahead(&self, f: &File) {
+        f.stream.invalidate();
+    }
+
+    /// Whether `f` has writes in flight.
+    pub fn writing(&self, f: &File) -> bool {
+        f.stream.writing()
     }
 
     /// The open file's size.
     pub async fn size(&self, f: &File) -> Result<u64> {
+        if f.stream.writing() {
+            f.stream.flush().await?;
+        }
         match &f.data {
             Some(d) => d.size().await,
             None => Ok(0),
@@ -523,6 +634,7 @@ impl Sheen {
     /// fsync: every OST holding the file commits (SYNC waits for the
     /// commit), then the MDT commits.
     pub async fn fsync(&self, f: &File) -> Result<()> {
+        f.stream.flush().await?;
         if let Some(d) = &f.data {
             d.sync().await?;
         }
@@ -537,7 +649,10 @@ impl Sheen {
     /// Closes the MDT's open handle of `f` (the FUSE release path, where
     /// the file may still be shared).
     pub(crate) async fn close_ref(&self, f: &File) -> Result<()> {
-        self.mdc.close(f.handle).await.map(drop)
+        let flushed = f.stream.flush().await;
+        f.stream.invalidate();
+        self.mdc.close(f.handle).await?;
+        flushed
     }
 
     /// Sets the size of `fid` (the MDT's record and every object).

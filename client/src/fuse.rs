@@ -158,6 +158,25 @@ impl SheenFs {
         FileHandle(fh)
     }
 
+    /// Waits for the writes in flight of every open of `fid` (what this
+    /// client wrote is what a stat, a truncate or another open's read sees).
+    fn settle(&self, fid: Fid) -> Result<(), Errno> {
+        let writers: Vec<Arc<File>> =
+            self.files.lock().values().filter(|f| f.fid() == fid && self.fs.writing(f)).cloned().collect();
+        for f in writers {
+            self.run(self.fs.settle(&f))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the readahead of every open of `fid` (a write or truncate
+    /// through this client changed it).
+    fn drop_readahead(&self, fid: Fid) {
+        for f in self.files.lock().values().filter(|f| f.fid() == fid) {
+            self.fs.drop_readahead(f);
+        }
+    }
+
     fn run<T>(&self, f: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, Errno> {
         self.rt.block_on(f).map_err(|e| {
             tracing::debug!(error = %e, "fuse request failed");
@@ -250,7 +269,9 @@ impl Filesystem for SheenFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
-        let r = self.fid(parent).and_then(|p| self.run(self.fs.lookup(p, name(n)?)));
+        // The kernel asks for attributes next (zero TTLs): the objects'
+        // size is left to that getattr.
+        let r = self.fid(parent).and_then(|p| self.run(self.fs.lookup_mdt(p, name(n)?)));
         match r {
             Ok(st) => self.entry(&st, reply),
             Err(e) => reply.error(e),
@@ -268,7 +289,11 @@ impl Filesystem for SheenFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fid(ino).and_then(|f| self.run(self.fs.stat_fid(f))) {
+        let r = self.fid(ino).and_then(|f| {
+            self.settle(f)?;
+            self.run(self.fs.stat_fid(f))
+        });
+        match r {
             Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
             Err(e) => reply.error(e),
         }
@@ -293,6 +318,10 @@ impl Filesystem for SheenFs {
         reply: ReplyAttr,
     ) {
         let r = self.fid(ino).and_then(|fid| {
+            self.settle(fid)?;
+            if size.is_some() {
+                self.drop_readahead(fid);
+            }
             self.run(async {
                 if let Some(s) = size {
                     self.fs.truncate_fid(fid, s).await?;
@@ -428,6 +457,7 @@ impl Filesystem for SheenFs {
         reply: ReplyData,
     ) {
         let r = self.file(fh).and_then(|f| {
+            self.settle(f.fid())?;
             let mut buf = vec![0u8; size.min(MAX_WRITE) as usize];
             let n = self.run(self.fs.read(&f, offset, &mut buf))?;
             buf.truncate(n);
@@ -453,11 +483,16 @@ impl Filesystem for SheenFs {
     ) {
         let append = flags.0 & libc::O_APPEND != 0;
         let r = self.file(fh).and_then(|f| {
+            self.drop_readahead(f.fid());
+            if append {
+                // The end is where every open's writes so far have landed.
+                self.settle(f.fid())?;
+            }
             self.run(async {
                 // O_APPEND writes at the file's end as the OSTs know it
                 // (another client may have extended it), not the kernel's.
                 let off = if append { self.fs.size(&f).await? } else { offset };
-                self.fs.write(&f, off, data).await
+                self.fs.write_behind(&f, off, data).await
             })
         });
         match r {
@@ -466,9 +501,13 @@ impl Filesystem for SheenFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Writes go to the OSTs before they are answered: nothing to flush.
-        reply.ok();
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // close(2): the writes behind reach the OSTs before it returns
+        // (close-to-open), and their failure is its error.
+        match self.file(fh).and_then(|f| self.run(self.fs.flush(&f))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn release(
@@ -642,6 +681,12 @@ impl Filesystem for SheenFs {
         reply: ReplyEmpty,
     ) {
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if let Ok(f) = self.fid(ino) {
+            if let Err(e) = self.settle(f) {
+                return reply.error(e);
+            }
+            self.drop_readahead(f);
+        }
         let r = if mode == 0 {
             self.fid(ino).and_then(|f| self.run(self.fs.fallocate_fid(f, offset, length, false)))
         } else if mode == punch {

@@ -10,6 +10,7 @@
 //! | [`mgc`] | config log -> target table; MGS admin requests |
 //! | [`mdc`] | one call per MDS opcode |
 //! | [`osc`] | one OST's client (`ost::client::OstClient` behind a lazy connect) |
+//! | [`stream`] | one open's readahead window and write-behind |
 //! | [`fs`] | the library API: [`Sheen`] mount, path/FID operations, [`File`] |
 //! | [`fuse`] | the FUSE mount (fuser, direct I/O, zero TTLs) over [`fs`] |
 //! | [`error`] | [`ClientError`] and the one errno mapping |
@@ -22,7 +23,6 @@
 //! Not done yet: written data is not kept for replay (an OST restart
 //! before a commit loses acknowledged writes; fsync is the durability
 //! point) and no import recovery (reconnect) on the client's connections;
-//! no readahead or write-behind (FUSE I/O is synchronous direct I/O);
 //! I/O copies through lnet pages (the caller-registered zero-copy path
 //! is not built); `..` in library paths is refused; jobstats tags are not
 //! set; FUSE has no POSIX locks of its own (the kernel's are node-local),
@@ -41,6 +41,7 @@ pub mod mdc;
 pub mod mgc;
 pub mod osc;
 mod rpc;
+pub mod stream;
 pub mod up;
 
 pub use error::{ClientError, Result};

@@ -308,6 +308,23 @@ impl Cluster {
     }
 }
 
+/// Mounts `c` on `mnt` with FUSE in a child `sheen mount` (the program
+/// `sheen`, talking lnet `port`), as `sheen up` does; returns once the
+/// child says the mount is ready. `detach`: its own process group.
+pub fn mount_child(sheen: &Path, port: u16, c: &Cluster, mnt: &Path, detach: bool) -> Result<Child, String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err("no /dev/fuse".into());
+    }
+    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+    let target = format!("{}:/{}", c.layout.mgs_nid(), c.layout.fsname);
+    let port = port.to_string();
+    let m = mnt.display().to_string();
+    let args = ["--port", &port, "mount", &target, &m];
+    spawn_ready(sheen, &args, &c.dir.join("mount.log"), "sheen mount ready", detach)
+        .map(|(child, _)| child)
+        .map_err(|e| e.to_string())
+}
+
 /// SIGTERM (through `kill(1)`) and a bounded wait for the child.
 pub fn stop_child(mut c: Child) {
     let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();

@@ -502,3 +502,46 @@ async fn unlinked_open_files_and_concurrent_writers() {
     })
     .await;
 }
+
+/// Readahead and write-behind keep what one client's opens see coherent:
+/// a stat or another open's read sees writes not yet flushed, and a
+/// sequential reader sees a write made after it read ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readahead_and_write_behind_stay_coherent_on_one_client() {
+    if !can_mount() {
+        return;
+    }
+    with_mount(8, PORT, |m| {
+        let data = pattern(20 << 20, 2);
+        let w = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.join("f")).unwrap();
+        for (i, c) in data.chunks(1 << 20).enumerate() {
+            w.write_all_at(c, (i << 20) as u64).unwrap();
+        }
+        // Not flushed yet: stat and another open see it all.
+        assert_eq!(fs::metadata(m.join("f")).unwrap().len(), data.len() as u64);
+        let mut r = File::open(m.join("f")).unwrap();
+        let mut first = vec![0u8; 1 << 20];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(first, data[..1 << 20]);
+        // The reader has read ahead; a write behind it must still show.
+        let fresh = pattern(1 << 20, 99);
+        w.write_all_at(&fresh, 3 << 20).unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest.len(), data.len() - (1 << 20));
+        assert_eq!(rest[..2 << 20], data[1 << 20..3 << 20]);
+        assert_eq!(rest[2 << 20..3 << 20], fresh[..]);
+        assert_eq!(rest[3 << 20..], data[4 << 20..]);
+        // A truncate through one open ends the other's readahead too.
+        let mut r2 = File::open(m.join("f")).unwrap();
+        r2.read_exact(&mut first).unwrap();
+        w.set_len(2 << 20).unwrap();
+        let mut tail = Vec::new();
+        r2.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, data[1 << 20..2 << 20]);
+        w.sync_all().unwrap();
+        drop(w);
+        assert_eq!(fs::read(m.join("f")).unwrap(), data[..2 << 20]);
+    })
+    .await;
+}

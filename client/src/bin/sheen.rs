@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use client::Sheen;
 use client::cli::{Format, LocalNet};
-use client::cli_fs::{self, TargetAction};
+use client::cli_fs::{self, PoolAction, TargetAction};
 use client::up::{Cluster, Layout, STATE_FILE, State};
 use lnet::{Lnet, Nid};
 use ptlrpc::wire::mds::StripeSpec;
@@ -88,7 +88,7 @@ enum Cmd {
         /// Path inside the file system (from its root).
         path: String,
     },
-    /// List targets, or activate / deactivate / remove one.
+    /// List targets, or add (register) / activate / deactivate / remove one.
     Targets {
         /// What to do.
         #[arg(value_enum, default_value = "list")]
@@ -99,6 +99,19 @@ enum Cmd {
         /// Target index.
         #[arg(default_value_t = 0)]
         index: u32,
+        /// Where the target serves (add; repeat for more NIDs).
+        #[arg(long = "nid")]
+        nids: Vec<String>,
+    },
+    /// OST pools: list, or create / add / remove / destroy (like `lctl pool_*`).
+    Pools {
+        /// What to do.
+        #[arg(value_enum, default_value = "list")]
+        action: PoolAct,
+        /// Pool name.
+        pool: Option<String>,
+        /// OST indices (add, remove).
+        osts: Vec<u32>,
     },
     /// LNet ping.
     Ping {
@@ -126,8 +139,18 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum PoolAct {
+    List,
+    Create,
+    Add,
+    Remove,
+    Destroy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum Action {
     List,
+    Add,
     Activate,
     Deactivate,
     Remove,
@@ -146,11 +169,15 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let ok = rt.block_on(run(cli))?;
-    if !ok {
-        std::process::exit(1);
+    match rt.block_on(run(cli)) {
+        Ok(true) => Ok(()),
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            // The chain of causes, one line, no backtrace: what to fix.
+            eprintln!("sheen: {e:#}");
+            std::process::exit(1);
+        }
     }
-    Ok(())
 }
 
 fn read_state(dir: &Path) -> anyhow::Result<State> {
@@ -216,9 +243,10 @@ async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
             cli_fs::setstripe(fs, path, spec).await?;
             Ok(true)
         }
-        Cmd::Targets { action, kind, index } => {
+        Cmd::Targets { action, kind, index, nids } => {
             let a = match action {
                 Action::List => TargetAction::List,
+                Action::Add => TargetAction::Add,
                 Action::Activate => TargetAction::Activate,
                 Action::Deactivate => TargetAction::Deactivate,
                 Action::Remove => TargetAction::Remove,
@@ -227,7 +255,18 @@ async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
                 Kind::Mdt => TargetKind::Mdt,
                 Kind::Ost => TargetKind::Ost,
             };
-            cli_fs::targets(fs, a, k, *index, fmt).await?;
+            cli_fs::targets(fs, a, k, *index, nids, fmt).await?;
+            Ok(true)
+        }
+        Cmd::Pools { action, pool, osts } => {
+            let a = match action {
+                PoolAct::List => PoolAction::List,
+                PoolAct::Create => PoolAction::Create,
+                PoolAct::Add => PoolAction::Add,
+                PoolAct::Remove => PoolAction::Remove,
+                PoolAct::Destroy => PoolAction::Destroy,
+            };
+            cli_fs::pools(fs, a, pool.as_deref(), osts, fmt).await?;
             Ok(true)
         }
         _ => bail!("not a file system command"),
@@ -263,18 +302,8 @@ fn free_port(addr: std::net::Ipv4Addr) -> anyhow::Result<u16> {
 /// Starts `sheen mount` for the cluster on `mnt` (own process group);
 /// its pid, or why not.
 fn mount_child(cli: &Cli, c: &Cluster, mnt: &Path) -> Result<u32, String> {
-    if !Path::new("/dev/fuse").exists() {
-        return Err("no /dev/fuse".into());
-    }
-    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let target = format!("{}:/{}", c.layout.mgs_nid(), c.layout.fsname);
-    let port = cli.port.to_string();
-    let m = mnt.display().to_string();
-    let args = ["--port", &port, "mount", &target, &m];
-    client::up::spawn_ready(&exe, &args, &c.dir.join("mount.log"), "sheen mount ready", true)
-        .map(|(child, _)| child.id())
-        .map_err(|e| e.to_string())
+    client::up::mount_child(&exe, cli.port, c, mnt, true).map(|child| child.id())
 }
 
 async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, no_mount: bool, fmt: Format) -> anyhow::Result<bool> {
