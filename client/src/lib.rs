@@ -13,6 +13,7 @@
 //! | [`stream`] | one open's readahead window and write-behind |
 //! | [`fs`] | the library API: [`Sheen`] mount, path/FID operations, [`File`] |
 //! | [`fuse`] | the FUSE mount (fuser, direct I/O, zero TTLs) over [`fs`] |
+//! | [`jobid`] | the job id in every request header (`SHEEN_JOBID_VAR`) |
 //! | [`error`] | [`ClientError`] and the one errno mapping |
 //! | [`cli`], [`cli_fs`] | the `sheen` command's subcommands and their tables / `--json` |
 //! | [`up`] | `sheen up` / `down`: a one-node file system of child daemons |
@@ -24,8 +25,9 @@
 //! before a commit loses acknowledged writes; fsync is the durability
 //! point) and no import recovery (reconnect) on the client's connections;
 //! I/O copies through lnet pages (the caller-registered zero-copy path
-//! is not built); `..` in library paths is refused; jobstats tags are not
-//! set; FUSE has no POSIX locks of its own (the kernel's are node-local),
+//! is not built); `..` in library paths is refused; a FUSE mount's requests
+//! carry the mount's job id, not each caller's (the servers keep no
+//! per-job statistics yet); FUSE has no POSIX locks of its own (the kernel's are node-local),
 //! RENAME_EXCHANGE, or fallocate that reserves space (mode 0 only extends
 //! the size; punching holes works); mmap of a file is not possible
 //! (direct I/O).
@@ -35,6 +37,7 @@ pub mod cli_fs;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod jobid;
 pub mod lov;
 pub mod lov_io;
 pub mod mdc;

@@ -46,7 +46,7 @@ impl Mdc {
     /// A client of the MDT at `nid`, calling itself `uuid`.
     pub fn new(lnet: &Lnet, nid: Nid, uuid: &str) -> Mdc {
         // Readdir and layouts of wide files need more than the default 8 KiB.
-        let cfg = ClientConfig { reply_buf_len: 256 << 10, ..ClientConfig::default() };
+        let cfg = ClientConfig { reply_buf_len: 256 << 10, jobid: crate::jobid::from_env(), ..ClientConfig::default() };
         Mdc {
             rpc: Client::new(lnet, nid, MDS_REQUEST_PORTAL, cfg, Arc::new(FaultInjector::default())),
             uuid: uuid.to_string(),

@@ -40,7 +40,7 @@ impl Osc {
     /// A client of OST `index` of `fsname` at `nid`, calling itself `uuid`.
     pub fn new(lnet: &Lnet, fsname: &str, index: u32, nid: Nid, uuid: &str) -> Osc {
         let name = ost_name(fsname, index);
-        let cfg = ClientConfig { reply_buf_len: 16 << 10, ..ClientConfig::default() };
+        let cfg = ClientConfig { reply_buf_len: 16 << 10, jobid: crate::jobid::from_env(), ..ClientConfig::default() };
         Osc { index, nid, ost: OstClient::new(lnet, nid, &name, uuid, cfg, false), name, connected: OnceCell::new() }
     }
 
