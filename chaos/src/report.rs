@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::admin::TargetRecovery;
+use crate::cluster::FSNAME;
 use crate::fault::{Fault, FaultKind};
 use crate::model::Finding;
 use crate::oplog::{Op, Outcome, Rec, now_us};
@@ -48,6 +49,9 @@ pub struct Cycle {
     pub died: Vec<String>,
     /// Fault end to every client's first successful operation, ms.
     pub resumed_ms: Option<f64>,
+    /// For a restart: the restarted daemon's ready line to every client's
+    /// import of its target FULL again, ms (`Err`: why there is no figure).
+    pub full_ms: Option<Result<f64, &'static str>>,
     /// Operations slower than the stall bound overlapping the cycle.
     pub stalled: usize,
     /// The slowest of them, ms.
@@ -249,6 +253,42 @@ fn fault_involves(f: &Fault, client: u32) -> bool {
     }
 }
 
+/// The target a fault restarts.
+fn restarted_target(f: &Fault) -> Option<String> {
+    match f {
+        Fault::KillMds { .. } => Some(format!("{FSNAME}-MDT0000")),
+        Fault::KillOss { oss, .. } => Some(client::osc::ost_name(FSNAME, *oss as u32)),
+        _ => None,
+    }
+}
+
+/// From `ready` to the last client's import of `target` reaching FULL
+/// after `fault`, ms; the clients are those that log import states.
+fn full_again(recs: &[Rec], target: &str, fault: u64, ready: u64) -> Result<f64, &'static str> {
+    let mut watchers: Vec<u32> = recs
+        .iter()
+        .filter(|x| matches!(&x.op, Op::Import { target: t, .. } if t == target))
+        .map(|x| x.client)
+        .collect();
+    watchers.sort_unstable();
+    watchers.dedup();
+    if watchers.is_empty() {
+        return Err("no import states");
+    }
+    let mut worst = 0.0f64;
+    for w in watchers {
+        let full = recs
+            .iter()
+            .filter(|x| x.client == w && x.t1 > fault)
+            .find(|x| matches!(&x.op, Op::Import { target: t, state } if t == target && state == "Full"));
+        match full {
+            Some(x) => worst = worst.max(x.t1.saturating_sub(ready) as f64 / 1000.0),
+            None => return Err("never"),
+        }
+    }
+    Ok(worst)
+}
+
 /// Attributes findings to cycles and computes each cycle's figures.
 pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration, lanes: u32) {
     r.ops = recs.len();
@@ -262,16 +302,22 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration, lanes: u32) {
     for c in &mut r.cycles {
         let mut worst: Option<f64> = Some(0.0);
         for &cl in &clients {
-            let first = recs.iter().filter(|x| x.client == cl && x.ok() && x.t1 > c.t_end).map(|x| x.t1).min();
+            let first = recs
+                .iter()
+                .filter(|x| x.client == cl && x.ok() && x.t1 > c.t_end && !matches!(x.op, Op::Import { .. }))
+                .map(|x| x.t1)
+                .min();
             worst = match (worst, first) {
                 (Some(w), Some(t)) => Some(w.max((t - c.t_end) as f64 / 1000.0)),
                 _ => None,
             };
         }
         c.resumed_ms = worst;
+        c.full_ms = restarted_target(&c.fault).map(|t| full_again(recs, &t, c.t_fault, c.t_end));
         let slow: Vec<u64> = recs
             .iter()
             .filter(|x| x.t1 > c.t_fault && x.t0 < c.t_settled && x.t1 - x.t0 > stall_us)
+            .filter(|x| !matches!(x.op, Op::Import { .. }))
             .map(|x| x.t1 - x.t0)
             .collect();
         c.stalled = slow.len();
@@ -378,11 +424,16 @@ impl Report {
         for c in &self.cycles {
             let _ = writeln!(
                 s,
-                "{:>5}  {:<46} {:>8.0} {:>10} {:>7} {:>9.0} {:>10} {:>5} {:>5}  {:<7} {}",
+                "{:>5}  {:<46} {:>8.0} {:>10} {:>8} {:>7} {:>9.0} {:>10} {:>5} {:>5}  {:<7} {}",
                 c.n,
                 c.fault.to_string(),
                 (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
                 ms(c.resumed_ms),
+                match c.full_ms {
+                    None => "-".to_string(),
+                    Some(Ok(v)) => format!("{v:.0}"),
+                    Some(Err(why)) => why.to_string(),
+                },
                 c.stalled,
                 c.max_stall_ms,
                 if c.expected_errors > 0 {
@@ -398,7 +449,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "(resumed: fault end to every client's next successful operation; stalled: operations over the \
+            "(resumed: fault end to every client's next successful operation; FULL: restarted daemon ready to \
+             every client's import of its target FULL; stalled: operations over the \
              stall bound overlapping the fault; errors d/a: failed calls during the fault and recovery / after, \
              until the next fault; e: of an evicted client; lost: lost, corrupt, extra or twice-run)"
         );
@@ -500,7 +552,8 @@ impl Report {
                 json!({
                     "cycle": c.n, "fault": c.fault.to_string(), "kind": c.fault.kind(),
                     "fault_ms": (c.t_end.saturating_sub(c.t_fault)) as f64 / 1000.0,
-                    "resumed_ms": c.resumed_ms, "stalled": c.stalled, "max_stall_ms": c.max_stall_ms,
+                    "resumed_ms": c.resumed_ms,
+                    "full_ms": c.full_ms.and_then(Result::ok), "stalled": c.stalled, "max_stall_ms": c.max_stall_ms,
                     "errors": c.errors, "errors_after": c.errors_after, "expected_errors": c.expected_errors, "evictions": c.evictions,
                     "lost": c.lost, "stuck": c.stuck, "died": c.died, "passed": c.passed(),
                     "server_recovery": c.recovery.as_ref().map(|v| v.iter().map(|t| json!({
@@ -524,5 +577,96 @@ impl Report {
             .to_string(),
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::cluster::Knobs;
+
+    fn opts() -> RunOpts {
+        RunOpts {
+            cycles: 2,
+            seed: 1,
+            faults: FaultKind::ALL.to_vec(),
+            osts: 2,
+            clients: 2,
+            dir: PathBuf::from("/tmp"),
+            knobs: Knobs::default(),
+            freeze: Duration::from_secs(1),
+            settle: Duration::from_secs(1),
+            stall: Duration::from_millis(500),
+            think_ms: 0,
+            lanes: 2,
+            warmup: Duration::ZERO,
+            round_robin: false,
+            keep: false,
+            program: PathBuf::new(),
+        }
+    }
+
+    fn cycle(n: usize, fault: Fault, t: u64, evictions: u64) -> Cycle {
+        Cycle {
+            n,
+            fault,
+            t_fault: t,
+            t_end: t + 1_000_000,
+            t_settled: t + 2_000_000,
+            stuck: vec![],
+            evictions,
+            recovery: None,
+            unscraped: vec![],
+            died: vec![],
+            resumed_ms: None,
+            full_ms: None,
+            stalled: 0,
+            max_stall_ms: 0.0,
+            errors: 0,
+            errors_after: 0,
+            expected_errors: 0,
+            lost: 0,
+        }
+    }
+
+    fn rec(client: u32, seq: u64, t0: u64, t1: u64, op: Op, ok: bool) -> Rec {
+        let outcome = if ok { Outcome::Ok } else { Outcome::Err { errno: 5, msg: "eio".into() } };
+        Rec { client, seq, t0, t1, op, outcome }
+    }
+
+    #[test]
+    fn figures_and_attribution() {
+        let mut r = Report::new(&opts(), Path::new("/tmp/x"));
+        let s = 10_000_000;
+        r.cycles.push(cycle(0, Fault::KillOss { oss: 1, down: Duration::ZERO }, s, 0));
+        r.cycles.push(cycle(1, Fault::FreezeClient { client: 1, length: Duration::ZERO }, s + 5_000_000, 1));
+        let w = Op::Write { file: 1, blk: 0, generation: 1 };
+        let full = || Op::Import { target: "chaos-OST0001".into(), state: "Full".into() };
+        let recs = vec![
+            // Client 0 stalls across the restart, then resumes 300 ms after the ready line.
+            rec(0, 0, s - 100_000, s + 1_300_000, w.clone(), true),
+            rec(0, 1, s + 1_100_000, s + 1_200_000, full(), true),
+            rec(2, 0, s + 1_000_000, s + 1_050_000, w.clone(), true),
+            rec(2, 1, s + 1_400_000, s + 1_500_000, full(), true),
+            // A failure during cycle 0 and one after it settled.
+            rec(2, 2, s + 1_500_000, s + 1_600_000, w.clone(), false),
+            rec(2, 3, s + 2_500_000, s + 2_600_000, w.clone(), false),
+            // Client 2 (process 1) fails while frozen and evicted: expected.
+            rec(2, 4, s + 5_100_000, s + 6_100_000, w.clone(), false),
+            rec(2, 5, s + 6_200_000, s + 6_300_000, w.clone(), true),
+            rec(0, 2, s + 6_200_000, s + 6_250_000, w.clone(), true),
+        ];
+        let m2 = crate::model::Model::build(2, &recs.iter().filter(|x| x.client == 2).cloned().collect::<Vec<_>>());
+        r.findings = m2.findings.iter().map(|f| (2, f.clone())).collect();
+        judge(&mut r, &recs, Duration::from_millis(500), 2);
+        let c0 = &r.cycles[0];
+        assert_eq!(c0.resumed_ms, Some(300.0));
+        assert_eq!(c0.full_ms, Some(Ok(500.0)));
+        assert_eq!((c0.stalled, c0.errors, c0.errors_after), (1, 1, 1));
+        let c1 = &r.cycles[1];
+        assert_eq!((c1.errors, c1.expected_errors), (0, 1));
+        assert!(!r.passed());
     }
 }

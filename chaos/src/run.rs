@@ -226,6 +226,7 @@ async fn cycles(c: &mut Cluster, o: &RunOpts, report: &mut Report) -> Result<()>
             unscraped: after.iter().filter(|(_, m)| m.is_none()).map(|(n, _)| n.clone()).collect(),
             died: died.clone(),
             resumed_ms: None,
+            full_ms: None,
             stalled: 0,
             max_stall_ms: 0.0,
             errors: 0,
