@@ -22,7 +22,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lnet::MdBuffer;
@@ -182,6 +182,9 @@ pub struct ObjFile {
     /// The same file opened with `O_DIRECT`, when the target uses it.
     direct: Option<File>,
     direct_io: Arc<DirectIo>,
+    /// Where the readahead of a cold read stream ends (0: no cold stream
+    /// seen), see `read_cached`.
+    ahead: AtomicU64,
     /// Recent and in-progress writes: one client's overlapping writes land
     /// in xid order; overlapping writes never run at once; disjoint ones do.
     order: Mutex<WriteOrder>,
@@ -311,16 +314,39 @@ impl ObjFile {
     fn read_cached(&self, slices: &mut [std::io::IoSliceMut<'_>], off: u64) -> rustix::io::Result<usize> {
         match rustix::io::preadv2(&self.file, slices, off, rustix::io::ReadWriteFlags::NOWAIT) {
             Err(e) if e == rustix::io::Errno::AGAIN => {
-                let ahead = std::num::NonZeroU64::new(READ_AHEAD);
-                if let Err(e) = rustix::fs::fadvise(&self.file, off, ahead, rustix::fs::Advice::WillNeed) {
-                    tracing::debug!(oid = self.oid, err = %e, "fadvise(WILLNEED)");
-                }
+                // A cold stream: read ahead from here, and keep ahead of
+                // the reads that follow (below).
+                self.will_need(off, READ_AHEAD);
+                self.ahead.store(off + READ_AHEAD, Ordering::Relaxed);
                 rustix::io::preadv(&self.file, slices, off)
             }
             Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::INVAL => {
                 rustix::io::preadv(&self.file, slices, off)
             }
+            Ok(n) => {
+                // Within half a window of where a cold stream's readahead
+                // ends: ask for the next half window now, before a read
+                // misses and waits for the disk.
+                let until = self.ahead.load(Ordering::Relaxed);
+                let half = READ_AHEAD / 2;
+                if until != 0
+                    && off + n as u64 + half >= until
+                    && self.ahead.compare_exchange(until, until + half, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                {
+                    self.will_need(until, half);
+                }
+                Ok(n)
+            }
             r => r,
+        }
+    }
+
+    /// Starts the disk reads of `[off, off + len)` (`WILLNEED`).
+    fn will_need(&self, off: u64, len: u64) {
+        if let Err(e) =
+            rustix::fs::fadvise(&self.file, off, std::num::NonZeroU64::new(len), rustix::fs::Advice::WillNeed)
+        {
+            tracing::debug!(oid = self.oid, err = %e, "fadvise(WILLNEED)");
         }
     }
 
@@ -457,6 +483,7 @@ impl Objects {
             file,
             direct,
             direct_io: Arc::clone(&self.direct_io),
+            ahead: AtomicU64::new(0),
             order: Mutex::new(WriteOrder::default()),
             idle: Condvar::new(),
         });
