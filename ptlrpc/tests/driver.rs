@@ -348,25 +348,30 @@ async fn blocking_hands_the_slot_on(fabric: Fabric) {
     p.stop();
 }
 
-/// Answers `OST_READ` with a reply but never PUTs the data.
-struct NoBulk;
+/// Answers `OST_READ` with a reply but never PUTs the data (and records
+/// each request).
+struct NoBulk(Arc<Recorder>);
 
 impl Handler for NoBulk {
     fn handle(&self, req: &Request, _ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+        self.0.seen.lock().push((req.xid(), req.header().flags));
         let b: BrwBody = req.body()?;
         Reply::new(&BrwReply { len: b.bulk.len, cksum_type: 0, cksum: 0 })
     }
 }
 
-/// A read reply whose bulk never landed is an error, not stale pages.
+/// A read reply whose bulk never landed is read again, and in the end an
+/// error, not stale pages.
 async fn read_reply_needs_its_bulk(fabric: Fabric) {
-    let p = Pair::start(fabric, Arc::new(NoBulk)).await;
+    let rec = Arc::new(Recorder::default());
+    let p = Pair::start(fabric, Arc::new(NoBulk(rec.clone()))).await;
     let cfg = ClientConfig { at: short_at(), bulk_release_wait: Duration::from_millis(300), ..ClientConfig::default() };
     let c = p.client(cfg);
     let sink = MdBuffer::from_pages_len(p.client.pool(0).alloc_bytes(8192).unwrap(), 8192);
     let e = bounded(c.bulk_read(Op::OstRead, sink, false, brw(0), read_cksum)).await.expect_err("no data came");
     assert!(matches!(e, RpcError::BulkMissing { got: 0, want: 8192, .. }), "{e:?}");
     assert_eq!(e.errno(), errno::EIO);
+    assert_eq!(rec.seen.lock().len(), 4, "read once and again bulk_retries (3) times");
     p.stop();
 }
 

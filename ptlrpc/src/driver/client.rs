@@ -57,7 +57,8 @@ pub struct ClientConfig {
     pub max_sends: u32,
     /// Largest reply body accepted.
     pub reply_buf_len: usize,
-    /// Extra attempts of a bulk read whose checksum does not match.
+    /// Extra attempts of a bulk read whose checksum does not match or whose
+    /// data never landed.
     pub bulk_retries: u32,
     /// How long to wait, after a reply, for a read's bulk data to have
     /// landed and for lnet to release bulk pages.
@@ -317,8 +318,9 @@ impl Client {
     /// A bulk read: posts `buf` for the server to PUT into, sends
     /// `make_body(desc)` and waits for the reply. With `checksum` the
     /// server's CRC32C, taken from the reply by `reply_cksum`, is verified;
-    /// on a mismatch the read is issued again (up to `bulk_retries` more
-    /// times). Returns the reply and the filled pages.
+    /// on a mismatch, or when the reply came but the data did not land
+    /// within `bulk_release_wait`, the read is issued again (up to
+    /// `bulk_retries` more times). Returns the reply and the filled pages.
     pub async fn bulk_read<B, F, C>(
         &self,
         op: Op,
@@ -349,7 +351,16 @@ impl Client {
             };
             buf = self.inner.release(bulk, events).await?;
             let reply = result?;
-            landed?;
+            match landed {
+                // The data was lost on its way (a connection that failed
+                // after the server sent it): the read is issued again, as
+                // Lustre resends a request whose bulk timed out.
+                Err(e @ RpcError::BulkMissing { .. }) if attempt < attempts => {
+                    tracing::warn!(xid = xid.0, attempt, err = %e, target = %self.inner.target, "bulk read lost; reading again");
+                    continue;
+                }
+                r => r?,
+            }
             if self.inner.faults.check(FaultKind::BulkCorrupt).is_some() {
                 tracing::info!(xid = xid.0, "fault injection: bulk corrupted");
                 corrupt(&mut buf);
