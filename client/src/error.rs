@@ -3,7 +3,7 @@
 //!
 //! Owns: [`ClientError`]. Must not: log (whoever handles an error logs it).
 
-use ptlrpc::driver::RpcError;
+use ptlrpc::driver::{ImportRpcError, RpcError};
 
 use crate::lov::LayoutError;
 
@@ -54,6 +54,15 @@ pub enum ClientError {
     /// A local resource (lnet, buffers) failed.
     #[error("local: {0}")]
     Local(String),
+    /// An import (connection with recovery) failed the request: evicted,
+    /// closed, a replay refused.
+    #[error("{what}: {source}")]
+    Import {
+        /// The operation.
+        what: &'static str,
+        /// The failure.
+        source: ImportRpcError,
+    },
 }
 
 /// A client result.
@@ -65,6 +74,14 @@ impl ClientError {
         match e {
             RpcError::Server { errno, .. } => ClientError::Server { what, errno },
             source => ClientError::Rpc { what, source },
+        }
+    }
+
+    /// Wraps the failure of operation `what` through an import.
+    pub fn import(what: &'static str, e: ImportRpcError) -> ClientError {
+        match e {
+            ImportRpcError::Server { errno, .. } => ClientError::Server { what, errno },
+            source => ClientError::Import { what, source },
         }
     }
 
@@ -81,7 +98,7 @@ impl ClientError {
             ClientError::Timeout { .. } => libc::ETIMEDOUT,
             ClientError::Config(_) => libc::EIO,
             ClientError::Layout(_) | ClientError::Invalid(_) => libc::EINVAL,
-            ClientError::Local(_) => libc::EIO,
+            ClientError::Local(_) | ClientError::Import { .. } => libc::EIO,
         }
     }
 

@@ -209,7 +209,7 @@ impl Sheen {
             .get(&0)
             .and_then(|t| t.nids.first().copied())
             .ok_or_else(|| ClientError::Config(format!("{fsname} has no MDT0 in its config log")))?;
-        let mdc = Mdc::new(lnet, mdt, &uuid);
+        let mdc = Mdc::new(lnet, mdt, &uuid)?;
         mdc.connect().await?;
         let oscs = config
             .osts
@@ -225,6 +225,12 @@ impl Sheen {
             cred: Cred::current(),
             layouts: LayoutCache::default(),
         })
+    }
+
+    /// Leaves the file system: the MDT drops this client's record (so a
+    /// restart of the MDT does not wait for it to replay).
+    pub async fn unmount(&self) {
+        self.mdc.disconnect().await;
     }
 
     /// Acts as `cred` for creates from now on.

@@ -1,7 +1,10 @@
 //! mdc: the client of one metadata target — one thin call per MDS opcode.
 //!
 //! Owns: [`Mdc`]. Each call builds the body from `ptlrpc::wire::mds`,
-//! sends it bounded (`crate::rpc`) and returns the decoded reply. Also the
+//! sends it bounded (`crate::rpc`) through an [`ImportDriver`] (connect,
+//! pinger, reconnect, resend, and replay of replied-uncommitted updates
+//! after an MDT restart: the MDT runs on ptlrpc's target framework) and
+//! returns the decoded reply. Also the
 //! client's FID sequence: [`Mdc::new_fid`] hands out FIDs for creates from
 //! a sequence MDT0 granted (`SEQ_QUERY`), so a create replayed after an
 //! MDT restart recreates the same FID.
@@ -11,8 +14,8 @@
 use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
-use ptlrpc::driver::{Client, ClientConfig};
-use ptlrpc::fault::FaultInjector;
+use ptlrpc::driver::ImportDriver;
+use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
 use ptlrpc::wire::mds::{
     AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReply, ReaddirReq,
@@ -37,21 +40,40 @@ struct FidSeq {
 /// A client of one MDT.
 #[derive(Debug, Clone)]
 pub struct Mdc {
-    rpc: Client,
-    uuid: String,
+    imp: ImportDriver,
+    nid: Nid,
     fids: Arc<tokio::sync::Mutex<FidSeq>>,
 }
 
 impl Mdc {
-    /// A client of the MDT at `nid`, calling itself `uuid`.
-    pub fn new(lnet: &Lnet, nid: Nid, uuid: &str) -> Mdc {
+    /// A client of the MDT at `nid`, calling itself `uuid` (not connected
+    /// yet: [`Mdc::connect`]). Must be called inside a tokio runtime.
+    pub fn new(lnet: &Lnet, nid: Nid, uuid: &str) -> Result<Mdc> {
+        let mut cfg = ImportConfig::new(uuid, Op::MdsConnect, Op::MdsDisconnect, MDS_REQUEST_PORTAL, vec![]);
+        cfg.connect_data = ConnectData {
+            flags: connect_flags::VERSION | connect_flags::TRANSNO | connect_flags::MAX_EASIZE,
+            version: 1,
+            ..ConnectData::default()
+        };
+        cfg.backoff_max = std::time::Duration::from_secs(5);
+        cfg.max_requests = 4096;
         // Readdir and layouts of wide files need more than the default 8 KiB.
-        let cfg = ClientConfig { reply_buf_len: 256 << 10, jobid: crate::jobid::from_env(), ..ClientConfig::default() };
-        Mdc {
-            rpc: Client::new(lnet, nid, MDS_REQUEST_PORTAL, cfg, Arc::new(FaultInjector::default())),
-            uuid: uuid.to_string(),
-            fids: Arc::default(),
-        }
+        let imp = ImportDriver::start(lnet, vec![nid], cfg, 256 << 10)
+            .map_err(|e| crate::error::ClientError::Local(format!("mdc import: {e}")))?;
+        Ok(Mdc { imp, nid, fids: Arc::default() })
+    }
+
+    /// The import (state, replay list, imperative recovery).
+    pub fn import(&self) -> &ImportDriver {
+        &self.imp
+    }
+
+    /// Disconnects (the MDT drops this client's record) and waits,
+    /// bounded, until the import is closed.
+    pub async fn disconnect(&self) {
+        self.imp.close();
+        let closed = self.imp.wait_state(|k| k == ptlrpc::import::ImportStateKind::Closed);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closed).await;
     }
 
     /// A FID for a new object, from the client's granted sequence (asking
@@ -62,7 +84,7 @@ impl Mdc {
             let next_seq = s.next.seq + 1;
             if s.next.seq == 0 || next_seq >= s.end {
                 let q = SeqQueryReq { op: seq_op::ALLOC_META, count: 1 };
-                let r: SeqRange = rpc::call(&self.rpc, "seq query", Op::SeqQuery, &q).await?;
+                let r: SeqRange = rpc::imp_call(&self.imp, "seq query", Op::SeqQuery, ReqKind::Read, &q).await?;
                 if r.end <= r.start || r.width < 2 {
                     return Err(crate::error::ClientError::Invalid(format!("bad sequence grant {r:?}")));
                 }
@@ -78,78 +100,90 @@ impl Mdc {
 
     /// The MDT's NID.
     pub fn nid(&self) -> Nid {
-        self.rpc.target()
+        self.nid
     }
 
-    /// MDS_CONNECT.
-    pub async fn connect(&self) -> Result<ConnectData> {
-        let cd = ConnectData {
-            flags: connect_flags::VERSION | connect_flags::TRANSNO | connect_flags::MAX_EASIZE,
-            version: 1,
-            client_uuid: self.uuid.clone(),
-            ..ConnectData::default()
-        };
-        rpc::call(&self.rpc, "mds connect", Op::MdsConnect, &cd).await
+    /// Connects (MDS_CONNECT through the import) and waits until FULL.
+    pub async fn connect(&self) -> Result<()> {
+        match tokio::time::timeout(rpc::RPC_BOUND, self.imp.connect()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(state)) => Err(crate::error::ClientError::Local(format!("mdc import ended {state:?}"))),
+            Err(_) => Err(crate::error::ClientError::Timeout { what: "mds connect", secs: rpc::RPC_BOUND.as_secs() }),
+        }
     }
 
     /// MDS_GET_ROOT.
     pub async fn root(&self) -> Result<Fid> {
-        rpc::call(&self.rpc, "getroot", Op::MdsGetRoot, &()).await
+        rpc::imp_call(&self.imp, "getroot", Op::MdsGetRoot, ReqKind::Read, &()).await
     }
 
     /// MDS_GETATTR.
     pub async fn getattr(&self, fid: Fid) -> Result<AttrReply> {
-        rpc::call(&self.rpc, "getattr", Op::MdsGetattr, &GetattrReq { fid }).await
+        rpc::imp_call(&self.imp, "getattr", Op::MdsGetattr, ReqKind::Read, &GetattrReq { fid }).await
     }
 
     /// MDS_GETATTR_NAME.
     pub async fn lookup(&self, parent: Fid, name: &str) -> Result<AttrReply> {
-        rpc::call(&self.rpc, "lookup", Op::MdsGetattrName, &LookupReq { parent, name: name.into() }).await
+        rpc::imp_call(&self.imp, "lookup", Op::MdsGetattrName, ReqKind::Read, &LookupReq { parent, name: name.into() })
+            .await
     }
 
     /// MDS_REINT (create, mkdir, setattr, link, unlink, rename, open, setxattr).
     pub async fn reint(&self, what: &'static str, req: &ReintReq) -> Result<ReintReply> {
-        rpc::call(&self.rpc, what, Op::MdsReint, req).await
+        rpc::imp_call(&self.imp, what, Op::MdsReint, ReqKind::Modify, req).await
     }
 
     /// MDS_CLOSE.
     pub async fn close(&self, handle: u64) -> Result<ReintReply> {
-        rpc::call(&self.rpc, "close", Op::MdsClose, &CloseReq { handle }).await
+        rpc::imp_call(&self.imp, "close", Op::MdsClose, ReqKind::Modify, &CloseReq { handle }).await
     }
 
     /// MDS_READPAGE: up to `max` entries from `cookie`.
     pub async fn readdir(&self, fid: Fid, cookie: u64, max: u32) -> Result<ReaddirReply> {
-        rpc::call(&self.rpc, "readdir", Op::MdsReadpage, &ReaddirReq { fid, cookie, max_entries: max }).await
+        rpc::imp_call(
+            &self.imp,
+            "readdir",
+            Op::MdsReadpage,
+            ReqKind::Read,
+            &ReaddirReq { fid, cookie, max_entries: max },
+        )
+        .await
     }
 
     /// MDS_GETXATTR of `name` (ENODATA when `fid` has no such attribute).
     pub async fn getxattr(&self, fid: Fid, name: &str) -> Result<Vec<u8>> {
-        let r: XattrReply =
-            rpc::call(&self.rpc, "getxattr", Op::MdsGetxattr, &GetxattrReq { fid, name: name.into() }).await?;
+        let r: XattrReply = rpc::imp_call(
+            &self.imp,
+            "getxattr",
+            Op::MdsGetxattr,
+            ReqKind::Read,
+            &GetxattrReq { fid, name: name.into() },
+        )
+        .await?;
         Ok(r.value)
     }
 
     /// MDS_GETXATTR with no name: every attribute name of `fid`.
     pub async fn listxattr(&self, fid: Fid) -> Result<Vec<String>> {
         let req = GetxattrReq { fid, name: String::new() };
-        let r: XattrReply = rpc::call(&self.rpc, "listxattr", Op::MdsGetxattr, &req).await?;
+        let r: XattrReply = rpc::imp_call(&self.imp, "listxattr", Op::MdsGetxattr, ReqKind::Read, &req).await?;
         Ok(r.names)
     }
 
     /// MDS_STATFS.
     pub async fn statfs(&self) -> Result<StatfsReply> {
-        rpc::call(&self.rpc, "statfs", Op::MdsStatfs, &()).await
+        rpc::imp_call(&self.imp, "statfs", Op::MdsStatfs, ReqKind::Read, &()).await
     }
 
     /// MDS_SYNC: a durable commit of everything the MDT applied.
     pub async fn sync(&self) -> Result<()> {
-        rpc::raw(&self.rpc, "mds sync", Op::MdsSync, &()).await.map(drop)
+        rpc::imp_call::<_, ()>(&self.imp, "mds sync", Op::MdsSync, ReqKind::Read, &()).await.map(drop)
     }
 
     /// MDS_GET_INFO `key` (no wait).
     pub async fn get_info(&self, key: &str) -> Result<GetInfoReply> {
         let req = GetInfoReq { key: key.into(), at_least: 0, wait_ms: 0 };
-        rpc::call(&self.rpc, "get_info", Op::MdsGetInfo, &req).await
+        rpc::imp_call(&self.imp, "get_info", Op::MdsGetInfo, ReqKind::Read, &req).await
     }
 
     /// MDS_GET_INFO `key`, waiting (bounded by the MDT) until its value
@@ -157,6 +191,6 @@ impl Mdc {
     /// `osts_usable`: OSTs that take objects).
     pub async fn wait_info(&self, key: &str, n: u64, wait_ms: u32) -> Result<GetInfoReply> {
         let req = GetInfoReq { key: key.into(), at_least: n, wait_ms };
-        rpc::call(&self.rpc, "get_info", Op::MdsGetInfo, &req).await
+        rpc::imp_call(&self.imp, "get_info", Op::MdsGetInfo, ReqKind::Read, &req).await
     }
 }

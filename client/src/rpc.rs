@@ -1,4 +1,5 @@
-//! One bounded RPC with a typed reply: the helper mdc and mgc share.
+//! One bounded RPC with a typed reply: the helper mdc and mgc share (a
+//! plain [`Client`] for the MGS, an [`ImportDriver`] for the MDT).
 //!
 //! Owns the bound on every client RPC (the driver resends within it) and
 //! the mapping of a failed RPC to [`ClientError`]. Must not: retry on its
@@ -6,7 +7,8 @@
 
 use std::time::Duration;
 
-use ptlrpc::driver::{Client, RpcReply};
+use ptlrpc::driver::{Client, ImportDriver, RpcReply};
+use ptlrpc::import::ReqKind;
 use ptlrpc::wire::Op;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -40,4 +42,23 @@ where
 {
     let r = raw(c, what, op, body).await?;
     r.body::<R>().map_err(|e| ClientError::rpc(what, e))
+}
+
+/// Sends `body` as `op` of `kind` through `imp` and decodes the reply
+/// body as `R`, bounded like [`call`]. The import resends and replays;
+/// the bound covers a target's restart and recovery.
+pub async fn imp_call<B, R>(imp: &ImportDriver, what: &'static str, op: Op, kind: ReqKind, body: &B) -> Result<R>
+where
+    B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    R: rkyv::Archive,
+    R::Archived:
+        for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + rkyv::Deserialize<R, HighDeserializer<rancor::Error>>,
+{
+    let r = match tokio::time::timeout(RPC_BOUND, imp.rpc(op, kind, body)).await {
+        Ok(r) => r.map_err(|e| ClientError::import(what, e))?,
+        Err(_) => return Err(ClientError::Timeout { what, secs: RPC_BOUND.as_secs() }),
+    };
+    let mut a = AlignedVec::<16>::new();
+    a.extend_from_slice(&r.body);
+    rkyv::from_bytes::<R, rancor::Error>(&a).map_err(|e| ClientError::Invalid(format!("{what}: bad reply body: {e}")))
 }

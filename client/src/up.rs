@@ -283,8 +283,11 @@ impl Cluster {
     async fn assemble_with(&self, lnet: &Lnet) -> Result<Option<String>, UpError> {
         let l = &self.layout;
         let err = |e: crate::ClientError| UpError::Assemble(e.to_string());
-        let mdc = Mdc::new(lnet, l.mgs_nid(), "sheen-up");
-        let usable = mdc.wait_info("osts_usable", u64::from(OSTS), 20_000).await.map_err(err)?;
+        let mdc = Mdc::new(lnet, l.mgs_nid(), &format!("sheen-up-{}", std::process::id())).map_err(err)?;
+        mdc.connect().await.map_err(err)?;
+        let usable = mdc.wait_info("osts_usable", u64::from(OSTS), 20_000).await;
+        mdc.disconnect().await;
+        let usable = usable.map_err(err)?;
         if usable.value < u64::from(OSTS) {
             let down: Vec<u32> = usable.osts.iter().filter(|o| !o.connected).map(|o| o.index).collect();
             return Ok(Some(format!(

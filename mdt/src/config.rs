@@ -82,6 +82,15 @@ pub struct MdtSection {
     /// Objects precreated per OST_CREATE.
     #[serde(default = "default_precreate")]
     pub precreate_batch: u32,
+    /// Lustre's obd_timeout, seconds: clients ping every quarter of it,
+    /// silent exports are evicted after 1.5x, and recovery after a restart
+    /// waits for known clients up to 3x (hard limit 9x).
+    #[serde(default = "default_obd_timeout")]
+    pub obd_timeout_s: f64,
+}
+
+fn default_obd_timeout() -> f64 {
+    100.0
 }
 
 fn default_commit_ms() -> u64 {
@@ -140,6 +149,9 @@ impl MdsConfig {
             }
             if m.commit_interval_ms == 0 || m.commit_interval_ms > 60_000 {
                 return err("mdt.commit_interval_ms", "1 ..= 60000");
+            }
+            if !(0.1..=3600.0).contains(&m.obd_timeout_s) {
+                return err("mdt.obd_timeout_s", "0.1 ..= 3600");
             }
             if m.threads == 0 || m.threads > 256 {
                 return err("mdt.threads", "1 ..= 256");

@@ -1,7 +1,9 @@
 //! Running the MGS and/or an MDT: what `sheen-mds run` does, also used
 //! in-process by the benchmark.
 //!
-//! Owns: [`Daemon`] — lnet, the stores, the services on their portals,
+//! Owns: [`Daemon`] — lnet, the stores, the MGS service, the MDT on
+//! ptlrpc's target framework (a [`TargetDriver`] with the MDT's service,
+//! store and front: exports, reconstruction, recovery after a restart),
 //! the MDT's registration with the MGS and its config-log follower (OSTs
 //! added, activated, deactivated, removed, pools, restarts), the commit
 //! thread, a housekeeping thread (OST space refresh, destroy-log replay,
@@ -19,9 +21,11 @@ use std::time::Duration;
 use lnet::{Lnet, Nid};
 use parking_lot::Mutex;
 use ptlrpc::admin::MetricsSource;
-use ptlrpc::driver::{Client, ClientConfig, Service, ServiceConfig};
+use ptlrpc::driver::{Client, ClientConfig, Service, ServiceConfig, TargetDriver, TargetSpec};
 use ptlrpc::fault::FaultInjector;
+use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL, OST_REQUEST_PORTAL};
+use ptlrpc::target::TargetConfig;
 use ptlrpc::wire::mds::StripeSpec;
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind, TargetRegReq};
 
@@ -30,9 +34,10 @@ use crate::config::MdsConfig;
 use crate::mgs::Mgs;
 use crate::mgs::follow::{Follower, LocalMgs, MgsApi, Progress, RpcMgs};
 use crate::ns::Namespace;
-use crate::service::{MdtHandler, MdtMetrics, MgsHandler};
+use crate::service::{MdtMetrics, MdtOps, MgsHandler};
 use crate::stop::StopSignal;
 use crate::store::{FjallKv, Kv};
+use crate::tgt::{MdtFront, MdtService, MdtStore};
 use crate::txn::Committer;
 
 /// What can stop the daemon from starting.
@@ -69,6 +74,8 @@ pub struct MdtParts {
     pub ns: Arc<Namespace>,
     /// The commit thread.
     pub committer: Arc<Committer>,
+    /// The target framework running the MDT.
+    pub driver: Arc<TargetDriver<MdtService>>,
     follower: Follower,
 }
 
@@ -172,21 +179,52 @@ impl Daemon {
                 acfg,
             ));
             let ns = Arc::new(
-                Namespace::mount(kv, alloc)
+                Namespace::mount_deferred(kv, alloc)
                     .map_err(|e| StartError::Store { path: cfg.data_dir.display().to_string(), why: e.to_string() })?,
             );
             let orphans =
                 ns.cleanup_orphans().map_err(|e| StartError::Store { path: "orphans".into(), why: e.to_string() })?;
-            tracing::info!(epoch = ns.txn().epoch(), orphans, "MDT mounted");
             let committer = Arc::new(Committer::start(
                 Arc::clone(ns.kv()),
                 Arc::clone(ns.txn()),
                 Duration::from_millis(m.commit_interval_ms),
             ));
             let progress = Arc::new(Progress::default());
-            let handler =
-                MdtHandler::new(Arc::clone(&ns), Arc::clone(&committer), Arc::clone(&metrics), Arc::clone(&progress));
-            start_svc(format!("mdt{}", m.index), MDS_REQUEST_PORTAL, m.threads, Arc::new(handler))?;
+            let ops = Arc::new(MdtOps {
+                ns: Arc::clone(&ns),
+                metrics: Arc::clone(&metrics),
+                progress: Arc::clone(&progress),
+            });
+            let obd_timeout = Duration::from_secs_f64(m.obd_timeout_s);
+            let tcfg = TargetConfig {
+                ping: PingSettings {
+                    obd_timeout,
+                    ping_interval_uncommitted: (obd_timeout / 4).min(Duration::from_secs(7)),
+                    ..PingSettings::default()
+                },
+                commit_interval: Duration::from_millis(m.commit_interval_ms),
+                ..TargetConfig::default()
+            };
+            let name = format!("{}-MDT{:04x}", cfg.fsname, m.index);
+            let spec = TargetSpec {
+                name: name.clone(),
+                component: "mdt".into(),
+                target: tcfg,
+                seed: u64::from(std::process::id()) ^ 0x6d64_7400,
+                service: MdtService::new(Arc::clone(&ops)),
+                store: MdtStore::new(Arc::clone(&ns), Arc::clone(&committer)),
+                front: Arc::new(MdtFront::new(Arc::clone(&ops))),
+            };
+            let sc = ServiceConfig {
+                threads_per_cpt: m.threads.max(1),
+                ..ServiceConfig::new(format!("mdt{}", m.index), MDS_REQUEST_PORTAL)
+            };
+            let driver = Arc::new(
+                TargetDriver::start_many(&lnet, sc, vec![spec], Arc::clone(&faults))
+                    .map_err(|e| StartError::Service { name: name.clone(), why: e.to_string() })?,
+            );
+            metrics.recovery_supported.set(1);
+            tracing::info!(epoch = ns.txn().epoch(), orphans, target = %name, "MDT mounted");
             let api: Arc<dyn MgsApi> = match (&mgs, &m.mgs_nid) {
                 (Some(g), _) => Arc::new(LocalMgs(Arc::clone(g))),
                 (None, Some(n)) => {
@@ -220,12 +258,13 @@ impl Daemon {
                     tracing::error!(record = rec.index, error = %e, "config record not applied");
                 }
             });
-            mdt = Some(MdtParts { ns, committer, follower });
+            mdt = Some(MdtParts { ns, committer, driver, follower });
         }
         let stop = Arc::new(StopSignal::default());
         let housekeeper = mdt.as_ref().map(|p| {
             let (ns, met, stop) = (Arc::clone(&p.ns), Arc::clone(&metrics), Arc::clone(&stop));
-            std::thread::spawn(move || housekeeping(&ns, &met, &stop))
+            let driver = Arc::downgrade(&p.driver);
+            std::thread::spawn(move || housekeeping(&ns, &driver, &met, &stop))
         });
         let precreator = match mdt.as_ref() {
             Some(p) => {
@@ -259,11 +298,19 @@ impl Daemon {
     /// Metrics sources for the admin endpoint.
     pub fn metrics_sources(&self) -> Vec<MetricsSource> {
         let svcs = Arc::clone(&self.services);
-        let services: MetricsSource = Arc::new(move || svcs.lock().iter().map(Service::render_metrics).collect());
+        let driver = self.mdt.as_ref().map(|p| Arc::downgrade(&p.driver));
+        let services: MetricsSource = Arc::new(move || {
+            let mut out: String = svcs.lock().iter().map(Service::render_metrics).collect();
+            if let Some(d) = driver.as_ref().and_then(std::sync::Weak::upgrade) {
+                out.push_str(&d.render_metrics());
+            }
+            out
+        });
         let (met, ns) = (Arc::clone(&self.metrics), self.mdt.as_ref().map(|p| Arc::clone(&p.ns)));
+        let drv = self.mdt.as_ref().map_or_else(std::sync::Weak::new, |p| Arc::downgrade(&p.driver));
         let mdt: MetricsSource = Arc::new(move || {
             if let Some(ns) = &ns {
-                update_gauges(ns, &met);
+                update_gauges(ns, &drv, &met);
             }
             met.render()
         });
@@ -288,16 +335,25 @@ impl Daemon {
         for s in self.services.lock().drain(..) {
             s.shutdown();
         }
-        if let Some(p) = &self.mdt
-            && !p.committer.commit_now(Duration::from_secs(30))
-        {
-            tracing::error!("final commit did not finish");
+        if let Some(p) = self.mdt.take() {
+            match Arc::try_unwrap(p.driver) {
+                Ok(d) => d.shutdown(),
+                Err(_) => tracing::warn!("MDT target driver still shared at stop"),
+            }
+            if !p.committer.commit_now(Duration::from_secs(30)) {
+                tracing::error!("final commit did not finish");
+            }
         }
         self.lnet.shutdown();
     }
 }
 
-fn update_gauges(ns: &Namespace, met: &MdtMetrics) {
+fn update_gauges(ns: &Namespace, driver: &std::sync::Weak<TargetDriver<MdtService>>, met: &MdtMetrics) {
+    if let Some(d) = driver.upgrade() {
+        let (exports, recovering) = d.with_target(|t| (t.exports().len(), t.is_recovering()));
+        met.exports.set(exports as i64);
+        met.recovery_status.set(i64::from(recovering));
+    }
     met.open_files.set(ns.open_files() as i64);
     met.last_transno.set(ns.txn().last() as i64);
     met.last_committed.set(ns.txn().committed() as i64);
@@ -312,7 +368,12 @@ fn update_gauges(ns: &Namespace, met: &MdtMetrics) {
 }
 
 /// Once a second: OST space, destroy-log replay, gauges.
-fn housekeeping(ns: &Namespace, met: &MdtMetrics, stop: &StopSignal) {
+fn housekeeping(
+    ns: &Namespace,
+    driver: &std::sync::Weak<TargetDriver<MdtService>>,
+    met: &MdtMetrics,
+    stop: &StopSignal,
+) {
     loop {
         ns.alloc().refresh();
         match ns.process_destroys(1024) {
@@ -320,7 +381,7 @@ fn housekeeping(ns: &Namespace, met: &MdtMetrics, stop: &StopSignal) {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "destroy log"),
         }
-        update_gauges(ns, met);
+        update_gauges(ns, driver, met);
         if stop.wait(Duration::from_secs(1)) {
             return;
         }

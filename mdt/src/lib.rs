@@ -4,9 +4,11 @@
 //! config log, pools, imperative-recovery notices; [`mgs`]) and the
 //! metadata target (FIDs from sequences, the namespace with versions,
 //! layouts and OST object allocation, open files, the destroy log,
-//! asynchronous commits; [`ns`], [`alloc`], [`txn`]), the ptlrpc handlers
-//! that serve them ([`service`]), the namespace checker ([`check`]) and the
-//! `sheen-mds` daemon's configuration ([`config`]). See `DESIGN.md`,
+//! asynchronous commits; [`ns`], [`alloc`], [`txn`]), the MDT on ptlrpc's
+//! target framework ([`tgt`]: exports, reply reconstruction, replay and
+//! VBR after a restart), the operations it serves ([`service`]), the
+//! namespace checker ([`check`]) and the `sheen-mds` daemon's
+//! configuration ([`config`]). See `DESIGN.md`,
 //! section mdt, and issue 7.
 //!
 //! Must not: put wire bodies here (they live in `ptlrpc::wire::{mds,mgs}`),
@@ -22,10 +24,11 @@
 //! | `inode` | the stored inode and file types |
 //! | `dir` | hashed directory keys, stable readdir cookies, lookup |
 //! | `txn` | epochs, transnos/versions, the commit thread |
-//! | `ns` | namespace operations, open handles, orphans, destroy log |
+//! | `ns` | namespace operations (run now, or deferred: validated and built for the target to apply), open handles, orphans, destroy log |
 //! | `alloc` | OST table, pools, QoS allocation, precreate, the OST interface |
 //! | `mgs` | registry, config log, lifecycle, pools, followers |
-//! | `service` | ptlrpc handlers for MDS and MGS opcodes, metrics |
+//! | `service` | the MDT's operations on decoded bodies, the MGS handler, metrics |
+//! | `tgt` | the MDT as a target: store (client records, versions, apply), service (plan), front (reads outside the lock) |
 //! | `check` | namespace checker (dirents, inodes, links, objects) |
 //! | `stop` | stop signal threads wait on between rounds |
 //! | `config` | `sheen-mds` TOML configuration |
@@ -44,15 +47,20 @@
 //!
 //! ## Not yet
 //!
-//! - The MDT serves requests through its own [`service::MdtHandler`], not
-//!   through ptlrpc's target framework (`ptlrpc::target`,
-//!   `driver::TargetDriver`): no exports or per-client records, so no
-//!   reply reconstruction for resent requests and no client replay or VBR
-//!   after a restart. Replies do carry transnos, `last_committed` and
-//!   pre/post versions. Wiring it needs a plan/apply split of the
-//!   namespace operations (validate and build the batch in `plan`, write it
-//!   with the target's version and client record in `apply`).
-//! - Open handles are not replayed; orphans are destroyed at mount.
+//! - Open handles are not replayed: an MDT restart forgets them (a later
+//!   close answers EBADF; orphans are destroyed at mount). Replaying them
+//!   needs opens sent as `ReqKind::Open` (the import keeps those until
+//!   released) and a handle the replay can restore (client-chosen, or the
+//!   client re-learning it from the replay's reply).
+//! - A create replayed after a restart that lost it allocates new OST
+//!   objects (the replay does not carry the original layout).
+//! - Objects a create took from a precreate pool are not reused when the
+//!   target drops the plan (a VBR-refused replay, a failed apply): they
+//!   stay on the OST below the allocation cursor.
+//! - Closes have no reply slot of their own: a resent close after a lost
+//!   reply answers EBADF.
+//! - Clients notice an MDT restart through their imports (pings, request
+//!   deadlines); the MGS's restart record does not reach the mdc yet.
 //! - Sequences are granted to clients by MDT0 only (one MDT): no
 //!   super-sequence controller handing ranges to other MDTs or OSTs, and
 //!   the MDT does not check that a client uses only its own grants (any
@@ -73,6 +81,7 @@ pub mod ns;
 pub mod service;
 pub mod stop;
 pub mod store;
+pub mod tgt;
 pub mod txn;
 
 pub use error::{MdtError, Result};

@@ -16,7 +16,7 @@
 //! advance `last_committed` before the commit that covers it returned.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ pub const TRANSNO_KEY: &[u8] = b"last_transno";
 /// Transaction counters.
 #[derive(Debug)]
 pub struct TxnState {
-    epoch: u32,
+    epoch: AtomicU32,
     last: AtomicU64,
     committed: AtomicU64,
 }
@@ -56,12 +56,29 @@ impl TxnState {
         b.put(Table::Meta, TRANSNO_KEY, start.to_be_bytes().to_vec());
         kv.write(b)?;
         kv.persist()?;
-        Ok((TxnState { epoch, last: AtomicU64::new(start), committed: AtomicU64::new(start) }, prev_last))
+        Ok((
+            TxnState { epoch: AtomicU32::new(epoch), last: AtomicU64::new(start), committed: AtomicU64::new(start) },
+            prev_last,
+        ))
+    }
+
+    /// The counters as stored, nothing bumped: the target framework owns
+    /// the epoch and the transnos (`crate::tgt`); `last` and `committed`
+    /// start at the stored last transno (what survived).
+    pub fn adopt(kv: &dyn Kv) -> Result<TxnState> {
+        let epoch = u32::try_from(read_u64(kv, EPOCH_KEY)?).unwrap_or(u32::MAX);
+        let last = read_u64(kv, TRANSNO_KEY)?;
+        Ok(TxnState { epoch: AtomicU32::new(epoch), last: AtomicU64::new(last), committed: AtomicU64::new(last) })
+    }
+
+    /// The target booted with `epoch` (deferred mode).
+    pub fn set_epoch(&self, epoch: u32) {
+        self.epoch.store(epoch, Ordering::Release);
     }
 
     /// The boot epoch.
     pub fn epoch(&self) -> u32 {
-        self.epoch
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The next transno; the caller puts [`TxnState::stamp`] in its batch
@@ -88,6 +105,12 @@ impl TxnState {
     /// The last transno durably committed.
     pub fn committed(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
+    }
+
+    /// Sets `last_committed` (deferred mode: the store's commit thread
+    /// persisted up to `upto`).
+    pub fn set_committed(&self, upto: u64) {
+        self.committed.fetch_max(upto, Ordering::AcqRel);
     }
 
     /// Persists and advances `last_committed`. Returns the new value.
@@ -168,6 +191,13 @@ impl Committer {
             }
         }
         true
+    }
+
+    /// Asks for a commit soon, without waiting.
+    pub fn ask(&self) {
+        let (m, cv) = &*self.ctl;
+        m.lock().asked = true;
+        cv.notify_all();
     }
 
     /// Stops the thread after a final commit.

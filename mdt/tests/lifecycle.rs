@@ -51,7 +51,7 @@ async fn lifecycle_across_processes() {
     let tmp = tempfile::tempdir().unwrap();
     let mds = Mds::start(NET, tmp.path(), 200);
     let node = client_node(NET, 2).await;
-    let (mdc, mgc) = (mds_client(&node, mds.nid), mgs_client(&node, mds.nid));
+    let (mdc, mgc) = (mds_client(&node, mds.nid).await, mgs_client(&node, mds.nid));
     let admin = |r: MgsAdminReq| {
         let mgc = mgc.clone();
         async move { rpc(&mgc, Op::MgsSetInfo, &r, BOUND).await }
@@ -132,9 +132,10 @@ async fn lifecycle_across_processes() {
 
     // The log survives a restart of the daemon: the MDT rebuilds the same view.
     let expected = log_len().await;
+    mdc.close();
     mds.stop();
     let mds = Mds::start(NET, tmp.path(), 200);
-    let mdc = mds_client(&node, mds.nid);
+    let mdc = mds_client(&node, mds.nid).await;
     let v = mdt_applied(&mdc, expected).await;
     assert_eq!(v.osts.iter().map(|o| (o.index, o.active)).collect::<Vec<_>>(), vec![(0, true)]);
     assert!(v.pools.is_empty());

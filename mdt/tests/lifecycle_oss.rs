@@ -107,7 +107,7 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     let tmp = tempfile::tempdir().unwrap();
     let mds = Mds::start(NET, tmp.path(), 200);
     let node = client_node(NET, 2).await;
-    let (mdc, mgc) = (mds_client(&node, mds.nid), mgs_client(&node, mds.nid));
+    let (mdc, mgc) = (mds_client(&node, mds.nid).await, mgs_client(&node, mds.nid));
     let mut seq = 0u32;
     let mut files = Vec::new();
     // Creates `n` files; returns the OSTs their objects landed on.

@@ -227,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         _ => {
             let (lnet, fs) = mount(&cli).await?;
             let r = fs_cmd(&cli, &fs, fmt).await;
+            fs.unmount().await;
             lnet.shutdown();
             r
         }
@@ -278,7 +279,8 @@ async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize) -> anyh
     let mgs: Nid = nid.parse().map_err(|e| anyhow::anyhow!("{nid}: {e:?}"))?;
     let lnet = LocalNet { nid: None, port: cli.port }.start(mgs).await?;
     let fs = Sheen::mount(&lnet, mgs, fsname).await.with_context(|| format!("mounting {target}"))?;
-    let session = client::fuse::mount(std::sync::Arc::new(fs), tokio::runtime::Handle::current(), dir, threads)
+    let fs = std::sync::Arc::new(fs);
+    let session = client::fuse::mount(std::sync::Arc::clone(&fs), tokio::runtime::Handle::current(), dir, threads)
         .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;
     println!("sheen mount ready {} {}", target, dir.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -289,6 +291,7 @@ async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize) -> anyh
     tracing::info!("unmounting {}", dir.display());
     // Unmounting joins the FUSE threads, which block on this runtime.
     let r = tokio::task::spawn_blocking(move || session.umount_and_join()).await?;
+    fs.unmount().await;
     lnet.shutdown();
     r.with_context(|| format!("unmounting {}", dir.display()))?;
     Ok(true)

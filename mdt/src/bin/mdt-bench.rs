@@ -1,6 +1,6 @@
 //! `mdt-bench`: metadata create/stat/unlink rates, over ptlrpc on tcp
-//! loopback (an in-process `sheen-mds` daemon, clients on their own lnet
-//! nodes) beside the same operations on the embedded store alone
+//! loopback (an in-process `sheen-mds` daemon — the MDT on the target
+//! framework — and clients as imports on their own lnet nodes) beside the same operations on the embedded store alone
 //! (`Namespace` calls, no RPC), measured in the same run.
 //!
 //! Workloads: `--files` files in one directory, and the same spread over
@@ -26,11 +26,11 @@ use mdt::daemon::Daemon;
 use mdt::inode::{S_IFDIR, S_IFREG};
 use mdt::ns::{CreateArgs, Namespace};
 use mdt::store::{FjallKv, Kv};
-use ptlrpc::driver::{Client, ClientConfig};
-use ptlrpc::fault::FaultInjector;
+use ptlrpc::driver::ImportDriver;
+use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
-use ptlrpc::wire::mds::{LookupReq, ReintReply, ReintReq};
-use ptlrpc::wire::{Fid, Op};
+use ptlrpc::wire::mds::{LookupReq, ReintReq};
+use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
 
 #[derive(Parser, Debug)]
 #[command(name = "mdt-bench")]
@@ -134,7 +134,7 @@ fn embedded_phase(ns: &Arc<Namespace>, dirs: &[Fid], files: u64, clients: usize,
     Ok(files as f64 / t0.elapsed().as_secs_f64())
 }
 
-async fn rpc_phase(cl: &[Client], dirs: &[Fid], files: u64, phase: Phase) -> anyhow::Result<f64> {
+async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) -> anyhow::Result<f64> {
     let t0 = Instant::now();
     let n = cl.len();
     let mut tasks = Vec::new();
@@ -159,14 +159,14 @@ async fn rpc_phase(cl: &[Client], dirs: &[Fid], files: u64, phase: Phase) -> any
                             stripe: None,
                             fid: None,
                         };
-                        client.rpc(Op::MdsReint, &r).await?.body::<ReintReply>()?;
+                        client.rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
                     }
                     Phase::Stat => {
-                        client.rpc(Op::MdsGetattrName, &LookupReq { parent: d, name }).await?;
+                        client.rpc(Op::MdsGetattrName, ReqKind::Read, &LookupReq { parent: d, name }).await?;
                     }
                     Phase::Unlink => {
                         let r = ReintReq::Unlink { parent: d, name, dir: false, time: 0 };
-                        client.rpc(Op::MdsReint, &r).await?;
+                        client.rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
                     }
                 }
             }
@@ -322,6 +322,7 @@ fn main() -> anyhow::Result<()> {
             stripe_size: 1 << 20,
             stripe_count: 1,
             precreate_batch: 1024,
+            obd_timeout_s: 100.0,
         }),
     };
     rt.block_on(async {
@@ -332,11 +333,16 @@ fn main() -> anyhow::Result<()> {
         for i in 0..max_clients {
             lnets.push(Lnet::start(node(a.net, 2 + i as u8, a.port)).await?);
         }
-        let faults = Arc::new(FaultInjector::new(1));
-        let clients: Vec<Client> = lnets
-            .iter()
-            .map(|l| Client::new(l, server, MDS_REQUEST_PORTAL, ClientConfig::default(), Arc::clone(&faults)))
-            .collect();
+        let mut clients: Vec<ImportDriver> = Vec::new();
+        for (i, l) in lnets.iter().enumerate() {
+            let mut cfg =
+                ImportConfig::new(&format!("bench-{i}"), Op::MdsConnect, Op::MdsDisconnect, MDS_REQUEST_PORTAL, vec![]);
+            cfg.connect_data = ConnectData { flags: connect_flags::VERSION | connect_flags::TRANSNO, version: 1, ..ConnectData::default() };
+            cfg.max_requests = 4096;
+            let imp = ImportDriver::start(l, vec![server], cfg, 64 << 10)?;
+            imp.connect().await.map_err(|k| anyhow::anyhow!("bench client {i} ended {k:?}"))?;
+            clients.push(imp);
+        }
         let Some(rns) = d.mdt.as_ref().map(|p| Arc::clone(&p.ns)) else { bail!("no MDT") };
         for (layout, ndirs) in [("one_dir", 1u64), ("many_dirs", a.dirs)] {
             for &nc in &a.clients {
@@ -366,6 +372,9 @@ fn main() -> anyhow::Result<()> {
                 "ran: {} files per workload, one dir and {} dirs, clients {:?}, tcp loopback 127.{}.0.x:{}, commit every {} ms",
                 a.files, a.dirs, a.clients, a.net, a.port, a.commit_ms
             );
+        }
+        for c in &clients {
+            c.close();
         }
         for l in &lnets {
             l.shutdown();

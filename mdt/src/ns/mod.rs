@@ -61,26 +61,59 @@ struct Writer {
     destroy_seq: u64,
 }
 
-/// A transaction being built.
-struct Tx {
+/// A transaction being built: the batch (entries, xattrs, orphans, the
+/// destroy log, OST cursors), the inodes it writes (encoded when it is
+/// written, so a deferred transaction's versions can still be stamped) and
+/// the objects it versions.
+pub struct Tx {
     b: Batch,
+    /// 0 while deferred: the target framework assigns it at apply.
     transno: u64,
     pre: Vec<u64>,
+    inodes: Vec<Inode>,
+    objects: Vec<Fid>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("objects", &self.objects).field("changes", &self.b.changes.len()).finish()
+    }
 }
 
 impl Tx {
     /// Gives `ino` the transaction's version, remembering the old one.
     fn version(&mut self, ino: &mut Inode) {
         self.pre.push(ino.version);
+        self.objects.push(ino.fid);
         ino.version = self.transno;
     }
 
     fn put_inode(&mut self, ino: &Inode) {
-        self.b.put(Table::Inodes, fid::key(ino.fid).to_vec(), encode(ino));
+        match self.inodes.iter_mut().find(|i| i.fid == ino.fid) {
+            Some(i) => *i = ino.clone(),
+            None => self.inodes.push(ino.clone()),
+        }
     }
 
     fn put_dirent(&mut self, dir: Fid, cookie: u64, d: &Dirent) {
         self.b.put(Table::Dirents, dir::key(dir, cookie).to_vec(), encode(d));
+    }
+
+    /// The objects it versions, in pre-version order (parent first).
+    pub fn objects(&self) -> &[Fid] {
+        &self.objects
+    }
+
+    /// The final batch: every change, the inodes with `version` stamped on
+    /// the versioned ones (a deferred transaction's), inode writes last.
+    pub fn into_batch(mut self, version: u64) -> Batch {
+        for mut i in self.inodes {
+            if self.objects.contains(&i.fid) {
+                i.version = version;
+            }
+            self.b.put(Table::Inodes, fid::key(i.fid).to_vec(), encode(&i));
+        }
+        self.b
     }
 }
 
@@ -91,6 +124,10 @@ pub struct Namespace {
     alloc: Arc<Allocator>,
     w: Mutex<Writer>,
     opens: Mutex<open::Opens>,
+    /// Run by the target framework: modifying operations leave their
+    /// transaction in `pending` for the target to apply with its transno.
+    deferred: bool,
+    pending: Mutex<Option<Tx>>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -116,6 +153,19 @@ impl Namespace {
     /// creates the root on a fresh store, and reads the cursors back.
     pub fn mount(kv: Arc<dyn Kv>, alloc: Arc<Allocator>) -> Result<Namespace> {
         let (txn, _) = TxnState::boot(&*kv)?;
+        Namespace::mount_with(kv, alloc, txn, false)
+    }
+
+    /// Mounts the namespace for the target framework (`crate::tgt`): the
+    /// target owns the epoch and transnos; operations are deferred
+    /// ([`Namespace::take_pending`]); the root and orphan cleanup write no
+    /// transno.
+    pub fn mount_deferred(kv: Arc<dyn Kv>, alloc: Arc<Allocator>) -> Result<Namespace> {
+        let txn = TxnState::adopt(&*kv)?;
+        Namespace::mount_with(kv, alloc, txn, true)
+    }
+
+    fn mount_with(kv: Arc<dyn Kv>, alloc: Arc<Allocator>, txn: TxnState, deferred: bool) -> Result<Namespace> {
         let cursor = meta::<FidCursor>(&*kv, CURSOR_KEY)?.unwrap_or_default();
         let ctl = meta::<SeqController>(&*kv, SEQCTL_KEY)?.unwrap_or_default();
         let destroy_seq = kv
@@ -129,6 +179,8 @@ impl Namespace {
             alloc,
             w: Mutex::new(Writer { cursor, ctl, destroy_seq }),
             opens: Mutex::new(open::Opens::new()),
+            deferred,
+            pending: Mutex::new(None),
         };
         if ns.kv.get(Table::Inodes, &fid::key(Fid::ROOT))?.is_none() {
             let mut w = ns.w.lock();
@@ -142,9 +194,19 @@ impl Namespace {
                 ..Inode::default()
             };
             tx.put_inode(&root);
-            ns.finish(&mut w, tx)?;
+            ns.finish_internal(&mut w, tx)?;
         }
         Ok(ns)
+    }
+
+    /// Whether operations are deferred to the target framework.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// The transaction the last modifying operation left (deferred mode).
+    pub fn take_pending(&self) -> Option<Tx> {
+        self.pending.lock().take()
     }
 
     /// The transaction counters.
@@ -163,16 +225,39 @@ impl Namespace {
     }
 
     fn begin(&self) -> Tx {
-        Tx { b: Batch::new(), transno: self.txn.next(), pre: Vec::new() }
+        let transno = if self.deferred { 0 } else { self.txn.next() };
+        Tx { b: Batch::new(), transno, pre: Vec::new(), inodes: Vec::new(), objects: Vec::new() }
     }
 
+    /// Ends a modifying operation: writes its batch with the next transno,
+    /// or (deferred) leaves it for the target.
     fn finish(&self, w: &mut Writer, mut tx: Tx) -> Result<Done> {
         tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
         tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
-        TxnState::stamp(&mut tx.b, tx.transno);
-        self.kv.write(tx.b)?;
-        self.txn.applied(tx.transno);
-        Ok(Done { transno: tx.transno, pre_versions: tx.pre })
+        if self.deferred {
+            let pre = tx.pre.clone();
+            *self.pending.lock() = Some(tx);
+            return Ok(Done { transno: 0, pre_versions: pre });
+        }
+        let (transno, pre) = (tx.transno, tx.pre.clone());
+        let mut b = tx.into_batch(transno);
+        TxnState::stamp(&mut b, transno);
+        self.kv.write(b)?;
+        self.txn.applied(transno);
+        Ok(Done { transno, pre_versions: pre })
+    }
+
+    /// Housekeeping writes (the root, orphan cleanup): a transno in
+    /// embedded mode; none when the target owns transnos.
+    fn finish_internal(&self, w: &mut Writer, mut tx: Tx) -> Result<Done> {
+        if !self.deferred {
+            return self.finish(w, tx);
+        }
+        tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
+        tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
+        let version = self.txn.last().max(1);
+        self.kv.write(tx.into_batch(version))?;
+        Ok(Done::default())
     }
 
     /// SEQ_QUERY: grants `count` (1..=16) sequences from MDT0's

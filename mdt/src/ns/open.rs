@@ -171,7 +171,7 @@ impl Namespace {
                 Ok(i) => self.destroy_inode(&mut w, &mut tx, &i)?,
                 Err(_) => tx.b.del(Table::Orphans, fid::key(f).to_vec()),
             }
-            self.finish(&mut w, tx)?;
+            self.finish_internal(&mut w, tx)?;
             n += 1;
         }
         Ok(n)

@@ -45,10 +45,10 @@ pub struct MdtMetrics {
     pub latency: Family<OpLabels, Histogram, fn() -> Histogram>,
     /// Open files.
     pub open_files: Gauge,
-    /// Distinct client NIDs served (exports, until the target framework
-    /// keeps real ones).
+    /// Exports of the MDT target (the target framework's, retained ones
+    /// included).
     pub exports: Gauge,
-    /// Recovery state: 0 = complete / none (see `recovery_supported`).
+    /// Recovery state: 1 while the target recovers after a restart.
     pub recovery_status: Gauge,
     /// 1 when replay recovery runs on restart; 0 today (the driver
     /// integration of ptlrpc's target framework has not landed).
@@ -103,7 +103,11 @@ impl MdtMetrics {
         registry.register("open_files", "Open file handles", m.open_files.clone());
         registry.register("exports", "Clients served", m.exports.clone());
         registry.register("recovery_status", "0 complete/none, 1 recovering", m.recovery_status.clone());
-        registry.register("recovery_supported", "Replay recovery wired (0: not yet)", m.recovery_supported.clone());
+        registry.register(
+            "recovery_supported",
+            "Replay recovery after a restart (1: the MDT runs on the target framework)",
+            m.recovery_supported.clone(),
+        );
         registry.register("last_transno", "Last transno applied", m.last_transno.clone());
         registry.register("last_committed", "Last transno durably committed", m.last_committed.clone());
         registry.register("destroy_pending", "OST objects waiting in the destroy log", m.destroy_pending.clone());

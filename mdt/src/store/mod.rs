@@ -23,7 +23,8 @@ pub use fjall_kv::FjallKv;
 /// The tables (fjall keyspaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
-    /// Counters and cursors: epoch, last transno, FID cursor, sequences.
+    /// Counters and cursors: epoch, last transno, FID cursor, sequences,
+    /// reply bodies too large for a client record.
     Meta,
     /// FID -> inode.
     Inodes,
@@ -39,11 +40,13 @@ pub enum Table {
     Osts,
     /// fsname ++ 0 ++ index -> MGS config record.
     MgsLog,
+    /// client UUID -> the target framework's per-client record.
+    Clients,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Inodes,
         Table::Dirents,
@@ -52,6 +55,7 @@ impl Table {
         Table::DestroyLog,
         Table::Osts,
         Table::MgsLog,
+        Table::Clients,
     ];
 
     /// The keyspace name.
@@ -65,6 +69,7 @@ impl Table {
             Table::DestroyLog => "destroy_log",
             Table::Osts => "osts",
             Table::MgsLog => "mgs_log",
+            Table::Clients => "clients",
         }
     }
 }

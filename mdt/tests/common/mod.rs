@@ -1,5 +1,7 @@
 //! Shared by the process tests: a `sheen-mds` child process on tcp
-//! loopback, a client lnet node, bounded RPCs and a /metrics scrape.
+//! loopback, a client lnet node, bounded RPCs (plain clients for the MGS,
+//! imports for the MDT, which runs on the target framework) and a
+//! /metrics scrape.
 //! Every wait is bounded; nothing sleeps to wait.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,15 +14,19 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig};
-use ptlrpc::driver::{Client, ClientConfig, RpcError, RpcReply};
+use ptlrpc::driver::{Client, ClientConfig, ImportDriver, ImportRpcError, RpcReply};
 use ptlrpc::fault::FaultInjector;
+use ptlrpc::import::{ImportConfig, ReqKind};
+use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL};
-use ptlrpc::wire::Op;
 use ptlrpc::wire::mds::{GetInfoReply, GetInfoReq};
+use ptlrpc::wire::{ConnectData, Header, Op, connect_flags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const BOUND: Duration = Duration::from_secs(30);
 pub const PORT: u16 = 7999;
+/// The MDT's obd_timeout in the tests (recovery waits up to 3x for clients).
+pub const OBD_TIMEOUT_S: f64 = 4.0;
 
 /// A running `sheen-mds` (killed if the test panics).
 pub struct Mds {
@@ -43,6 +49,7 @@ transaction_timeout = 5
 [mdt]
 index = 0
 commit_interval_ms = {commit_ms}
+obd_timeout_s = {OBD_TIMEOUT_S}
 "#,
         data.display()
     )
@@ -146,33 +153,133 @@ pub async fn client_node(net: u8, host: u8) -> Lnet {
     Lnet::start(cfg).await.unwrap()
 }
 
-pub fn mds_client(l: &Lnet, server: Nid) -> Client {
-    Client::new(l, server, MDS_REQUEST_PORTAL, ClientConfig::default(), Arc::new(FaultInjector::new(1)))
+/// A connected import of the MDT at `server` as client `uuid`.
+pub async fn mds_import(l: &Lnet, server: Nid, uuid: &str) -> ImportDriver {
+    let mut cfg = ImportConfig::new(uuid, Op::MdsConnect, Op::MdsDisconnect, MDS_REQUEST_PORTAL, vec![]);
+    cfg.connect_data = ConnectData {
+        flags: connect_flags::VERSION | connect_flags::TRANSNO | connect_flags::MAX_EASIZE,
+        version: 1,
+        ..ConnectData::default()
+    };
+    let obd = Duration::from_secs_f64(OBD_TIMEOUT_S);
+    cfg.ping = PingSettings { obd_timeout: obd, ping_interval_uncommitted: obd / 4, ..PingSettings::default() };
+    cfg.backoff_min = Duration::from_millis(100);
+    cfg.backoff_max = Duration::from_millis(500);
+    cfg.max_requests = 4096;
+    let imp = ImportDriver::start(l, vec![server], cfg, 256 << 10).expect("import starts");
+    tokio::time::timeout(BOUND, imp.connect()).await.expect("connect within bound").expect("import FULL");
+    imp
+}
+
+/// A connected MDT import with a UUID unique to this process and `l`.
+pub async fn mds_client(l: &Lnet, server: Nid) -> ImportDriver {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let uuid = format!("test-{}-{}-{}", std::process::id(), l.nid(), N.fetch_add(1, Ordering::Relaxed));
+    mds_import(l, server, &uuid).await
 }
 
 pub fn mgs_client(l: &Lnet, server: Nid) -> Client {
     Client::new(l, server, MGS_REQUEST_PORTAL, ClientConfig::default(), Arc::new(FaultInjector::new(2)))
 }
 
+/// A reply: from a plain client or from an import.
+#[derive(Debug)]
+pub enum Reply {
+    Plain(RpcReply),
+    Import(Header, Vec<u8>),
+}
+
+impl Reply {
+    pub fn header(&self) -> &Header {
+        match self {
+            Reply::Plain(r) => r.header(),
+            Reply::Import(h, _) => h,
+        }
+    }
+
+    pub fn body<T>(&self) -> Result<T, String>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        match self {
+            Reply::Plain(r) => r.body::<T>().map_err(|e| e.to_string()),
+            Reply::Import(_, b) => {
+                let mut a = rkyv::util::AlignedVec::<16>::new();
+                a.extend_from_slice(b);
+                rkyv::from_bytes::<T, rkyv::rancor::Error>(&a).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// A failed call: the errno (positive) and why.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub errno: i32,
+    pub why: String,
+}
+
+impl CallError {
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+}
+
+type Ser<'a> =
+    rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
+
+/// What sends a request: a plain client (MGS) or an import (MDT).
+pub trait Caller {
+    fn call<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<Reply, CallError>> + Send + 'static
+    where
+        B: for<'a> rkyv::Serialize<Ser<'a>>;
+}
+
+impl Caller for Client {
+    fn call<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<Reply, CallError>> + Send + 'static
+    where
+        B: for<'a> rkyv::Serialize<Ser<'a>>,
+    {
+        let f = self.start(op, body);
+        async move { f.await.map(Reply::Plain).map_err(|e| CallError { errno: e.errno(), why: e.to_string() }) }
+    }
+}
+
+impl Caller for ImportDriver {
+    fn call<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<Reply, CallError>> + Send + 'static
+    where
+        B: for<'a> rkyv::Serialize<Ser<'a>>,
+    {
+        let kind = if matches!(op, Op::MdsReint | Op::MdsClose) { ReqKind::Modify } else { ReqKind::Read };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(body).map(|b| b.to_vec());
+        let imp = self.clone();
+        async move {
+            let bytes = bytes.map_err(|e| CallError { errno: 22, why: e.to_string() })?;
+            match imp.rpc_raw(op, kind, bytes).await {
+                Ok(r) => Ok(Reply::Import(r.header, r.body)),
+                Err(ImportRpcError::Server { errno, .. }) => Err(CallError { errno, why: format!("-{errno}") }),
+                Err(e) => Err(CallError { errno: 5, why: e.to_string() }),
+            }
+        }
+    }
+}
+
 /// An RPC bounded by `bound`.
-pub async fn rpc<B>(c: &Client, op: Op, body: &B, bound: Duration) -> Result<RpcReply, RpcError>
+pub async fn rpc<C: Caller, B>(c: &C, op: Op, body: &B, bound: Duration) -> Result<Reply, CallError>
 where
-    B: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    B: for<'a> rkyv::Serialize<Ser<'a>>,
 {
-    match tokio::time::timeout(bound, c.start(op, body)).await {
+    match tokio::time::timeout(bound, c.call(op, body)).await {
         Ok(r) => r,
-        Err(_) => Err(RpcError::Encode(format!("{op:?}: no reply within {bound:?}"))),
+        Err(_) => Err(CallError { errno: 110, why: format!("{op:?}: no reply within {bound:?}") }),
     }
 }
 
 /// The errno of a failed RPC (0 on success).
-pub fn errno_of(r: &Result<RpcReply, RpcError>) -> i32 {
+pub fn errno_of(r: &Result<Reply, CallError>) -> i32 {
     match r {
         Ok(_) => 0,
         Err(e) => e.errno(),
@@ -180,7 +287,7 @@ pub fn errno_of(r: &Result<RpcReply, RpcError>) -> i32 {
 }
 
 /// Waits (bounded, server-side) until the MDT applied `n` config records.
-pub async fn mdt_applied(c: &Client, n: u64) -> GetInfoReply {
+pub async fn mdt_applied<C: Caller>(c: &C, n: u64) -> GetInfoReply {
     let req = GetInfoReq { key: "config_applied".into(), at_least: n, wait_ms: 5000 };
     let r: GetInfoReply = rpc(c, Op::MdsGetInfo, &req, BOUND).await.unwrap().body().unwrap();
     assert!(r.value >= n, "MDT applied {} of {n} records", r.value);

@@ -1,0 +1,61 @@
+//! [`MdtFront`]: the MDT's front hook — reads served outside the target's
+//! lock.
+//!
+//! A read (getattr, lookup, readdir, statfs, getxattr, get_info,
+//! SEQ_QUERY) is admitted by the target (export, conn_cnt, recovery
+//! stage) and then answered here from the namespace, whose reads take no
+//! lock (a transaction is visible whole or not at all). `MDS_SYNC` asks the
+//! target to commit. Everything else (updates, CONNECT, PING, resends the
+//! target rebuilds) goes to the target.
+//!
+//! Must not: modify the namespace (SEQ_QUERY's durable grant excepted:
+//! it is not a client transaction), or answer a request the target
+//! refused.
+
+use std::sync::Arc;
+
+use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
+use ptlrpc::target::{Admission, Target};
+
+use super::service::MdtService;
+use crate::service::{MdtOps, is_read};
+use ptlrpc::wire::Op;
+
+/// The MDT's front.
+#[derive(Debug)]
+pub struct MdtFront {
+    ops: Arc<MdtOps>,
+}
+
+impl MdtFront {
+    /// The front over `ops`.
+    pub fn new(ops: Arc<MdtOps>) -> MdtFront {
+        MdtFront { ops }
+    }
+}
+
+impl TargetFront<MdtService> for MdtFront {
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Result<(), Errno> {
+        let op = req.op();
+        if !is_read(op) {
+            return gate.submit(ctx, ());
+        }
+        match gate.admit(ctx) {
+            Admission::Admitted(a) => {
+                let res = if op == Op::MdsSync {
+                    gate.with_target(ctx, Target::sync);
+                    Ok(Vec::new())
+                } else {
+                    self.ops.read(&req.frame()?)
+                };
+                match res {
+                    Ok(body) => gate.reply(ctx, &a, 0, &body),
+                    Err(e) => gate.reply(ctx, &a, -e.0, &[]),
+                }
+                Ok(())
+            }
+            Admission::Refused => Ok(()),
+            Admission::Pass | Admission::Executed => gate.submit(ctx, ()),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! [`MdtService`]: the MDT as a [`TargetService`] — what a request means.
+//!
+//! `plan` runs under the target's lock: reads answer at once
+//! ([`Plan::Read`]); `MDS_REINT` and `MDS_CLOSE` run on the namespace
+//! mounted deferred, which validates them and builds their transaction
+//! without writing it ([`crate::ns::Namespace::take_pending`]); the plan
+//! hands it to the store as the change, with the objects it versions (per
+//! the VBR seed: create/link/unlink parent and child, rename every object
+//! involved, setattr/setxattr the object unless only times or size
+//! change). An operation that changed nothing (an open of an existing
+//! file, a rename onto itself, a close that destroys nothing) is a read.
+//!
+//! Reconstruction: the reply body is kept with the client record (or, when
+//! larger, in the store: [`super::store::reply_key`]).
+//!
+//! Must not: write the store (apply does), or keep a plan's change when
+//! the plan fails.
+
+use std::sync::Arc;
+
+use ptlrpc::target::{ClientRecord, ObjId, Plan, TargetService};
+use ptlrpc::wire::{Frame, Op};
+
+use super::store::{MdtChange, MdtStore, reply_key};
+use crate::service::MdtOps;
+use crate::store::Table;
+
+/// The MDT's target service.
+#[derive(Debug)]
+pub struct MdtService {
+    ops: Arc<MdtOps>,
+}
+
+impl MdtService {
+    /// The service over `ops` (its namespace mounted deferred).
+    pub fn new(ops: Arc<MdtOps>) -> MdtService {
+        MdtService { ops }
+    }
+}
+
+impl TargetService for MdtService {
+    type Store = MdtStore;
+    type Input = ();
+
+    fn plan(&mut self, _store: &MdtStore, op: Op, req: &Frame<'_>, _input: ()) -> Result<Plan<MdtChange>, i32> {
+        let ns = &self.ops.ns;
+        // A failed plan leaves nothing pending for the next one.
+        drop(ns.take_pending());
+        match op {
+            Op::MdsReint | Op::MdsClose => {
+                let res = self.ops.modify(req);
+                let pending = ns.take_pending();
+                let body = res.map_err(|e| e.0)?;
+                Ok(match pending {
+                    Some(tx) => {
+                        let objects = tx.objects().iter().map(|f| ObjId(f.as_u128())).collect();
+                        Plan::Update { objects, change: MdtChange { tx, reply: body.clone() }, body }
+                    }
+                    None => Plan::Read { body },
+                })
+            }
+            Op::MdsSync => Ok(Plan::Read { body: Vec::new() }),
+            op if crate::service::is_read(op) => Ok(Plan::Read { body: self.ops.read(req).map_err(|e| e.0)? }),
+            _ => Err(crate::error::errno::EOPNOTSUPP),
+        }
+    }
+
+    fn reconstruct(&self, rec: &ClientRecord) -> Vec<u8> {
+        if !rec.last_reply.is_empty() {
+            return rec.last_reply.clone();
+        }
+        self.ops.ns.kv().get(Table::Meta, &reply_key(&rec.uuid)).ok().flatten().unwrap_or_default()
+    }
+}
