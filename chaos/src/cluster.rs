@@ -349,9 +349,13 @@ impl Cluster {
     /// Waits (bounded by the MDT) until it applied the config log and can
     /// allocate on every OST.
     pub async fn wait_assembled(&self) -> Result<()> {
-        let mdc = Mdc::new(&self.lnet, self.mds.nid, "sheen-chaos");
+        let mdc = Mdc::new(&self.lnet, self.mds.nid, "sheen-chaos").context("an MDT import")?;
+        mdc.connect().await.context("connecting to the MDT")?;
         let want = self.oss.len() as u64;
-        let usable = mdc.wait_info("osts_usable", want, 30_000).await.context("asking the MDT for its OSTs")?;
+        let usable = mdc.wait_info("osts_usable", want, 30_000).await;
+        // Leave at once: a later MDT restart must not wait for this client.
+        mdc.disconnect().await;
+        let usable = usable.context("asking the MDT for its OSTs")?;
         if usable.value < want {
             bail!("the MDT reached {} of {want} OSTs", usable.value);
         }

@@ -19,6 +19,8 @@ pub mod errno {
     pub const EIO: i32 = 5;
     /// Bad file handle.
     pub const EBADF: i32 = 9;
+    /// Try again.
+    pub const EAGAIN: i32 = 11;
     /// Device or resource busy.
     pub const EBUSY: i32 = 16;
     /// File exists.

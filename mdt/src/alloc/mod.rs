@@ -134,6 +134,10 @@ pub struct OstReport {
 
 struct State {
     osts: BTreeMap<u32, Ost>,
+    /// Never wait for an OST in `allocate` (the target framework calls it
+    /// under the target's lock): only OSTs with pooled objects are
+    /// candidates.
+    nonblocking: bool,
     /// The precreator should look at the pools.
     refill_wanted: bool,
     /// The precreator should exit.
@@ -199,6 +203,7 @@ impl Allocator {
     pub fn new(kv: Arc<dyn Kv>, factory: OstFactory, cfg: AllocConfig) -> Allocator {
         let state = State {
             osts: BTreeMap::new(),
+            nonblocking: false,
             refill_wanted: false,
             precreator_stop: false,
             pools: BTreeMap::new(),
@@ -207,6 +212,33 @@ impl Allocator {
             cfg,
         };
         Allocator { kv, factory, state: Mutex::new(state), changed: Condvar::new(), refill: Condvar::new() }
+    }
+
+    /// From now on `allocate` never waits for an OST: it takes only
+    /// pooled objects and answers EAGAIN when every usable OST's pool is
+    /// empty (callers wait beforehand with [`Allocator::wait_pools`]).
+    pub fn set_nonblocking(&self) {
+        self.state.lock().nonblocking = true;
+    }
+
+    /// Waits up to `bound` (outside any lock of the caller's) until every
+    /// usable OST pools at least one object, asking the precreator to
+    /// refill; returns whether they do.
+    pub fn wait_pools(&self, bound: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + bound;
+        let mut s = self.state.lock();
+        loop {
+            let full_pct = s.cfg.full_pct;
+            let empty = s.osts.values().any(|o| usable(o, full_pct) && o.pooled() == 0);
+            if !empty {
+                return true;
+            }
+            s.refill_wanted = true;
+            self.refill.notify_all();
+            if self.changed.wait_until(&mut s, deadline).timed_out() {
+                return false;
+            }
+        }
     }
 
     /// The file system's default striping.
@@ -481,14 +513,20 @@ impl Allocator {
                     .ok_or_else(|| MdtError::posix(errno::EINVAL, format!("no pool {}", spec.pool)))?,
             )
         };
-        let full_pct = s.cfg.full_pct;
+        let (full_pct, nonblocking) = (s.cfg.full_pct, s.nonblocking);
+        let in_pool = |i: &u32, o: &Ost| usable(o, full_pct) && pool.as_ref().is_none_or(|p| p.contains(i));
         let cands: Vec<Candidate> = s
             .osts
             .iter()
-            .filter(|(i, o)| usable(o, full_pct) && pool.as_ref().is_none_or(|p| p.contains(i)))
+            .filter(|(i, o)| in_pool(i, o) && (!nonblocking || o.pooled() > 0))
             .map(|(&ost, o)| Candidate { ost, free: o.space.kbytes_free })
             .collect();
         if cands.is_empty() {
+            if nonblocking && s.osts.iter().any(|(i, o)| in_pool(i, o)) {
+                s.refill_wanted = true;
+                self.refill.notify_all();
+                return Err(MdtError::posix(errno::EAGAIN, "precreated objects used up; retry"));
+            }
             return Err(MdtError::posix(errno::ENOSPC, "no OST can take objects"));
         }
         let count = if spec.stripe_count == u32::MAX { cands.len() } else { spec.stripe_count.max(1) as usize };

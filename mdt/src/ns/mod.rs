@@ -162,6 +162,7 @@ impl Namespace {
     /// transno.
     pub fn mount_deferred(kv: Arc<dyn Kv>, alloc: Arc<Allocator>) -> Result<Namespace> {
         let txn = TxnState::adopt(&*kv)?;
+        alloc.set_nonblocking();
         Namespace::mount_with(kv, alloc, txn, true)
     }
 

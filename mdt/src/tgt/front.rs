@@ -6,7 +6,10 @@
 //! stage) and then answered here from the namespace, whose reads take no
 //! lock (a transaction is visible whole or not at all). `MDS_SYNC` asks the
 //! target to commit. Everything else (updates, CONNECT, PING, resends the
-//! target rebuilds) goes to the target.
+//! target rebuilds) goes to the target; before an `MDS_REINT` the front
+//! waits for empty OST precreate pools to refill, since the plan under the
+//! target's lock never waits for an OST (a lock held across an OST RPC
+//! would stall the driver's timer task on the runtime the RPC needs).
 //!
 //! Must not: modify the namespace (SEQ_QUERY's durable grant excepted:
 //! it is not a client transaction), or answer a request the target
@@ -20,6 +23,9 @@ use ptlrpc::target::{Admission, Target};
 use super::service::MdtService;
 use crate::service::{MdtOps, is_read};
 use ptlrpc::wire::Op;
+
+/// How long a create waits, outside the lock, for empty precreate pools.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The MDT's front.
 #[derive(Debug)]
@@ -37,6 +43,11 @@ impl MdtFront {
 impl TargetFront<MdtService> for MdtFront {
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Result<(), Errno> {
         let op = req.op();
+        if op == Op::MdsReint {
+            // A create takes pooled OST objects under the target's lock and
+            // never waits for an OST there: wait here for empty pools.
+            self.ops.ns.alloc().wait_pools(POOL_WAIT);
+        }
         if !is_read(op) {
             return gate.submit(ctx, ());
         }
