@@ -29,7 +29,7 @@ impl MgsHandler {
         MgsHandler { mgs, metrics }
     }
 
-    fn dispatch(&self, req: &Request) -> Result<Reply, Errno> {
+    fn dispatch(&self, req: &Request, ctx: &ReqCtx<'_>) -> Result<Reply, Errno> {
         match req.op() {
             Op::ObdPing | Op::MgsDisconnect => Ok(Reply::empty()),
             Op::MgsConnect => {
@@ -42,7 +42,10 @@ impl MgsHandler {
             }
             Op::MgsConfigRead => {
                 let r: ConfigReadReq = req.body()?;
-                Reply::new(&self.mgs.read(&r.fsname, r.from, r.max, Duration::from_millis(u64::from(r.wait_ms))))
+                // The long poll waits without holding a running slot of
+                // the service (see ptlrpc's `ReqCtx::blocking`).
+                let wait = Duration::from_millis(u64::from(r.wait_ms));
+                Reply::new(&ctx.blocking(|| self.mgs.read(&r.fsname, r.from, r.max, wait)))
             }
             Op::MgsSetInfo => {
                 let r: MgsAdminReq = req.body()?;
@@ -65,9 +68,9 @@ fn name(op: Op) -> &'static str {
 }
 
 impl Handler for MgsHandler {
-    fn handle(&self, req: &Request, _ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
         let start = Instant::now();
-        let res = self.dispatch(req);
+        let res = self.dispatch(req, ctx);
         self.metrics.observe("mgs", name(req.op()), start.elapsed(), res.is_err());
         res
     }
