@@ -157,10 +157,13 @@ struct Measured {
     bytes: u64,
     elapsed: Duration,
     lat_ns: Vec<u64>,
+    /// CPU seconds the client and server processes spent meanwhile.
+    cpu_s: f64,
 }
 
 impl Measured {
     fn add(&mut self, o: Measured) {
+        self.cpu_s += o.cpu_s;
         self.ops += o.ops;
         self.bytes += o.bytes;
         self.elapsed += o.elapsed;
@@ -168,7 +171,17 @@ impl Measured {
     }
 
     fn from_lst(s: Sample) -> Measured {
-        Measured { ops: s.ops, bytes: s.bytes, elapsed: s.elapsed, lat_ns: s.lat_ns }
+        Measured { ops: s.ops, bytes: s.bytes, elapsed: s.elapsed, lat_ns: s.lat_ns, cpu_s: 0.0 }
+    }
+
+    /// Microseconds of CPU (client + server process) per operation.
+    fn cpu_us_per_op(&self) -> f64 {
+        if self.ops == 0 { 0.0 } else { self.cpu_s * 1e6 / self.ops as f64 }
+    }
+
+    fn with_cpu(mut self, cpu_s: f64) -> Measured {
+        self.cpu_s = cpu_s;
+        self
     }
 
     fn summary(&self) -> Summary {
@@ -202,6 +215,7 @@ async fn client(args: Args) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("starting the server process")?;
+    let server_pid = child.id();
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the server"))?;
     let mut lines = BufReader::new(stdout).lines();
@@ -236,16 +250,24 @@ async fn client(args: Args) -> anyhow::Result<()> {
         let mut ours = Measured::default();
         let mut base = Measured::default();
         for _ in 0..segments {
-            base.add(run_lst(&lnet, peer, test, inflight, args.size, seg).await?);
-            ours.add(run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, false).await?);
+            let c0 = cpu_seconds(server_pid);
+            let m = run_lst(&lnet, peer, test, inflight, args.size, seg).await?;
+            let c1 = cpu_seconds(server_pid);
+            base.add(m.with_cpu(c1 - c0));
+            let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, false).await?;
+            ours.add(m.with_cpu(cpu_seconds(server_pid) - c1));
         }
-        report(args.json, name, test, &ours.summary(), Some(&base.summary()));
+        let cpu = (ours.cpu_us_per_op(), base.cpu_us_per_op());
+        report(args.json, name, test, &ours.summary(), Some(&base.summary()), cpu);
         if test != Test::Ping && (args.only.is_empty() || wanted("crc32c")) {
             let mut ck = Measured::default();
             for _ in 0..segments {
-                ck.add(run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, true).await?);
+                let c0 = cpu_seconds(server_pid);
+                let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, true).await?;
+                ck.add(m.with_cpu(cpu_seconds(server_pid) - c0));
             }
-            report(args.json, &format!("{name}_crc32c"), test, &ck.summary(), Some(&base.summary()));
+            let cpu = (ck.cpu_us_per_op(), base.cpu_us_per_op());
+            report(args.json, &format!("{name}_crc32c"), test, &ck.summary(), Some(&base.summary()), cpu);
         }
     }
     drop(stdin);
@@ -259,7 +281,21 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * m).round() / m
 }
 
-fn report(json: bool, name: &str, test: Test, ours: &Summary, base: Option<&Summary>) {
+/// CPU seconds (user + system, all threads) of this process and of the
+/// server process `server` so far, from `/proc` (0 for what is unreadable).
+fn cpu_seconds(server: Option<u32>) -> f64 {
+    let of = |path: String| {
+        let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
+        // After the command name: state is field 3, utime 14, stime 15.
+        let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    };
+    of("/proc/self/stat".into()) + server.map_or(0.0, |p| of(format!("/proc/{p}/stat")))
+}
+
+fn report(json: bool, name: &str, test: Test, ours: &Summary, base: Option<&Summary>, cpu: (f64, f64)) {
     let value = |s: &Summary| if test == Test::Ping { s.msg_s } else { s.gb_s };
     let (unit, digits) = if test == Test::Ping { ("msg/s", 0) } else { ("GB/s", 2) };
     let bname = if test == Test::Ping {
@@ -286,12 +322,15 @@ fn report(json: bool, name: &str, test: Test, ours: &Summary, base: Option<&Summ
         if let Some(b) = base {
             line["baseline_p50_us"] = round(b.p50_us, 1).into();
         }
+        line["cpu_us_per_op"] = round(cpu.0, 1).into();
+        line["baseline_cpu_us_per_op"] = round(cpu.1, 1).into();
         println!("{line}");
     } else {
         let b = base.map_or(String::new(), |b| {
             format!("  vs {bname} {:.2} {unit} p50 {:.1} us -> ratio {:.2}", value(b), b.p50_us, ratio.unwrap_or(0.0))
         });
         println!("{name:>18}: {:>10.2} {unit} p50 {:>7.1} us p99 {:>7.1} us{b}", value(ours), ours.p50_us, ours.p99_us);
+        println!("{:>18}  CPU (client + server) {:.1} us/op vs {:.1} us/op", "", cpu.0, cpu.1);
     }
 }
 
