@@ -105,17 +105,18 @@ fn run_worker(shared: &Shared, cpt: usize, role: Role) {
 fn sleep(q: &CptQueue, st: &mut MutexGuard<'_, QueueState>, limit: Option<Duration>) {
     st.running = st.running.saturating_sub(1);
     st.sleeping += 1;
-    let signalled = match limit {
-        Some(d) => !q.cv.wait_for(st, d).timed_out(),
-        None => {
-            q.cv.wait(st);
-            true
+    match limit {
+        Some(d) => {
+            let _ = q.cv.wait_for(st, d);
         }
-    };
-    st.sleeping -= 1;
-    if signalled {
-        st.waking = st.waking.saturating_sub(1);
+        None => q.cv.wait(st),
     }
+    st.sleeping -= 1;
+    // Any wake-up, a timed-out one too, takes one pending wake off: a
+    // signal meant for a worker whose wait had just timed out must not be
+    // left counted (too few wake-ups could strand a request; one too many
+    // only wakes a worker that finds nothing).
+    st.waking = st.waking.saturating_sub(1);
     st.running += 1;
 }
 
