@@ -1,14 +1,17 @@
 //! kill -9 of `sheen-mds` under metadata load, then restart: the clients
 //! (imports on ptlrpc's target framework) reconnect and replay, and every
 //! operation that was acknowledged is present afterwards — committed or
-//! not at the kill. The crashed store passes the namespace checker as
-//! found (atomic batches), and again after recovery and a clean stop; no
-//! client lost a replay.
+//! not at the kill. Files have objects on a real `sheen-oss`: after
+//! recovery and the destroy log, every object the OST holds up to the
+//! MDT's allocation cursor belongs to a live file and every live file's
+//! object exists (no leaked, no dangling objects). The crashed store
+//! passes the namespace checker as found (atomic batches), and again after
+//! recovery and a clean stop; no client lost a replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -16,7 +19,9 @@ use common::*;
 use mdt::inode::{S_IFDIR, S_IFREG};
 use parking_lot::Mutex;
 use ptlrpc::driver::ImportDriver;
-use ptlrpc::wire::mds::{LookupReq, ReintReply, ReintReq};
+use ptlrpc::wire::mds::{
+    AttrReply, GetInfoReply, GetInfoReq, GetattrReq, LookupReq, ReaddirReply, ReaddirReq, ReintReply, ReintReq,
+};
 use ptlrpc::wire::{Fid, Op};
 
 const NET: u8 = 64;
@@ -94,6 +99,7 @@ async fn load(c: ImportDriver, k: u64, l: Arc<Load>) {
 async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     let tmp = tempfile::tempdir().unwrap();
     let mds = Mds::start(NET, tmp.path(), 100);
+    let oss = start_oss(&sheen_oss(), NET, tmp.path(), 0, mds.nid);
     let mut nodes = Vec::new();
     for i in 0..=CLIENTS {
         nodes.push(client_node(NET, 2 + i as u8).await);
@@ -109,6 +115,11 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     for k in 0..CLIENTS {
         imps.push(mds_import(&nodes[k as usize], mds.nid, &format!("crash-client-{k}")).await);
     }
+    let info = async |c: &ImportDriver, key: &str, at_least: u64| -> GetInfoReply {
+        let req = GetInfoReq { key: key.into(), at_least, wait_ms: 10_000 };
+        rpc(c, Op::MdsGetInfo, &req, BOUND).await.unwrap().body().unwrap()
+    };
+    assert_eq!(info(&imps[0], "osts_usable", 1).await.value, 1, "the MDT reached the OST");
     let tasks: Vec<_> =
         imps.iter().enumerate().map(|(k, c)| tokio::spawn(load(c.clone(), k as u64, Arc::clone(&l)))).collect();
     tokio::time::timeout(BOUND * 4, l.kill.notified()).await.expect("load reached the kill point");
@@ -136,7 +147,7 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     let mut checked = 0;
     for ((k, name), exists) in outcomes {
         let dir = rpc(c, Op::MdsGetattrName, &LookupReq { parent: Fid::ROOT, name: format!("c{k}") }, BOUND).await;
-        let dir = dir.unwrap().body::<ptlrpc::wire::mds::AttrReply>().unwrap().attr.fid;
+        let dir = dir.unwrap().body::<AttrReply>().unwrap().attr.fid;
         let r = rpc(c, Op::MdsGetattrName, &LookupReq { parent: dir, name: name.clone() }, BOUND).await;
         assert_eq!(
             errno_of(&r) == 0,
@@ -147,6 +158,53 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
         checked += 1;
     }
     assert!(checked > 100, "only {checked} outcomes to check");
+    // Every live file's objects, from a full listing of each client's dir.
+    let mut live = BTreeSet::new();
+    for k in 0..CLIENTS {
+        let dir = rpc(c, Op::MdsGetattrName, &LookupReq { parent: Fid::ROOT, name: format!("c{k}") }, BOUND).await;
+        let dir = dir.unwrap().body::<AttrReply>().unwrap().attr.fid;
+        let mut cookie = 0;
+        loop {
+            let req = ReaddirReq { fid: dir, cookie, max_entries: 512 };
+            let page: ReaddirReply = rpc(c, Op::MdsReadpage, &req, BOUND).await.unwrap().body().unwrap();
+            for e in &page.entries {
+                let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: e.fid }, BOUND).await;
+                let a: AttrReply = r.unwrap().body().unwrap();
+                live.extend(a.layout.unwrap().objects.iter().map(|o| o.id));
+            }
+            cookie = page.next;
+            if page.end {
+                break;
+            }
+        }
+    }
+    assert_eq!(info(c, "process_destroys", 0).await.value, 0, "every logged destroy reached the OST");
+    let last_used = info(c, "last_committed", 0).await.osts[0].last_used;
+    // Ask the OST itself about every id up to the MDT's allocation cursor.
+    let osc = ptlrpc::driver::Client::new(
+        &nodes[0],
+        oss.1,
+        ptlrpc::portals::OST_REQUEST_PORTAL,
+        ptlrpc::driver::ClientConfig::default(),
+        Arc::new(ptlrpc::fault::FaultInjector::new(3)),
+    );
+    let data = ptlrpc::wire::ConnectData { client_uuid: "crash-test-osc".into(), ..Default::default() };
+    let cr = ptlrpc::wire::OstConnect { target: "sheen-OST0000".into(), data };
+    let handle =
+        rpc(&osc, Op::OstConnect, &cr, BOUND).await.unwrap().body::<ptlrpc::wire::OstConnectReply>().unwrap().handle;
+    let (mut leaked, mut dangling) = (Vec::new(), Vec::new());
+    for oid in 1..=last_used {
+        let r = rpc(&osc, Op::OstGetattr, &ptlrpc::wire::OstObj { handle, oid }, BOUND).await;
+        match (errno_of(&r), live.contains(&oid)) {
+            (0, false) => leaked.push(oid),
+            (2, true) => dangling.push(oid),
+            (0, true) | (2, false) => {}
+            (e, _) => panic!("OST getattr {oid}: errno {e}"),
+        }
+    }
+    assert!(leaked.is_empty() && dangling.is_empty(), "leaked {leaked:?}, dangling {dangling:?}");
+    assert!(!live.is_empty());
+    eprintln!("{} live objects; OST ids 1..={last_used} agree with the namespace", live.len());
     let metrics = mds.metrics().await;
     eprintln!(
         "checked {checked} acknowledged outcomes; {} replayable requests held by clients at the kill",
@@ -157,6 +215,7 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
         c.close();
     }
     mds.stop();
+    drop(oss);
     for n in &nodes {
         n.shutdown();
     }

@@ -40,8 +40,8 @@ fn ost_reg(index: u32, instance: u32) -> TargetRegReq {
         fsname: "sheen".into(),
         kind: TargetKind::Ost,
         index,
-        nids: vec![format!("127.{NET}.0.{}@tcp", 10 + index)],
-        failover: vec![format!("127.{NET}.0.{}@tcp", 20 + index)],
+        nids: vec![format!("127.{NET}.{}.{}@tcp", pid_octet(), 10 + index)],
+        failover: vec![format!("127.{NET}.{}.{}@tcp", pid_octet(), 20 + index)],
         instance,
     }
 }

@@ -9,82 +9,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
 use common::*;
-use lnet::Nid;
 use mdt::inode::S_IFREG;
 use ptlrpc::wire::mds::{GetInfoReply, GetInfoReq, ReintReply, ReintReq};
 use ptlrpc::wire::mgs::{ConfigReadReply, ConfigReadReq, MgsAdminReq, TargetKind};
 use ptlrpc::wire::{Fid, Op};
 
 const NET: u8 = 65;
-
-fn sheen_oss() -> PathBuf {
-    let mds = PathBuf::from(env!("CARGO_BIN_EXE_sheen-mds"));
-    let bin = mds.with_file_name("sheen-oss");
-    if !bin.exists() {
-        let target_dir = mds.parent().and_then(Path::parent).unwrap();
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ost", "--bin", "sheen-oss", "--target-dir"])
-            .arg(target_dir)
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "building sheen-oss");
-    }
-    bin
-}
-
-/// A running `sheen-oss` with one target (killed on drop).
-struct Oss(Child, Nid);
-
-impl Drop for Oss {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_oss(bin: &Path, dir: &Path, index: u32, mgs: Nid) -> Oss {
-    let cfg = dir.join(format!("oss{index}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"fs_uuid = "sheen-fs"
-mgs = "{mgs}"
-[lnet]
-nets = [{{ lnd = "tcp", addr = "127.{NET}.0.{}", port = {PORT} }}]
-[[targets]]
-name = "sheen-OST{index:04x}"
-index = {index}
-dir = "{}"
-commit_interval = 0.2
-"#,
-            10 + index,
-            dir.join(format!("ost{index}")).display()
-        ),
-    )
-    .unwrap();
-    let st = Command::new(bin).arg("format").arg("--config").arg(&cfg).stdout(Stdio::null()).status().unwrap();
-    assert!(st.success(), "sheen-oss format");
-    let log = std::fs::File::create(dir.join(format!("oss{index}.log"))).unwrap();
-    let mut child = Command::new(bin).arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let line = rx.recv_timeout(BOUND).expect("sheen-oss ready");
-    let nid = line.strip_prefix("ready ").expect("ready line").parse().unwrap();
-    Oss(child, nid)
-}
 
 fn create(name: String) -> ReintReq {
     ReintReq::Create {
@@ -137,12 +69,12 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     let k = TargetKind::Ost;
 
     // add OST0: files land there.
-    let oss0 = start_oss(&bin, tmp.path(), 0, mds.nid);
+    let oss0 = start_oss(&bin, NET, tmp.path(), 0, mds.nid);
     sync().await;
     assert_eq!(info("osts_usable", 1).await.value, 1, "OST0 reached");
     assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
     // add OST1: round robin over both.
-    let oss1 = start_oss(&bin, tmp.path(), 1, mds.nid);
+    let oss1 = start_oss(&bin, NET, tmp.path(), 1, mds.nid);
     sync().await;
     assert_eq!(info("osts_usable", 2).await.value, 2, "OST1 reached");
     assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0, 1]));

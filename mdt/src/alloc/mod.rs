@@ -223,14 +223,17 @@ impl Allocator {
 
     /// Waits up to `bound` (outside any lock of the caller's) until every
     /// usable OST pools at least one object, asking the precreator to
-    /// refill; returns whether they do.
+    /// refill, and — when activated OSTs exist but none is reached yet
+    /// (just after a restart) — until one is; returns whether that holds.
     pub fn wait_pools(&self, bound: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + bound;
         let mut s = self.state.lock();
         loop {
             let full_pct = s.cfg.full_pct;
             let empty = s.osts.values().any(|o| usable(o, full_pct) && o.pooled() == 0);
-            if !empty {
+            let unreached = !s.osts.values().any(|o| usable(o, full_pct))
+                && s.osts.values().any(|o| o.admin_active && !o.connected);
+            if !empty && !unreached {
                 return true;
             }
             s.refill_wanted = true;

@@ -18,3 +18,6 @@ pub mod store;
 pub use front::MdtFront;
 pub use service::MdtService;
 pub use store::{MdtChange, MdtStore};
+
+#[cfg(test)]
+mod tests;

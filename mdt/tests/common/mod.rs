@@ -42,7 +42,7 @@ pub fn config(net: u8, data: &Path, commit_ms: u64) -> String {
 data_dir = "{}"
 admin_addr = "127.0.0.1:0"
 [lnet]
-nets = [{{ lnd = "tcp", addr = "127.{net}.0.1", port = {PORT} }}]
+nets = [{{ lnd = "tcp", addr = "127.{net}.{o}.1", port = {PORT} }}]
 [lnet.tunables]
 transaction_timeout = 5
 [mgs]
@@ -51,8 +51,15 @@ index = 0
 commit_interval_ms = {commit_ms}
 obd_timeout_s = {OBD_TIMEOUT_S}
 "#,
-        data.display()
+        data.display(),
+        o = pid_octet(),
     )
+}
+
+/// The third address octet of this test process (loopback addresses
+/// derived from the pid, so concurrent runs of a test file never collide).
+pub fn pid_octet() -> u8 {
+    (std::process::id() % 250) as u8 + 1
 }
 
 impl Mds {
@@ -144,7 +151,7 @@ pub fn check(data: &Path) -> (bool, String) {
 pub async fn client_node(net: u8, host: u8) -> Lnet {
     let cfg = LnetConfig {
         nets: vec![NetConfig::Tcp(TcpConfig {
-            addr: Ipv4Addr::new(127, net, 0, host),
+            addr: Ipv4Addr::new(127, net, pid_octet(), host),
             port: PORT,
             ..TcpConfig::default()
         })],
@@ -292,4 +299,72 @@ pub async fn mdt_applied<C: Caller>(c: &C, n: u64) -> GetInfoReply {
     let r: GetInfoReply = rpc(c, Op::MdsGetInfo, &req, BOUND).await.unwrap().body().unwrap();
     assert!(r.value >= n, "MDT applied {} of {n} records", r.value);
     r
+}
+
+/// The `sheen-oss` binary (built from this workspace if it is not beside
+/// `sheen-mds`).
+pub fn sheen_oss() -> PathBuf {
+    let mds = PathBuf::from(env!("CARGO_BIN_EXE_sheen-mds"));
+    let bin = mds.with_file_name("sheen-oss");
+    if !bin.exists() {
+        let target_dir = mds.parent().and_then(Path::parent).unwrap();
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ost", "--bin", "sheen-oss", "--target-dir"])
+            .arg(target_dir)
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "building sheen-oss");
+    }
+    bin
+}
+
+/// A running `sheen-oss` with one target (killed on drop).
+pub struct Oss(pub Child, pub Nid);
+
+impl Drop for Oss {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Formats and starts a `sheen-oss` with OST `index` on 127.NET.P.(10+index),
+/// registering with the MGS at `mgs`; waits for its ready line.
+pub fn start_oss(bin: &Path, net: u8, dir: &Path, index: u32, mgs: Nid) -> Oss {
+    let cfg = dir.join(format!("oss{index}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"fs_uuid = "sheen-fs"
+mgs = "{mgs}"
+[lnet]
+nets = [{{ lnd = "tcp", addr = "127.{net}.{}.{}", port = {PORT} }}]
+[[targets]]
+name = "sheen-OST{index:04x}"
+index = {index}
+dir = "{}"
+commit_interval = 0.2
+"#,
+            pid_octet(),
+            10 + index,
+            dir.join(format!("ost{index}")).display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new(bin).arg("format").arg("--config").arg(&cfg).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success(), "sheen-oss format");
+    let log = std::fs::File::create(dir.join(format!("oss{index}.log"))).unwrap();
+    let mut child = Command::new(bin).arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx.recv_timeout(BOUND).expect("sheen-oss ready");
+    let nid = line.strip_prefix("ready ").expect("ready line").parse().unwrap();
+    Oss(child, nid)
 }
