@@ -40,11 +40,14 @@ pub struct Knobs {
     pub commit_ms: u64,
     /// lnet's transaction timeout, seconds.
     pub lnd_timeout: f64,
+    /// Lustre's obd_timeout for the targets, seconds: a silent export is
+    /// evicted after 1.5x, recovery waits for known clients up to 3x.
+    pub obd_timeout: f64,
 }
 
 impl Default for Knobs {
     fn default() -> Knobs {
-        Knobs { commit_ms: 200, lnd_timeout: 2.0 }
+        Knobs { commit_ms: 200, lnd_timeout: 2.0, obd_timeout: 10.0 }
     }
 }
 
@@ -244,6 +247,9 @@ pub struct Cluster {
     pub workers: Vec<WorkerProc>,
     /// The controller's lnet (root namespace).
     pub lnet: Lnet,
+    /// Imports the controller closed (kept until the end, see
+    /// [`Cluster::wait_assembled`]).
+    left: Vec<Mdc>,
 }
 
 /// Node names of a run with `osts` OSSes and `clients` clients.
@@ -272,11 +278,12 @@ impl Cluster {
         let mds_cfg = format!(
             "fsname = \"{FSNAME}\"\ndata_dir = \"{d}\"\nadmin_addr = \"{a}:{ADMIN_PORT}\"\n[lnet]\nnets = [{t}]\n\
              [lnet.tunables]\ntransaction_timeout = {lt}\n[mgs]\n[mdt]\nindex = 0\ncommit_interval_ms = {c}\n\
-             precreate_batch = 64\nstripe_size = 65536\n",
+             precreate_batch = 64\nstripe_size = 65536\nobd_timeout_s = {ot}\n",
             d = dir.join("mds").display(),
             t = tcp(a),
             lt = knobs.lnd_timeout,
             c = knobs.commit_ms,
+            ot = knobs.obd_timeout,
         );
         let mds_toml = dir.join("mds.toml");
         std::fs::write(&mds_toml, mds_cfg)?;
@@ -330,7 +337,7 @@ impl Cluster {
             ..LnetConfig::default()
         };
         let lnet = Lnet::start(lcfg).await.context("the controller's lnet")?;
-        let mut c = Cluster { net, dir: dir.to_path_buf(), mds, oss, workers: Vec::new(), lnet };
+        let mut c = Cluster { net, dir: dir.to_path_buf(), mds, oss, workers: Vec::new(), lnet, left: Vec::new() };
         c.mds.start(&c.net).await?;
         for i in 0..c.oss.len() {
             c.start_oss(i).await?;
@@ -348,13 +355,17 @@ impl Cluster {
 
     /// Waits (bounded by the MDT) until it applied the config log and can
     /// allocate on every OST.
-    pub async fn wait_assembled(&self) -> Result<()> {
+    pub async fn wait_assembled(&mut self) -> Result<()> {
         let mdc = Mdc::new(&self.lnet, self.mds.nid, "sheen-chaos").context("an MDT import")?;
         mdc.connect().await.context("connecting to the MDT")?;
         let want = self.oss.len() as u64;
         let usable = mdc.wait_info("osts_usable", want, 30_000).await;
         // Leave at once: a later MDT restart must not wait for this client.
+        // The import is kept (not dropped) for the run: a dropped import's
+        // driver may stop before its DISCONNECT leaves, and the MDT would
+        // then wait for this client at every restart.
         mdc.disconnect().await;
+        self.left.push(mdc);
         let usable = usable.context("asking the MDT for its OSTs")?;
         if usable.value < want {
             bail!("the MDT reached {} of {want} OSTs", usable.value);

@@ -145,6 +145,9 @@ pub struct Model {
     root: Option<String>,
     names: BTreeMap<String, NsEntry>,
     gone: BTreeMap<String, Rec>,
+    /// Paths whose state the client could not learn after a failed call
+    /// (its lookup failed too): either state is accepted at the end.
+    unknown: BTreeMap<String, Rec>,
     files: BTreeMap<u32, FileModel>,
     /// Findings made while replaying (failed calls, bad reads).
     pub findings: Vec<Finding>,
@@ -200,10 +203,12 @@ impl Model {
 
     fn put(&mut self, path: &str, dir: bool, mode: u32, r: &Rec) {
         self.gone.remove(path);
+        self.unknown.remove(path);
         self.names.insert(path.to_string(), NsEntry { dir, mode, set_by: r.clone(), committed: false });
     }
 
     fn take(&mut self, path: &str, r: &Rec) -> Option<NsEntry> {
+        self.unknown.remove(path);
         self.gone.insert(path.to_string(), r.clone());
         self.names.remove(path)
     }
@@ -225,6 +230,9 @@ impl Model {
                 self.pending = Some((self.findings.len(), r.clone(), self.names.contains_key(p)));
             }
             self.findings.push(Finding::CallFailed { rec: r.clone(), applied: false });
+            if let Op::Resolve { path, .. } = &r.op {
+                self.unknown.insert(path.clone(), r.clone());
+            }
             if let Op::Write { file, blk, generation } = r.op {
                 self.files.entry(file).or_default().blocks.entry(blk).or_default().maybe.push(generation);
             }
@@ -367,7 +375,7 @@ impl Model {
             out.push(Finding::Unreadable { path: path.clone(), why: why.clone() });
         }
         for (path, e) in &self.names {
-            if Some(path.as_str()) == self.root.as_deref() {
+            if Some(path.as_str()) == self.root.as_deref() || self.unknown.contains_key(path) {
                 continue;
             }
             match obs.entries.get(path) {
@@ -390,7 +398,7 @@ impl Model {
             }
         }
         for (path, o) in &obs.entries {
-            if !self.names.contains_key(path) {
+            if !self.names.contains_key(path) && !self.unknown.contains_key(path) {
                 out.push(Finding::Extra {
                     path: path.clone(),
                     removed_by: self.gone.get(path).cloned(),

@@ -139,11 +139,19 @@ impl Worker {
         self.files.keys().nth(i).copied()
     }
 
+    /// `path` as the MDT has it (no OST is asked: the namespace is the
+    /// MDT's alone).
+    async fn lookup_mdt(&self, path: &str) -> Result<client::Stat, ClientError> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let parent = self.fs.resolve(dir).await?;
+        self.fs.lookup_mdt(parent, name).await
+    }
+
     /// Looks (bounded, retrying while the servers recover) at `path`.
     async fn look(&mut self, path: &str) -> Result<Option<Entry>, ClientError> {
         let end = std::time::Instant::now() + RESOLVE_BOUND;
         loop {
-            match self.fs.stat(path).await {
+            match self.lookup_mdt(path).await {
                 Ok(st) => return Ok(Some(Entry { dir: st.is_dir(), mode: st.attr.mode & 0o7777 })),
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) if std::time::Instant::now() >= end => return Err(e),

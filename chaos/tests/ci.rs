@@ -27,7 +27,7 @@ fn each_fault_kind_twice_loses_nothing() {
     }
     let dir = std::env::temp_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_sheen-chaos"))
-        .args(["run", "--round-robin", "--seed", "9", "--freeze", "6", "--faults", CI_FAULTS])
+        .args(["run", "--round-robin", "--seed", "9", "--freeze", "20", "--faults", CI_FAULTS])
         .args(["--cycles", &(2 * CI_FAULTS.split(',').count()).to_string()])
         .arg("--dir")
         .arg(&dir)

@@ -55,11 +55,17 @@ struct RunArgs {
     /// Where the run's directory is made.
     #[arg(long, default_value = "/tmp")]
     dir: PathBuf,
+    /// The targets' obd_timeout, seconds (eviction after 1.5x, recovery
+    /// window 3x). The clients keep Lustre's defaults (at_min 5 s), so a
+    /// much shorter one ends recovery before they reconnect.
+    #[arg(long, default_value_t = 10.0)]
+    obd_timeout: f64,
     /// Commit interval of the targets, ms.
     #[arg(long, default_value_t = 200)]
     commit_ms: u64,
-    /// Seconds a frozen client stays stopped (past the eviction timeout).
-    #[arg(long, default_value_t = 8.0)]
+    /// Seconds a frozen client stays stopped: past the eviction timeout
+    /// (1.5x the targets' obd_timeout, 10 s).
+    #[arg(long, default_value_t = 20.0)]
     freeze: f64,
     /// Seconds every client gets to make progress after a fault.
     #[arg(long, default_value_t = 60.0)]
@@ -109,7 +115,11 @@ fn main() -> Result<()> {
                 osts: a.osts.max(1),
                 clients: a.clients.max(1),
                 dir: a.dir,
-                knobs: Knobs { commit_ms: a.commit_ms, ..Knobs::default() },
+                knobs: Knobs {
+                    commit_ms: a.commit_ms,
+                    obd_timeout: a.obd_timeout.clamp(1.0, 3600.0),
+                    ..Knobs::default()
+                },
                 freeze: Duration::from_secs_f64(a.freeze.max(0.0)),
                 settle: Duration::from_secs_f64(a.settle.max(1.0)),
                 stall: Duration::from_millis(a.stall_ms),
