@@ -681,9 +681,10 @@ impl Sheen {
 
     /// Changes attributes named by `valid` ([`attr_valid`]) on the MDT.
     pub async fn setattr(&self, fid: Fid, valid: u32, a: SetAttr) -> Result<MdtAttr> {
+        // Every change of attributes changes the ctime.
         let req = ReintReq::Setattr {
             fid,
-            valid,
+            valid: valid | attr_valid::CTIME,
             mode: a.mode,
             uid: a.uid,
             gid: a.gid,

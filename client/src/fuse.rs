@@ -114,6 +114,8 @@ pub struct SheenFs {
     rt: tokio::runtime::Handle,
     inodes: Mutex<Inodes>,
     files: Mutex<HashMap<u64, Arc<File>>>,
+    /// Open handles whose set-ID bits were dealt with at their first write.
+    privs_checked: Mutex<std::collections::HashSet<u64>>,
     next_fh: AtomicU64,
 }
 
@@ -125,6 +127,7 @@ impl SheenFs {
             rt,
             inodes: Mutex::new(Inodes::default()),
             files: Mutex::new(HashMap::new()),
+            privs_checked: Mutex::new(std::collections::HashSet::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -185,8 +188,26 @@ impl SheenFs {
     }
 }
 
+/// The longest name (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
 fn name(n: &OsStr) -> Result<&str, Errno> {
+    if n.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
     n.to_str().ok_or(Errno::EINVAL)
+}
+
+/// The mode a write by an unprivileged caller leaves (Linux's
+/// `file_remove_privs`): set-user-ID goes, set-group-ID too when the group
+/// may execute. `None` when nothing changes.
+fn killpriv(mode: u32) -> Option<u32> {
+    let mut m = mode & 0o7777;
+    m &= !(libc::S_ISUID as u32);
+    if mode & libc::S_IXGRP as u32 != 0 {
+        m &= !(libc::S_ISGID as u32);
+    }
+    (m != mode & 0o7777).then_some(m)
 }
 
 fn cred(req: &Request) -> Cred {
@@ -471,7 +492,7 @@ impl Filesystem for SheenFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -484,6 +505,18 @@ impl Filesystem for SheenFs {
         let append = flags.0 & libc::O_APPEND != 0;
         let r = self.file(fh).and_then(|f| {
             self.drop_readahead(f.fid());
+            // The first write by an unprivileged user through an open of a
+            // set-ID file drops the set-ID bits.
+            if req.uid() != 0 && killpriv(f.attr().mode).is_some() && self.privs_checked.lock().insert(fh.0) {
+                self.run(async {
+                    let st = self.fs.stat_fid(f.fid()).await?;
+                    if let Some(m) = killpriv(st.attr.mode) {
+                        let a = SetAttr { mode: m, ..SetAttr::default() };
+                        self.fs.setattr(f.fid(), attr_valid::MODE, a).await?;
+                    }
+                    Ok(())
+                })?;
+            }
             if append {
                 // The end is where every open's writes so far have landed.
                 self.settle(f.fid())?;
@@ -521,6 +554,7 @@ impl Filesystem for SheenFs {
         reply: ReplyEmpty,
     ) {
         let f = self.files.lock().remove(&fh.0);
+        self.privs_checked.lock().remove(&fh.0);
         match f.map(|f| self.run(self.fs.close_ref(&f))) {
             Some(Err(e)) => reply.error(e),
             _ => reply.ok(),
@@ -756,6 +790,15 @@ mod tests {
         let b = flatten(Fid { seq: 0x2_0000_0400, oid: 2, ver: 0 });
         assert_eq!(b, a + 1);
         assert!(a > 1);
+    }
+
+    #[test]
+    fn unprivileged_writes_drop_set_id_bits() {
+        assert_eq!(killpriv(0o100644), None);
+        assert_eq!(killpriv(0o104777), Some(0o777));
+        assert_eq!(killpriv(0o102777), Some(0o777));
+        assert_eq!(killpriv(0o102767 & !0o010), None, "set-group-ID without group execute is mandatory locking");
+        assert_eq!(killpriv(0o106755), Some(0o755));
     }
 
     #[test]

@@ -125,6 +125,12 @@ async fn permissions_and_ownership() {
             f.metadata().unwrap().mode() & 0o777
         });
         assert_eq!(mode & 0o022, 0, "umask 022 clears group/other write");
+        // A write by another user drops the set-user-ID and set-group-ID bits.
+        fs::write(m.join("setid"), b"").unwrap();
+        fs::set_permissions(m.join("setid"), fs::Permissions::from_mode(0o6777)).unwrap();
+        let p = m.join("setid");
+        as_user(NOBODY, NOBODY, move || OpenOptions::new().write(true).open(&p).unwrap().write_all(b"x").unwrap());
+        assert_eq!(fs::metadata(m.join("setid")).unwrap().mode() & 0o7777, 0o777);
         // Times: utimes sets what stat shows.
         let f = File::options().write(true).open(m.join("secret")).unwrap();
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
@@ -497,6 +503,8 @@ async fn unlinked_open_files_and_concurrent_writers() {
         assert_eq!(errno(fs::remove_file(m.join("full"))), libc::EISDIR);
         assert_eq!(errno(fs::create_dir(m.join("full"))), libc::EEXIST);
         assert_eq!(errno(fs::write(m.join("x".repeat(256)), b"")), libc::ENAMETOOLONG);
+        assert_eq!(errno(fs::metadata(m.join("x".repeat(256)))), libc::ENAMETOOLONG);
+        assert_eq!(errno(fs::rename(m.join("y".repeat(300)), m.join("u2"))), libc::ENAMETOOLONG);
         assert_eq!(errno(File::open(m.join("u/under-a-file"))), libc::ENOTDIR);
         assert!(fs::metadata(m.join("u")).unwrap().is_file());
     })
