@@ -203,9 +203,9 @@ fn name(n: &OsStr) -> Result<&str, Errno> {
 /// may execute. `None` when nothing changes.
 fn killpriv(mode: u32) -> Option<u32> {
     let mut m = mode & 0o7777;
-    m &= !(libc::S_ISUID as u32);
-    if mode & libc::S_IXGRP as u32 != 0 {
-        m &= !(libc::S_ISGID as u32);
+    m &= !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
     }
     (m != mode & 0o7777).then_some(m)
 }
