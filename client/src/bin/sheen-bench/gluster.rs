@@ -50,8 +50,9 @@ fn glusterd_running() -> bool {
 
 impl Gluster {
     /// Starts glusterd (if none runs), creates and starts the volume with
-    /// bricks under `dir`, and mounts it on `dir/mnt`.
-    pub fn start(dir: &Path) -> anyhow::Result<Gluster> {
+    /// bricks under `dir`, and mounts it on `dir/mnt` with mount options
+    /// `opts` (none when empty).
+    pub fn start(dir: &Path, opts: &str) -> anyhow::Result<Gluster> {
         if Command::new("glusterd").arg("--version").output().is_err() {
             bail!("glusterd is not installed (scripts/bench-deps installs glusterfs-server and glusterfs-client)");
         }
@@ -94,7 +95,11 @@ impl Gluster {
             return Err(e);
         }
         std::fs::create_dir_all(&g.mnt)?;
-        let st = Command::new("mount")
+        let mut mount = Command::new("mount");
+        if !opts.is_empty() {
+            mount.args(["-o", opts]);
+        }
+        let st = mount
             .args(["-t", "glusterfs", &format!("{HOST}:/{VOLUME}")])
             .arg(&g.mnt)
             .status()

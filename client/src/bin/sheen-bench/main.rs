@@ -5,7 +5,9 @@
 //!   small files, through the Sheen FUSE mount (a one-node file system
 //!   started with the code `sheen up` uses, mounted by a `sheen mount`
 //!   child), through GlusterFS (a 2-brick distribute volume on loopback,
-//!   set up and torn down here), through a do-nothing FUSE file system
+//!   set up and torn down here; its small-file part also with the kernel's
+//!   attribute and entry TTLs at zero, as Sheen answers), through a
+//!   do-nothing FUSE file system
 //!   (`sheen-nullfs`, the ceiling) and on the local disk;
 //! - the same sequential I/O through the library API (`client::Sheen`, no
 //!   FUSE; `block` and 16 MiB calls waited for each, and `block` calls
@@ -63,7 +65,7 @@ struct Args {
     /// lnet port of the file system (the lnet brw pair uses the next one).
     #[arg(long, default_value_t = 8009)]
     port: u16,
-    /// Parts to skip: fuse, gluster, nullfs, local, lib, lnet.
+    /// Parts to skip: fuse, gluster, gluster-nocache, nullfs, local, lib, lnet.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -96,6 +98,13 @@ fn run_workloads(dir: &Path, a: &Args) -> FsResult {
         _ => None,
     };
     FsResult { seq: seq.ok(), meta: meta.ok(), note }
+}
+
+fn run_small_files(dir: &Path, a: &Args) -> FsResult {
+    match work::small_files(dir, a.files, a.file_size) {
+        Ok(m) => FsResult { meta: Some(m), ..FsResult::default() },
+        Err(e) => FsResult { note: Some(format!("{e:#}")), ..FsResult::default() },
+    }
 }
 
 fn skipped(a: &Args, part: &str) -> bool {
@@ -159,9 +168,23 @@ fn nullfs(a: &Args) -> FsResult {
 }
 
 fn glusterfs(a: &Args) -> FsResult {
-    match gluster::Gluster::start(&a.dir.join("gluster")) {
+    match gluster::Gluster::start(&a.dir.join("gluster"), "") {
         Ok(g) => {
             let r = run_workloads(&g.mnt, a);
+            g.stop();
+            r
+        }
+        Err(e) => FsResult { note: Some(format!("{e:#}")), ..FsResult::default() },
+    }
+}
+
+/// GlusterFS mounted to cache nothing in the kernel (zero attribute,
+/// entry and negative TTLs, as the Sheen mount answers): small files only.
+fn glusterfs_nocache(a: &Args) -> FsResult {
+    let opts = "attribute-timeout=0,entry-timeout=0,negative-timeout=0";
+    match gluster::Gluster::start(&a.dir.join("gluster"), opts) {
+        Ok(g) => {
+            let r = run_small_files(&g.mnt, a);
             g.stop();
             r
         }
@@ -324,6 +347,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let mut bases: Vec<(&str, FsResult)> = Vec::new();
     for (part, name, f) in [
         ("gluster", "glusterfs", glusterfs as fn(&Args) -> FsResult),
+        ("gluster-nocache", "glusterfs_ttl0", glusterfs_nocache),
         ("nullfs", "null_fuse", nullfs),
         ("local", "local_disk", local),
     ] {
