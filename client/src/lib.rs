@@ -30,7 +30,7 @@
 //! per-job statistics yet); FUSE has no POSIX locks of its own (the kernel's are node-local),
 //! RENAME_EXCHANGE, or fallocate that reserves space (mode 0 only extends
 //! the size; punching holes works); mmap of a file is not possible
-//! (direct I/O).
+//! (direct I/O); timestamps are whole seconds (the MDT's attributes).
 
 pub mod cli;
 pub mod cli_fs;

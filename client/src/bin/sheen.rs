@@ -58,6 +58,11 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         threads: usize,
     },
+    /// Unmount a FUSE mount of Sheen (its `sheen mount` process then exits).
+    Umount {
+        /// Mount point.
+        dir: PathBuf,
+    },
     /// Stop what `sheen up` started.
     Down {
         /// Data directory.
@@ -204,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     match &cli.cmd {
         Cmd::Up { dir, addr, no_mount } => up(&cli, dir, *addr, *no_mount, fmt).await,
         Cmd::Down { dir } => down(dir).await,
+        Cmd::Umount { dir } => umount(dir),
         Cmd::Mount { target, dir, threads } => fuse_mount(&cli, target, dir, *threads).await,
         Cmd::Ping { nids, count } => {
             let lnet = LocalNet { nid: None, port: cli.port }.start(nids[0]).await?;
@@ -284,9 +290,20 @@ async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize) -> anyh
         .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;
     println!("sheen mount ready {} {}", target, dir.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    // Until a signal, or an unmount from outside (`sheen umount`,
+    // `umount`) ends the FUSE session.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                if session.guard.is_finished() {
+                    lnet.shutdown();
+                    return Ok(true);
+                }
+            }
+        }
     }
     tracing::info!("unmounting {}", dir.display());
     // Unmounting joins the FUSE threads, which block on this runtime.
@@ -294,6 +311,26 @@ async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize) -> anyh
     fs.unmount().await;
     lnet.shutdown();
     r.with_context(|| format!("unmounting {}", dir.display()))?;
+    Ok(true)
+}
+
+/// `sheen umount DIR`: the kernel unmount of a Sheen mount point.
+fn umount(dir: &Path) -> anyhow::Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let abs = std::path::absolute(dir)?;
+    let target = abs.display().to_string();
+    let ours = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (src, at) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        at == target && src.starts_with("sheen:")
+    });
+    if !ours {
+        bail!("{target} is not a Sheen mount point (`mount | grep sheen:` lists them)");
+    }
+    let st = std::process::Command::new("umount").arg(&abs).status().context("running umount")?;
+    if !st.success() {
+        bail!("umount {target} failed ({st}); if files are open there, close them (`fuser -m {target}`) and retry");
+    }
     Ok(true)
 }
 
