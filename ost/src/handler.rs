@@ -211,7 +211,8 @@ impl OstHandler {
         let ost = self.by_handle(b.handle)?;
         let prep = ost.prepare_read(b.handle, b.oid, &b.niobufs, b.bulk.len)?;
         let mut buf = ctx.alloc_bulk(b.bulk.len as usize)?;
-        ost.read(&prep, &mut buf)?;
+        // Disk reads wait: without holding a running slot of the service.
+        ctx.blocking(|| ost.read(&prep, &mut buf))?;
         let (_, cksum) = ctx.bulk_put(&b.bulk, buf)?;
         let r = Reply::new(&OstBrwReply {
             len: b.bulk.len,
