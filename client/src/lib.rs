@@ -21,9 +21,9 @@
 //! Must not: hold server-side logic, or cache what another client may
 //! change (until the lock manager exists).
 //!
-//! Not done yet: written data is not kept for replay (an OST restart
-//! before a commit loses acknowledged writes; fsync is the durability
-//! point) and no import recovery (reconnect) on the client's connections;
+//! Not done yet: the MGC does not reconnect or replay (the mdc's and
+//! osc's imports do: an OST restart replays written pages not yet
+//! committed);
 //! I/O copies through lnet pages (the caller-registered zero-copy path
 //! is not built); `..` in library paths is refused; a FUSE mount's requests
 //! carry the mount's job id, not each caller's (the servers keep no

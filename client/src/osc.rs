@@ -1,15 +1,15 @@
-//! osc: the client of one OST — `ost::client::OstClient` (CONNECT with
-//! grant, brw size and CRC32C; BRW over bulk; getattr, setattr, punch,
-//! sync, statfs) behind a lazy, once-only connect and typed errors.
+//! osc: the client of one OST — `ost::client::OstClient` (an import:
+//! CONNECT with grant, brw size and CRC32C, pinger, reconnect, replay of
+//! replied-but-uncommitted writes with their pages after an OST restart;
+//! BRW over bulk; getattr, setattr, punch, sync, statfs) behind a lazy,
+//! once-only connect and typed errors.
 //!
 //! Owns: [`Osc`]. Must not: cache data or object sizes, or keep written
-//! data for replay (fsync is the durability point; an OST restart between
-//! a write and its commit loses that write — resend needs the import
-//! driver on the OST path, see the crate docs).
+//! data itself (the import keeps a write's pages until the OST commits
+//! it).
 
 use lnet::{Lnet, MdBuffer, Nid};
-use ost::client::OstClient;
-use ptlrpc::driver::ClientConfig;
+use ost::client::{OstClient, OstClientConfig};
 use ptlrpc::wire::ost::attr_valid;
 use ptlrpc::wire::{Niobuf, OstAttr, OstBrwReply, OstIds, OstSetattr, OstStatfs};
 use tokio::sync::OnceCell;
@@ -40,8 +40,15 @@ impl Osc {
     /// A client of OST `index` of `fsname` at `nid`, calling itself `uuid`.
     pub fn new(lnet: &Lnet, fsname: &str, index: u32, nid: Nid, uuid: &str) -> Osc {
         let name = ost_name(fsname, index);
-        let cfg = ClientConfig { reply_buf_len: 16 << 10, jobid: crate::jobid::from_env(), ..ClientConfig::default() };
-        Osc { index, nid, ost: OstClient::new(lnet, nid, &name, uuid, cfg, false), name, connected: OnceCell::new() }
+        let brw_size = u32::try_from(MAX_BRW).unwrap_or(u32::MAX);
+        let cfg = OstClientConfig {
+            grant: GRANT,
+            brw_size,
+            checksums: true,
+            jobid: crate::jobid::from_env(),
+            ..OstClientConfig::default()
+        };
+        Osc { index, nid, ost: OstClient::new(lnet, vec![nid], &name, uuid, cfg), name, connected: OnceCell::new() }
     }
 
     /// The OST's index.
@@ -63,8 +70,7 @@ impl Osc {
     pub async fn connect(&self) -> Result<()> {
         self.connected
             .get_or_try_init(|| async {
-                let brw = u32::try_from(MAX_BRW).unwrap_or(u32::MAX);
-                match tokio::time::timeout(crate::rpc::RPC_BOUND, self.ost.connect(GRANT, brw, true)).await {
+                match tokio::time::timeout(crate::rpc::RPC_BOUND, self.ost.connect()).await {
                     Ok(r) => r.map(drop).map_err(|e| ClientError::rpc("ost connect", e)),
                     Err(_) => Err(ClientError::Timeout { what: "ost connect", secs: crate::rpc::RPC_BOUND.as_secs() }),
                 }
@@ -94,7 +100,7 @@ impl Osc {
     pub async fn write(&self, oid: u64, offset: u64, buf: MdBuffer) -> Result<OstBrwReply> {
         let len = u32::try_from(buf.len()).map_err(|_| ClientError::Invalid("BRW over 4 GiB".into()))?;
         let n = [Niobuf { offset, len, flags: 0 }];
-        self.bounded("ost write", self.ost.write_pages(oid, &n, buf)).await.map(|((r, _), _)| r)
+        self.bounded("ost write", self.ost.write_pages(oid, &n, buf)).await.map(|(r, _)| r)
     }
 
     /// Reads `len` bytes at `offset` of `oid` (holes and bytes past the

@@ -24,7 +24,7 @@ use ptlrpc::admin::MetricsSource;
 use ptlrpc::driver::{Client, ClientConfig, Service, ServiceConfig, TargetDriver, TargetSpec};
 use ptlrpc::fault::FaultInjector;
 use ptlrpc::pinger::PingSettings;
-use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL, OST_REQUEST_PORTAL};
+use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL};
 use ptlrpc::target::TargetConfig;
 use ptlrpc::wire::mds::StripeSpec;
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind, TargetRegReq};
@@ -109,25 +109,19 @@ fn open_store(path: &Path) -> Result<Arc<dyn Kv>, StartError> {
     Ok(Arc::new(kv))
 }
 
-fn ost_factory(
-    lnet: &Lnet,
-    faults: &Arc<FaultInjector>,
-    rt: tokio::runtime::Handle,
-    fsname: &str,
-    mdt_index: u32,
-) -> OstFactory {
+fn ost_factory(lnet: &Lnet, rt: tokio::runtime::Handle, fsname: &str, mdt_index: u32) -> OstFactory {
     let lnet = lnet.clone();
-    let faults = Arc::clone(faults);
     let fsname = fsname.to_string();
     Arc::new(move |index, nids| {
-        let nid = nids.iter().find_map(|n| n.parse::<Nid>().ok()).unwrap_or(Nid::LO);
-        if nids.is_empty() {
+        let mut parsed: Vec<Nid> = nids.iter().filter_map(|n| n.parse::<Nid>().ok()).collect();
+        if parsed.is_empty() {
             tracing::warn!(ost = index, "OST registered without a NID");
+            parsed.push(Nid::LO);
         }
-        let client = Client::new(&lnet, nid, OST_REQUEST_PORTAL, ClientConfig::default(), Arc::clone(&faults));
         let target = format!("{fsname}-OST{index:04x}");
         let uuid = format!("{fsname}-MDT{mdt_index:04x}-mdtlov_UUID");
-        Arc::new(RpcOst::new(client, rt.clone(), Duration::from_secs(10), target, uuid)) as Arc<dyn OstApi>
+        Arc::new(RpcOst::new(lnet.clone(), parsed, rt.clone(), Duration::from_secs(10), target, uuid))
+            as Arc<dyn OstApi>
     })
 }
 
@@ -173,11 +167,8 @@ impl Daemon {
                 precreate_batch: m.precreate_batch,
                 ..AllocConfig::default()
             };
-            let alloc = Arc::new(Allocator::new(
-                Arc::clone(&kv),
-                ost_factory(&lnet, &faults, rt.clone(), &cfg.fsname, m.index),
-                acfg,
-            ));
+            let alloc =
+                Arc::new(Allocator::new(Arc::clone(&kv), ost_factory(&lnet, rt.clone(), &cfg.fsname, m.index), acfg));
             let ns = Arc::new(
                 Namespace::mount_deferred(kv, alloc)
                     .map_err(|e| StartError::Store { path: cfg.data_dir.display().to_string(), why: e.to_string() })?,

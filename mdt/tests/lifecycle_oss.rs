@@ -104,22 +104,33 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     }
     assert_eq!(info("process_destroys", 0).await.value, 0, "every logged destroy reached OST0");
     // Ask OST0 itself: destroyed objects are gone, live ones exist.
-    let osc = ptlrpc::driver::Client::new(
-        &node,
-        oss0.1,
+    let mut icfg = ptlrpc::import::ImportConfig::new(
+        "lifecycle-test",
+        Op::OstConnect,
+        Op::OstDisconnect,
         ptlrpc::portals::OST_REQUEST_PORTAL,
-        ptlrpc::driver::ClientConfig::default(),
-        std::sync::Arc::new(ptlrpc::fault::FaultInjector::new(3)),
+        Vec::new(),
     );
-    let data = ptlrpc::wire::ConnectData { client_uuid: "lifecycle-test".into(), ..Default::default() };
-    let c = ptlrpc::wire::OstConnect { target: "sheen-OST0000".into(), data };
-    let handle =
-        rpc(&osc, Op::OstConnect, &c, BOUND).await.unwrap().body::<ptlrpc::wire::OstConnectReply>().unwrap().handle;
+    icfg.connect_data = ptlrpc::wire::ConnectData {
+        flags: ptlrpc::wire::connect_flags::VERSION,
+        version: 1,
+        target: "sheen-OST0000".into(),
+        ..Default::default()
+    };
+    let osc = ptlrpc::driver::ImportDriver::start(&node, vec![oss0.1], icfg, 16 << 10).unwrap();
+    tokio::time::timeout(BOUND, osc.connect()).await.unwrap().unwrap();
     for (i, (name, _, oid)) in on0.iter().enumerate() {
-        let r = rpc(&osc, Op::OstGetattr, &ptlrpc::wire::OstObj { handle, oid: *oid }, BOUND).await;
+        let body = ptlrpc::wire::OstObj { oid: *oid };
+        let r = tokio::time::timeout(BOUND, osc.rpc(Op::OstGetattr, ptlrpc::import::ReqKind::Read, &body)).await;
+        let got = match r.unwrap() {
+            Ok(_) => 0,
+            Err(ptlrpc::driver::ImportRpcError::Server { errno, .. }) => errno,
+            Err(e) => panic!("getattr of {oid}: {e}"),
+        };
         let want = if i < 3 { 2 } else { 0 };
-        assert_eq!(errno_of(&r), want, "{name}: object {oid} on OST0");
+        assert_eq!(got, want, "{name}: object {oid} on OST0");
     }
+    osc.close();
     drop(oss1);
     mds.stop();
     node.shutdown();

@@ -1,85 +1,175 @@
-//! A minimal OST client (an osc without page cache), for tests, the
-//! benchmark and tools.
+//! A minimal OST client (an osc without page cache) on ptlrpc's import:
+//! for the file system client, tests, the benchmark and tools.
 //!
-//! Owns: [`OstClient`] — CONNECT (asks for grant, brw size and CRC32C),
-//! object operations, BRW write/read with niobufs over the driver's
-//! client-exposed bulk, and a replay list: every acknowledged write whose
-//! transno is above the target's `last_committed` is kept (data and all)
-//! and [`OstClient::recover`] reconnects and resends them in transno
-//! order after a target restart. This stands in for the import's replay
-//! list until ptlrpc's import driver carries OST requests.
+//! Owns: [`OstClient`] — an `ImportDriver` for one OST (started at the
+//! first [`OstClient::connect`]: CONNECT asking for grant, brw size and
+//! CRC32C, then the pinger, reconnects, and replay of replied-but-
+//! uncommitted requests after a target restart, all the import's), and
+//! the OST's calls over it: object operations, BRW writes whose pages the
+//! import keeps until the target commits them (a replay re-sends them),
+//! and BRW reads whose CRC32C is checked here, the read issued again on a
+//! mismatch.
 //!
-//! Must not: keep more than it must: entries leave the replay list as soon
-//! as a reply reports them committed.
+//! Must not: keep anything the import already keeps, or resend anything
+//! itself: resends, replays and reconnects are the import's.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lnet::{Lnet, MdBuffer, Nid};
-use parking_lot::Mutex;
-use ptlrpc::driver::{Client, ClientConfig, RpcError, RpcReply};
-use ptlrpc::fault::FaultInjector;
+use ptlrpc::at::AtSettings;
+use ptlrpc::driver::{BulkAttachment, BulkDir, ImportDriver, ImportReply, RpcError, checksum};
+use ptlrpc::import::{ImportConfig, ImportError, ImportStateKind, PathId, ReqKind};
+use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::OST_REQUEST_PORTAL;
 use ptlrpc::wire::{
-    BulkDesc, CKSUM_CRC32C, ConnectData, Niobuf, Op, OstAttr, OstBrw, OstBrwReply, OstConnect, OstConnectReply,
-    OstCreate, OstCreateReply, OstIds, OstObj, OstPunch, OstSetattr, OstStatfs, connect_flags,
+    BulkDesc, CKSUM_CRC32C, ConnectData, JobId, Niobuf, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply,
+    OstIds, OstObj, OstPunch, OstSetattr, OstStatfs, Transno, connect_flags,
 };
 
-/// A write kept until committed.
+/// How an OST client connects.
 #[derive(Debug, Clone)]
-struct Kept {
-    oid: u64,
-    offset: u64,
-    data: Vec<u8>,
+pub struct OstClientConfig {
+    /// Grant asked for at connect.
+    pub grant: u64,
+    /// Largest BRW asked for.
+    pub brw_size: u32,
+    /// Ask for CRC32C on bulk data.
+    pub checksums: bool,
+    /// Adaptive timeouts.
+    pub at: AtSettings,
+    /// Ping interval and obd_timeout.
+    pub ping: PingSettings,
+    /// Room for a reply body.
+    pub reply_buf_len: usize,
+    /// Extra attempts of a read whose checksum does not match.
+    pub read_retries: u32,
+    /// Job id every request carries.
+    pub jobid: JobId,
+}
+
+impl Default for OstClientConfig {
+    fn default() -> OstClientConfig {
+        OstClientConfig {
+            grant: 64 << 20,
+            brw_size: 1 << 20,
+            checksums: true,
+            at: AtSettings::default(),
+            ping: PingSettings::default(),
+            reply_buf_len: 16 << 10,
+            read_retries: 3,
+            jobid: JobId::EMPTY,
+        }
+    }
 }
 
 /// One client's connection to one OST.
 #[derive(Debug)]
 pub struct OstClient {
     lnet: Lnet,
-    rpc: Client,
+    nids: Vec<Nid>,
     target: String,
     uuid: String,
-    handle: AtomicU64,
-    cksum: Mutex<bool>,
+    cfg: OstClientConfig,
+    import: OnceLock<ImportDriver>,
     grant: AtomicU64,
-    last_committed: AtomicU64,
-    keep: bool,
-    replay: Mutex<BTreeMap<u64, Kept>>,
+}
+
+fn rpc_err(e: impl Into<RpcError>) -> RpcError {
+    e.into()
+}
+
+fn body<T>(r: &ImportReply) -> Result<T, RpcError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    r.body::<T>().map_err(RpcError::BadReply)
 }
 
 impl OstClient {
-    /// A client of target `target` on server `nid`. With `keep_uncommitted`
-    /// acknowledged writes are kept until committed (for [`recover`]).
-    ///
-    /// [`recover`]: OstClient::recover
-    pub fn new(
-        lnet: &Lnet,
-        nid: Nid,
-        target: &str,
-        uuid: &str,
-        cfg: ClientConfig,
-        keep_uncommitted: bool,
-    ) -> OstClient {
-        let rpc = Client::new(lnet, nid, OST_REQUEST_PORTAL, cfg, Arc::new(FaultInjector::default()));
+    /// A client of target `target` served at `nids` (failover NIDs, tried
+    /// in turn), calling itself `uuid`. Nothing is sent until
+    /// [`OstClient::connect`].
+    pub fn new(lnet: &Lnet, nids: Vec<Nid>, target: &str, uuid: &str, cfg: OstClientConfig) -> OstClient {
         OstClient {
             lnet: lnet.clone(),
-            rpc,
+            nids,
             target: target.to_string(),
             uuid: uuid.to_string(),
-            handle: AtomicU64::new(0),
-            cksum: Mutex::new(false),
+            cfg,
+            import: OnceLock::new(),
             grant: AtomicU64::new(0),
-            last_committed: AtomicU64::new(0),
-            keep: keep_uncommitted,
-            replay: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The export handle.
-    pub fn handle(&self) -> u64 {
-        self.handle.load(Ordering::Acquire)
+    fn import_config(&self) -> ImportConfig {
+        let paths = (0..self.nids.len()).map(|i| PathId(u32::try_from(i).unwrap_or(u32::MAX))).collect();
+        let mut ic = ImportConfig::new(&self.uuid, Op::OstConnect, Op::OstDisconnect, OST_REQUEST_PORTAL, paths);
+        let mut flags = connect_flags::GRANT
+            | connect_flags::BRW_SIZE
+            | connect_flags::VERSION
+            | connect_flags::TRANSNO
+            | connect_flags::MAXBYTES
+            | connect_flags::VBR
+            | connect_flags::IMP_RECOV;
+        if self.cfg.checksums {
+            flags |= connect_flags::CKSUM;
+        }
+        ic.connect_data = ConnectData {
+            flags,
+            version: 1,
+            brw_size: self.cfg.brw_size,
+            grant: self.cfg.grant,
+            cksum_types: if self.cfg.checksums { CKSUM_CRC32C } else { 0 },
+            target: self.target.clone(),
+            ..ConnectData::default()
+        };
+        ic.at = self.cfg.at;
+        ic.ping = self.cfg.ping;
+        ic.jobid = self.cfg.jobid;
+        ic
+    }
+
+    /// The import (after the first connect).
+    pub fn import(&self) -> Option<&ImportDriver> {
+        self.import.get()
+    }
+
+    fn imp(&self) -> Result<&ImportDriver, RpcError> {
+        self.import.get().ok_or(RpcError::Import(ImportError::Closed))
+    }
+
+    /// Connects (the first call starts the import; must run inside lnet's
+    /// tokio runtime) and waits until the import is FULL. Returns what the
+    /// target agreed to.
+    pub async fn connect(&self) -> Result<ConnectData, RpcError> {
+        let imp = match self.import.get() {
+            Some(i) => i,
+            None => {
+                let started =
+                    ImportDriver::start(&self.lnet, self.nids.clone(), self.import_config(), self.cfg.reply_buf_len)
+                        .map_err(|e| RpcError::Encode(e.to_string()))?;
+                // A concurrent first connect may have won: use its import.
+                let _ = self.import.set(started);
+                self.imp()?
+            }
+        };
+        imp.connect().await.map_err(|k| match k {
+            ImportStateKind::Closed => RpcError::Import(ImportError::Closed),
+            _ => RpcError::Import(ImportError::Evicted),
+        })?;
+        let data = imp.connect_data().unwrap_or_default();
+        self.grant.store(data.grant, Ordering::Release);
+        Ok(data)
+    }
+
+    /// Disconnects (pending requests fail).
+    pub fn close(&self) {
+        if let Some(i) = self.import.get() {
+            i.close();
+        }
     }
 
     /// The grant the target last reported.
@@ -89,142 +179,84 @@ impl OstClient {
 
     /// The target's last committed transno, as last reported.
     pub fn last_committed(&self) -> u64 {
-        self.last_committed.load(Ordering::Acquire)
+        self.import.get().map_or(0, |i| i.last_committed().0)
     }
 
-    /// Writes kept for replay.
+    /// Replied, uncommitted requests the import keeps for replay.
     pub fn uncommitted(&self) -> usize {
-        self.replay.lock().len()
-    }
-
-    /// The transnos of the writes kept for replay.
-    pub fn uncommitted_transnos(&self) -> Vec<u64> {
-        self.replay.lock().keys().copied().collect()
+        self.import.get().map_or(0, ImportDriver::replay_len)
     }
 
     /// Whether checksums were negotiated.
     pub fn checksums(&self) -> bool {
-        *self.cksum.lock()
+        self.import.get().and_then(ImportDriver::connect_data).is_some_and(|d| d.flags & connect_flags::CKSUM != 0)
     }
 
-    /// The RPC client (for statistics).
-    pub fn rpc(&self) -> &Client {
-        &self.rpc
+    async fn call<B, R>(&self, op: Op, kind: ReqKind, b: &B) -> Result<(R, Transno), RpcError>
+    where
+        B: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+        R: rkyv::Archive,
+        R::Archived: for<'c> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'c, rkyv::rancor::Error>>
+            + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        let r = self.imp()?.rpc(op, kind, b).await.map_err(rpc_err)?;
+        Ok((body(&r)?, r.header.transno))
     }
 
-    /// A reply's `last_committed` commits the kept writes of the same boot
-    /// epoch (`transno >> 32`) up to it. Writes of an earlier epoch are
-    /// only dropped by a CONNECT's answer (what the restarted target holds
-    /// durably): a new epoch's transnos say nothing about them.
-    fn saw(&self, r: &RpcReply) {
-        let lc = r.header().last_committed.0;
-        self.last_committed.fetch_max(lc, Ordering::AcqRel);
-        if self.keep {
-            self.replay.lock().retain(|&t, _| !(t >> 32 == lc >> 32 && t <= lc));
-        }
-    }
-
-    /// CONNECT, asking for `grant` bytes, `brw_size` and CRC32C when
-    /// `checksums`.
-    pub async fn connect(&self, grant: u64, brw_size: u32, checksums: bool) -> Result<ConnectData, RpcError> {
-        let mut flags =
-            connect_flags::GRANT | connect_flags::BRW_SIZE | connect_flags::VERSION | connect_flags::TRANSNO;
-        if checksums {
-            flags |= connect_flags::CKSUM;
-        }
-        let data = ConnectData {
-            flags,
-            version: 1,
-            brw_size,
-            grant,
-            cksum_types: if checksums { CKSUM_CRC32C } else { 0 },
-            client_uuid: self.uuid.clone(),
-            ..ConnectData::default()
-        };
-        let r = self.rpc.rpc(Op::OstConnect, &OstConnect { target: self.target.clone(), data }).await?;
-        let body: OstConnectReply = r.body()?;
-        self.handle.store(body.handle, Ordering::Release);
-        self.grant.store(body.data.grant, Ordering::Release);
-        *self.cksum.lock() = body.data.flags & connect_flags::CKSUM != 0;
-        self.last_committed.store(body.data.transno, Ordering::Release);
-        if self.keep {
-            let committed = body.data.transno;
-            self.replay.lock().retain(|&t, _| t > committed);
-        }
-        Ok(body.data)
-    }
-
-    /// After a target restart: connect again and resend every kept write
-    /// in transno order. Returns how many were resent.
-    pub async fn recover(&self, grant: u64, brw_size: u32) -> Result<usize, RpcError> {
-        let cksum = self.checksums();
-        self.connect(grant, brw_size, cksum).await?;
-        let kept: Vec<Kept> = std::mem::take(&mut *self.replay.lock()).into_values().collect();
-        let n = kept.len();
-        for k in kept {
-            self.write(k.oid, k.offset, &k.data).await?;
-        }
-        Ok(n)
-    }
-
-    fn obj(&self, oid: u64) -> OstObj {
-        OstObj { handle: self.handle(), oid }
+    fn obj(oid: u64) -> OstObj {
+        OstObj { oid }
     }
 
     /// CREATE `count` objects.
     pub async fn create(&self, count: u32) -> Result<OstCreateReply, RpcError> {
-        let r = self.rpc.rpc(Op::OstCreate, &OstCreate { handle: self.handle(), count }).await?;
-        self.saw(&r);
-        r.body()
+        Ok(self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { count }).await?.0)
     }
 
     /// DESTROY.
     pub async fn destroy(&self, oid: u64) -> Result<(), RpcError> {
-        let r = self.rpc.rpc(Op::OstDestroy, &self.obj(oid)).await?;
-        self.saw(&r);
+        self.imp()?.rpc(Op::OstDestroy, ReqKind::Modify, &Self::obj(oid)).await.map_err(rpc_err)?;
         Ok(())
     }
 
     /// GETATTR.
     pub async fn getattr(&self, oid: u64) -> Result<OstAttr, RpcError> {
-        let r = self.rpc.rpc(Op::OstGetattr, &self.obj(oid)).await?;
-        self.saw(&r);
-        r.body()
+        Ok(self.call(Op::OstGetattr, ReqKind::Read, &Self::obj(oid)).await?.0)
     }
 
-    /// SETATTR.
-    pub async fn setattr(&self, mut s: OstSetattr) -> Result<OstAttr, RpcError> {
-        s.handle = self.handle();
-        let r = self.rpc.rpc(Op::OstSetattr, &s).await?;
-        self.saw(&r);
-        r.body()
+    /// SETATTR (the reply's version is the change's transno).
+    pub async fn setattr(&self, s: OstSetattr) -> Result<OstAttr, RpcError> {
+        let (mut a, t): (OstAttr, _) = self.call(Op::OstSetattr, ReqKind::Modify, &s).await?;
+        a.version = t.0;
+        Ok(a)
     }
 
     /// PUNCH.
     pub async fn punch(&self, oid: u64, mode: u32, start: u64, len: u64) -> Result<OstAttr, RpcError> {
-        let r = self.rpc.rpc(Op::OstPunch, &OstPunch { handle: self.handle(), oid, mode, start, len }).await?;
-        self.saw(&r);
-        r.body()
+        let p = OstPunch { oid, mode, start, len };
+        let (mut a, t): (OstAttr, _) = self.call(Op::OstPunch, ReqKind::Modify, &p).await?;
+        a.version = t.0;
+        Ok(a)
     }
 
     /// SYNC: returns the last committed transno.
     pub async fn sync(&self) -> Result<OstIds, RpcError> {
-        let r = self.rpc.rpc(Op::OstSync, &self.obj(0)).await?;
-        self.saw(&r);
-        r.body()
+        Ok(self.call(Op::OstSync, ReqKind::Read, &Self::obj(0)).await?.0)
     }
 
     /// STATFS.
     pub async fn statfs(&self) -> Result<OstStatfs, RpcError> {
-        let r = self.rpc.rpc(Op::OstStatfs, &self.obj(0)).await?;
-        r.body()
+        Ok(self.call(Op::OstStatfs, ReqKind::Read, &Self::obj(0)).await?.0)
     }
 
     /// The last object id (OST_GET_INFO).
     pub async fn last_id(&self) -> Result<OstIds, RpcError> {
-        let r = self.rpc.rpc(Op::OstGetInfo, &self.obj(0)).await?;
-        self.saw(&r);
-        r.body()
+        Ok(self.call(Op::OstGetInfo, ReqKind::Read, &Self::obj(0)).await?.0)
     }
 
     /// Pages holding `data`.
@@ -238,22 +270,18 @@ impl OstClient {
     pub async fn write(&self, oid: u64, offset: u64, data: &[u8]) -> Result<OstBrwReply, RpcError> {
         let len = u32::try_from(data.len()).map_err(|_| RpcError::Encode("write over 4 GiB".into()))?;
         let buf = self.pages(data)?;
-        let (reply, _) = self.write_pages(oid, &[Niobuf { offset, len, flags: 0 }], buf).await?;
-        let (t, lc) = (reply.1, self.last_committed());
-        if self.keep && !(t >> 32 == lc >> 32 && t <= lc) {
-            self.replay.lock().insert(reply.1, Kept { oid, offset, data: data.to_vec() });
-        }
-        Ok(reply.0)
+        Ok(self.write_pages(oid, &[Niobuf { offset, len, flags: 0 }], buf).await?.0)
     }
 
     /// Writes the runs `niobufs` from `buf` (laid end to end); returns the
-    /// reply, its transno and the pages. Not kept for replay.
+    /// reply (its version is the write's transno) and the transno. The
+    /// import keeps the pages until the write is committed.
     pub async fn write_pages(
         &self,
         oid: u64,
         niobufs: &[Niobuf],
         buf: MdBuffer,
-    ) -> Result<((OstBrwReply, u64), MdBuffer), RpcError> {
+    ) -> Result<(OstBrwReply, u64), RpcError> {
         let cksum = self.checksums();
         // One niobuf: the bulk descriptor's CRC32C covers it already.
         let cksums = if cksum && niobufs.len() > 1 {
@@ -269,17 +297,18 @@ impl OstClient {
         } else {
             Vec::new()
         };
-        let handle = self.handle();
         let niobufs = niobufs.to_vec();
-        let (r, buf) = self
-            .rpc
-            .bulk_write(Op::OstWrite, buf, cksum, move |bulk: BulkDesc| OstBrw { handle, oid, niobufs, cksums, bulk })
-            .await?;
-        let body: OstBrwReply = r.body()?;
-        self.grant.store(body.grant, Ordering::Release);
-        let transno = r.header().transno.0;
-        self.saw(&r);
-        Ok(((body, transno), buf))
+        let bulk = BulkAttachment { pages: buf, dir: BulkDir::Source, checksum: cksum };
+        let r = self
+            .imp()?
+            .rpc_bulk(Op::OstWrite, ReqKind::Modify, bulk, move |bulk: BulkDesc| OstBrw { oid, niobufs, cksums, bulk })
+            .await
+            .map_err(rpc_err)?;
+        let mut reply: OstBrwReply = body(&r.reply)?;
+        let transno = r.reply.header.transno.0;
+        reply.version = transno;
+        self.grant.store(reply.grant, Ordering::Release);
+        Ok((reply, transno))
     }
 
     /// Reads `len` bytes at `offset` of `oid`.
@@ -291,27 +320,37 @@ impl OstClient {
         Ok(v)
     }
 
-    /// Reads the runs `niobufs` into `buf` (end to end).
+    /// Reads the runs `niobufs` into `buf` (end to end). With checksums
+    /// the pages' CRC32C must match the target's, else the read is issued
+    /// again (up to `read_retries` more times).
     pub async fn read_pages(
         &self,
         oid: u64,
         niobufs: &[Niobuf],
-        buf: MdBuffer,
+        mut buf: MdBuffer,
     ) -> Result<(OstBrwReply, MdBuffer), RpcError> {
         let cksum = self.checksums();
-        let handle = self.handle();
-        let niobufs = niobufs.to_vec();
-        let (r, buf) = self
-            .rpc
-            .bulk_read(
-                Op::OstRead,
-                buf,
-                cksum,
-                move |bulk: BulkDesc| OstBrw { handle, oid, niobufs: niobufs.clone(), cksums: Vec::new(), bulk },
-                |r: &RpcReply| Ok(r.body::<OstBrwReply>()?.cksum),
-            )
-            .await?;
-        self.saw(&r);
-        Ok((r.body()?, buf))
+        let attempts = 1 + self.cfg.read_retries;
+        for attempt in 1..=attempts {
+            let niobufs = niobufs.to_vec();
+            let bulk = BulkAttachment { pages: buf, dir: BulkDir::Sink, checksum: cksum };
+            let r = self
+                .imp()?
+                .rpc_bulk(Op::OstRead, ReqKind::Read, bulk, move |bulk: BulkDesc| OstBrw {
+                    oid,
+                    niobufs,
+                    cksums: Vec::new(),
+                    bulk,
+                })
+                .await
+                .map_err(rpc_err)?;
+            let reply: OstBrwReply = body(&r.reply)?;
+            buf = r.pages.ok_or_else(|| RpcError::Encode("a read's pages did not come back".into()))?;
+            if !cksum || checksum(&buf) == reply.cksum {
+                return Ok((reply, buf));
+            }
+            tracing::warn!(target_name = %self.target, oid, attempt, "bulk read checksum mismatch");
+        }
+        Err(RpcError::BulkChecksum { attempts })
     }
 }

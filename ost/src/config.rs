@@ -66,11 +66,15 @@ pub struct ServiceSection {
     pub cpu_pattern: Option<String>,
     /// Request buffers posted.
     pub nbufs: usize,
+    /// Lustre's obd_timeout, seconds: clients ping every quarter of it,
+    /// silent exports are evicted after 1.5x, recovery after a restart
+    /// waits 3x (extended per returning client, at most 9x).
+    pub obd_timeout: f64,
 }
 
 impl Default for ServiceSection {
     fn default() -> ServiceSection {
-        ServiceSection { threads_per_cpt: 8, cpu_npartitions: None, cpu_pattern: None, nbufs: 16 }
+        ServiceSection { threads_per_cpt: 8, cpu_npartitions: None, cpu_pattern: None, nbufs: 16, obd_timeout: 100.0 }
     }
 }
 
@@ -163,6 +167,12 @@ impl OssConfig {
         OssConfig::from_toml(&text)
     }
 
+    /// The ping settings of `service.obd_timeout`.
+    pub fn ping_settings(&self) -> ptlrpc::pinger::PingSettings {
+        let obd_timeout = std::time::Duration::from_secs_f64(self.service.obd_timeout.clamp(1.0, 3600.0));
+        ptlrpc::pinger::PingSettings { obd_timeout, ..ptlrpc::pinger::PingSettings::default() }
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.fs_uuid.is_empty() || self.fs_uuid.len() > 64 {
@@ -173,6 +183,9 @@ impl OssConfig {
             return Err(err("lnet.nets", "at least one network is needed"));
         }
         let s = &self.service;
+        if !(1.0..=3600.0).contains(&s.obd_timeout) {
+            return Err(err("service.obd_timeout", "must be 1..=3600 seconds"));
+        }
         if s.threads_per_cpt == 0 || s.threads_per_cpt > 256 {
             return Err(err("service.threads_per_cpt", "must be 1..=256"));
         }

@@ -1,12 +1,12 @@
 //! The object index: an embedded fjall database in `<dir>/index`.
 //!
 //! Owns: the records and their byte layout — per object ([`ObjRecord`]:
-//! size, version, owner, mtime), the target's last object id, its
-//! [`ServerRec`] (boot epoch, last transno), the last committed transno
-//! and one [`ClientRec`] per
-//! client UUID (last xid and transno) — staged in atomic batches and made
-//! durable by [`Index::persist`] (`PersistMode::SyncAll`), which only the
-//! commit thread calls.
+//! size, version, owner, mtime), the target's last object id and the
+//! version of the id allocator (creates are version-checked on replay
+//! like writes), its [`ServerRec`] (boot epoch, last transno), the last
+//! committed transno and one ptlrpc [`ClientRecord`] per client UUID —
+//! staged in atomic batches and made durable by [`Index::persist`]
+//! (`PersistMode::SyncAll`), which only commits call.
 //!
 //! Must not: decide anything, or accept a record of the wrong length: a
 //! record that does not decode is an [`OstError::Index`] (a corrupt index
@@ -15,6 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use ptlrpc::target::ClientRecord;
+use ptlrpc::wire::{ObjVersion, PRE_VERSIONS, Transno, Xid};
 
 use crate::error::OstError;
 
@@ -67,13 +69,74 @@ pub struct ServerRec {
     pub last_transno: u64,
 }
 
-/// One client's record, written in the same batch as its changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ClientRec {
-    /// xid of its last modifying request.
-    pub last_xid: u64,
-    /// That request's transno.
-    pub last_transno: u64,
+fn encode_client(c: &ClientRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(96 + c.last_reply.len());
+    v.extend_from_slice(&c.last_xid.0.to_le_bytes());
+    v.extend_from_slice(&c.last_transno.0.to_le_bytes());
+    v.extend_from_slice(&c.last_result.to_le_bytes());
+    for p in &c.pre_versions {
+        v.extend_from_slice(&p.0.to_le_bytes());
+    }
+    v.extend_from_slice(&c.post_version.0.to_le_bytes());
+    v.extend_from_slice(&c.last_close_xid.0.to_le_bytes());
+    v.extend_from_slice(&c.last_close_transno.0.to_le_bytes());
+    v.extend_from_slice(&c.last_close_result.to_le_bytes());
+    v.push(u8::from(c.gap.is_some()));
+    v.extend_from_slice(&c.gap.map_or(0, |g| g.0).to_le_bytes());
+    v.extend_from_slice(&(c.last_reply.len() as u32).to_le_bytes());
+    v.extend_from_slice(&c.last_reply);
+    v
+}
+
+/// Reads little-endian fields off a record; `None` when it runs short.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take::<4>().map(i32::from_le_bytes)
+    }
+}
+
+fn decode_client(uuid: String, b: &[u8]) -> Option<ClientRecord> {
+    let mut f = Fields(b);
+    let last_xid = Xid(f.u64()?);
+    let last_transno = Transno(f.u64()?);
+    let last_result = f.i32()?;
+    let mut pre_versions = [ObjVersion(0); PRE_VERSIONS];
+    for p in &mut pre_versions {
+        *p = ObjVersion(f.u64()?);
+    }
+    let post_version = ObjVersion(f.u64()?);
+    let last_close_xid = Xid(f.u64()?);
+    let last_close_transno = Transno(f.u64()?);
+    let last_close_result = f.i32()?;
+    let has_gap = f.take::<1>()?[0] != 0;
+    let gap = f.u64()?;
+    let len = u32::from_le_bytes(f.take::<4>()?) as usize;
+    if f.0.len() != len {
+        return None;
+    }
+    Some(ClientRecord {
+        uuid,
+        last_xid,
+        last_transno,
+        last_result,
+        pre_versions,
+        post_version,
+        last_close_xid,
+        last_close_transno,
+        last_close_result,
+        gap: has_gap.then_some(Transno(gap)),
+        last_reply: f.0.to_vec(),
+    })
 }
 
 /// One staged write.
@@ -83,12 +146,14 @@ pub enum Put {
     Obj(u64, ObjRecord),
     /// An object removed.
     DelObj(u64),
-    /// The last object id.
-    LastId(u64),
+    /// The last object id and the id allocator's version.
+    LastId(u64, u64),
     /// The server record.
     Server(ServerRec),
     /// A client's record.
-    Client(String, ClientRec),
+    Client(ClientRecord),
+    /// A client's record removed.
+    DelClient(String),
     /// The last transno a commit made durable (staged by the commit
     /// thread just before it persists).
     Committed(u64),
@@ -121,7 +186,7 @@ impl Index {
             return Err(OstError::Identity { path: dir.to_path_buf(), why: "an index already exists".into() });
         }
         let idx = Index::open_path(path)?;
-        idx.stage(&[Put::LastId(0), Put::Server(ServerRec::default())])?;
+        idx.stage(&[Put::LastId(0, 0), Put::Server(ServerRec::default())])?;
         idx.persist()?;
         Ok(idx)
     }
@@ -167,11 +232,14 @@ impl Index {
         }
     }
 
-    /// The last object id.
-    pub fn last_id(&self) -> Result<u64, OstError> {
+    /// The last object id and the id allocator's version.
+    pub fn last_id(&self) -> Result<(u64, u64), OstError> {
         let v = self.get(&self.records, KEY_LAST_ID)?.ok_or_else(|| self.corrupt("no last_id record"))?;
-        let b: [u8; 8] = v.as_slice().try_into().map_err(|_| self.corrupt("last_id record"))?;
-        Ok(u64::from_le_bytes(b))
+        let mut f = Fields(&v);
+        let id = f.u64().ok_or_else(|| self.corrupt("last_id record"))?;
+        // Targets formatted before creates were versioned have no version.
+        let version = f.u64().unwrap_or(0);
+        Ok((id, version))
     }
 
     /// The last transno a commit made durable (0 before the first).
@@ -196,19 +264,14 @@ impl Index {
     }
 
     /// Every client record.
-    pub fn clients(&self) -> Result<Vec<(String, ClientRec)>, OstError> {
+    pub fn clients(&self) -> Result<Vec<ClientRecord>, OstError> {
         let mut out = Vec::new();
         for kv in self.records.prefix(CLIENT_PREFIX) {
             let (k, v) = kv.into_inner().map_err(|e| self.fj(e))?;
             let rest = k.get(CLIENT_PREFIX.len()..).ok_or_else(|| self.corrupt("client key"))?;
             let uuid = String::from_utf8(rest.to_vec()).map_err(|_| self.corrupt("client key"))?;
-            let b: [u8; 16] = v.as_ref().try_into().map_err(|_| self.corrupt("client record"))?;
-            let (x, t) = b.split_at(8);
-            let rec = ClientRec {
-                last_xid: u64::from_le_bytes(x.try_into().map_err(|_| self.corrupt("client record"))?),
-                last_transno: u64::from_le_bytes(t.try_into().map_err(|_| self.corrupt("client record"))?),
-            };
-            out.push((uuid, rec));
+            let rec = decode_client(uuid, &v).ok_or_else(|| self.corrupt("client record"))?;
+            out.push(rec);
         }
         Ok(out)
     }
@@ -225,19 +288,26 @@ impl Index {
             match p {
                 Put::Obj(oid, r) => b.insert(&self.objects, oid.to_be_bytes().to_vec(), r.encode().to_vec()),
                 Put::DelObj(oid) => b.remove(&self.objects, oid.to_be_bytes().to_vec()),
-                Put::LastId(id) => b.insert(&self.records, KEY_LAST_ID.to_vec(), id.to_le_bytes().to_vec()),
+                Put::LastId(id, version) => {
+                    let mut v = id.to_le_bytes().to_vec();
+                    v.extend_from_slice(&version.to_le_bytes());
+                    b.insert(&self.records, KEY_LAST_ID.to_vec(), v);
+                }
                 Put::Committed(t) => b.insert(&self.records, KEY_COMMITTED.to_vec(), t.to_le_bytes().to_vec()),
                 Put::Server(s) => {
                     let mut v = s.epoch.to_le_bytes().to_vec();
                     v.extend_from_slice(&s.last_transno.to_le_bytes());
                     b.insert(&self.records, KEY_SERVER.to_vec(), v);
                 }
-                Put::Client(uuid, c) => {
+                Put::Client(c) => {
+                    let mut k = CLIENT_PREFIX.to_vec();
+                    k.extend_from_slice(c.uuid.as_bytes());
+                    b.insert(&self.records, k, encode_client(c));
+                }
+                Put::DelClient(uuid) => {
                     let mut k = CLIENT_PREFIX.to_vec();
                     k.extend_from_slice(uuid.as_bytes());
-                    let mut v = c.last_xid.to_le_bytes().to_vec();
-                    v.extend_from_slice(&c.last_transno.to_le_bytes());
-                    b.insert(&self.records, k, v);
+                    b.remove(&self.records, k);
                 }
             }
         }
@@ -254,6 +324,20 @@ impl Index {
 mod tests {
     use super::*;
 
+    fn client() -> ClientRecord {
+        ClientRecord {
+            uuid: "c1".into(),
+            last_xid: Xid(3),
+            last_transno: Transno(44),
+            last_result: -5,
+            pre_versions: [ObjVersion(1), ObjVersion(2), ObjVersion(0), ObjVersion(9)],
+            post_version: ObjVersion(44),
+            gap: Some(Transno(40)),
+            last_reply: vec![1, 2, 3],
+            ..ClientRecord::default()
+        }
+    }
+
     #[test]
     fn records_round_trip_and_persist() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -262,9 +346,11 @@ mod tests {
             let r = ObjRecord { size: 5, version: 7, uid: 1, gid: 2, mtime_ns: 3 };
             idx.stage(&[
                 Put::Obj(9, r),
-                Put::LastId(9),
+                Put::LastId(9, 40),
                 Put::Server(ServerRec { epoch: 2, last_transno: 44 }),
-                Put::Client("c1".into(), ClientRec { last_xid: 3, last_transno: 44 }),
+                Put::Client(client()),
+                Put::Client(ClientRecord { uuid: "c2".into(), ..ClientRecord::default() }),
+                Put::DelClient("c2".into()),
             ])
             .expect("stage");
             idx.persist().expect("persist");
@@ -272,12 +358,9 @@ mod tests {
         }
         let idx = Index::open(dir.path()).expect("open");
         assert_eq!(idx.object(9).expect("get").map(|r| r.size), Some(5));
-        assert_eq!(idx.last_id().expect("last id"), 9);
+        assert_eq!(idx.last_id().expect("last id"), (9, 40));
         assert_eq!(idx.server().expect("server"), ServerRec { epoch: 2, last_transno: 44 });
-        assert_eq!(
-            idx.clients().expect("clients"),
-            vec![("c1".to_string(), ClientRec { last_xid: 3, last_transno: 44 })]
-        );
+        assert_eq!(idx.clients().expect("clients"), vec![client()]);
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! # ost — the object storage target
 //!
 //! Owns: object storage (files in hashed subdirectories plus a fjall
-//! index), the OST request handler (connect with grant/brw-size/checksum
-//! negotiation, create and precreate, destroy, getattr/setattr, punch,
-//! BRW read/write with niobufs and server-driven bulk, sync, statfs, last
-//! id), grants and space, the commit thread, metrics, the `sheen-oss`
-//! daemon's configuration, and a small OST client used by tests and the
-//! benchmark. See `DESIGN.md`, section ost, and issue 6.
+//! index), the OST on ptlrpc's target framework — its store (changes,
+//! object versions, client and server records in the index), its service
+//! (what create, destroy, setattr, punch and write mean) and its front
+//! hook (space admission and the bulk GET of a write outside the
+//! target's lock; reads, getattr, statfs, sync served there) — so exports,
+//! transnos, reply reconstruction, recovery with transno-ordered replay
+//! and VBR are the framework's; grants and space, the commit thread,
+//! metrics, the `sheen-oss` daemon's configuration, and an OST client on
+//! ptlrpc's import (replay of uncommitted writes with their pages). See
+//! `DESIGN.md`, section ost, and issue 6.
 //!
 //! Must not: use `unsafe` (rustix wraps fallocate/statvfs/fdatasync),
 //! panic on network or disk input, or acknowledge data it cannot keep.
@@ -19,14 +23,15 @@
 //! | `index` | fjall index: object records, last id, server and client records |
 //! | `objects` | object files, vectored I/O of niobuf runs (optional `O_DIRECT`, readahead on a cache miss), punch, fdatasync, write order |
 //! | `space` | statvfs, grants, ENOSPC before data moves |
-//! | `target` | one target: format/open, exports, transnos, operations, commit |
-//! | `handler` | the ptlrpc `Handler`: routing, BRW with bulk, accounting |
-//! | `resend` | bounded cache of replies to recent modifying requests (resends) |
-//! | `server` | targets + commit threads + the service; clean shutdown |
+//! | `target` | one target's storage: format/open, changes, reads, grants, staged records, commit |
+//! | `store` | the framework's `TargetStore`: versions, apply, records, commits |
+//! | `service` | the framework's `TargetService`: plans per request, grants at connect |
+//! | `front` | the driver's front hook: write admission + bulk, reads served outside the lock |
+//! | `server` | targets + commit threads + one `TargetDriver`; clean shutdown |
 //! | `metrics` | Prometheus families in the Lustre exporters' names |
 //! | `config` | `sheen-oss` TOML config, validated with errors naming the key |
 //! | `mgs_reg` | registering the targets with the MGS at start (retried until it answers) |
-//! | `client` | a minimal OST client: connect, BRW, replay of uncommitted writes |
+//! | `client` | a minimal OST client on an `ImportDriver`: BRW with pages kept for replay |
 //! | `error` | `OstError` and its errno |
 //!
 //! ## Invariants
@@ -34,7 +39,12 @@
 //! - A write's space is admitted before its bulk GET; ENOSPC is never
 //!   answered after data was acknowledged.
 //! - `last_committed` only advances after every object written up to it
-//!   was fdatasynced and the index persisted with `SyncAll`.
+//!   was fdatasynced and the index persisted with `SyncAll`; the index on
+//!   disk holds exactly the last commit (records wait in memory until
+//!   then), so a restart starts from a committed state and clients replay
+//!   the rest.
+//! - Only the data write and the index staging of a change run under the
+//!   target's lock; bulk transfers and reads never do.
 //! - A directory is formatted once; opening checks its label; nothing
 //!   that exists is overwritten.
 
@@ -43,20 +53,20 @@
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod handler;
+pub mod front;
 pub mod index;
 pub mod label;
 pub mod metrics;
 pub mod mgs_reg;
 pub mod objects;
-pub mod resend;
 pub mod server;
+pub mod service;
 pub mod space;
+pub mod store;
 pub mod target;
 
 pub use client::OstClient;
 pub use config::OssConfig;
 pub use error::OstError;
-pub use handler::OstHandler;
 pub use server::OstServer;
 pub use target::{Ost, OstConfig};

@@ -72,8 +72,6 @@ pub struct OstMetrics {
     pub avail_kb: Family<TargetLabel, Gauge>,
     /// Objects.
     pub objects: Family<TargetLabel, Gauge>,
-    /// Connected exports.
-    pub exports: Family<TargetLabel, Gauge>,
     /// Writes refused with ENOSPC before their data moved.
     pub enospc: Family<TargetLabel, Counter>,
     /// Commits done.
@@ -105,7 +103,6 @@ impl OstMetrics {
             free_kb: Family::default(),
             avail_kb: Family::default(),
             objects: Family::default(),
-            exports: Family::default(),
             enospc: Family::default(),
             commits: Family::default(),
             last_committed: Family::default(),
@@ -121,7 +118,6 @@ impl OstMetrics {
         r.register("lustre_free_kilobytes", "Free space", m.free_kb.clone());
         r.register("lustre_available_kilobytes", "Space available to clients", m.avail_kb.clone());
         r.register("lustre_objects", "Objects on the target", m.objects.clone());
-        r.register("lustre_exports", "Connected clients", m.exports.clone());
         r.register("lustre_enospc", "Writes refused for lack of space", m.enospc.clone());
         r.register("lustre_commits", "Commits (fdatasync + index persist)", m.commits.clone());
         r.register("lustre_last_committed", "Last committed transno", m.last_committed.clone());

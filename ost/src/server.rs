@@ -1,11 +1,15 @@
-//! An OSS in one process: its targets, their commit threads and the OST
-//! service on lnet.
+//! An OSS in one process: its targets, their commit threads, and ptlrpc's
+//! target driver serving them on the OST portal.
 //!
 //! Owns: [`OstServer`] — opens every target (each must be formatted and
-//! identified), starts one commit thread per target and the ptlrpc
-//! service on `OST_REQUEST_PORTAL`, renders the metrics, and shuts down in
-//! the order that keeps acknowledged data: stop taking requests (they
-//! answer ESHUTDOWN), let in-flight ones finish, commit, stop.
+//! identified), starts one commit thread per target and one
+//! `TargetDriver` for all of them (CONNECT routed by target name, the rest
+//! by export handle; each target's front, service and store from `front`,
+//! `service`, `store`), renders the metrics (the OST families, the
+//! service's, and the framework's `recovery_status_*` and exports per
+//! target), and shuts down in the order that keeps acknowledged data:
+//! stop taking requests (they answer ESHUTDOWN), let in-flight ones
+//! finish, commit, stop.
 //!
 //! Must not: format anything.
 
@@ -14,20 +18,25 @@ use std::thread::JoinHandle;
 
 use lnet::Lnet;
 use parking_lot::Mutex;
-use ptlrpc::driver::{Service, ServiceConfig};
+use ptlrpc::driver::{ServiceConfig, TargetDriver, TargetSpec};
 use ptlrpc::fault::FaultInjector;
+use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::OST_REQUEST_PORTAL;
+use ptlrpc::target::TargetConfig;
+use ptlrpc::wire::{CKSUM_CRC32C, ConnectData, connect_flags};
 
 use crate::error::OstError;
-use crate::handler::OstHandler;
+use crate::front::OstFront;
 use crate::metrics::OstMetrics;
-use crate::target::{Ost, OstConfig};
+use crate::service::OstService;
+use crate::store::OstStore;
+use crate::target::{MAX_OBJECT_BYTES, Ost, OstConfig};
 
 /// A running OSS.
 #[derive(Debug)]
 pub struct OstServer {
     targets: Vec<Arc<Ost>>,
-    service: Mutex<Option<Service>>,
+    driver: Mutex<Option<TargetDriver<OstService>>>,
     commits: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<OstMetrics>,
 }
@@ -40,20 +49,50 @@ pub fn service_config() -> ServiceConfig {
     ServiceConfig { max_bulk: 4 << 20, threads_per_cpt: 8, ..ServiceConfig::new("ost", OST_REQUEST_PORTAL) }
 }
 
+/// The framework settings of a target: what it offers at connect, its
+/// commit interval, `ping` (obd_timeout: recovery windows are 3x and at
+/// most 9x it).
+pub fn target_config(cfg: &OstConfig, ping: PingSettings) -> TargetConfig {
+    let mut flags = connect_flags::GRANT
+        | connect_flags::BRW_SIZE
+        | connect_flags::VERSION
+        | connect_flags::TRANSNO
+        | connect_flags::MAXBYTES
+        | connect_flags::VBR
+        | connect_flags::IMP_RECOV;
+    if cfg.checksums {
+        flags |= connect_flags::CKSUM;
+    }
+    TargetConfig {
+        ping,
+        supported: ConnectData {
+            flags,
+            version: 1,
+            brw_size: cfg.brw_size,
+            grant: cfg.grant_per_export,
+            cksum_types: if cfg.checksums { CKSUM_CRC32C } else { 0 },
+            max_bytes: MAX_OBJECT_BYTES,
+            ..ConnectData::default()
+        },
+        commit_interval: cfg.commit_interval,
+        ..TargetConfig::default()
+    }
+}
+
 impl OstServer {
-    /// Opens `targets` and starts serving them on `lnet`. Must be called
-    /// inside lnet's tokio runtime.
+    /// Opens `targets` and starts serving them on `lnet` (ping settings
+    /// `ping`). Must be called inside lnet's tokio runtime.
     pub fn start(
         lnet: &Lnet,
         targets: Vec<OstConfig>,
         svc: ServiceConfig,
+        ping: PingSettings,
         faults: Arc<FaultInjector>,
     ) -> Result<OstServer, OstError> {
         let metrics = Arc::new(OstMetrics::new());
         let mut opened = Vec::with_capacity(targets.len());
-        for (slot, cfg) in targets.into_iter().enumerate() {
-            let slot = u16::try_from(slot).map_err(|_| OstError::Invalid("too many targets".into()))?;
-            opened.push(Arc::new(Ost::open(cfg, slot, Arc::clone(&metrics))?));
+        for cfg in targets {
+            opened.push(Arc::new(Ost::open(cfg, Arc::clone(&metrics))?));
         }
         let mut commits = Vec::new();
         for t in &opened {
@@ -64,17 +103,30 @@ impl OstServer {
                 .map_err(|e| OstError::io("spawning commit thread for", t.dir(), e))?;
             commits.push(h);
         }
-        let handler = Arc::new(OstHandler::new(opened.clone()));
-        let service = match Service::start(lnet, svc, handler, faults) {
-            Ok(s) => s,
+        let me = OstServer { targets: opened, driver: Mutex::new(None), commits: Mutex::new(commits), metrics };
+        let mut specs = Vec::with_capacity(me.targets.len());
+        for t in &me.targets {
+            let seed =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+                    ^ u64::from(t.config().index);
+            specs.push(TargetSpec {
+                name: t.name().to_string(),
+                component: "ost".into(),
+                target: target_config(t.config(), ping),
+                seed,
+                service: OstService::new(Arc::clone(t)),
+                store: OstStore::new(Arc::clone(t))?,
+                front: Arc::new(OstFront::new(Arc::clone(t))),
+            });
+        }
+        match TargetDriver::start_many(lnet, svc, specs, faults) {
+            Ok(d) => *me.driver.lock() = Some(d),
             Err(e) => {
-                let me =
-                    OstServer { targets: opened, service: Mutex::new(None), commits: Mutex::new(commits), metrics };
                 me.stop_targets();
                 return Err(OstError::Invalid(format!("starting the OST service: {e}")));
             }
-        };
-        Ok(OstServer { targets: opened, service: Mutex::new(Some(service)), commits: Mutex::new(commits), metrics })
+        }
+        Ok(me)
     }
 
     /// The targets.
@@ -82,14 +134,27 @@ impl OstServer {
         &self.targets
     }
 
-    /// The OST metrics and the service's, as Prometheus text.
+    /// Target `i`'s boot epoch (its instance; 0 once shut down).
+    pub fn epoch_of(&self, i: usize) -> u32 {
+        self.with_driver(|d| d.with_target_at(i, |t| t.epoch())).flatten().unwrap_or(0)
+    }
+
+    /// Runs `f` on the target driver (None once shut down).
+    pub fn with_driver<R>(&self, f: impl FnOnce(&TargetDriver<OstService>) -> R) -> Option<R> {
+        self.driver.lock().as_ref().map(f)
+    }
+
+    /// The OST metrics, the service's and the framework's per target, as
+    /// Prometheus text.
     pub fn render_metrics(&self) -> String {
         for t in &self.targets {
             t.refresh_gauges();
         }
-        let mut s = self.metrics.render();
-        if let Some(svc) = &*self.service.lock() {
-            s.push_str(&svc.render_metrics());
+        let s = self.metrics.render();
+        let mut s = s.strip_suffix("# EOF\n").unwrap_or(&s).to_string();
+        match &*self.driver.lock() {
+            Some(d) => s.push_str(&d.render_metrics()),
+            None => s.push_str("# EOF\n"),
         }
         s
     }
@@ -117,13 +182,13 @@ impl OstServer {
         for t in &self.targets {
             t.set_stopping();
         }
-        let svc = self.service.lock().take();
-        if let Some(s) = svc {
-            s.shutdown();
+        let driver = self.driver.lock().take();
+        if let Some(d) = driver {
+            d.shutdown();
         }
         self.stop_targets();
         for t in &self.targets {
-            tracing::info!(target_name = t.name(), last_committed = t.last_committed(), "target stopped");
+            tracing::info!(target_name = t.name(), last_committed = t.committed(), "target stopped");
         }
     }
 }

@@ -1,21 +1,24 @@
-//! One object storage target: format, open, and every operation, without
-//! the network.
+//! One object storage target's storage: format, open, the data and index
+//! work of every operation, grants, and commits — without the network and
+//! without protocol.
 //!
-//! Owns: [`Ost`] — the label check at open, the boot epoch, exports with
-//! their grants and negotiated checksums, transnos (`epoch << 32 | n`,
-//! used as object versions), the per-client records written in the same
-//! index batch as each change, and the operations (connect, create and
-//! precreate, destroy, getattr, setattr, punch, write in two halves around
-//! the bulk transfer, read, sync, statfs, last id). `last_committed` is
-//! advanced only by the commit thread (`commit`).
+//! Owns: [`Ost`] — the label check at open, the object files, the index,
+//! space and per-client grants, the changes the store applies for
+//! ptlrpc's target framework (each one's index records staged with the
+//! client's and server's records: [`Ost::stage`]), the reads the front
+//! serves outside the target's lock, and commits: the commit thread
+//! ([`Ost::commit_loop`]) fdatasyncs the objects written since the last
+//! commit, then writes every record staged since in one index batch with
+//! the committed mark and persists it, then advances [`Ost::committed`].
+//! Records wait in memory (looked up before the index) until their
+//! commit, so the index on disk is always exactly the last commit: after
+//! a crash of any kind the target restarts from a committed state and
+//! clients replay the rest. Transnos, client records, reconstruction and
+//! recovery are the framework's (`store`, `service`, `front` bind them).
 //!
-//! This is the seam to ptlrpc's target framework: the framework's
-//! `TargetStore`/`TargetService` are not driven over the network yet, so
-//! the OST keeps its own transnos, client records and commit here, shaped
-//! so that a driver-side binding can take them over.
-//!
-//! Must not: move bulk data (the handler does), or acknowledge a write
-//! whose space was not admitted first.
+//! Must not: move bulk data (the front does), acknowledge a write whose
+//! space was not admitted first, or let `committed` name a transno whose
+//! data is not durable.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,10 +29,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lnet::MdBuffer;
 use parking_lot::{Condvar, Mutex};
 use ptlrpc::wire::ost::{PUNCH_HOLE, PUNCH_TRUNCATE, attr_valid};
-use ptlrpc::wire::{CKSUM_CRC32C, ConnectData, Niobuf, OstAttr, OstPunch, OstSetattr, OstStatfs, connect_flags};
+use ptlrpc::wire::{Niobuf, OstAttr, OstPunch, OstSetattr, OstStatfs};
 
 use crate::error::OstError;
-use crate::index::{ClientRec, Index, ObjRecord, Put, ServerRec};
+use crate::index::{Index, ObjRecord, Put, ServerRec};
 use crate::label::Label;
 use crate::metrics::{OpLabel, OstMetrics, TargetLabel};
 use crate::objects::{ObjFile, Objects, Run};
@@ -37,6 +40,10 @@ use crate::space::{Admitted, Space};
 
 /// Largest object the target stores.
 pub const MAX_OBJECT_BYTES: u64 = 1 << 50;
+
+/// Bytes written since the last commit after which a commit starts at
+/// once (bounds what clients hold for replay and what a commit syncs).
+pub const COMMIT_DIRTY_BYTES: u64 = 256 << 20;
 
 /// How one target is set up.
 #[derive(Debug, Clone)]
@@ -82,44 +89,32 @@ impl OstConfig {
     }
 }
 
-/// One connected client.
-#[derive(Debug, Clone)]
-pub struct Export {
-    /// Its UUID.
-    pub uuid: String,
-    /// Bytes it may write without asking.
-    pub grant: u64,
-    /// Whether its BRWs are checksummed.
-    pub cksum: bool,
-    /// Its largest BRW.
-    pub brw_size: u32,
-}
-
+/// What was staged since the last commit.
 #[derive(Debug)]
-struct Txns {
-    /// The last transno executed (at open: the last committed one).
-    last_transno: u64,
-    /// The next transno to give out.
-    next_transno: u64,
-    last_id: u64,
+struct Staged {
+    /// The highest transno staged.
+    transno: u64,
+    /// The last object id and the id allocator's version.
+    last_id: (u64, u64),
+    /// Objects written since the last commit.
     dirty: HashMap<u64, Arc<ObjFile>>,
+    /// Bytes written since the last commit.
+    dirty_bytes: u64,
+    /// Records staged since the last commit, in order.
+    puts: Vec<Put>,
+    /// Object records staged and not yet in the index (`None`: removed),
+    /// with the staging sequence number that last set them.
+    objects: HashMap<u64, (Option<ObjRecord>, u64)>,
+    /// Staging sequence.
+    seq: u64,
+    /// Objects created since the last commit.
+    created: u64,
 }
 
 #[derive(Debug, Default)]
-struct Exports {
-    by_handle: HashMap<u64, Export>,
-    by_uuid: HashMap<String, u64>,
-    next: u64,
-}
-
-/// A write admitted and waiting for its data.
-#[derive(Debug)]
-pub struct WritePrep {
-    handle: u64,
-    obj: Arc<ObjFile>,
-    runs: Vec<Run>,
-    end: u64,
-    admitted: Admitted,
+struct CommitState {
+    requested: bool,
+    stop: bool,
 }
 
 /// A read ready to fill pages.
@@ -133,45 +128,38 @@ pub struct ReadPrep {
     pub size: u64,
 }
 
-/// A write's outcome.
-#[derive(Debug, Clone, Copy)]
-pub struct Written {
-    /// Its transno.
-    pub transno: u64,
-    /// The object's size after it.
-    pub size: u64,
-    /// The object's version after it.
-    pub version: u64,
-    /// The export's grant after it.
-    pub grant: u64,
+/// A write's checked runs.
+#[derive(Debug, Clone)]
+pub struct WriteRuns {
+    /// The runs, laid end to end in the bulk buffer.
+    pub runs: Vec<Run>,
+    /// Bytes.
+    pub len: u64,
+    /// The end of the furthest run.
+    pub end: u64,
 }
 
 /// An open target.
 #[derive(Debug)]
 pub struct Ost {
     cfg: OstConfig,
-    slot: u16,
-    epoch: u32,
     index: Index,
     objects: Objects,
     space: Space,
-    txns: Mutex<Txns>,
-    exports: Mutex<Exports>,
-    last_committed: AtomicU64,
+    staged: Mutex<Staged>,
+    committed: AtomicU64,
+    /// One commit at a time (the thread's, or a synchronous one).
+    committing: Mutex<()>,
     commit_lock: Mutex<CommitState>,
     commit_cv: Condvar,
+    grants: Mutex<HashMap<String, u64>>,
     stopping: AtomicBool,
     metrics: Arc<OstMetrics>,
     label: TargetLabel,
 }
 
-#[derive(Debug, Default)]
-struct CommitState {
-    requested: bool,
-    stop: bool,
-}
-
-fn now_ns() -> u64 {
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
@@ -205,44 +193,45 @@ impl Ost {
         Ok(label)
     }
 
-    /// Opens a formatted target: the label must name this target, the
-    /// index must open; a new boot epoch is made durable before anything
-    /// else happens. `slot` is the target's place in its daemon (handles
-    /// carry it).
-    pub fn open(cfg: OstConfig, slot: u16, metrics: Arc<OstMetrics>) -> Result<Ost, OstError> {
+    /// Opens a formatted target: the label must name this target and the
+    /// index must open. What the index holds counts as committed: after
+    /// a process crash the page cache kept every object write staged
+    /// before its records (data first, then the index batch).
+    pub fn open(cfg: OstConfig, metrics: Arc<OstMetrics>) -> Result<Ost, OstError> {
         let label = Label::read(&cfg.dir)?;
         label.check(&cfg.dir, &cfg.name, cfg.index, cfg.fs_uuid.as_deref())?;
         let index = Index::open(&cfg.dir)?;
         let server = index.server()?;
         let last_id = index.last_id()?;
-        // What the last commit promised, not what happened to reach the
-        // index after it: clients resend everything above it.
-        let committed = index.committed()?;
-        let epoch = server.epoch.checked_add(1).ok_or_else(|| OstError::Invalid("boot epoch overflow".into()))?;
-        index
-            .stage(&[Put::Server(ServerRec { epoch, last_transno: server.last_transno }), Put::Committed(committed)])?;
-        index.persist()?;
+        let committed = index.committed()?.max(server.last_transno);
         let objects = Objects::new(&cfg.dir);
         if cfg.direct_io {
             // Logs whether O_DIRECT is on or refused by the file system.
             objects.use_direct_io();
         }
         let space = Space::new(&cfg.dir, cfg.reserve_bytes, cfg.grant_per_export)?;
-        let next = server.last_transno.max(u64::from(epoch) << 32) + 1;
         let label_m = TargetLabel { component: "ost", target: cfg.name.clone() };
-        tracing::info!(target_name = %cfg.name, epoch, last_transno = server.last_transno, committed, last_id,
-            clients = index.clients().map(|c| c.len()).unwrap_or(0), "target opened");
+        tracing::info!(target_name = %cfg.name, epoch = server.epoch, last_transno = server.last_transno, committed,
+            last_id = last_id.0, "target opened");
         Ok(Ost {
-            slot,
-            epoch,
             index,
             objects,
             space,
-            txns: Mutex::new(Txns { last_transno: committed, next_transno: next, last_id, dirty: HashMap::new() }),
-            exports: Mutex::new(Exports::default()),
-            last_committed: AtomicU64::new(committed),
+            staged: Mutex::new(Staged {
+                transno: committed,
+                last_id,
+                dirty: HashMap::new(),
+                dirty_bytes: 0,
+                puts: Vec::new(),
+                objects: HashMap::new(),
+                seq: 0,
+                created: 0,
+            }),
+            committed: AtomicU64::new(committed),
+            committing: Mutex::new(()),
             commit_lock: Mutex::new(CommitState::default()),
             commit_cv: Condvar::new(),
+            grants: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             metrics,
             label: label_m,
@@ -260,19 +249,9 @@ impl Ost {
         &self.cfg
     }
 
-    /// The boot epoch.
-    pub fn epoch(&self) -> u32 {
-        self.epoch
-    }
-
-    /// The last committed transno.
-    pub fn last_committed(&self) -> u64 {
-        self.last_committed.load(Ordering::Acquire)
-    }
-
-    /// The last transno given out.
-    pub fn last_transno(&self) -> u64 {
-        self.txns.lock().last_transno
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     /// The directory.
@@ -286,12 +265,28 @@ impl Ost {
         self.objects.direct_io()
     }
 
+    /// The last committed (durable) transno.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The highest transno staged.
+    pub fn last_transno(&self) -> u64 {
+        self.staged.lock().transno
+    }
+
+    /// The last object id and the id allocator's version.
+    pub fn last_id(&self) -> (u64, u64) {
+        self.staged.lock().last_id
+    }
+
     /// Stops taking requests (they answer ESHUTDOWN).
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Release);
     }
 
-    fn check_running(&self) -> Result<(), OstError> {
+    /// `Err(ShuttingDown)` once stopping.
+    pub fn check_running(&self) -> Result<(), OstError> {
         if self.stopping.load(Ordering::Acquire) { Err(OstError::ShuttingDown) } else { Ok(()) }
     }
 
@@ -309,236 +304,75 @@ impl Ost {
         self.metrics.latency.get_or_create(&l).observe(took.as_secs_f64());
     }
 
-    fn export(&self, handle: u64) -> Result<Export, OstError> {
-        self.exports.lock().by_handle.get(&handle).cloned().ok_or(OstError::NotConnected(handle))
-    }
-
-    /// Whether `handle` names one of this target's exports' slot.
-    pub fn slot_of(handle: u64) -> u16 {
-        (handle >> 48) as u16
-    }
-
-    // ---- connect ----
-
-    /// CONNECT: one export per client UUID (a reconnect keeps its grant);
-    /// answers the connect data the target honours.
-    pub fn connect(&self, want: &ConnectData) -> Result<(u64, ConnectData), OstError> {
-        self.check_running()?;
-        if want.client_uuid.is_empty() || want.client_uuid.len() > 64 {
-            return Err(OstError::Invalid("client UUID must be 1..=64 bytes".into()));
+    /// An object's record (staged, else in the index), if it exists.
+    pub fn record_opt(&self, oid: u64) -> Result<Option<ObjRecord>, OstError> {
+        if let Some((r, _)) = self.staged.lock().objects.get(&oid) {
+            return Ok(*r);
         }
-        let cksum =
-            self.cfg.checksums && want.flags & connect_flags::CKSUM != 0 && want.cksum_types & CKSUM_CRC32C != 0;
-        let brw_size = if want.flags & connect_flags::BRW_SIZE != 0 && want.brw_size > 0 {
-            want.brw_size.min(self.cfg.brw_size)
-        } else {
-            self.cfg.brw_size
-        };
-        let mut ex = self.exports.lock();
-        let handle = match ex.by_uuid.get(&want.client_uuid).copied() {
-            Some(h) => h,
-            None => {
-                let grant =
-                    if want.flags & connect_flags::GRANT != 0 { self.space.connect_grant(want.grant)? } else { 0 };
-                ex.next += 1;
-                let h = (u64::from(self.slot) << 48) | (u64::from(self.epoch & 0xffff) << 32) | (ex.next & 0xffff_ffff);
-                ex.by_uuid.insert(want.client_uuid.clone(), h);
-                ex.by_handle.insert(h, Export { uuid: want.client_uuid.clone(), grant, cksum, brw_size });
-                h
-            }
-        };
-        let e = ex.by_handle.get_mut(&handle).ok_or(OstError::NotConnected(handle))?;
-        e.cksum = cksum;
-        e.brw_size = brw_size;
-        let mut flags = want.flags
-            & (connect_flags::GRANT
-                | connect_flags::BRW_SIZE
-                | connect_flags::VERSION
-                | connect_flags::TRANSNO
-                | connect_flags::MAXBYTES
-                | connect_flags::VBR);
-        if cksum {
-            flags |= connect_flags::CKSUM;
+        self.index.object(oid)
+    }
+
+    /// An object's record.
+    pub fn record(&self, oid: u64) -> Result<ObjRecord, OstError> {
+        self.record_opt(oid)?.ok_or(OstError::NoObject(oid))
+    }
+
+    // ---- grants ----
+
+    /// A client connected: a new one gets its first grant (`want` capped
+    /// by the grant target and free space); a returning one keeps its own.
+    pub fn connect_grant(&self, uuid: &str, want: u64) -> u64 {
+        let mut g = self.grants.lock();
+        if let Some(&have) = g.get(uuid) {
+            return have;
         }
-        let committed_xid = self
-            .index
-            .clients()?
-            .into_iter()
-            .find(|(u, _)| *u == want.client_uuid)
-            .map_or(0, |(_, c)| if c.last_transno <= self.last_committed() { c.last_xid } else { 0 });
-        let reply = ConnectData {
-            flags,
-            version: want.version,
-            brw_size,
-            grant: e.grant,
-            cksum_types: if cksum { CKSUM_CRC32C } else { 0 },
-            max_easize: 0,
-            transno: self.last_committed(),
-            max_bytes: MAX_OBJECT_BYTES,
-            committed_xid,
-            instance: self.epoch,
-            client_uuid: want.client_uuid.clone(),
-            target: self.cfg.name.clone(),
-        };
-        self.metrics.exports.get_or_create(&self.label).set(ex.by_handle.len() as i64);
-        Ok((handle, reply))
+        let give = self.space.connect_grant(want).unwrap_or(0);
+        g.insert(uuid.to_string(), give);
+        give
     }
 
-    /// DISCONNECT: the export goes, its grant comes back.
-    pub fn disconnect(&self, handle: u64) -> Result<(), OstError> {
-        let mut ex = self.exports.lock();
-        let e = ex.by_handle.remove(&handle).ok_or(OstError::NotConnected(handle))?;
-        ex.by_uuid.remove(&e.uuid);
-        self.space.release_grant(e.grant);
-        self.metrics.exports.get_or_create(&self.label).set(ex.by_handle.len() as i64);
-        Ok(())
-    }
-
-    // ---- transactions ----
-
-    /// Runs one transaction: a transno, the change's records built with
-    /// that version, the client's and server's records, staged atomically.
-    fn transact(
-        &self,
-        uuid: &str,
-        xid: u64,
-        dirty: Option<&Arc<ObjFile>>,
-        change: impl FnOnce(&Index, u64, &mut u64) -> Result<Vec<Put>, OstError>,
-    ) -> Result<u64, OstError> {
-        let mut t = self.txns.lock();
-        let transno = t.next_transno;
-        let mut last_id = t.last_id;
-        let mut puts = change(&self.index, transno, &mut last_id)?;
-        puts.push(Put::Client(uuid.to_string(), ClientRec { last_xid: xid, last_transno: transno }));
-        puts.push(Put::Server(ServerRec { epoch: self.epoch, last_transno: transno }));
-        self.index.stage(&puts)?;
-        t.last_transno = transno;
-        t.next_transno = transno + 1;
-        t.last_id = last_id;
-        if let Some(o) = dirty {
-            t.dirty.insert(o.oid, Arc::clone(o));
+    /// A client's export went: its grant comes back.
+    pub fn release_grant(&self, uuid: &str) {
+        if let Some(g) = self.grants.lock().remove(uuid) {
+            self.space.release_grant(g);
         }
-        Ok(transno)
     }
 
-    fn record(&self, oid: u64) -> Result<ObjRecord, OstError> {
-        self.index.object(oid)?.ok_or(OstError::NoObject(oid))
+    /// A client's current grant.
+    pub fn grant_of(&self, uuid: &str) -> u64 {
+        self.grants.lock().get(uuid).copied().unwrap_or(0)
     }
 
-    // ---- create / destroy ----
-
-    /// CREATE / precreate: `count` objects after the last id. Files first,
-    /// then one transaction for their records and the new last id.
-    pub fn create(&self, handle: u64, xid: u64, count: u32) -> Result<(u64, u64, u64), OstError> {
-        self.check_running()?;
-        if count == 0 || count > ptlrpc::wire::ost::MAX_PRECREATE {
-            return Err(OstError::Invalid(format!("create count {count}")));
+    /// Admits `len` bytes of `uuid`'s write before its data moves: its
+    /// grant first, free space after, or ENOSPC (and the grant shrunk to
+    /// what the target can still honour).
+    pub fn admit_write(&self, uuid: &str, len: u64) -> Result<Admitted, OstError> {
+        let mut g = self.grants.lock();
+        let grant = g.entry(uuid.to_string()).or_insert(0);
+        match self.space.admit(grant, len) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.space.shrink(grant);
+                self.metrics.enospc.get_or_create(&self.label).inc();
+                Err(e)
+            }
         }
-        let e = self.export(handle)?;
-        // Serialise creators on the transaction lock for the id range; files
-        // are created under it too (rare, small).
-        let mut first = 0;
-        let transno = self.transact(&e.uuid, xid, None, |_, version, last_id| {
-            first = *last_id + 1;
-            let mut puts = Vec::with_capacity(count as usize + 1);
-            for oid in first..first + u64::from(count) {
-                self.objects.create(oid)?;
-                puts.push(Put::Obj(oid, ObjRecord { version, mtime_ns: now_ns(), ..ObjRecord::default() }));
-            }
-            *last_id = first + u64::from(count) - 1;
-            puts.push(Put::LastId(*last_id));
-            Ok(puts)
-        })?;
-        Ok((first, self.txns.lock().last_id, transno))
     }
 
-    /// DESTROY: the record goes in a transaction, then the file.
-    pub fn destroy(&self, handle: u64, xid: u64, oid: u64) -> Result<u64, OstError> {
-        self.check_running()?;
-        let e = self.export(handle)?;
-        self.record(oid)?;
-        let transno = self.transact(&e.uuid, xid, None, |_, _, _| Ok(vec![Put::DelObj(oid)]))?;
-        self.txns.lock().dirty.remove(&oid);
-        self.objects.remove(oid)?;
-        Ok(transno)
+    /// The admitted write is done (written, refused or failed): its bytes
+    /// stop being pending and the grant is topped up.
+    pub fn written(&self, uuid: &str, adm: Admitted) {
+        let mut g = self.grants.lock();
+        let mut spare = 0;
+        let grant = g.get_mut(uuid).unwrap_or(&mut spare);
+        self.space.written(adm, grant);
     }
 
-    // ---- attributes ----
+    // ---- checks ----
 
-    /// GETATTR.
-    pub fn getattr(&self, handle: u64, oid: u64) -> Result<OstAttr, OstError> {
-        self.check_running()?;
-        self.export(handle)?;
-        let r = self.record(oid)?;
-        let allocated = self.objects.open(oid)?.allocated()?;
-        Ok(OstAttr { oid, size: r.size, allocated, version: r.version, uid: r.uid, gid: r.gid, mtime_ns: r.mtime_ns })
-    }
-
-    /// SETATTR: size (truncate/extend), owner, mtime.
-    pub fn setattr(&self, xid: u64, s: &OstSetattr) -> Result<(OstAttr, u64), OstError> {
-        self.check_running()?;
-        let e = self.export(s.handle)?;
-        let obj = self.objects.open(s.oid)?;
-        self.record(s.oid)?;
-        if s.valid & attr_valid::SIZE != 0 {
-            if s.size > MAX_OBJECT_BYTES {
-                return Err(OstError::Invalid(format!("size {} too large", s.size)));
-            }
-            obj.set_len(s.size)?;
-        }
-        let transno = self.transact(&e.uuid, xid, Some(&obj), |idx, version, _| {
-            let mut r = idx.object(s.oid)?.ok_or(OstError::NoObject(s.oid))?;
-            if s.valid & attr_valid::SIZE != 0 {
-                r.size = s.size;
-            }
-            if s.valid & attr_valid::OWNER != 0 {
-                r.uid = s.uid;
-                r.gid = s.gid;
-            }
-            r.mtime_ns = if s.valid & attr_valid::MTIME != 0 { s.mtime_ns } else { now_ns() };
-            r.version = version;
-            Ok(vec![Put::Obj(s.oid, r)])
-        })?;
-        Ok((self.getattr(s.handle, s.oid)?, transno))
-    }
-
-    /// PUNCH: truncate at `start`, or deallocate a hole.
-    pub fn punch(&self, xid: u64, p: &OstPunch) -> Result<(OstAttr, u64), OstError> {
-        self.check_running()?;
-        let e = self.export(p.handle)?;
-        let obj = self.objects.open(p.oid)?;
-        let rec = self.record(p.oid)?;
-        let new_size = match p.mode {
-            PUNCH_TRUNCATE => {
-                if p.start > MAX_OBJECT_BYTES {
-                    return Err(OstError::Invalid("truncate past the largest object".into()));
-                }
-                obj.set_len(p.start)?;
-                p.start
-            }
-            PUNCH_HOLE => {
-                let end = p.start.checked_add(p.len).filter(|e| *e <= MAX_OBJECT_BYTES);
-                if end.is_none() {
-                    return Err(OstError::Invalid("hole past the largest object".into()));
-                }
-                obj.punch_hole(p.start, p.len)?;
-                rec.size
-            }
-            m => return Err(OstError::Invalid(format!("punch mode {m}"))),
-        };
-        let transno = self.transact(&e.uuid, xid, Some(&obj), |idx, version, _| {
-            let mut r = idx.object(p.oid)?.ok_or(OstError::NoObject(p.oid))?;
-            r.size = new_size;
-            r.version = version;
-            r.mtime_ns = now_ns();
-            Ok(vec![Put::Obj(p.oid, r)])
-        })?;
-        Ok((self.getattr(p.handle, p.oid)?, transno))
-    }
-
-    // ---- data ----
-
-    fn runs(&self, niobufs: &[Niobuf], bulk_len: u32, brw_size: u32) -> Result<(Vec<Run>, u64, u64), OstError> {
+    /// A BRW's niobufs as runs: each non-empty, inside the largest object,
+    /// together exactly `bulk_len` bytes and at most `brw_size`.
+    pub fn runs(&self, niobufs: &[Niobuf], bulk_len: u32, brw_size: u32) -> Result<WriteRuns, OstError> {
         if niobufs.is_empty() || niobufs.len() > ptlrpc::wire::ost::MAX_NIOBUFS {
             return Err(OstError::Invalid(format!("{} niobufs", niobufs.len())));
         }
@@ -558,89 +392,168 @@ impl Ost {
         if pos != u64::from(bulk_len) {
             return Err(OstError::Invalid(format!("niobufs hold {pos} bytes, bulk {bulk_len}")));
         }
-        if pos > u64::from(brw_size) {
-            return Err(OstError::Invalid(format!("BRW of {pos} bytes exceeds {brw_size}")));
+        let cap = if brw_size == 0 { self.cfg.brw_size } else { brw_size.min(self.cfg.brw_size) };
+        if pos > u64::from(cap) {
+            return Err(OstError::Invalid(format!("BRW of {pos} bytes exceeds {cap}")));
         }
-        Ok((runs, pos, end))
+        Ok(WriteRuns { runs, len: pos, end })
     }
 
-    /// First half of a write: checks the request and admits its space.
-    /// ENOSPC here is answered before any data moves.
-    pub fn prepare_write(
-        &self,
-        handle: u64,
-        oid: u64,
-        niobufs: &[Niobuf],
-        bulk_len: u32,
-    ) -> Result<WritePrep, OstError> {
-        self.check_running()?;
-        let e = self.export(handle)?;
-        let (runs, len, end) = self.runs(niobufs, bulk_len, e.brw_size)?;
-        self.record(oid)?;
-        let obj = self.objects.open(oid)?;
-        let mut ex = self.exports.lock();
-        let exp = ex.by_handle.get_mut(&handle).ok_or(OstError::NotConnected(handle))?;
-        let admitted = match self.space.admit(&mut exp.grant, len) {
-            Ok(a) => a,
-            Err(err) => {
-                self.space.shrink(&mut exp.grant);
-                self.metrics.enospc.get_or_create(&self.label).inc();
-                return Err(err);
+    // ---- changes (applied by the store under the target's lock) ----
+
+    /// Stages `puts` (the change's records plus the client's and server's)
+    /// in one batch as transaction `transno`; `dirty` was written by it.
+    pub fn stage(&self, transno: u64, puts: Vec<Put>, dirty: Option<(&Arc<ObjFile>, u64)>) {
+        let mut s = self.staged.lock();
+        s.transno = s.transno.max(transno);
+        Self::stage_locked(&mut s, puts);
+        let mut kick = false;
+        if let Some((o, bytes)) = dirty {
+            s.dirty.entry(o.oid).or_insert_with(|| Arc::clone(o));
+            s.dirty_bytes += bytes;
+            kick = s.dirty_bytes >= COMMIT_DIRTY_BYTES;
+        }
+        drop(s);
+        if kick {
+            self.request_commit();
+        }
+    }
+
+    /// Stages records outside any transaction (client records at connect,
+    /// disconnect and eviction; the server record at boot).
+    pub fn stage_records(&self, puts: Vec<Put>) {
+        Self::stage_locked(&mut self.staged.lock(), puts);
+    }
+
+    fn stage_locked(s: &mut Staged, puts: Vec<Put>) {
+        s.seq += 1;
+        let seq = s.seq;
+        for p in &puts {
+            match p {
+                Put::LastId(id, v) => {
+                    s.created += id.saturating_sub(s.last_id.0);
+                    s.last_id = (*id, *v);
+                }
+                Put::Obj(oid, r) => {
+                    s.objects.insert(*oid, (Some(*r), seq));
+                }
+                Put::DelObj(oid) => {
+                    s.objects.insert(*oid, (None, seq));
+                }
+                _ => {}
             }
-        };
-        Ok(WritePrep { handle, obj, runs, end, admitted })
+        }
+        s.puts.extend(puts);
     }
 
-    /// Gives back an admitted write's space (its bulk failed).
-    pub fn abort_write(&self, prep: WritePrep) {
-        let mut ex = self.exports.lock();
-        let mut spare = 0;
-        let grant = ex.by_handle.get_mut(&prep.handle).map_or(&mut spare, |e| &mut e.grant);
-        self.space.written(prep.admitted, grant);
+    /// CREATE's files: `count` objects from `first`, with their records
+    /// at `version`; returns the records to stage.
+    pub fn create_objects(&self, first: u64, count: u32, version: u64) -> Result<Vec<Put>, OstError> {
+        let mut puts = Vec::with_capacity(count as usize + 1);
+        for oid in first..first + u64::from(count) {
+            self.objects.create(oid)?;
+            puts.push(Put::Obj(oid, ObjRecord { version, mtime_ns: now_ns(), ..ObjRecord::default() }));
+        }
+        puts.push(Put::LastId(first + u64::from(count) - 1, version));
+        Ok(puts)
     }
 
-    /// Second half: writes the data (one client's overlapping writes in
-    /// xid order) and records the change in a transaction.
-    pub fn apply_write(&self, prep: WritePrep, xid: u64, data: &MdBuffer) -> Result<Written, OstError> {
-        let WritePrep { handle, obj, runs, end, admitted } = prep;
-        let res = obj.write_ordered(handle, xid, &runs, data);
-        let grant = {
-            let mut ex = self.exports.lock();
-            let mut spare = 0;
-            let g = ex.by_handle.get_mut(&handle).map_or(&mut spare, |e| &mut e.grant);
-            self.space.written(admitted, g);
-            *g
-        };
-        res?;
-        let uuid = self.export(handle)?.uuid;
-        let mut out = (0, 0);
-        let transno = self.transact(&uuid, xid, Some(&obj), |idx, version, _| {
-            let mut r = idx.object(obj.oid)?.ok_or(OstError::NoObject(obj.oid))?;
-            r.size = r.size.max(end);
-            r.version = version;
-            r.mtime_ns = now_ns();
-            out = (r.size, r.version);
-            Ok(vec![Put::Obj(obj.oid, r)])
-        })?;
-        let len: u64 = runs.iter().map(|r| r.len).sum();
-        self.metrics.write_bytes.get_or_create(&self.label).inc_by(len);
-        self.metrics.brw_size.get_or_create(&self.op_label("write")).observe(len as f64);
-        Ok(Written { transno, size: out.0, version: out.1, grant })
+    /// DESTROY's file, after its record's removal was staged.
+    pub fn remove_object(&self, oid: u64) {
+        self.staged.lock().dirty.remove(&oid);
+        if let Err(e) = self.objects.remove(oid) {
+            tracing::warn!(target_name = %self.cfg.name, oid, err = %e, "removing a destroyed object's file");
+        }
     }
 
-    /// Whether `handle`'s BRWs are checksummed.
-    pub fn export_cksum(&self, handle: u64) -> Result<bool, OstError> {
-        Ok(self.export(handle)?.cksum)
+    /// SETATTR's data part (size); returns the new record at `version`.
+    pub fn setattr_object(&self, s: &OstSetattr, version: u64) -> Result<(ObjRecord, Arc<ObjFile>), OstError> {
+        let mut r = self.record(s.oid)?;
+        let obj = self.objects.open(s.oid)?;
+        if s.valid & attr_valid::SIZE != 0 {
+            if s.size > MAX_OBJECT_BYTES {
+                return Err(OstError::Invalid(format!("size {} too large", s.size)));
+            }
+            obj.set_len(s.size)?;
+            r.size = s.size;
+        }
+        if s.valid & attr_valid::OWNER != 0 {
+            r.uid = s.uid;
+            r.gid = s.gid;
+        }
+        r.mtime_ns = if s.valid & attr_valid::MTIME != 0 { s.mtime_ns } else { now_ns() };
+        r.version = version;
+        Ok((r, obj))
+    }
+
+    /// PUNCH's data part; returns the new record at `version`.
+    pub fn punch_object(&self, p: &OstPunch, version: u64) -> Result<(ObjRecord, Arc<ObjFile>), OstError> {
+        let mut r = self.record(p.oid)?;
+        let obj = self.objects.open(p.oid)?;
+        match p.mode {
+            PUNCH_TRUNCATE => {
+                if p.start > MAX_OBJECT_BYTES {
+                    return Err(OstError::Invalid("truncate past the largest object".into()));
+                }
+                obj.set_len(p.start)?;
+                r.size = p.start;
+            }
+            PUNCH_HOLE => {
+                if p.start.checked_add(p.len).is_none_or(|e| e > MAX_OBJECT_BYTES) {
+                    return Err(OstError::Invalid("hole past the largest object".into()));
+                }
+                obj.punch_hole(p.start, p.len)?;
+            }
+            m => return Err(OstError::Invalid(format!("punch mode {m}"))),
+        }
+        r.version = version;
+        r.mtime_ns = now_ns();
+        Ok((r, obj))
+    }
+
+    /// A write's data: writes the runs from `data`; returns the new record
+    /// at `version`.
+    pub fn write_object(
+        &self,
+        oid: u64,
+        w: &WriteRuns,
+        data: &MdBuffer,
+        version: u64,
+    ) -> Result<(ObjRecord, Arc<ObjFile>), OstError> {
+        let mut r = self.record(oid)?;
+        let obj = self.objects.open(oid)?;
+        obj.write_runs(&w.runs, data)?;
+        r.size = r.size.max(w.end);
+        r.version = version;
+        r.mtime_ns = now_ns();
+        self.metrics.write_bytes.get_or_create(&self.label).inc_by(w.len);
+        self.metrics.brw_size.get_or_create(&self.op_label("write")).observe(w.len as f64);
+        Ok((r, obj))
+    }
+
+    // ---- reads (served outside the target's lock) ----
+
+    /// GETATTR.
+    pub fn getattr(&self, oid: u64) -> Result<OstAttr, OstError> {
+        self.check_running()?;
+        let r = self.record(oid)?;
+        let allocated = self.objects.open(oid)?.allocated()?;
+        Ok(OstAttr { oid, size: r.size, allocated, version: r.version, uid: r.uid, gid: r.gid, mtime_ns: r.mtime_ns })
     }
 
     /// First half of a read: checks the request.
-    pub fn prepare_read(&self, handle: u64, oid: u64, niobufs: &[Niobuf], bulk_len: u32) -> Result<ReadPrep, OstError> {
+    pub fn prepare_read(
+        &self,
+        oid: u64,
+        niobufs: &[Niobuf],
+        bulk_len: u32,
+        brw_size: u32,
+    ) -> Result<ReadPrep, OstError> {
         self.check_running()?;
-        let e = self.export(handle)?;
-        let (runs, len, _) = self.runs(niobufs, bulk_len, e.brw_size)?;
+        let w = self.runs(niobufs, bulk_len, brw_size)?;
         let r = self.record(oid)?;
         let obj = self.objects.open(oid)?;
-        Ok(ReadPrep { obj, runs, len, size: r.size })
+        Ok(ReadPrep { obj, runs: w.runs, len: w.len, size: r.size })
     }
 
     /// Second half: fills `buf` (holes and bytes past the end are zeros).
@@ -649,28 +562,6 @@ impl Ost {
         self.metrics.read_bytes.get_or_create(&self.label).inc_by(prep.len);
         self.metrics.brw_size.get_or_create(&self.op_label("read")).observe(prep.len as f64);
         Ok(())
-    }
-
-    // ---- sync, statfs, ids ----
-
-    /// SYNC: commits now and waits (at most `bound`) until everything
-    /// executed so far is committed.
-    pub fn sync(&self, bound: Duration) -> Result<u64, OstError> {
-        let want = self.last_transno();
-        self.request_commit();
-        let deadline = Instant::now() + bound;
-        let mut g = self.commit_lock.lock();
-        while self.last_committed() < want {
-            if g.stop || self.commit_cv.wait_until(&mut g, deadline).timed_out() {
-                break;
-            }
-        }
-        drop(g);
-        let lc = self.last_committed();
-        if lc < want {
-            return Err(OstError::io("sync", &self.cfg.dir, std::io::ErrorKind::TimedOut.into()));
-        }
-        Ok(lc)
     }
 
     /// STATFS.
@@ -685,14 +576,15 @@ impl Ost {
             bavail: s.bavail.saturating_sub(reserve_blocks).saturating_sub(granted / s.bsize),
             files: s.files,
             ffree: s.ffree,
-            objects: self.index.objects_approx(),
+            objects: self.objects_approx(),
             granted,
         })
     }
 
-    /// The last object id.
-    pub fn last_id(&self) -> u64 {
-        self.txns.lock().last_id
+    /// Objects (approximate: the index's count plus those created since
+    /// the last commit).
+    pub fn objects_approx(&self) -> u64 {
+        self.index.objects_approx() + self.staged.lock().created
     }
 
     /// Refreshes the scrape-time gauges.
@@ -705,12 +597,31 @@ impl Ost {
             m.avail_kb.get_or_create(&self.label).set(kb(s.bavail));
         }
         m.grant.get_or_create(&self.label).set(self.space.granted() as i64);
-        m.objects.get_or_create(&self.label).set(self.index.objects_approx() as i64);
-        m.exports.get_or_create(&self.label).set(self.exports.lock().by_handle.len() as i64);
-        m.last_committed.get_or_create(&self.label).set(self.last_committed() as i64);
+        m.objects.get_or_create(&self.label).set(self.objects_approx() as i64);
+        m.last_committed.get_or_create(&self.label).set(self.committed() as i64);
     }
 
     // ---- commit ----
+
+    /// SYNC: commits now and waits (at most `bound`) until everything
+    /// staged so far is committed. Returns the committed transno.
+    pub fn sync(&self, bound: Duration) -> Result<u64, OstError> {
+        let want = self.last_transno();
+        self.request_commit();
+        let deadline = Instant::now() + bound;
+        let mut g = self.commit_lock.lock();
+        while self.committed() < want {
+            if g.stop || self.commit_cv.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
+        }
+        drop(g);
+        let lc = self.committed();
+        if lc < want {
+            return Err(OstError::io("sync", &self.cfg.dir, std::io::ErrorKind::TimedOut.into()));
+        }
+        Ok(lc)
+    }
 
     /// Asks the commit thread to commit now.
     pub fn request_commit(&self) {
@@ -720,30 +631,41 @@ impl Ost {
     }
 
     /// One commit: fdatasync every object written since the last one, then
-    /// persist the index; advances `last_committed` to the last transno
-    /// executed before it began. On failure nothing advances and the
-    /// objects stay dirty.
+    /// persist the index; advances `committed` to the last transno staged
+    /// before it began. On failure nothing advances and the objects stay
+    /// dirty.
     pub fn commit_once(&self) -> Result<u64, OstError> {
-        let (upto, dirty) = {
-            let mut t = self.txns.lock();
-            (t.last_transno, std::mem::take(&mut t.dirty))
+        let _one = self.committing.lock();
+        let (upto, dirty, mut puts, seq, created) = {
+            let mut s = self.staged.lock();
+            if s.transno <= self.committed() && s.dirty.is_empty() && s.puts.is_empty() {
+                return Ok(s.transno);
+            }
+            s.dirty_bytes = 0;
+            (s.transno, std::mem::take(&mut s.dirty), std::mem::take(&mut s.puts), s.seq, s.created)
         };
-        if upto <= self.last_committed() && dirty.is_empty() {
-            return Ok(upto);
-        }
+        // Data first, then the records that describe it.
+        puts.push(Put::Committed(upto));
         let synced = dirty
             .values()
             .try_for_each(|o| o.sync_data())
-            .and_then(|()| self.index.stage(&[Put::Committed(upto)]))
+            .and_then(|()| self.index.stage(&puts))
             .and_then(|()| self.index.persist());
+        let mut s = self.staged.lock();
         if let Err(e) = synced {
-            let mut t = self.txns.lock();
+            puts.pop();
+            puts.append(&mut s.puts);
+            s.puts = puts;
             for (k, v) in dirty {
-                t.dirty.entry(k).or_insert(v);
+                s.dirty.entry(k).or_insert(v);
             }
             return Err(e);
         }
-        self.last_committed.fetch_max(upto, Ordering::AcqRel);
+        // The index has them now: staged records not set again since go.
+        s.objects.retain(|_, (_, at)| *at > seq);
+        s.created -= created.min(s.created);
+        drop(s);
+        self.committed.fetch_max(upto, Ordering::AcqRel);
         self.metrics.commits.get_or_create(&self.label).inc();
         let _g = self.commit_lock.lock();
         self.commit_cv.notify_all();
@@ -777,5 +699,10 @@ impl Ost {
         let mut g = self.commit_lock.lock();
         g.stop = true;
         self.commit_cv.notify_all();
+    }
+
+    /// The server record as staged (for the store's `load`).
+    pub fn server_record(&self) -> Result<ServerRec, OstError> {
+        self.index.server()
     }
 }

@@ -37,8 +37,8 @@ async fn a_full_target_refuses_before_acknowledging() {
         ..target_config(&mnt.join("ost0"))
     };
     let oss = Oss::start(cfg, true).await;
-    let c = oss.client("c1", false);
-    bounded(c.connect(1 << 20, 1 << 20, true)).await.unwrap();
+    let c = oss.client_with("c1", ost::client::OstClientConfig { grant: 1 << 20, ..common::client_config() });
+    bounded(c.connect()).await.unwrap();
     let oid = bounded(c.create(1)).await.unwrap().first;
     let chunk = 256 << 10;
     let mut acked = 0u64;

@@ -1,8 +1,10 @@
 //! `sheen-oss` as a process over tcp on loopback: kill -9 while a client
-//! writes, restart on the same directory; every committed byte is intact
-//! before anything is resent, and the client's resend of its uncommitted
-//! writes restores the rest, checked byte for byte. Then SIGTERM: the
-//! daemon commits and exits 0, and a restart finds everything committed.
+//! writes, restart on the same directory; every committed byte is on disk
+//! before anything is replayed, and the client's import reconnects and
+//! replays its uncommitted writes (pages and all) through the target's
+//! recovery, checked byte for byte and in the recovery metrics. Then
+//! SIGTERM: the daemon commits and exits 0, and a restart finds everything
+//! committed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,6 +19,7 @@ use common::{bounded, client_config, pattern};
 use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig, Tunables};
 use ost::OstClient;
 use parking_lot::Mutex;
+use ptlrpc::import::ImportStateKind;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -42,6 +45,8 @@ name = "sheen-OST0000"
 index = 0
 dir = "{}"
 commit_interval = 0.2
+[service]
+obd_timeout = 4.0
 "#,
         dir.display()
     );
@@ -123,12 +128,12 @@ async fn the_daemon_names_bad_keys_and_refuses_unformatted_or_foreign_dirs() {
     assert_eq!(std::fs::read(dir.path().join("ost0/LABEL")).unwrap(), label);
 }
 
-fn c_kept_above(acked: &[(u64, u64)], committed: u64) -> usize {
-    acked.iter().filter(|&&(_, t)| t > committed).count()
+fn object_path(dir: &Path, oid: u64) -> std::path::PathBuf {
+    dir.join("ost0/O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() {
+async fn kill9_then_restart_recovers_committed_data_and_replays_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("oss.toml");
     let (saddr, caddr) = addrs();
@@ -148,22 +153,26 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     })
     .await
     .unwrap();
-    let cfg = ptlrpc::driver::ClientConfig { max_sends: 1, ..client_config() };
-    let c = Arc::new(OstClient::new(&lnet, nid, "sheen-OST0000", "kill9-client", cfg, true));
-    let first = bounded(c.connect(64 << 20, 1 << 20, true)).await.unwrap();
+    let c = Arc::new(OstClient::new(&lnet, vec![nid], "sheen-OST0000", "kill9-client", client_config()));
+    let first = bounded(c.connect()).await.unwrap();
     let oid = bounded(c.create(1)).await.unwrap().first;
+    let imp = c.import().unwrap().clone();
 
-    // A writer: chunk k at k * CHUNK, recording (k, transno) when acknowledged.
+    // A writer: chunk k at k * CHUNK, recording (k, transno) when
+    // acknowledged, until told to stop. Across the kill it does not fail:
+    // its write waits in the import, which reconnects and replays.
     let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
-    let (c2, a2) = (Arc::clone(&c), Arc::clone(&acked));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c2, a2, s2) = (Arc::clone(&c), Arc::clone(&acked), Arc::clone(&stop));
     let writer = tokio::spawn(async move {
         for k in 0..100_000u64 {
-            match c2.write(oid, k * CHUNK as u64, &pattern(k, CHUNK)).await {
-                Ok(r) => a2.lock().push((k, r.version)),
-                Err(e) => return e,
+            if s2.load(std::sync::atomic::Ordering::Acquire) {
+                return k;
             }
+            let r = c2.write(oid, k * CHUNK as u64, &pattern(k, CHUNK)).await.expect("writes never fail");
+            a2.lock().push((k, r.version));
         }
-        panic!("the writer never saw the kill");
+        panic!("the writer was never stopped");
     });
     // Kill once some writes are committed and some are not.
     bounded(async {
@@ -179,56 +188,61 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     let mut child = child;
     child.start_kill().unwrap();
     bounded(child.wait()).await.unwrap();
-    let err = bounded(writer).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Release);
     let committed_at_kill = c.last_committed();
-    let restart_began = std::time::Instant::now();
-    let acked = acked.lock().clone();
+    let acked_at_kill = acked.lock().clone();
     let kept = c.uncommitted();
     eprintln!(
-        "kill -9 after {} acknowledged writes; last_committed {committed_at_kill:#x}; {kept} kept for resend; writer: {err}",
-        acked.len()
+        "kill -9 after {} acknowledged writes; last_committed {committed_at_kill:#x}; {kept} kept for replay",
+        acked_at_kill.len()
     );
     assert!(kept > 0, "some acknowledged writes were not committed at the kill");
-    assert!(acked.iter().any(|&(_, t)| t <= committed_at_kill), "some were");
+    assert!(acked_at_kill.iter().any(|&(_, t)| t <= committed_at_kill), "some were");
+    // Every committed byte is on disk, before anything is replayed.
+    let file = std::fs::read(object_path(dir.path(), oid)).unwrap();
+    for &(k, t) in &acked_at_kill {
+        if t <= committed_at_kill {
+            let at = k as usize * CHUNK;
+            assert!(file.get(at..at + CHUNK) == Some(&pattern(k, CHUNK)[..]), "committed chunk {k} intact");
+        }
+    }
 
-    // Restart; reconnect without resending and check the committed bytes.
+    // Restart: the import reconnects by itself (its pings fail, then it
+    // connects again), replays its replied-uncommitted writes with their
+    // pages in transno order, and goes back to FULL; the writer's last
+    // write then completes.
+    let restart_began = std::time::Instant::now();
     let (child, nid2) = start(&config).await;
     assert_eq!(nid2, nid);
-    let second = bounded(async {
-        loop {
-            match c.connect(64 << 20, 1 << 20, true).await {
-                Ok(d) => return d,
-                Err(_) => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await;
-    assert!(second.instance > first.instance, "a new boot epoch");
-    assert!(second.transno >= committed_at_kill, "the target's last_committed survived");
-    for &(k, t) in &acked {
-        if t <= committed_at_kill {
-            let got = bounded(c.read(oid, k * CHUNK as u64, CHUNK as u32)).await.unwrap();
-            assert!(got == pattern(k, CHUNK), "committed chunk {k} intact");
-        }
-    }
-    // Resend the rest in transno order; then every acknowledged byte is there.
-    let resent = bounded(c.recover(64 << 20, 1 << 20)).await.unwrap();
-    let above = c_kept_above(&acked, second.transno);
+    let written = bounded(writer).await.unwrap();
+    bounded(imp.wait_state(|k| k == ImportStateKind::Full)).await;
+    let second = imp.connect_data().unwrap();
     eprintln!(
-        "restart: target last_committed {:#x}; {resent} writes resent; kill to resent: {:?}",
-        second.transno,
+        "restart: {written} writes acknowledged in all; replays sent {}; kill to FULL: {:?}",
+        imp.import_stats().replays,
         restart_began.elapsed()
     );
-    assert_eq!(resent, above, "exactly the writes above the target's last_committed are resent");
-    assert!(resent > 0, "the kill left acknowledged writes uncommitted");
+    assert!(second.instance > first.instance, "a new boot epoch");
+    assert!(imp.import_stats().replays > 0, "the import replayed its uncommitted writes");
+    assert_eq!(imp.stats().lost_replays, 0, "no acknowledged write was lost");
+    let acked = acked.lock().clone();
     for &(k, _) in &acked {
         let got = bounded(c.read(oid, k * CHUNK as u64, CHUNK as u32)).await.unwrap();
-        assert!(got == pattern(k, CHUNK), "chunk {k} intact after resend");
+        assert!(got == pattern(k, CHUNK), "chunk {k} intact after recovery");
     }
 
-    // The daemon's admin endpoint serves the OST's metrics.
+    // The daemon's admin endpoint: the OST's metrics and the framework's
+    // recovery status (one recovery, the client recovered).
     let metrics = bounded(http_get(saddr, "/metrics")).await;
-    for fam in ["lustre_write_bytes_total{", "lustre_stats_total{component=\"ost\"", "lustre_capacity_kilobytes{"] {
+    for fam in [
+        "lustre_write_bytes_total{",
+        "lustre_stats_total{component=\"ost\"",
+        "lustre_capacity_kilobytes{",
+        "lustre_recovery_status_finished_total{component=\"ost\",target=\"sheen-OST0000\"} 1",
+        "lustre_recovery_status_completed_clients{component=\"ost\",target=\"sheen-OST0000\"} 1",
+        "lustre_recovery_status_evicted_clients{component=\"ost\",target=\"sheen-OST0000\"} 0",
+        "lustre_exports{component=\"ost\",target=\"sheen-OST0000\"} 1",
+    ] {
         assert!(metrics.contains(fam), "{fam} in\n{metrics}");
     }
 
@@ -241,17 +255,13 @@ async fn kill9_then_restart_keeps_committed_data_and_resend_restores_the_rest() 
     let code = bounded(child.wait()).await.unwrap();
     assert!(code.success(), "sheen-oss exits 0 on SIGTERM: {code}");
     let (mut child, _) = start(&config).await;
-    let third = bounded(async {
-        loop {
-            match c.connect(64 << 20, 1 << 20, true).await {
-                Ok(d) => return d,
-                Err(_) => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await;
-    assert!(third.transno >= before, "everything was committed at SIGTERM");
+    // A read goes out once the import is FULL again.
     assert_eq!(bounded(c.read(oid, 0, CHUNK as u32)).await.unwrap(), pattern(7, CHUNK));
+    let third = imp.connect_data().unwrap();
+    assert!(third.instance > second.instance);
+    assert!(third.transno >= before, "everything was committed at SIGTERM");
+    assert_eq!(c.uncommitted(), 0);
+    c.close();
     child.start_kill().unwrap();
     bounded(child.wait()).await.unwrap();
     lnet.shutdown();

@@ -1,8 +1,9 @@
 //! The MDT's view of one OST: the few calls object allocation and
 //! destruction need ([`OstApi`]), and the real implementation over a
-//! ptlrpc [`Client`] speaking the OST's opcodes and bodies
-//! (`ptlrpc::wire::ost`): CONNECT by target name for an export handle,
-//! CREATE of a precreate range (the OST picks the ids), DESTROY, STATFS.
+//! ptlrpc import ([`ImportDriver`]) speaking the OST's opcodes and bodies
+//! (`ptlrpc::wire::ost`): CONNECT by target name, CREATE of a precreate
+//! range (the OST picks the ids; replayed after an OST restart like any
+//! update), DESTROY, STATFS.
 //!
 //! Must not: be called from an async context (calls block on the runtime
 //! handle; the MDT's handlers run on service worker threads).
@@ -10,9 +11,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use lnet::{Lnet, Nid};
 use parking_lot::Mutex;
-use ptlrpc::driver::{Client, RpcError};
-use ptlrpc::wire::{ConnectData, Op, OstConnect, OstConnectReply, OstCreate, OstCreateReply, OstObj, connect_flags};
+use ptlrpc::driver::{ImportDriver, ImportRpcError};
+use ptlrpc::import::{ImportConfig, PathId, ReqKind};
+use ptlrpc::portals::OST_REQUEST_PORTAL;
+use ptlrpc::wire::{ConnectData, Op, OstCreate, OstCreateReply, OstObj, connect_flags};
 use thiserror::Error;
 
 /// An OST's space.
@@ -56,73 +60,83 @@ pub trait OstApi: Send + Sync + fmt::Debug {
     fn statfs(&self) -> Result<OstStatfs, OstError>;
 }
 
-/// An OST over ptlrpc: connects (by target name) on first use and again
-/// when the OST says the export is gone (ENOTCONN, e.g. after its restart).
+/// An OST over ptlrpc's import: connects (by target name) on first use;
+/// reconnects, resends and replays (a precreate whose reply was lost, or
+/// that the OST had not committed when it restarted) are the import's.
 #[derive(Debug)]
 pub struct RpcOst {
-    client: Client,
+    lnet: Lnet,
+    nids: Vec<Nid>,
     rt: tokio::runtime::Handle,
     bound: Duration,
     target: String,
     uuid: String,
-    handle: Mutex<Option<u64>>,
+    import: Mutex<Option<ImportDriver>>,
 }
 
 type Ser<'a> =
     rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
 
 impl RpcOst {
-    /// OST `target` (`fsname-OSTxxxx`) through `client`, as the client
-    /// `uuid`, blocking on `rt`, each call bounded by `bound`.
-    pub fn new(client: Client, rt: tokio::runtime::Handle, bound: Duration, target: String, uuid: String) -> RpcOst {
-        RpcOst { client, rt, bound, target, uuid, handle: Mutex::new(None) }
+    /// OST `target` (`fsname-OSTxxxx`) at `nids` (failover NIDs), as the
+    /// client `uuid`, blocking on `rt`, each call bounded by `bound`.
+    pub fn new(
+        lnet: Lnet,
+        nids: Vec<Nid>,
+        rt: tokio::runtime::Handle,
+        bound: Duration,
+        target: String,
+        uuid: String,
+    ) -> RpcOst {
+        RpcOst { lnet, nids, rt, bound, target, uuid, import: Mutex::new(None) }
     }
 
-    fn call<B, R>(&self, op: Op, body: &B) -> Result<R, OstError>
+    /// The import, started and connected on first use.
+    fn import(&self) -> Result<ImportDriver, OstError> {
+        if let Some(i) = &*self.import.lock() {
+            return Ok(i.clone());
+        }
+        let paths = (0..self.nids.len()).map(|i| PathId(u32::try_from(i).unwrap_or(u32::MAX))).collect();
+        let mut cfg = ImportConfig::new(&self.uuid, Op::OstConnect, Op::OstDisconnect, OST_REQUEST_PORTAL, paths);
+        cfg.connect_data = ConnectData {
+            flags: connect_flags::VERSION | connect_flags::TRANSNO | connect_flags::VBR | connect_flags::IMP_RECOV,
+            version: 1,
+            target: self.target.clone(),
+            ..ConnectData::default()
+        };
+        let imp = {
+            let _in_rt = self.rt.enter();
+            ImportDriver::start(&self.lnet, self.nids.clone(), cfg, 16 << 10)
+                .map_err(|e| OstError::Unreachable(e.to_string()))?
+        };
+        let connected = self.rt.block_on(async { tokio::time::timeout(self.bound, imp.connect()).await });
+        match connected {
+            Ok(Ok(())) => {
+                *self.import.lock() = Some(imp.clone());
+                Ok(imp)
+            }
+            Ok(Err(state)) => Err(OstError::Unreachable(format!("{}: import {state:?}", self.target))),
+            Err(_) => {
+                imp.abort();
+                Err(OstError::Unreachable(format!("{}: no connection within {:?}", self.target, self.bound)))
+            }
+        }
+    }
+
+    fn call<B, R>(&self, op: Op, kind: ReqKind, body: &B) -> Result<R, OstError>
     where
         B: for<'a> rkyv::Serialize<Ser<'a>>,
         R: rkyv::Archive,
         R::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
             + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
     {
-        let fut = self.client.start(op, body);
-        let res = self.rt.block_on(async { tokio::time::timeout(self.bound, fut).await });
+        let imp = self.import()?;
+        let res = self.rt.block_on(async { tokio::time::timeout(self.bound, imp.rpc(op, kind, body)).await });
         match res {
             Err(_) => Err(OstError::Unreachable(format!("{op:?}: no answer within {:?}", self.bound))),
-            Ok(Err(RpcError::Server { errno, .. })) => Err(OstError::Errno(errno)),
+            Ok(Err(ImportRpcError::Server { errno, .. })) => Err(OstError::Errno(errno)),
             Ok(Err(e)) => Err(OstError::Unreachable(e.to_string())),
             Ok(Ok(reply)) => reply.body::<R>().map_err(|e| OstError::Unreachable(e.to_string())),
-        }
-    }
-
-    fn handle(&self) -> Result<u64, OstError> {
-        if let Some(h) = *self.handle.lock() {
-            return Ok(h);
-        }
-        let data = ConnectData {
-            flags: connect_flags::VERSION,
-            version: 1,
-            client_uuid: self.uuid.clone(),
-            ..ConnectData::default()
-        };
-        let r: OstConnectReply = self.call(Op::OstConnect, &OstConnect { target: self.target.clone(), data })?;
-        *self.handle.lock() = Some(r.handle);
-        Ok(r.handle)
-    }
-
-    /// Runs `f` with the export handle, reconnecting once if the OST no
-    /// longer knows it.
-    fn with_handle<T>(&self, f: impl Fn(u64) -> Result<T, OstError>) -> Result<T, OstError> {
-        match f(self.handle()?) {
-            Err(OstError::Errno(crate::error::errno::ENOTCONN)) => {
-                *self.handle.lock() = None;
-                f(self.handle()?)
-            }
-            Err(e @ OstError::Unreachable(_)) => {
-                *self.handle.lock() = None;
-                Err(e)
-            }
-            r => r,
         }
     }
 }
@@ -130,7 +144,7 @@ impl RpcOst {
 impl OstApi for RpcOst {
     fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
         let count = count.clamp(1, ptlrpc::wire::ost::MAX_PRECREATE);
-        let r: OstCreateReply = self.with_handle(|handle| self.call(Op::OstCreate, &OstCreate { handle, count }))?;
+        let r: OstCreateReply = self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { count })?;
         if r.count == 0 {
             return Err(OstError::Errno(crate::error::errno::ENOSPC));
         }
@@ -138,15 +152,14 @@ impl OstApi for RpcOst {
     }
 
     fn destroy(&self, id: u64) -> Result<(), OstError> {
-        match self.with_handle(|handle| self.call::<_, ()>(Op::OstDestroy, &OstObj { handle, oid: id })) {
+        match self.call::<_, ()>(Op::OstDestroy, ReqKind::Modify, &OstObj { oid: id }) {
             Err(OstError::Errno(crate::error::errno::ENOENT)) => Ok(()),
             r => r,
         }
     }
 
     fn statfs(&self) -> Result<OstStatfs, OstError> {
-        let s: ptlrpc::wire::OstStatfs =
-            self.with_handle(|handle| self.call(Op::OstStatfs, &OstObj { handle, oid: 0 }))?;
+        let s: ptlrpc::wire::OstStatfs = self.call(Op::OstStatfs, ReqKind::Read, &OstObj { oid: 0 })?;
         let kib = |blocks: u64| blocks.saturating_mul(u64::from(s.bsize)) / 1024;
         Ok(OstStatfs { kbytes: kib(s.blocks), kbytes_free: kib(s.bavail) })
     }

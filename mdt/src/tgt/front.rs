@@ -66,7 +66,7 @@ impl TargetFront<MdtService> for MdtFront {
                 Ok(())
             }
             Admission::Refused => Ok(()),
-            Admission::Pass | Admission::Executed => gate.submit(ctx, ()),
+            Admission::Pass => gate.submit(ctx, ()),
         }
     }
 }

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use lnet::{Lnet, LnetConfig, MdBuffer, NetConfig, TcpConfig};
+use ost::client::OstClientConfig;
 use ost::{Ost, OstClient, OstConfig, OstServer};
-use ptlrpc::driver::ClientConfig;
 use ptlrpc::fault::FaultInjector;
+use ptlrpc::pinger::PingSettings;
 use ptlrpc::wire::Niobuf;
 
 #[derive(Parser, Debug)]
@@ -160,21 +161,28 @@ async fn run(args: Args) -> Result<()> {
     let clnet = Lnet::start(tcp(2)).await?;
     let faults = Arc::new(FaultInjector::default());
     let svc = ptlrpc::driver::ServiceConfig { max_running: args.max_running, ..ost::server::service_config() };
-    let server = OstServer::start(&slnet, vec![cfg], svc, Arc::clone(&faults))?;
+    let server = OstServer::start(&slnet, vec![cfg], svc, PingSettings::default(), Arc::clone(&faults))?;
     if args.direct_io && !server.targets().iter().all(|t| t.direct_io()) {
         bail!("direct_io asked for, but the file system under {} refuses O_DIRECT", args.dir.display());
     }
-    let c = Arc::new(OstClient::new(&clnet, slnet.nid(), "bench-OST0000", "bench", ClientConfig::default(), false));
-    c.connect(256 << 20, args.rpc_size as u32, !args.no_checksums).await?;
+    let ccfg = OstClientConfig {
+        grant: 256 << 20,
+        brw_size: args.rpc_size as u32,
+        checksums: !args.no_checksums,
+        ..OstClientConfig::default()
+    };
+    let c = Arc::new(OstClient::new(&clnet, vec![slnet.nid()], "bench-OST0000", "bench", ccfg));
+    c.connect().await?;
     let oid = c.create(1).await?.first;
 
-    // BRW write: `inflight` tasks, each reusing its pages.
+    // BRW write: `inflight` tasks; the import keeps each write's pages
+    // until the target commits it, so each write fills fresh ones.
     let next = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.inflight {
         let (c, next) = (Arc::clone(&c), Arc::clone(&next));
-        let mut buf = c.pages(&block)?;
+        let block = block.clone();
         let step = args.rpc_size;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -183,8 +191,7 @@ async fn run(args: Args) -> Result<()> {
                     return Ok::<(), anyhow::Error>(());
                 }
                 let nio = [Niobuf { offset: i * step, len: step as u32, flags: 0 }];
-                let (_, b) = c.write_pages(oid, &nio, buf).await?;
-                buf = b;
+                c.write_pages(oid, &nio, c.pages(&block)?).await?;
             }
         }));
     }

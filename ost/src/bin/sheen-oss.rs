@@ -94,7 +94,8 @@ async fn serve(cfg: OssConfig) -> Result<()> {
         let table = CptTable::from_system(&cfg.cpt_settings()).context("service.cpu_* settings")?;
         svc.cpts = Some(Arc::new(table));
     }
-    let server = OstServer::start(&lnet, cfg.target_configs(), svc, Arc::clone(&faults)).context("starting targets")?;
+    let server = OstServer::start(&lnet, cfg.target_configs(), svc, cfg.ping_settings(), Arc::clone(&faults))
+        .context("starting targets")?;
     let server = Arc::new(server);
     let admin_task = match cfg.admin {
         Some(addr) => {
@@ -117,8 +118,9 @@ async fn serve(cfg: OssConfig) -> Result<()> {
         let regs: Vec<RegTarget> = server
             .targets()
             .iter()
+            .enumerate()
             .zip(&cfg.targets)
-            .map(|(t, c)| RegTarget { name: c.name.clone(), index: c.index, instance: t.epoch() })
+            .map(|((i, _), c)| RegTarget { name: c.name.clone(), index: c.index, instance: server.epoch_of(i) })
             .collect();
         tokio::select! {
             r = register_all(&lnet, mgs, &regs) => { r.context("registering with the MGS")?; }

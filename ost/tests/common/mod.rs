@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use lnet::{Lnet, LnetConfig, NetConfig, Tunables};
+use ost::client::OstClientConfig;
 use ost::{Ost, OstClient, OstConfig, OstServer};
 use ptlrpc::at::AtSettings;
-use ptlrpc::driver::ClientConfig;
 use ptlrpc::fault::FaultInjector;
+use ptlrpc::pinger::PingSettings;
 
 pub const BOUND: Duration = Duration::from_secs(60);
 pub const TARGET: &str = "sheen-OST0000";
@@ -31,8 +32,17 @@ pub fn short_at() -> AtSettings {
     }
 }
 
-pub fn client_config() -> ClientConfig {
-    ClientConfig { at: short_at(), ..ClientConfig::default() }
+/// obd_timeout 4 s: pings every second, recovery windows of 12 s.
+pub fn short_ping() -> PingSettings {
+    PingSettings {
+        obd_timeout: Duration::from_secs(4),
+        ping_interval_uncommitted: Duration::from_secs(1),
+        ..PingSettings::default()
+    }
+}
+
+pub fn client_config() -> OstClientConfig {
+    OstClientConfig { at: short_at(), ping: short_ping(), ..OstClientConfig::default() }
 }
 
 #[allow(missing_debug_implementations)]
@@ -65,12 +75,17 @@ impl Oss {
             bulk_timeout: Duration::from_secs(10),
             ..ost::server::service_config()
         };
-        let server = OstServer::start(&server_lnet, vec![cfg], svc, Arc::clone(&faults)).expect("server starts");
+        let server =
+            OstServer::start(&server_lnet, vec![cfg], svc, short_ping(), Arc::clone(&faults)).expect("server starts");
         Oss { server_lnet, client_lnet, server, faults }
     }
 
-    pub fn client(&self, uuid: &str, keep: bool) -> OstClient {
-        OstClient::new(&self.client_lnet, self.server_lnet.nid(), TARGET, uuid, client_config(), keep)
+    pub fn client(&self, uuid: &str) -> OstClient {
+        self.client_with(uuid, client_config())
+    }
+
+    pub fn client_with(&self, uuid: &str, cfg: OstClientConfig) -> OstClient {
+        OstClient::new(&self.client_lnet, vec![self.server_lnet.nid()], TARGET, uuid, cfg)
     }
 
     pub fn stop(self) {

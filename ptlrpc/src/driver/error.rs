@@ -94,6 +94,24 @@ pub enum RpcError {
     /// The client was shut down.
     #[error("client shut down")]
     Shutdown,
+    /// The import failed the request (evicted, closed, a replay refused):
+    /// its outcome on the target is unknown.
+    #[error("import: {0}")]
+    Import(crate::import::ImportError),
+}
+
+impl From<super::ImportRpcError> for RpcError {
+    fn from(e: super::ImportRpcError) -> RpcError {
+        use super::ImportRpcError as E;
+        match e {
+            E::Import(i) => RpcError::Import(i),
+            E::Server { op, xid, errno } => RpcError::Server { op, xid, errno },
+            E::Encode(s) => RpcError::Encode(s),
+            E::Shutdown => RpcError::Shutdown,
+            E::Bulk(l) => RpcError::Lnet(l),
+            E::BulkMissing { xid, got, want, .. } => RpcError::BulkMissing { xid, got, want },
+        }
+    }
 }
 
 impl From<EncodeError> for RpcError {
@@ -114,6 +132,9 @@ impl RpcError {
             RpcError::Encode(_) => errno::EINVAL,
             RpcError::BulkChecksum { .. } | RpcError::BulkMissing { .. } => errno::EIO,
             RpcError::Shutdown => errno::ESHUTDOWN,
+            RpcError::Import(crate::import::ImportError::VersionMismatch) => errno::EOVERFLOW,
+            RpcError::Import(crate::import::ImportError::Full(_)) => errno::EBUSY,
+            RpcError::Import(_) => errno::ENOTCONN,
         }
     }
 }

@@ -17,17 +17,29 @@
 //! [`ImportDriver::handle_target_restarted`] (imperative recovery: the
 //! MGS's notice, once it exists, calls this).
 //!
+//! Bulk: [`ImportDriver::rpc_bulk`] sends a request carrying pages
+//! ([`BulkAttachment`]). The pages are exposed to the server under match
+//! bits of their own (not the xid: the body naming them is archived
+//! before the import picks the xid, and stays the same on every resend
+//! and replay), posted once for the request's whole life and for any
+//! peer (a failover path reaches them too), so every resend and replay
+//! finds them. A read's sink pages come back with its reply. A modifying
+//! request's source pages stay posted, with the request, while it is in
+//! the import's replay list (replied, not yet committed), so a replay
+//! after a target restart re-sends its data; they are unlinked and freed
+//! once it is committed or lost.
+//!
 //! Must not: own xids, deadlines or resends (the import does), hold the
 //! mutex across an await or an lnet call, or drop an import event: every
 //! request's end reaches its caller and every lost replay is counted,
 //! logged and kept (bounded) for the user.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use lnet::{Lnet, Nid};
+use lnet::{Lnet, LnetError, MatchPeer, MdBuffer, MdOptions, Nid};
 use parking_lot::Mutex;
 use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
@@ -37,12 +49,17 @@ use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::DriverClock;
+use super::bulk::checksum;
 use super::transport::{self, Attached, ReplyEvent};
 use crate::import::{
     Import, ImportConfig, ImportError, ImportEvent, ImportStateKind, ImportStats, PathId, ReqKind, RequestSpec,
     StateHistory,
 };
-use crate::wire::{BODY_ALIGN, ConnCnt, Frame, Header, MsgFlags, Op, Transno, Xid, encode_raw};
+use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
+use crate::wire::{
+    BODY_ALIGN, BulkDesc, CKSUM_CRC32C, ConnCnt, ConnectData, DecodeError, Frame, Header, MsgFlags, Op, Transno, Xid,
+    encode_raw,
+};
 
 /// The shortest timer sleep.
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -73,6 +90,21 @@ pub enum ImportRpcError {
     /// The driver stopped before the request ended.
     #[error("import driver stopped")]
     Shutdown,
+    /// lnet refused the bulk pages, or did not give a read's back.
+    #[error("bulk: {0}")]
+    Bulk(LnetError),
+    /// A read was answered but its data did not land in the pages.
+    #[error("xid {xid}: {got} of {want} bulk bytes landed ({err:?})")]
+    BulkMissing {
+        /// The request.
+        xid: Xid,
+        /// Bytes that landed.
+        got: u32,
+        /// Bytes expected.
+        want: u32,
+        /// lnet's failure, if it reported one.
+        err: Option<LnetError>,
+    },
 }
 
 /// A final, successful reply.
@@ -84,6 +116,21 @@ pub struct ImportReply {
     pub header: Header,
     /// The archived body.
     pub body: Vec<u8>,
+}
+
+impl ImportReply {
+    /// The body validated and deserialized as `T`.
+    pub fn body<T>(&self) -> Result<T, DecodeError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        let mut copy = AlignedVec::<BODY_ALIGN>::with_capacity(self.body.len());
+        copy.extend_from_slice(&self.body);
+        rkyv::from_bytes::<T, rancor::Error>(&copy)
+            .map_err(|e| DecodeError::Body { xid: self.xid, reason: e.to_string() })
+    }
 }
 
 /// A replied, uncommitted request the import lost.
@@ -127,6 +174,50 @@ struct State {
     import: Import,
     waiters: HashMap<Xid, (Op, Waiter)>,
     lost: VecDeque<LostReplay>,
+    /// Source pages of modifying requests, until they leave the import
+    /// (committed, failed or lost).
+    attachments: HashMap<Xid, Attached>,
+}
+
+/// Which way a request's bulk data moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkDir {
+    /// The server GETs the pages (a write).
+    Source,
+    /// The server PUTs into the pages (a read).
+    Sink,
+}
+
+/// Pages a request carries.
+#[derive(Debug)]
+pub struct BulkAttachment {
+    /// The pages (their length is the transfer's).
+    pub pages: MdBuffer,
+    /// Which way the data moves.
+    pub dir: BulkDir,
+    /// Whether the descriptor carries the CRC32C of a write's pages (the
+    /// server verifies it) or asks the server for a read's.
+    pub checksum: bool,
+}
+
+/// A bulk request's reply.
+#[derive(Debug)]
+pub struct BulkReply {
+    /// The final reply.
+    pub reply: ImportReply,
+    /// A read's filled pages (`None` for a write: the driver keeps those
+    /// until the write is committed).
+    pub pages: Option<MdBuffer>,
+}
+
+/// How long to wait for lnet to let go of a read's pages.
+const BULK_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Match bits for bulk pages of imports: the top bit set, so they never
+/// meet a [`super::Client`]'s (its xids, wall-clock microseconds).
+fn next_bulk_bits() -> u64 {
+    static BITS: AtomicU64 = AtomicU64::new(1 << 63);
+    BITS.fetch_add(1, Ordering::Relaxed)
 }
 
 struct Shared {
@@ -223,7 +314,12 @@ impl ImportDriver {
             cfg,
             reply_buf_len,
             clock,
-            state: Mutex::new(State { import, waiters: HashMap::new(), lost: VecDeque::new() }),
+            state: Mutex::new(State {
+                import,
+                waiters: HashMap::new(),
+                lost: VecDeque::new(),
+                attachments: HashMap::new(),
+            }),
             wake: Notify::new(),
             room: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -262,6 +358,68 @@ impl ImportDriver {
 
     /// [`ImportDriver::rpc`] with a body archived already.
     pub async fn rpc_raw(&self, op: Op, kind: ReqKind, body: Vec<u8>) -> Result<ImportReply, ImportRpcError> {
+        self.submit(op, kind, body, None).await
+    }
+
+    /// Sends a request carrying `bulk`'s pages: `make_body` gets the
+    /// descriptor naming them (match bits, length, the pages' CRC32C for a
+    /// checksummed write). See the module docs for the pages' life.
+    pub async fn rpc_bulk<B, F>(
+        &self,
+        op: Op,
+        kind: ReqKind,
+        bulk: BulkAttachment,
+        make_body: F,
+    ) -> Result<BulkReply, ImportRpcError>
+    where
+        F: FnOnce(BulkDesc) -> B,
+        B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    {
+        let BulkAttachment { pages, dir, checksum: cksum_on } = bulk;
+        let len = u32::try_from(pages.len()).map_err(|_| ImportRpcError::Encode("bulk larger than 4 GiB".into()))?;
+        let write = dir == BulkDir::Source;
+        let desc = BulkDesc {
+            match_bits: next_bulk_bits(),
+            len,
+            cksum_type: if cksum_on { CKSUM_CRC32C } else { 0 },
+            cksum: if cksum_on && write { checksum(&pages) } else { 0 },
+        };
+        let bytes =
+            rkyv::to_bytes::<rancor::Error>(&make_body(desc)).map_err(|e| ImportRpcError::Encode(e.to_string()))?;
+        let (portal, md_op) = match dir {
+            BulkDir::Source => (BULK_GET_SOURCE_PORTAL, MdOptions::OP_GET),
+            BulkDir::Sink => (BULK_PUT_SINK_PORTAL, MdOptions::OP_PUT),
+        };
+        let (attached, mut events) =
+            transport::attach_bulk(&self.shared.lnet, portal, md_op, MatchPeer::Any, desc.match_bits, pages)
+                .map_err(ImportRpcError::Bulk)?;
+        if write && kind.modifies() {
+            let reply = self.submit(op, kind, bytes.to_vec(), Some(attached)).await?;
+            return Ok(BulkReply { reply, pages: None });
+        }
+        let reply = self.submit(op, kind, bytes.to_vec(), None).await;
+        // A read's reply counts once its data has landed.
+        let landed = match (&reply, dir) {
+            (Ok(_), BulkDir::Sink) => transport::await_put(&mut events, len, BULK_RELEASE_WAIT).await,
+            _ => Ok(()),
+        };
+        let pages = transport::release_bulk(attached, events, BULK_RELEASE_WAIT).await.map_err(ImportRpcError::Bulk)?;
+        let reply = reply?;
+        if let Err((got, err)) = landed {
+            return Err(ImportRpcError::BulkMissing { xid: reply.xid, got, want: len, err });
+        }
+        Ok(BulkReply { reply, pages: Some(pages) })
+    }
+
+    /// Submits a request (with the source pages of a modifying one, kept
+    /// while the import holds it) and waits for its end.
+    async fn submit(
+        &self,
+        op: Op,
+        kind: ReqKind,
+        body: Vec<u8>,
+        mut pages: Option<Attached>,
+    ) -> Result<ImportReply, ImportRpcError> {
         let spec = RequestSpec { op, portal: self.shared.cfg.portal, body, kind };
         // A full import (its request and replay lists at their limit) holds
         // the caller back until replies or commits make room: backpressure,
@@ -277,6 +435,9 @@ impl ImportDriver {
                     Ok(xid) => {
                         let (tx, rx) = oneshot::channel();
                         st.waiters.insert(xid, (op, tx));
+                        if let Some(p) = pages.take() {
+                            st.attachments.insert(xid, p);
+                        }
                         self.shared.drain_events(&mut st);
                         break rx;
                     }
@@ -316,6 +477,16 @@ impl ImportDriver {
     /// The import's recent transitions.
     pub fn history(&self) -> StateHistory {
         self.shared.state.lock().import.history().clone()
+    }
+
+    /// What the target agreed to at the last connect.
+    pub fn connect_data(&self) -> Option<ConnectData> {
+        self.shared.state.lock().import.negotiated().cloned()
+    }
+
+    /// Bulk pages held for uncommitted requests.
+    pub fn bulk_held(&self) -> usize {
+        self.shared.state.lock().attachments.len()
     }
 
     /// The highest `last_committed` the target reported.
@@ -421,6 +592,12 @@ impl Shared {
                     self.kind.send_replace(to);
                 }
             }
+        }
+        if !st.attachments.is_empty() {
+            // Pages go once their request left the import.
+            let replay: HashSet<Xid> = st.import.replay_list().iter().map(|e| e.xid).collect();
+            let State { attachments, waiters, .. } = st;
+            attachments.retain(|x, _| waiters.contains_key(x) || replay.contains(x));
         }
     }
 

@@ -55,7 +55,10 @@ pub use echo::EchoHandler;
 pub use error::{BulkError, Errno, RpcError, ServiceError};
 pub use file_store::{FileStore, StoreError};
 pub use handler::{Handler, Reply, ReqCtx, Request};
-pub use import_driver::{ImportDriver, ImportDriverError, ImportDriverStats, ImportReply, ImportRpcError, LostReplay};
+pub use import_driver::{
+    BulkAttachment, BulkDir, BulkReply, ImportDriver, ImportDriverError, ImportDriverStats, ImportReply,
+    ImportRpcError, LostReplay,
+};
 pub use metrics::{OpLabel, ServiceMetrics, render};
 pub use policy::{Fifo, Policy, PolicyFactory, fifo};
 pub use service::{ReplySender, Service, ServiceConfig};

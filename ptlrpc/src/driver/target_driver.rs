@@ -29,9 +29,9 @@
 //!
 //! Replays and resends need nothing special from a front: a replayed
 //! write's pages are fetched again from the client (it re-posts its bulk
-//! on every send), and a request the target executed already is answered
-//! [`Admission::Executed`] — pass it on without work, the target rebuilds
-//! its reply from the client's record. Targets without front work use
+//! on every send), and an update the target executed already is admitted
+//! with [`Admitted::executed`] set — pass it on without work, the target
+//! rebuilds its reply from the client's record. Targets without front work use
 //! [`PassFront`] (every request straight to the target).
 //!
 //! Store commits stay off the request path: the periodic commit calls the
@@ -199,9 +199,12 @@ impl<S: TargetService> Gate<'_, S> {
     }
 
     /// Answers an admitted read: `status` 0 sends `admitted.reply` with
-    /// `body`; a negative errno sends an error reply.
+    /// `body` (its `last_committed` refreshed); a negative errno sends an
+    /// error reply.
     pub fn reply(&self, ctx: &ReqCtx<'_>, admitted: &Admitted, status: i32, body: &[u8]) {
         let mut h = admitted.reply;
+        // What is committed now (the read may have waited for a commit).
+        h.last_committed = self.shared.locked.lock().target.last_committed_for(h.handle);
         h.status = status;
         if status != 0 {
             h.kind = MsgKind::Error;

@@ -5,8 +5,9 @@
 //! and one xid on [`REPLY_PORTAL`], early replies at offset 0 and the final
 //! reply at [`crate::portals::FINAL_REPLY_OFFSET`], each delivered to a
 //! callback as a [`ReplyEvent`] — [`put_request`], which PUTs an encoded
-//! message to a service portal and reports a failed send, and [`Attached`],
-//! which unlinks an MD when dropped. [`super::Client`] (which owns xids and
+//! message to a service portal and reports a failed send, bulk pages
+//! exposed to the server ([`attach_bulk`], [`release_bulk`]), and
+//! [`Attached`], which unlinks an MD when dropped. [`super::Client`] (which owns xids and
 //! resends itself) and [`super::ImportDriver`] (whose sans-IO import owns
 //! them) both send through here.
 //!
@@ -14,12 +15,14 @@
 //! reply counts): it moves bytes and reports what lnet says.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lnet::{
     AckReq, Event, EventHandler, EventKind, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, Md, MdBuffer, MdOptions,
     MdSpec, Nid, Target, Threshold,
 };
 use rkyv::util::AlignedVec;
+use tokio::sync::mpsc;
 
 use crate::portals::{FINAL_REPLY_OFFSET, REPLY_PORTAL};
 use crate::wire::{BODY_ALIGN, HEADER_LEN, Portal, Xid};
@@ -125,4 +128,104 @@ where
     });
     let md = lnet.bind(MdSpec::new(MdBuffer::Inline(msg), EventHandler::Callback(cb)))?;
     lnet.put(&md, Target::new(to, portal.0, 0), AckReq::NoAck, 0)
+}
+
+/// What a bulk MD's callback reports.
+#[derive(Debug)]
+pub(super) struct BulkEvent {
+    /// A PUT into the pages: the bytes that landed, or lnet's failure.
+    pub(super) put: Option<Result<u32, LnetError>>,
+    /// The MD's last event.
+    pub(super) unlinked: bool,
+}
+
+/// Exposes `buf` for the server's bulk transfer on `portal` (`op`: GET
+/// source or PUT sink) under `match_bits`, from `peer`, for any number of
+/// transfers (a resent or replayed request's server transfers again),
+/// offsets from the server so each starts at 0. The receiver gets every
+/// event.
+pub(super) fn attach_bulk(
+    lnet: &Lnet,
+    portal: Portal,
+    op: MdOptions,
+    peer: MatchPeer,
+    match_bits: u64,
+    buf: MdBuffer,
+) -> Result<(Attached, mpsc::UnboundedReceiver<BulkEvent>), LnetError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cb = Arc::new(move |ev: Event| {
+        let put = (ev.kind == EventKind::Put).then(|| ev.status.as_ref().map(|()| ev.mlength).map_err(Clone::clone));
+        let _ = tx.send(BulkEvent { put, unlinked: ev.unlinked });
+    });
+    let spec = MdSpec::new(buf, EventHandler::Callback(cb))
+        .threshold(Threshold::Infinite)
+        .options(op | MdOptions::MANAGE_REMOTE);
+    let m = MatchSpec { peer, match_bits, ignore_bits: 0 };
+    let md = lnet.attach(portal.0, m, InsertPos::Tail, spec)?;
+    Ok((Attached::new(lnet, md), rx))
+}
+
+/// Waits (at most `wait`) for the server's PUT of `want` bytes into a
+/// read's pages: a server replies once its PUT has left, so a reply
+/// counts only once the data has landed. `Err` holds the bytes seen.
+pub(super) async fn await_put(
+    events: &mut mpsc::UnboundedReceiver<BulkEvent>,
+    want: u32,
+    wait: Duration,
+) -> Result<(), (u32, Option<LnetError>)> {
+    let mut got = 0;
+    let landed = async {
+        while let Some(ev) = events.recv().await {
+            match ev.put {
+                Some(Ok(n)) if n >= want => return Ok(()),
+                Some(Ok(n)) => got = n,
+                Some(Err(e)) => return Err(Some(e)),
+                None => {}
+            }
+            if ev.unlinked {
+                break;
+            }
+        }
+        Err(None)
+    };
+    match tokio::time::timeout(wait, landed).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err((got, e)),
+        Err(_) => Err((got, None)),
+    }
+}
+
+/// Unlinks bulk pages and takes them back once lnet lets go of them
+/// (waiting at most `wait` for each step).
+pub(super) async fn release_bulk(
+    bulk: Attached,
+    mut events: mpsc::UnboundedReceiver<BulkEvent>,
+    wait: Duration,
+) -> Result<MdBuffer, LnetError> {
+    let md = bulk.md.clone();
+    drop(bulk); // unlinks
+    let unlinked = async {
+        while let Some(ev) = events.recv().await {
+            if ev.unlinked {
+                return true;
+            }
+        }
+        false
+    };
+    if !tokio::time::timeout(wait, unlinked).await.unwrap_or(false) {
+        return Err(LnetError::Invalid("bulk pages not released by lnet".into()));
+    }
+    // An LND may hold a handle a moment past the last event.
+    let mut md = md;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match md.into_buffer() {
+            Ok(b) => return Ok(b),
+            Err(m) if tokio::time::Instant::now() < deadline => {
+                md = m;
+                tokio::task::yield_now().await;
+            }
+            Err(_) => return Err(LnetError::Invalid("bulk MD still referenced".into())),
+        }
+    }
 }

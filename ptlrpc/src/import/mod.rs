@@ -38,7 +38,7 @@ use crate::request::XidSeq;
 use crate::seeded::SeededRng;
 use crate::time::Time;
 use crate::wire::{
-    ConnCnt, ConnectData, ExportHandle, Frame, Header, MsgFlags, MsgKind, Op, Portal, Transno, Xid, errno,
+    ConnCnt, ConnectData, ExportHandle, Frame, Header, JobId, MsgFlags, MsgKind, Op, Portal, Transno, Xid, errno,
 };
 use lists::{Phase, Requests};
 
@@ -153,6 +153,8 @@ pub struct ImportConfig {
     pub first_xid: u64,
     /// Seed for reconnect jitter.
     pub seed: u64,
+    /// Job id every request carries (jobstats).
+    pub jobid: JobId,
 }
 
 impl ImportConfig {
@@ -172,6 +174,7 @@ impl ImportConfig {
             max_requests: 1024,
             first_xid: 1,
             seed: 0,
+            jobid: JobId::EMPTY,
         }
     }
 }
@@ -616,6 +619,7 @@ impl Import {
         h.conn_cnt = self.conn_cnt;
         h.handle = self.remote;
         h.timeout = self.at.request_timeout(now, self.cfg.portal);
+        h.jobid = self.cfg.jobid;
         h
     }
 

@@ -112,6 +112,7 @@ impl<S: TargetService> Target<S> {
             }
         };
         let mut reply_data = negotiate(&data, &self.cfg.supported);
+        self.service.connected(&self.store, &uuid, &data, &mut reply_data);
         reply_data.transno = self.store.committed().0;
         reply_data.committed_xid = committed_xid.0;
         reply_data.instance = self.epoch;

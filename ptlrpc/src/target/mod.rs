@@ -142,11 +142,9 @@ pub enum Admission {
     /// Refused or dropped (unknown export, stale conn_cnt, recovering);
     /// any answer is in [`Target::poll_transmit`].
     Refused,
-    /// A resend or replay the target answers from the client's record (it
-    /// was executed already): pass it on without front work.
-    Executed,
     /// The export takes it: do the front work, then pass it on (updates)
-    /// or answer it with [`Admitted::reply`] (reads).
+    /// or answer it with [`Admitted::reply`] (reads). An update marked
+    /// [`Admitted::executed`] goes on without front work.
     Admitted(Box<Admitted>),
 }
 
@@ -159,6 +157,12 @@ pub struct Admitted {
     pub data: ConnectData,
     /// A replay (primary or delayed).
     pub replay: bool,
+    /// If the request is an update: the client's record says it ran
+    /// already (a resend whose reply was lost, a replay done before the
+    /// crash, an old duplicate). The target answers it from the record or
+    /// drops it; the front passes it on without work. Meaningless for
+    /// reads (their xids interleave with updates').
+    pub executed: bool,
     /// The header of a read's reply: kind Reply, status 0, no transno,
     /// the client's `last_committed`. A driver answering a read itself
     /// sets status (and kind for errors) and sends it.
@@ -411,14 +415,8 @@ impl<S: TargetService> Target<S> {
             self.evictor.handle_request(now, h.handle);
         }
         let rec = self.records.get(&uuid);
-        if rec.is_some_and(|r| r.last_xid != Xid(0) && h.xid <= r.last_xid) {
-            self.stats.requests -= 1;
-            return Admission::Executed;
-        }
-        if replay && self.recovery.as_ref().is_some_and(|r| h.transno <= r.boot_committed()) {
-            self.stats.requests -= 1;
-            return Admission::Executed;
-        }
+        let executed = rec.is_some_and(|r| r.last_xid != Xid(0) && h.xid <= r.last_xid)
+            || (replay && self.recovery.as_ref().is_some_and(|r| h.transno <= r.boot_committed()));
         let mut reply = Header::new(MsgKind::Reply, h.opcode, h.xid);
         reply.conn_cnt = h.conn_cnt;
         reply.handle = h.handle;
@@ -426,7 +424,14 @@ impl<S: TargetService> Target<S> {
         if replay {
             self.stats.requests -= 1;
         }
-        Admission::Admitted(Box::new(Admitted { uuid, data, replay, reply }))
+        Admission::Admitted(Box::new(Admitted { uuid, data, replay, executed, reply }))
+    }
+
+    /// The `last_committed` the client of export `handle` is told now
+    /// (for a reply a driver builds itself, e.g. after a read that waited
+    /// for a commit).
+    pub fn last_committed_for(&mut self, handle: ExportHandle) -> Transno {
+        self.exports.committed_for(handle, self.store.committed())
     }
 
     /// A request arrived from `from`, with the front hook's `input`.
@@ -586,6 +591,7 @@ impl<S: TargetService> Target<S> {
         self.records.remove(uuid);
         self.store.remove_client(uuid);
         self.store.commit();
+        self.service.export_gone(uuid);
     }
 
     /// Runs a modifying (or read) request. Resent and duplicate requests
@@ -699,6 +705,7 @@ impl<S: TargetService> Target<S> {
         self.evictor.remove_export(e.handle);
         self.records.remove(uuid);
         self.store.remove_client(uuid);
+        self.service.export_gone(uuid);
         if let Some(h) = e.held_ping {
             self.reply_error(e.peer, &h, errno::ENOTCONN);
         }

@@ -25,7 +25,7 @@
 //! in mdt/ost), but the target calls them synchronously, under its lock,
 //! and they never block on the network.
 
-use crate::wire::{Frame, ObjVersion, Op, PRE_VERSIONS, Transno, Xid};
+use crate::wire::{ConnectData, Frame, ObjVersion, Op, PRE_VERSIONS, Transno, Xid};
 
 /// An object a request touches (an MDT inode's FID, an OST object id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,6 +181,16 @@ pub trait TargetService {
         req: &Frame<'_>,
         input: Self::Input,
     ) -> Result<Plan<<Self::Store as TargetStore>::Change>, i32>;
+
+    /// A client (re)connected: `asked` is its connect data, `negotiated`
+    /// what the target answers (flags and limits already cut to what the
+    /// target supports); the service may lower limits or fill its own
+    /// fields (an OST's grant from free space). Default: nothing.
+    fn connected(&mut self, _store: &Self::Store, _uuid: &str, _asked: &ConnectData, _negotiated: &mut ConnectData) {}
+
+    /// The export of `uuid` is gone (disconnect, eviction): the service
+    /// drops what it kept for it (grants). Default: nothing.
+    fn export_gone(&mut self, _uuid: &str) {}
 
     /// The body of a reconstructed reply to a resent request, from the
     /// client's record (default: the kept reply body).

@@ -34,8 +34,7 @@ pub use mds::Fid;
 pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
 pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
 pub use ost::{
-    Niobuf, OstAttr, OstBrw, OstBrwReply, OstConnect, OstConnectReply, OstCreate, OstCreateReply, OstIds, OstObj,
-    OstPunch, OstSetattr, OstStatfs,
+    Niobuf, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstIds, OstObj, OstPunch, OstSetattr, OstStatfs,
 };
 
 #[cfg(test)]

@@ -1,22 +1,22 @@
 //! The OST's request and reply bodies (Lustre's `ost_body`, `obdo`,
 //! `niobuf_remote`, `obd_statfs`, in Sheen's shapes).
 //!
-//! Owns: every body the OST service reads or writes — connect (target name
-//! plus [`super::ConnectData`]), create/precreate ranges, object
+//! Owns: every body the OST service reads or writes — create/precreate
+//! ranges, object
 //! attributes, setattr, punch, bulk read/write with niobufs (offset,
 //! length runs laid end to end in one bulk buffer, each with its own
 //! CRC32C when checksums are on), sync, statfs and the last object id.
 //!
-//! Requests after CONNECT name their export by the `handle` the connect
-//! reply gave (the driver's `Client` does not set the header's handle, so
-//! the body carries it; the header field is left for the import driver).
+//! CONNECT carries [`super::ConnectData`] (its `target` names the OST);
+//! later requests name their export by the header's handle (the import
+//! sets it), not in the body.
 //!
 //! Must not: hold behaviour beyond plain data and size limits; the `ost`
 //! crate interprets these, the client builds them.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::{BulkDesc, ConnectData};
+use super::BulkDesc;
 
 /// Most niobufs one BRW may carry.
 pub const MAX_NIOBUFS: usize = 256;
@@ -36,33 +36,10 @@ pub mod attr_valid {
     pub const MTIME: u32 = 0x4;
 }
 
-/// CONNECT to an OST: which target, and the connect data.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-#[rkyv(derive(Debug))]
-pub struct OstConnect {
-    /// The target's name (`fsname-OSTxxxx`).
-    pub target: String,
-    /// What the client asks for (grant, brw size, checksum types...).
-    pub data: ConnectData,
-}
-
-/// The answer to CONNECT.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-#[rkyv(derive(Debug))]
-pub struct OstConnectReply {
-    /// The export's handle, carried by every later request.
-    pub handle: u64,
-    /// The subset the target honours (`grant` is the grant given,
-    /// `transno` the last committed transno, `instance` the boot epoch).
-    pub data: ConnectData,
-}
-
 /// A request about one object (DESTROY, GETATTR, SYNC).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstObj {
-    /// The export handle.
-    pub handle: u64,
     /// The object id (0 for SYNC: the whole target).
     pub oid: u64,
 }
@@ -72,8 +49,6 @@ pub struct OstObj {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstCreate {
-    /// The export handle.
-    pub handle: u64,
     /// Objects to create (1..=[`super::ost::MAX_PRECREATE`]).
     pub count: u32,
 }
@@ -117,8 +92,6 @@ pub struct OstAttr {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstSetattr {
-    /// The export handle.
-    pub handle: u64,
     /// The object id.
     pub oid: u64,
     /// Which fields to set.
@@ -137,8 +110,6 @@ pub struct OstSetattr {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstPunch {
-    /// The export handle.
-    pub handle: u64,
     /// The object id.
     pub oid: u64,
     /// [`PUNCH_TRUNCATE`] or [`PUNCH_HOLE`].
@@ -166,8 +137,6 @@ pub struct Niobuf {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstBrw {
-    /// The export handle.
-    pub handle: u64,
     /// The object id.
     pub oid: u64,
     /// The runs (at most [`MAX_NIOBUFS`], lengths summing to `bulk.len`).
@@ -235,10 +204,10 @@ mod tests {
 
     #[test]
     fn fixed_bodies_have_pinned_sizes() {
-        assert_eq!(size_of::<ArchivedOstObj>(), 16);
+        assert_eq!(size_of::<ArchivedOstObj>(), 8);
         assert_eq!(size_of::<ArchivedNiobuf>(), 16);
         assert_eq!(size_of::<ArchivedOstAttr>(), 48);
-        assert_eq!(size_of::<ArchivedOstPunch>(), 40);
+        assert_eq!(size_of::<ArchivedOstPunch>(), 32);
         assert_eq!(size_of::<ArchivedOstBrwReply>(), 40);
         assert_eq!(size_of::<ArchivedOstIds>(), 16);
         let n = Niobuf { offset: 0x0102_0304_0506_0708, len: 4096, flags: 0 };
@@ -251,7 +220,6 @@ mod tests {
     #[test]
     fn brw_round_trips_and_rejects_truncation() {
         let b = OstBrw {
-            handle: 7,
             oid: 9,
             niobufs: vec![Niobuf { offset: 0, len: 4096, flags: 0 }, Niobuf { offset: 8192, len: 100, flags: 0 }],
             cksums: vec![1, 2],

@@ -1,0 +1,208 @@
+//! The OST's front hook on ptlrpc's target driver: the work of a request
+//! that runs outside the target's lock.
+//!
+//! Owns: [`OstFront`] — for a WRITE, after the target admitted it (export,
+//! stage; not executed already): the checks, the space admission (ENOSPC
+//! before any data moves; replays of acknowledged writes are not
+//! refused), the bulk GET of the client's pages with the driver's CRC32C
+//! check and retries, the per-niobuf CRC32C check, then the pages handed
+//! to the target with the request (only the data write and the index
+//! batch run under its lock); READ, GETATTR, STATFS, GET_INFO and SYNC
+//! served here after the target's admission (refused during recovery by
+//! the framework's rules), SYNC waiting for the commit thread; everything
+//! else passed to the target as it is; per-operation accounting.
+//!
+//! Must not: decide transnos, reconstruction or recovery (the target
+//! does), or panic on any request: a bad one is an errno.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
+use ptlrpc::target::{Admission, Admitted};
+use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstIds, OstObj, connect_flags};
+
+use crate::error::OstError;
+use crate::service::{OstInput, OstService};
+use crate::target::Ost;
+
+/// How long SYNC waits for its commit.
+pub const SYNC_BOUND: Duration = Duration::from_secs(60);
+
+/// The front of one target.
+#[derive(Debug)]
+pub struct OstFront {
+    ost: Arc<Ost>,
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::OstConnect => "connect",
+        Op::OstDisconnect => "disconnect",
+        Op::OstCreate => "create",
+        Op::OstDestroy => "destroy",
+        Op::OstGetattr => "getattr",
+        Op::OstSetattr => "setattr",
+        Op::OstPunch => "punch",
+        Op::OstWrite => "write",
+        Op::OstRead => "read",
+        Op::OstSync => "sync",
+        Op::OstStatfs => "statfs",
+        Op::OstGetInfo => "get_info",
+        Op::ObdPing => "ping",
+        _ => "other",
+    }
+}
+
+fn proto(e: Errno) -> OstError {
+    OstError::Invalid(format!("malformed body (errno {})", e.0))
+}
+
+fn archived<T>(b: &T) -> Result<Vec<u8>, OstError>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(b).map(|v| v.to_vec()).map_err(|e| OstError::Invalid(e.to_string()))
+}
+
+impl OstFront {
+    /// The front of `ost`.
+    pub fn new(ost: Arc<Ost>) -> OstFront {
+        OstFront { ost }
+    }
+
+    /// A WRITE the target admitted: space, data, checks, then the target.
+    fn write(
+        &self,
+        req: &Request,
+        ctx: &mut ReqCtx<'_>,
+        gate: &Gate<'_, OstService>,
+        a: &Admitted,
+    ) -> Result<(), OstError> {
+        let b: OstBrw = req.body().map_err(proto)?;
+        let cksum = a.data.flags & connect_flags::CKSUM != 0;
+        if cksum && !b.bulk.checksummed() {
+            return Err(OstError::Invalid("checksums negotiated but the BRW carries none".into()));
+        }
+        if !b.cksums.is_empty() && b.cksums.len() != b.niobufs.len() {
+            return Err(OstError::Invalid("one checksum per niobuf".into()));
+        }
+        let runs = self.ost.runs(&b.niobufs, b.bulk.len, a.data.brw_size)?;
+        self.ost.record(b.oid)?;
+        // Space first: a write the target cannot keep is refused before
+        // its data moves. A replay was acknowledged before: it goes on.
+        let space = if a.replay { None } else { Some(self.ost.admit_write(&a.uuid, runs.len)?) };
+        let fetched = ctx.bulk_get(&b.bulk).map_err(OstError::from).and_then(|data| {
+            let mut pos = 0usize;
+            for (i, (n, want)) in b.niobufs.iter().zip(&b.cksums).enumerate() {
+                let got = data.io_slices(pos, n.len as usize).iter().fold(0, |c, s| crc32c::crc32c_append(c, s));
+                pos += n.len as usize;
+                if got != *want {
+                    return Err(OstError::Checksum { index: i });
+                }
+            }
+            Ok(data)
+        });
+        let result = fetched.and_then(|data| {
+            let grant = self.ost.grant_of(&a.uuid);
+            gate.submit(ctx, OstInput { pages: Some(data), grant })
+                .map_err(|e| OstError::Invalid(format!("errno {}", e.0)))
+        });
+        if let Some(s) = space {
+            self.ost.written(&a.uuid, s);
+        }
+        result
+    }
+
+    /// A read-only request the target admitted: answered here.
+    fn read(&self, req: &Request, ctx: &mut ReqCtx<'_>, a: &Admitted) -> Result<Vec<u8>, OstError> {
+        self.ost.check_running()?;
+        match req.op() {
+            Op::OstRead => {
+                let b: OstBrw = req.body().map_err(proto)?;
+                let prep = self.ost.prepare_read(b.oid, &b.niobufs, b.bulk.len, a.data.brw_size)?;
+                let mut buf = ctx.alloc_bulk(b.bulk.len as usize)?;
+                // Disk reads wait without holding a running slot of the service.
+                ctx.blocking(|| self.ost.read(&prep, &mut buf))?;
+                let (_, cksum) = ctx.bulk_put(&b.bulk, buf)?;
+                archived(&OstBrwReply {
+                    len: b.bulk.len,
+                    cksum_type: b.bulk.cksum_type,
+                    cksum,
+                    size: prep.size,
+                    version: 0,
+                    grant: 0,
+                })
+            }
+            Op::OstGetattr => {
+                let b: OstObj = req.body().map_err(proto)?;
+                archived(&self.ost.getattr(b.oid)?)
+            }
+            Op::OstStatfs => archived(&self.ost.statfs()?),
+            Op::OstGetInfo => archived(&OstIds { last_id: self.ost.last_id().0, last_committed: self.ost.committed() }),
+            Op::OstSync => {
+                // Waiting for the commit thread holds no running slot.
+                let lc = ctx.blocking(|| self.ost.sync(SYNC_BOUND))?;
+                archived(&OstIds { last_id: self.ost.last_id().0, last_committed: lc })
+            }
+            op => Err(OstError::Invalid(format!("{} is not an OST read", op.name()))),
+        }
+    }
+
+    fn handle_inner(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), OstError> {
+        let op = req.op();
+        let reads = matches!(op, Op::OstRead | Op::OstGetattr | Op::OstStatfs | Op::OstGetInfo | Op::OstSync);
+        if !reads && op != Op::OstWrite {
+            return gate.submit(ctx, OstInput::default()).map_err(|e| OstError::Invalid(format!("errno {}", e.0)));
+        }
+        let a = match gate.admit(ctx) {
+            Admission::Admitted(a) => a,
+            Admission::Refused => return Ok(()),
+            Admission::Pass => {
+                return gate.submit(ctx, OstInput::default()).map_err(|e| OstError::Invalid(format!("errno {}", e.0)));
+            }
+        };
+        if op == Op::OstWrite {
+            if a.executed {
+                // The target answers it from the client's record.
+                return gate.submit(ctx, OstInput::default()).map_err(|e| OstError::Invalid(format!("errno {}", e.0)));
+            }
+            return self.write(req, ctx, gate, &a);
+        }
+        match self.read(req, ctx, &a) {
+            Ok(body) => gate.reply(ctx, &a, 0, &body),
+            Err(e) => {
+                log_refusal(req, &e);
+                gate.reply(ctx, &a, -e.errno(), &[]);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_refusal(req: &Request, e: &OstError) {
+    match e {
+        OstError::NoSpace { .. } | OstError::NoObject(_) | OstError::NotConnected(_) | OstError::ShuttingDown => {
+            tracing::debug!(peer = %req.peer(), xid = req.xid().0, op = req.op().name(), err = %e, "refused");
+        }
+        _ => tracing::warn!(peer = %req.peer(), xid = req.xid().0, op = req.op().name(), err = %e, "failed"),
+    }
+}
+
+impl TargetFront<OstService> for OstFront {
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), Errno> {
+        let started = Instant::now();
+        let result = self.handle_inner(req, ctx, gate);
+        self.ost.account(op_name(req.op()), started.elapsed(), result.is_err());
+        result.map_err(|e| {
+            log_refusal(req, &e);
+            Errno(e.errno())
+        })
+    }
+}
