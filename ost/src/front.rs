@@ -10,7 +10,9 @@
 //! batch run under its lock); READ, GETATTR, STATFS, GET_INFO and SYNC
 //! served here after the target's admission (refused during recovery by
 //! the framework's rules), SYNC waiting for the commit thread; everything
-//! else passed to the target as it is; per-operation accounting.
+//! else passed to the target as it is; per-operation accounting. A bulk
+//! transfer that fails (not a checksum mismatch) gets no reply: the
+//! client's import resends the request.
 //!
 //! Must not: decide transnos, reconstruction or recovery (the target
 //! does), or panic on any request: a bad one is an errno.
@@ -18,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
+use ptlrpc::driver::{BulkError, Errno, Gate, ReqCtx, Request, TargetFront};
 use ptlrpc::target::{Admission, Admitted};
 use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstIds, OstObj, connect_flags};
 
@@ -98,7 +100,21 @@ impl OstFront {
         // Space first: a write the target cannot keep is refused before
         // its data moves. A replay was acknowledged before: it goes on.
         let space = if a.replay { None } else { Some(self.ost.admit_write(&a.uuid, runs.len)?) };
-        let fetched = ctx.bulk_get(&b.bulk).map_err(OstError::from).and_then(|data| {
+        let fetched = match ctx.bulk_get(&b.bulk) {
+            // The transfer itself failed (the client stopped answering, a
+            // link went down): no reply, as Lustre aborts a bulk. The
+            // client's import resends the request when its deadline
+            // passes, its pages still posted.
+            Err(e @ (BulkError::Lnet(_) | BulkError::Timeout | BulkError::Short { .. })) => {
+                if let Some(s) = space {
+                    self.ost.written(&a.uuid, s);
+                }
+                tracing::warn!(peer = %req.peer(), xid = req.xid().0, err = %e, "bulk GET failed; no reply, the client resends");
+                return Ok(());
+            }
+            other => other,
+        };
+        let fetched = fetched.map_err(OstError::from).and_then(|data| {
             let mut pos = 0usize;
             for (i, (n, want)) in b.niobufs.iter().zip(&b.cksums).enumerate() {
                 let got = data.io_slices(pos, n.len as usize).iter().fold(0, |c, s| crc32c::crc32c_append(c, s));
