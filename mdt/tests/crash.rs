@@ -181,20 +181,10 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     assert_eq!(info(c, "process_destroys", 0).await.value, 0, "every logged destroy reached the OST");
     let last_used = info(c, "last_committed", 0).await.osts[0].last_used;
     // Ask the OST itself about every id up to the MDT's allocation cursor.
-    let osc = ptlrpc::driver::Client::new(
-        &nodes[0],
-        oss.1,
-        ptlrpc::portals::OST_REQUEST_PORTAL,
-        ptlrpc::driver::ClientConfig::default(),
-        Arc::new(ptlrpc::fault::FaultInjector::new(3)),
-    );
-    let data = ptlrpc::wire::ConnectData { client_uuid: "crash-test-osc".into(), ..Default::default() };
-    let cr = ptlrpc::wire::OstConnect { target: "sheen-OST0000".into(), data };
-    let handle =
-        rpc(&osc, Op::OstConnect, &cr, BOUND).await.unwrap().body::<ptlrpc::wire::OstConnectReply>().unwrap().handle;
+    let osc = ost_import(&nodes[0], oss.1, "sheen-OST0000", "crash-test-osc").await;
     let (mut leaked, mut dangling) = (Vec::new(), Vec::new());
     for oid in 1..=last_used {
-        let r = rpc(&osc, Op::OstGetattr, &ptlrpc::wire::OstObj { handle, oid }, BOUND).await;
+        let r = rpc(&osc, Op::OstGetattr, &ptlrpc::wire::OstObj { oid }, BOUND).await;
         match (errno_of(&r), live.contains(&oid)) {
             (0, false) => leaked.push(oid),
             (2, true) => dangling.push(oid),

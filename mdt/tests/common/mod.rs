@@ -178,6 +178,17 @@ pub async fn mds_import(l: &Lnet, server: Nid, uuid: &str) -> ImportDriver {
     imp
 }
 
+/// A connected import of OST `target` at `server` as client `uuid`.
+pub async fn ost_import(l: &Lnet, server: Nid, target: &str, uuid: &str) -> ImportDriver {
+    let mut cfg =
+        ImportConfig::new(uuid, Op::OstConnect, Op::OstDisconnect, ptlrpc::portals::OST_REQUEST_PORTAL, vec![]);
+    cfg.connect_data =
+        ConnectData { flags: connect_flags::VERSION, version: 1, target: target.into(), ..ConnectData::default() };
+    let imp = ImportDriver::start(l, vec![server], cfg, 16 << 10).expect("import starts");
+    tokio::time::timeout(BOUND, imp.connect()).await.expect("connect within bound").expect("import FULL");
+    imp
+}
+
 /// A connected MDT import with a UUID unique to this process and `l`.
 pub async fn mds_client(l: &Lnet, server: Nid) -> ImportDriver {
     use std::sync::atomic::{AtomicU32, Ordering};
