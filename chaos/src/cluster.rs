@@ -247,9 +247,6 @@ pub struct Cluster {
     pub workers: Vec<WorkerProc>,
     /// The controller's lnet (root namespace).
     pub lnet: Lnet,
-    /// Imports the controller closed (kept until the end, see
-    /// [`Cluster::wait_assembled`]).
-    left: Vec<Mdc>,
 }
 
 /// Node names of a run with `osts` OSSes and `clients` clients.
@@ -337,7 +334,7 @@ impl Cluster {
             ..LnetConfig::default()
         };
         let lnet = Lnet::start(lcfg).await.context("the controller's lnet")?;
-        let mut c = Cluster { net, dir: dir.to_path_buf(), mds, oss, workers: Vec::new(), lnet, left: Vec::new() };
+        let mut c = Cluster { net, dir: dir.to_path_buf(), mds, oss, workers: Vec::new(), lnet };
         c.mds.start(&c.net).await?;
         for i in 0..c.oss.len() {
             c.start_oss(i).await?;
@@ -355,17 +352,13 @@ impl Cluster {
 
     /// Waits (bounded by the MDT) until it applied the config log and can
     /// allocate on every OST.
-    pub async fn wait_assembled(&mut self) -> Result<()> {
+    pub async fn wait_assembled(&self) -> Result<()> {
         let mdc = Mdc::new(&self.lnet, self.mds.nid, "sheen-chaos").context("an MDT import")?;
         mdc.connect().await.context("connecting to the MDT")?;
         let want = self.oss.len() as u64;
         let usable = mdc.wait_info("osts_usable", want, 30_000).await;
         // Leave at once: a later MDT restart must not wait for this client.
-        // The import is kept (not dropped) for the run: a dropped import's
-        // driver may stop before its DISCONNECT leaves, and the MDT would
-        // then wait for this client at every restart.
         mdc.disconnect().await;
-        self.left.push(mdc);
         let usable = usable.context("asking the MDT for its OSTs")?;
         if usable.value < want {
             bail!("the MDT reached {} of {want} OSTs", usable.value);

@@ -233,6 +233,9 @@ struct Shared {
     room: Notify,
     stopping: AtomicBool,
     kind: watch::Sender<ImportStateKind>,
+    /// Set when the driver task has ended (after a close: once its
+    /// DISCONNECT was handed to lnet).
+    ended: watch::Sender<bool>,
     counters: Counters,
 }
 
@@ -324,6 +327,7 @@ impl ImportDriver {
             room: Notify::new(),
             stopping: AtomicBool::new(false),
             kind,
+            ended: watch::channel(false).0,
             counters: Counters::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -528,6 +532,15 @@ impl ImportDriver {
         self.shared.state.lock().lost.drain(..).collect()
     }
 
+    /// Closes the import and waits until its driver has ended, so the
+    /// DISCONNECT has been handed to lnet (dropping the last handle right
+    /// after [`ImportDriver::close`] can stop the driver before it sends).
+    pub async fn close_and_wait(&self) {
+        self.close();
+        let mut rx = self.shared.ended.subscribe();
+        let _ = rx.wait_for(|e| *e).await;
+    }
+
     /// Waits until the state satisfies `pred`; returns that state.
     pub async fn wait_state(&self, pred: impl Fn(ImportStateKind) -> bool) -> ImportStateKind {
         let mut rx = self.shared.kind.subscribe();
@@ -656,6 +669,7 @@ async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Input>, mut rx: mpsc
     }
     drop(mds);
     shared.fail_all();
+    shared.ended.send_replace(true);
 }
 
 async fn sleep_opt(wait: Option<Duration>) {
