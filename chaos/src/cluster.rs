@@ -302,11 +302,12 @@ impl Cluster {
             let a = net.node(&name)?.addr;
             let cfg = format!(
                 "fs_uuid = \"{FSNAME}-chaos\"\nadmin = \"{a}:{ADMIN_PORT}\"\nmgs = \"{m}\"\n[lnet]\nnets = [{t}]\n\
-                 tunables = {{ transaction_timeout = {lt} }}\n[[targets]]\nname = \"{tn}\"\nindex = {i}\n\
+                 tunables = {{ transaction_timeout = {lt} }}\n[service]\nobd_timeout = {ot}\n[[targets]]\nname = \"{tn}\"\nindex = {i}\n\
                  dir = \"{d}\"\ncommit_interval = {c}\nreserve_mib = 0\n",
                 t = tcp(a),
                 m = mds.nid,
                 lt = knobs.lnd_timeout,
+                ot = knobs.obd_timeout,
                 tn = client::osc::ost_name(FSNAME, i as u32),
                 d = dir.join(format!("ost{i}")).display(),
                 c = knobs.commit_ms as f64 / 1000.0,

@@ -16,7 +16,7 @@ use std::process::Command;
 /// (no client reconnect and replay yet; a corrupted bulk write is not
 /// resent; a dropped MDS reply is executed again on resend): README,
 /// section "Failure injection", has what each of them finds.
-const CI_FAULTS: &str = "cut-link,freeze-client,delay";
+const CI_FAULTS: &str = "kill-oss,cut-link,freeze-client,drop,delay,corrupt";
 
 #[test]
 fn each_fault_kind_twice_loses_nothing() {
