@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use client::fs::SetAttr;
 use client::{ClientError, File, Sheen};
 use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig, Tunables};
+use ptlrpc::import::ImportStateKind;
 use ptlrpc::wire::mds::{StripeSpec, attr_valid, open_flags};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -91,6 +92,12 @@ struct OpLog {
 
 impl OpLog {
     fn record(&self, t0: u64, op: Op, outcome: Outcome) -> Result<()> {
+        self.write(t0, op, outcome, true)
+    }
+
+    /// Logs a record; `progress`: say so on stdout (operations, not
+    /// import states, count as a client's progress).
+    fn write(&self, t0: u64, op: Op, outcome: Outcome, progress: bool) -> Result<()> {
         let mut g = self.inner.lock().map_err(|_| anyhow::anyhow!("operation log poisoned"))?;
         let rec = Rec { client: self.client, seq: g.1, t0, t1: now_us(), op, outcome };
         g.1 += 1;
@@ -98,7 +105,9 @@ impl OpLog {
         line.push('\n');
         g.0.write_all(line.as_bytes()).context("writing the operation log")?;
         // The controller follows progress on stdout.
-        println!("{} {}", if rec.ok() { "ok" } else { "err" }, rec.t1);
+        if progress {
+            println!("{} {}", if rec.ok() { "ok" } else { "err" }, rec.t1);
+        }
         Ok(())
     }
 }
@@ -451,6 +460,9 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         }
         workers.push((w, t0, r.map(drop)));
     }
+    if let Some((w, _, _)) = workers.first() {
+        watch_imports(&fs, &w.log).await;
+    }
     println!("worker ready");
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
@@ -489,6 +501,37 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     }
     lnet.shutdown();
     res
+}
+
+/// Logs every state change of `imp` (the import to `target`) until it closes.
+fn watch_import(log: Arc<OpLog>, target: String, imp: ptlrpc::driver::ImportDriver) {
+    tokio::spawn(async move {
+        let mut last = imp.state();
+        loop {
+            let op = Op::Import { target: target.clone(), state: format!("{last:?}") };
+            if log.write(now_us(), op, Outcome::Ok, false).is_err() || last == ImportStateKind::Closed {
+                return;
+            }
+            let now = imp.wait_state(|k| k != last).await;
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    });
+}
+
+/// Watches the mount's imports (the MDT's, and each OST's once a call
+/// connected it), logging into `log`.
+async fn watch_imports(fs: &Sheen, log: &Arc<OpLog>) {
+    watch_import(Arc::clone(log), format!("{}-MDT0000", fs.fsname()), fs.mdc().import().clone());
+    for osc in fs.oscs().values() {
+        // statfs connects the OST's import (it is made at the first call).
+        let _ = osc.statfs().await;
+        if let Some(imp) = osc.import() {
+            watch_import(Arc::clone(log), osc.name().to_string(), imp.clone());
+        }
+    }
 }
 
 /// The operation log of logical client `id` under `dir`.

@@ -66,6 +66,11 @@ impl Osc {
         self.nid
     }
 
+    /// The import to the OST, once the first call connected it.
+    pub fn import(&self) -> Option<&ptlrpc::driver::ImportDriver> {
+        self.ost.import()
+    }
+
     /// Connects once (later calls return at once).
     pub async fn connect(&self) -> Result<()> {
         self.connected
