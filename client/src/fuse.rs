@@ -477,6 +477,7 @@ impl Filesystem for SheenFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        tracing::trace!(fh = fh.0, offset, size, "read");
         let r = self.file(fh).and_then(|f| {
             self.settle(f.fid())?;
             let mut buf = vec![0u8; size.min(MAX_WRITE) as usize];
