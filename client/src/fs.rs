@@ -569,9 +569,10 @@ impl Sheen {
             return Err(ClientError::posix("read of a write-only open", libc::EBADF));
         }
         let Some(d) = f.data.as_ref() else { return Ok(0) };
-        // A read sees this open's own writes.
+        // A read sees this open's own writes (a failure of theirs is left
+        // for the write, fsync or close that reports it).
         if f.stream.writing() {
-            f.stream.flush().await?;
+            f.stream.settle().await?;
         }
         f.stream.read(d, off, buf).await
     }
@@ -629,7 +630,7 @@ impl Sheen {
     /// The open file's size.
     pub async fn size(&self, f: &File) -> Result<u64> {
         if f.stream.writing() {
-            f.stream.flush().await?;
+            f.stream.settle().await?;
         }
         match &f.data {
             Some(d) => d.size().await,
