@@ -56,7 +56,9 @@ impl Mdc {
             ..ConnectData::default()
         };
         cfg.backoff_max = std::time::Duration::from_secs(5);
-        cfg.max_requests = 4096;
+        // Replies are kept for replay until the MDT commits (every second by
+        // default): room for a commit interval of updates.
+        cfg.max_requests = 1 << 16;
         // Readdir and layouts of wide files need more than the default 8 KiB.
         let imp = ImportDriver::start(lnet, vec![nid], cfg, 256 << 10)
             .map_err(|e| crate::error::ClientError::Local(format!("mdc import: {e}")))?;

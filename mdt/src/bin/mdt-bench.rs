@@ -29,7 +29,7 @@ use mdt::store::{FjallKv, Kv};
 use ptlrpc::driver::ImportDriver;
 use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
-use ptlrpc::wire::mds::{LookupReq, ReintReq};
+use ptlrpc::wire::mds::{LookupReq, ReintReply, ReintReq};
 use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
 
 #[derive(Parser, Debug)]
@@ -338,12 +338,13 @@ fn main() -> anyhow::Result<()> {
             let mut cfg =
                 ImportConfig::new(&format!("bench-{i}"), Op::MdsConnect, Op::MdsDisconnect, MDS_REQUEST_PORTAL, vec![]);
             cfg.connect_data = ConnectData { flags: connect_flags::VERSION | connect_flags::TRANSNO, version: 1, ..ConnectData::default() };
-            cfg.max_requests = 4096;
+            // Replies are kept for replay until a commit (every `--commit-ms`)
+            // reaches the client: room for a commit interval of updates.
+            cfg.max_requests = 1 << 16;
             let imp = ImportDriver::start(l, vec![server], cfg, 64 << 10)?;
             imp.connect().await.map_err(|k| anyhow::anyhow!("bench client {i} ended {k:?}"))?;
             clients.push(imp);
         }
-        let Some(rns) = d.mdt.as_ref().map(|p| Arc::clone(&p.ns)) else { bail!("no MDT") };
         for (layout, ndirs) in [("one_dir", 1u64), ("many_dirs", a.dirs)] {
             for &nc in &a.clients {
                 let tag = format!("{layout}.c{nc}");
@@ -355,7 +356,29 @@ fn main() -> anyhow::Result<()> {
                         })
                         .collect()
                 };
-                let (edirs, rdirs) = (mk(&ens)?, mk(&rns)?);
+                let edirs = mk(&ens)?;
+                // The daemon's MDT runs on the target framework: its
+                // directories are made by RPC like everything else.
+                let mut rdirs = Vec::new();
+                for i in 0..ndirs {
+                    let r = ReintReq::Create {
+                        parent: Fid::ROOT,
+                        name: format!("{tag}.d{i}"),
+                        mode: S_IFDIR | 0o755,
+                        rdev: 0,
+                        uid: 0,
+                        gid: 0,
+                        time: 0,
+                        symlink: String::new(),
+                        stripe: None,
+                        fid: None,
+                    };
+                    let rep = clients[0].rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
+                    let mut body = rkyv::util::AlignedVec::<16>::new();
+                    body.extend_from_slice(&rep.body);
+                    let rep: ReintReply = rkyv::from_bytes::<ReintReply, rkyv::rancor::Error>(&body)?;
+                    rdirs.push(rep.attr.context("mkdir reply without attributes")?.fid);
+                }
                 for phase in Phase::ALL {
                     let e = {
                         let (ens, edirs) = (Arc::clone(&ens), edirs.clone());
