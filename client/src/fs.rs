@@ -227,9 +227,12 @@ impl Sheen {
         })
     }
 
-    /// Leaves the file system: the MDT drops this client's record (so a
-    /// restart of the MDT does not wait for it to replay).
+    /// Leaves the file system: the MDT and the OSTs drop this client's
+    /// record (so their restarts do not wait for it to replay).
     pub async fn unmount(&self) {
+        for osc in self.oscs().values() {
+            osc.disconnect().await;
+        }
         self.mdc.disconnect().await;
     }
 

@@ -51,6 +51,12 @@ impl Osc {
         Osc { index, nid, ost: OstClient::new(lnet, vec![nid], &name, uuid, cfg), name, connected: OnceCell::new() }
     }
 
+    /// Disconnects (if connected): the OST commits and drops this client's
+    /// record, so its next restart does not wait for this client.
+    pub async fn disconnect(&self) {
+        self.ost.disconnect(std::time::Duration::from_secs(5)).await;
+    }
+
     /// The OST's index.
     pub fn index(&self) -> u32 {
         self.index

@@ -172,6 +172,17 @@ impl OstClient {
         }
     }
 
+    /// Disconnects and waits (at most `bound`) until the import is closed:
+    /// the target commits and drops this client's record, so its next
+    /// restart does not wait for this client to replay.
+    pub async fn disconnect(&self, bound: std::time::Duration) {
+        if let Some(i) = self.import.get() {
+            i.close();
+            let closed = i.wait_state(|k| k == ImportStateKind::Closed);
+            let _ = tokio::time::timeout(bound, closed).await;
+        }
+    }
+
     /// The grant the target last reported.
     pub fn grant(&self) -> u64 {
         self.grant.load(Ordering::Acquire)

@@ -104,6 +104,21 @@ async fn every_request_type_works() {
     ] {
         assert!(text.contains(fam), "missing {fam} in\n{text}");
     }
+    // DISCONNECT: the export and the client's record go (a restart will
+    // not wait for this client).
+    c.disconnect(common::BOUND).await;
+    // The import closes once DISCONNECT is sent; the target handles it
+    // just after.
+    let exports = || oss.server.with_driver(|d| d.with_target(|t| t.exports().len())).unwrap_or(0);
+    bounded(async {
+        while exports() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let text = oss.server.render_metrics();
+    assert!(text.contains("lustre_exports{component=\"ost\",target=\"sheen-OST0000\"} 0"), "{text}");
+    assert!(oss.server.targets()[0].index().clients().unwrap().is_empty(), "the client's record is gone");
     oss.stop();
 }
 
