@@ -177,9 +177,9 @@ impl OstClient {
     /// restart does not wait for this client to replay.
     pub async fn disconnect(&self, bound: std::time::Duration) {
         if let Some(i) = self.import.get() {
-            i.close();
-            let closed = i.wait_state(|k| k == ImportStateKind::Closed);
-            let _ = tokio::time::timeout(bound, closed).await;
+            // Until the DISCONNECT has left, not just until the import
+            // says closed.
+            let _ = tokio::time::timeout(bound, i.close_and_wait()).await;
         }
     }
 
