@@ -169,6 +169,19 @@ impl Report {
             && self.judged.iter().all(|j| j.expected)
     }
 
+    /// Whether every acknowledged operation was kept: the run finished,
+    /// nothing was lost, corrupt, extra or run twice, no client got stuck,
+    /// no daemon died and the namespace check is clean — failed calls
+    /// (errors an application saw) aside. What CI gates on while failed
+    /// calls still have open causes; [`Report::passed`] is the full verdict.
+    pub fn kept_data(&self) -> bool {
+        self.harness_errors.is_empty()
+            && self.check_problems.is_empty()
+            && self.cycles.len() == self.cycles_asked
+            && self.cycles.iter().all(|c| c.stuck.is_empty() && c.died.is_empty() && c.lost == 0)
+            && self.judged.iter().all(|j| j.expected || j.class == "failed-call")
+    }
+
     fn rel(&self, t: u64) -> f64 {
         t.saturating_sub(self.t_start) as f64 / 1e6
     }

@@ -139,7 +139,8 @@ fn main() -> Result<()> {
                 print!("{}", report.table());
             }
             if !report.passed() {
-                std::process::exit(1);
+                // 2: only failed calls (every acknowledged operation kept).
+                std::process::exit(if report.kept_data() { 2 } else { 1 });
             }
             Ok(())
         }
