@@ -36,6 +36,7 @@
 //! | `admin` | HTTP: `/metrics` and run-time fault injection (`/faults`) |
 //! | `cpt` | CPU partitions from the hwloc topology; bound worker threads |
 //! | `at` | AT estimator (4 bins), client deadlines, server early replies |
+//! | `config_log` | following an MGS's config log: long-poll reads, give-up and retry, each record once |
 //! | `pinger` | per-import ping schedule, missed ping -> DISCON event |
 //! | `evictor` | server side: exports silent for 6 ping intervals -> evict event |
 //! | `import` | client connection state machine: connect/failover, lists, replay, eviction |
@@ -56,6 +57,7 @@
 
 pub mod admin;
 pub mod at;
+pub mod config_log;
 pub mod cpt;
 pub mod driver;
 pub mod evictor;

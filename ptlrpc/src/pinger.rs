@@ -100,6 +100,8 @@ pub struct ImportPinger {
     settings: PingSettings,
     state: State,
     uncommitted: bool,
+    /// A ping was asked for now ([`ImportPinger::request_ping`]).
+    asap: bool,
     events: VecDeque<PingerEvent>,
 }
 
@@ -114,6 +116,7 @@ impl ImportPinger {
             settings,
             state: State::Active { last_sent: now, in_flight: None, due_handed_out: false },
             uncommitted: false,
+            asap: false,
             events: VecDeque::new(),
         }
     }
@@ -141,8 +144,18 @@ impl ImportPinger {
     /// disconnected).
     pub fn next_ping(&self) -> Option<Time> {
         match self.state {
+            State::Active { in_flight: None, .. } if self.asap => Some(Time::ZERO),
             State::Active { last_sent, in_flight: None, .. } => Some(last_sent + self.interval()),
             _ => None,
+        }
+    }
+
+    /// Makes a ping due now (unless one is in flight already): the import
+    /// needs the target's `last_committed` at once (its replay list is
+    /// full).
+    pub fn request_ping(&mut self) {
+        if matches!(self.state, State::Active { in_flight: None, .. }) {
+            self.asap = true;
         }
     }
 
@@ -166,6 +179,7 @@ impl ImportPinger {
             *last_sent = (*last_sent).max(now);
             *in_flight = Some(InFlight { xid, sent: now, deadline });
             *due_handed_out = false;
+            self.asap = false;
         }
     }
 
@@ -181,6 +195,7 @@ impl ImportPinger {
     /// The import reconnected at `now`: pinging resumes on schedule.
     pub fn handle_connected(&mut self, now: Time) {
         self.state = State::Active { last_sent: now, in_flight: None, due_handed_out: false };
+        self.asap = false;
     }
 
     /// Checks the in-flight ping's deadline at `now`.

@@ -318,15 +318,17 @@ impl Allocator {
                 });
             }
             ConfigCmd::TargetRestart { kind: TargetKind::Ost, index, nids, .. } => {
-                let api = (self.factory)(*index, nids);
-                {
-                    let mut s = self.state.lock();
-                    let Some(o) = s.osts.get_mut(index) else { return Ok(()) };
-                    o.api = api;
-                    o.nids = nids.clone();
-                    o.connected = false;
-                    o.reset_pool();
-                }
+                // The import to the OST reconnects at once and replays what
+                // it holds; only an OST that moved gets a new one.
+                let api = self.state.lock().osts.get(index).map(|o| Arc::clone(&o.api));
+                let Some(api) = api else { return Ok(()) };
+                let api = if api.restarted(nids) { api } else { (self.factory)(*index, nids) };
+                let mut s = self.state.lock();
+                let Some(o) = s.osts.get_mut(index) else { return Ok(()) };
+                o.api = api;
+                o.nids = nids.clone();
+                o.connected = false;
+                o.reset_pool();
             }
             ConfigCmd::Activate { kind: TargetKind::Ost, index } => {
                 let mut s = self.state.lock();

@@ -58,6 +58,12 @@ pub trait OstApi: Send + Sync + fmt::Debug {
     fn destroy(&self, id: u64) -> Result<(), OstError>;
     /// Space.
     fn statfs(&self) -> Result<OstStatfs, OstError>;
+    /// Imperative recovery: the OST restarted (the MGS said so); a
+    /// connection reconnects now. Returns false when this client cannot
+    /// (the caller then makes a new one).
+    fn restarted(&self, _nids: &[String]) -> bool {
+        false
+    }
 }
 
 /// An OST over ptlrpc's import: connects (by target name) on first use;
@@ -142,6 +148,18 @@ impl RpcOst {
 }
 
 impl OstApi for RpcOst {
+    fn restarted(&self, nids: &[String]) -> bool {
+        let parsed: Vec<Nid> = nids.iter().filter_map(|n| n.parse().ok()).collect();
+        if !parsed.iter().any(|n| self.nids.contains(n)) {
+            return false;
+        }
+        // An import not started yet connects afresh on first use anyway.
+        if let Some(i) = &*self.import.lock() {
+            i.target_restarted(&parsed);
+        }
+        true
+    }
+
     fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
         let count = count.clamp(1, ptlrpc::wire::ost::MAX_PRECREATE);
         let r: OstCreateReply = self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { count })?;

@@ -1,10 +1,14 @@
 //! Following an MGS: the [`MgsApi`] a target or client uses (in-process
 //! [`LocalMgs`], or [`RpcMgs`] over ptlrpc) and [`Follower`], a thread
-//! that reads the config log from index 1 and hands every record, in
-//! order, to a callback — waiting on the MGS (long-poll) for new ones.
+//! that drives ptlrpc's sans-IO [`ConfigFollower`] (the same logic the
+//! client's MGC runs): reads the config log from index 1 and hands every
+//! record, in order, to a callback — waiting on the MGS (long-poll) for
+//! new ones, giving a read up when the MGS does not answer (it restarted)
+//! and resuming from the next index.
 //!
-//! Must not: skip or repeat a record within one follower's life; retry an
-//! unreachable MGS with a bounded backoff, never spin.
+//! Must not: skip or repeat a record within one follower's life (the
+//! [`ConfigFollower`]'s rule); spin on an unreachable MGS (its bounded
+//! backoff).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +17,8 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use ptlrpc::Time;
+use ptlrpc::config_log::{ConfigFollower, FollowSettings};
 use ptlrpc::driver::{Client, RpcError};
 use ptlrpc::wire::Op;
 use ptlrpc::wire::mgs::{
@@ -27,8 +33,9 @@ use crate::stop::StopSignal;
 pub trait MgsApi: Send + Sync + std::fmt::Debug {
     /// Registers a starting target.
     fn register(&self, req: &TargetRegReq) -> Result<TargetRegReply>;
-    /// Reads records from `from`, waiting up to `wait` for new ones.
-    fn read(&self, fsname: &str, from: u64, wait: Duration) -> Result<ConfigReadReply>;
+    /// Reads `req` (records from `req.from`, the MGS waiting up to
+    /// `req.wait_ms` for new ones), giving up after `bound`.
+    fn read(&self, req: &ConfigReadReq, bound: Duration) -> Result<ConfigReadReply>;
     /// An administrative request.
     fn admin(&self, req: &MgsAdminReq) -> Result<MgsAdminReply>;
 }
@@ -42,8 +49,8 @@ impl MgsApi for LocalMgs {
         self.0.register(req)
     }
 
-    fn read(&self, fsname: &str, from: u64, wait: Duration) -> Result<ConfigReadReply> {
-        Ok(self.0.read(fsname, from, super::MAX_READ as u32, wait))
+    fn read(&self, req: &ConfigReadReq, _bound: Duration) -> Result<ConfigReadReply> {
+        Ok(self.0.read(&req.fsname, req.from, req.max, Duration::from_millis(u64::from(req.wait_ms))))
     }
 
     fn admin(&self, req: &MgsAdminReq) -> Result<MgsAdminReply> {
@@ -95,14 +102,8 @@ impl MgsApi for RpcMgs {
         self.call(Op::MgsTargetReg, req, RPC_BOUND)
     }
 
-    fn read(&self, fsname: &str, from: u64, wait: Duration) -> Result<ConfigReadReply> {
-        let req = ConfigReadReq {
-            fsname: fsname.to_string(),
-            from,
-            max: super::MAX_READ as u32,
-            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
-        };
-        self.call(Op::MgsConfigRead, &req, RPC_BOUND + wait)
+    fn read(&self, req: &ConfigReadReq, bound: Duration) -> Result<ConfigReadReply> {
+        self.call(Op::MgsConfigRead, req, bound)
     }
 
     fn admin(&self, req: &MgsAdminReq) -> Result<MgsAdminReply> {
@@ -169,28 +170,33 @@ impl Follower {
         let stop = Arc::new(StopSignal::default());
         let next = Arc::new(AtomicU64::new(1));
         let (s, n) = (Arc::clone(&stop), Arc::clone(&next));
+        let settings = FollowSettings { wait, ..FollowSettings::default() };
         let thread = std::thread::Builder::new()
             .name("mgs-follow".into())
             .spawn(move || {
-                let mut backoff = Duration::from_millis(100);
+                let epoch = std::time::Instant::now();
+                let now = || Time::from_epoch(epoch.elapsed());
+                let mut f = ConfigFollower::new(now(), &fsname, 1, settings);
                 while !s.is_stopped() {
-                    match mgs.read(&fsname, n.load(Ordering::Acquire), wait) {
+                    f.handle_timeout(now());
+                    let Some(due) = f.poll_read(now()) else {
+                        if s.wait(f.poll_timeout().saturating_since(now())) {
+                            return;
+                        }
+                        continue;
+                    };
+                    let bound = due.deadline.saturating_since(now());
+                    match mgs.read(&due.req, bound) {
                         Ok(r) => {
-                            backoff = Duration::from_millis(100);
-                            for rec in &r.records {
-                                if rec.index >= n.load(Ordering::Acquire) {
-                                    apply(rec);
-                                    n.store(rec.index + 1, Ordering::Release);
-                                    progress.set(rec.index + 1);
-                                }
+                            for rec in f.handle_reply(now(), due.id, &r) {
+                                apply(&rec);
+                                n.store(rec.index + 1, Ordering::Release);
+                                progress.set(rec.index + 1);
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "config log read failed; retrying");
-                            if s.wait(backoff) {
-                                return;
-                            }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            tracing::warn!(error = %e, next = f.next(), "config log read failed; retrying");
+                            f.handle_error(now(), due.id);
                         }
                     }
                 }

@@ -14,8 +14,9 @@
 //! [`ImportDriver::rpc`] (done when the import delivers the reply or fails
 //! the request: evicted, closed), [`ImportDriver::state`],
 //! [`ImportDriver::history`], lost replays, and
-//! [`ImportDriver::handle_target_restarted`] (imperative recovery: the
-//! MGS's notice, once it exists, calls this).
+//! [`ImportDriver::target_restarted`] (imperative recovery: the MGS's
+//! restart notice, which the MGC and the MDT's config follower deliver,
+//! names the target's NIDs; the reconnect goes there at once).
 //!
 //! Bulk: [`ImportDriver::rpc_bulk`] sends a request carrying pages
 //! ([`BulkAttachment`]). The pages are exposed to the server under match
@@ -459,6 +460,23 @@ impl ImportDriver {
     /// Imperative recovery: the target restarted, reconnect now.
     pub fn handle_target_restarted(&self) {
         self.with_import(Import::handle_target_restarted);
+    }
+
+    /// Imperative recovery with the MGS's notice: the target restarted and
+    /// serves at `nids`; reconnect now, first over the path to the first of
+    /// them this import knows (the paths are fixed at start: a NID it does
+    /// not know is logged and the configured paths are used).
+    pub fn target_restarted(&self, nids: &[Nid]) {
+        let paths: Vec<PathId> = nids
+            .iter()
+            .filter_map(|n| self.shared.paths.iter().position(|p| p == n))
+            .map(|i| PathId(u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        if paths.is_empty() && !nids.is_empty() {
+            tracing::warn!(client = %self.shared.cfg.client_uuid, ?nids, "target restarted at NIDs this import has no path to; reconnecting over its own");
+        }
+        tracing::info!(client = %self.shared.cfg.client_uuid, ?nids, "target restarted: reconnecting now");
+        self.with_import(|i, now| i.handle_target_restarted_at(now, &paths));
     }
 
     /// Closes the import (DISCONNECT if connected; pending requests fail).

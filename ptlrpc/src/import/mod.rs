@@ -330,6 +330,12 @@ impl Import {
         }
         let held = self.requests.len() + self.replay.len();
         if held >= self.cfg.max_requests {
+            // Replies kept for replay fill it: ask the target now what it
+            // has committed instead of waiting for the next ping.
+            if !self.replay.is_empty() {
+                self.pinger.request_ping();
+                self.drive(now);
+            }
             return Err(ImportError::Full(held));
         }
         let xid = self.xids.next_xid();
@@ -349,7 +355,18 @@ impl Import {
     /// Imperative recovery: the target restarted (the MGS said so), so
     /// reconnect now instead of waiting for a ping to fail.
     pub fn handle_target_restarted(&mut self, now: Time) {
+        self.handle_target_restarted_at(now, &[]);
+    }
+
+    /// Imperative recovery naming where the target now serves: the
+    /// reconnect goes first to the first of `paths` this import knows
+    /// (a failover partner took over), or over the current path when it
+    /// knows none of them.
+    pub fn handle_target_restarted_at(&mut self, now: Time, paths: &[PathId]) {
         use ImportStateKind as K;
+        if let Some(i) = paths.iter().find_map(|p| self.cfg.paths.iter().position(|q| q == p)) {
+            self.path = i;
+        }
         self.tried_in_round = 0;
         self.backoff = self.cfg.backoff_min;
         match self.kind() {

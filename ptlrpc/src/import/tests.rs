@@ -392,3 +392,39 @@ fn early_reply_extends_the_deadline_and_never_shortens_it() {
     // Early replies are not final replies.
     assert!(drain(&mut imp).iter().all(|e| !matches!(e, ImportEvent::Reply { .. })));
 }
+
+#[test]
+fn a_full_replay_list_pings_at_once() {
+    let mut imp = with_replays(3);
+    imp.cfg.max_requests = 3;
+    assert!(imp.poll_transmit(t(3)).is_none(), "no ping due yet");
+    assert_eq!(imp.submit(t(3), put()), Err(ImportError::Full(3)));
+    let ping = next(&mut imp, t(3));
+    assert_eq!(Op::try_from(ping.header.opcode), Ok(Op::ObdPing));
+    assert_eq!(imp.submit(t(3), put()), Err(ImportError::Full(3)), "one ping in flight is enough");
+    assert!(imp.poll_transmit(t(3)).is_none());
+    // Its reply says everything is committed: room again.
+    answer(&mut imp, t(4), &ping, 0, MsgFlags::EMPTY, 0, 12);
+    assert!(imp.replay_list().is_empty());
+    assert!(imp.submit(t(4), put()).is_ok());
+}
+
+#[test]
+fn a_restart_notice_naming_a_path_reconnects_there() {
+    let mut imp = import(2);
+    imp.connect(t(0));
+    let c = next(&mut imp, t(0));
+    assert_eq!(c.path, PathId(0));
+    answer(&mut imp, t(1), &c, 0, MsgFlags::EMPTY, 0, 0);
+    // The failover partner took over: the notice names path 1.
+    imp.handle_target_restarted_at(t(5), &[PathId(9), PathId(1)]);
+    let c = next(&mut imp, t(5));
+    assert_eq!(c.path, PathId(1));
+    assert!(Op::try_from(c.header.opcode).is_ok_and(|o| o.is_connect()));
+    answer(&mut imp, t(5), &c, 0, MsgFlags::CONNECT_RECONNECT, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    assert_eq!(imp.current_path(), PathId(1));
+    // A notice naming no known path keeps the current one.
+    imp.handle_target_restarted_at(t(6), &[PathId(7)]);
+    assert_eq!(next(&mut imp, t(6)).path, PathId(1));
+}

@@ -288,6 +288,11 @@ impl Client {
         self.ops_left == 0 && self.outstanding.is_none()
     }
 
+    /// The import's path to `node`, if it has one.
+    pub fn path_to(&self, node: NodeId) -> Option<PathId> {
+        self.paths.iter().position(|&p| p == node).map(|i| PathId(i as u32))
+    }
+
     /// The first time at or after `t` the import entered FULL.
     pub fn full_since(&self, t: Time) -> Option<Time> {
         self.states.iter().find(|(at, k)| *at >= t && *k == ImportStateKind::Full).map(|(at, _)| *at)
