@@ -4,7 +4,8 @@
 //! size, version, owner, mtime), the target's last object id and the
 //! version of the id allocator (creates are version-checked on replay
 //! like writes), its [`ServerRec`] (boot epoch, last transno), the last
-//! committed transno and one ptlrpc [`ClientRecord`] per client UUID —
+//! committed transno and one ptlrpc [`ClientRecord`] per client UUID (in
+//! its one byte form, `ClientRecord::encode`) —
 //! staged in atomic batches and made durable by [`Index::persist`]
 //! (`PersistMode::SyncAll`), which only commits call.
 //!
@@ -16,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use ptlrpc::target::ClientRecord;
-use ptlrpc::wire::{ObjVersion, PRE_VERSIONS, Transno, Xid};
 
 use crate::error::OstError;
 
@@ -69,25 +69,6 @@ pub struct ServerRec {
     pub last_transno: u64,
 }
 
-fn encode_client(c: &ClientRecord) -> Vec<u8> {
-    let mut v = Vec::with_capacity(96 + c.last_reply.len());
-    v.extend_from_slice(&c.last_xid.0.to_le_bytes());
-    v.extend_from_slice(&c.last_transno.0.to_le_bytes());
-    v.extend_from_slice(&c.last_result.to_le_bytes());
-    for p in &c.pre_versions {
-        v.extend_from_slice(&p.0.to_le_bytes());
-    }
-    v.extend_from_slice(&c.post_version.0.to_le_bytes());
-    v.extend_from_slice(&c.last_close_xid.0.to_le_bytes());
-    v.extend_from_slice(&c.last_close_transno.0.to_le_bytes());
-    v.extend_from_slice(&c.last_close_result.to_le_bytes());
-    v.push(u8::from(c.gap.is_some()));
-    v.extend_from_slice(&c.gap.map_or(0, |g| g.0).to_le_bytes());
-    v.extend_from_slice(&(c.last_reply.len() as u32).to_le_bytes());
-    v.extend_from_slice(&c.last_reply);
-    v
-}
-
 /// Reads little-endian fields off a record; `None` when it runs short.
 struct Fields<'a>(&'a [u8]);
 
@@ -100,43 +81,6 @@ impl Fields<'_> {
     fn u64(&mut self) -> Option<u64> {
         self.take::<8>().map(u64::from_le_bytes)
     }
-    fn i32(&mut self) -> Option<i32> {
-        self.take::<4>().map(i32::from_le_bytes)
-    }
-}
-
-fn decode_client(uuid: String, b: &[u8]) -> Option<ClientRecord> {
-    let mut f = Fields(b);
-    let last_xid = Xid(f.u64()?);
-    let last_transno = Transno(f.u64()?);
-    let last_result = f.i32()?;
-    let mut pre_versions = [ObjVersion(0); PRE_VERSIONS];
-    for p in &mut pre_versions {
-        *p = ObjVersion(f.u64()?);
-    }
-    let post_version = ObjVersion(f.u64()?);
-    let last_close_xid = Xid(f.u64()?);
-    let last_close_transno = Transno(f.u64()?);
-    let last_close_result = f.i32()?;
-    let has_gap = f.take::<1>()?[0] != 0;
-    let gap = f.u64()?;
-    let len = u32::from_le_bytes(f.take::<4>()?) as usize;
-    if f.0.len() != len {
-        return None;
-    }
-    Some(ClientRecord {
-        uuid,
-        last_xid,
-        last_transno,
-        last_result,
-        pre_versions,
-        post_version,
-        last_close_xid,
-        last_close_transno,
-        last_close_result,
-        gap: has_gap.then_some(Transno(gap)),
-        last_reply: f.0.to_vec(),
-    })
 }
 
 /// One staged write.
@@ -269,8 +213,10 @@ impl Index {
         for kv in self.records.prefix(CLIENT_PREFIX) {
             let (k, v) = kv.into_inner().map_err(|e| self.fj(e))?;
             let rest = k.get(CLIENT_PREFIX.len()..).ok_or_else(|| self.corrupt("client key"))?;
-            let uuid = String::from_utf8(rest.to_vec()).map_err(|_| self.corrupt("client key"))?;
-            let rec = decode_client(uuid, &v).ok_or_else(|| self.corrupt("client record"))?;
+            let rec = ClientRecord::decode(&v).map_err(|e| self.corrupt(&e.to_string()))?;
+            if rec.uuid.as_bytes() != rest {
+                return Err(self.corrupt("client key and record disagree"));
+            }
             out.push(rec);
         }
         Ok(out)
@@ -302,7 +248,7 @@ impl Index {
                 Put::Client(c) => {
                     let mut k = CLIENT_PREFIX.to_vec();
                     k.extend_from_slice(c.uuid.as_bytes());
-                    b.insert(&self.records, k, encode_client(c));
+                    b.insert(&self.records, k, c.encode());
                 }
                 Put::DelClient(uuid) => {
                     let mut k = CLIENT_PREFIX.to_vec();
@@ -322,19 +268,26 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
+    use ptlrpc::target::ReplySlot;
+    use ptlrpc::wire::{ObjVersion, Transno, Xid};
+
     use super::*;
 
     fn client() -> ClientRecord {
         ClientRecord {
             uuid: "c1".into(),
-            last_xid: Xid(3),
+            replied_xid: Xid(2),
             last_transno: Transno(44),
-            last_result: -5,
-            pre_versions: [ObjVersion(1), ObjVersion(2), ObjVersion(0), ObjVersion(9)],
-            post_version: ObjVersion(44),
+            slots: vec![ReplySlot {
+                tag: 1,
+                xid: Xid(3),
+                transno: Transno(44),
+                result: -5,
+                pre_versions: [ObjVersion(1), ObjVersion(2), ObjVersion(0), ObjVersion(9)],
+                post_version: ObjVersion(44),
+                reply: vec![1, 2, 3],
+            }],
             gap: Some(Transno(40)),
-            last_reply: vec![1, 2, 3],
-            ..ClientRecord::default()
         }
     }
 

@@ -20,7 +20,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `wire::header` | the 144-byte little-endian header, by hand, pinned by golden bytes |
+//! | `wire::header` | the 160-byte little-endian header, by hand, pinned by golden bytes |
 //! | `wire::opcode` | the opcode registry (Lustre numbers) and MDS reint sub-ops |
 //! | `wire::message` | header + rkyv body; bodies validated before use |
 //! | `wire::error` | typed decode/encode errors and their errno |

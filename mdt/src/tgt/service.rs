@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use ptlrpc::target::{ClientRecord, ObjId, Plan, TargetService};
+use ptlrpc::target::{ObjId, Plan, ReplySlot, TargetService};
 use ptlrpc::wire::{Frame, Op};
 
 use super::store::{MdtChange, MdtStore, reply_key};
@@ -65,10 +65,10 @@ impl TargetService for MdtService {
         }
     }
 
-    fn reconstruct(&self, rec: &ClientRecord) -> Vec<u8> {
-        if !rec.last_reply.is_empty() {
-            return rec.last_reply.clone();
+    fn reconstruct(&self, uuid: &str, slot: &ReplySlot) -> Vec<u8> {
+        if !slot.reply.is_empty() {
+            return slot.reply.clone();
         }
-        self.ops.ns.kv().get(Table::Meta, &reply_key(&rec.uuid)).ok().flatten().unwrap_or_default()
+        self.ops.ns.kv().get(Table::Meta, &reply_key(uuid, slot.tag)).ok().flatten().unwrap_or_default()
     }
 }

@@ -1,6 +1,8 @@
 //! [`MdtStore`]: the MDT's namespace store as a [`TargetStore`].
 //!
-//! Owns: the per-client records (table `clients`), the server record
+//! Owns: the per-client records (table `clients`, in ptlrpc's one
+//! record form, `ClientRecord::encode`; reply bodies too large for a slot
+//! under `reply_key` in `Meta`), the server record
 //! (the epoch and last-transno keys the namespace's transactions stamp),
 //! object versions (an inode's `version`; 0 when it does not exist), and
 //! `apply`: one atomic batch with the planned namespace change, the
@@ -15,14 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ptlrpc::target::{ClientRecord, MAX_KEPT_REPLY, ObjId, Persisted, ServerRecord, TargetStore, Txn};
-use ptlrpc::wire::{Fid, ObjVersion, PRE_VERSIONS, Transno, Xid};
-use rkyv::{Archive, Deserialize, Serialize};
+use ptlrpc::wire::{Fid, ObjVersion, Transno};
 
 use crate::error::errno;
 use crate::fid;
 use crate::inode::Inode;
 use crate::ns::{Namespace, Tx};
-use crate::store::{Batch, Kv, Table, decode, encode};
+use crate::store::{Batch, Kv, Table, decode};
 use crate::txn::{Committer, EPOCH_KEY, TRANSNO_KEY};
 
 /// How long a synchronous commit may take.
@@ -38,63 +39,13 @@ pub struct MdtChange {
     pub reply: Vec<u8>,
 }
 
-/// A client record as stored.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-struct StoredClient {
-    uuid: String,
-    last_xid: u64,
-    last_transno: u64,
-    last_result: i32,
-    pre_versions: [u64; PRE_VERSIONS],
-    post_version: u64,
-    last_close_xid: u64,
-    last_close_transno: u64,
-    last_close_result: i32,
-    gap: Option<u64>,
-    last_reply: Vec<u8>,
-}
-
-impl From<&ClientRecord> for StoredClient {
-    fn from(r: &ClientRecord) -> StoredClient {
-        StoredClient {
-            uuid: r.uuid.clone(),
-            last_xid: r.last_xid.0,
-            last_transno: r.last_transno.0,
-            last_result: r.last_result,
-            pre_versions: r.pre_versions.map(|v| v.0),
-            post_version: r.post_version.0,
-            last_close_xid: r.last_close_xid.0,
-            last_close_transno: r.last_close_transno.0,
-            last_close_result: r.last_close_result,
-            gap: r.gap.map(|t| t.0),
-            last_reply: r.last_reply.clone(),
-        }
-    }
-}
-
-impl From<StoredClient> for ClientRecord {
-    fn from(s: StoredClient) -> ClientRecord {
-        ClientRecord {
-            uuid: s.uuid,
-            last_xid: Xid(s.last_xid),
-            last_transno: Transno(s.last_transno),
-            last_result: s.last_result,
-            pre_versions: s.pre_versions.map(ObjVersion),
-            post_version: ObjVersion(s.post_version),
-            last_close_xid: Xid(s.last_close_xid),
-            last_close_transno: Transno(s.last_close_transno),
-            last_close_result: s.last_close_result,
-            gap: s.gap.map(Transno),
-            last_reply: s.last_reply,
-        }
-    }
-}
-
-/// The Meta key of `uuid`'s kept reply body (bodies over
+/// The Meta key of `uuid`'s kept reply body in slot `tag` (bodies over
 /// [`MAX_KEPT_REPLY`]).
-pub fn reply_key(uuid: &str) -> Vec<u8> {
+pub fn reply_key(uuid: &str, tag: u16) -> Vec<u8> {
     let mut k = b"reply:".to_vec();
     k.extend_from_slice(uuid.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&tag.to_be_bytes());
     k
 }
 
@@ -146,8 +97,8 @@ impl TargetStore for MdtStore {
         };
         let mut clients = Vec::new();
         let res = crate::store::scan(kv, Table::Clients, &[], crate::store::KEY_END, |_, v| {
-            match decode::<StoredClient>(Table::Clients, v) {
-                Ok(c) => clients.push(ClientRecord::from(c)),
+            match ClientRecord::decode(v) {
+                Ok(c) => clients.push(c),
                 Err(e) => tracing::error!(error = %e, "corrupt client record skipped"),
             }
             Ok(())
@@ -167,12 +118,15 @@ impl TargetStore for MdtStore {
     }
 
     fn apply(&mut self, txn: Txn<MdtChange>) -> Result<(), i32> {
-        let Txn { transno, version, change, client, server, .. } = txn;
+        let Txn { transno, version, change, client, server, tag, .. } = txn;
         let mut b = change.tx.into_batch(version.0);
         if change.reply.len() > MAX_KEPT_REPLY {
-            b.put(Table::Meta, reply_key(&client.uuid), change.reply);
+            b.put(Table::Meta, reply_key(&client.uuid, tag), change.reply);
+        } else {
+            // The slot holds this reply itself: no older body may stand in.
+            b.del(Table::Meta, reply_key(&client.uuid, tag));
         }
-        b.put(Table::Clients, client.uuid.as_bytes().to_vec(), encode(&StoredClient::from(&client)));
+        b.put(Table::Clients, client.uuid.as_bytes().to_vec(), client.encode());
         MdtStore::server_batch(&mut b, &server);
         self.kv().write(b).map_err(|e| {
             tracing::error!(error = %e, transno = transno.0, "MDT transaction not written");
@@ -184,14 +138,16 @@ impl TargetStore for MdtStore {
 
     fn put_client(&mut self, rec: ClientRecord) {
         let mut b = Batch::new();
-        b.put(Table::Clients, rec.uuid.as_bytes().to_vec(), encode(&StoredClient::from(&rec)));
+        b.put(Table::Clients, rec.uuid.as_bytes().to_vec(), rec.encode());
         self.write(b);
     }
 
     fn remove_client(&mut self, uuid: &str) {
         let mut b = Batch::new();
         b.del(Table::Clients, uuid.as_bytes().to_vec());
-        b.del(Table::Meta, reply_key(uuid));
+        for tag in 0..=ptlrpc::target::MAX_SLOTS {
+            b.del(Table::Meta, reply_key(uuid, tag));
+        }
         self.write(b);
     }
 

@@ -4,7 +4,9 @@
 //! Owns: [`RequestSpec`] (what a caller asks for), the table of requests
 //! without a final reply (Lustre's sending and delayed lists: a request
 //! is delayed until the import is FULL and, for modifying requests, until
-//! no other modifying request is in flight), and [`ReplayList`]: replied,
+//! one of the negotiated `max_mod_rpcs` reply slots is free; a modifying
+//! request holds its slot — its tag — from its first send until its final
+//! reply, across resends), and [`ReplayList`]: replied,
 //! uncommitted modifying requests in transno order, pruned as
 //! `last_committed` advances; open requests stay until released (closed).
 //!
@@ -21,8 +23,8 @@ pub enum ReqKind {
     /// Reads nothing durable: no transno, never replayed.
     Read,
     /// Modifies the target: gets a transno and is replayed until committed.
-    /// At most one is in flight per import (the target keeps one reply
-    /// record per client).
+    /// At most the negotiated `max_mod_rpcs` are in flight per import, each
+    /// in its own slot (tag) of the target's record of the client.
     Modify,
     /// Like `Modify`, but kept for replay after commit until
     /// [`super::Import::release_open`] (Lustre's committed opens).
@@ -64,6 +66,8 @@ pub(crate) enum Phase {
 pub(crate) struct Req {
     pub spec: RequestSpec,
     pub phase: Phase,
+    /// The reply slot a modifying request holds (0: none yet).
+    pub tag: u16,
 }
 
 /// Requests without a final reply, by xid.
@@ -78,7 +82,7 @@ impl Requests {
     }
 
     pub fn insert(&mut self, xid: Xid, spec: RequestSpec) {
-        self.map.insert(xid, Req { spec, phase: Phase::Delayed });
+        self.map.insert(xid, Req { spec, phase: Phase::Delayed, tag: 0 });
     }
 
     pub fn get(&self, xid: Xid) -> Option<&Req> {
@@ -93,22 +97,38 @@ impl Requests {
         self.map.remove(&xid)
     }
 
-    fn mod_busy(&self) -> bool {
-        self.map.values().any(|r| r.spec.kind.modifies() && !matches!(r.phase, Phase::Delayed))
+    /// The lowest free slot in `1..=max_mod`, if any.
+    fn free_tag(&self, max_mod: u16) -> Option<u16> {
+        let used: std::collections::BTreeSet<u16> = self.map.values().map(|r| r.tag).filter(|&t| t != 0).collect();
+        if used.len() >= usize::from(max_mod) {
+            return None;
+        }
+        (1..=max_mod.max(1)).find(|t| !used.contains(t))
+    }
+
+    /// The lowest xid without its final reply.
+    pub fn lowest_xid(&self) -> Option<Xid> {
+        self.map.keys().next().copied()
     }
 
     /// The next request to put on the wire: resends first (xid order), then
-    /// delayed requests, holding modifying ones while another is in flight.
-    /// Returns the xid and whether it is a resend.
-    pub fn next_to_send(&self) -> Option<(Xid, bool)> {
-        if let Some((&x, _)) = self.map.iter().find(|(_, r)| r.phase == Phase::Resend) {
-            return Some((x, true));
+    /// delayed requests, holding modifying ones while every one of the
+    /// `max_mod` slots is taken. A modifying request sent for the first
+    /// time takes the lowest free slot. Returns the xid, whether it is a
+    /// resend, and its tag.
+    pub fn next_to_send(&mut self, max_mod: u16) -> Option<(Xid, bool, u16)> {
+        if let Some((&x, r)) = self.map.iter().find(|(_, r)| r.phase == Phase::Resend) {
+            return Some((x, true, r.tag));
         }
-        let mod_busy = self.mod_busy();
-        self.map
-            .iter()
-            .find(|(_, r)| r.phase == Phase::Delayed && !(mod_busy && r.spec.kind.modifies()))
-            .map(|(&x, _)| (x, false))
+        let free = self.free_tag(max_mod);
+        let (&x, r) = self
+            .map
+            .iter_mut()
+            .find(|(_, r)| r.phase == Phase::Delayed && (free.is_some() || !r.spec.kind.modifies()))?;
+        if r.spec.kind.modifies() {
+            r.tag = free?;
+        }
+        Some((x, false, r.tag))
     }
 
     /// The connection failed: everything sent must be resent.
@@ -157,6 +177,8 @@ pub struct ReplayEntry {
     pub pre_versions: [ObjVersion; PRE_VERSIONS],
     /// An open not yet released: kept after commit.
     pub open: bool,
+    /// The reply slot it had (replays keep it).
+    pub tag: u16,
     /// Waiting for delayed recovery: its transno came from a target
     /// instance that finished recovery without it, so `last_committed` says
     /// nothing about it.
@@ -206,11 +228,12 @@ impl ReplayList {
         before - self.by_transno.len()
     }
 
-    /// Drops entries the target holds durably by this client's xid (every
-    /// modifying request up to `committed_xid` is committed), opens aside.
-    pub(crate) fn prune_xid(&mut self, committed_xid: Xid) -> usize {
+    /// Drops entries the target holds durably by its record of this
+    /// client (`client_committed` of a recovering or delayed connect: see
+    /// [`Transno::covered_by`]), waiting ones included, opens aside.
+    pub(crate) fn prune_client_committed(&mut self, client_committed: Transno) -> usize {
         let before = self.by_transno.len();
-        self.by_transno.retain(|_, e| e.open || e.xid > committed_xid);
+        self.by_transno.retain(|&t, e| e.open || !t.covered_by(client_committed));
         before - self.by_transno.len()
     }
 

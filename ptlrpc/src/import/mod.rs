@@ -155,6 +155,10 @@ pub struct ImportConfig {
     pub seed: u64,
     /// Job id every request carries (jobstats).
     pub jobid: JobId,
+    /// Modifying requests in flight at once to ask for (Lustre's
+    /// `max_mod_rpcs_in_flight`); the target may grant fewer. 1 asks for
+    /// nothing (one at a time).
+    pub max_mod_rpcs: u16,
 }
 
 impl ImportConfig {
@@ -175,6 +179,7 @@ impl ImportConfig {
             first_xid: 1,
             seed: 0,
             jobid: JobId::EMPTY,
+            max_mod_rpcs: 1,
         }
     }
 }
@@ -323,7 +328,7 @@ impl Import {
     }
 
     /// Queues a request; it goes out when the import is FULL (and, if it
-    /// modifies, when no other modifying request is in flight).
+    /// modifies, when one of the negotiated reply slots is free).
     pub fn submit(&mut self, now: Time, spec: RequestSpec) -> Result<Xid, ImportError> {
         if self.kind() == ImportStateKind::Closed {
             return Err(ImportError::Closed);
@@ -547,12 +552,23 @@ impl Import {
         }
     }
 
+    /// Modifying requests in flight at once, as negotiated (1 unless the
+    /// target agreed to `MULTIMODRPCS`).
+    pub fn max_mod_rpcs(&self) -> u16 {
+        self.negotiated
+            .as_ref()
+            .filter(|d| d.flags & crate::wire::connect_flags::MULTIMODRPCS != 0)
+            .map_or(1, |d| u16::try_from(d.max_mod_rpcs).unwrap_or(u16::MAX).clamp(1, self.cfg.max_mod_rpcs.max(1)))
+    }
+
     fn pump_full(&mut self, now: Time) {
-        while let Some((xid, resend)) = self.requests.next_to_send() {
+        let max_mod = self.max_mod_rpcs();
+        while let Some((xid, resend, tag)) = self.requests.next_to_send(max_mod) {
             let Some(req) = self.requests.get(xid) else { break };
             let (op, portal, body) = (req.spec.op, req.spec.portal, req.spec.body.clone());
             let flags = if resend { MsgFlags::RESEND } else { MsgFlags::EMPTY };
             let mut h = self.header(now, op, xid, flags);
+            h.tag = tag;
             h.timeout = self.at.request_timeout(now, portal);
             let deadline = self.at.request_deadline(now, portal);
             if let Some(r) = self.requests.get_mut(xid) {
@@ -606,6 +622,7 @@ impl Import {
                 transno: h.transno,
                 pre_versions: h.pre_versions,
                 open: req.spec.kind == ReqKind::Open,
+                tag: req.tag,
                 delayed_pending: false,
                 spec: req.spec,
             });
@@ -629,9 +646,12 @@ impl Import {
         self.set_state(now, ImportState::Discon { retry_at: now });
     }
 
-    /// A request header on the current connection.
+    /// A request header on the current connection. Its `replied_xid` is
+    /// the lowest xid without a final reply (this one included) minus one.
     fn header(&self, now: Time, op: Op, xid: Xid, flags: MsgFlags) -> Header {
         let mut h = Header::new(MsgKind::Request, op.opcode(), xid);
+        let lowest = self.requests.lowest_xid().map_or(xid, |l| l.min(xid));
+        h.replied_xid = Xid(lowest.0.saturating_sub(1));
         h.flags = flags;
         h.conn_cnt = self.conn_cnt;
         h.handle = self.remote;

@@ -25,11 +25,15 @@ impl Import {
             self.remote = ExportHandle::NONE;
         }
         let h = self.header(now, self.cfg.connect_op, xid, flags);
-        let data = ConnectData {
+        let mut data = ConnectData {
             client_uuid: self.cfg.client_uuid.clone(),
             transno: self.last_committed.0,
             ..self.cfg.connect_data.clone()
         };
+        if self.cfg.max_mod_rpcs > 1 {
+            data.flags |= crate::wire::connect_flags::MULTIMODRPCS;
+            data.max_mod_rpcs = u32::from(self.cfg.max_mod_rpcs);
+        }
         let body = match rkyv::to_bytes::<rkyv::rancor::Error>(&data) {
             Ok(b) => b.to_vec(),
             // Connect data is a few plain fields and a short string; failing
@@ -81,7 +85,7 @@ impl Import {
         self.generation += 1;
         self.stats.connected += 1;
         self.pinger.handle_connected(now);
-        self.replay.prune_xid(Xid(data.committed_xid));
+        self.replay.prune_client_committed(Transno(data.client_committed));
         let recovering = h.flags.contains(MsgFlags::CONNECT_RECOVERING);
         let delayed = h.flags.contains(MsgFlags::CONNECT_DELAYED);
         let reconnect = h.flags.contains(MsgFlags::CONNECT_RECONNECT);
@@ -123,13 +127,13 @@ impl Import {
             match todo.pop_front() {
                 Some(t) => {
                     if let Some(e) = self.replay.get(t) {
-                        break Some((t, e.xid, e.spec.clone(), e.pre_versions, todo.is_empty()));
+                        break Some((t, e.xid, e.spec.clone(), e.pre_versions, e.tag, todo.is_empty()));
                     }
                 }
                 None => break None,
             }
         };
-        let Some((t, xid, spec, pre, last)) = next else {
+        let Some((t, xid, spec, pre, tag, last)) = next else {
             self.set_state(now, ImportState::ReplayLocks { mode });
             return;
         };
@@ -144,6 +148,7 @@ impl Import {
         let mut h = self.header(now, op, xid, flags);
         h.transno = t;
         h.pre_versions = pre;
+        h.tag = tag;
         h.timeout = self.at.request_timeout(now, portal);
         let deadline = self.at.request_deadline(now, portal);
         if let ImportState::Replay { in_flight, .. } = &mut self.state {

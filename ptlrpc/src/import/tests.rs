@@ -36,7 +36,7 @@ fn answer(imp: &mut Import, now: Time, out: &Outgoing, status: i32, flags: MsgFl
     h.last_committed = Transno(lc);
     h.pre_versions = [ObjVersion(transno.saturating_sub(1)); 4];
     let body = if Op::try_from(out.header.opcode).is_ok_and(|o| o.is_connect()) {
-        let data = ConnectData { committed_xid: 0, ..ConnectData::default() };
+        let data = ConnectData { client_committed: 0, ..ConnectData::default() };
         rkyv::to_bytes::<rkyv::rancor::Error>(&data).map(|b| b.to_vec()).unwrap_or_default()
     } else {
         Vec::new()

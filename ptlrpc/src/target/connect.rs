@@ -9,7 +9,7 @@
 
 use super::{ClientRecord, Export, ExportStage, PeerId, Reply, Target, TargetService, TargetStore};
 use crate::time::Time;
-use crate::wire::{ConnectData, Frame, Header, MsgFlags, MsgKind, Xid, connect_flags as cf, errno};
+use crate::wire::{ConnectData, Frame, Header, MsgFlags, MsgKind, Transno, connect_flags as cf, errno};
 
 /// The subset of `client`'s request the target honours, given what it
 /// supports (`server`): flags are intersected, limits take the smaller
@@ -27,8 +27,9 @@ pub fn negotiate(client: &ConnectData, server: &ConnectData) -> ConnectData {
         max_easize: if on(cf::MAX_EASIZE) { server.max_easize } else { 0 },
         max_bytes: if on(cf::MAXBYTES) { server.max_bytes } else { 0 },
         transno: 0,
-        committed_xid: 0,
+        client_committed: 0,
         instance: 0,
+        max_mod_rpcs: if on(cf::MULTIMODRPCS) { client.max_mod_rpcs.clamp(1, server.max_mod_rpcs.max(1)) } else { 1 },
         client_uuid: client.client_uuid.clone(),
         target: client.target.clone(),
     }
@@ -51,7 +52,7 @@ impl<S: TargetService> Target<S> {
             return;
         }
         let recovering = self.recovery.is_some();
-        let (flags, committed_xid) = match self.exports.get_mut(&uuid) {
+        let (flags, client_committed) = match self.exports.get_mut(&uuid) {
             Some(e) if e.connecting => {
                 self.stats.dropped_connecting += 1;
                 return;
@@ -71,11 +72,11 @@ impl<S: TargetService> Target<S> {
                     }
                     e.stage = ExportStage::Recovering { connected: true, done: false };
                     e.held_ping = None;
-                    let xid = e.boot_xid.unwrap_or(Xid(0));
+                    let own = e.boot_transno.unwrap_or(Transno(0));
                     if let Some(r) = self.recovery.as_mut().filter(|_| !connected) {
                         r.client_connected(now);
                     }
-                    (MsgFlags::CONNECT_RECOVERING, xid)
+                    (MsgFlags::CONNECT_RECOVERING, own)
                 }
                 ExportStage::Retained { .. } | ExportStage::Delayed if recovering => {
                     self.reply_error(from, &h, errno::EBUSY);
@@ -83,15 +84,15 @@ impl<S: TargetService> Target<S> {
                 }
                 ExportStage::Retained { .. } | ExportStage::Delayed => {
                     e.stage = ExportStage::Delayed;
-                    let (handle, xid) = (e.handle, e.boot_xid.unwrap_or(Xid(0)));
+                    let (handle, own) = (e.handle, e.boot_transno.unwrap_or(Transno(0)));
                     let _ = self.evictor.add_export(now, handle);
-                    (MsgFlags::CONNECT_DELAYED, xid)
+                    (MsgFlags::CONNECT_DELAYED, own)
                 }
                 ExportStage::Normal => {
                     let flags = if h.handle == e.handle { MsgFlags::CONNECT_RECONNECT } else { MsgFlags::EMPTY };
                     let handle = e.handle;
                     let _ = self.evictor.add_export(now, handle);
-                    (flags, Xid(0))
+                    (flags, Transno(0))
                 }
             },
             None => {
@@ -108,13 +109,13 @@ impl<S: TargetService> Target<S> {
                 self.store.put_client(rec);
                 self.store.commit();
                 let _ = self.evictor.add_export(now, handle);
-                (MsgFlags::EMPTY, Xid(0))
+                (MsgFlags::EMPTY, Transno(0))
             }
         };
         let mut reply_data = negotiate(&data, &self.cfg.supported);
         self.service.connected(&self.store, &uuid, &data, &mut reply_data);
         reply_data.transno = self.store.committed().0;
-        reply_data.committed_xid = committed_xid.0;
+        reply_data.client_committed = client_committed.0;
         reply_data.instance = self.epoch;
         let Some(e) = self.exports.get_mut(&uuid) else { return };
         e.conn_cnt = h.conn_cnt;

@@ -16,6 +16,8 @@ use crate::wire::{ConnCnt, ConnectData, ExportHandle, Header, Transno, Xid};
 
 /// Executed-but-uncommitted transnos an export tracks at most.
 pub const UNCOMMITTED_TRACKED: usize = 64;
+/// Executed xids an export remembers at most ([`Export::done`]).
+pub const DONE_TRACKED: usize = 1 << 14;
 
 /// Where an export is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +62,16 @@ pub struct Export {
     pub vbr_failed: bool,
     /// The "replay done" PING, answered when recovery ends.
     pub held_ping: Option<Header>,
-    /// The client's last xid as loaded at boot (durable), until the client
-    /// changes anything.
-    pub boot_xid: Option<Xid>,
+    /// The client's last transno as loaded at boot (durable): its replays
+    /// at or below it were committed before the crash. Kept for the whole
+    /// boot (replays always carry transnos of earlier boots).
+    pub boot_transno: Option<Transno>,
+    /// Updates of the client's executed in this boot, by xid, with their
+    /// transno and whether they were replays: a duplicate whose slot was
+    /// reused since is still known. Normal ones go once the client
+    /// acknowledges them (then `replied_xid` covers them); at most
+    /// [`DONE_TRACKED`] are kept.
+    pub done: BTreeMap<Xid, (Transno, bool)>,
     /// A CONNECT is being answered; another one is dropped meanwhile.
     pub connecting: bool,
     /// Transnos of the client's executed updates not yet known durable
@@ -76,12 +85,22 @@ pub struct Export {
 }
 
 impl Export {
-    /// The client's update `transno` was executed.
-    pub fn executed(&mut self, transno: Transno) {
+    /// The client's update `xid` was executed as `transno`.
+    pub fn executed(&mut self, xid: Xid, transno: Transno, replay: bool) {
         if self.uncommitted.len() == UNCOMMITTED_TRACKED {
             self.uncommitted.pop_front();
         }
         self.uncommitted.push_back(transno);
+        if self.done.len() >= DONE_TRACKED {
+            self.done.pop_first();
+        }
+        self.done.insert(xid, (transno, replay));
+    }
+
+    /// The client acknowledged every reply up to `xid`: forgets the normal
+    /// updates it covers (replays stay: their xids are old).
+    pub fn acknowledged(&mut self, xid: Xid) {
+        self.done.retain(|&x, &mut (_, replay)| replay || x > xid);
     }
 
     /// A fresh export.
@@ -95,7 +114,8 @@ impl Export {
             stage,
             vbr_failed: false,
             held_ping: None,
-            boot_xid: None,
+            boot_transno: None,
+            done: BTreeMap::new(),
             connecting: false,
             uncommitted: VecDeque::new(),
             own_committed: Transno(0),

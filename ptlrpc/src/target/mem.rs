@@ -134,7 +134,7 @@ impl<V: Clone> TargetStore for MemStore<V> {
             self.live.journal.push(JournalEntry {
                 transno: txn.transno,
                 uuid: txn.client.uuid.clone(),
-                xid: txn.client.last_xid,
+                xid: txn.xid,
                 replay: txn.replay,
                 pre_versions: txn.pre_versions,
                 objects: txn.objects,
@@ -185,7 +185,9 @@ mod tests {
             objects: vec![ObjId(obj)],
             pre_versions: [ObjVersion(0); PRE_VERSIONS],
             change: vec![(ObjId(obj), value)],
-            client: ClientRecord { uuid: "c".into(), last_xid: Xid(transno), ..ClientRecord::default() },
+            xid: Xid(transno),
+            tag: 1,
+            client: ClientRecord { uuid: "c".into(), last_transno: Transno(transno), ..ClientRecord::default() },
             server: ServerRecord { epoch: 1, last_transno: Transno(transno) },
             replay: false,
         }
@@ -202,7 +204,7 @@ mod tests {
         s.crash();
         assert_eq!(s.get(ObjId(7)).map(|(v, x)| (v, *x)), Some((ObjVersion(1), 10)));
         assert_eq!(s.journal().len(), 1);
-        assert_eq!(s.load().clients[0].last_xid, Xid(1));
+        assert_eq!(s.load().clients[0].last_transno, Transno(1));
         assert_eq!(s.version(ObjId(8)), ObjVersion(0));
     }
 }

@@ -8,7 +8,10 @@
 //! in the same transaction as each change ([`store`]), `last_committed` on
 //! every reply, reply reconstruction for resent requests, recovery after a
 //! restart (`recovery`: window, transno-ordered replay, gaps and VBR,
-//! delayed recovery, retained exports), and eviction (ping timeout via
+//! delayed recovery, retained exports), several modifying requests in
+//! flight per client (each in its reply slot, named by the request's tag;
+//! slots freed as the client acknowledges replies with `replied_xid`,
+//! Lustre's multiple modify RPCs), and eviction (ping timeout via
 //! [`Evictor`], VBR failure, administrator).
 //!
 //! Front hooks: a driver may run work outside the target for a request
@@ -21,9 +24,11 @@
 //! same rules as here (refused with -EAGAIN while the export recovers).
 //!
 //! Must not: perform I/O or read a clock (storage goes through
-//! [`TargetStore`], time arrives as `now`), execute a request twice (a
-//! client's executed modifying requests always form a prefix of its xids,
-//! which is what reconstruction relies on), or panic on wire input.
+//! [`TargetStore`], time arrives as `now`), execute a request twice (an
+//! update is known as run while its slot holds it, while this boot
+//! remembers its xid, once the client acknowledged it, or — replays — when
+//! its transno is at or below what was durable at boot), or panic on wire
+//! input.
 
 mod connect;
 pub mod export;
@@ -39,7 +44,10 @@ use std::time::Duration;
 pub use connect::negotiate;
 pub use export::{Export, ExportStage, Exports};
 pub use mem::{JournalEntry, MemStore};
-pub use store::{ClientRecord, MAX_KEPT_REPLY, ObjId, Persisted, Plan, ServerRecord, TargetService, TargetStore, Txn};
+pub use store::{
+    ClientRecord, MAX_KEPT_REPLY, ObjId, Persisted, Plan, RECORD_FORMAT, RecordError, ReplySlot, ServerRecord,
+    TargetService, TargetStore, Txn,
+};
 
 use crate::evictor::{Evictor, EvictorEvent};
 use crate::pinger::PingSettings;
@@ -203,6 +211,7 @@ impl Default for TargetConfig {
                 cksum_types: crate::wire::CKSUM_CRC32C,
                 max_easize: 64 << 10,
                 max_bytes: 1 << 44,
+                max_mod_rpcs: 8,
                 ..ConnectData::default()
             },
             commit_interval: Duration::from_secs(5),
@@ -267,6 +276,22 @@ pub struct Target<S: TargetService> {
     stats: TargetStats,
 }
 
+/// Reply slots (tags) a client may use at most; a higher tag is refused
+/// with -EPROTO.
+pub const MAX_SLOTS: u16 = 256;
+
+/// What the target knows of an update's earlier execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prior {
+    /// Not run, as far as the target knows: run it.
+    No,
+    /// Run; its reply is in the client's slot.
+    Slot(ReplySlot),
+    /// Run (or acknowledged by the client) and its slot gone: a duplicate.
+    /// Its transno, when known.
+    Done(Option<Transno>),
+}
+
 /// How a modifying request runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -310,7 +335,7 @@ impl<S: TargetService> Target<S> {
             let handle = t.new_handle();
             let mut e =
                 Export::new(&rec.uuid, handle, PeerId(0), ExportStage::Recovering { connected: false, done: false });
-            e.boot_xid = Some(rec.last_xid);
+            e.boot_transno = Some(rec.last_transno);
             e.own_committed = rec.last_transno;
             t.exports.insert(e);
             t.records.insert(rec.uuid.clone(), rec);
@@ -414,9 +439,8 @@ impl<S: TargetService> Target<S> {
         if matches!(stage, ExportStage::Normal | ExportStage::Delayed) {
             self.evictor.handle_request(now, h.handle);
         }
-        let rec = self.records.get(&uuid);
-        let executed = rec.is_some_and(|r| r.last_xid != Xid(0) && h.xid <= r.last_xid)
-            || (replay && self.recovery.as_ref().is_some_and(|r| h.transno <= r.boot_committed()));
+        self.acknowledge(&uuid, h.replied_xid);
+        let executed = self.prior(&uuid, h, replay) != Prior::No;
         let mut reply = Header::new(MsgKind::Reply, h.opcode, h.xid);
         reply.conn_cnt = h.conn_cnt;
         reply.handle = h.handle;
@@ -465,6 +489,7 @@ impl<S: TargetService> Target<S> {
         if matches!(stage, ExportStage::Normal | ExportStage::Delayed) {
             self.evictor.handle_request(now, h.handle);
         }
+        self.acknowledge(&uuid, h.replied_xid);
         if op.is_disconnect() {
             self.handle_disconnect(from, &uuid, &h);
         } else if op == Op::ObdPing {
@@ -594,17 +619,55 @@ impl<S: TargetService> Target<S> {
         self.service.export_gone(uuid);
     }
 
+    /// The client acknowledged every reply up to `xid` (a request's
+    /// `replied_xid`): frees its slots and forgets what it covers.
+    fn acknowledge(&mut self, uuid: &str, xid: Xid) {
+        if let Some(r) = self.records.get_mut(uuid)
+            && r.acknowledge(xid)
+            && let Some(e) = self.exports.get_mut(uuid)
+        {
+            e.acknowledged(xid);
+        }
+    }
+
+    /// Whether the update `h` of `uuid` ran before: its reply in a slot,
+    /// executed in this boot, acknowledged, or (replays) committed before
+    /// the crash.
+    fn prior(&self, uuid: &str, h: &Header, replay: bool) -> Prior {
+        let rec = self.records.get(uuid);
+        if let Some(s) = rec.and_then(|r| r.slot_of(h.xid)) {
+            return Prior::Slot(s.clone());
+        }
+        let e = self.exports.get(uuid);
+        if let Some(&(t, _)) = e.and_then(|e| e.done.get(&h.xid)) {
+            return Prior::Done(Some(t));
+        }
+        if replay {
+            let boot = e.and_then(|e| e.boot_transno).unwrap_or(Transno(0));
+            let committed = self.recovery.as_ref().map_or(Transno(0), Recovery::boot_committed);
+            if h.transno.covered_by(boot) || h.transno.covered_by(committed) {
+                return Prior::Done(None);
+            }
+        } else if rec.is_some_and(|r| h.xid <= r.replied_xid) {
+            return Prior::Done(None);
+        }
+        Prior::No
+    }
+
     /// Runs a modifying (or read) request. Resent and duplicate requests
-    /// are answered from the client's record, never re-executed.
+    /// are answered from the client's slots, never re-executed.
     fn execute(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>, mode: Mode, input: S::Input) {
         let h = *frame.header();
-        let rec =
-            self.records.get(uuid).cloned().unwrap_or_else(|| ClientRecord { uuid: uuid.into(), ..Default::default() });
-        if rec.last_xid != Xid(0) && h.xid == rec.last_xid {
+        if h.tag > MAX_SLOTS {
+            self.reply_error(from, &h, errno::EPROTO);
+            return;
+        }
+        let replay = mode != Mode::Normal;
+        let prior = self.prior(uuid, &h, replay);
+        if let Prior::Slot(slot) = &prior {
             self.stats.reconstructed += 1;
-            let body = self.service.reconstruct(&rec);
-            let (status, transno, pre) = (rec.last_result, rec.last_transno, rec.pre_versions);
-            self.reply(from, &h, status, transno, Some(pre), MsgFlags::EMPTY, body);
+            let body = self.service.reconstruct(uuid, slot);
+            self.reply(from, &h, slot.result, slot.transno, Some(slot.pre_versions), MsgFlags::EMPTY, body);
             return;
         }
         let plan = match self.service.plan(&self.store, frame.op(), frame, input) {
@@ -621,13 +684,12 @@ impl<S: TargetService> Target<S> {
             }
             Plan::Update { objects, change, body } => (objects, change, body),
         };
-        if h.xid < rec.last_xid {
-            // Executed already (a client's executed updates are a prefix of
-            // its xids): a stale duplicate, or a replay done before.
+        if let Prior::Done(t) = prior {
+            // Executed already: a stale duplicate, or a replay done before.
             if mode == Mode::Normal {
                 self.stats.dropped_stale += 1;
             } else {
-                let transno = if mode == Mode::Primary { h.transno } else { rec.last_transno };
+                let transno = if mode == Mode::Primary { h.transno } else { t.unwrap_or(h.transno) };
                 self.reply(from, &h, 0, transno, Some(h.pre_versions), MsgFlags::EMPTY, Vec::new());
             }
             return;
@@ -640,11 +702,10 @@ impl<S: TargetService> Target<S> {
         for (p, o) in pre.iter_mut().zip(&objects) {
             *p = self.store.version(*o);
         }
-        let replay = mode != Mode::Normal;
         let vbr_failed = self.exports.get(uuid).is_some_and(|e| e.vbr_failed);
         if replay && (vbr_failed || pre[..objects.len()] != h.pre_versions[..objects.len()]) {
             // After one mismatch, later replays of the client are refused
-            // too, keeping its executed requests a prefix of its xids.
+            // too: what ran of its replays stays a prefix of its list.
             self.stats.vbr_mismatches += 1;
             if let Some(e) = self.exports.get_mut(uuid) {
                 e.vbr_failed = true;
@@ -663,17 +724,31 @@ impl<S: TargetService> Target<S> {
         let transno = if mode == Mode::Primary { h.transno } else { Transno(self.last_transno.0 + 1) };
         let last_transno = self.last_transno.max(transno);
         let version = ObjVersion(transno.0);
-        let client = ClientRecord {
-            last_xid: h.xid,
-            last_transno: transno,
-            last_result: 0,
+        let mut client =
+            self.records.get(uuid).cloned().unwrap_or_else(|| ClientRecord { uuid: uuid.into(), ..Default::default() });
+        client.last_transno = client.last_transno.max(transno);
+        client.set_slot(ReplySlot {
+            tag: h.tag,
+            xid: h.xid,
+            transno,
+            result: 0,
             pre_versions: pre,
             post_version: version,
-            last_reply: if body.len() <= MAX_KEPT_REPLY { body.clone() } else { Vec::new() },
-            ..rec
-        };
+            reply: if body.len() <= MAX_KEPT_REPLY { body.clone() } else { Vec::new() },
+        });
         let server = ServerRecord { epoch: self.epoch, last_transno };
-        let txn = Txn { transno, version, objects, pre_versions: pre, change, client: client.clone(), server, replay };
+        let txn = Txn {
+            transno,
+            version,
+            objects,
+            pre_versions: pre,
+            change,
+            xid: h.xid,
+            tag: h.tag,
+            client: client.clone(),
+            server,
+            replay,
+        };
         if let Err(e) = self.store.apply(txn) {
             // Nothing was recorded: the transno is not used.
             self.reply_error(from, &h, e);
@@ -683,8 +758,7 @@ impl<S: TargetService> Target<S> {
         self.records.insert(uuid.to_string(), client);
         self.stats.executed += 1;
         if let Some(e) = self.exports.get_mut(uuid) {
-            e.boot_xid = None;
-            e.executed(transno);
+            e.executed(h.xid, transno, replay);
         }
         if replay {
             self.events.push_back(TargetEvent::Replayed {

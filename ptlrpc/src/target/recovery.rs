@@ -95,9 +95,8 @@ impl<S: TargetService> Target<S> {
     /// to be done, queued otherwise.
     pub(super) fn queue_replay(&mut self, from: PeerId, uuid: &str, frame: &Frame<'_>, input: S::Input) {
         let h = *frame.header();
-        let last_xid = self.records.get(uuid).map(|r| r.last_xid);
+        let done_before = self.prior(uuid, &h, true) != super::Prior::No;
         let Some(r) = &mut self.recovery else { return };
-        let done_before = last_xid.is_some_and(|x| h.xid <= x) || h.transno <= r.boot_committed;
         if done_before {
             // Executed already (its reply was lost) or committed before the
             // crash: `execute` answers from the record without running it.

@@ -24,6 +24,12 @@
 //! Must not: perform I/O itself; implementations may (a file-backed store
 //! in mdt/ost), but the target calls them synchronously, under its lock,
 //! and they never block on the network.
+//!
+//! Records: [`ClientRecord`] and its [`ReplySlot`]s have one byte form,
+//! [`ClientRecord::encode`] / [`ClientRecord::decode`]; mdt, ost and the
+//! file store keep those bytes as they are.
+
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::wire::{ConnectData, Frame, ObjVersion, Op, PRE_VERSIONS, Transno, Xid};
 
@@ -41,38 +47,194 @@ pub struct ServerRecord {
     pub last_transno: Transno,
 }
 
-/// One client's durable record, written in the same transaction as every
+/// One client's durable record (Lustre's `lsd_client_data` with its
+/// `lsd_reply_data` slots), written in the same transaction as every
 /// change the client makes, so a resent request's reply can be rebuilt.
+/// [`ClientRecord::encode`] is its one on-disk form, for every store.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClientRecord {
     /// The client's UUID.
     pub uuid: String,
-    /// xid of the client's last modifying request.
-    pub last_xid: Xid,
-    /// Its transno.
+    /// The client said every request of its up to this xid had its reply
+    /// (`replied_xid` of its requests): slots at or below it are free.
+    pub replied_xid: Xid,
+    /// The highest transno of the client's updates. Updates run in
+    /// transno order and commits are prefixes of it, so as loaded at boot
+    /// every update of the client's at or below it is durable.
     pub last_transno: Transno,
+    /// The reply of the last update in each slot (tag), by tag, for
+    /// reconstruction; a slot the client acknowledged is dropped.
+    pub slots: Vec<ReplySlot>,
+    /// The first transno missing when recovery ended without this client
+    /// (gap information for its delayed recovery).
+    pub gap: Option<Transno>,
+}
+
+/// The reply to one update, kept in its client's slot (tag).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplySlot {
+    /// The slot (the request's tag).
+    pub tag: u16,
+    /// The request's xid.
+    pub xid: Xid,
+    /// Its transno.
+    pub transno: Transno,
     /// Its result (0 or a negative errno).
-    pub last_result: i32,
+    pub result: i32,
     /// Object versions before it.
     pub pre_versions: [ObjVersion; PRE_VERSIONS],
     /// The version it gave the objects.
     pub post_version: ObjVersion,
-    /// xid of the client's last close (closes have their own slot).
-    pub last_close_xid: Xid,
-    /// Its transno.
-    pub last_close_transno: Transno,
-    /// Its result.
-    pub last_close_result: i32,
-    /// The first transno missing when recovery ended without this client
-    /// (gap information for its delayed recovery).
-    pub gap: Option<Transno>,
-    /// The reply body of the last modifying request (at most
-    /// [`MAX_KEPT_REPLY`] bytes, else empty), for reconstruction: a resent
-    /// CREATE gets the same objects back.
-    pub last_reply: Vec<u8>,
+    /// The reply body (at most [`MAX_KEPT_REPLY`] bytes, else empty and
+    /// the service keeps it): a resent CREATE gets the same objects back.
+    pub reply: Vec<u8>,
 }
 
-/// The largest reply body kept in a [`ClientRecord`] for reconstruction.
+impl ClientRecord {
+    /// The slot holding the reply to `xid`.
+    pub fn slot_of(&self, xid: Xid) -> Option<&ReplySlot> {
+        self.slots.iter().find(|s| s.xid == xid && xid != Xid(0))
+    }
+
+    /// Puts `slot` in place of the slot with its tag.
+    pub fn set_slot(&mut self, slot: ReplySlot) {
+        match self.slots.binary_search_by_key(&slot.tag, |s| s.tag) {
+            Ok(i) => self.slots[i] = slot,
+            Err(i) => self.slots.insert(i, slot),
+        }
+    }
+
+    /// The client acknowledged every reply up to `xid`: frees those
+    /// slots. Returns whether anything changed.
+    pub fn acknowledge(&mut self, xid: Xid) -> bool {
+        if xid <= self.replied_xid {
+            return false;
+        }
+        self.replied_xid = xid;
+        self.slots.retain(|s| s.xid > xid);
+        true
+    }
+
+    /// The record's bytes as every store keeps them: a format byte, then
+    /// the rkyv archive of [`StoredClient`]. The UUID is inside (stores
+    /// may key by it as well).
+    pub fn encode(&self) -> Vec<u8> {
+        let stored = StoredClient::from(self);
+        let mut out = vec![RECORD_FORMAT];
+        match rkyv::to_bytes::<rkyv::rancor::Error>(&stored) {
+            Ok(b) => out.extend_from_slice(&b),
+            // A few integers, a string and byte vectors: archiving cannot
+            // fail short of allocation failure.
+            Err(e) => panic!("archiving a client record: {e}"),
+        }
+        out
+    }
+
+    /// Decodes [`ClientRecord::encode`]'s bytes (disk input: validated).
+    pub fn decode(bytes: &[u8]) -> Result<ClientRecord, RecordError> {
+        let (&format, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
+        if format != RECORD_FORMAT {
+            return Err(RecordError::Format(format));
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(rest.len());
+        aligned.extend_from_slice(rest);
+        let s = rkyv::from_bytes::<StoredClient, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| RecordError::Body(e.to_string()))?;
+        Ok(ClientRecord::from(s))
+    }
+}
+
+/// The format byte of [`ClientRecord::encode`].
+pub const RECORD_FORMAT: u8 = 2;
+
+/// Why a stored client record did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// No bytes.
+    #[error("empty client record")]
+    Empty,
+    /// An unknown format byte.
+    #[error("client record format {0} (this build reads {RECORD_FORMAT})")]
+    Format(u8),
+    /// The archive did not validate.
+    #[error("client record: {0}")]
+    Body(String),
+}
+
+/// A [`ReplySlot`] as archived.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct StoredSlot {
+    tag: u16,
+    xid: u64,
+    transno: u64,
+    result: i32,
+    pre_versions: [u64; PRE_VERSIONS],
+    post_version: u64,
+    reply: Vec<u8>,
+}
+
+/// A [`ClientRecord`] as archived.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct StoredClient {
+    uuid: String,
+    replied_xid: u64,
+    last_transno: u64,
+    gap: Option<u64>,
+    slots: Vec<StoredSlot>,
+}
+
+impl From<&ClientRecord> for StoredClient {
+    fn from(r: &ClientRecord) -> StoredClient {
+        StoredClient {
+            uuid: r.uuid.clone(),
+            replied_xid: r.replied_xid.0,
+            last_transno: r.last_transno.0,
+            gap: r.gap.map(|t| t.0),
+            slots: r
+                .slots
+                .iter()
+                .map(|s| StoredSlot {
+                    tag: s.tag,
+                    xid: s.xid.0,
+                    transno: s.transno.0,
+                    result: s.result,
+                    pre_versions: s.pre_versions.map(|v| v.0),
+                    post_version: s.post_version.0,
+                    reply: s.reply.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<StoredClient> for ClientRecord {
+    fn from(s: StoredClient) -> ClientRecord {
+        let mut slots: Vec<ReplySlot> = s
+            .slots
+            .into_iter()
+            .map(|s| ReplySlot {
+                tag: s.tag,
+                xid: Xid(s.xid),
+                transno: Transno(s.transno),
+                result: s.result,
+                pre_versions: s.pre_versions.map(ObjVersion),
+                post_version: ObjVersion(s.post_version),
+                reply: s.reply,
+            })
+            .collect();
+        slots.sort_by_key(|s| s.tag);
+        slots.dedup_by_key(|s| s.tag);
+        ClientRecord {
+            uuid: s.uuid,
+            replied_xid: Xid(s.replied_xid),
+            last_transno: Transno(s.last_transno),
+            slots,
+            gap: s.gap.map(Transno),
+        }
+    }
+}
+
+/// The largest reply body kept in a [`ReplySlot`] for reconstruction.
 pub const MAX_KEPT_REPLY: usize = 512;
 
 /// What one transaction writes, atomically: the service's change, the
@@ -90,6 +252,10 @@ pub struct Txn<C> {
     pub pre_versions: [ObjVersion; PRE_VERSIONS],
     /// The service's change.
     pub change: C,
+    /// The request's xid.
+    pub xid: Xid,
+    /// The request's slot (its tag).
+    pub tag: u16,
     /// The client's record after this transaction.
     pub client: ClientRecord,
     /// The server record after this transaction.
@@ -192,9 +358,9 @@ pub trait TargetService {
     /// drops what it kept for it (grants). Default: nothing.
     fn export_gone(&mut self, _uuid: &str) {}
 
-    /// The body of a reconstructed reply to a resent request, from the
-    /// client's record (default: the kept reply body).
-    fn reconstruct(&self, rec: &ClientRecord) -> Vec<u8> {
-        rec.last_reply.clone()
+    /// The body of a reconstructed reply to a resent request of `uuid`,
+    /// from its slot (default: the kept reply body).
+    fn reconstruct(&self, _uuid: &str, slot: &ReplySlot) -> Vec<u8> {
+        slot.reply.clone()
     }
 }

@@ -254,9 +254,9 @@ fn a_failed_apply_answers_the_errno_and_uses_no_transno() {
             if txn.change == 13 {
                 return Err(errno::EIO);
             }
-            let Txn { transno, version, objects, pre_versions, change, client, server, replay } = txn;
+            let Txn { transno, version, objects, pre_versions, change, xid, tag, client, server, replay } = txn;
             let change = vec![(ObjId(u128::from(change)), 0)];
-            self.0.apply(Txn { transno, version, objects, pre_versions, change, client, server, replay })
+            self.0.apply(Txn { transno, version, objects, pre_versions, change, xid, tag, client, server, replay })
         }
         fn put_client(&mut self, rec: ClientRecord) {
             self.0.put_client(rec);
@@ -290,4 +290,81 @@ fn a_failed_apply_answers_the_errno_and_uses_no_transno() {
     assert_eq!(out[1].header.transno, Transno((1 << 32) + 1), "the failed one used no transno");
     assert_eq!((out[2].header.transno, out[2].body.as_slice()), (out[1].header.transno, &[1u8, 2, 3][..]), "kept body");
     assert_eq!(tg.stats().reconstructed, 1);
+}
+
+fn tagged(handle: ExportHandle, xid: u64, tag: u16, replied: u64, key: u32, val: u64) -> (Header, Vec<u8>) {
+    let (mut h, b) = put(handle, 1, xid, key, val);
+    h.tag = tag;
+    h.replied_xid = Xid(replied);
+    (h, b)
+}
+
+/// Several updates in flight from one client, each in its slot: they run
+/// in any order, a resend of any is rebuilt from its slot, acknowledged
+/// and reused slots still never run a duplicate, and the slots survive a
+/// commit and a reboot in the one record form.
+#[test]
+fn several_updates_in_flight_each_in_its_slot() {
+    let mut tg = boot(MemStore::new(true), t(0));
+    let (mut ch, _) = connect_req("a", 1, ExportHandle::NONE);
+    ch.xid = Xid(1);
+    let data = ConnectData {
+        flags: connect_flags::MULTIMODRPCS,
+        max_mod_rpcs: 32,
+        client_uuid: "a".into(),
+        ..ConnectData::default()
+    };
+    let cb = rkyv::to_bytes::<rkyv::rancor::Error>(&data).map(|b| b.to_vec()).unwrap_or_default();
+    let r = send(&mut tg, t(1), &ch, &cb).pop().unwrap_or_else(|| panic!("no connect reply"));
+    let b = frame_bytes(&r.header, &r.body);
+    let d = Frame::parse(&b).and_then(|f| f.deserialize::<ConnectData>()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.max_mod_rpcs, 8, "the target's limit");
+    let h = r.header.handle;
+    // xids 10, 11, 12 in slots 1, 2, 3 arrive out of order.
+    let reqs: Vec<_> = (0..3u16).map(|i| tagged(h, 10 + u64::from(i), i + 1, 9, 5 + u32::from(i), 1)).collect();
+    let mut transnos = BTreeMap::new();
+    for i in [2, 0, 1] {
+        let (rh, rb) = &reqs[i];
+        let rep = send(&mut tg, t(2), rh, rb);
+        assert_eq!(rep[0].header.status, 0);
+        transnos.insert(rh.xid, rep[0].header.transno);
+    }
+    assert_eq!(tg.stats().executed, 3);
+    // Every reply lost: the resends are rebuilt, none runs again.
+    for (rh, rb) in &reqs {
+        let mut again = *rh;
+        again.flags = MsgFlags::RESEND;
+        let rep = send(&mut tg, t(3), &again, rb);
+        assert_eq!(rep[0].header.transno, transnos[&rh.xid], "xid {} rebuilt", rh.xid);
+    }
+    assert_eq!((tg.stats().executed, tg.stats().reconstructed), (3, 3));
+    // The client acknowledges 10 and 11 (xid 13 says so) and reuses slot 3
+    // for xid 14 after 12's reply: old copies of 10, 11 and 12 are dropped.
+    let (h13, b13) = tagged(h, 13, 1, 11, 9, 2);
+    assert_eq!(send(&mut tg, t(4), &h13, &b13)[0].header.status, 0);
+    let (h14, b14) = tagged(h, 14, 3, 11, 9, 3);
+    assert_eq!(send(&mut tg, t(4), &h14, &b14)[0].header.status, 0);
+    for (rh, rb) in &reqs {
+        assert!(send(&mut tg, t(5), rh, rb).is_empty(), "old copy of {} dropped", rh.xid);
+    }
+    assert_eq!(tg.stats().executed, 5);
+    // The record: slots 1 (13), 2 (11 is acknowledged: freed) and 3 (14).
+    tg.sync();
+    let rec = tg.store().load().clients.into_iter().find(|c| c.uuid == "a").unwrap_or_default();
+    assert_eq!(rec.slots.iter().map(|s| (s.tag, s.xid)).collect::<Vec<_>>(), vec![(1, Xid(13)), (3, Xid(14))]);
+    assert_eq!(ClientRecord::decode(&rec.encode()), Ok(rec.clone()), "one byte form");
+    assert_eq!(rec.replied_xid, Xid(11));
+    // A reboot keeps them: a resend of 14 after recovery is rebuilt.
+    let store = tg.into_store();
+    let mut tg = boot(store, t(10));
+    let r = connect(&mut tg, t(11), "a", 2, h);
+    assert!(r.header.flags.contains(MsgFlags::CONNECT_RECOVERING));
+    let h2 = r.header.handle;
+    let mut ping = Header::new(MsgKind::Request, Op::ObdPing.opcode(), Xid(20));
+    (ping.handle, ping.conn_cnt, ping.flags) = (h2, ConnCnt(2), MsgFlags::REQ_REPLAY_DONE);
+    assert_eq!(send(&mut tg, t(12), &ping, &[])[0].header.status, 0, "recovery over");
+    let (mut r14, b14) = tagged(h2, 14, 3, 11, 9, 3);
+    (r14.conn_cnt, r14.flags) = (ConnCnt(2), MsgFlags::RESEND);
+    let rep = send(&mut tg, t(13), &r14, &b14);
+    assert_eq!((rep[0].header.status, tg.stats().executed, tg.stats().reconstructed), (0, 0, 1));
 }

@@ -35,12 +35,18 @@ pub struct ConnectData {
     pub transno: u64,
     /// Reply: the largest object (stripe) size the target stores.
     pub max_bytes: u64,
-    /// Reply: the last xid of this client's that the target holds durably;
-    /// every modifying request of the client's up to it is committed.
-    pub committed_xid: u64,
+    /// Reply to a recovering or delayed client: the highest transno of
+    /// its own updates the target holds durably (from its record at boot);
+    /// every replay entry at or below it is committed.
+    pub client_committed: u64,
     /// Reply: the target's boot instance (its epoch), for imperative
     /// recovery and logs.
     pub instance: u32,
+    /// Modifying requests in flight at once (Lustre's
+    /// `max_mod_rpcs_in_flight`, flag `MULTIMODRPCS`): asked by the
+    /// client, the (smaller) number the target keeps reply slots for in
+    /// the reply. 0 means 1.
+    pub max_mod_rpcs: u32,
     /// Request: the target's name, for a service serving several targets
     /// (an OSS's OSTs); empty when it serves one.
     pub target: String,

@@ -30,6 +30,10 @@ pub mod connect_flags {
     /// Imperative recovery: the client reconnects when told the target
     /// restarted.
     pub const IMP_RECOV: u64 = 0x100_0000_0000;
+    /// `max_mod_rpcs` is meaningful: several modifying requests in flight,
+    /// each in its own reply slot (Lustre's `OBD_CONNECT_MULTIMODRPCS`).
+    pub const MULTIMODRPCS: u64 = 0x200_0000_0000_0000;
     /// Every flag this build knows.
-    pub const ALL: u64 = VERSION | GRANT | TRANSNO | BRW_SIZE | AT | CKSUM | VBR | MAX_EASIZE | MAXBYTES | IMP_RECOV;
+    pub const ALL: u64 =
+        VERSION | GRANT | TRANSNO | BRW_SIZE | AT | CKSUM | VBR | MAX_EASIZE | MAXBYTES | IMP_RECOV | MULTIMODRPCS;
 }

@@ -26,9 +26,11 @@
 //! | 68 | 4 | timeout (µs, saturating) |
 //! | 72 | 32 | pre_versions\[4\] (u64 each) |
 //! | 104 | 32 | jobid (NUL padded) |
-//! | 136 | 8 | reserved, must be zero |
+//! | 136 | 8 | replied_xid (requests) |
+//! | 144 | 2 | tag (modifying requests' reply slot) |
+//! | 146 | 14 | reserved, must be zero |
 //!
-//! [`HEADER_LEN`] is 144, a multiple of 16, so a body that follows a header
+//! [`HEADER_LEN`] is 160, a multiple of 16, so a body that follows a header
 //! in a 16-aligned buffer is itself aligned for rkyv.
 
 use std::time::Duration;
@@ -43,7 +45,7 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"SHNM");
 /// The only header version this build speaks.
 pub const VERSION: u32 = 1;
 /// Encoded header size in bytes.
-pub const HEADER_LEN: usize = 144;
+pub const HEADER_LEN: usize = 160;
 /// Number of pre-op object versions a header carries.
 pub const PRE_VERSIONS: usize = 4;
 
@@ -80,6 +82,14 @@ pub struct Header {
     pub pre_versions: [ObjVersion; PRE_VERSIONS],
     /// Job id for jobstats.
     pub jobid: JobId,
+    /// Requests: every request of this client's with an xid at or below
+    /// it has had its reply (Lustre's `pb_last_xid`: the lowest unreplied
+    /// xid minus one); the target frees reply slots up to it.
+    pub replied_xid: Xid,
+    /// Modifying requests: the reply slot (Lustre's `pb_tag`, 1 up to the
+    /// negotiated `max_mod_rpcs`; 0 for other messages). The target keeps
+    /// one reply per slot per client for reconstruction.
+    pub tag: u16,
 }
 
 impl Header {
@@ -100,6 +110,8 @@ impl Header {
             timeout: Duration::ZERO,
             pre_versions: [ObjVersion(0); PRE_VERSIONS],
             jobid: JobId::EMPTY,
+            replied_xid: Xid(0),
+            tag: 0,
         }
     }
 
@@ -125,6 +137,8 @@ impl Header {
             put(&mut b, 72 + 8 * i, &v.0.to_le_bytes());
         }
         put(&mut b, 104, self.jobid.as_bytes());
+        put(&mut b, 136, &self.replied_xid.0.to_le_bytes());
+        put(&mut b, 144, &self.tag.to_le_bytes());
         b
     }
 
@@ -142,7 +156,7 @@ impl Header {
         if version != VERSION {
             return Err(DecodeError::BadVersion(version));
         }
-        if b[136..].iter().any(|&x| x != 0) {
+        if b[146..].iter().any(|&x| x != 0) {
             return Err(DecodeError::Reserved);
         }
         let mut pre_versions = [ObjVersion(0); PRE_VERSIONS];
@@ -166,6 +180,8 @@ impl Header {
             timeout: Duration::from_micros(u64::from(u32_at(b, 68))),
             pre_versions,
             jobid: JobId::from_bytes(jobid),
+            replied_xid: Xid(u64_at(b, 136)),
+            tag: u16::from_le_bytes(array_at(b, 144)),
         })
     }
 }
@@ -196,7 +212,7 @@ fn duration_to_us(d: Duration) -> u32 {
 mod tests {
     use super::*;
 
-    const _: () = assert!(HEADER_LEN == 144 && HEADER_LEN.is_multiple_of(16));
+    const _: () = assert!(HEADER_LEN == 160 && HEADER_LEN.is_multiple_of(16));
 
     fn sample() -> Header {
         Header {
@@ -214,6 +230,8 @@ mod tests {
             timeout: Duration::from_secs(30),
             pre_versions: [ObjVersion(1), ObjVersion(2), ObjVersion(3), ObjVersion(4)],
             jobid: JobId::new("job.7"),
+            replied_xid: Xid(0x0a0b),
+            tag: 7,
         }
     }
 
@@ -232,7 +250,9 @@ mod tests {
         3, 0, 0, 0, 0, 0, 0, 0,   4, 0, 0, 0, 0, 0, 0, 0,
         b'j', b'o', b'b', b'.', b'7', 0, 0, 0,  0, 0, 0, 0, 0, 0, 0, 0, // jobid
         0, 0, 0, 0, 0, 0, 0, 0,   0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0,                           // reserved
+        0x0b, 0x0a, 0, 0, 0, 0, 0, 0,                     // replied_xid
+        7, 0,                                             // tag
+        0, 0, 0, 0, 0, 0,   0, 0, 0, 0, 0, 0, 0, 0,       // reserved
     ];
 
     #[test]
@@ -243,7 +263,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        assert_eq!(Header::decode(&GOLDEN[..100]), Err(DecodeError::Short { need: 144, have: 100 }));
+        assert_eq!(Header::decode(&GOLDEN[..100]), Err(DecodeError::Short { need: 160, have: 100 }));
         let mut b = GOLDEN;
         b[0] = b'X';
         assert!(matches!(Header::decode(&b), Err(DecodeError::BadMagic(_))));
@@ -260,7 +280,7 @@ mod tests {
         b[30] = 1;
         assert!(matches!(Header::decode(&b), Err(DecodeError::UnknownFlags(_))));
         let mut b = GOLDEN;
-        b[143] = 1;
+        b[159] = 1;
         assert_eq!(Header::decode(&b), Err(DecodeError::Reserved));
     }
 

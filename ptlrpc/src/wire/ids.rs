@@ -50,6 +50,18 @@ id_newtype!(
     /// Transaction number a target gives a modifying request.
     Transno(u64)
 );
+impl Transno {
+    /// Whether a target that holds its client's updates durable up to
+    /// `bound` (a client's `last_transno` or a target's committed transno
+    /// as loaded at boot) holds this one: both from the same boot epoch
+    /// (the top 32 bits) and this one at or below. Across epochs nothing
+    /// follows (an update of an older boot may have been lost in its
+    /// crash while the client went on later).
+    pub fn covered_by(self, bound: Transno) -> bool {
+        self.0 != 0 && self.0 >> 32 == bound.0 >> 32 && self <= bound
+    }
+}
+
 id_newtype!(
     /// Connection count: bumped on each reconnect; requests carrying a stale
     /// one are dropped by the server.

@@ -17,8 +17,9 @@ fn connect_data() -> ConnectData {
         max_easize: 4096,
         transno: 99,
         max_bytes: 1 << 40,
-        committed_xid: 7,
+        client_committed: 7,
         instance: 3,
+        max_mod_rpcs: 8,
         client_uuid: "client-0001-uuid".to_string(),
         target: String::new(),
     }
@@ -129,11 +130,11 @@ fn connect_data_golden_bytes() -> Result<(), Box<dyn std::error::Error>> {
         0, 0x10, 0, 0,                      // max_easize 4096
         99, 0, 0, 0, 0, 0, 0, 0,            // transno
         0, 0, 0, 0, 0, 1, 0, 0,             // max_bytes 1 TiB
-        7, 0, 0, 0, 0, 0, 0, 0,             // committed_xid
+        7, 0, 0, 0, 0, 0, 0, 0,             // client_committed
         3, 0, 0, 0,                         // instance
+        8, 0, 0, 0,                         // max_mod_rpcs
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // target: empty, inline
-        0x90, 0, 0, 0, 0xac, 0xff, 0xff, 0xff, // client_uuid: len 16 tagged out-of-line, offset -84
-        0, 0, 0, 0,                         // padding to 8
+        0x90, 0, 0, 0, 0xa8, 0xff, 0xff, 0xff, // client_uuid: len 16 tagged out-of-line, offset -88
     ];
     assert_eq!(body, golden);
     Ok(())
@@ -150,9 +151,9 @@ fn arb_header() -> impl Strategy<Value = Header> {
         any::<[u64; 3]>(),
         (any::<u32>(), any::<u32>()),
         any::<[u64; 4]>(),
-        "[a-z0-9.]{0,32}",
+        ("[a-z0-9.]{0,32}", any::<u64>(), any::<u16>()),
     )
-        .prop_map(|(kind, op, xid, status, flags, conn, [h, t, lc], (st, to), pv, job)| {
+        .prop_map(|(kind, op, xid, status, flags, conn, [h, t, lc], (st, to), pv, (job, replied, tag))| {
             let mut hdr = Header::new(kind, op.opcode(), Xid(xid));
             hdr.status = status;
             hdr.flags = MsgFlags::from_bits(flags).unwrap_or_default();
@@ -164,25 +165,30 @@ fn arb_header() -> impl Strategy<Value = Header> {
             hdr.timeout = Duration::from_micros(u64::from(to));
             hdr.pre_versions = pv.map(ObjVersion);
             hdr.jobid = JobId::new(&job);
+            hdr.replied_xid = Xid(replied);
+            hdr.tag = tag;
             hdr
         })
 }
 
 fn arb_connect() -> impl Strategy<Value = ConnectData> {
-    (any::<(u64, u32, u32, u64, u32, u32, u64)>(), any::<(u64, u64, u32)>(), ".{0,64}").prop_map(
-        |((flags, version, brw, grant, ck, ea, tn), (max_bytes, committed_xid, instance), uuid)| ConnectData {
-            flags,
-            version,
-            brw_size: brw,
-            grant,
-            cksum_types: ck,
-            max_easize: ea,
-            transno: tn,
-            max_bytes,
-            committed_xid,
-            instance,
-            target: uuid.chars().rev().collect(),
-            client_uuid: uuid,
+    (any::<(u64, u32, u32, u64, u32, u32, u64)>(), any::<(u64, u64, u32, u32)>(), ".{0,64}").prop_map(
+        |((flags, version, brw, grant, ck, ea, tn), (max_bytes, client_committed, instance, max_mod_rpcs), uuid)| {
+            ConnectData {
+                flags,
+                version,
+                brw_size: brw,
+                grant,
+                cksum_types: ck,
+                max_easize: ea,
+                transno: tn,
+                max_bytes,
+                client_committed,
+                instance,
+                max_mod_rpcs,
+                target: uuid.chars().rev().collect(),
+                client_uuid: uuid,
+            }
         },
     )
 }

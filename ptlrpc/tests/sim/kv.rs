@@ -2,8 +2,9 @@
 //! the checks every recovery run must pass.
 //!
 //! put(key, value) is an update of one object (the key) whose pre-op
-//! version VBR checks on replay; get(key) is a read. Clients issue one
-//! operation at a time and record what they saw; `Checks` compares that
+//! version VBR checks on replay; get(key) is a read. Clients keep up to
+//! `window` operations outstanding (with `window` > 1 they ask for as many
+//! reply slots: several puts in flight) and record what they saw; `Checks` compares that
 //! with the store's journal (which lives in the store's state, so crashes
 //! roll it back with the data).
 
@@ -176,7 +177,10 @@ pub struct Client {
     rng: SimRng,
     pub ops_left: u32,
     next_op: Option<Time>,
-    outstanding: Option<(Xid, KvReq)>,
+    window: usize,
+    outstanding: BTreeMap<Xid, KvReq>,
+    /// The most puts outstanding at once.
+    pub max_puts_outstanding: usize,
     pub acked: BTreeMap<Xid, Acked>,
     pub lost: BTreeSet<Xid>,
     pub failed: BTreeSet<Xid>,
@@ -187,7 +191,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(now: Time, index: usize, paths: Vec<NodeId>, ops: u32, rng: &mut SimRng) -> Client {
+    pub fn new(now: Time, index: usize, paths: Vec<NodeId>, ops: u32, window: usize, rng: &mut SimRng) -> Client {
         let uuid = format!("client-{index}");
         let path_ids = (0..paths.len()).map(|i| PathId(i as u32)).collect();
         let mut cfg = ImportConfig::new(&uuid, Op::MdsConnect, Op::MdsDisconnect, PORTAL, path_ids);
@@ -200,6 +204,7 @@ impl Client {
         let mut rng = rng.fork();
         cfg.seed = rng.next_u64();
         cfg.first_xid = 1 + rng.below(1000);
+        cfg.max_mod_rpcs = u16::try_from(window).unwrap_or(u16::MAX);
         let mut import = Import::new(now, cfg);
         import.connect(now);
         Client {
@@ -209,7 +214,9 @@ impl Client {
             next_op: Some(now + Duration::from_millis(rng.below(3000))),
             rng,
             ops_left: ops,
-            outstanding: None,
+            window: window.max(1),
+            outstanding: BTreeMap::new(),
+            max_puts_outstanding: 0,
             acked: BTreeMap::new(),
             lost: BTreeSet::new(),
             failed: BTreeSet::new(),
@@ -221,16 +228,28 @@ impl Client {
 
     /// Submits put(key, value) now (scenario tests; the client must be idle).
     pub fn put(&mut self, now: Time, key: u32, value: u64) -> Xid {
-        assert!(self.outstanding.is_none(), "{} is busy", self.uuid);
+        assert!(self.outstanding.len() < self.window, "{} is busy", self.uuid);
         let req = KvReq::Put { key, value };
         let spec = RequestSpec { op: Op::MdsReint, portal: PORTAL, body: archive(&req), kind: ReqKind::Modify };
         match self.import.submit(now, spec) {
             Ok(xid) => {
-                self.outstanding = Some((xid, req));
+                self.outstanding.insert(xid, req);
+                self.note_outstanding();
                 xid
             }
             Err(e) => panic!("submit: {e}"),
         }
+    }
+
+    fn note_outstanding(&mut self) {
+        let puts = self.outstanding.values().filter(|r| matches!(r, KvReq::Put { .. })).count();
+        self.max_puts_outstanding = self.max_puts_outstanding.max(puts);
+    }
+
+    /// When the next operation may start after one finished.
+    fn pause(&mut self) -> Duration {
+        let most = if self.window > 1 { 500 } else { 5000 };
+        Duration::from_millis(self.rng.below(most))
     }
 
     pub fn kind(&self) -> ImportStateKind {
@@ -241,22 +260,24 @@ impl Client {
         while let Some(ev) = self.import.poll_event() {
             match ev {
                 ImportEvent::Reply { xid, header, .. } => {
-                    if let Some((x, req)) = self.outstanding.take_if(|(x, _)| *x == xid) {
+                    if let Some(req) = self.outstanding.remove(&xid) {
                         if let KvReq::Put { .. } = req {
                             if header.status == 0 {
-                                self.acked.insert(x, Acked { xid, transno: header.transno, pre: header.pre_versions });
+                                self.acked
+                                    .insert(xid, Acked { xid, transno: header.transno, pre: header.pre_versions });
                             } else {
                                 self.errors.push(format!("put xid {xid} failed with {}", header.status));
                             }
                         }
-                        self.next_op = Some(now + Duration::from_millis(self.rng.below(5000)));
+                        let p = self.pause();
+                        self.next_op = Some(self.next_op.map_or(now + p, |t| t.min(now + p)));
                     }
                 }
                 ImportEvent::Failed { xid, .. } => {
                     self.failed.insert(xid);
-                    if self.outstanding.as_ref().is_some_and(|(x, _)| *x == xid) {
-                        self.outstanding = None;
-                        self.next_op = Some(now + Duration::from_millis(self.rng.below(5000)));
+                    if self.outstanding.remove(&xid).is_some() {
+                        let p = self.pause();
+                        self.next_op = Some(self.next_op.map_or(now + p, |t| t.min(now + p)));
                     }
                 }
                 ImportEvent::ReplayLost { xid, .. } => {
@@ -266,9 +287,9 @@ impl Client {
                 ImportEvent::Connected { flags, .. } => self.connects.push((now, flags)),
             }
         }
-        if self.outstanding.is_none() && self.ops_left > 0 && self.next_op.is_some_and(|t| now >= t) {
+        if self.outstanding.len() < self.window && self.ops_left > 0 && self.next_op.is_some_and(|t| now >= t) {
             self.ops_left -= 1;
-            self.next_op = None;
+            self.next_op = (self.outstanding.len() + 1 < self.window).then(|| now + self.pause());
             let key = self.rng.below(5) as u32;
             let req =
                 if self.rng.chance(0.8) { KvReq::Put { key, value: self.rng.next_u64() } } else { KvReq::Get { key } };
@@ -276,7 +297,10 @@ impl Client {
             let op = if kind == ReqKind::Modify { Op::MdsReint } else { Op::MdsGetattr };
             let spec = RequestSpec { op, portal: PORTAL, body: archive(&req), kind };
             match self.import.submit(now, spec) {
-                Ok(xid) => self.outstanding = Some((xid, req)),
+                Ok(xid) => {
+                    self.outstanding.insert(xid, req);
+                    self.note_outstanding();
+                }
                 Err(e) => self.errors.push(format!("submit: {e}")),
             }
             self.work(now);
@@ -285,7 +309,7 @@ impl Client {
 
     /// Whether the workload is finished and nothing is pending.
     pub fn idle(&self) -> bool {
-        self.ops_left == 0 && self.outstanding.is_none()
+        self.ops_left == 0 && self.outstanding.is_empty()
     }
 
     /// The import's path to `node`, if it has one.
@@ -317,7 +341,8 @@ impl Node for Client {
         Some(Transmit { to, bytes })
     }
     fn poll_timeout(&self) -> Option<Time> {
-        match (self.import.poll_timeout(), self.next_op.filter(|_| self.outstanding.is_none() && self.ops_left > 0)) {
+        let room = self.outstanding.len() < self.window && self.ops_left > 0;
+        match (self.import.poll_timeout(), self.next_op.filter(|_| room)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

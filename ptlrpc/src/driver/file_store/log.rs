@@ -1,7 +1,8 @@
 //! The on-disk form of [`super::FileStore`]'s log: framed, checksummed
 //! rkyv records, and reading a log back.
 //!
-//! Owns: [`LogRec`] (one record: a transaction, a client or server record
+//! Owns: [`LogRec`] (one record: a transaction, a client record (in
+//! `ClientRecord::encode`'s one form) or server record
 //! on its own, a removal, a commit mark), the frame `len u32 | crc32c u32
 //! | rkyv bytes` (little endian), [`encode`] and [`read_log`], which stops
 //! at the first torn or corrupt frame and returns only what the last
@@ -13,69 +14,13 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::StoreError;
-use crate::target::{ClientRecord, ServerRecord};
-use crate::wire::{ObjVersion, PRE_VERSIONS, Transno, Xid};
+use crate::target::ServerRecord;
+use crate::wire::Transno;
 
 /// Largest record accepted when reading (a frame claiming more is corrupt).
 pub(super) const MAX_RECORD: usize = 16 << 20;
 /// Frame header: length and CRC32C.
 const FRAME_HEADER: usize = 8;
-
-/// A client record as logged.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(super) struct LogClient {
-    uuid: String,
-    last_xid: u64,
-    last_transno: u64,
-    last_result: i32,
-    pre_versions: Vec<u64>,
-    post_version: u64,
-    last_close_xid: u64,
-    last_close_transno: u64,
-    last_close_result: i32,
-    gap: Option<u64>,
-    last_reply: Vec<u8>,
-}
-
-impl From<&ClientRecord> for LogClient {
-    fn from(r: &ClientRecord) -> LogClient {
-        LogClient {
-            uuid: r.uuid.clone(),
-            last_xid: r.last_xid.0,
-            last_transno: r.last_transno.0,
-            last_result: r.last_result,
-            pre_versions: r.pre_versions.iter().map(|v| v.0).collect(),
-            post_version: r.post_version.0,
-            last_close_xid: r.last_close_xid.0,
-            last_close_transno: r.last_close_transno.0,
-            last_close_result: r.last_close_result,
-            gap: r.gap.map(|t| t.0),
-            last_reply: r.last_reply.clone(),
-        }
-    }
-}
-
-impl LogClient {
-    pub(super) fn to_record(&self) -> ClientRecord {
-        let mut pre = [ObjVersion(0); PRE_VERSIONS];
-        for (p, v) in pre.iter_mut().zip(&self.pre_versions) {
-            *p = ObjVersion(*v);
-        }
-        ClientRecord {
-            uuid: self.uuid.clone(),
-            last_xid: Xid(self.last_xid),
-            last_transno: Transno(self.last_transno),
-            last_result: self.last_result,
-            pre_versions: pre,
-            post_version: ObjVersion(self.post_version),
-            last_close_xid: Xid(self.last_close_xid),
-            last_close_transno: Transno(self.last_close_transno),
-            last_close_result: self.last_close_result,
-            gap: self.gap.map(Transno),
-            last_reply: self.last_reply.clone(),
-        }
-    }
-}
 
 /// One log record.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -89,12 +34,14 @@ pub(super) enum LogRec {
         objects: Vec<u128>,
         pre_versions: Vec<u64>,
         change: Vec<(u128, Vec<u8>)>,
-        client: LogClient,
+        xid: u64,
+        /// The client's record, [`crate::target::ClientRecord::encode`]d.
+        client: Vec<u8>,
         epoch: u32,
         last_transno: u64,
     },
-    /// A client record written on its own.
-    PutClient(LogClient),
+    /// A client record written on its own (encoded as in `Txn`).
+    PutClient(Vec<u8>),
     /// A client record removed.
     RemoveClient(String),
     /// The server record written on its own.

@@ -35,8 +35,8 @@ use parking_lot::{Condvar, Mutex};
 use thiserror::Error;
 
 use crate::target::{ClientRecord, JournalEntry, ObjId, Persisted, ServerRecord, TargetStore, Txn};
-use crate::wire::{ObjVersion, PRE_VERSIONS, Transno};
-use log::{LogClient, LogRec};
+use crate::wire::{ObjVersion, PRE_VERSIONS, Transno, Xid};
+use log::LogRec;
 
 /// The log's file name inside the store's directory.
 pub const LOG_FILE: &str = "target.log";
@@ -75,6 +75,17 @@ struct State {
 }
 
 impl State {
+    /// A logged client record (its CRC passed; one that still does not
+    /// decode is reported and skipped).
+    fn put_client(&mut self, bytes: &[u8]) {
+        match ClientRecord::decode(bytes) {
+            Ok(c) => {
+                self.clients.insert(c.uuid.clone(), c);
+            }
+            Err(e) => tracing::error!(error = %e, "a logged client record is skipped"),
+        }
+    }
+
     fn apply(&mut self, rec: &LogRec) {
         match rec {
             LogRec::Txn { version, objects, change, client, epoch, last_transno, .. } => {
@@ -87,14 +98,10 @@ impl State {
                         *v = version;
                     }
                 }
-                let c = client.to_record();
-                self.clients.insert(c.uuid.clone(), c);
+                self.put_client(client);
                 self.server = log::server_record(*epoch, *last_transno);
             }
-            LogRec::PutClient(c) => {
-                let c = c.to_record();
-                self.clients.insert(c.uuid.clone(), c);
-            }
+            LogRec::PutClient(c) => self.put_client(c),
             LogRec::RemoveClient(uuid) => {
                 self.clients.remove(uuid);
             }
@@ -290,7 +297,8 @@ impl TargetStore for FileStore {
             objects: txn.objects.iter().map(|o| o.0).collect(),
             pre_versions: txn.pre_versions.iter().map(|v| v.0).collect(),
             change: txn.change.into_iter().map(|(o, v)| (o.0, v)).collect(),
-            client: LogClient::from(&txn.client),
+            xid: txn.xid.0,
+            client: txn.client.encode(),
             epoch: txn.server.epoch,
             last_transno: txn.server.last_transno.0,
         };
@@ -300,7 +308,7 @@ impl TargetStore for FileStore {
     }
 
     fn put_client(&mut self, rec: ClientRecord) {
-        let r = LogRec::PutClient(LogClient::from(&rec));
+        let r = LogRec::PutClient(rec.encode());
         self.append(&r);
         self.state.apply(&r);
     }
@@ -348,16 +356,16 @@ pub fn read_journal(dir: &Path) -> Result<Vec<JournalEntry>, StoreError> {
         .records
         .into_iter()
         .filter_map(|r| match r {
-            LogRec::Txn { transno, replay, objects, pre_versions, client, .. } => {
+            LogRec::Txn { transno, replay, objects, pre_versions, client, xid, .. } => {
                 let mut pre = [ObjVersion(0); PRE_VERSIONS];
                 for (p, v) in pre.iter_mut().zip(&pre_versions) {
                     *p = ObjVersion(*v);
                 }
-                let c = client.to_record();
+                let c = ClientRecord::decode(&client).ok()?;
                 Some(JournalEntry {
                     transno: Transno(transno),
                     uuid: c.uuid,
-                    xid: c.last_xid,
+                    xid: Xid(xid),
                     replay,
                     pre_versions: pre,
                     objects: objects.into_iter().map(ObjId).collect(),

@@ -15,7 +15,9 @@ fn txn(transno: u64, obj: u128, value: u8) -> Txn<Vec<(ObjId, Vec<u8>)>> {
         objects: vec![ObjId(obj)],
         pre_versions: [ObjVersion(0); PRE_VERSIONS],
         change: vec![(ObjId(obj), vec![value])],
-        client: ClientRecord { uuid: "c".into(), last_xid: crate::wire::Xid(transno), ..ClientRecord::default() },
+        xid: crate::wire::Xid(transno),
+        tag: 1,
+        client: ClientRecord { uuid: "c".into(), last_transno: Transno(transno), ..ClientRecord::default() },
         server: ServerRecord { epoch: 1, last_transno: Transno(transno) },
         replay: false,
     }
@@ -36,7 +38,7 @@ fn reopen_keeps_what_was_committed_and_nothing_after() {
     let s = FileStore::open(&d).unwrap();
     assert_eq!(s.get(ObjId(7)), Some((ObjVersion(1), &[10u8][..])));
     assert_eq!(s.committed(), Transno(1));
-    assert_eq!(s.load().clients[0].last_xid, crate::wire::Xid(1));
+    assert_eq!(s.load().clients[0].last_transno, Transno(1));
     let j = read_journal(&d).unwrap();
     assert_eq!(j.iter().map(|e| e.transno).collect::<Vec<_>>(), vec![Transno(1)]);
     drop(s);
