@@ -137,6 +137,10 @@ impl PagePool {
                 pool: Arc::clone(&self.inner),
             });
         }
+        // Pages come back one by one as a buffer drops, in order, so the
+        // stack hands them out reversed: in slab order they are runs of
+        // adjacent slots again (one I/O slice each, see `contiguous`).
+        out.sort_unstable_by_key(|p| (p.slab_idx, p.idx));
         Ok(out)
     }
 
@@ -328,6 +332,24 @@ mod tests {
         }
         assert!(pages[..3].iter().all(|p| p.as_slice().iter().all(|&b| b == 1)));
         assert!(pages[3].as_slice().iter().all(|&b| b == 2), "the next slab's page is the second run");
+    }
+
+    #[test]
+    fn freed_pages_come_back_as_one_slice() {
+        let pool = PagePool::new(0, 64, 64);
+        let one_slice = |p: &[Page]| contiguous(p, 0, p.len() * PAGE_SIZE).len();
+        let a = pool.alloc(16).unwrap();
+        let b = pool.alloc(16).unwrap();
+        assert_eq!((one_slice(&a), one_slice(&b)), (1, 1));
+        // Freed in order (as a Vec drops), then handed out again: still
+        // ascending, adjacent slots.
+        drop(a);
+        let c = pool.alloc(16).unwrap();
+        assert_eq!(one_slice(&c), 1, "reused pages keep their slab order");
+        drop(b);
+        drop(c);
+        let d = pool.alloc(32).unwrap();
+        assert!(one_slice(&d) <= 2, "two freed runs make at most two slices");
     }
 
     #[test]

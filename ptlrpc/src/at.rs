@@ -306,6 +306,16 @@ impl<K: Ord + Copy> ServiceAt<K> {
         Some(service_time)
     }
 
+    /// A request that arrived at `arrival` was answered at `now` without
+    /// ever being tracked (served at once, on its receive path): its
+    /// service time enters the history and is returned, as
+    /// [`ServiceAt::handle_reply_sent`] does for tracked requests.
+    pub fn handle_served(&mut self, now: Time, arrival: Time) -> Duration {
+        let service_time = now - arrival;
+        self.estimate.add(now, service_time);
+        service_time
+    }
+
     /// Forgets `key` without measuring it (the request was dropped or its
     /// client evicted).
     pub fn forget(&mut self, key: K) {

@@ -375,6 +375,50 @@ async fn read_reply_needs_its_bulk(fabric: Fabric) {
     p.stop();
 }
 
+/// PING is served inline, and asks for a bulk transfer there (refused).
+struct InlineBulk;
+
+impl Handler for InlineBulk {
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+        assert_eq!(ctx.is_inline(), req.op() == Op::ObdPing);
+        let desc = ptlrpc::wire::BulkDesc { match_bits: 1, len: 4096, cksum_type: 0, cksum: 0 };
+        let _pages = ctx.bulk_get(&desc)?;
+        Ok(Reply::empty())
+    }
+
+    fn inline(&self, req: &Request) -> bool {
+        req.op() == Op::ObdPing
+    }
+}
+
+/// The echo service answers PINGs inline on the receive path: every one
+/// is counted and measured, nothing stays queued or active, and the reply
+/// carries its service time. A handler running inline gets no bulk.
+async fn pings_served_inline(fabric: Fabric) {
+    let p = Pair::start(fabric, Arc::new(EchoHandler::new())).await;
+    let c = p.default_client();
+    let mut set = RequestSet::new();
+    for _ in 0..50 {
+        set.add(c.start(Op::ObdPing, &()));
+    }
+    for r in bounded(set.wait_all()).await {
+        assert!(r.expect("ping").service_time() < BOUND);
+    }
+    let m = p.svc.metrics();
+    assert_eq!((m.handled(Op::ObdPing), m.errors(Op::ObdPing)), (50, 0));
+    assert_eq!((m.queued.get(), m.active.get()), (0, 0));
+    let text = p.svc.render_metrics();
+    assert!(text.contains(r#"ptlrpc_service_seconds_count{service="echo",operation="ObdPing"} 50"#), "{text}");
+    p.stop();
+
+    let p = Pair::start(fabric, Arc::new(InlineBulk)).await;
+    let c = p.default_client();
+    let e = bounded(c.ping()).await.expect_err("no bulk inline");
+    assert!(matches!(e, RpcError::Server { errno: errno::EIO, .. }), "{e:?}");
+    assert_eq!((p.svc.metrics().errors(Op::ObdPing), p.svc.metrics().bulk_errors.get()), (1, 1));
+    p.stop();
+}
+
 macro_rules! on_both {
     ($($name:ident => $body:ident;)*) => {
         mod on_lo {
@@ -411,4 +455,5 @@ on_both! {
     bulk_corruption_retried => bulk_corrupted;
     blocking_frees_the_slot => blocking_hands_the_slot_on;
     read_reply_waits_for_bulk => read_reply_needs_its_bulk;
+    inline_pings => pings_served_inline;
 }

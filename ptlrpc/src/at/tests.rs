@@ -190,3 +190,13 @@ mod props {
         }
     }
 }
+
+#[test]
+fn served_untracked_requests_enter_the_estimate() {
+    let mut at = ServiceAt::<u64>::new(t(0), AtSettings::default(), 8);
+    assert_eq!(at.handle_served(t(10), t(3)), s(7));
+    assert_eq!(at.pending(), 0, "nothing tracked");
+    assert_eq!(at.poll_timeout(), None, "no early-reply timer for it");
+    at.handle_served(t(20), t(0));
+    assert_eq!(at.service_estimate(t(20)), s(20), "the worst sample in the history");
+}

@@ -66,6 +66,16 @@ struct Args {
     /// Run only these tests (comma separated: ping_lat, ping, brw_write, brw_read, crc32c).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run one system alone (for profiling one half; no ratios):
+    /// `ptlrpc` or `lst`.
+    #[arg(long)]
+    alone: Option<Alone>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Alone {
+    Ptlrpc,
+    Lst,
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,23 +261,34 @@ async fn client(args: Args) -> anyhow::Result<()> {
         let mut base = Measured::default();
         for _ in 0..segments {
             let c0 = cpu_seconds(server_pid);
-            let m = run_lst(&lnet, peer, test, inflight, args.size, seg).await?;
+            if args.alone != Some(Alone::Ptlrpc) {
+                let m = run_lst(&lnet, peer, test, inflight, args.size, seg).await?;
+                base.add(m.with_cpu(cpu_seconds(server_pid) - c0));
+            }
             let c1 = cpu_seconds(server_pid);
-            base.add(m.with_cpu(c1 - c0));
-            let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, false).await?;
-            ours.add(m.with_cpu(cpu_seconds(server_pid) - c1));
+            if args.alone != Some(Alone::Lst) {
+                let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, false).await?;
+                ours.add(m.with_cpu(cpu_seconds(server_pid) - c1));
+            }
         }
         let cpu = (ours.cpu_us_per_op(), base.cpu_us_per_op());
-        report(args.json, name, test, &ours.summary(), Some(&base.summary()), cpu);
-        if test != Test::Ping && (args.only.is_empty() || wanted("crc32c")) {
+        let base = args.alone.is_none().then(|| base.summary());
+        report(args.json, name, test, &ours.summary(), base.as_ref(), cpu);
+        if test != Test::Ping && args.alone != Some(Alone::Lst) && (args.only.is_empty() || wanted("crc32c")) {
             let mut ck = Measured::default();
             for _ in 0..segments {
                 let c0 = cpu_seconds(server_pid);
                 let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, true).await?;
                 ck.add(m.with_cpu(cpu_seconds(server_pid) - c0));
             }
-            let cpu = (ck.cpu_us_per_op(), base.cpu_us_per_op());
-            report(args.json, &format!("{name}_crc32c"), test, &ck.summary(), Some(&base.summary()), cpu);
+            report(
+                args.json,
+                &format!("{name}_crc32c"),
+                test,
+                &ck.summary(),
+                base.as_ref(),
+                (ck.cpu_us_per_op(), cpu.1),
+            );
         }
     }
     drop(stdin);

@@ -110,6 +110,10 @@ impl ReqCtx<'_> {
     }
 
     fn transfer_inner(&self, dir: Dir, desc: &BulkDesc, buf: MdBuffer) -> Result<MdBuffer, BulkError> {
+        if self.inline {
+            tracing::error!(peer = %self.peer, xid = desc.match_bits, "bulk transfer from an inline handler refused");
+            return Err(BulkError::Inline);
+        }
         let lnet = &self.shared.lnet;
         let want = desc.len;
         let done = Arc::new(Completion::default());

@@ -1,7 +1,7 @@
 //! The echo service: a handler for tests and benchmarks (Lustre's
 //! `obdecho`).
 //!
-//! Owns: [`EchoHandler`] — PING answers empty; `OST_WRITE` GETs the
+//! Owns: [`EchoHandler`] — PING answers empty, inline on the receive path; `OST_WRITE` GETs the
 //! client's pages (checksum verified by `ReqCtx::bulk_get`) and, when
 //! storing, keeps them by offset; `OST_READ` PUTs the stored pages for that
 //! offset (or fresh pool pages) and returns their checksum in a
@@ -77,5 +77,10 @@ impl Handler for EchoHandler {
             Op::OstRead => self.read(req, ctx),
             _ => Err(Errno::EOPNOTSUPP),
         }
+    }
+
+    /// PING is answered at once, on the receive path.
+    fn inline(&self, req: &Request) -> bool {
+        req.op() == Op::ObdPing
     }
 }

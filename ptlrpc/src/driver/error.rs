@@ -170,6 +170,11 @@ pub enum BulkError {
         /// The limit.
         cap: usize,
     },
+    /// A handler serving a request inline, on lnet's receive path (see
+    /// `Handler::inline`), asked for a bulk transfer: it would wait on
+    /// the thread that completes it.
+    #[error("bulk transfer asked for by a handler running inline on lnet's receive path")]
+    Inline,
 }
 
 impl From<BulkError> for Errno {
@@ -181,6 +186,7 @@ impl From<BulkError> for Errno {
             BulkError::Timeout => Errno(errno::ETIMEDOUT),
             BulkError::Short { .. } => Errno(errno::EIO),
             BulkError::TooBig { .. } => Errno(errno::EINVAL),
+            BulkError::Inline => Errno(errno::EIO),
         }
     }
 }

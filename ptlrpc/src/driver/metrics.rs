@@ -9,6 +9,7 @@
 //! Must not: decide anything; the service bumps these as it works.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,6 +31,14 @@ pub struct OpLabel {
 fn latency_histogram() -> Histogram {
     // 8 µs .. ~67 s in powers of two.
     Histogram::new(exponential_buckets(8e-6, 2.0, 24))
+}
+
+/// One opcode's handled counter and service-time histogram, looked up in
+/// their families once (a family lookup hashes the label under a lock).
+#[derive(Debug)]
+struct OpSeries {
+    handled: Counter,
+    latency: Histogram,
 }
 
 /// The metrics of one service, registered in the service's own registry
@@ -61,6 +70,9 @@ pub struct ServiceMetrics {
     pub injected_drops: Counter,
     /// Replies lnet refused to send.
     pub reply_send_errors: Counter,
+    /// `handled` and `latency` per opcode, in [`Op::ALL`]'s order, filled
+    /// on first use.
+    per_op: Box<[OnceLock<OpSeries>]>,
 }
 
 impl ServiceMetrics {
@@ -82,6 +94,7 @@ impl ServiceMetrics {
             bulk_errors: Counter::default(),
             injected_drops: Counter::default(),
             reply_send_errors: Counter::default(),
+            per_op: Op::ALL.iter().map(|_| OnceLock::new()).collect(),
         };
         registry.register("queued_requests", "Requests waiting in a queue", m.queued.clone());
         registry.register("active_requests", "Requests being handled", m.active.clone());
@@ -106,11 +119,21 @@ impl ServiceMetrics {
     /// Records a handled request.
     pub fn observe(&self, op: Op, service_time: Duration, failed: bool) {
         let l = OpLabel { operation: op.name() };
-        self.handled.get_or_create(&l).inc();
         if failed {
             self.errors.get_or_create(&l).inc();
         }
-        self.latency.get_or_create(&l).observe(service_time.as_secs_f64());
+        // `Op::ALL` is in `Op`'s order, so every op is found.
+        let Some(slot) = Op::ALL.binary_search(&op).ok().and_then(|i| self.per_op.get(i)) else {
+            self.handled.get_or_create(&l).inc();
+            self.latency.get_or_create(&l).observe(service_time.as_secs_f64());
+            return;
+        };
+        let s = slot.get_or_init(|| OpSeries {
+            handled: self.handled.get_or_create(&l).clone(),
+            latency: self.latency.get_or_create(&l).clone(),
+        });
+        s.handled.inc();
+        s.latency.observe(service_time.as_secs_f64());
     }
 
     /// Requests handled for `op` so far.
@@ -148,5 +171,10 @@ mod tests {
         assert!(text.contains(r#"ptlrpc_requests_handled_total{service="ost",operation="OstWrite"} 2"#), "{text}");
         assert!(text.contains(r#"ptlrpc_queued_requests{service="ost"} 1"#), "{text}");
         assert!(text.contains("ptlrpc_service_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"ptlrpc_service_seconds_count{service="ost",operation="OstWrite"} 2"#), "{text}");
+        for &op in Op::ALL {
+            m.observe(op, Duration::from_micros(1), false);
+            assert_eq!(m.handled(op), 1 + u64::from(op == Op::OstWrite) * 2, "{op:?} counted in its own series");
+        }
     }
 }

@@ -8,7 +8,9 @@
 //! [`EventHandler::Callback`] in the LND's context (no task hop), where a
 //! request is copied out, checked, registered with the service's adaptive
 //! timeouts and queued on its CPT: PING and CONNECT on the high-priority
-//! queue, everything else through the CPT's [`Policy`]. Malformed input is
+//! queue, everything else through the CPT's [`Policy`] — or, for a
+//! high-priority request the handler takes inline ([`Handler::inline`]),
+//! served there and then, untracked. Malformed input is
 //! counted, logged and answered with an error reply when the header names
 //! an xid, otherwise dropped — never a panic. Workers and the early-reply
 //! timer live in `driver::worker`.
@@ -454,9 +456,13 @@ impl Shared {
             return;
         }
         let cpt = self.cpt_for(peer);
+        let req = Request { peer, header, op, bytes, arrival: now, cpt };
+        let hp = op.is_high_priority();
+        if hp && self.handler.inline(&req) {
+            return worker::serve_inline(self, &req);
+        }
         let key = ReqKey { peer, xid: header.xid, op };
         self.track(now, key, header.timeout);
-        let req = Request { peer, header, op, bytes, arrival: now, cpt };
         let q = &self.queues[cpt];
         let mut st = q.state.lock();
         if st.len() >= self.cfg.max_queued {
@@ -467,7 +473,6 @@ impl Shared {
             self.send_error(peer, &header, Errno(errno::EBUSY));
             return;
         }
-        let hp = op.is_high_priority();
         if hp {
             st.hp.push_back(req);
         } else {

@@ -8,7 +8,8 @@
 //! the worker loop (high
 //! priority first, then the CPT's policy; run the handler; measure the
 //! service time from arrival; report it in the reply; metrics and a
-//! tracing span per RPC), the early-reply timer thread driving
+//! tracing span per RPC; the same for a request served inline on its
+//! receive path, [`serve_inline`]), the early-reply timer thread driving
 //! [`crate::at::ServiceAt`], and [`send_reply`] with its fault points.
 //!
 //! Must not: hold a queue or AT lock while a handler runs or while lnet is
@@ -95,9 +96,28 @@ fn run_worker(shared: &Shared, cpt: usize, role: Role) {
     while let Some(req) = next_request(shared, cpt, role) {
         shared.metrics.queued.dec();
         shared.metrics.active.inc();
-        serve(shared, &req, role == Role::Any);
+        serve(shared, &req, Via::Worker { counted: role == Role::Any });
         shared.metrics.active.dec();
     }
+}
+
+/// Serves a request the handler takes inline ([`super::Handler::inline`])
+/// on the calling thread — lnet's receive path — without queueing it or
+/// tracking it for early replies.
+pub(super) fn serve_inline(shared: &Shared, req: &Request) {
+    shared.metrics.active.inc();
+    serve(shared, req, Via::Inline);
+    shared.metrics.active.dec();
+}
+
+/// How a request reached [`serve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// Through a queue, on a worker (`counted`: a general worker holding a
+    /// running slot); tracked for early replies since it arrived.
+    Worker { counted: bool },
+    /// At once on its receive path: never queued, never tracked.
+    Inline,
 }
 
 /// Sleeps a general worker on its CPT's `cv` (for at most `limit`), keeping
@@ -188,12 +208,14 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
     }
 }
 
-fn serve(shared: &Shared, req: &Request, counted: bool) {
+fn serve(shared: &Shared, req: &Request, via: Via) {
     let hdr = req.header();
     let span = tracing::info_span!("rpc", service = %shared.cfg.name, xid = hdr.xid.0, opcode = req.op().name(),
         peer = %req.peer(), status = Empty, latency_us = Empty);
     let _entered = span.enter();
-    let mut ctx = ReqCtx { shared, peer: req.peer(), cpt: req.cpt(), counted: Cell::new(counted) };
+    let counted = via == Via::Worker { counted: true };
+    let inline = via == Via::Inline;
+    let mut ctx = ReqCtx { shared, peer: req.peer(), cpt: req.cpt(), counted: Cell::new(counted), inline };
     let result = match catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut ctx))) {
         Ok(r) => r,
         Err(_) => {
@@ -203,7 +225,11 @@ fn serve(shared: &Shared, req: &Request, counted: bool) {
     };
     let now = shared.clock.now();
     let key = ReqKey { peer: req.peer(), xid: hdr.xid, op: req.op() };
-    let service_time = shared.at.lock().at.handle_reply_sent(now, key).unwrap_or(now - req.arrival());
+    let service_time = if inline {
+        shared.at.lock().at.handle_served(now, req.arrival())
+    } else {
+        shared.at.lock().at.handle_reply_sent(now, key).unwrap_or(now - req.arrival())
+    };
     let (mut h, body) = match result {
         Ok(reply) if reply.sent_by_handler => {
             span.record("latency_us", u64::try_from(service_time.as_micros()).unwrap_or(u64::MAX));
