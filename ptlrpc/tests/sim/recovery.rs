@@ -349,7 +349,7 @@ fn all_clients_back_in_time() {
 #[test]
 fn restart_notice_sends_clients_to_the_failover_partner() {
     let took = |name_the_path: bool| {
-        let mut run = Run::new(3, std::env::var(ptlrpc::sim::SEED_ENV).is_ok(), 0, true);
+        let mut run = Run::new(3, std::env::var(ptlrpc::sim::SEED_ENV).is_ok(), 0, 1, true);
         run.w.net().set_default_link(LinkConfig::ideal(Duration::from_millis(1)));
         run.w.advance(Duration::from_secs(30));
         assert!(run.all_full(), "everyone connected");
