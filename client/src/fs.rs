@@ -14,7 +14,7 @@ use std::sync::Arc;
 use lnet::{Lnet, Nid};
 use ptlrpc::wire::Fid;
 use ptlrpc::wire::mds::{
-    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, StripeSpec, attr_valid, open_flags, xattr_flags,
+    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, StripeSpec, Timestamp, attr_valid, open_flags, xattr_flags,
 };
 
 use crate::error::{ClientError, Result};
@@ -172,8 +172,12 @@ impl LayoutCache {
     }
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+/// This node's clock now (the time a change carries to the MDT).
+pub fn now() -> Timestamp {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => Timestamp { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+        Err(_) => Timestamp::default(),
+    }
 }
 
 /// The components of an absolute or root-relative path (`.` dropped;
@@ -289,7 +293,7 @@ impl Sheen {
         let mut blocks = attr.size.div_ceil(512);
         if let Some(g) = g {
             attr.size = g.size;
-            let obj_mtime = i64::try_from(g.mtime_ns / 1_000_000_000).unwrap_or(i64::MAX);
+            let obj_mtime = Timestamp::from_nanos(g.mtime_ns);
             attr.mtime = attr.mtime.max(obj_mtime);
             attr.ctime = attr.ctime.max(obj_mtime);
             blocks = g.allocated.div_ceil(512);
@@ -373,7 +377,7 @@ impl Sheen {
             rdev: 0,
             uid: cred.uid,
             gid: cred.gid,
-            time: now_secs(),
+            time: now(),
             symlink: String::new(),
             stripe,
             fid: Some(self.mdc.new_fid().await?),
@@ -409,7 +413,7 @@ impl Sheen {
             rdev,
             uid: cred.uid,
             gid: cred.gid,
-            time: now_secs(),
+            time: now(),
             symlink: symlink.into(),
             stripe: None,
             fid: Some(self.mdc.new_fid().await?),
@@ -449,7 +453,7 @@ impl Sheen {
 
     /// link: a new name `parent/name` for `fid` (not a directory).
     pub async fn link_at(&self, fid: Fid, parent: Fid, name: &str) -> Result<Stat> {
-        let req = ReintReq::Link { fid, parent, name: name.into(), time: now_secs() };
+        let req = ReintReq::Link { fid, parent, name: name.into(), time: now() };
         self.mdc.reint("link", &req).await?;
         self.stat_fid(fid).await
     }
@@ -504,7 +508,7 @@ impl Sheen {
             mode: S_IFREG | (mode & 0o7777),
             uid: cred.uid,
             gid: cred.gid,
-            time: now_secs(),
+            time: now(),
             stripe,
             fid: if flags & open_flags::CREAT != 0 { Some(self.mdc.new_fid().await?) } else { None },
         };
@@ -521,7 +525,7 @@ impl Sheen {
             mode: 0,
             uid: self.cred.uid,
             gid: self.cred.gid,
-            time: now_secs(),
+            time: now(),
             stripe: None,
             fid: None,
         };
@@ -541,7 +545,7 @@ impl Sheen {
             && let Some(d) = &file.data
             && let Err(e) = d.truncate(0).await
         {
-            let _ = self.mdc.close(file.handle).await;
+            let _ = self.mdc.close(file.handle, None).await;
             return Err(e);
         }
         Ok(file)
@@ -661,7 +665,7 @@ impl Sheen {
     pub(crate) async fn close_ref(&self, f: &File) -> Result<()> {
         let flushed = f.stream.flush().await;
         f.stream.invalidate();
-        self.mdc.close(f.handle).await?;
+        self.mdc.close(f.handle, None).await?;
         flushed
     }
 
@@ -674,12 +678,8 @@ impl Sheen {
         if let Some(l) = st.layout.as_ref().filter(|l| !l.objects.is_empty()) {
             self.striped(l)?.truncate(size).await?;
         }
-        self.setattr(
-            fid,
-            attr_valid::SIZE | attr_valid::MTIME,
-            SetAttr { size, mtime: now_secs(), ..SetAttr::default() },
-        )
-        .await?;
+        self.setattr(fid, attr_valid::SIZE | attr_valid::MTIME, SetAttr { size, mtime: now(), ..SetAttr::default() })
+            .await?;
         self.stat_fid(fid).await
     }
 
@@ -695,7 +695,7 @@ impl Sheen {
             size: a.size,
             atime: a.atime,
             mtime: a.mtime,
-            ctime: now_secs(),
+            ctime: now(),
             default_stripe: a.default_stripe,
         };
         let r = self.mdc.reint("setattr", &req).await?;
@@ -705,8 +705,7 @@ impl Sheen {
         if valid & attr_valid::MTIME != 0 && valid & attr_valid::SIZE == 0 && attr.mode & S_IFMT == S_IFREG {
             let r = self.mdc.getattr(fid).await?;
             if let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty()) {
-                let ns = u64::try_from(a.mtime).unwrap_or(0).saturating_mul(1_000_000_000);
-                self.striped(l)?.set_mtime(ns).await?;
+                self.striped(l)?.set_mtime(a.mtime.as_nanos()).await?;
             }
         }
         Ok(attr)
@@ -737,7 +736,7 @@ impl Sheen {
 
     /// Removes `parent/name` (a directory when `dir`).
     pub async fn unlink_at(&self, parent: Fid, name: &str, dir: bool) -> Result<()> {
-        let req = ReintReq::Unlink { parent, name: name.into(), dir, time: now_secs() };
+        let req = ReintReq::Unlink { parent, name: name.into(), dir, time: now() };
         self.mdc.reint(if dir { "rmdir" } else { "unlink" }, &req).await.map(drop)
     }
 
@@ -755,13 +754,8 @@ impl Sheen {
 
     /// Renames `sp/sn` to `dp/dn`.
     pub async fn rename_at(&self, sp: Fid, sn: &str, dp: Fid, dn: &str) -> Result<()> {
-        let req = ReintReq::Rename {
-            src_parent: sp,
-            src_name: sn.into(),
-            dst_parent: dp,
-            dst_name: dn.into(),
-            time: now_secs(),
-        };
+        let req =
+            ReintReq::Rename { src_parent: sp, src_name: sn.into(), dst_parent: dp, dst_name: dn.into(), time: now() };
         self.mdc.reint("rename", &req).await.map(drop)
     }
 
@@ -859,9 +853,9 @@ pub struct SetAttr {
     /// Size.
     pub size: u64,
     /// Access time.
-    pub atime: i64,
+    pub atime: Timestamp,
     /// Modification time.
-    pub mtime: i64,
+    pub mtime: Timestamp,
     /// A directory's default striping.
     pub default_stripe: Option<StripeSpec>,
 }

@@ -33,7 +33,7 @@ use fuser::{
 };
 use parking_lot::Mutex;
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{MdtAttr, attr_valid, open_flags, xattr_flags};
+use ptlrpc::wire::mds::{MdtAttr, Timestamp, attr_valid, open_flags, xattr_flags};
 
 use crate::error::ClientError;
 use crate::fs::{Cred, File, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SetAttr, Sheen, Stat};
@@ -56,16 +56,34 @@ fn errno(e: &ClientError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn time(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+/// A wire time as the kernel takes it (before 1970 too).
+fn time(t: Timestamp) -> SystemTime {
+    let nsec = Duration::from_nanos(u64::from(t.nsec.min(999_999_999)));
+    match u64::try_from(t.sec) {
+        Ok(s) => UNIX_EPOCH + Duration::from_secs(s) + nsec,
+        Err(_) => UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + nsec,
+    }
 }
 
-fn secs(t: TimeOrNow) -> i64 {
+/// A time the kernel gives (or now) as a wire time, to the nanosecond.
+fn timestamp(t: TimeOrNow) -> Timestamp {
     let t = match t {
         TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
+        TimeOrNow::Now => return crate::fs::now(),
     };
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+        Err(e) => {
+            // Before 1970: whole seconds down, nanoseconds up.
+            let d = e.duration();
+            let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
+            if nsec > 0 {
+                sec -= 1;
+                nsec = 1_000_000_000 - nsec;
+            }
+            Timestamp { sec, nsec }
+        }
+    }
 }
 
 fn kind(mode: u32) -> FileType {
@@ -363,11 +381,11 @@ impl Filesystem for SheenFs {
                 }
                 if let Some(t) = atime {
                     valid |= attr_valid::ATIME;
-                    a.atime = secs(t);
+                    a.atime = timestamp(t);
                 }
                 if let Some(t) = mtime {
                     valid |= attr_valid::MTIME;
-                    a.mtime = secs(t);
+                    a.mtime = timestamp(t);
                 }
                 if valid != 0 {
                     self.fs.setattr(fid, valid, a).await?;

@@ -19,7 +19,7 @@ use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
 use ptlrpc::wire::mds::{
     AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReply, ReaddirReq,
-    ReintReply, ReintReq, SeqQueryReq, SeqRange, StatfsReply, XattrReply, seq_op,
+    ReintReply, ReintReq, SeqQueryReq, SeqRange, SomAttr, StatfsReply, XattrReply, seq_op,
 };
 use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
 
@@ -134,9 +134,9 @@ impl Mdc {
         rpc::imp_call(&self.imp, what, Op::MdsReint, ReqKind::Modify, req).await
     }
 
-    /// MDS_CLOSE.
-    pub async fn close(&self, handle: u64) -> Result<ReintReply> {
-        rpc::imp_call(&self.imp, "close", Op::MdsClose, ReqKind::Modify, &CloseReq { handle }).await
+    /// MDS_CLOSE, with a write handle's view of the objects (size on MDT).
+    pub async fn close(&self, handle: u64, som: Option<SomAttr>) -> Result<ReintReply> {
+        rpc::imp_call(&self.imp, "close", Op::MdsClose, ReqKind::Modify, &CloseReq { handle, som }).await
     }
 
     /// MDS_READPAGE: up to `max` entries from `cookie`.

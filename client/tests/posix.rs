@@ -137,6 +137,15 @@ async fn permissions_and_ownership() {
         f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)).unwrap();
         drop(f);
         assert_eq!(fs::metadata(m.join("secret")).unwrap().mtime(), 1_000_000_000);
+        // ... to the nanosecond, on a file and on a directory.
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_500_000_000, 123_456_789);
+        let f = File::options().write(true).open(m.join("secret")).unwrap();
+        f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)).unwrap();
+        drop(f);
+        let md = fs::metadata(m.join("secret")).unwrap();
+        assert_eq!((md.mtime(), md.mtime_nsec(), md.atime_nsec()), (1_500_000_000, 123_456_789, 123_456_789));
+        File::open(m.join("tmp")).unwrap().set_modified(t).unwrap();
+        assert_eq!(fs::metadata(m.join("tmp")).unwrap().mtime_nsec(), 123_456_789);
     })
     .await;
 }

@@ -7,7 +7,7 @@
 //! Must not: change itself; the namespace (`ns`) decides every change.
 
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{Layout, MdtAttr, StripeSpec};
+use ptlrpc::wire::mds::{Layout, MdtAttr, StripeSpec, Timestamp};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// `S_IFMT`.
@@ -67,11 +67,11 @@ pub struct Inode {
     /// Directory entries (directories).
     pub entries: u64,
     /// Access time.
-    pub atime: i64,
+    pub atime: Timestamp,
     /// Modification time.
-    pub mtime: i64,
+    pub mtime: Timestamp,
     /// Change time.
-    pub ctime: i64,
+    pub ctime: Timestamp,
     /// Version, `epoch << 32 | transno` of the last change that set it.
     pub version: u64,
     /// Symlink target.
@@ -107,6 +107,8 @@ impl Inode {
             mtime: self.mtime,
             ctime: self.ctime,
             version: self.version,
+            blocks: 0,
+            flags: 0,
         }
     }
 }

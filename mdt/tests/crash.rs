@@ -39,7 +39,7 @@ fn create(parent: Fid, name: String, mode: u32) -> ReintReq {
         rdev: 0,
         uid: 0,
         gid: 0,
-        time: 1,
+        time: ptlrpc::wire::mds::Timestamp::secs(1),
         symlink: String::new(),
         stripe: None,
         fid: None,
@@ -74,7 +74,12 @@ async fn load(c: ImportDriver, k: u64, l: Arc<Load>) {
         seen();
         l.out.lock().insert((k, name.clone()), true);
         if i % 5 == 4 {
-            let req = ReintReq::Unlink { parent: dir, name: name.clone(), dir: false, time: 2 };
+            let req = ReintReq::Unlink {
+                parent: dir,
+                name: name.clone(),
+                dir: false,
+                time: ptlrpc::wire::mds::Timestamp::secs(2),
+            };
             rpc(&c, Op::MdsReint, &req, BOUND * 4).await.unwrap();
             seen();
             l.out.lock().insert((k, name), false);
@@ -85,7 +90,7 @@ async fn load(c: ImportDriver, k: u64, l: Arc<Load>) {
                 src_name: name.clone(),
                 dst_parent: dir,
                 dst_name: to.clone(),
-                time: 3,
+                time: ptlrpc::wire::mds::Timestamp::secs(3),
             };
             rpc(&c, Op::MdsReint, &req, BOUND * 4).await.unwrap();
             seen();

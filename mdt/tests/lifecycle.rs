@@ -28,7 +28,7 @@ fn create(name: &str, mode: u32) -> ReintReq {
         rdev: 0,
         uid: 0,
         gid: 0,
-        time: 1,
+        time: ptlrpc::wire::mds::Timestamp::secs(1),
         symlink: String::new(),
         stripe: None,
         fid: None,

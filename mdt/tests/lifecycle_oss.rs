@@ -26,7 +26,7 @@ fn create(name: String) -> ReintReq {
         rdev: 0,
         uid: 0,
         gid: 0,
-        time: 1,
+        time: ptlrpc::wire::mds::Timestamp::secs(1),
         symlink: String::new(),
         stripe: None,
         fid: None,
@@ -99,7 +99,12 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     // Unlinks destroy the objects on the real OST through the destroy log.
     let on0: Vec<(String, u32, u64)> = files.iter().filter(|f| f.1 == 0).cloned().collect();
     for (name, _, _) in on0.iter().take(3) {
-        let r = ReintReq::Unlink { parent: Fid::ROOT, name: name.clone(), dir: false, time: 2 };
+        let r = ReintReq::Unlink {
+            parent: Fid::ROOT,
+            name: name.clone(),
+            dir: false,
+            time: ptlrpc::wire::mds::Timestamp::secs(2),
+        };
         rpc(&mdc, Op::MdsReint, &r, BOUND).await.unwrap();
     }
     assert_eq!(info("process_destroys", 0).await.value, 0, "every logged destroy reached OST0");

@@ -119,7 +119,7 @@ fn embedded_phase(ns: &Arc<Namespace>, dirs: &[Fid], files: u64, clients: usize,
                         match phase {
                             Phase::Create => drop(ns.create(d, &name, &file_args())?),
                             Phase::Stat => drop(ns.lookup(d, &name)?),
-                            Phase::Unlink => drop(ns.unlink(d, &name, false, 0)?),
+                            Phase::Unlink => drop(ns.unlink(d, &name, false, ptlrpc::wire::mds::Timestamp::secs(0))?),
                         }
                     }
                     Ok(())
@@ -154,7 +154,7 @@ async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) 
                             rdev: 0,
                             uid: 0,
                             gid: 0,
-                            time: 0,
+                            time: ptlrpc::wire::mds::Timestamp::secs(0),
                             symlink: String::new(),
                             stripe: None,
                             fid: None,
@@ -165,7 +165,12 @@ async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) 
                         client.rpc(Op::MdsGetattrName, ReqKind::Read, &LookupReq { parent: d, name }).await?;
                     }
                     Phase::Unlink => {
-                        let r = ReintReq::Unlink { parent: d, name, dir: false, time: 0 };
+                        let r = ReintReq::Unlink {
+                            parent: d,
+                            name,
+                            dir: false,
+                            time: ptlrpc::wire::mds::Timestamp::secs(0),
+                        };
                         client.rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
                     }
                 }
@@ -211,7 +216,7 @@ fn dir_rates(ns: &Namespace, d: Fid, size: u64, probe: u64, rng: &mut u64) -> an
     }
     let create = probe as f64 / t0.elapsed().as_secs_f64();
     for i in 0..probe {
-        ns.unlink(d, &format!("probe{i}"), false, 0)?;
+        ns.unlink(d, &format!("probe{i}"), false, ptlrpc::wire::mds::Timestamp::secs(0))?;
     }
     let lookups = probe * 4;
     let t0 = Instant::now();
@@ -368,7 +373,7 @@ fn main() -> anyhow::Result<()> {
                         rdev: 0,
                         uid: 0,
                         gid: 0,
-                        time: 0,
+                        time: ptlrpc::wire::mds::Timestamp::secs(0),
                         symlink: String::new(),
                         stripe: None,
                         fid: None,

@@ -4,7 +4,7 @@
 //! Must not: write anything outside the operation's one batch.
 
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{Layout, StripeSpec, attr_valid, xattr_flags};
+use ptlrpc::wire::mds::{Layout, StripeSpec, Timestamp, attr_valid, xattr_flags};
 
 use super::{Done, Namespace, Tx, Writer, fid_end, xattr_key};
 use crate::dir::{self, Dirent};
@@ -25,7 +25,7 @@ pub struct CreateArgs {
     /// Group.
     pub gid: u32,
     /// Timestamp.
-    pub time: i64,
+    pub time: Timestamp,
     /// A symlink's target.
     pub symlink: String,
     /// Striping (a file's own, or a new directory's default).
@@ -49,11 +49,11 @@ pub struct SetattrArgs {
     /// Size.
     pub size: u64,
     /// Access time.
-    pub atime: i64,
+    pub atime: Timestamp,
     /// Modification time.
-    pub mtime: i64,
+    pub mtime: Timestamp,
     /// Change time.
-    pub ctime: i64,
+    pub ctime: Timestamp,
     /// A directory's default striping.
     pub default_stripe: Option<StripeSpec>,
 }
@@ -125,7 +125,7 @@ impl Namespace {
     }
 
     /// link: a new name `parent/name` for `target` (not a directory).
-    pub fn link(&self, target: Fid, parent: Fid, name: &str, time: i64) -> Result<Done> {
+    pub fn link(&self, target: Fid, parent: Fid, name: &str, time: Timestamp) -> Result<Done> {
         dir::check_name(name)?;
         let mut w = self.w.lock();
         let mut p = self.dir_inode(parent)?;
@@ -152,7 +152,7 @@ impl Namespace {
     }
 
     /// unlink (`dir == false`) or rmdir (`dir == true`) of `parent/name`.
-    pub fn unlink(&self, parent: Fid, name: &str, dir: bool, time: i64) -> Result<Done> {
+    pub fn unlink(&self, parent: Fid, name: &str, dir: bool, time: Timestamp) -> Result<Done> {
         let mut w = self.w.lock();
         let mut p = self.dir_inode(parent)?;
         let (cookie, ent) = dir::lookup(&*self.kv, parent, name)?
@@ -183,7 +183,7 @@ impl Namespace {
 
     /// One name of `c` is gone: a directory or a file's last link is
     /// destroyed (or kept as an orphan while open).
-    fn drop_link(&self, w: &mut Writer, tx: &mut Tx, mut c: Inode, time: i64) -> Result<()> {
+    fn drop_link(&self, w: &mut Writer, tx: &mut Tx, mut c: Inode, time: Timestamp) -> Result<()> {
         c.nlink = if c.is_dir() { 0 } else { c.nlink.saturating_sub(1) };
         c.ctime = time;
         if c.nlink > 0 {
@@ -216,7 +216,7 @@ impl Namespace {
     }
 
     /// rename `sp/sn` to `dp/dn`, replacing a compatible target.
-    pub fn rename(&self, sp: Fid, sn: &str, dp: Fid, dn: &str, time: i64) -> Result<Done> {
+    pub fn rename(&self, sp: Fid, sn: &str, dp: Fid, dn: &str, time: Timestamp) -> Result<Done> {
         dir::check_name(dn)?;
         let mut w = self.w.lock();
         let mut src_dir = self.dir_inode(sp)?;

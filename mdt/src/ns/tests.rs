@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{StripeSpec, attr_valid, open_flags, xattr_flags};
+use ptlrpc::wire::mds::{StripeSpec, Timestamp, attr_valid, open_flags, xattr_flags};
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
 
 use super::*;
@@ -58,11 +58,11 @@ fn fx(n_osts: u32) -> Fx {
 }
 
 fn file() -> CreateArgs {
-    CreateArgs { mode: S_IFREG | 0o644, time: 10, ..CreateArgs::default() }
+    CreateArgs { mode: S_IFREG | 0o644, time: Timestamp::secs(10), ..CreateArgs::default() }
 }
 
 fn dir() -> CreateArgs {
-    CreateArgs { mode: S_IFDIR | 0o755, time: 10, ..CreateArgs::default() }
+    CreateArgs { mode: S_IFDIR | 0o755, time: Timestamp::secs(10), ..CreateArgs::default() }
 }
 
 fn assert_clean(ns: &Namespace) {
@@ -92,7 +92,7 @@ fn create_lookup_readdir_unlink_with_versions() {
     let d = ns.readdir(Fid::ROOT, 0, 100).unwrap();
     assert!(d.end);
     assert_eq!(d.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
-    let done = ns.unlink(Fid::ROOT, "a", false, 11).unwrap();
+    let done = ns.unlink(Fid::ROOT, "a", false, Timestamp::secs(11)).unwrap();
     assert_eq!(done.pre_versions[1], a.version);
     assert_eq!(errno_of(ns.inode(a.fid)), errno::ENOENT);
     assert_eq!(ns.process_destroys(100).unwrap(), (1, 0));
@@ -111,18 +111,18 @@ fn directories_links_and_counts() {
     assert!(x.layout.is_none(), "no OSTs: a file without objects");
     assert_eq!(ns.inode(d.fid).unwrap().nlink, 3);
     assert_eq!(ns.inode(Fid::ROOT).unwrap().nlink, 3);
-    assert_eq!(errno_of(ns.unlink(Fid::ROOT, "d", true, 1)), errno::ENOTEMPTY);
-    assert_eq!(errno_of(ns.unlink(Fid::ROOT, "d", false, 1)), errno::EISDIR);
-    assert_eq!(errno_of(ns.unlink(d.fid, "x", true, 1)), errno::ENOTDIR);
-    assert_eq!(errno_of(ns.link(d.fid, Fid::ROOT, "dl", 1)), errno::EPERM);
-    ns.link(x.fid, Fid::ROOT, "x2", 1).unwrap();
+    assert_eq!(errno_of(ns.unlink(Fid::ROOT, "d", true, Timestamp::secs(1))), errno::ENOTEMPTY);
+    assert_eq!(errno_of(ns.unlink(Fid::ROOT, "d", false, Timestamp::secs(1))), errno::EISDIR);
+    assert_eq!(errno_of(ns.unlink(d.fid, "x", true, Timestamp::secs(1))), errno::ENOTDIR);
+    assert_eq!(errno_of(ns.link(d.fid, Fid::ROOT, "dl", Timestamp::secs(1))), errno::EPERM);
+    ns.link(x.fid, Fid::ROOT, "x2", Timestamp::secs(1)).unwrap();
     assert_eq!(ns.inode(x.fid).unwrap().nlink, 2);
     assert_clean(ns);
-    ns.unlink(d.fid, "x", false, 2).unwrap();
+    ns.unlink(d.fid, "x", false, Timestamp::secs(2)).unwrap();
     assert_eq!(ns.inode(x.fid).unwrap().nlink, 1);
-    ns.unlink(d.fid, "sub", true, 2).unwrap();
+    ns.unlink(d.fid, "sub", true, Timestamp::secs(2)).unwrap();
     assert_eq!(errno_of(ns.inode(sub.fid)), errno::ENOENT);
-    ns.unlink(Fid::ROOT, "d", true, 3).unwrap();
+    ns.unlink(Fid::ROOT, "d", true, Timestamp::secs(3)).unwrap();
     assert_eq!(ns.inode(Fid::ROOT).unwrap().nlink, 2);
     assert_clean(ns);
 }
@@ -136,11 +136,11 @@ fn rename_same_and_cross_dir_replacing_targets() {
     let (x, _) = ns.create(a.fid, "x", &file()).unwrap();
     let (y, _) = ns.create(b.fid, "y", &file()).unwrap();
     // Same directory.
-    ns.rename(a.fid, "x", a.fid, "x1", 5).unwrap();
+    ns.rename(a.fid, "x", a.fid, "x1", Timestamp::secs(5)).unwrap();
     assert_eq!(ns.lookup_fid(a.fid, "x1").unwrap(), x.fid);
     // Cross directory, replacing a file: all four objects get the version.
     let vs: Vec<u64> = [a.fid, b.fid, x.fid, y.fid].iter().map(|f| ns.inode(*f).unwrap().version).collect();
-    let done = ns.rename(a.fid, "x1", b.fid, "y", 6).unwrap();
+    let done = ns.rename(a.fid, "x1", b.fid, "y", Timestamp::secs(6)).unwrap();
     assert_eq!(done.pre_versions, vs);
     for f in [a.fid, b.fid, x.fid] {
         assert_eq!(ns.inode(f).unwrap().version, done.transno);
@@ -149,16 +149,16 @@ fn rename_same_and_cross_dir_replacing_targets() {
     assert_eq!(ns.lookup_fid(b.fid, "y").unwrap(), x.fid);
     // Directories: into its own subtree is refused; over an empty dir works.
     let (c, _) = ns.create(a.fid, "c", &dir()).unwrap();
-    assert_eq!(errno_of(ns.rename(Fid::ROOT, "a", c.fid, "loop", 7)), errno::EINVAL);
+    assert_eq!(errno_of(ns.rename(Fid::ROOT, "a", c.fid, "loop", Timestamp::secs(7))), errno::EINVAL);
     ns.create(Fid::ROOT, "e", &dir()).unwrap();
-    assert_eq!(errno_of(ns.rename(Fid::ROOT, "b", Fid::ROOT, "a", 7)), errno::ENOTEMPTY);
-    ns.rename(a.fid, "c", Fid::ROOT, "e", 8).unwrap();
+    assert_eq!(errno_of(ns.rename(Fid::ROOT, "b", Fid::ROOT, "a", Timestamp::secs(7))), errno::ENOTEMPTY);
+    ns.rename(a.fid, "c", Fid::ROOT, "e", Timestamp::secs(8)).unwrap();
     assert_eq!(ns.inode(c.fid).unwrap().parent, Fid::ROOT);
-    assert_eq!(errno_of(ns.rename(b.fid, "y", Fid::ROOT, "e", 9)), errno::EISDIR);
-    assert_eq!(errno_of(ns.rename(Fid::ROOT, "e", b.fid, "y", 9)), errno::ENOTDIR);
+    assert_eq!(errno_of(ns.rename(b.fid, "y", Fid::ROOT, "e", Timestamp::secs(9))), errno::EISDIR);
+    assert_eq!(errno_of(ns.rename(Fid::ROOT, "e", b.fid, "y", Timestamp::secs(9))), errno::ENOTDIR);
     // A rename onto another name of the same inode does nothing.
-    ns.link(x.fid, Fid::ROOT, "xl", 9).unwrap();
-    assert_eq!(ns.rename(b.fid, "y", Fid::ROOT, "xl", 10).unwrap().transno, 0);
+    ns.link(x.fid, Fid::ROOT, "xl", Timestamp::secs(9)).unwrap();
+    assert_eq!(ns.rename(b.fid, "y", Fid::ROOT, "xl", Timestamp::secs(10)).unwrap().transno, 0);
     assert_clean(ns);
 }
 
@@ -167,9 +167,14 @@ fn setattr_versions_skip_times_and_size() {
     let f = fx(0);
     let ns = &f.ns;
     let (x, _) = ns.create(Fid::ROOT, "x", &file()).unwrap();
-    let t = SetattrArgs { valid: attr_valid::MTIME | attr_valid::SIZE, mtime: 99, size: 5, ..SetattrArgs::default() };
+    let t = SetattrArgs {
+        valid: attr_valid::MTIME | attr_valid::SIZE,
+        mtime: Timestamp { sec: 99, nsec: 7 },
+        size: 5,
+        ..SetattrArgs::default()
+    };
     let (i, done) = ns.setattr(x.fid, &t).unwrap();
-    assert_eq!((i.mtime, i.size, i.version), (99, 5, x.version));
+    assert_eq!((i.mtime, i.size, i.version), (Timestamp { sec: 99, nsec: 7 }, 5, x.version));
     assert!(done.transno > x.version, "still a transaction");
     let m = SetattrArgs { valid: attr_valid::MODE | attr_valid::UID, mode: 0o600, uid: 7, ..SetattrArgs::default() };
     let (i, done) = ns.setattr(x.fid, &m).unwrap();
@@ -197,7 +202,7 @@ fn xattrs_symlinks_and_devices() {
     let dev = CreateArgs { mode: 0o020000 | 0o600, rdev: 0x0801, ..CreateArgs::default() };
     let (n, _) = ns.create(Fid::ROOT, "null", &dev).unwrap();
     assert_eq!(ns.getattr(n.fid).unwrap().attr.rdev, 0x0801);
-    ns.unlink(Fid::ROOT, "x", false, 1).unwrap();
+    ns.unlink(Fid::ROOT, "x", false, Timestamp::secs(1)).unwrap();
     assert!(
         ns.kv().range(Table::Xattrs, &[], crate::store::KEY_END, 10).unwrap().is_empty(),
         "xattrs go with the inode"
@@ -215,7 +220,7 @@ fn open_unlinked_file_lives_until_last_close() {
     assert_eq!(errno_of(ns.open(Fid::ROOT, "f", None, open_flags::CREAT | open_flags::EXCL, &c)), errno::EEXIST);
     let o2 = ns.open(Fid::ROOT, "f", None, 0, &c).unwrap();
     assert_eq!(ns.open_files(), 2);
-    ns.unlink(Fid::ROOT, "f", false, 1).unwrap();
+    ns.unlink(Fid::ROOT, "f", false, Timestamp::secs(1)).unwrap();
     assert_eq!(ns.getattr(o1.inode.fid).unwrap().attr.nlink, 0, "kept while open");
     assert_clean(ns);
     assert_eq!(ns.close(o1.handle).unwrap().transno, 0);
@@ -253,7 +258,7 @@ fn readdir_cookies_survive_concurrent_change() {
     // Between pages: remove some names (seen or not), add others.
     let mut removed = BTreeSet::new();
     for i in (0..3000).step_by(7) {
-        ns.unlink(d.fid, &format!("f{i}"), false, 1).unwrap();
+        ns.unlink(d.fid, &format!("f{i}"), false, Timestamp::secs(1)).unwrap();
         removed.insert(format!("f{i}"));
     }
     for i in 0..500 {
@@ -372,9 +377,9 @@ fn remount_keeps_namespace_and_cleans_orphans_and_precreated_objects() {
     let c = CreateArgs { mode: 0o644, ..CreateArgs::default() };
     let (keep, _) = f.ns.create(Fid::ROOT, "keep", &file()).unwrap();
     let o = f.ns.open(Fid::ROOT, "orphan", None, open_flags::CREAT, &c).unwrap();
-    f.ns.unlink(Fid::ROOT, "orphan", false, 1).unwrap();
+    f.ns.unlink(Fid::ROOT, "orphan", false, Timestamp::secs(1)).unwrap();
     let (gone, _) = f.ns.create(Fid::ROOT, "gone", &file()).unwrap();
-    f.ns.unlink(Fid::ROOT, "gone", false, 1).unwrap();
+    f.ns.unlink(Fid::ROOT, "gone", false, Timestamp::secs(1)).unwrap();
     let epoch = f.ns.txn().epoch();
     let ost = Arc::clone(&f.osts.lock()[&0]);
     assert!(ost.objects.lock().len() > 3, "a precreated range");

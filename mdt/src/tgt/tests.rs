@@ -83,7 +83,7 @@ fn create(handle: ExportHandle, xid: u64, name: &str, fid: Fid) -> (Header, Vec<
         rdev: 0,
         uid: 0,
         gid: 0,
-        time: 1,
+        time: ptlrpc::wire::mds::Timestamp::secs(1),
         symlink: String::new(),
         stripe: None,
         fid: Some(fid),

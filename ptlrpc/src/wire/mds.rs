@@ -49,6 +49,43 @@ impl std::fmt::Display for Fid {
     }
 }
 
+/// A point in time: seconds and nanoseconds since the Unix epoch
+/// (`struct timespec`; `nsec < 1_000_000_000`). Ordered by time.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub struct Timestamp {
+    /// Seconds (negative: before 1970).
+    pub sec: i64,
+    /// Nanoseconds within the second.
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    /// Whole seconds.
+    pub const fn secs(sec: i64) -> Timestamp {
+        Timestamp { sec, nsec: 0 }
+    }
+
+    /// Nanoseconds since the epoch (as OST objects keep their mtime;
+    /// times before 1970 are 0).
+    pub fn as_nanos(self) -> u64 {
+        u64::try_from(self.sec).map_or(0, |s| s.saturating_mul(1_000_000_000).saturating_add(u64::from(self.nsec)))
+    }
+
+    /// The inverse of [`Timestamp::as_nanos`].
+    pub fn from_nanos(ns: u64) -> Timestamp {
+        Timestamp { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as u32 }
+    }
+}
+
+/// Flags of [`MdtAttr::flags`].
+pub mod attr_flags {
+    /// Size on MDT: `size`, `blocks` and `mtime` are exact for a regular
+    /// file (the last writer closed cleanly and no open for writing is
+    /// left), so its objects need no glimpse.
+    pub const SOM_EXACT: u32 = 1;
+}
+
 /// An inode's attributes as a reply carries them.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
@@ -68,14 +105,19 @@ pub struct MdtAttr {
     /// Size in bytes as the MDT knows it (directories: entry count;
     /// symlinks: target length; regular files: the last size set).
     pub size: u64,
-    /// Access time, seconds.
-    pub atime: i64,
-    /// Modification time, seconds.
-    pub mtime: i64,
-    /// Change time, seconds.
-    pub ctime: i64,
+    /// Access time.
+    pub atime: Timestamp,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Change time.
+    pub ctime: Timestamp,
     /// The object's version (`epoch << 32 | transno`).
     pub version: u64,
+    /// Space used, 512-byte blocks (a regular file's: valid with
+    /// [`attr_flags::SOM_EXACT`]).
+    pub blocks: u64,
+    /// [`attr_flags`].
+    pub flags: u32,
 }
 
 /// One stripe's object: the OST index and the object id on it.
@@ -210,8 +252,8 @@ pub enum ReintReq {
         uid: u32,
         /// Group.
         gid: u32,
-        /// Timestamp, seconds.
-        time: i64,
+        /// Timestamp.
+        time: Timestamp,
         /// A symlink's target.
         symlink: String,
         /// Striping for a regular file or a new directory's default.
@@ -235,11 +277,11 @@ pub enum ReintReq {
         /// Size.
         size: u64,
         /// Access time.
-        atime: i64,
+        atime: Timestamp,
         /// Modification time.
-        mtime: i64,
+        mtime: Timestamp,
         /// Change time.
-        ctime: i64,
+        ctime: Timestamp,
         /// A directory's default striping.
         default_stripe: Option<StripeSpec>,
     },
@@ -252,7 +294,7 @@ pub enum ReintReq {
         /// The new name.
         name: String,
         /// Timestamp.
-        time: i64,
+        time: Timestamp,
     },
     /// Remove `parent/name` (a file, or an empty directory when `dir`).
     Unlink {
@@ -263,7 +305,7 @@ pub enum ReintReq {
         /// rmdir (the name must be a directory) rather than unlink.
         dir: bool,
         /// Timestamp.
-        time: i64,
+        time: Timestamp,
     },
     /// Rename `src_parent/src_name` to `dst_parent/dst_name`, replacing a
     /// compatible target.
@@ -277,7 +319,7 @@ pub enum ReintReq {
         /// Target name.
         dst_name: String,
         /// Timestamp.
-        time: i64,
+        time: Timestamp,
     },
     /// Open `parent/name` (by name) or `fid` (when `by_fid`), creating it
     /// with `CREAT`.
@@ -297,7 +339,7 @@ pub enum ReintReq {
         /// Group for a create.
         gid: u32,
         /// Timestamp.
-        time: i64,
+        time: Timestamp,
         /// Striping for a create.
         stripe: Option<StripeSpec>,
         /// The FID a create gives the file (client-allocated, as
@@ -349,12 +391,29 @@ pub struct ReintReply {
     pub post_version: u64,
 }
 
+/// What the closer of a handle opened for writing saw of the file's
+/// objects after its writes landed (a glimpse): the MDT keeps it as the
+/// exact size when this was the last writer (size on MDT).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct SomAttr {
+    /// The file's size.
+    pub size: u64,
+    /// Space used, 512-byte blocks.
+    pub blocks: u64,
+    /// The objects' latest modification.
+    pub mtime: Timestamp,
+}
+
 /// `MDS_CLOSE`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct CloseReq {
     /// The open handle.
     pub handle: u64,
+    /// A write handle's view of the objects at close (`None`: a read
+    /// handle, or the closer could not tell).
+    pub som: Option<SomAttr>,
 }
 
 /// `MDS_READPAGE`: entries of `fid` from `cookie` on.
@@ -545,7 +604,7 @@ mod tests {
                 rdev: 0,
                 uid: 1,
                 gid: 2,
-                time: 3,
+                time: Timestamp::secs(3),
                 symlink: String::new(),
                 stripe: Some(StripeSpec { stripe_size: 1 << 20, stripe_count: 2, stripe_offset: -1, pool: "p".into() }),
                 fid: Some(Fid { seq: 0x2_0000_0401, oid: 3, ver: 0 }),
@@ -555,7 +614,7 @@ mod tests {
                 src_name: "a".into(),
                 dst_parent: Fid { seq: 9, oid: 1, ver: 0 },
                 dst_name: "b".into(),
-                time: 4,
+                time: Timestamp { sec: 4, nsec: 5 },
             },
             ReintReq::Setxattr {
                 fid: Fid::ROOT,
@@ -572,7 +631,7 @@ mod tests {
             assert!(rkyv::from_bytes::<ReintReq, rkyv::rancor::Error>(short).is_err());
         }
         assert_eq!(
-            ReintReq::Unlink { parent: Fid::ROOT, name: "x".into(), dir: true, time: 0 }.op(),
+            ReintReq::Unlink { parent: Fid::ROOT, name: "x".into(), dir: true, time: Timestamp::default() }.op(),
             crate::wire::ReintOp::Unlink
         );
     }
@@ -599,6 +658,57 @@ mod tests {
         };
         let bytes = frame_of(Op::MdsReadpage, &rd);
         assert_eq!(Frame::parse(&bytes).expect("parses").deserialize::<ReaddirReply>().expect("validates"), rd);
+    }
+
+    #[test]
+    fn times_and_close_are_pinned() {
+        assert_eq!(size_of::<ArchivedTimestamp>(), 16);
+        let t = Timestamp { sec: 0x0102_0304_0506_0708, nsec: 999_999_999 };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&t).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 16] = [8, 7, 6, 5, 4, 3, 2, 1,  0xff, 0xc9, 0x9a, 0x3b,  0, 0, 0, 0];
+        assert_eq!(&bytes[..], &golden[..]);
+        let recent = Timestamp { sec: 1_795_000_000, nsec: 123_456_789 };
+        assert_eq!(Timestamp::from_nanos(recent.as_nanos()), recent);
+        assert!(Timestamp { sec: 1, nsec: 5 } < Timestamp { sec: 1, nsec: 6 });
+        assert!(Timestamp { sec: 1, nsec: 999 } < Timestamp::secs(2));
+        assert_eq!(Timestamp::secs(-1).as_nanos(), 0);
+
+        let c = CloseReq {
+            handle: 0x11,
+            som: Some(SomAttr { size: 0x22, blocks: 0x33, mtime: Timestamp { sec: 0x44, nsec: 0x55 } }),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&c).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 48] = [
+            0x11, 0, 0, 0, 0, 0, 0, 0,                  // handle
+            1, 0, 0, 0, 0, 0, 0, 0,                     // Some
+            0x22, 0, 0, 0, 0, 0, 0, 0,                  // size
+            0x33, 0, 0, 0, 0, 0, 0, 0,                  // blocks
+            0x44, 0, 0, 0, 0, 0, 0, 0,  0x55, 0, 0, 0,  0, 0, 0, 0, // mtime
+        ];
+        assert_eq!(&bytes[..], &golden[..]);
+        let f = frame_of(Op::MdsClose, &c);
+        assert_eq!(Frame::parse(&f).expect("parses").deserialize::<CloseReq>().expect("validates"), c);
+    }
+
+    #[test]
+    fn attr_layout_is_pinned() {
+        // fid 16, mode nlink uid gid 16, rdev size 16, three times 48,
+        // version blocks 16, flags 4 + padding 4.
+        assert_eq!(size_of::<ArchivedMdtAttr>(), 120);
+        let a = MdtAttr {
+            fid: Fid { seq: 1, oid: 2, ver: 3 },
+            mtime: Timestamp { sec: 7, nsec: 8 },
+            blocks: 9,
+            flags: attr_flags::SOM_EXACT,
+            ..MdtAttr::default()
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&a).expect("archives");
+        assert_eq!(bytes.len(), 120);
+        assert_eq!(&bytes[64..80], &[7, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0][..], "mtime");
+        assert_eq!(&bytes[104..112], &[9, 0, 0, 0, 0, 0, 0, 0][..], "blocks");
+        assert_eq!(&bytes[112..116], &[1, 0, 0, 0][..], "flags");
     }
 
     #[test]
