@@ -381,6 +381,7 @@ impl Sheen {
             symlink: String::new(),
             stripe,
             fid: Some(self.mdc.new_fid().await?),
+            replay: None,
         };
         let r = self.mdc.reint("mkdir", &req).await?;
         let attr = r.attr.ok_or_else(|| ClientError::Invalid("mkdir reply without attributes".into()))?;
@@ -417,6 +418,7 @@ impl Sheen {
             symlink: symlink.into(),
             stripe: None,
             fid: Some(self.mdc.new_fid().await?),
+            replay: None,
         };
         let what = if mode & S_IFMT == S_IFLNK { "symlink" } else { "mknod" };
         let r = self.mdc.reint(what, &req).await?;
@@ -511,6 +513,7 @@ impl Sheen {
             time: now(),
             stripe,
             fid: if flags & open_flags::CREAT != 0 { Some(self.mdc.new_fid().await?) } else { None },
+            replay: None,
         };
         self.opened(flags, self.mdc.reint("open", &req).await?).await
     }
@@ -528,6 +531,7 @@ impl Sheen {
             time: now(),
             stripe: None,
             fid: None,
+            replay: None,
         };
         self.opened(flags, self.mdc.reint("open", &req).await?).await
     }

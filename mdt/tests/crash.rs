@@ -43,6 +43,7 @@ fn create(parent: Fid, name: String, mode: u32) -> ReintReq {
         symlink: String::new(),
         stripe: None,
         fid: None,
+        replay: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn create(name: &str, mode: u32) -> ReintReq {
         symlink: String::new(),
         stripe: None,
         fid: None,
+        replay: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn create(name: String) -> ReintReq {
         symlink: String::new(),
         stripe: None,
         fid: None,
+        replay: None,
     }
 }
 

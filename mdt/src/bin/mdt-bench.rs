@@ -158,6 +158,7 @@ async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) 
                             symlink: String::new(),
                             stripe: None,
                             fid: None,
+                            replay: None,
                         };
                         client.rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
                     }
@@ -377,6 +378,7 @@ fn main() -> anyhow::Result<()> {
                         symlink: String::new(),
                         stripe: None,
                         fid: None,
+                        replay: None,
                     };
                     let rep = clients[0].rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
                     let mut body = rkyv::util::AlignedVec::<16>::new();

@@ -209,7 +209,7 @@ impl MdtOps {
     fn reint(&self, r: ReintReq) -> Result<Vec<u8>, Errno> {
         let ns = &self.ns;
         match r {
-            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid } => {
+            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay: _ } => {
                 let a = CreateArgs { mode, rdev, uid, gid, time, symlink, stripe, fid };
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
@@ -230,7 +230,7 @@ impl MdtOps {
             ReintReq::Rename { src_parent, src_name, dst_parent, dst_name, time } => {
                 encode(&reint_reply(&ns.rename(src_parent, &src_name, dst_parent, &dst_name, time)?, None))
             }
-            ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid } => {
+            ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid, replay: _ } => {
                 let a = CreateArgs { mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
                 let o = ns.open(parent, &name, by_fid, flags, &a)?;
                 let mut rep = reint_reply(&o.done, Some(o.inode.attr()));

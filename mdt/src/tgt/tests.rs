@@ -87,6 +87,7 @@ fn create(handle: ExportHandle, xid: u64, name: &str, fid: Fid) -> (Header, Vec<
         symlink: String::new(),
         stripe: None,
         fid: Some(fid),
+        replay: None,
     };
     (h, rkyv::to_bytes::<rkyv::rancor::Error>(&r).unwrap().to_vec())
 }

@@ -53,8 +53,8 @@ use super::DriverClock;
 use super::bulk::checksum;
 use super::transport::{self, Attached, ReplyEvent};
 use crate::import::{
-    Import, ImportConfig, ImportError, ImportEvent, ImportStateKind, ImportStats, PathId, ReqKind, RequestSpec,
-    StateHistory,
+    Import, ImportConfig, ImportError, ImportEvent, ImportStateKind, ImportStats, PathId, ReplayFixup, ReqKind,
+    RequestSpec, StateHistory,
 };
 use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
 use crate::wire::{
@@ -363,7 +363,33 @@ impl ImportDriver {
 
     /// [`ImportDriver::rpc`] with a body archived already.
     pub async fn rpc_raw(&self, op: Op, kind: ReqKind, body: Vec<u8>) -> Result<ImportReply, ImportRpcError> {
-        self.submit(op, kind, body, None).await
+        self.submit(op, kind, body, None, None).await
+    }
+
+    /// [`ImportDriver::rpc`] with a [`ReplayFixup`]: when the reply
+    /// arrives, the body kept for replay is rewritten from it (an open's
+    /// handle, a create's layout), in the same step that puts the request
+    /// on the replay list.
+    pub async fn rpc_with_fixup<B>(
+        &self,
+        op: Op,
+        kind: ReqKind,
+        body: &B,
+        fixup: ReplayFixup,
+    ) -> Result<ImportReply, ImportRpcError>
+    where
+        B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    {
+        let bytes = rkyv::to_bytes::<rancor::Error>(body).map_err(|e| ImportRpcError::Encode(e.to_string()))?;
+        self.submit(op, kind, bytes.to_vec(), None, Some(fixup)).await
+    }
+
+    /// The open request `open` was closed by request `close` (see
+    /// [`Import::release_open`]). Returns whether the open was held.
+    pub fn release_open(&self, open: Xid, close: Option<Xid>) -> bool {
+        let mut found = false;
+        self.with_import(|i, _| found = i.release_open(open, close));
+        found
     }
 
     /// Sends a request carrying `bulk`'s pages: `make_body` gets the
@@ -399,10 +425,10 @@ impl ImportDriver {
             transport::attach_bulk(&self.shared.lnet, portal, md_op, MatchPeer::Any, desc.match_bits, pages)
                 .map_err(ImportRpcError::Bulk)?;
         if write && kind.modifies() {
-            let reply = self.submit(op, kind, bytes.to_vec(), Some(attached)).await?;
+            let reply = self.submit(op, kind, bytes.to_vec(), Some(attached), None).await?;
             return Ok(BulkReply { reply, pages: None });
         }
-        let reply = self.submit(op, kind, bytes.to_vec(), None).await;
+        let reply = self.submit(op, kind, bytes.to_vec(), None, None).await;
         // A read's reply counts once its data has landed.
         let landed = match (&reply, dir) {
             (Ok(_), BulkDir::Sink) => transport::await_put(&mut events, len, BULK_RELEASE_WAIT).await,
@@ -424,6 +450,7 @@ impl ImportDriver {
         kind: ReqKind,
         body: Vec<u8>,
         mut pages: Option<Attached>,
+        fixup: Option<ReplayFixup>,
     ) -> Result<ImportReply, ImportRpcError> {
         let spec = RequestSpec { op, portal: self.shared.cfg.portal, body, kind };
         // A full import (its request and replay lists at their limit) holds
@@ -436,7 +463,7 @@ impl ImportDriver {
             {
                 let mut st = self.shared.state.lock();
                 let now = self.shared.clock.now();
-                match st.import.submit(now, spec.clone()) {
+                match st.import.submit_with_fixup(now, spec.clone(), fixup) {
                     Ok(xid) => {
                         let (tx, rx) = oneshot::channel();
                         st.waiters.insert(xid, (op, tx));

@@ -8,7 +8,12 @@
 //! request holds its slot — its tag — from its first send until its final
 //! reply, across resends), and [`ReplayList`]: replied,
 //! uncommitted modifying requests in transno order, pruned as
-//! `last_committed` advances; open requests stay until released (closed).
+//! `last_committed` advances; open requests stay until released (closed)
+//! and, when their close has a replay entry of its own, until that close
+//! leaves the list too (a replayed close needs its open replayed first).
+//! A request may carry a [`ReplayFixup`]: when its reply arrives, the
+//! body kept for replay is rewritten from the reply (what the target
+//! chose — an open's handle, a create's layout — goes into the replay).
 //!
 //! Must not: send, choose states or read a clock; the import drives these.
 
@@ -51,6 +56,11 @@ pub struct RequestSpec {
     pub kind: ReqKind,
 }
 
+/// Rewrites a request's body for replay from its reply: called with the
+/// request body and the reply body when the reply arrives (status 0, a
+/// transno); `Some` replaces the body every replay sends, `None` keeps it.
+pub type ReplayFixup = fn(request: &[u8], reply: &[u8]) -> Option<Vec<u8>>;
+
 /// Where a request without its reply is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -68,6 +78,7 @@ pub(crate) struct Req {
     pub phase: Phase,
     /// The reply slot a modifying request holds (0: none yet).
     pub tag: u16,
+    pub fixup: Option<ReplayFixup>,
 }
 
 /// Requests without a final reply, by xid.
@@ -81,8 +92,8 @@ impl Requests {
         self.map.len()
     }
 
-    pub fn insert(&mut self, xid: Xid, spec: RequestSpec) {
-        self.map.insert(xid, Req { spec, phase: Phase::Delayed, tag: 0 });
+    pub fn insert(&mut self, xid: Xid, spec: RequestSpec, fixup: Option<ReplayFixup>) {
+        self.map.insert(xid, Req { spec, phase: Phase::Delayed, tag: 0, fixup });
     }
 
     pub fn get(&self, xid: Xid) -> Option<&Req> {
@@ -179,6 +190,9 @@ pub struct ReplayEntry {
     pub open: bool,
     /// The reply slot it had (replays keep it).
     pub tag: u16,
+    /// A released open whose close (this xid) went on the list: kept
+    /// until the close leaves it.
+    pub closed_by: Option<Xid>,
     /// Waiting for delayed recovery: its transno came from a target
     /// instance that finished recovery without it, so `last_committed` says
     /// nothing about it.
@@ -221,10 +235,12 @@ impl ReplayList {
     }
 
     /// Drops entries committed by `last_committed` (not opens, not entries
-    /// waiting for delayed recovery). Returns how many went.
+    /// waiting for delayed recovery, not released opens whose close is
+    /// still held). Returns how many went.
     pub(crate) fn prune_committed(&mut self, last_committed: Transno) -> usize {
         let before = self.by_transno.len();
-        self.by_transno.retain(|&t, e| e.open || e.delayed_pending || t > last_committed);
+        self.by_transno.retain(|&t, e| e.open || e.closed_by.is_some() || e.delayed_pending || t > last_committed);
+        self.prune_released(|t, e| e.delayed_pending || t > last_committed);
         before - self.by_transno.len()
     }
 
@@ -233,8 +249,19 @@ impl ReplayList {
     /// [`Transno::covered_by`]), waiting ones included, opens aside.
     pub(crate) fn prune_client_committed(&mut self, client_committed: Transno) -> usize {
         let before = self.by_transno.len();
-        self.by_transno.retain(|&t, e| e.open || !t.covered_by(client_committed));
+        self.by_transno.retain(|&t, e| e.open || e.closed_by.is_some() || !t.covered_by(client_committed));
+        self.prune_released(|t, _| !t.covered_by(client_committed));
         before - self.by_transno.len()
+    }
+
+    /// Drops released opens whose close has left the list, unless `keep`
+    /// says the open itself must stay.
+    fn prune_released(&mut self, keep: impl Fn(Transno, &ReplayEntry) -> bool) {
+        let xids: std::collections::BTreeSet<Xid> = self.by_transno.values().map(|e| e.xid).collect();
+        self.by_transno.retain(|&t, e| match e.closed_by {
+            Some(c) if !e.open => xids.contains(&c) || keep(t, e),
+            _ => true,
+        });
     }
 
     pub(crate) fn mark_all_pending(&mut self) {
@@ -262,12 +289,14 @@ impl ReplayList {
         }
     }
 
-    /// The open `xid` was closed: it may go once committed. Returns whether
-    /// it was found.
-    pub(crate) fn release_open(&mut self, xid: Xid) -> bool {
+    /// The open `xid` was closed by request `close` (on the list while it
+    /// is uncommitted; `None`: the close left nothing to replay): it may go
+    /// once committed and the close has gone. Returns whether it was found.
+    pub(crate) fn release_open(&mut self, xid: Xid, close: Option<Xid>) -> bool {
         match self.by_transno.values_mut().find(|e| e.xid == xid && e.open) {
             Some(e) => {
                 e.open = false;
+                e.closed_by = close;
                 true
             }
             None => false,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use lists::{ReplayEntry, ReplayList, ReqKind, RequestSpec};
+pub use lists::{ReplayEntry, ReplayFixup, ReplayList, ReqKind, RequestSpec};
 pub use state::{HISTORY_LEN, ImportState, ImportStateKind, ReplayMode, Sent, StateHistory};
 
 use crate::at::{AtSettings, ClientAt};
@@ -73,6 +73,10 @@ pub enum ImportError {
     /// The import holds its limit of requests already.
     #[error("import holds {0} requests already")]
     Full(usize),
+    /// The target refused a replay with this (positive) errno: its
+    /// effect is gone (what it needed no longer exists).
+    #[error("the target refused the replay with -{0}")]
+    ReplayRefused(i32),
 }
 
 /// What the import tells its user.
@@ -330,6 +334,17 @@ impl Import {
     /// Queues a request; it goes out when the import is FULL (and, if it
     /// modifies, when one of the negotiated reply slots is free).
     pub fn submit(&mut self, now: Time, spec: RequestSpec) -> Result<Xid, ImportError> {
+        self.submit_with_fixup(now, spec, None)
+    }
+
+    /// [`Import::submit`] with a [`ReplayFixup`]: once the reply arrives,
+    /// the body kept for replay is rewritten from it.
+    pub fn submit_with_fixup(
+        &mut self,
+        now: Time,
+        spec: RequestSpec,
+        fixup: Option<ReplayFixup>,
+    ) -> Result<Xid, ImportError> {
         if self.kind() == ImportStateKind::Closed {
             return Err(ImportError::Closed);
         }
@@ -344,16 +359,20 @@ impl Import {
             return Err(ImportError::Full(held));
         }
         let xid = self.xids.next_xid();
-        self.requests.insert(xid, spec);
+        self.requests.insert(xid, spec, fixup);
         self.drive(now);
         Ok(xid)
     }
 
-    /// The open request `xid` was closed (its close committed): it leaves
-    /// the replay list once committed itself.
-    pub fn release_open(&mut self, xid: Xid) -> bool {
-        let found = self.replay.release_open(xid);
+    /// The open request `xid` was closed by request `close` (its reply
+    /// arrived): the open leaves the replay list once it is committed and
+    /// the close is no longer held for replay (a replayed close finds its
+    /// open handle restored by the open's replay). `None`: a close that
+    /// leaves nothing to replay.
+    pub fn release_open(&mut self, xid: Xid, close: Option<Xid>) -> bool {
+        let found = self.replay.release_open(xid, close);
         self.replay.prune_committed(self.last_committed);
+        self.pinger.set_uncommitted(!self.replay.is_empty());
         found
     }
 
@@ -617,14 +636,19 @@ impl Import {
         let Some(req) = self.requests.remove(h.xid) else { return };
         self.at.handle_reply(now, req.spec.portal, sent, h.service_time);
         if req.spec.kind.modifies() && h.status == 0 && h.transno > Transno(0) {
+            let mut spec = req.spec;
+            if let Some(body) = req.fixup.and_then(|f| f(&spec.body, frame.body_bytes())) {
+                spec.body = body;
+            }
             self.replay.add(ReplayEntry {
                 xid: h.xid,
                 transno: h.transno,
                 pre_versions: h.pre_versions,
-                open: req.spec.kind == ReqKind::Open,
+                open: spec.kind == ReqKind::Open,
                 tag: req.tag,
+                closed_by: None,
                 delayed_pending: false,
-                spec: req.spec,
+                spec,
             });
         }
         self.note_committed(h.last_committed);

@@ -14,6 +14,14 @@ use super::{Import, ImportError, ImportEvent, ImportState, ReplayMode, Sent};
 use crate::time::Time;
 use crate::wire::{ConnectData, ExportHandle, Frame, Header, MsgFlags, Op, Transno, Xid, errno};
 
+/// Whether a replay answered with `status` (negative errno) is sent
+/// again after a reconnect: the connection or the target's recovery was
+/// not ready, or the target failed to write it.
+fn retry_replay(status: i32) -> bool {
+    [errno::ENOTCONN, errno::EAGAIN, errno::EBUSY, errno::ENODEV, errno::EIO, errno::ENOMEM, errno::ETIMEDOUT]
+        .contains(&-status)
+}
+
 impl Import {
     /// Sends a CONNECT on the current path.
     pub(super) fn start_connect(&mut self, now: Time) {
@@ -176,6 +184,17 @@ impl Import {
                     xid: e.xid,
                     transno: e.transno,
                     error: ImportError::VersionMismatch,
+                });
+            }
+        } else if !retry_replay(h.status) {
+            // Refused for good (an open of a file that is gone): trying
+            // again would get the same answer until recovery gives up on
+            // us. Lustre logs such a replay and goes on; so do we.
+            if let Some(e) = self.replay.remove(t) {
+                self.events.push_back(ImportEvent::ReplayLost {
+                    xid: e.xid,
+                    transno: e.transno,
+                    error: ImportError::ReplayRefused(-h.status),
                 });
             }
         } else {

@@ -156,8 +156,64 @@ fn opens_stay_until_released() {
     let o = next(&mut imp, t(1));
     answer(&mut imp, t(2), &o, 0, MsgFlags::EMPTY, 4, 4);
     assert_eq!(imp.replay_list().len(), 1, "committed open kept");
-    assert!(imp.release_open(o.header.xid));
+    assert!(imp.release_open(o.header.xid, None));
     assert!(imp.replay_list().is_empty());
+}
+
+fn mark(req: &[u8], _reply: &[u8]) -> Option<Vec<u8>> {
+    let mut b = req.to_vec();
+    b.push(0xab);
+    Some(b)
+}
+
+#[test]
+fn a_fixup_rewrites_the_replay_and_a_closed_open_waits_for_its_close() {
+    let mut imp = connected();
+    let _ = imp.submit_with_fixup(t(1), RequestSpec { kind: ReqKind::Open, ..put() }, Some(mark));
+    let o = next(&mut imp, t(1));
+    assert_eq!(o.body.len(), 16, "sent as asked");
+    answer(&mut imp, t(2), &o, 0, MsgFlags::EMPTY, 4, 4);
+    assert_eq!(imp.replay_list().get(Transno(4)).map(|e| e.spec.body.last().copied()), Some(Some(0xab)));
+    // Its close: replied, not committed.
+    let _ = imp.submit(t(3), put());
+    let c = next(&mut imp, t(3));
+    answer(&mut imp, t(4), &c, 0, MsgFlags::EMPTY, 5, 4);
+    assert!(imp.release_open(o.header.xid, Some(c.header.xid)));
+    assert_eq!(imp.replay_list().len(), 2, "the open stays while its close may be replayed");
+    // A restart: the committed open is replayed (rewritten) before its close.
+    imp.handle_target_restarted(t(5));
+    let cn = next(&mut imp, t(5));
+    answer(&mut imp, t(5), &cn, 0, MsgFlags::CONNECT_RECOVERING, 0, 4);
+    let r1 = next(&mut imp, t(5));
+    assert_eq!((r1.header.transno, r1.body.last().copied(), r1.body.len()), (Transno(4), Some(0xab), 17));
+    answer(&mut imp, t(6), &r1, 0, MsgFlags::EMPTY, 4, 4);
+    let r2 = next(&mut imp, t(6));
+    assert_eq!(r2.header.transno, Transno(5));
+    answer(&mut imp, t(7), &r2, 0, MsgFlags::EMPTY, 5, 4);
+    let done = next(&mut imp, t(7));
+    answer(&mut imp, t(8), &done, 0, MsgFlags::EMPTY, 0, 5);
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+    assert!(imp.replay_list().is_empty(), "the close committed: both go");
+}
+
+#[test]
+fn a_replay_refused_for_good_is_lost_a_busy_one_is_retried() {
+    let mut imp = with_replays(2);
+    imp.handle_target_restarted(t(5));
+    let c = next(&mut imp, t(5));
+    answer(&mut imp, t(5), &c, 0, MsgFlags::CONNECT_RECOVERING, 0, 0);
+    let r1 = next(&mut imp, t(5));
+    answer(&mut imp, t(6), &r1, -2, MsgFlags::EMPTY, 0, 0);
+    let lost: Vec<ImportEvent> = drain(&mut imp);
+    assert!(lost.iter().any(|e| matches!(
+        e,
+        ImportEvent::ReplayLost { transno: Transno(10), error: ImportError::ReplayRefused(2), .. }
+    )));
+    let r2 = next(&mut imp, t(6));
+    assert_eq!(r2.header.transno, Transno(11), "recovery goes on");
+    answer(&mut imp, t(7), &r2, -errno::EBUSY, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.kind(), ImportStateKind::Connecting, "busy: reconnect and replay again");
+    assert_eq!(imp.replay_list().len(), 1);
 }
 
 #[test]

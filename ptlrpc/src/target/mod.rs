@@ -664,10 +664,21 @@ impl<S: TargetService> Target<S> {
         }
         let replay = mode != Mode::Normal;
         let prior = self.prior(uuid, &h, replay);
+        if replay && !matches!(prior, Prior::No) {
+            // A replay of what ran already: the service restores its
+            // in-memory state for it (open handles), nothing runs again.
+            self.service.replay_executed(&self.store, frame.op(), frame);
+        }
         if let Prior::Slot(slot) = &prior {
             self.stats.reconstructed += 1;
             let body = self.service.reconstruct(uuid, slot);
             self.reply(from, &h, slot.result, slot.transno, Some(slot.pre_versions), MsgFlags::EMPTY, body);
+            return;
+        }
+        if replay && let Prior::Done(t) = prior {
+            // A replay done before: answered, not planned again.
+            let transno = if mode == Mode::Primary { h.transno } else { t.unwrap_or(h.transno) };
+            self.reply(from, &h, 0, transno, Some(h.pre_versions), MsgFlags::EMPTY, Vec::new());
             return;
         }
         let plan = match self.service.plan(&self.store, frame.op(), frame, input) {
@@ -684,14 +695,9 @@ impl<S: TargetService> Target<S> {
             }
             Plan::Update { objects, change, body } => (objects, change, body),
         };
-        if let Prior::Done(t) = prior {
-            // Executed already: a stale duplicate, or a replay done before.
-            if mode == Mode::Normal {
-                self.stats.dropped_stale += 1;
-            } else {
-                let transno = if mode == Mode::Primary { h.transno } else { t.unwrap_or(h.transno) };
-                self.reply(from, &h, 0, transno, Some(h.pre_versions), MsgFlags::EMPTY, Vec::new());
-            }
+        if let Prior::Done(_) = prior {
+            // Executed already: a stale duplicate.
+            self.stats.dropped_stale += 1;
             return;
         }
         if objects.len() > PRE_VERSIONS {

@@ -358,6 +358,14 @@ pub trait TargetService {
     /// drops what it kept for it (grants). Default: nothing.
     fn export_gone(&mut self, _uuid: &str) {}
 
+    /// A replay of a request the target says ran already (its reply was
+    /// lost, or it was committed before the restart and the client keeps
+    /// it anyway: Lustre's open replay) is answered without running it
+    /// again; first the service may restore what it keeps only in memory
+    /// for that request (an MDT's open handle). Must change nothing
+    /// durable. Default: nothing.
+    fn replay_executed(&mut self, _store: &Self::Store, _op: Op, _req: &Frame<'_>) {}
+
     /// The body of a reconstructed reply to a resent request of `uuid`,
     /// from its slot (default: the kept reply body).
     fn reconstruct(&self, _uuid: &str, slot: &ReplySlot) -> Vec<u8> {

@@ -8,8 +8,11 @@ use super::*;
 use crate::wire::{ConnCnt, encode_raw};
 
 /// put(key, value) as 12 raw bytes; anything shorter is a read of key 0.
+/// Counts the replays of executed requests it was asked to restore.
 #[derive(Debug, Default)]
-struct Raw;
+struct Raw {
+    restored: Vec<Xid>,
+}
 
 impl TargetService for Raw {
     type Store = MemStore<u64>;
@@ -23,6 +26,10 @@ impl TargetService for Raw {
         let val = b.get(4..12).and_then(|k| k.try_into().ok()).map(u64::from_le_bytes).ok_or(errno::EPROTO)?;
         let obj = ObjId(u128::from(key));
         Ok(Plan::Update { objects: vec![obj], change: vec![(obj, val)], body: Vec::new() })
+    }
+
+    fn replay_executed(&mut self, _s: &MemStore<u64>, _op: Op, req: &Frame<'_>) {
+        self.restored.push(req.header().xid);
     }
 }
 
@@ -70,7 +77,7 @@ fn put(handle: ExportHandle, cnt: u32, xid: u64, key: u32, val: u64) -> (Header,
 }
 
 fn boot(store: MemStore<u64>, now: Time) -> Target<Raw> {
-    Target::boot(now, TargetConfig::default(), Raw, store, 7)
+    Target::boot(now, TargetConfig::default(), Raw::default(), store, 7)
 }
 
 #[test]
@@ -176,6 +183,43 @@ fn restart_recovers_in_order_and_evicts_vbr_failures() {
 }
 
 #[test]
+fn a_replay_of_a_committed_request_restores_without_running_again() {
+    let mut tg = boot(MemStore::new(true), t(0));
+    let h = connect(&mut tg, t(1), "a", 1, ExportHandle::NONE).header.handle;
+    // An open (kept by the client after commit), then an update.
+    let (p1, b1) = put(h, 1, 10, 1, 100);
+    let r1 = send(&mut tg, t(2), &p1, &b1)[0].header;
+    tg.sync();
+    let (p2, b2) = put(h, 1, 11, 2, 200);
+    let r2 = send(&mut tg, t(3), &p2, &b2)[0].header;
+    let mut store = tg.into_store();
+    store.crash();
+    let mut tg = boot(store, t(10));
+    let c = connect(&mut tg, t(11), "a", 2, h);
+    let replay = |p: &Header, r: &Header, last: bool| {
+        let mut q = *p;
+        q.flags = if last { MsgFlags::REPLAY | MsgFlags::LAST_REPLAY } else { MsgFlags::REPLAY };
+        (q.transno, q.pre_versions, q.handle, q.conn_cnt) = (r.transno, r.pre_versions, c.header.handle, ConnCnt(2));
+        q
+    };
+    // The committed one is answered at once (its own transno), not run.
+    let a1 = send(&mut tg, t(11), &replay(&p1, &r1, false), &b1);
+    assert_eq!((a1[0].header.status, a1[0].header.transno), (0, r1.transno));
+    assert_eq!(tg.service().restored, vec![Xid(10)], "the service restored its in-memory state");
+    assert_eq!(tg.store().journal().len(), 1, "nothing ran again");
+    // The lost one runs, once.
+    let a2 = send(&mut tg, t(12), &replay(&p2, &r2, true), &b2);
+    assert_eq!((a2[0].header.status, a2[0].header.transno), (0, r2.transno));
+    assert_eq!(tg.store().journal().len(), 2);
+    assert_eq!(tg.service().restored, vec![Xid(10)]);
+    // Its reply was lost: the resent replay is rebuilt, and restores again.
+    let a3 = send(&mut tg, t(13), &replay(&p2, &r2, true), &b2);
+    assert_eq!((a3[0].header.status, a3[0].header.transno), (0, r2.transno));
+    assert_eq!(tg.store().journal().len(), 2);
+    assert_eq!(tg.service().restored, vec![Xid(10), Xid(11)]);
+}
+
+#[test]
 fn silent_and_administrative_evictions() {
     let mut tg = boot(MemStore::new(false), t(0));
     let _ = connect(&mut tg, t(1), "a", 1, ExportHandle::NONE);
@@ -192,7 +236,7 @@ fn silent_and_administrative_evictions() {
 #[test]
 fn admission_for_front_hooks() {
     let cfg = TargetConfig { handle_tag: 3, ..TargetConfig::default() };
-    let mut tg = Target::boot(t(0), cfg, Raw, MemStore::new(true), 7);
+    let mut tg = Target::boot(t(0), cfg, Raw::default(), MemStore::new(true), 7);
     let h = connect(&mut tg, t(1), "a", 1, ExportHandle::NONE).header.handle;
     assert_eq!(h.0 >> 48, 3, "handles carry the tag");
     let (p1, b1) = put(h, 1, 10, 5, 50);
@@ -214,7 +258,8 @@ fn admission_for_front_hooks() {
     // During recovery, a read is refused with -EAGAIN; a replay admitted.
     let mut store = tg.into_store();
     store.crash();
-    let mut tg = Target::boot(t(10), TargetConfig { handle_tag: 3, ..TargetConfig::default() }, Raw, store, 8);
+    let mut tg =
+        Target::boot(t(10), TargetConfig { handle_tag: 3, ..TargetConfig::default() }, Raw::default(), store, 8);
     let c = connect(&mut tg, t(11), "a", 2, h).header;
     let mut read = Header::new(MsgKind::Request, Op::MdsGetattr.opcode(), Xid(13));
     (read.handle, read.conn_cnt) = (c.handle, ConnCnt(2));

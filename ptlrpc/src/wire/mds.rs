@@ -8,6 +8,11 @@
 //! versions of every object it touched (VBR, `seeds/002`). `SEQ_QUERY`
 //! ([`SeqQueryReq`], [`SeqRange`]) hands a client sequences to allocate
 //! the FIDs of its creates from, so a replayed create recreates its FID.
+//! A create or open replayed after an MDT restart carries what its reply
+//! said ([`CreateReplay`], [`OpenReplay`]: the layout, so the replay reuses
+//! the same OST objects; the open handle, so the MDT restores it):
+//! [`reint_replay_fixup`] writes it into the body the client's import
+//! keeps for replay.
 //!
 //! Must not: hold behaviour beyond plain data and small helpers; the MDT
 //! (`mdt` crate) gives the bodies meaning. Errors travel as the header's
@@ -261,6 +266,8 @@ pub enum ReintReq {
         /// The new object's FID, allocated by the client from a sequence
         /// MDT0 granted it (`SEQ_QUERY`); `None`: the MDT picks one.
         fid: Option<Fid>,
+        /// Set in a replay: what the original reply said.
+        replay: Option<CreateReplay>,
     },
     /// Change attributes.
     Setattr {
@@ -345,6 +352,8 @@ pub enum ReintReq {
         /// The FID a create gives the file (client-allocated, as
         /// [`ReintReq::Create`]'s); `None`: the MDT picks one.
         fid: Option<Fid>,
+        /// Set in a replay: what the original reply said.
+        replay: Option<OpenReplay>,
     },
     /// Set or remove an extended attribute.
     Setxattr {
@@ -373,6 +382,51 @@ impl ReintReq {
             ReintReq::Setxattr { .. } => ReintOp::Setxattr,
         }
     }
+}
+
+/// What a replayed create carries from its original reply.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct CreateReplay {
+    /// The layout the MDT gave the file: a replay that has to create the
+    /// file again reuses these objects instead of allocating new ones.
+    pub layout: Option<Layout>,
+}
+
+/// What a replayed open carries from its original reply.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct OpenReplay {
+    /// The file opened: the replay opens it by FID when it exists (it may
+    /// have been renamed or unlinked since), else creates it again (with
+    /// `CREAT`).
+    pub fid: Fid,
+    /// The open handle the MDT answered: the replay restores it, so the
+    /// client's later close still names it.
+    pub handle: u64,
+    /// The file's layout as answered (reused if the file is created again).
+    pub layout: Option<Layout>,
+}
+
+/// The import's replay fixup for `MDS_REINT` (`ptlrpc::import::ReplayFixup`):
+/// a create's or open's kept body gets [`CreateReplay`] or [`OpenReplay`]
+/// from its reply; other requests are replayed as sent (`None`).
+pub fn reint_replay_fixup(request: &[u8], reply: &[u8]) -> Option<Vec<u8>> {
+    let decode = |b: &[u8]| {
+        let mut a = rkyv::util::AlignedVec::<{ crate::wire::BODY_ALIGN }>::with_capacity(b.len());
+        a.extend_from_slice(b);
+        a
+    };
+    let mut req = rkyv::from_bytes::<ReintReq, rkyv::rancor::Error>(&decode(request)).ok()?;
+    let rep = rkyv::from_bytes::<ReintReply, rkyv::rancor::Error>(&decode(reply)).ok()?;
+    match &mut req {
+        ReintReq::Create { replay, .. } => *replay = Some(CreateReplay { layout: rep.layout }),
+        ReintReq::Open { replay, .. } => {
+            *replay = Some(OpenReplay { fid: rep.attr?.fid, handle: rep.handle, layout: rep.layout });
+        }
+        _ => return None,
+    }
+    rkyv::to_bytes::<rkyv::rancor::Error>(&req).ok().map(|b| b.to_vec())
 }
 
 /// Reply to `MDS_REINT`.
@@ -608,6 +662,7 @@ mod tests {
                 symlink: String::new(),
                 stripe: Some(StripeSpec { stripe_size: 1 << 20, stripe_count: 2, stripe_offset: -1, pool: "p".into() }),
                 fid: Some(Fid { seq: 0x2_0000_0401, oid: 3, ver: 0 }),
+                replay: Some(CreateReplay { layout: None }),
             },
             ReintReq::Rename {
                 src_parent: Fid::ROOT,
@@ -634,6 +689,45 @@ mod tests {
             ReintReq::Unlink { parent: Fid::ROOT, name: "x".into(), dir: true, time: Timestamp::default() }.op(),
             crate::wire::ReintOp::Unlink
         );
+    }
+
+    #[test]
+    fn the_replay_fixup_writes_the_reply_into_creates_and_opens() {
+        let layout = Layout { stripe_size: 1 << 20, pool: String::new(), objects: vec![StripeObj { ost: 1, id: 7 }] };
+        let fid = Fid { seq: 0x2_0000_0401, oid: 3, ver: 0 };
+        let rep = ReintReply {
+            attr: Some(MdtAttr { fid, mode: 0o100644, nlink: 1, ..MdtAttr::default() }),
+            layout: Some(layout.clone()),
+            handle: 42,
+            ..ReintReply::default()
+        };
+        let bytes = |b: &ReintReq| rkyv::to_bytes::<rkyv::rancor::Error>(b).expect("archives").to_vec();
+        let rep = rkyv::to_bytes::<rkyv::rancor::Error>(&rep).expect("archives").to_vec();
+        let open = ReintReq::Open {
+            parent: Fid::ROOT,
+            name: "f".into(),
+            by_fid: None,
+            flags: open_flags::CREAT,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            time: 1,
+            stripe: None,
+            fid: Some(fid),
+            replay: None,
+        };
+        let fixed = reint_replay_fixup(&bytes(&open), &rep).expect("an open is rewritten");
+        let mut a = rkyv::util::AlignedVec::<16>::new();
+        a.extend_from_slice(&fixed);
+        match rkyv::from_bytes::<ReintReq, rkyv::rancor::Error>(&a).expect("decodes") {
+            ReintReq::Open { replay: Some(r), name, .. } => {
+                assert_eq!((r.fid, r.handle, r.layout), (fid, 42, Some(layout)));
+                assert_eq!(name, "f");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unlink = ReintReq::Unlink { parent: Fid::ROOT, name: "f".into(), dir: false, time: 0 };
+        assert_eq!(reint_replay_fixup(&bytes(&unlink), &rep), None, "replayed as sent");
     }
 
     #[test]
