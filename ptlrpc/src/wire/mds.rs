@@ -711,7 +711,7 @@ mod tests {
             mode: 0o100644,
             uid: 0,
             gid: 0,
-            time: 1,
+            time: Timestamp::secs(1),
             stripe: None,
             fid: Some(fid),
             replay: None,
@@ -726,7 +726,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let unlink = ReintReq::Unlink { parent: Fid::ROOT, name: "f".into(), dir: false, time: 0 };
+        let unlink = ReintReq::Unlink { parent: Fid::ROOT, name: "f".into(), dir: false, time: Timestamp::secs(0) };
         assert_eq!(reint_replay_fixup(&bytes(&unlink), &rep), None, "replayed as sent");
     }
 
