@@ -1,7 +1,8 @@
 //! The library API: a mounted file system ([`Sheen`]) with path and FID
 //! operations, reading and writing into caller-owned buffers.
 //!
-//! Owns: mounting (config log from the MGS, one mdc, one osc per OST),
+//! Owns: mounting (config log from the MGS, one mdc, one osc per OST, the
+//! MGC following the log into the target table, `crate::targets`),
 //! path walking (one lookup per component, nothing cached), open files
 //! ([`File`]: the MDT handle and the striped objects), and stat with the
 //! size taken from the objects. Must not: cache anything another client
@@ -20,9 +21,11 @@ use ptlrpc::wire::mds::{
 use crate::error::{ClientError, Result};
 use crate::lov_io::StripedFile;
 use crate::mdc::Mdc;
-use crate::mgc::{FsConfig, Mgc};
+use crate::mgc::{FsConfig, Mgc, MgcFollower};
+use crate::options::MountOptions;
 use crate::osc::Osc;
 use crate::stream::Stream;
+use crate::targets::Targets;
 
 /// `S_IFMT` and the types the client tells apart.
 pub const S_IFMT: u32 = 0o170000;
@@ -142,8 +145,9 @@ pub struct Sheen {
     fsname: String,
     mgc: Mgc,
     mdc: Mdc,
-    oscs: BTreeMap<u32, Arc<Osc>>,
-    config: FsConfig,
+    targets: Targets,
+    follower: MgcFollower,
+    opts: MountOptions,
     cred: Cred,
     layouts: LayoutCache,
 }
@@ -202,9 +206,17 @@ fn parent_and_name(path: &str) -> Result<(Vec<&str>, &str)> {
 }
 
 impl Sheen {
-    /// Mounts `fsname` whose MGS is at `mgs`, over `lnet`: reads the config
-    /// log, connects to MDT0 and (lazily, on first use) to each OST.
+    /// Mounts `fsname` whose MGS is at `mgs`, over `lnet`, with Lustre's
+    /// default timeouts: see [`Sheen::mount_with`].
     pub async fn mount(lnet: &Lnet, mgs: Nid, fsname: &str) -> Result<Sheen> {
+        Sheen::mount_with(lnet, mgs, fsname, MountOptions::default()).await
+    }
+
+    /// Mounts `fsname` whose MGS is at `mgs`, over `lnet`, with `opts`'s
+    /// timeouts: reads the config log, connects to MDT0 and (lazily, on
+    /// first use) to each OST, then follows the log (OSTs added,
+    /// deactivated, removed; targets restarted).
+    pub async fn mount_with(lnet: &Lnet, mgs: Nid, fsname: &str, opts: MountOptions) -> Result<Sheen> {
         let uuid = format!("sheen-client-{}-{}", lnet.nid(), std::process::id());
         let mgc = Mgc::new(lnet, mgs);
         let config = mgc.config(fsname).await?;
@@ -213,27 +225,29 @@ impl Sheen {
             .get(&0)
             .and_then(|t| t.nids.first().copied())
             .ok_or_else(|| ClientError::Config(format!("{fsname} has no MDT0 in its config log")))?;
-        let mdc = Mdc::new(lnet, mdt, &uuid)?;
+        let mdc = Mdc::with_options(lnet, mdt, &uuid, &opts)?;
         mdc.connect().await?;
-        let oscs = config
-            .osts
-            .iter()
-            .filter_map(|(&i, t)| t.nids.first().map(|&nid| (i, Arc::new(Osc::new(lnet, fsname, i, nid, &uuid)))))
-            .collect();
+        let next = config.next;
+        let targets = Targets::new(lnet, fsname, &uuid, opts, mdc.import().clone(), config);
+        let t = targets.clone();
+        let follower = mgc.follow(fsname, next, opts.follow(), move |rec| t.apply(rec));
         Ok(Sheen {
             fsname: fsname.to_string(),
             mgc,
             mdc,
-            oscs,
-            config,
+            targets,
+            follower,
+            opts,
             cred: Cred::current(),
             layouts: LayoutCache::default(),
         })
     }
 
-    /// Leaves the file system: the MDT and the OSTs drop this client's
-    /// record (so their restarts do not wait for it to replay).
+    /// Leaves the file system: stops following the config log; the MDT
+    /// and the OSTs drop this client's record (so their restarts do not
+    /// wait for it to replay).
     pub async fn unmount(&self) {
+        self.follower.stop();
         for osc in self.oscs().values() {
             osc.disconnect().await;
         }
@@ -250,9 +264,39 @@ impl Sheen {
         &self.fsname
     }
 
-    /// The configuration read at mount.
-    pub fn config(&self) -> &FsConfig {
-        &self.config
+    /// The configuration: read at mount, and every record followed since.
+    pub fn config(&self) -> FsConfig {
+        self.targets.config()
+    }
+
+    /// The mount's timeouts.
+    pub fn options(&self) -> &MountOptions {
+        &self.opts
+    }
+
+    /// The MGC's config-log follower (how far it got, its counters).
+    pub fn follower(&self) -> &MgcFollower {
+        &self.follower
+    }
+
+    /// Waits (at most `bound`) until the followed configuration satisfies
+    /// `pred`; returns whether it did.
+    pub async fn wait_config(&self, bound: std::time::Duration, pred: impl Fn(&FsConfig) -> bool) -> bool {
+        let mut rx = self.follower.subscribe();
+        let until = async {
+            while !pred(&self.config()) {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(bound, until).await.unwrap_or(false)
+    }
+
+    /// The target table the config log keeps current.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
     }
 
     /// The metadata client.
@@ -265,13 +309,14 @@ impl Sheen {
         &self.mgc
     }
 
-    /// The OST clients by index.
-    pub fn oscs(&self) -> &BTreeMap<u32, Arc<Osc>> {
-        &self.oscs
+    /// The OST clients by index (OSTs removed from the file system left
+    /// out).
+    pub fn oscs(&self) -> BTreeMap<u32, Arc<Osc>> {
+        self.targets.oscs()
     }
 
     fn striped(&self, layout: &Layout) -> Result<StripedFile> {
-        StripedFile::new(layout, |i| self.oscs.get(&i).cloned())
+        StripedFile::new(layout, |i| self.targets.osc(i))
     }
 
     async fn to_stat(&self, r: AttrReply) -> Result<Stat> {
@@ -824,7 +869,7 @@ impl Sheen {
                 ok: false,
             }),
         }
-        for osc in self.oscs.values() {
+        for osc in self.oscs().values() {
             let name = osc.name().to_string();
             out.push(match osc.statfs().await {
                 Ok(s) => {

@@ -7,7 +7,9 @@
 //! | --- | --- |
 //! | [`lov`] | striping arithmetic (pure) |
 //! | [`lov_io`] | a striped file's I/O: split, parallel BRWs, glimpse, truncate, sync |
-//! | [`mgc`] | config log -> target table; MGS admin requests |
+//! | [`mgc`] | config log read at mount and followed live; MGS admin requests |
+//! | [`targets`] | the mount's target table, changed by each followed record (OSTs added/deactivated/removed, restart notices to the imports) |
+//! | [`options`] | client timeouts under Lustre's names (`obd_timeout`, `ping_interval`, `at_min`, `at_max`) |
 //! | [`mdc`] | one call per MDS opcode |
 //! | [`osc`] | one OST's client (`ost::client::OstClient` behind a lazy connect) |
 //! | [`stream`] | one open's readahead window and write-behind |
@@ -21,9 +23,9 @@
 //! Must not: hold server-side logic, or cache what another client may
 //! change (until the lock manager exists).
 //!
-//! Not done yet: the MGC does not reconnect or replay (the mdc's and
-//! osc's imports do: an OST restart replays written pages not yet
-//! committed);
+//! Not done yet: the MGC has no import of its own to the MGS (it notices
+//! an MGS restart from an unanswered read, see [`mgc`]); a deactivated
+//! OST's import still pings (Lustre stops its pinger);
 //! I/O copies through lnet pages (the caller-registered zero-copy path
 //! is not built); `..` in library paths is refused; a FUSE mount's requests
 //! carry the mount's job id, not each caller's (the servers keep no
@@ -42,10 +44,13 @@ pub mod lov;
 pub mod lov_io;
 pub mod mdc;
 pub mod mgc;
+pub mod options;
 pub mod osc;
 mod rpc;
 pub mod stream;
+pub mod targets;
 pub mod up;
 
 pub use error::{ClientError, Result};
 pub use fs::{Cred, File, Sheen, Stat};
+pub use options::MountOptions;

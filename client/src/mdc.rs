@@ -49,6 +49,11 @@ impl Mdc {
     /// A client of the MDT at `nid`, calling itself `uuid` (not connected
     /// yet: [`Mdc::connect`]). Must be called inside a tokio runtime.
     pub fn new(lnet: &Lnet, nid: Nid, uuid: &str) -> Result<Mdc> {
+        Mdc::with_options(lnet, nid, uuid, &crate::options::MountOptions::default())
+    }
+
+    /// [`Mdc::new`] with the mount's timeouts.
+    pub fn with_options(lnet: &Lnet, nid: Nid, uuid: &str, opts: &crate::options::MountOptions) -> Result<Mdc> {
         let mut cfg = ImportConfig::new(uuid, Op::MdsConnect, Op::MdsDisconnect, MDS_REQUEST_PORTAL, vec![]);
         cfg.connect_data = ConnectData {
             flags: connect_flags::VERSION | connect_flags::TRANSNO | connect_flags::MAX_EASIZE,
@@ -56,6 +61,8 @@ impl Mdc {
             ..ConnectData::default()
         };
         cfg.backoff_max = std::time::Duration::from_secs(5);
+        cfg.ping = opts.ping();
+        cfg.at = opts.at();
         // Replies are kept for replay until the MDT commits (every second by
         // default): room for a commit interval of updates.
         cfg.max_requests = 1 << 16;

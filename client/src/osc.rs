@@ -4,9 +4,13 @@
 //! BRW over bulk; getattr, setattr, punch, sync, statfs) behind a lazy,
 //! once-only connect and typed errors.
 //!
-//! Owns: [`Osc`]. Must not: cache data or object sizes, or keep written
-//! data itself (the import keeps a write's pages until the OST commits
-//! it).
+//! Owns: [`Osc`] and its [`OstStanding`] (the config log's activate,
+//! deactivate, remove: an OST out of service gets no new request, and its
+//! callers a clear EIO). Must not: cache data or object sizes, or keep
+//! written data itself (the import keeps a write's pages until the OST
+//! commits it).
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use lnet::{Lnet, MdBuffer, Nid};
 use ost::client::{OstClient, OstClientConfig};
@@ -15,11 +19,24 @@ use ptlrpc::wire::{Niobuf, OstAttr, OstBrwReply, OstIds, OstSetattr, OstStatfs};
 use tokio::sync::OnceCell;
 
 use crate::error::{ClientError, Result};
+use crate::options::MountOptions;
 
 /// Largest BRW the client issues (Lustre's 1 MiB RPC).
 pub const MAX_BRW: u64 = 1 << 20;
 /// Grant asked for at connect.
 const GRANT: u64 = 64 << 20;
+
+/// An OST's standing in the configuration log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OstStanding {
+    /// In service.
+    Active = 0,
+    /// Deactivated by the administrator: no I/O is sent to it.
+    Inactive = 1,
+    /// Removed from the file system: no I/O is sent to it, ever.
+    Removed = 2,
+}
 
 /// A client of one OST.
 #[derive(Debug)]
@@ -29,6 +46,7 @@ pub struct Osc {
     nid: Nid,
     ost: OstClient,
     connected: OnceCell<()>,
+    standing: AtomicU8,
 }
 
 /// The name of OST `index` of `fsname` (`sheen-OST0000`).
@@ -39,6 +57,11 @@ pub fn ost_name(fsname: &str, index: u32) -> String {
 impl Osc {
     /// A client of OST `index` of `fsname` at `nid`, calling itself `uuid`.
     pub fn new(lnet: &Lnet, fsname: &str, index: u32, nid: Nid, uuid: &str) -> Osc {
+        Osc::with_options(lnet, fsname, index, nid, uuid, &MountOptions::default())
+    }
+
+    /// [`Osc::new`] with the mount's timeouts.
+    pub fn with_options(lnet: &Lnet, fsname: &str, index: u32, nid: Nid, uuid: &str, opts: &MountOptions) -> Osc {
         let name = ost_name(fsname, index);
         let brw_size = u32::try_from(MAX_BRW).unwrap_or(u32::MAX);
         let cfg = OstClientConfig {
@@ -46,9 +69,57 @@ impl Osc {
             brw_size,
             checksums: true,
             jobid: crate::jobid::from_env(),
+            at: opts.at(),
+            ping: opts.ping(),
             ..OstClientConfig::default()
         };
-        Osc { index, nid, ost: OstClient::new(lnet, vec![nid], &name, uuid, cfg), name, connected: OnceCell::new() }
+        Osc {
+            index,
+            nid,
+            ost: OstClient::new(lnet, vec![nid], &name, uuid, cfg),
+            name,
+            connected: OnceCell::new(),
+            standing: AtomicU8::new(OstStanding::Active as u8),
+        }
+    }
+
+    /// Its standing in the configuration log.
+    pub fn standing(&self) -> OstStanding {
+        match self.standing.load(Ordering::Acquire) {
+            0 => OstStanding::Active,
+            1 => OstStanding::Inactive,
+            _ => OstStanding::Removed,
+        }
+    }
+
+    /// Sets its standing (the config log's activate, deactivate, remove).
+    /// A removed OST stays removed.
+    pub fn set_standing(&self, s: OstStanding) {
+        let _ = self.standing.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+            (cur != OstStanding::Removed as u8).then_some(s as u8)
+        });
+    }
+
+    /// Imperative recovery: the OST restarted at `nids`; the import (if
+    /// started) reconnects now.
+    pub fn target_restarted(&self, nids: &[Nid]) {
+        if let Some(i) = self.ost.import() {
+            i.target_restarted(nids);
+        }
+    }
+
+    fn in_service(&self, what: &'static str) -> Result<()> {
+        match self.standing() {
+            OstStanding::Active => Ok(()),
+            OstStanding::Inactive => Err(ClientError::posix(
+                format!("{what}: {} is deactivated (sheen targets activate {})", self.name, self.index),
+                libc::EIO,
+            )),
+            OstStanding::Removed => Err(ClientError::posix(
+                format!("{what}: {} was removed from the file system; its objects are gone", self.name),
+                libc::EIO,
+            )),
+        }
     }
 
     /// Disconnects (if connected): the OST commits and drops this client's
@@ -95,6 +166,7 @@ impl Osc {
         what: &'static str,
         f: impl std::future::Future<Output = std::result::Result<T, ptlrpc::driver::RpcError>>,
     ) -> Result<T> {
+        self.in_service(what)?;
         self.connect().await?;
         match tokio::time::timeout(crate::rpc::RPC_BOUND, f).await {
             Ok(r) => r.map_err(|e| ClientError::rpc(what, e)),

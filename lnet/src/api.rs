@@ -190,6 +190,15 @@ impl Lnet {
         }
     }
 
+    /// `nid` is known to be up again (a target's restart notice): the
+    /// LND serving its network tries to connect at once on the next send
+    /// instead of waiting out a reconnect backoff.
+    pub fn notify_alive(&self, nid: Nid) {
+        for ni in self.inner.nis.get().into_iter().flatten().filter(|n| n.nid.net == nid.net) {
+            ni.lnd.notify_alive(nid);
+        }
+    }
+
     /// Every known peer with health, credits and counters.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.inner.peers()

@@ -27,6 +27,9 @@ pub struct PingSettings {
     pub ping_interval_uncommitted: Duration,
     /// Ping intervals of silence after which a server evicts an export (6).
     pub evict_after_intervals: u32,
+    /// Lustre's `ping_interval`, when set explicitly (a client's
+    /// setting); otherwise `obd_timeout / 4`.
+    pub ping_interval: Option<Duration>,
 }
 
 impl Default for PingSettings {
@@ -35,14 +38,15 @@ impl Default for PingSettings {
             obd_timeout: Duration::from_secs(100),
             ping_interval_uncommitted: Duration::from_secs(7),
             evict_after_intervals: 6,
+            ping_interval: None,
         }
     }
 }
 
 impl PingSettings {
-    /// The normal ping interval: `obd_timeout / 4` (25 s).
+    /// The normal ping interval: as set, or `obd_timeout / 4` (25 s).
     pub fn ping_interval(&self) -> Duration {
-        self.obd_timeout / 4
+        self.ping_interval.unwrap_or(self.obd_timeout / 4)
     }
 
     /// How long an export may stay silent before eviction (150 s).

@@ -57,6 +57,10 @@ enum Cmd {
         /// FUSE worker threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Client timeouts, seconds, under Lustre's names:
+        /// `obd_timeout=10,ping_interval=2,at_min=1,at_max=60`.
+        #[arg(short = 'o', long = "options", default_value = "")]
+        options: String,
     },
     /// Unmount a FUSE mount of Sheen (its `sheen mount` process then exits).
     Umount {
@@ -210,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Up { dir, addr, no_mount } => up(&cli, dir, *addr, *no_mount, fmt).await,
         Cmd::Down { dir } => down(dir).await,
         Cmd::Umount { dir } => umount(dir),
-        Cmd::Mount { target, dir, threads } => fuse_mount(&cli, target, dir, *threads).await,
+        Cmd::Mount { target, dir, threads, options } => fuse_mount(&cli, target, dir, *threads, options).await,
         Cmd::Ping { nids, count } => {
             let lnet = LocalNet { nid: None, port: cli.port }.start(nids[0]).await?;
             let ok = client::cli::ping(&lnet, nids, *count, Duration::from_secs(10), fmt).await?;
@@ -280,11 +284,12 @@ async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
     }
 }
 
-async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize) -> anyhow::Result<bool> {
+async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize, options: &str) -> anyhow::Result<bool> {
     let (nid, fsname) = target.split_once(":/").context("target must be MGSNID:/FSNAME")?;
     let mgs: Nid = nid.parse().map_err(|e| anyhow::anyhow!("{nid}: {e:?}"))?;
+    let opts = client::MountOptions::parse(options)?;
     let lnet = LocalNet { nid: None, port: cli.port }.start(mgs).await?;
-    let fs = Sheen::mount(&lnet, mgs, fsname).await.with_context(|| format!("mounting {target}"))?;
+    let fs = Sheen::mount_with(&lnet, mgs, fsname, opts).await.with_context(|| format!("mounting {target}"))?;
     let fs = std::sync::Arc::new(fs);
     let session = client::fuse::mount(std::sync::Arc::clone(&fs), tokio::runtime::Handle::current(), dir, threads)
         .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;

@@ -82,6 +82,9 @@ pub trait Lnd: Send + Sync + fmt::Debug {
     fn shutdown(&self);
     /// Driver counters.
     fn stats(&self) -> LndStats;
+    /// The peer is known to be up again (Lustre's `lnd_notify`: the MGS
+    /// said it restarted): a connection backoff toward it ends now.
+    fn notify_alive(&self, _peer: Nid) {}
 }
 
 /// The live counters behind [`LndStats`], shared by an LND's tasks.

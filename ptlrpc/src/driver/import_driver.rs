@@ -503,6 +503,10 @@ impl ImportDriver {
             tracing::warn!(client = %self.shared.cfg.client_uuid, ?nids, "target restarted at NIDs this import has no path to; reconnecting over its own");
         }
         tracing::info!(client = %self.shared.cfg.client_uuid, ?nids, "target restarted: reconnecting now");
+        // lnet may be backing off its connection to the dead target.
+        for &n in nids.iter().chain(&self.shared.paths) {
+            self.shared.lnet.notify_alive(n);
+        }
         self.with_import(|i, now| i.handle_target_restarted_at(now, &paths));
     }
 

@@ -78,6 +78,9 @@ struct LinkState {
     task: bool,
     /// The LND shut down: fail everything.
     shut: bool,
+    /// The peer is known to be up: the next send connects at once, even
+    /// inside a reconnect backoff.
+    retry_now: bool,
 }
 
 impl LinkState {
@@ -107,6 +110,11 @@ pub(super) struct PeerLink {
 impl PeerLink {
     pub(super) fn new(sh: Arc<Shared>, peer: Nid) -> Arc<PeerLink> {
         Arc::new(PeerLink { peer, sh, st: Mutex::new(LinkState::default()), wake: Notify::new() })
+    }
+
+    /// The peer is up again: end a reconnect backoff.
+    pub(super) fn notify_alive(&self) {
+        self.st.lock().retry_now = true;
     }
 
     /// Sends `tx`: inline when the link is idle and the socket takes the
@@ -252,6 +260,10 @@ async fn writer(link: Arc<PeerLink>) {
             Some(c) => c,
             None => {
                 let now = Instant::now();
+                if std::mem::take(&mut link.st.lock().retry_now) {
+                    next_try = now;
+                    backoff = sh.cfg.reconnect_min;
+                }
                 let res = if now < next_try {
                     Err(LnetError::peer_down(peer, format!("reconnect backoff: next attempt in {:?}", next_try - now)))
                 } else {

@@ -151,6 +151,13 @@ impl Lnd for TcpLnd {
         }
     }
 
+    fn notify_alive(&self, peer: Nid) {
+        let link = self.sh.peers.lock().get(&peer).cloned();
+        if let Some(l) = link {
+            l.notify_alive();
+        }
+    }
+
     fn stats(&self) -> LndStats {
         self.sh.stats.snapshot()
     }
