@@ -267,8 +267,41 @@ fn read_cksum(r: &ptlrpc::driver::RpcReply) -> Result<u32, RpcError> {
     Ok(r.body::<BrwReply>()?.cksum)
 }
 
+/// The echo service's bulk with the worker waiting on each transfer
+/// (`ReqCtx::bulk_get` / `bulk_put`), where the echo handler defers its
+/// reply to the transfer's completion.
+#[derive(Default)]
+struct BlockingEcho {
+    store: Mutex<std::collections::HashMap<u64, MdBuffer>>,
+}
+
+impl Handler for BlockingEcho {
+    fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+        let b: BrwBody = req.body()?;
+        match req.op() {
+            Op::OstWrite => {
+                let data = ctx.bulk_get(&b.bulk)?;
+                self.store.lock().insert(b.offset, data);
+                Reply::new(&BrwReply { len: b.bulk.len, cksum_type: b.bulk.cksum_type, cksum: 0 })
+            }
+            Op::OstRead => {
+                let data = self.store.lock().remove(&b.offset).ok_or(Errno(errno::EINVAL))?;
+                let (data, cksum) = ctx.bulk_put(&b.bulk, data)?;
+                self.store.lock().insert(b.offset, data);
+                Reply::new(&BrwReply { len: b.bulk.len, cksum_type: b.bulk.cksum_type, cksum })
+            }
+            _ => Err(Errno::EOPNOTSUPP),
+        }
+    }
+}
+
 async fn bulk_round_trip(fabric: Fabric, corrupt: bool) {
-    let p = Pair::start(fabric, Arc::new(EchoHandler::storing())).await;
+    bulk_round_trip_with(fabric, corrupt, Arc::new(EchoHandler::storing())).await;
+    bulk_round_trip_with(fabric, corrupt, Arc::new(BlockingEcho::default())).await;
+}
+
+async fn bulk_round_trip_with(fabric: Fabric, corrupt: bool, handler: Arc<dyn Handler>) {
+    let p = Pair::start(fabric, handler).await;
     let c = p.default_client();
     let len = 1 << 20;
     let data = pattern(9, len);
@@ -375,6 +408,25 @@ async fn read_reply_needs_its_bulk(fabric: Fabric) {
     p.stop();
 }
 
+/// A write whose pages were never posted: the deferred GET fails (the
+/// client's lnet refuses it, or the service's timer unlinks it at the bulk
+/// timeout) and the request is answered with an error, counted; the
+/// service goes on.
+async fn deferred_bulk_fails(fabric: Fabric) {
+    let tune = |c| ServiceConfig { bulk_timeout: Duration::from_millis(300), ..c };
+    let p = Pair::start_with(fabric, Arc::new(EchoHandler::new()), tune).await;
+    let c = p.default_client();
+    let bulk = ptlrpc::wire::BulkDesc { match_bits: 0x5eed, len: 8192, cksum_type: 0, cksum: 0 };
+    let started = std::time::Instant::now();
+    let e = bounded(c.rpc(Op::OstWrite, &BrwBody { offset: 0, bulk })).await.expect_err("nothing to GET");
+    assert!(matches!(e, RpcError::Server { .. }), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered by the bulk timeout, not lnet's (5 s)");
+    assert_eq!((p.svc.metrics().bulk_errors.get(), p.svc.metrics().errors(Op::OstWrite)), (1, 1));
+    let data = pattern(3, 8192);
+    bounded(c.bulk_write(Op::OstWrite, pages(&p.client, &data), true, brw(0))).await.expect("then a write works");
+    p.stop();
+}
+
 /// PING is served inline, and asks for a bulk transfer there (refused).
 struct InlineBulk;
 
@@ -456,4 +508,5 @@ on_both! {
     blocking_frees_the_slot => blocking_hands_the_slot_on;
     read_reply_waits_for_bulk => read_reply_needs_its_bulk;
     inline_pings => pings_served_inline;
+    deferred_bulk_failure => deferred_bulk_fails;
 }

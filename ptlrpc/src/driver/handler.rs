@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
@@ -25,6 +26,7 @@ use rkyv::{Archive, Deserialize, Portable, Serialize};
 
 use super::error::Errno;
 use super::service::Shared;
+use super::worker::Answer;
 use crate::time::Time;
 use crate::wire::{BODY_ALIGN, Frame, HEADER_LEN, Header, MAX_BODY_LEN, Op, Transno, Xid};
 
@@ -124,6 +126,9 @@ pub struct Reply {
     /// The handler sent (or will send) its answers itself through
     /// [`ReqCtx::send_reply`]: the worker sends nothing.
     pub(super) sent_by_handler: bool,
+    /// The reply waits for a bulk transfer's completion
+    /// ([`ReqCtx::bulk_get_then`], [`ReqCtx::bulk_put_then`]).
+    pub(super) deferred: bool,
 }
 
 impl Reply {
@@ -152,6 +157,12 @@ impl Reply {
     /// until recovery ends, or a stale duplicate dropped).
     pub fn sent_by_handler() -> Reply {
         Reply { sent_by_handler: true, ..Reply::default() }
+    }
+
+    /// The answer of a handler whose reply is deferred to a bulk transfer
+    /// (what [`ReqCtx::bulk_get_then`] returns).
+    pub(super) fn deferred() -> Reply {
+        Reply { deferred: true, ..Reply::default() }
     }
 
     /// Sets the transaction numbers.
@@ -190,7 +201,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// What a handler may use while handling one request.
 pub struct ReqCtx<'a> {
-    pub(super) shared: &'a Shared,
+    pub(super) shared: &'a Arc<Shared>,
     pub(super) peer: Nid,
     pub(super) cpt: usize,
     /// The worker holds a running slot of its CPT (a general worker outside
@@ -199,6 +210,10 @@ pub struct ReqCtx<'a> {
     /// Served inline on lnet's receive path ([`Handler::inline`]): no
     /// bulk transfers.
     pub(super) inline: bool,
+    /// What answering this request needs (for a deferred reply).
+    pub(super) answer: Answer,
+    /// The reply was deferred to a bulk transfer's completion.
+    pub(super) deferred: Cell<bool>,
 }
 
 impl fmt::Debug for ReqCtx<'_> {

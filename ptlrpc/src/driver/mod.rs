@@ -26,12 +26,14 @@
 //! | `worker` | workers per CPT, replies, early-reply timer |
 //! | `handler` | `Request`, `Reply`, `Handler`, `ReqCtx` |
 //! | `bulk` | server GET/PUT of client pages, CRC32C, corruption fault |
+//! | `bulk_then` | GET/PUT whose completion answers the request on lnet's thread |
 //! | `policy` | `Policy` trait, FIFO |
 //! | `metrics` | prometheus-client metrics per service, text rendering |
 //! | `echo` | the echo service handler |
 //! | `error` | `RpcError`, `Errno`, `BulkError`, `ServiceError` |
 
 mod bulk;
+mod bulk_then;
 mod client;
 mod echo;
 mod error;

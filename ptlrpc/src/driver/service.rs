@@ -18,7 +18,7 @@
 //! Must not: block in an lnet callback, or let a queue grow without bound
 //! (a full queue answers `-EBUSY`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -210,6 +210,22 @@ pub(super) struct AtState {
     pub(super) at: ServiceAt<ReqKey>,
     /// When the timer thread will next wake (None: when notified).
     pub(super) armed: Option<Time>,
+    /// Bulk transfers whose reply waits for them
+    /// ([`super::ReqCtx::bulk_get_then`]), by deadline and MD cookie: the
+    /// timer unlinks those still running at their deadline.
+    pub(super) bulk: BTreeMap<(Time, u64), Md>,
+}
+
+impl AtState {
+    /// When the timer must next wake: the first early-reply or bulk
+    /// deadline.
+    pub(super) fn next_wake(&self) -> Option<Time> {
+        let bulk = self.bulk.first_key_value().map(|((t, _), _)| *t);
+        match (self.at.poll_timeout(), bulk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// What the service's callbacks, workers and timer share.
@@ -276,7 +292,11 @@ impl Service {
             .collect();
         let shared = Arc::new(Shared {
             metrics: ServiceMetrics::new(&cfg.name),
-            at: Mutex::new(AtState { at: ServiceAt::new(now, cfg.at, cfg.max_tracked), armed: None }),
+            at: Mutex::new(AtState {
+                at: ServiceAt::new(now, cfg.at, cfg.max_tracked),
+                armed: None,
+                bulk: BTreeMap::new(),
+            }),
             cfg,
             lnet: lnet.clone(),
             handler,
@@ -388,8 +408,30 @@ impl Shared {
             q.cv.notify_all();
             q.hp_cv.notify_all();
         }
-        let _guard = self.at.lock();
-        self.at_cv.notify_all();
+        let bulk = {
+            let mut at = self.at.lock();
+            self.at_cv.notify_all();
+            std::mem::take(&mut at.bulk)
+        };
+        for md in bulk.into_values() {
+            let _ = self.lnet.unlink(&md);
+        }
+    }
+
+    /// Has the timer unlink `md` (a deferred bulk transfer's) at
+    /// `deadline` unless [`Shared::unwatch_bulk`] comes first.
+    pub(super) fn watch_bulk(&self, deadline: Time, md: Md) {
+        let mut st = self.at.lock();
+        st.bulk.insert((deadline, md.cookie()), md);
+        if st.armed.is_none_or(|armed| deadline < armed) {
+            st.armed = Some(deadline);
+            self.at_cv.notify_one();
+        }
+    }
+
+    /// The transfer watched with `deadline` and `cookie` ended.
+    pub(super) fn unwatch_bulk(&self, deadline: Time, cookie: u64) {
+        self.at.lock().bulk.remove(&(deadline, cookie));
     }
 
     pub(super) fn stopping(&self) -> bool {
@@ -438,7 +480,7 @@ impl Shared {
     }
 
     /// Checks and queues one request.
-    fn accept(&self, peer: Nid, bytes: AlignedVec<BODY_ALIGN>) {
+    fn accept(self: &Arc<Self>, peer: Nid, bytes: AlignedVec<BODY_ALIGN>) {
         let now = self.clock.now();
         let (header, op) = match Frame::parse(&bytes) {
             Ok(f) => (*f.header(), f.op()),
@@ -499,7 +541,7 @@ impl Shared {
             tracing::debug!(service = %self.cfg.name, xid = key.xid.0, err = %e, "request not tracked for early replies");
             return;
         }
-        if let Some(due) = st.at.poll_timeout()
+        if let Some(due) = st.next_wake()
             && st.armed.is_none_or(|armed| due < armed)
         {
             st.armed = Some(due);

@@ -28,13 +28,14 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::field::Empty;
 
 use super::error::{Errno, ServiceError};
-use super::handler::{ReqCtx, Request};
+use super::handler::{Reply, ReqCtx, Request};
 use super::service::{AtState, CptQueue, QueueState, ReqKey, Shared};
 use crate::at::EarlyReply;
 use crate::cpt;
 use crate::fault::{FaultKind, FaultPoint};
 use crate::portals::FINAL_REPLY_OFFSET;
-use crate::wire::{HEADER_LEN, Header, MsgFlags, MsgKind};
+use crate::time::Time;
+use crate::wire::{HEADER_LEN, Header, MsgFlags, MsgKind, Op};
 
 /// Starts every worker and the early-reply timer.
 pub(super) fn spawn_all(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, ServiceError> {
@@ -88,7 +89,7 @@ enum Role {
     Any,
 }
 
-fn run_worker(shared: &Shared, cpt: usize, role: Role) {
+fn run_worker(shared: &Arc<Shared>, cpt: usize, role: Role) {
     let _rt = shared.rt.enter();
     if role == Role::Any {
         shared.queues[cpt].state.lock().running += 1;
@@ -104,7 +105,7 @@ fn run_worker(shared: &Shared, cpt: usize, role: Role) {
 /// Serves a request the handler takes inline ([`super::Handler::inline`])
 /// on the calling thread — lnet's receive path — without queueing it or
 /// tracking it for early replies.
-pub(super) fn serve_inline(shared: &Shared, req: &Request) {
+pub(super) fn serve_inline(shared: &Arc<Shared>, req: &Request) {
     shared.metrics.active.inc();
     serve(shared, req, Via::Inline);
     shared.metrics.active.dec();
@@ -208,14 +209,22 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
     }
 }
 
-fn serve(shared: &Shared, req: &Request, via: Via) {
+fn serve(shared: &Arc<Shared>, req: &Request, via: Via) {
     let hdr = req.header();
     let span = tracing::info_span!("rpc", service = %shared.cfg.name, xid = hdr.xid.0, opcode = req.op().name(),
         peer = %req.peer(), status = Empty, latency_us = Empty);
     let _entered = span.enter();
     let counted = via == Via::Worker { counted: true };
     let inline = via == Via::Inline;
-    let mut ctx = ReqCtx { shared, peer: req.peer(), cpt: req.cpt(), counted: Cell::new(counted), inline };
+    let mut ctx = ReqCtx {
+        shared,
+        peer: req.peer(),
+        cpt: req.cpt(),
+        counted: Cell::new(counted),
+        inline,
+        answer: Answer::of(req, inline),
+        deferred: Cell::new(false),
+    };
     let result = match catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut ctx))) {
         Ok(r) => r,
         Err(_) => {
@@ -223,17 +232,53 @@ fn serve(shared: &Shared, req: &Request, via: Via) {
             Err(Errno::EIO)
         }
     };
+    if ctx.deferred.get() {
+        // A transfer the handler started answers when it completes.
+        if !matches!(&result, Ok(r) if r.deferred) {
+            tracing::error!("handler deferred its reply to a bulk transfer but returned another answer; ignored");
+        }
+        return;
+    }
+    answer(shared, &ctx.answer, result);
+}
+
+/// What answering a request needs once its handler has returned: kept by
+/// a reply deferred to a bulk transfer's completion
+/// ([`ReqCtx::bulk_get_then`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Answer {
+    peer: Nid,
+    header: Header,
+    op: Op,
+    arrival: Time,
+    /// Served inline: never tracked for early replies.
+    inline: bool,
+}
+
+impl Answer {
+    fn of(req: &Request, inline: bool) -> Answer {
+        Answer { peer: req.peer(), header: *req.header(), op: req.op(), arrival: req.arrival(), inline }
+    }
+}
+
+/// Ends a request with the handler's `result`: service time measured from
+/// arrival (and taken off the early-reply timer), metrics, and the reply
+/// (unless the handler sent its own) carrying that service time. Runs on
+/// the worker, or on lnet's thread for a deferred reply.
+pub(super) fn answer(shared: &Shared, a: &Answer, result: Result<Reply, Errno>) {
+    let span = tracing::Span::current();
+    let hdr = &a.header;
     let now = shared.clock.now();
-    let key = ReqKey { peer: req.peer(), xid: hdr.xid, op: req.op() };
-    let service_time = if inline {
-        shared.at.lock().at.handle_served(now, req.arrival())
+    let key = ReqKey { peer: a.peer, xid: hdr.xid, op: a.op };
+    let service_time = if a.inline {
+        shared.at.lock().at.handle_served(now, a.arrival)
     } else {
-        shared.at.lock().at.handle_reply_sent(now, key).unwrap_or(now - req.arrival())
+        shared.at.lock().at.handle_reply_sent(now, key).unwrap_or(now - a.arrival)
     };
     let (mut h, body) = match result {
         Ok(reply) if reply.sent_by_handler => {
             span.record("latency_us", u64::try_from(service_time.as_micros()).unwrap_or(u64::MAX));
-            shared.metrics.observe(req.op(), service_time, false);
+            shared.metrics.observe(a.op, service_time, false);
             return;
         }
         Ok(reply) => {
@@ -254,8 +299,8 @@ fn serve(shared: &Shared, req: &Request, via: Via) {
     h.service_time = service_time;
     span.record("status", h.status);
     span.record("latency_us", u64::try_from(service_time.as_micros()).unwrap_or(u64::MAX));
-    shared.metrics.observe(req.op(), service_time, h.status != 0);
-    send_reply(shared, req.peer(), h, &body);
+    shared.metrics.observe(a.op, service_time, h.status != 0);
+    send_reply(shared, a.peer, h, &body);
 }
 
 /// Sends a final or error reply (`h.body_len` is set here) to `peer`'s
@@ -319,9 +364,22 @@ fn run_at_timer(shared: &Shared) {
         while let Some(e) = st.at.poll_early_reply() {
             due.push(e);
         }
-        st.armed = st.at.poll_timeout();
-        if !due.is_empty() {
-            MutexGuard::unlocked(&mut st, || send_early_replies(shared, &due));
+        let mut expired = Vec::new();
+        while let Some(entry) = st.bulk.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            expired.push(entry.remove());
+        }
+        st.armed = st.next_wake();
+        if !due.is_empty() || !expired.is_empty() {
+            MutexGuard::unlocked(&mut st, || {
+                send_early_replies(shared, &due);
+                for md in &expired {
+                    tracing::warn!(service = %shared.cfg.name, "bulk transfer timed out; unlinking it");
+                    let _ = shared.lnet.unlink(md);
+                }
+            });
             continue;
         }
         wait(shared, &mut st);
