@@ -4,9 +4,12 @@
 //! Owns: mounting (config log from the MGS, one mdc, one osc per OST, the
 //! MGC following the log into the target table, `crate::targets`),
 //! path walking (one lookup per component, nothing cached), open files
-//! ([`File`]: the MDT handle and the striped objects), and stat with the
-//! size taken from the objects. Must not: cache anything another client
-//! may change.
+//! ([`File`]: the MDT handle and the striped objects), and stat: a regular
+//! file's size, space and mtime are the MDT's when it says they are exact
+//! (size on MDT: the last writer closed cleanly and nobody has the file
+//! open for writing), else the objects' (a glimpse). The close of a handle
+//! opened for writing glimpses the objects and hands what it saw to the
+//! MDT. Must not: cache anything another client may change.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -15,7 +18,8 @@ use std::sync::Arc;
 use lnet::{Lnet, Nid};
 use ptlrpc::wire::Fid;
 use ptlrpc::wire::mds::{
-    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, StripeSpec, Timestamp, attr_valid, open_flags, xattr_flags,
+    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, SomAttr, StripeSpec, Timestamp, attr_flags, attr_valid, open_flags,
+    xattr_flags,
 };
 
 use crate::error::{ClientError, Result};
@@ -149,31 +153,6 @@ pub struct Sheen {
     follower: MgcFollower,
     opts: MountOptions,
     cred: Cred,
-    layouts: LayoutCache,
-}
-
-/// Layouts by FID. A file's layout is set when it is created and never
-/// changes (and FIDs are never reused), so keeping it is not caching
-/// anything another client could change; it lets a stat ask the MDT and
-/// the OSTs at the same time.
-#[derive(Debug, Default)]
-struct LayoutCache(parking_lot::Mutex<std::collections::HashMap<Fid, Layout>>);
-
-/// Layouts kept at most (the cache is emptied when full).
-const LAYOUTS_KEPT: usize = 1 << 16;
-
-impl LayoutCache {
-    fn get(&self, fid: Fid) -> Option<Layout> {
-        self.0.lock().get(&fid).cloned()
-    }
-
-    fn put(&self, fid: Fid, l: &Layout) {
-        let mut m = self.0.lock();
-        if m.len() >= LAYOUTS_KEPT {
-            m.clear();
-        }
-        m.insert(fid, l.clone());
-    }
 }
 
 /// This node's clock now (the time a change carries to the MDT).
@@ -239,7 +218,6 @@ impl Sheen {
             follower,
             opts,
             cred: Cred::current(),
-            layouts: LayoutCache::default(),
         })
     }
 
@@ -319,23 +297,27 @@ impl Sheen {
         StripedFile::new(layout, |i| self.targets.osc(i))
     }
 
+    /// The objects to glimpse for a stat: a regular file's, unless the MDT
+    /// knows its size exactly.
+    fn needs_glimpse(r: &AttrReply) -> Option<&Layout> {
+        let file = r.attr.mode & S_IFMT == S_IFREG && r.attr.flags & attr_flags::SOM_EXACT == 0;
+        r.layout.as_ref().filter(|l| file && !l.objects.is_empty())
+    }
+
     async fn to_stat(&self, r: AttrReply) -> Result<Stat> {
-        let g = match r.layout.as_ref().filter(|l| !l.objects.is_empty() && r.attr.mode & S_IFMT == S_IFREG) {
-            Some(l) => {
-                self.layouts.put(r.attr.fid, l);
-                Some(self.striped(l)?.glimpse().await?)
-            }
+        let g = match Self::needs_glimpse(&r) {
+            Some(l) => Some(self.striped(l)?.glimpse().await?),
             None => None,
         };
         Ok(Self::with_glimpse(r, g))
     }
 
     /// The MDT's attributes completed by the objects': size, mtime and
-    /// space are the objects' (Lustre's glimpse); the MDT's mtime counts
-    /// when it is later (a utimes).
+    /// space are the objects' (Lustre's glimpse) unless the MDT knows them
+    /// exactly; the MDT's mtime counts when it is later (a utimes).
     fn with_glimpse(r: AttrReply, g: Option<crate::lov_io::Glimpse>) -> Stat {
         let mut attr = r.attr;
-        let mut blocks = attr.size.div_ceil(512);
+        let mut blocks = if attr.flags & attr_flags::SOM_EXACT != 0 { attr.blocks } else { attr.size.div_ceil(512) };
         if let Some(g) = g {
             attr.size = g.size;
             let obj_mtime = Timestamp::from_nanos(g.mtime_ns);
@@ -360,18 +342,8 @@ impl Sheen {
         self.walk(&components(path)?).await
     }
 
-    /// stat by FID.
+    /// stat by FID: the MDT, then (when its size is not exact) the objects.
     pub async fn stat_fid(&self, fid: Fid) -> Result<Stat> {
-        // A known layout: the MDT and the OSTs are asked at once.
-        if let Some(l) = self.layouts.get(fid) {
-            let striped = self.striped(&l)?;
-            let (r, g) = tokio::join!(self.mdc.getattr(fid), striped.glimpse());
-            let r = r?;
-            if r.attr.mode & S_IFMT == S_IFREG && r.layout.as_ref() == Some(&l) {
-                return Ok(Self::with_glimpse(r, Some(g?)));
-            }
-            return self.to_stat(r).await;
-        }
         let r = self.mdc.getattr(fid).await?;
         self.to_stat(r).await
     }
@@ -383,14 +355,11 @@ impl Sheen {
     }
 
     /// `parent/name` with the MDT's attributes only: a regular file's size,
-    /// mtime and blocks are the MDT's record, not its objects' (for callers
+    /// mtime and blocks are the MDT's record, exact or not (for callers
     /// that ask for fresh attributes next anyway, as FUSE's kernel side does
-    /// with zero attribute TTLs). Remembers the layout.
+    /// with zero attribute TTLs).
     pub async fn lookup_mdt(&self, parent: Fid, name: &str) -> Result<Stat> {
         let r = self.mdc.lookup(parent, name).await?;
-        if let Some(l) = r.layout.as_ref().filter(|l| !l.objects.is_empty()) {
-            self.layouts.put(r.attr.fid, l);
-        }
         Ok(Self::with_glimpse(r, None))
     }
 
@@ -710,11 +679,23 @@ impl Sheen {
     }
 
     /// Closes the MDT's open handle of `f` (the FUSE release path, where
-    /// the file may still be shared).
+    /// the file may still be shared). A handle opened for writing tells the
+    /// MDT what the objects hold once its writes landed (size on MDT).
     pub(crate) async fn close_ref(&self, f: &File) -> Result<()> {
         let flushed = f.stream.flush().await;
         f.stream.invalidate();
-        self.mdc.close(f.handle, None).await?;
+        let som = match (&flushed, &f.data) {
+            (Ok(()), Some(d)) if f.flags & (open_flags::WRONLY | open_flags::RDWR) != 0 => {
+                // A failed glimpse only leaves the size to later glimpses.
+                d.glimpse().await.ok().map(|g| SomAttr {
+                    size: g.size,
+                    blocks: g.allocated.div_ceil(512),
+                    mtime: Timestamp::from_nanos(g.mtime_ns),
+                })
+            }
+            _ => None,
+        };
+        self.mdc.close(f.handle, som).await?;
         flushed
     }
 
@@ -774,6 +755,11 @@ impl Sheen {
             let end = end.min(st.size());
             if end > off {
                 self.striped(l)?.punch_hole(off, end - off).await?;
+                // The data changed outside a write handle: the MDT forgets
+                // the exact size (and space) it may know, and the file's
+                // times move as a write's would.
+                let a = SetAttr { mtime: now(), ..SetAttr::default() };
+                self.setattr(fid, attr_valid::MTIME, a).await?;
             }
             Ok(())
         } else if end > st.size() {

@@ -32,7 +32,10 @@
 //! per-job statistics yet); FUSE has no POSIX locks of its own (the kernel's are node-local),
 //! RENAME_EXCHANGE, or fallocate that reserves space (mode 0 only extends
 //! the size; punching holes works); mmap of a file is not possible
-//! (direct I/O); timestamps are whole seconds (the MDT's attributes).
+//! (direct I/O). Size on MDT is in the MDT's memory only: after an MDT
+//! restart, and for files whose writer crashed or was evicted (its handle
+//! is never closed), stats glimpse the objects; a truncate or utimes also
+//! leaves the size to glimpses until the next clean close of a lone writer.
 
 pub mod cli;
 pub mod cli_fs;

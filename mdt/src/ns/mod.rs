@@ -11,7 +11,7 @@
 //!
 //! Owns: [`Namespace`] and its operations (`modify`: create, link, unlink,
 //! rename, setattr, xattrs; `open`: open/close handles and orphans;
-//! `destroy`: the persistent destroy log).
+//! `som`: size on MDT, in memory; `destroy`: the persistent destroy log).
 //!
 //! Must not: call an OST while holding the write lock, except to precreate
 //! objects when a precreated range is used up.
@@ -19,6 +19,7 @@
 mod destroy;
 mod modify;
 mod open;
+mod som;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{AttrReply, DirEntry, ReaddirReply, StatfsReply};
+use ptlrpc::wire::mds::{AttrReply, DirEntry, MdtAttr, ReaddirReply, StatfsReply, attr_flags};
 
 pub use destroy::parse_record as parse_destroy_record;
 pub use modify::{CreateArgs, SetattrArgs};
@@ -320,11 +321,32 @@ impl Namespace {
         Ok(i)
     }
 
+    /// The wire attributes of `i`: a regular file's size, space and data
+    /// mtime are the exact ones when the MDT knows them (`som`).
+    pub fn attr(&self, i: &Inode) -> MdtAttr {
+        let mut a = i.attr();
+        if i.kind() == crate::inode::Kind::File
+            && let Some(s) = self.opens.lock().som.exact(i.fid)
+        {
+            a.size = s.size;
+            a.blocks = s.blocks;
+            a.mtime = a.mtime.max(s.mtime);
+            a.ctime = a.ctime.max(s.mtime);
+            a.flags |= attr_flags::SOM_EXACT;
+        }
+        a
+    }
+
+    /// Files whose size the MDT knows exactly (`som`).
+    pub fn som_exact_files(&self) -> usize {
+        self.opens.lock().som.exact_len()
+    }
+
     /// getattr (and readlink: the reply carries a symlink's target).
     pub fn getattr(&self, f: Fid) -> Result<AttrReply> {
         let i = self.inode(f)?;
         Ok(AttrReply {
-            attr: i.attr(),
+            attr: self.attr(&i),
             layout: i.layout.clone(),
             default_stripe: i.default_stripe.clone(),
             symlink: i.symlink,

@@ -200,6 +200,7 @@ impl Namespace {
     /// Deletes `c`, its xattrs and orphan mark, and logs its objects for
     /// destruction — all in `tx`.
     pub(super) fn destroy_inode(&self, w: &mut Writer, tx: &mut Tx, c: &Inode) -> Result<()> {
+        self.opens.lock().som.changed(c.fid);
         tx.b.del(Table::Inodes, fid::key(c.fid).to_vec());
         tx.b.del(Table::Orphans, fid::key(c.fid).to_vec());
         scan(&*self.kv, Table::Xattrs, &fid::key(c.fid), &fid_end(c.fid), |k, _| {
@@ -339,6 +340,11 @@ impl Namespace {
         }
         if a.valid & attr_valid::CTIME != 0 {
             i.ctime = a.ctime;
+        }
+        if a.valid & (attr_valid::SIZE | attr_valid::MTIME) != 0 && i.kind() == Kind::File {
+            // The objects change outside any write handle (truncate,
+            // utimes, punch): the size on MDT is not exact any more.
+            self.opens.lock().som.changed(f);
         }
         if a.valid & attr_valid::DEFAULT_STRIPE != 0 {
             if !i.is_dir() {

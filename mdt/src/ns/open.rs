@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::open_flags;
+use ptlrpc::wire::mds::{SomAttr, open_flags};
 
 use super::modify::{CreateArgs, SetattrArgs};
+use super::som::{SomTable, WriteOpen};
 use super::{Done, Namespace};
 use crate::dir;
 use crate::error::{MdtError, Result, errno};
@@ -39,13 +40,16 @@ pub struct Opened {
 #[derive(Debug)]
 pub(super) struct Opens {
     next: u64,
-    handles: HashMap<u64, Fid>,
+    /// Handle -> the file and, for a handle open for writing, its open.
+    handles: HashMap<u64, (Fid, Option<WriteOpen>)>,
     counts: HashMap<Fid, u32>,
+    /// Size on MDT (`super::som`).
+    pub(super) som: SomTable,
 }
 
 impl Opens {
     pub(super) fn new() -> Opens {
-        Opens { next: 1, handles: HashMap::new(), counts: HashMap::new() }
+        Opens { next: 1, handles: HashMap::new(), counts: HashMap::new(), som: SomTable::default() }
     }
 }
 
@@ -59,11 +63,13 @@ impl Namespace {
         self.opens.lock().handles.len()
     }
 
-    fn register(&self, f: Fid) -> u64 {
+    /// A new handle of `f` (`write`: open for writing).
+    fn register(&self, f: Fid, write: bool) -> u64 {
         let mut o = self.opens.lock();
         let h = (u64::from(self.txn.epoch()) << 40) | o.next;
         o.next += 1;
-        o.handles.insert(h, f);
+        let w = write.then(|| o.som.open_write(f));
+        o.handles.insert(h, (f, w));
         *o.counts.entry(f).or_insert(0) += 1;
         h
     }
@@ -122,15 +128,21 @@ impl Namespace {
         } else {
             (inode, done)
         };
-        let handle = self.register(inode.fid);
+        let handle = self.register(inode.fid, writes && inode.kind() == Kind::File);
         Ok(Opened { handle, inode, done })
     }
 
-    /// close: the last close of an orphan destroys it.
-    pub fn close(&self, handle: u64) -> Result<Done> {
+    /// close: the last close of an orphan destroys it; the close of a
+    /// write handle tells what its client saw of the objects (`seen`, kept
+    /// as the exact size when this was the lone writer: `super::som`).
+    pub fn close(&self, handle: u64, seen: Option<SomAttr>) -> Result<Done> {
         let f = {
             let mut o = self.opens.lock();
-            let f = o.handles.remove(&handle).ok_or_else(|| MdtError::posix(errno::EBADF, "no such open handle"))?;
+            let (f, w) =
+                o.handles.remove(&handle).ok_or_else(|| MdtError::posix(errno::EBADF, "no such open handle"))?;
+            if let Some(w) = w {
+                o.som.close_write(f, w, seen);
+            }
             match o.counts.get_mut(&f) {
                 Some(n) if *n > 1 => {
                     *n -= 1;

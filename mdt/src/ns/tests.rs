@@ -211,6 +211,51 @@ fn xattrs_symlinks_and_devices() {
 }
 
 #[test]
+fn size_on_mdt_is_exact_only_after_a_lone_writer_closes_cleanly() {
+    use ptlrpc::wire::mds::{SomAttr, attr_flags};
+    let f = fx(1);
+    let ns = &f.ns;
+    let c = CreateArgs { mode: 0o644, ..CreateArgs::default() };
+    let exact = |fid| {
+        let a = ns.getattr(fid).unwrap().attr;
+        (a.flags & attr_flags::SOM_EXACT != 0).then_some((a.size, a.blocks, a.mtime))
+    };
+    let seen = SomAttr { size: 4096, blocks: 8, mtime: Timestamp { sec: 20, nsec: 5 } };
+    let w = ns.open(Fid::ROOT, "f", None, open_flags::CREAT | open_flags::WRONLY, &c).unwrap();
+    let fid = w.inode.fid;
+    assert_eq!(exact(fid), None, "open for writing");
+    let r = ns.open(Fid::ROOT, "f", None, 0, &c).unwrap();
+    ns.close(w.handle, Some(seen)).unwrap();
+    assert_eq!(exact(fid), Some((4096, 8, seen.mtime)), "a reader does not matter");
+    assert_eq!(ns.lookup(Fid::ROOT, "f").unwrap().attr.size, 4096, "lookups answer it too");
+    ns.close(r.handle, None).unwrap();
+    // Another writer hides it until its own clean close.
+    let w = ns.open(Fid::ROOT, "f", None, open_flags::RDWR, &c).unwrap();
+    assert_eq!(exact(fid), None);
+    ns.close(w.handle, Some(SomAttr { size: 10, ..seen })).unwrap();
+    assert_eq!(exact(fid).map(|e| e.0), Some(10));
+    // A truncate or utimes (objects changed outside a handle): inexact.
+    let t = SetattrArgs { valid: attr_valid::SIZE, size: 3, ..SetattrArgs::default() };
+    ns.setattr(fid, &t).unwrap();
+    assert_eq!(exact(fid), None);
+    assert_eq!(ns.getattr(fid).unwrap().attr.size, 3, "the MDT's own record otherwise");
+    // Two writers overlapping: neither close vouches for the other.
+    let a = ns.open(Fid::ROOT, "f", None, open_flags::RDWR, &c).unwrap();
+    let b = ns.open(Fid::ROOT, "f", None, open_flags::RDWR, &c).unwrap();
+    ns.close(b.handle, Some(seen)).unwrap();
+    ns.close(a.handle, Some(seen)).unwrap();
+    assert_eq!(exact(fid), None);
+    assert_eq!(ns.som_exact_files(), 0);
+    // Unlinked: forgotten.
+    let w = ns.open(Fid::ROOT, "f", None, open_flags::RDWR, &c).unwrap();
+    ns.close(w.handle, Some(seen)).unwrap();
+    assert_eq!(ns.som_exact_files(), 1);
+    ns.unlink(Fid::ROOT, "f", false, Timestamp::secs(1)).unwrap();
+    assert_eq!(ns.som_exact_files(), 0);
+    assert_clean(ns);
+}
+
+#[test]
 fn open_unlinked_file_lives_until_last_close() {
     let f = fx(1);
     let ns = &f.ns;
@@ -223,11 +268,11 @@ fn open_unlinked_file_lives_until_last_close() {
     ns.unlink(Fid::ROOT, "f", false, Timestamp::secs(1)).unwrap();
     assert_eq!(ns.getattr(o1.inode.fid).unwrap().attr.nlink, 0, "kept while open");
     assert_clean(ns);
-    assert_eq!(ns.close(o1.handle).unwrap().transno, 0);
+    assert_eq!(ns.close(o1.handle, None).unwrap().transno, 0);
     assert!(ns.inode(o1.inode.fid).is_ok());
-    assert!(ns.close(o2.handle).unwrap().transno > 0, "last close destroys");
+    assert!(ns.close(o2.handle, None).unwrap().transno > 0, "last close destroys");
     assert_eq!(errno_of(ns.inode(o1.inode.fid)), errno::ENOENT);
-    assert_eq!(errno_of(ns.close(o2.handle)), errno::EBADF);
+    assert_eq!(errno_of(ns.close(o2.handle, None)), errno::EBADF);
     assert_eq!(ns.process_destroys(10).unwrap(), (1, 0));
     assert_clean(ns);
 }

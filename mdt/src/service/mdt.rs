@@ -195,7 +195,10 @@ impl MdtOps {
             }
             Op::MdsClose => {
                 let r: CloseReq = frame.deserialize()?;
-                ("close", self.ns.close(r.handle).map_err(Errno::from).and_then(|d| encode(&reint_reply(&d, None))))
+                (
+                    "close",
+                    self.ns.close(r.handle, r.som).map_err(Errno::from).and_then(|d| encode(&reint_reply(&d, None))),
+                )
             }
             _ => ("other", Err(Errno::EOPNOTSUPP)),
         };
