@@ -46,6 +46,9 @@ pub struct OstClientConfig {
     pub read_retries: u32,
     /// Job id every request carries.
     pub jobid: JobId,
+    /// Modifying requests (writes ...) in flight at once to ask for; the
+    /// target may grant fewer.
+    pub max_mod_rpcs: u16,
 }
 
 impl Default for OstClientConfig {
@@ -59,6 +62,7 @@ impl Default for OstClientConfig {
             reply_buf_len: 16 << 10,
             read_retries: 3,
             jobid: JobId::EMPTY,
+            max_mod_rpcs: 8,
         }
     }
 }
@@ -114,6 +118,9 @@ impl OstClient {
             | connect_flags::MAXBYTES
             | connect_flags::VBR
             | connect_flags::IMP_RECOV;
+        if self.cfg.max_mod_rpcs > 1 {
+            flags |= connect_flags::MULTIMODRPCS;
+        }
         if self.cfg.checksums {
             flags |= connect_flags::CKSUM;
         }
@@ -129,6 +136,7 @@ impl OstClient {
         ic.at = self.cfg.at;
         ic.ping = self.cfg.ping;
         ic.jobid = self.cfg.jobid;
+        ic.max_mod_rpcs = self.cfg.max_mod_rpcs;
         ic
     }
 

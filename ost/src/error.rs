@@ -98,7 +98,9 @@ impl OstError {
             OstError::NoSpace { .. } => more_errno::ENOSPC,
             OstError::NotConnected(_) => errno::ENOTCONN,
             OstError::Invalid(_) => errno::EINVAL,
-            OstError::Checksum { .. } => errno::EBADMSG,
+            // A write whose data kept arriving corrupt: nothing was done,
+            // the client resends it (a new bulk transfer).
+            OstError::Checksum { .. } | OstError::Bulk(BulkError::Checksum { .. }) => errno::EINPROGRESS,
             OstError::Bulk(b) => Errno::from(b.clone()).0,
             OstError::ShuttingDown => errno::ESHUTDOWN,
         }

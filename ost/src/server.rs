@@ -52,6 +52,11 @@ pub fn service_config() -> ServiceConfig {
 /// The framework settings of a target: what it offers at connect, its
 /// commit interval, `ping` (obd_timeout: recovery windows are 3x and at
 /// most 9x it).
+/// Modifying requests (writes, creates, punches ...) a client may have in
+/// flight at once: reply slots kept per client (Lustre's osc
+/// `max_rpcs_in_flight` default).
+pub const MAX_MOD_RPCS: u32 = 8;
+
 pub fn target_config(cfg: &OstConfig, ping: PingSettings) -> TargetConfig {
     let mut flags = connect_flags::GRANT
         | connect_flags::BRW_SIZE
@@ -59,7 +64,8 @@ pub fn target_config(cfg: &OstConfig, ping: PingSettings) -> TargetConfig {
         | connect_flags::TRANSNO
         | connect_flags::MAXBYTES
         | connect_flags::VBR
-        | connect_flags::IMP_RECOV;
+        | connect_flags::IMP_RECOV
+        | connect_flags::MULTIMODRPCS;
     if cfg.checksums {
         flags |= connect_flags::CKSUM;
     }
@@ -72,6 +78,7 @@ pub fn target_config(cfg: &OstConfig, ping: PingSettings) -> TargetConfig {
             grant: cfg.grant_per_export,
             cksum_types: if cfg.checksums { CKSUM_CRC32C } else { 0 },
             max_bytes: MAX_OBJECT_BYTES,
+            max_mod_rpcs: MAX_MOD_RPCS,
             ..ConnectData::default()
         },
         commit_interval: cfg.commit_interval,

@@ -195,17 +195,31 @@ async fn corrupted_bulk_is_detected_retried_and_never_stored() {
     bounded(c.write(oid, 0, &data)).await.unwrap();
     let text = oss.server.render_metrics();
     assert!(text.contains("ptlrpc_bulk_checksum_errors_total{service=\"ost\"} 1"), "{text}");
-    // Every corrupted arrival is caught: corrupt every transfer, the write fails.
+    // A repeated failure: every GET of the first send (1 + bulk_retries)
+    // and the first of its resend arrive corrupt. The target answers
+    // -EINPROGRESS without doing anything; the import resends at once (a
+    // new bulk transfer) and the write lands, no error to the caller.
+    let attempts = 1 + ost::server::service_config().bulk_retries;
+    oss.faults.set(FaultPoint::BulkCorrupt, Trigger::Times(attempts + 1));
+    let resends = c.import().map_or(0, |i| i.import_stats().resends);
+    let second = pattern(44, 1 << 20);
+    bounded(c.write(oid, 1 << 20, &second)).await.unwrap();
+    assert_eq!(c.import().map_or(0, |i| i.import_stats().resends), resends + 1, "one resend");
+    let text = oss.server.render_metrics();
+    let want = format!("ptlrpc_bulk_checksum_errors_total{{service=\"ost\"}} {}", 2 + attempts);
+    assert!(text.contains(&want), "{want} in {text}");
+    // A link that corrupts everything: after MAX_IN_PROGRESS_RESENDS the
+    // answer is final and the write fails; nothing of it is stored.
     oss.faults.set(FaultPoint::BulkCorrupt, Trigger::EveryN(1));
-    let e = bounded(c.write(oid, 1 << 20, &pattern(43, 4096))).await.unwrap_err();
-    assert_eq!(e.errno(), 74, "EBADMSG: {e}");
+    let e = bounded(c.write(oid, 2 << 20, &pattern(43, 4096))).await.unwrap_err();
+    assert_eq!(e.errno(), 115, "EINPROGRESS after every resend: {e}");
     oss.faults.clear_all();
     // On disk: the first write exactly, nothing of the refused one.
     bounded(c.sync()).await.unwrap();
     let path = dir.path().join("ost0/O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"));
     let disk = std::fs::read(&path).unwrap();
-    assert_eq!(disk.len(), 1 << 20);
-    assert!(disk == data, "the stored bytes are the client's");
+    assert_eq!(disk.len(), 2 << 20);
+    assert!(disk[..1 << 20] == data[..] && disk[1 << 20..] == second[..], "the stored bytes are the client's");
     oss.stop();
 }
 

@@ -94,9 +94,10 @@ impl FromStr for Trigger {
         };
         match words.as_slice() {
             ["once"] => Ok(Trigger::Once),
+            ["times", k] => Ok(Trigger::Times(n(k)?)),
             ["every", k] => Ok(Trigger::EveryN(n(k)?)),
             ["random", k] => Ok(Trigger::Random1InN(n(k)?)),
-            _ => Err(ParseError(format!("trigger '{s}': expected 'once', 'every N' or 'random N'"))),
+            _ => Err(ParseError(format!("trigger '{s}': expected 'once', 'times N', 'every N' or 'random N'"))),
         }
     }
 }
@@ -175,6 +176,7 @@ mod tests {
         assert!("reply_delay:-1".parse::<FaultPoint>().is_err());
         assert!("0x80000505".parse::<FaultPoint>().unwrap_err().0.contains("unknown fault point"));
         assert_eq!("every 3".parse::<Trigger>(), Ok(Trigger::EveryN(3)));
+        assert_eq!("times 2".parse::<Trigger>(), Ok(Trigger::Times(2)));
         assert_eq!(" random  10 ".parse::<Trigger>(), Ok(Trigger::Random1InN(10)));
         assert!("every 0".parse::<Trigger>().is_err());
         assert!("sometimes".parse::<Trigger>().is_err());

@@ -62,6 +62,8 @@ impl FaultPoint {
 pub enum Trigger {
     /// The next time it is reached, then it disarms.
     Once,
+    /// The next N times it is reached (N >= 1), then it disarms.
+    Times(u32),
     /// Every Nth time it is reached (N >= 1).
     EveryN(u32),
     /// Each time with probability 1/N (N >= 1), from the injector's seed.
@@ -117,6 +119,7 @@ impl FaultInjector {
             Trigger::EveryN(n) => Trigger::EveryN(n.max(1)),
             Trigger::Random1InN(n) => Trigger::Random1InN(n.max(1)),
             Trigger::Once => Trigger::Once,
+            Trigger::Times(n) => Trigger::Times(n.max(1)),
         };
         let mut st = self.state.lock();
         st.armed.retain(|a| a.point.kind() != point.kind());
@@ -148,7 +151,7 @@ impl FaultInjector {
         let a = &mut st.armed[i];
         a.reached += 1;
         let fire = match a.trigger {
-            Trigger::Once => true,
+            Trigger::Once | Trigger::Times(_) => true,
             Trigger::EveryN(n) => a.reached.is_multiple_of(u64::from(n)),
             Trigger::Random1InN(n) => st.rng.random_ratio(1, n),
         };
@@ -156,7 +159,12 @@ impl FaultInjector {
             return None;
         }
         let point = a.point;
-        if a.trigger == Trigger::Once {
+        let last = match a.trigger {
+            Trigger::Once => true,
+            Trigger::Times(n) => a.reached >= u64::from(n),
+            _ => false,
+        };
+        if last {
             st.armed.remove(i);
             self.any_armed.store(!st.armed.is_empty(), Ordering::Release);
         }
@@ -188,6 +196,9 @@ mod tests {
         f.set(FaultPoint::ReplyDelay(Duration::from_millis(5)), Trigger::EveryN(3));
         let fired: Vec<bool> = (0..6).map(|_| f.check(FaultKind::ReplyDelay).is_some()).collect();
         assert_eq!(fired, [false, false, true, false, false, true]);
+        f.set(FaultPoint::RequestDrop, Trigger::Times(2));
+        let fired: Vec<bool> = (0..4).map(|_| f.check(FaultKind::RequestDrop).is_some()).collect();
+        assert_eq!(fired, [true, true, false, false]);
         f.set(FaultPoint::BulkCorrupt, Trigger::Random1InN(4));
         let n = (0..4000).filter(|_| f.check(FaultKind::BulkCorrupt).is_some()).count();
         assert!((800..1200).contains(&n), "{n}");

@@ -44,6 +44,10 @@ struct Args {
     /// RPCs in flight.
     #[arg(long, default_value_t = 8)]
     inflight: usize,
+    /// Writes (modifying RPCs) the client asks to have in flight at once
+    /// (reply slots; 1 serializes writes as before multiple slots).
+    #[arg(long, default_value_t = 8)]
+    max_mod_rpcs: u16,
     /// Directory on the file system to measure (a temporary directory is
     /// made inside it and removed afterwards).
     #[arg(long, default_value = "/tmp")]
@@ -93,6 +97,7 @@ fn report(args: &Args, bench: &str, value: f64, baseline: &str, base: f64) {
             "baseline": baseline, "baseline_value": (base * 1000.0).round() / 1000.0,
             "ratio": (ratio * 1000.0).round() / 1000.0,
             "size_bytes": args.size, "rpc_bytes": args.rpc_size, "inflight": args.inflight,
+            "max_mod_rpcs": args.max_mod_rpcs,
             "checksums": !args.no_checksums, "direct_io": args.direct_io,
         });
         println!("{line}");
@@ -169,10 +174,16 @@ async fn run(args: Args) -> Result<()> {
         grant: 256 << 20,
         brw_size: args.rpc_size as u32,
         checksums: !args.no_checksums,
+        max_mod_rpcs: args.max_mod_rpcs,
         ..OstClientConfig::default()
     };
     let c = Arc::new(OstClient::new(&clnet, vec![slnet.nid()], "bench-OST0000", "bench", ccfg));
-    c.connect().await?;
+    let data = c.connect().await?;
+    if !args.json {
+        let slots =
+            if data.flags & ptlrpc::wire::connect_flags::MULTIMODRPCS != 0 { data.max_mod_rpcs.max(1) } else { 1 };
+        println!("writes in flight at once (reply slots negotiated): {slots}");
+    }
     let oid = c.create(1).await?.first;
 
     // BRW write: `inflight` tasks; the import keeps each write's pages

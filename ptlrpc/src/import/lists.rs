@@ -79,6 +79,8 @@ pub(crate) struct Req {
     /// The reply slot a modifying request holds (0: none yet).
     pub tag: u16,
     pub fixup: Option<ReplayFixup>,
+    /// Times the target answered -EINPROGRESS (resent each time).
+    pub in_progress: u32,
 }
 
 /// Requests without a final reply, by xid.
@@ -93,7 +95,7 @@ impl Requests {
     }
 
     pub fn insert(&mut self, xid: Xid, spec: RequestSpec, fixup: Option<ReplayFixup>) {
-        self.map.insert(xid, Req { spec, phase: Phase::Delayed, tag: 0, fixup });
+        self.map.insert(xid, Req { spec, phase: Phase::Delayed, tag: 0, fixup, in_progress: 0 });
     }
 
     pub fn get(&self, xid: Xid) -> Option<&Req> {

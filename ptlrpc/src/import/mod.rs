@@ -42,6 +42,10 @@ use crate::wire::{
 };
 use lists::{Phase, Requests};
 
+/// Times a request answered -EINPROGRESS is resent before that answer
+/// is final (Lustre's osc `resend_count`).
+pub const MAX_IN_PROGRESS_RESENDS: u32 = 10;
+
 /// One connection path to the target (a failover NID); the driver maps it
 /// to an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -631,6 +635,17 @@ impl Import {
             // The target lost or has not recovered our export: reconnect,
             // and the request is resent.
             self.disconnect(now);
+            return;
+        }
+        if h.status == -errno::EINPROGRESS
+            && let Some(r) = self.requests.get_mut(h.xid)
+            && r.in_progress < MAX_IN_PROGRESS_RESENDS
+        {
+            // The target did nothing this time (a write's bulk data came
+            // in corrupt): resend now, a new bulk transfer.
+            r.in_progress += 1;
+            r.phase = Phase::Resend;
+            self.at.handle_reply(now, r.spec.portal, sent, h.service_time);
             return;
         }
         let Some(req) = self.requests.remove(h.xid) else { return };

@@ -484,3 +484,55 @@ fn a_restart_notice_naming_a_path_reconnects_there() {
     imp.handle_target_restarted_at(t(6), &[PathId(7)]);
     assert_eq!(next(&mut imp, t(6)).path, PathId(1));
 }
+
+/// With four reply slots negotiated, four modifying requests go out at
+/// once, each with its own tag; a fifth waits for a slot and takes the one
+/// freed; `replied_xid` tells the target what has had its reply; a
+/// -EINPROGRESS answer is resent at once, up to a bound.
+#[test]
+fn several_modifying_requests_in_flight_with_tags() {
+    let mut cfg = ImportConfig::new("c0", Op::MdsConnect, Op::MdsDisconnect, P, vec![PathId(0)]);
+    cfg.max_mod_rpcs = 4;
+    let mut imp = Import::new(t(0), cfg);
+    imp.connect(t(0));
+    let c = next(&mut imp, t(0));
+    let asked = Frame::parse(&bytes(&c.header, &c.body)).and_then(|f| f.deserialize::<ConnectData>());
+    let asked = asked.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((asked.flags & crate::wire::connect_flags::MULTIMODRPCS != 0, asked.max_mod_rpcs), (true, 4));
+    // The target grants 3.
+    let mut h = Header::new(MsgKind::Reply, c.header.opcode, c.header.xid);
+    (h.conn_cnt, h.handle) = (c.header.conn_cnt, ExportHandle(77));
+    let granted =
+        ConnectData { flags: crate::wire::connect_flags::MULTIMODRPCS, max_mod_rpcs: 3, ..ConnectData::default() };
+    let body = rkyv::to_bytes::<rkyv::rancor::Error>(&granted).map(|b| b.to_vec()).unwrap_or_default();
+    imp.handle_reply(t(1), &Frame::parse(&bytes(&h, &body)).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!((imp.kind(), imp.max_mod_rpcs()), (ImportStateKind::Full, 3));
+    let xids: Vec<Xid> = (0..5).map(|_| imp.submit(t(2), put()).unwrap_or_else(|e| panic!("{e}"))).collect();
+    let sent: Vec<Outgoing> = std::iter::from_fn(|| imp.poll_transmit(t(2))).collect();
+    assert_eq!(
+        sent.iter().map(|o| (o.header.xid, o.header.tag)).collect::<Vec<_>>(),
+        vec![(xids[0], 1), (xids[1], 2), (xids[2], 3)]
+    );
+    assert!(sent.iter().all(|o| o.header.replied_xid == Xid(xids[0].0 - 1)));
+    // The second's reply frees slot 2: the fourth goes out in it.
+    answer(&mut imp, t(3), &sent[1], 0, MsgFlags::EMPTY, 10, 0);
+    let o = next(&mut imp, t(3));
+    assert_eq!((o.header.xid, o.header.tag, o.header.replied_xid), (xids[3], 2, Xid(xids[0].0 - 1)));
+    // The first's reply: now everything below the third has its reply.
+    answer(&mut imp, t(4), &sent[0], 0, MsgFlags::EMPTY, 11, 0);
+    let o5 = next(&mut imp, t(4));
+    assert_eq!((o5.header.xid, o5.header.tag, o5.header.replied_xid), (xids[4], 1, Xid(xids[2].0 - 1)));
+    // -EINPROGRESS: resent at once in the same slot, until the bound.
+    for _ in 0..MAX_IN_PROGRESS_RESENDS {
+        answer(&mut imp, t(5), &sent[2], -errno::EINPROGRESS, MsgFlags::EMPTY, 0, 0);
+        let again = next(&mut imp, t(5));
+        assert_eq!((again.header.xid, again.header.tag), (xids[2], 3));
+        assert!(again.header.flags.contains(MsgFlags::RESEND));
+    }
+    answer(&mut imp, t(6), &sent[2], -errno::EINPROGRESS, MsgFlags::EMPTY, 0, 0);
+    let final_reply = drain(&mut imp).into_iter().any(
+        |e| matches!(e, ImportEvent::Reply { xid, header, .. } if xid == xids[2] && header.status == -errno::EINPROGRESS),
+    );
+    assert!(final_reply, "the answer is final after the bound");
+    assert_eq!(imp.kind(), ImportStateKind::Full);
+}

@@ -38,6 +38,10 @@ pub mod errno {
     pub const EOVERFLOW: i32 = 75;
     /// No such device (no such target here).
     pub const ENODEV: i32 = 19;
+    /// In progress: the target could not do it this time (a write's bulk
+    /// data kept arriving corrupt) and did nothing; the import resends the
+    /// request at once (a new bulk transfer), a bounded number of times.
+    pub const EINPROGRESS: i32 = 115;
 }
 
 /// Why a message could not be decoded. Never a panic: every malformed input
