@@ -58,7 +58,7 @@ pub struct Run {
 /// later ones is applied as it comes).
 #[derive(Debug, Default)]
 pub struct WriteOrder {
-    recent: std::collections::VecDeque<(u64, u64, u64, u64)>, // export, xid, start, end
+    recent: std::collections::VecDeque<(String, u64, u64, u64)>, // client uuid, xid, start, end
     /// Extents being written now, by write id.
     active: Vec<(u64, u64, u64)>,
     next_id: u64,
@@ -82,20 +82,21 @@ impl WriteOrder {
     }
 
     /// The parts of `runs` not covered by a newer write (higher xid) of the
-    /// same export, and records this write.
-    pub fn admit(&mut self, export: u64, xid: u64, runs: &[Run]) -> Vec<Run> {
+    /// same client (by UUID: stable across reconnects and restarts, so
+    /// replays in transno order trim alike), and records this write.
+    pub fn admit(&mut self, client: &str, xid: u64, runs: &[Run]) -> Vec<Run> {
         let mut out: Vec<Run> = runs.to_vec();
-        for &(e, x, s, end) in &self.recent {
-            if e != export || x <= xid {
+        for (c, x, s, end) in &self.recent {
+            if c != client || *x <= xid {
                 continue;
             }
-            out = out.into_iter().flat_map(|r| subtract(r, s, end)).collect();
+            out = out.into_iter().flat_map(|r| subtract(r, *s, *end)).collect();
         }
         for r in runs {
             if self.recent.len() == WRITE_ORDER_DEPTH {
                 self.recent.pop_front();
             }
-            self.recent.push_back((export, xid, r.offset, r.offset + r.len));
+            self.recent.push_back((client.to_string(), xid, r.offset, r.offset + r.len));
         }
         out
     }
@@ -199,11 +200,11 @@ pub const READ_AHEAD: u64 = 16 << 20;
 pub const OVERLAP_WAIT: Duration = Duration::from_secs(60);
 
 impl ObjFile {
-    /// Writes `runs` from `buf` as write `xid` of `export`: waits (bounded)
+    /// Writes `runs` from `buf` as write `xid` of `client`: waits (bounded)
     /// for in-progress writes that overlap it, skips the parts a newer
-    /// write of the same export already wrote, and runs alongside
+    /// write of the same client already wrote, and runs alongside
     /// disjoint writes.
-    pub fn write_ordered(&self, export: u64, xid: u64, runs: &[Run], buf: &MdBuffer) -> Result<(), OstError> {
+    pub fn write_ordered(&self, client: &str, xid: u64, runs: &[Run], buf: &MdBuffer) -> Result<(), OstError> {
         let deadline = Instant::now() + OVERLAP_WAIT;
         let (id, trimmed) = {
             let mut o = self.order.lock();
@@ -216,7 +217,7 @@ impl ObjFile {
                     ));
                 }
             }
-            let trimmed = o.admit(export, xid, runs);
+            let trimmed = o.admit(client, xid, runs);
             (o.begin(runs), trimmed)
         };
         let r = self.write_runs(&trimmed, buf);
@@ -554,7 +555,7 @@ mod tests {
             run(3 * DIRECT_ALIGN as u64 + 10, DIRECT_ALIGN as u64, 2 * DIRECT_ALIGN as u64), // unaligned offset
             run(8 * DIRECT_ALIGN as u64, 2 * DIRECT_ALIGN as u64 + 300, 3 * DIRECT_ALIGN as u64), // aligned + tail
         ];
-        obj.write_ordered(1, 1, &runs, &pages(&pool, &data)).unwrap();
+        obj.write_ordered("c1", 1, &runs, &pages(&pool, &data)).unwrap();
         let mut back = pages(&pool, &vec![0xee; data.len()]);
         obj.read_runs(&runs, &mut back).unwrap();
         assert!(bytes(&back) == data, "read back what was written");
@@ -573,10 +574,10 @@ mod tests {
     #[test]
     fn an_older_overlapping_write_of_the_same_client_loses() {
         let mut o = WriteOrder::default();
-        assert_eq!(o.admit(1, 10, &[run(100, 100, 0)]), vec![run(100, 100, 0)]);
+        assert_eq!(o.admit("c1", 10, &[run(100, 100, 0)]), vec![run(100, 100, 0)]);
         // xid 9 arrives late: only the parts outside [100, 200) apply.
-        assert_eq!(o.admit(1, 9, &[run(50, 200, 0)]), vec![run(50, 50, 0), run(200, 50, 150)]);
+        assert_eq!(o.admit("c1", 9, &[run(50, 200, 0)]), vec![run(50, 50, 0), run(200, 50, 150)]);
         // Another client's older write is not trimmed.
-        assert_eq!(o.admit(2, 1, &[run(100, 10, 0)]), vec![run(100, 10, 0)]);
+        assert_eq!(o.admit("c2", 1, &[run(100, 10, 0)]), vec![run(100, 10, 0)]);
     }
 }

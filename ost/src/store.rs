@@ -102,7 +102,7 @@ impl OstStore {
             }
             OstChange::Write { oid, runs, data } => {
                 let data = data.ok_or_else(|| OstError::Invalid("a write without its pages".into()))?;
-                let (r, o) = self.ost.write_object(oid, &runs, &data, version)?;
+                let (r, o) = self.ost.write_object(oid, &runs, &data, version, (&txn.client.uuid, txn.xid.0))?;
                 (vec![Put::Obj(oid, r)], Some((o, runs.len)))
             }
         };

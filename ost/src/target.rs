@@ -511,18 +511,21 @@ impl Ost {
         Ok((r, obj))
     }
 
-    /// A write's data: writes the runs from `data`; returns the new record
-    /// at `version`.
+    /// A write's data: writes the runs from `data` as write `xid` of
+    /// `client` (parts a newer overlapping write of the same client wrote
+    /// already are skipped: with several writes in flight they may apply
+    /// out of xid order); returns the new record at `version`.
     pub fn write_object(
         &self,
         oid: u64,
         w: &WriteRuns,
         data: &MdBuffer,
         version: u64,
+        (client, xid): (&str, u64),
     ) -> Result<(ObjRecord, Arc<ObjFile>), OstError> {
         let mut r = self.record(oid)?;
         let obj = self.objects.open(oid)?;
-        obj.write_runs(&w.runs, data)?;
+        obj.write_ordered(client, xid, &w.runs, data)?;
         r.size = r.size.max(w.end);
         r.version = version;
         r.mtime_ns = now_ns();
