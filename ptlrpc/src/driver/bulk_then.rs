@@ -4,7 +4,8 @@
 //! answers the request, as lnet-selftest's server answers in its event
 //! callback.
 //!
-//! Owns: [`ReqCtx::bulk_get_then`] / [`ReqCtx::bulk_put_then`], the
+//! Owns: [`ReqCtx::bulk_get_then`] (and `bulk_get_into_then`) /
+//! [`ReqCtx::bulk_put_then`], the
 //! per-transfer state their MD callbacks share, and the hand-off of the
 //! reply to `worker::answer` (service time, metrics, the reply itself).
 //! Each transfer is watched by the service's timer
@@ -77,6 +78,20 @@ impl ReqCtx<'_> {
         then: impl FnOnce(Result<MdBuffer, BulkError>) -> Result<Reply, Errno> + Send + 'static,
     ) -> Result<Reply, Errno> {
         let buf = self.alloc_bulk(desc.len as usize)?;
+        self.bulk_get_into_then(desc, buf, then)
+    }
+
+    /// As [`ReqCtx::bulk_get_then`], into the caller's pages `buf` (of
+    /// `desc.len` bytes), e.g. kept from an earlier request.
+    pub fn bulk_get_into_then(
+        &mut self,
+        desc: &BulkDesc,
+        buf: MdBuffer,
+        then: impl FnOnce(Result<MdBuffer, BulkError>) -> Result<Reply, Errno> + Send + 'static,
+    ) -> Result<Reply, Errno> {
+        if buf.len() != desc.len as usize {
+            return Err(BulkError::TooBig { len: desc.len, cap: buf.len() }.into());
+        }
         self.defer(desc, buf, Then::Get(Box::new(then)), self.shared.cfg.bulk_retries)
     }
 
