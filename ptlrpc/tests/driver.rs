@@ -423,7 +423,12 @@ async fn deferred_bulk_fails(fabric: Fabric) {
     assert!(started.elapsed() < Duration::from_secs(4), "answered by the bulk timeout, not lnet's (5 s)");
     assert_eq!((p.svc.metrics().bulk_errors.get(), p.svc.metrics().errors(Op::OstWrite)), (1, 1));
     let data = pattern(3, 8192);
-    bounded(c.bulk_write(Op::OstWrite, pages(&p.client, &data), true, brw(0))).await.expect("then a write works");
+    // Writes and reads go on, over pages the handler keeps between them.
+    for _ in 0..3 {
+        bounded(c.bulk_write(Op::OstWrite, pages(&p.client, &data), true, brw(0))).await.expect("then a write works");
+        let sink = MdBuffer::from_pages_len(p.client.pool(0).alloc_bytes(4096).unwrap(), 4096);
+        bounded(c.bulk_read(Op::OstRead, sink, true, brw(0), read_cksum)).await.expect("and a read");
+    }
     p.stop();
 }
 
