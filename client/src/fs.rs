@@ -210,15 +210,7 @@ impl Sheen {
         let targets = Targets::new(lnet, fsname, &uuid, opts, mdc.import().clone(), config);
         let t = targets.clone();
         let follower = mgc.follow(fsname, next, opts.follow(), move |rec| t.apply(rec));
-        Ok(Sheen {
-            fsname: fsname.to_string(),
-            mgc,
-            mdc,
-            targets,
-            follower,
-            opts,
-            cred: Cred::current(),
-        })
+        Ok(Sheen { fsname: fsname.to_string(), mgc, mdc, targets, follower, opts, cred: Cred::current() })
     }
 
     /// Leaves the file system: stops following the config log; the MDT

@@ -365,6 +365,13 @@ impl ObjFile {
         self.file.set_len(size).map_err(|e| OstError::io("truncating", &self.path, e))
     }
 
+    /// The file's length (may pass the recorded size: bytes of writes that
+    /// never committed before a crash, or of a write that failed).
+    pub fn file_len(&self) -> Result<u64, OstError> {
+        let m = self.file.metadata().map_err(|e| OstError::io("stat", &self.path, e))?;
+        Ok(m.len())
+    }
+
     /// Bytes allocated on disk.
     pub fn allocated(&self) -> Result<u64, OstError> {
         let m = self.file.metadata().map_err(|e| OstError::io("stat", &self.path, e))?;

@@ -525,6 +525,14 @@ impl Ost {
     ) -> Result<(ObjRecord, Arc<ObjFile>), OstError> {
         let mut r = self.record(oid)?;
         let obj = self.objects.open(oid)?;
+        if w.end > r.size && obj.file_len()? > r.size {
+            // Bytes past the recorded size are no one's: writes that never
+            // committed before a crash (their clients replay them), or a
+            // write that failed. The size now grows over them, so they go
+            // first and the gap reads as zeros.
+            tracing::info!(target_name = %self.cfg.name, oid, size = r.size, "dropping an uncommitted tail");
+            obj.set_len(r.size)?;
+        }
         obj.write_ordered(client, xid, &w.runs, data)?;
         r.size = r.size.max(w.end);
         r.version = version;
@@ -562,6 +570,13 @@ impl Ost {
     /// Second half: fills `buf` (holes and bytes past the end are zeros).
     pub fn read(&self, prep: &ReadPrep, buf: &mut MdBuffer) -> Result<(), OstError> {
         prep.obj.read_runs(&prep.runs, buf)?;
+        // Past the recorded size the object holds nothing, whatever the
+        // file does (bytes of writes that never committed before a crash).
+        for r in prep.runs.iter().filter(|r| r.offset + r.len > prep.size) {
+            let from = r.offset.max(prep.size);
+            let zeros = vec![0u8; (r.offset + r.len - from) as usize];
+            buf.write_at((r.buf_pos + (from - r.offset)) as usize, &zeros);
+        }
         self.metrics.read_bytes.get_or_create(&self.label).inc_by(prep.len);
         self.metrics.brw_size.get_or_create(&self.op_label("read")).observe(prep.len as f64);
         Ok(())

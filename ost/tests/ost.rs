@@ -298,3 +298,42 @@ async fn a_resent_create_or_write_is_answered_not_run_twice() {
     assert_eq!(oss.server.targets()[0].last_transno(), before + 1);
     oss.stop();
 }
+
+/// Bytes past the recorded size after a crash (an uncommitted write whose
+/// client never replays it): the size is the committed one, the bytes read
+/// as zeros, and a later write past them leaves zeros in the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncommitted_tail_after_a_crash_is_neither_visible_nor_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = target_config(&dir.path().join("ost0"));
+    let oss = Oss::start(cfg.clone(), true).await;
+    let c = oss.client("c1");
+    bounded(c.connect()).await.unwrap();
+    let oid = bounded(c.create(1)).await.unwrap().first;
+    let first = pattern(7, 8192);
+    bounded(c.write(oid, 0, &first)).await.unwrap();
+    bounded(c.sync()).await.unwrap();
+    bounded(c.disconnect(common::BOUND)).await;
+    oss.stop();
+    // What a crash leaves of a write that never committed: the file is
+    // longer than the index says.
+    let path = dir.path().join("ost0/O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, &[0xee; 8192]).unwrap();
+    drop(f);
+    let oss = Oss::start(cfg, false).await;
+    let c = oss.client("c2");
+    bounded(c.connect()).await.unwrap();
+    assert_eq!(bounded(c.getattr(oid)).await.unwrap().size, 8192, "the committed size");
+    let past = bounded(c.read(oid, 8192, 8192)).await.unwrap();
+    assert!(past.iter().all(|&b| b == 0), "nothing past the size shows");
+    // A write past the stale bytes: they read as zeros, not as data.
+    let third = pattern(9, 4096);
+    bounded(c.write(oid, 20480, &third)).await.unwrap();
+    assert_eq!(bounded(c.getattr(oid)).await.unwrap().size, 24576);
+    let all = bounded(c.read(oid, 0, 24576)).await.unwrap();
+    assert!(all[..8192] == first[..]);
+    assert!(all[8192..20480].iter().all(|&b| b == 0), "the gap is a hole");
+    assert!(all[20480..] == third[..]);
+    oss.stop();
+}
