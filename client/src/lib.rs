@@ -15,7 +15,7 @@
 //! | [`stream`] | one open's readahead window and write-behind |
 //! | [`fs`] | the library API: [`Sheen`] mount, path/FID operations, [`File`] |
 //! | [`fuse`] | the FUSE mount (fuser, direct I/O, zero TTLs) over [`fs`] |
-//! | [`jobid`] | the job id in every request header (`SHEEN_JOBID_VAR`) |
+//! | [`jobid`] | the job id in every request header (`SHEEN_JOBID_VAR`; a FUSE caller's own, by pid) |
 //! | [`error`] | [`ClientError`] and the one errno mapping |
 //! | [`cli`], [`cli_fs`] | the `sheen` command's subcommands and their tables / `--json` |
 //! | [`up`] | `sheen up` / `down`: a one-node file system of child daemons |
@@ -27,9 +27,8 @@
 //! an MGS restart from an unanswered read, see [`mgc`]); a deactivated
 //! OST's import still pings (Lustre stops its pinger);
 //! I/O copies through lnet pages (the caller-registered zero-copy path
-//! is not built); `..` in library paths is refused; a FUSE mount's requests
-//! carry the mount's job id, not each caller's (the servers keep no
-//! per-job statistics yet); FUSE has no POSIX locks of its own (the kernel's are node-local),
+//! is not built); `..` in library paths is refused; the servers keep no
+//! per-job statistics of the job ids requests carry yet; FUSE has no POSIX locks of its own (the kernel's are node-local),
 //! RENAME_EXCHANGE, or fallocate that reserves space (mode 0 only extends
 //! the size; punching holes works); mmap of a file is not possible
 //! (direct I/O). Size on MDT is in the MDT's memory only: after an MDT

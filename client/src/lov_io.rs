@@ -99,7 +99,7 @@ impl StripedFile {
             }
             let (osc, oid) = self.object(p.stripe);
             let buf = osc.pages(&data[p.buf_off..p.buf_off + p.len])?;
-            set.spawn(async move { osc.write(oid, p.obj_off, buf).await.map(drop) });
+            set.spawn(crate::jobid::carry(async move { osc.write(oid, p.obj_off, buf).await.map(drop) }));
         }
         while !set.is_empty() {
             join_one(&mut set).await?;
@@ -129,7 +129,7 @@ impl StripedFile {
             }
             let (osc, oid) = self.object(p.stripe);
             let n = u32::try_from(p.len).map_err(|_| ClientError::Invalid("piece over 4 GiB".into()))?;
-            set.spawn(async move { osc.read(oid, p.obj_off, n).await.map(|d| (p, d)) });
+            set.spawn(crate::jobid::carry(async move { osc.read(oid, p.obj_off, n).await.map(|d| (p, d)) }));
         }
         while !set.is_empty() {
             fill(set.join_next().await, buf)?;
@@ -148,7 +148,7 @@ impl StripedFile {
         let mut set = JoinSet::new();
         for (i, (osc, oid)) in self.objects.iter().enumerate() {
             let (osc, oid) = (Arc::clone(osc), *oid);
-            set.spawn(async move { osc.getattr(oid).await.map(|a| (i, a)) });
+            set.spawn(crate::jobid::carry(async move { osc.getattr(oid).await.map(|a| (i, a)) }));
         }
         let mut sizes = vec![0; self.objects.len()];
         let (mut mtime_ns, mut allocated) = (0, 0u64);
@@ -167,7 +167,7 @@ impl StripedFile {
         let mut set = JoinSet::new();
         for (osc, oid) in &self.objects {
             let (osc, oid) = (Arc::clone(osc), *oid);
-            set.spawn(async move { osc.set_mtime(oid, mtime_ns).await.map(drop) });
+            set.spawn(crate::jobid::carry(async move { osc.set_mtime(oid, mtime_ns).await.map(drop) }));
         }
         while !set.is_empty() {
             join_one(&mut set).await?;
@@ -187,7 +187,7 @@ impl StripedFile {
             let to = self.stripes.object_size(i as u32, end);
             if to > from {
                 let (osc, oid) = (Arc::clone(osc), *oid);
-                set.spawn(async move { osc.punch_hole(oid, from, to - from).await.map(drop) });
+                set.spawn(crate::jobid::carry(async move { osc.punch_hole(oid, from, to - from).await.map(drop) }));
             }
         }
         while !set.is_empty() {
@@ -202,7 +202,7 @@ impl StripedFile {
         for (i, (osc, oid)) in self.objects.iter().enumerate() {
             let (osc, oid) = (Arc::clone(osc), *oid);
             let s = self.stripes.object_size(i as u32, size);
-            set.spawn(async move { osc.set_size(oid, s).await.map(drop) });
+            set.spawn(crate::jobid::carry(async move { osc.set_size(oid, s).await.map(drop) }));
         }
         while !set.is_empty() {
             join_one(&mut set).await?;
@@ -217,7 +217,7 @@ impl StripedFile {
         for (osc, _) in &self.objects {
             if seen.insert(osc.index()) {
                 let osc = Arc::clone(osc);
-                set.spawn(async move { osc.sync().await.map(drop) });
+                set.spawn(crate::jobid::carry(async move { osc.sync().await.map(drop) }));
             }
         }
         while !set.is_empty() {

@@ -61,6 +61,7 @@ impl Mdc {
             ..ConnectData::default()
         };
         cfg.backoff_max = std::time::Duration::from_secs(5);
+        cfg.jobid = crate::jobid::from_env();
         cfg.ping = opts.ping();
         cfg.at = opts.at();
         // Replies are kept for replay until the MDT commits (every second by

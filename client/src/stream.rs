@@ -157,7 +157,7 @@ impl Stream {
                 break;
             }
             if !eof {
-                st.pending = Some((end, tokio::spawn(fetch(d.clone(), end, READAHEAD_WINDOW))));
+                st.pending = Some((end, tokio::spawn(crate::jobid::carry(fetch(d.clone(), end, READAHEAD_WINDOW)))));
             }
         }
         st.next = off + done as u64;
@@ -189,13 +189,13 @@ impl Stream {
         self.inflight.lock().push((id, off, end));
         let (d, buf) = (d.clone(), data.to_vec());
         let (inflight, error) = (Arc::clone(&self.inflight), Arc::clone(&self.error));
-        tokio::spawn(async move {
+        tokio::spawn(crate::jobid::carry(async move {
             if let Err(e) = d.write(off, &buf).await {
                 error.lock().get_or_insert(e);
             }
             inflight.lock().retain(|x| x.0 != id);
             drop(permit);
-        });
+        }));
         Ok(data.len())
     }
 

@@ -452,7 +452,8 @@ impl ImportDriver {
         mut pages: Option<Attached>,
         fixup: Option<ReplayFixup>,
     ) -> Result<ImportReply, ImportRpcError> {
-        let spec = RequestSpec { op, portal: self.shared.cfg.portal, body, kind };
+        let jobid = super::jobid::current_jobid();
+        let spec = RequestSpec { op, portal: self.shared.cfg.portal, body, kind, jobid };
         // A full import (its request and replay lists at their limit) holds
         // the caller back until replies or commits make room: backpressure,
         // as Lustre throttles RPCs in flight, not an error.

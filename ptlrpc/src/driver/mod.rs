@@ -40,6 +40,7 @@ mod error;
 pub mod file_store;
 mod handler;
 mod import_driver;
+mod jobid;
 pub mod kv;
 mod metrics;
 mod policy;
@@ -61,6 +62,7 @@ pub use import_driver::{
     BulkAttachment, BulkDir, BulkReply, ImportDriver, ImportDriverError, ImportDriverStats, ImportReply,
     ImportRpcError, LostReplay,
 };
+pub use jobid::{current_jobid, with_jobid};
 pub use metrics::{OpLabel, ServiceMetrics, render};
 pub use policy::{Fifo, Policy, PolicyFactory, fifo};
 pub use service::{ReplySender, Service, ServiceConfig};

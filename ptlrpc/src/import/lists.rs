@@ -54,6 +54,10 @@ pub struct RequestSpec {
     pub body: Vec<u8>,
     /// Read, modify or open.
     pub kind: ReqKind,
+    /// The job the request is made for (its header's job id, on every
+    /// send, resend and replay); `None`: the import's own
+    /// (`ImportConfig::jobid`).
+    pub jobid: Option<crate::wire::JobId>,
 }
 
 /// Rewrites a request's body for replay from its reply: called with the

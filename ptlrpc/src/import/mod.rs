@@ -590,7 +590,9 @@ impl Import {
             let Some(req) = self.requests.get(xid) else { break };
             let (op, portal, body) = (req.spec.op, req.spec.portal, req.spec.body.clone());
             let flags = if resend { MsgFlags::RESEND } else { MsgFlags::EMPTY };
+            let jobid = req.spec.jobid;
             let mut h = self.header(now, op, xid, flags);
+            h.jobid = jobid.unwrap_or(self.cfg.jobid);
             h.tag = tag;
             h.timeout = self.at.request_timeout(now, portal);
             let deadline = self.at.request_deadline(now, portal);

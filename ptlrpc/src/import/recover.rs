@@ -145,7 +145,7 @@ impl Import {
             self.set_state(now, ImportState::ReplayLocks { mode });
             return;
         };
-        let RequestSpec { op, portal, body, .. } = spec;
+        let RequestSpec { op, portal, body, jobid, .. } = spec;
         let mut flags = MsgFlags::REPLAY;
         if mode == ReplayMode::Delayed {
             flags |= MsgFlags::VERSION_REPLAY | MsgFlags::DELAY_REPLAY;
@@ -154,6 +154,7 @@ impl Import {
             flags |= MsgFlags::LAST_REPLAY;
         }
         let mut h = self.header(now, op, xid, flags);
+        h.jobid = jobid.unwrap_or(self.cfg.jobid);
         h.transno = t;
         h.pre_versions = pre;
         h.tag = tag;

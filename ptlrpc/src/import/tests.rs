@@ -62,7 +62,7 @@ fn connected() -> Import {
 }
 
 fn put() -> RequestSpec {
-    RequestSpec { op: Op::MdsReint, portal: P, body: vec![0; 16], kind: ReqKind::Modify }
+    RequestSpec { op: Op::MdsReint, portal: P, body: vec![0; 16], kind: ReqKind::Modify, jobid: None }
 }
 
 fn drain(imp: &mut Import) -> Vec<ImportEvent> {
@@ -106,6 +106,16 @@ fn edges_are_exactly_the_state_machine() {
 fn illegal_edge_panics() {
     let mut imp = import(1);
     imp.set_state(t(0), ImportState::Full);
+}
+
+#[test]
+fn a_request_carries_its_own_job_id_or_the_imports() {
+    let mut imp = connected();
+    let job = crate::wire::JobId::new("dd.1000");
+    imp.submit(t(1), RequestSpec { jobid: Some(job), kind: ReqKind::Read, ..put() }).unwrap();
+    imp.submit(t(1), RequestSpec { kind: ReqKind::Read, ..put() }).unwrap();
+    assert_eq!(next(&mut imp, t(1)).header.jobid, job);
+    assert_eq!(next(&mut imp, t(1)).header.jobid, crate::wire::JobId::EMPTY, "the import's (none configured)");
 }
 
 #[test]

@@ -230,7 +230,8 @@ impl Client {
     pub fn put(&mut self, now: Time, key: u32, value: u64) -> Xid {
         assert!(self.outstanding.len() < self.window, "{} is busy", self.uuid);
         let req = KvReq::Put { key, value };
-        let spec = RequestSpec { op: Op::MdsReint, portal: PORTAL, body: archive(&req), kind: ReqKind::Modify };
+        let spec =
+            RequestSpec { op: Op::MdsReint, portal: PORTAL, body: archive(&req), kind: ReqKind::Modify, jobid: None };
         match self.import.submit(now, spec) {
             Ok(xid) => {
                 self.outstanding.insert(xid, req);
@@ -295,7 +296,7 @@ impl Client {
                 if self.rng.chance(0.8) { KvReq::Put { key, value: self.rng.next_u64() } } else { KvReq::Get { key } };
             let kind = if matches!(req, KvReq::Put { .. }) { ReqKind::Modify } else { ReqKind::Read };
             let op = if kind == ReqKind::Modify { Op::MdsReint } else { Op::MdsGetattr };
-            let spec = RequestSpec { op, portal: PORTAL, body: archive(&req), kind };
+            let spec = RequestSpec { op, portal: PORTAL, body: archive(&req), kind, jobid: None };
             match self.import.submit(now, spec) {
                 Ok(xid) => {
                     self.outstanding.insert(xid, req);

@@ -1,0 +1,158 @@
+//! The FUSE mount (llite): kernel requests mapped onto the library API.
+//!
+//! Owns: [`SheenFs`] — inode numbers (the root is 1; others are the FID
+//! flattened as Lustre does, with a table from inode to FID filled by
+//! lookups and emptied by forgets), open file handles, and the FUSE
+//! replies. Every attribute and entry is answered with a zero TTL and file
+//! data is opened with `FOPEN_DIRECT_IO` (1 MiB requests, no page cache):
+//! nothing another client could change is cached. Calls block the FUSE
+//! worker thread on the tokio runtime that drives lnet. No `unsafe`.
+//!
+//! Mapped: lookup/forget, getattr/setattr (truncate, chmod, chown,
+//! utimes), mkdir, mknod (devices, FIFOs, sockets, files), symlink,
+//! readlink, link, unlink, rmdir, rename (and `RENAME_NOREPLACE`, checked
+//! by a lookup first), open/create/read/write/flush/release/fsync (SYNC on
+//! the OSTs and the MDT), readdir with "." and "..", fsyncdir, statfs,
+//! xattrs (get/set/list/remove with ERANGE and ENODATA), access, and
+//! fallocate (mode 0 extends the size; punch hole). Permissions are the
+//! kernel's (`default_permissions`), for every user (`allow_other`).
+//!
+//! Modules: `conv` (pure conversions), `ops` (the `Filesystem` calls);
+//! this one holds the inode and handle tables and runs calls on tokio,
+//! each inside its caller's job id (`crate::jobid::PidJobs`).
+//!
+//! Must not: cache data or attributes; hold a lock across a network call.
+
+mod conv;
+mod ops;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fuser::{Errno, FileHandle, Generation, INodeNo, ReplyEntry, Request};
+use parking_lot::Mutex;
+use ptlrpc::wire::Fid;
+
+pub use conv::{MAX_WRITE, flatten};
+
+use crate::error::ClientError;
+use crate::fs::{File, Sheen, Stat};
+use crate::jobid::PidJobs;
+use conv::{TTL, errno, file_attr};
+
+/// Inode numbers the kernel holds (with its lookup counts) -> FIDs.
+#[derive(Debug, Default)]
+struct Inodes {
+    fids: HashMap<u64, (Fid, u64)>,
+}
+
+/// The mounted file system as FUSE sees it.
+#[derive(Debug)]
+pub struct SheenFs {
+    fs: Arc<Sheen>,
+    rt: tokio::runtime::Handle,
+    inodes: Mutex<Inodes>,
+    files: Mutex<HashMap<u64, Arc<File>>>,
+    /// Open handles whose set-ID bits were dealt with at their first write.
+    privs_checked: Mutex<std::collections::HashSet<u64>>,
+    next_fh: AtomicU64,
+    jobs: PidJobs,
+}
+
+impl SheenFs {
+    /// FUSE over `fs`, running its calls on `rt`.
+    pub fn new(fs: Arc<Sheen>, rt: tokio::runtime::Handle) -> SheenFs {
+        SheenFs {
+            fs,
+            rt,
+            inodes: Mutex::new(Inodes::default()),
+            files: Mutex::new(HashMap::new()),
+            privs_checked: Mutex::new(std::collections::HashSet::new()),
+            next_fh: AtomicU64::new(1),
+            jobs: PidJobs::new(crate::jobid::from_env()),
+        }
+    }
+
+    fn fid(&self, ino: INodeNo) -> Result<Fid, Errno> {
+        if ino.0 == 1 {
+            return Ok(Fid::ROOT);
+        }
+        self.inodes.lock().fids.get(&ino.0).map(|&(f, _)| f).ok_or(Errno::ESTALE)
+    }
+
+    /// Records a lookup the kernel now holds; answers the entry.
+    fn entry(&self, st: &Stat, reply: ReplyEntry) {
+        let attr = file_attr(&st.attr, st.blocks);
+        if attr.ino.0 != 1 {
+            let mut i = self.inodes.lock();
+            let e = i.fids.entry(attr.ino.0).or_insert((st.fid(), 0));
+            e.0 = st.fid();
+            e.1 += 1;
+        }
+        reply.entry(&TTL, &attr, Generation(0));
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<File>, Errno> {
+        self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn keep(&self, f: File) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().insert(fh, Arc::new(f));
+        FileHandle(fh)
+    }
+
+    /// Waits for the writes in flight of every open of `fid` (what this
+    /// client wrote is what a stat, a truncate or another open's read sees).
+    fn settle(&self, req: &Request, fid: Fid) -> Result<(), Errno> {
+        let writers: Vec<Arc<File>> =
+            self.files.lock().values().filter(|f| f.fid() == fid && self.fs.writing(f)).cloned().collect();
+        for f in writers {
+            self.run(req, self.fs.settle(&f))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the readahead of every open of `fid` (a write or truncate
+    /// through this client changed it).
+    fn drop_readahead(&self, fid: Fid) {
+        for f in self.files.lock().values().filter(|f| f.fid() == fid) {
+            self.fs.drop_readahead(f);
+        }
+    }
+
+    /// Runs `f` for the caller of `req`: its requests carry the calling
+    /// process's job id.
+    fn run<T>(&self, req: &Request, f: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, Errno> {
+        let job = self.jobs.job(req.pid(), req.uid(), std::time::Instant::now());
+        self.rt.block_on(ptlrpc::driver::with_jobid(job, f)).map_err(|e| {
+            tracing::debug!(error = %e, "fuse request failed");
+            errno(&e)
+        })
+    }
+}
+
+/// Mounts `fs` on `dir` (as root: the pure-Rust mount, no helper) with
+/// `threads` FUSE workers; returns the background session (unmount with
+/// `umount_and_join`).
+pub fn mount(
+    fs: Arc<Sheen>,
+    rt: tokio::runtime::Handle,
+    dir: &Path,
+    threads: usize,
+) -> std::io::Result<fuser::BackgroundSession> {
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName(format!("sheen:{}", fs.fsname())),
+        fuser::MountOption::Subtype("sheen".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+    ];
+    // Every user of the node uses the mount (`allow_other`; the kernel
+    // checks modes: `default_permissions`).
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(threads.max(1));
+    fuser::spawn_mount(SheenFs::new(fs, rt), dir, &cfg)
+}

@@ -1,0 +1,499 @@
+//! The kernel's FUSE requests ([`fuser::Filesystem`]) mapped onto the
+//! library API (see the parent module for what is mapped and how).
+//!
+//! Must not: cache data or attributes; hold a lock across a network call.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use ptlrpc::wire::mds::{attr_valid, open_flags};
+
+use super::SheenFs;
+use super::conv::*;
+use crate::error::ClientError;
+use crate::fs::{S_IFDIR, S_IFLNK, S_IFMT, SetAttr};
+
+impl Filesystem for SheenFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            tracing::info!(max, "kernel caps max_write");
+        }
+        let _ = config.set_max_readahead(MAX_WRITE);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        // The kernel asks for attributes next (zero TTLs): the objects'
+        // size is left to that getattr.
+        let r = self.fid(parent).and_then(|p| self.run(req, self.fs.lookup_mdt(p, name(n)?)));
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let mut i = self.inodes.lock();
+        if let Some(e) = i.fids.get_mut(&ino.0) {
+            e.1 = e.1.saturating_sub(nlookup);
+            if e.1 == 0 {
+                i.fids.remove(&ino.0);
+            }
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = self.fid(ino).and_then(|f| {
+            self.settle(req, f)?;
+            self.run(req, self.fs.stat_fid(f))
+        });
+        match r {
+            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = self.fid(ino).and_then(|fid| {
+            self.settle(req, fid)?;
+            if size.is_some() {
+                self.drop_readahead(fid);
+            }
+            self.run(req, async {
+                if let Some(s) = size {
+                    self.fs.truncate_fid(fid, s).await?;
+                }
+                let mut valid = 0;
+                let mut a = SetAttr::default();
+                if let Some(m) = mode {
+                    valid |= attr_valid::MODE;
+                    a.mode = m;
+                }
+                if let Some(u) = uid {
+                    valid |= attr_valid::UID;
+                    a.uid = u;
+                }
+                if let Some(g) = gid {
+                    valid |= attr_valid::GID;
+                    a.gid = g;
+                }
+                if let Some(t) = atime {
+                    valid |= attr_valid::ATIME;
+                    a.atime = timestamp(t);
+                }
+                if let Some(t) = mtime {
+                    valid |= attr_valid::MTIME;
+                    a.mtime = timestamp(t);
+                }
+                if valid != 0 {
+                    self.fs.setattr(fid, valid, a).await?;
+                }
+                self.fs.stat_fid(fid).await
+            })
+        });
+        match r {
+            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let r =
+            self.fid(parent).and_then(|p| self.run(req, self.fs.mkdir_at(cred(req), p, name(n)?, mode & !umask, None)));
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        match self.fid(parent).and_then(|p| self.run(req, self.fs.unlink_at(p, name(n)?, false))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        match self.fid(parent).and_then(|p| self.run(req, self.fs.unlink_at(p, name(n)?, true))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let noreplace = flags.bits() == libc::RENAME_NOREPLACE;
+        if flags.bits() != 0 && !noreplace {
+            // RENAME_EXCHANGE / WHITEOUT are not in the MDT's protocol.
+            return reply.error(Errno::EINVAL);
+        }
+        let r = self.fid(parent).and_then(|sp| {
+            let (dp, sn, dn) = (self.fid(newparent)?, name(n)?, name(newname)?);
+            self.run(req, async {
+                // NOREPLACE is checked by a lookup just before the rename:
+                // not atomic against another client's create of the name.
+                if noreplace {
+                    match self.fs.mdc().lookup(dp, dn).await {
+                        Ok(_) => return Err(ClientError::posix("rename target exists", libc::EEXIST)),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.fs.rename_at(sp, sn, dp, dn).await
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.fid(ino).and_then(|f| self.run(req, self.fs.open_fid(f, mdt_flags(flags.0))));
+        match r {
+            Ok(f) => reply.opened(self.keep(f), FopenFlags::FOPEN_DIRECT_IO),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        let fl = mdt_flags(flags) | open_flags::CREAT;
+        let r = self
+            .fid(parent)
+            .and_then(|p| self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None)));
+        match r {
+            Ok(f) => {
+                let attr = file_attr(f.attr(), 0);
+                {
+                    let mut i = self.inodes.lock();
+                    let e = i.fids.entry(attr.ino.0).or_insert((f.fid(), 0));
+                    e.1 += 1;
+                }
+                let fh = self.keep(f);
+                reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        tracing::trace!(fh = fh.0, offset, size, "read");
+        let r = self.file(fh).and_then(|f| {
+            self.settle(req, f.fid())?;
+            let mut buf = vec![0u8; size.min(MAX_WRITE) as usize];
+            let n = self.run(req, self.fs.read(&f, offset, &mut buf))?;
+            buf.truncate(n);
+            Ok(buf)
+        });
+        match r {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let append = flags.0 & libc::O_APPEND != 0;
+        let r = self.file(fh).and_then(|f| {
+            self.drop_readahead(f.fid());
+            // The first write by an unprivileged user through an open of a
+            // set-ID file drops the set-ID bits.
+            if req.uid() != 0 && killpriv(f.attr().mode).is_some() && self.privs_checked.lock().insert(fh.0) {
+                self.run(req, async {
+                    let st = self.fs.stat_fid(f.fid()).await?;
+                    if let Some(m) = killpriv(st.attr.mode) {
+                        let a = SetAttr { mode: m, ..SetAttr::default() };
+                        self.fs.setattr(f.fid(), attr_valid::MODE, a).await?;
+                    }
+                    Ok(())
+                })?;
+            }
+            if append {
+                // The end is where every open's writes so far have landed.
+                self.settle(req, f.fid())?;
+            }
+            self.run(req, async {
+                // O_APPEND writes at the file's end as the OSTs know it
+                // (another client may have extended it), not the kernel's.
+                let off = if append { self.fs.size(&f).await? } else { offset };
+                self.fs.write_behind(&f, off, data).await
+            })
+        });
+        match r {
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // close(2): the writes behind reach the OSTs before it returns
+        // (close-to-open), and their failure is its error.
+        match self.file(fh).and_then(|f| self.run(req, self.fs.flush(&f))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let f = self.files.lock().remove(&fh.0);
+        self.privs_checked.lock().remove(&fh.0);
+        match f.map(|f| self.run(req, self.fs.close_ref(&f))) {
+            Some(Err(e)) => reply.error(e),
+            _ => reply.ok(),
+        }
+    }
+
+    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.file(fh).and_then(|f| self.run(req, self.fs.fsync(&f))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        // Offsets: 1 after ".", 2 after ".."; an entry's is its MDT
+        // readdir cookie + 3, so a listing resumes at cookie + 1 (cookies
+        // are stable while entries come and go).
+        let r = self.fid(ino).and_then(|d| {
+            let cookie = offset.saturating_sub(DOT_OFFSETS);
+            Ok((self.run(req, self.fs.readdir_page(d, cookie))?, cookie))
+        });
+        match r {
+            Ok(((entries, _, _), _)) => {
+                if offset == 0 && reply.add(ino, 1, FileType::Directory, ".") {
+                    return reply.ok();
+                }
+                // ".." names the parent; the client keeps no parent map, so
+                // its inode number is the root's (what readdir callers see
+                // in d_ino only; lookups of ".." go through the kernel).
+                if offset <= 1 && reply.add(INodeNo(1), DOT_OFFSETS, FileType::Directory, "..") {
+                    return reply.ok();
+                }
+                for e in entries {
+                    let k = kind(u32::from(e.kind) << 12);
+                    let off = e.cookie.saturating_add(DOT_OFFSETS + 1);
+                    if reply.add(INodeNo(flatten(e.fid)), off, k, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsyncdir(&self, req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.run(req, self.fs.mdc().sync()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.readlink_fid(f))) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.fid(parent).and_then(|p| {
+            let t = target.to_str().ok_or(Errno::EINVAL)?;
+            self.run(req, self.fs.symlink_at(cred(req), p, name(link_name)?, t))
+        });
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let r = self.fid(parent).and_then(|p| {
+            let mode = (mode & S_IFMT) | (mode & 0o7777 & !umask);
+            if mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK {
+                return Err(Errno::EINVAL);
+            }
+            let st = self.run(req, self.fs.create_node_at(cred(req), p, name(n)?, mode, u64::from(rdev), ""))?;
+            // A regular file's size comes from its (new, empty) objects.
+            if st.is_file() { self.run(req, self.fs.stat_fid(st.fid())) } else { Ok(st) }
+        });
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let r = self.fid(ino).and_then(|f| {
+            let p = self.fid(newparent)?;
+            self.run(req, self.fs.link_at(f, p, name(newname)?))
+        });
+        match r {
+            Ok(st) => self.entry(&st, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        n: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            // Only macOS resource forks use a position.
+            return reply.error(Errno::EINVAL);
+        }
+        let fl = xattr_set_flags(flags);
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.setxattr(f, name(n)?, value, fl))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.getxattr(f, name(n)?))) {
+            Ok(v) => xattr_reply(&v, size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.listxattr(f))) {
+            Ok(names) => xattr_reply(&xattr_list(&names), size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.removexattr(f, name(n)?))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Called only without `default_permissions` (the kernel checks
+        // otherwise); answers from fresh attributes.
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.stat_fid(f))) {
+            Ok(st) if may_access(&st.attr, cred(req), mask.bits()) => reply.ok(),
+            Ok(_) => reply.error(Errno::EACCES),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if let Ok(f) = self.fid(ino) {
+            if let Err(e) = self.settle(req, f) {
+                return reply.error(e);
+            }
+            self.drop_readahead(f);
+        }
+        let r = if mode == 0 {
+            self.fid(ino).and_then(|f| self.run(req, self.fs.fallocate_fid(f, offset, length, false)))
+        } else if mode == punch {
+            self.fid(ino).and_then(|f| self.run(req, self.fs.fallocate_fid(f, offset, length, true)))
+        } else {
+            // KEEP_SIZE alone would promise reserved space the OSTs do not
+            // reserve; collapse / insert / zero ranges are not in the protocol.
+            Err(Errno::EOPNOTSUPP)
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Space is the OSTs' (as `lfs df` sums it); inodes are the MDT's.
+        let r = self.run(req, async {
+            let mdt = self.fs.mdc().statfs().await?;
+            let osts = self.fs.df().await;
+            Ok((mdt, osts))
+        });
+        match r {
+            Ok((mdt, osts)) => {
+                let sum = |f: fn(&crate::fs::TargetSpace) -> u64| {
+                    osts.iter().filter(|t| t.ok && t.name.contains("-OST")).map(f).sum::<u64>() / 4
+                };
+                let (blocks, free, avail) = (sum(|t| t.kbytes), sum(|t| t.kbytes - t.used_kb), sum(|t| t.avail_kb));
+                reply.statfs(blocks, free, avail, mdt.files, mdt.ffree, 4096, 255, 4096);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}
