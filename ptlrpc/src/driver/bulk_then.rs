@@ -278,3 +278,47 @@ impl Transfer {
         answer(shared, &self.answer, result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use lnet::{Lnet, LnetConfig, NetConfig};
+
+    use super::*;
+    use crate::driver::{EchoHandler, Service, ServiceConfig};
+    use crate::fault::FaultInjector;
+
+    /// The service's timer unlinks a watched transfer whose deadline
+    /// passed (a peer that never answers a GET), and forgets it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_timer_unlinks_a_transfer_past_its_deadline() {
+        let addr = 0x7e57_0000 + std::process::id() % 4096;
+        let lnet =
+            Lnet::start(LnetConfig { nets: vec![NetConfig::Lo { addr }], ..LnetConfig::default() }).await.unwrap();
+        let svc = Service::start(
+            &lnet,
+            ServiceConfig::echo(),
+            Arc::new(EchoHandler::new()),
+            Arc::new(FaultInjector::default()),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cb = Arc::new(move |ev: Event| {
+            if ev.unlinked {
+                let _ = tx.send(());
+            }
+        });
+        let md = lnet.bind(MdSpec::new(MdBuffer::Inline(vec![0; 16]), EventHandler::Callback(cb))).unwrap();
+        let shared = Arc::clone(&svc.shared);
+        shared.watch_bulk(shared.clock.now(), md);
+        let unlinked = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10))).await.unwrap();
+        unlinked.expect("the timer unlinked it");
+        assert!(shared.at.lock().bulk.is_empty(), "and forgot it");
+        drop(shared);
+        svc.shutdown();
+        lnet.shutdown();
+    }
+}

@@ -247,7 +247,7 @@ pub(crate) struct Shared {
 /// A running service. Dropping it stops the workers (without waiting for
 /// them); [`Service::shutdown`] also joins them.
 pub struct Service {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
 
