@@ -247,6 +247,8 @@ pub struct Cluster {
     pub workers: Vec<WorkerProc>,
     /// The controller's lnet (root namespace).
     pub lnet: Lnet,
+    /// The run's timeouts (the workers mount with the targets' obd_timeout).
+    pub knobs: Knobs,
 }
 
 /// Node names of a run with `osts` OSSes and `clients` clients.
@@ -335,7 +337,7 @@ impl Cluster {
             ..LnetConfig::default()
         };
         let lnet = Lnet::start(lcfg).await.context("the controller's lnet")?;
-        let mut c = Cluster { net, dir: dir.to_path_buf(), mds, oss, workers: Vec::new(), lnet };
+        let mut c = Cluster { net, dir: dir.to_path_buf(), mds, oss, workers: Vec::new(), lnet, knobs };
         c.mds.start(&c.net).await?;
         for i in 0..c.oss.len() {
             c.start_oss(i).await?;
@@ -394,6 +396,10 @@ impl Cluster {
                 lanes.to_string(),
                 "--think-ms".into(),
                 think_ms.to_string(),
+                // The clients' timeouts are the targets': pings every
+                // quarter of obd_timeout, as the servers' evictors expect.
+                "--options".into(),
+                format!("obd_timeout={}", self.knobs.obd_timeout),
             ];
             let stderr = self.dir.join(format!("client{i}.log"));
             let (proc, stdin, lines) =

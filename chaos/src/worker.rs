@@ -74,6 +74,9 @@ pub struct WorkerArgs {
     /// Pause between operations, milliseconds.
     #[arg(long, default_value_t = 2)]
     pub think_ms: u64,
+    /// Mount options (client timeouts: `obd_timeout=10,ping_interval=2`).
+    #[arg(long, default_value = "")]
+    pub options: String,
 }
 
 struct WFile {
@@ -425,12 +428,21 @@ impl Worker {
 /// `sheen-chaos worker`: mount, say `worker ready`, run until stdin closes.
 pub async fn run(args: WorkerArgs) -> Result<()> {
     let cfg = LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig { addr: args.addr, port: args.port, ..TcpConfig::default() })],
+        // Short reconnect backoffs, as the daemons' (a cut link restored
+        // is used again within half a second).
+        nets: vec![NetConfig::Tcp(TcpConfig {
+            addr: args.addr,
+            port: args.port,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(500),
+            ..TcpConfig::default()
+        })],
         tunables: Tunables::default(),
     };
+    let opts = client::MountOptions::parse(&args.options).context("--options")?;
     let lnet = Lnet::start(cfg).await.context("starting lnet")?;
     let mgs: Nid = args.mgs.parse().map_err(|e| anyhow::anyhow!("--mgs {}: {e:?}", args.mgs))?;
-    let fs = Arc::new(Sheen::mount(&lnet, mgs, &args.fsname).await.context("mounting")?);
+    let fs = Arc::new(Sheen::mount_with(&lnet, mgs, &args.fsname, opts).await.context("mounting")?);
     let lanes = args.lanes.max(1);
     let mut workers = Vec::new();
     for lane in 0..lanes {

@@ -282,6 +282,17 @@ fn first_xid() -> u64 {
     (1 << 63) | (n << 44) | (us & ((1 << 44) - 1))
 }
 
+/// A first connection count above any an earlier process of the same
+/// client reached: 16 per second since 2026-01-01 (a u32 lasts 8 years;
+/// a process that reconnects more than 16 times a second for its whole
+/// life could still be above it, and then waits for its old export's
+/// eviction, as before).
+fn first_conn_cnt() -> u32 {
+    const SINCE: u64 = 1_767_225_600;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    u32::try_from(secs.saturating_sub(SINCE).saturating_mul(16)).unwrap_or(u32::MAX / 2)
+}
+
 /// Why an import driver could not start.
 #[derive(Debug, Clone, Error)]
 pub enum ImportDriverError {
@@ -309,6 +320,7 @@ impl ImportDriver {
         tokio::runtime::Handle::try_current().map_err(|_| ImportDriverError::NoRuntime)?;
         cfg.paths = (0..paths.len()).map(|i| PathId(u32::try_from(i).unwrap_or(u32::MAX))).collect();
         cfg.first_xid = first_xid();
+        cfg.first_conn_cnt = first_conn_cnt();
         let clock = DriverClock::new();
         let import = Import::new(clock.now(), cfg.clone());
         let (kind, _) = watch::channel(import.kind());

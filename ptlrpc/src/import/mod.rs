@@ -159,6 +159,12 @@ pub struct ImportConfig {
     pub max_requests: usize,
     /// First xid (drivers start from the wall clock, as Lustre does).
     pub first_xid: u64,
+    /// The connection count before the first CONNECT. Drivers start it
+    /// from the wall clock, so a restarted client process (the same UUID,
+    /// as an MDT's imports to its OSTs keep) connects above what its old
+    /// incarnation reached instead of being dropped as stale until the
+    /// target evicts the old export.
+    pub first_conn_cnt: u32,
     /// Seed for reconnect jitter.
     pub seed: u64,
     /// Job id every request carries (jobstats).
@@ -185,6 +191,7 @@ impl ImportConfig {
             backoff_max: Duration::from_secs(25),
             max_requests: 1024,
             first_xid: 1,
+            first_conn_cnt: 0,
             seed: 0,
             jobid: JobId::EMPTY,
             max_mod_rpcs: 1,
@@ -247,6 +254,7 @@ impl Import {
             at: ClientAt::new(now, cfg.at),
             pinger: ImportPinger::new(now, cfg.ping),
             backoff: cfg.backoff_min,
+            conn_cnt: ConnCnt(cfg.first_conn_cnt),
             cfg,
             state: ImportState::New,
             history: StateHistory::default(),
@@ -256,7 +264,6 @@ impl Import {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             remote: ExportHandle::NONE,
-            conn_cnt: ConnCnt(0),
             generation: 0,
             had_connection: false,
             negotiated: None,

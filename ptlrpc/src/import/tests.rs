@@ -546,3 +546,12 @@ fn several_modifying_requests_in_flight_with_tags() {
     assert!(final_reply, "the answer is final after the bound");
     assert_eq!(imp.kind(), ImportStateKind::Full);
 }
+
+#[test]
+fn a_restarted_client_connects_above_its_old_conn_cnt() {
+    let mut cfg = ImportConfig::new("c0", Op::MdsConnect, Op::MdsDisconnect, P, vec![PathId(0)]);
+    cfg.first_conn_cnt = 1000;
+    let mut imp = Import::new(t(0), cfg);
+    imp.connect(t(0));
+    assert_eq!(next(&mut imp, t(0)).header.conn_cnt, ConnCnt(1001));
+}

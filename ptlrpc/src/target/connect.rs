@@ -52,6 +52,7 @@ impl<S: TargetService> Target<S> {
             return;
         }
         let recovering = self.recovery.is_some();
+        let mut fresh = false;
         let (flags, client_committed) = match self.exports.get_mut(&uuid) {
             Some(e) if e.connecting => {
                 self.stats.dropped_connecting += 1;
@@ -89,6 +90,15 @@ impl<S: TargetService> Target<S> {
                     (MsgFlags::CONNECT_DELAYED, own)
                 }
                 ExportStage::Normal => {
+                    // A first CONNECT on a newer connection: a new process
+                    // of this client (an MDT's imports keep their UUID
+                    // across its restarts). Its xids start over, so the old
+                    // process's replies and acknowledgements must not
+                    // answer for them.
+                    if h.flags.contains(MsgFlags::CONNECT_INITIAL) && h.conn_cnt > e.conn_cnt {
+                        e.done.clear();
+                        fresh = true;
+                    }
                     let flags = if h.handle == e.handle { MsgFlags::CONNECT_RECONNECT } else { MsgFlags::EMPTY };
                     let handle = e.handle;
                     let _ = self.evictor.add_export(now, handle);
@@ -112,6 +122,12 @@ impl<S: TargetService> Target<S> {
                 (MsgFlags::EMPTY, Transno(0))
             }
         };
+        if fresh {
+            let rec = ClientRecord { uuid: uuid.clone(), ..ClientRecord::default() };
+            self.records.insert(uuid.clone(), rec.clone());
+            self.store.put_client(rec);
+            self.store.commit();
+        }
         let mut reply_data = negotiate(&data, &self.cfg.supported);
         self.service.connected(&self.store, &uuid, &data, &mut reply_data);
         reply_data.transno = self.store.committed().0;

@@ -413,3 +413,33 @@ fn several_updates_in_flight_each_in_its_slot() {
     let rep = send(&mut tg, t(13), &r14, &b14);
     assert_eq!((rep[0].header.status, tg.stats().executed, tg.stats().reconstructed), (0, 0, 1));
 }
+
+/// A new process of a client (same UUID: an MDT's imports to its OSTs)
+/// connects with a first CONNECT on a newer connection: its xids start
+/// over below the old process's, and they run rather than being taken
+/// for the old process's acknowledged requests.
+#[test]
+fn a_restarted_client_process_starts_its_xids_over() {
+    let mut tg = boot(MemStore::new(true), t(0));
+    let h = connect(&mut tg, t(1), "a", 1, ExportHandle::NONE).header.handle;
+    let (p, b) = tagged(h, 100, 1, 0, 5, 50);
+    assert_eq!(send(&mut tg, t(2), &p, &b)[0].header.status, 0);
+    let (p, b) = tagged(h, 101, 1, 100, 5, 51);
+    assert_eq!(send(&mut tg, t(2), &p, &b)[0].header.status, 0);
+    assert_eq!(tg.store().journal().len(), 2);
+    // A duplicate of the first CONNECT (same conn_cnt) changes nothing.
+    let (mut c, cb) = connect_req("a", 1, ExportHandle::NONE);
+    c.flags = MsgFlags::CONNECT_INITIAL;
+    assert!(send(&mut tg, t(3), &c, &cb).iter().all(|r| r.header.status != 0 || r.header.handle == h));
+    // The new process: its first CONNECT on a higher count, then xid 7.
+    let (mut c, cb) = connect_req("a", 9, ExportHandle::NONE);
+    c.flags = MsgFlags::CONNECT_INITIAL;
+    let r = send(&mut tg, t(4), &c, &cb);
+    assert_eq!(r[0].header.status, 0);
+    let (p, b) = tagged(r[0].header.handle, 7, 1, 0, 6, 60);
+    let (mut p, b) = (p, b);
+    p.conn_cnt = ConnCnt(9);
+    let out = send(&mut tg, t(5), &p, &b);
+    assert_eq!(out[0].header.status, 0);
+    assert_eq!(tg.store().journal().len(), 3, "xid 7 of the new process ran");
+}
