@@ -24,8 +24,7 @@
 //! change (until the lock manager exists).
 //!
 //! Not done yet: the MGC has no import of its own to the MGS (it notices
-//! an MGS restart from an unanswered read, see [`mgc`]); a deactivated
-//! OST's import still pings (Lustre stops its pinger);
+//! an MGS restart from an unanswered read, see [`mgc`]);
 //! I/O copies through lnet pages (the caller-registered zero-copy path
 //! is not built); `..` in library paths is refused; the servers keep no
 //! per-job statistics of the job ids requests carry yet; FUSE has no POSIX locks of its own (the kernel's are node-local),

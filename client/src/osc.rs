@@ -98,6 +98,11 @@ impl Osc {
         let _ = self.standing.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
             (cur != OstStanding::Removed as u8).then_some(s as u8)
         });
+        // A deactivated target is not pinged (an import not started yet
+        // never starts while the OST is out of service).
+        if let Some(i) = self.ost.import() {
+            i.set_deactivated(self.standing() != OstStanding::Active);
+        }
     }
 
     /// Imperative recovery: the OST restarted at `nids`; the import (if

@@ -5,7 +5,8 @@
 //! Owns: [`Targets`] — an OST added after mount gets an osc (its import
 //! connects on first use, so new files striped onto it work without a
 //! remount); activate and deactivate set the osc's standing (a deactivated
-//! OST gets no new I/O: its callers get a clear EIO); remove closes the
+//! OST gets no new I/O, its callers a clear EIO, and its import no
+//! pings); remove closes the
 //! osc's import for good (its files' I/O fails with an EIO saying so);
 //! a target's restart notice goes to the mdc's or the osc's import,
 //! which reconnects at once (imperative recovery).

@@ -120,6 +120,7 @@ async fn an_ost_added_after_mount_is_used_without_remount() {
     fs.mgc().admin(&admin("deactivate", 2)).await.unwrap();
     assert!(fs.wait_config(BOUND, |c| !c.osts[&2].active).await);
     let sent = imp.stats().sent;
+    assert!(imp.is_deactivated(), "no pings to a deactivated OST");
     let e = fs.read(&f, 0, &mut back).await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO);
     assert!(e.to_string().contains("deactivated"), "{e}");
@@ -128,6 +129,7 @@ async fn an_ost_added_after_mount_is_used_without_remount() {
     // Reactivated, it serves again.
     fs.mgc().admin(&admin("activate", 2)).await.unwrap();
     assert!(fs.wait_config(BOUND, |c| c.osts[&2].active).await);
+    assert!(!imp.is_deactivated());
     assert_eq!(fs.read(&f, 0, &mut back).await.unwrap(), data.len());
     assert_eq!(back, data);
     assert!(imp.stats().sent > sent);

@@ -61,8 +61,10 @@
 //!   stay on the OST below the allocation cursor.
 //! - Closes have no reply slot of their own: a resent close after a lost
 //!   reply answers EBADF.
-//! - Clients notice an MDT restart through their imports (pings, request
-//!   deadlines); the MGS's restart record does not reach the mdc yet.
+//! - With the MGS in the same process as the MDT, clients learn of an MDT
+//!   restart only once their MGC noticed the MGS gone and read the restart
+//!   record from the new one (~2 s); Lustre has the same limit and
+//!   recommends a separate MGS for imperative recovery.
 //! - Sequences are granted to clients by MDT0 only (one MDT): no
 //!   super-sequence controller handing ranges to other MDTs or OSTs, and
 //!   the MDT does not check that a client uses only its own grants (any

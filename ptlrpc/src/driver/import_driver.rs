@@ -523,6 +523,12 @@ impl ImportDriver {
         self.with_import(|i, now| i.handle_target_restarted_at(now, &paths));
     }
 
+    /// The target was deactivated (or reactivated) by the administrator:
+    /// a deactivated import sends no pings.
+    pub fn set_deactivated(&self, deactivated: bool) {
+        self.with_import(|i, now| i.set_deactivated(now, deactivated));
+    }
+
     /// Closes the import (DISCONNECT if connected; pending requests fail).
     pub fn close(&self) {
         self.with_import(Import::close);
@@ -533,6 +539,11 @@ impl ImportDriver {
     pub fn abort(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.wake.notify_one();
+    }
+
+    /// Whether the target is deactivated (no pings).
+    pub fn is_deactivated(&self) -> bool {
+        self.shared.state.lock().import.is_deactivated()
     }
 
     /// The import's state.

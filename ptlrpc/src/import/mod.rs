@@ -241,6 +241,7 @@ pub struct Import {
     tried_in_round: usize,
     backoff: Duration,
     vbr_failed: bool,
+    deactivated: bool,
     stats: ImportStats,
 }
 
@@ -271,6 +272,7 @@ impl Import {
             path: 0,
             tried_in_round: 0,
             vbr_failed: false,
+            deactivated: false,
             stats: ImportStats::default(),
         }
     }
@@ -413,6 +415,27 @@ impl Import {
         self.drive(now);
     }
 
+    /// The administrator deactivated (or reactivated) the target (the
+    /// config log's record): a deactivated import sends no pings (the
+    /// seed's `imp_deactive`); requests still go out if submitted (the
+    /// user refuses new I/O to a deactivated target itself).
+    pub fn set_deactivated(&mut self, now: Time, deactivated: bool) {
+        self.deactivated = deactivated;
+        if !deactivated {
+            self.pinger.handle_request_sent(now);
+        }
+        self.drive(now);
+    }
+
+    /// Whether the target is deactivated ([`Import::set_deactivated`]).
+    pub fn is_deactivated(&self) -> bool {
+        self.deactivated
+    }
+
+    fn pinger_timeout(&self) -> Option<Time> {
+        if self.deactivated { None } else { self.pinger.poll_timeout() }
+    }
+
     /// Closes the import: DISCONNECT goes out if connected; every request
     /// fails and every replay entry is reported lost.
     pub fn close(&mut self, now: Time) {
@@ -511,7 +534,7 @@ impl Import {
             ImportState::Discon { retry_at } => Some(*retry_at),
             ImportState::Replay { in_flight: Some((s, _)), .. } => Some(s.deadline),
             ImportState::ReplayWait { ping, .. } => Some(ping.deadline),
-            ImportState::Full => match (self.requests.earliest_deadline(), self.pinger.poll_timeout()) {
+            ImportState::Full => match (self.requests.earliest_deadline(), self.pinger_timeout()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -612,7 +635,7 @@ impl Import {
             self.pinger.handle_request_sent(now);
             self.push(h, body);
         }
-        if self.pinger.poll_transmit(now).is_some() {
+        if !self.deactivated && self.pinger.poll_transmit(now).is_some() {
             let xid = self.xids.next_xid();
             let h = self.header(now, Op::ObdPing, xid, MsgFlags::EMPTY);
             let deadline = self.at.request_deadline(now, self.cfg.portal);

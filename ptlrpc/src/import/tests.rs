@@ -555,3 +555,19 @@ fn a_restarted_client_connects_above_its_old_conn_cnt() {
     imp.connect(t(0));
     assert_eq!(next(&mut imp, t(0)).header.conn_cnt, ConnCnt(1001));
 }
+
+#[test]
+fn a_deactivated_import_does_not_ping() {
+    let mut imp = connected();
+    let due = imp.poll_timeout().unwrap_or(t(0));
+    imp.set_deactivated(t(1), true);
+    assert_eq!(imp.poll_timeout(), None, "no ping timer");
+    imp.handle_timeout(due);
+    assert!(imp.poll_transmit(due).is_none(), "no ping sent");
+    // Reactivated: pings resume an interval later.
+    imp.set_deactivated(due, false);
+    let next_ping = imp.poll_timeout().unwrap_or(t(0));
+    assert!(next_ping > due);
+    imp.handle_timeout(next_ping);
+    assert_eq!(Op::try_from(next(&mut imp, next_ping).header.opcode), Ok(Op::ObdPing));
+}
