@@ -12,7 +12,9 @@
 //! the framework's rules), SYNC waiting for the commit thread; everything
 //! else passed to the target as it is; per-operation accounting. A bulk
 //! transfer that fails (not a checksum mismatch) gets no reply: the
-//! client's import resends the request.
+//! client's import resends the request. Once the target is stopping
+//! every request is answered -ESHUTDOWN (the client's notice to reconnect
+//! later).
 //!
 //! Must not: decide transnos, reconstruction or recovery (the target
 //! does), or panic on any request: a bad one is an errno.
@@ -172,6 +174,11 @@ impl OstFront {
     }
 
     fn handle_inner(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), OstError> {
+        // Stopping (SIGTERM): every request, PING and CONNECT included, is
+        // answered -ESHUTDOWN without being done; the client's import goes
+        // to DISCON and reconnects, resends and replays once the target is
+        // back, instead of timing out or failing its caller.
+        self.ost.check_running()?;
         let op = req.op();
         let reads = matches!(op, Op::OstRead | Op::OstGetattr | Op::OstStatfs | Op::OstGetInfo | Op::OstSync);
         if !reads && op != Op::OstWrite {

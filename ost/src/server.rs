@@ -183,6 +183,22 @@ impl OstServer {
         }
     }
 
+    /// The start of a shutdown with notice: every target stops doing
+    /// requests and commits what it executed. From here every request
+    /// (PING and CONNECT included) is answered -ESHUTDOWN without being
+    /// done: the clients sending meanwhile are told, and their imports go
+    /// to DISCON and reconnect, resend and replay once the targets are
+    /// back, rather than waiting for their requests to time out. The
+    /// caller waits its notice time, then calls [`OstServer::shutdown`].
+    pub fn begin_stop(&self) {
+        for t in &self.targets {
+            t.set_stopping();
+            if let Err(e) = t.commit_once() {
+                tracing::error!(target_name = t.name(), err = %e, "commit at shutdown failed");
+            }
+        }
+    }
+
     /// Clean stop: refuse new requests, finish in-flight ones, commit
     /// everything, stop. Blocks (call it off the async workers).
     pub fn shutdown(&self) {

@@ -6,8 +6,10 @@
 //! label), starts lnet, the OST service and the admin endpoint, registers
 //! the targets with the MGS when the config names one (retrying until it
 //! answers; the ready line follows the registration), and runs
-//! until SIGTERM or SIGINT: then it refuses new requests (ESHUTDOWN),
-//! finishes in-flight ones, commits, and exits 0.
+//! until SIGTERM or SIGINT: then it commits, answers every request
+//! -ESHUTDOWN for a second (the clients' notice: their imports go to
+//! DISCON and reconnect, resend and replay when the OSS is back; nothing
+//! fails to their callers), finishes in-flight ones, commits, and exits 0.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +77,10 @@ fn run(cfg: OssConfig) -> Result<()> {
     rt.block_on(serve(cfg))
 }
 
+/// How long a stopping OSS answers every request -ESHUTDOWN (its clients'
+/// notice to reconnect later) before it goes.
+const SHUTDOWN_NOTICE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn serve(cfg: OssConfig) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -139,6 +145,9 @@ async fn serve(cfg: OssConfig) -> Result<()> {
     if let Some(t) = admin_task {
         t.abort();
     }
+    let s2 = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || s2.begin_stop()).await.context("shutdown")?;
+    tokio::time::sleep(SHUTDOWN_NOTICE).await;
     let s2 = Arc::clone(&server);
     tokio::task::spawn_blocking(move || s2.shutdown()).await.context("shutdown")?;
     lnet.shutdown();

@@ -650,7 +650,7 @@ impl Import {
         if let Some(p) = self.ping.filter(|p| p.xid == h.xid) {
             self.ping = None;
             self.at.handle_reply(now, self.cfg.portal, p.sent, h.service_time);
-            if h.status == -errno::ENOTCONN {
+            if h.status == -errno::ENOTCONN || h.status == -errno::ESHUTDOWN {
                 self.disconnect(now);
             } else {
                 self.note_committed(h.last_committed);
@@ -663,9 +663,10 @@ impl Import {
         if conn_cnt != h.conn_cnt {
             return;
         }
-        if h.status == -errno::ENOTCONN || h.status == -errno::EAGAIN {
-            // The target lost or has not recovered our export: reconnect,
-            // and the request is resent.
+        if h.status == -errno::ENOTCONN || h.status == -errno::EAGAIN || h.status == -errno::ESHUTDOWN {
+            // The target lost or has not recovered our export, or is
+            // shutting down: reconnect (until it is back), and the request
+            // is resent.
             self.disconnect(now);
             return;
         }

@@ -24,7 +24,8 @@ pub mod errno {
     pub const EINVAL: i32 = 22;
     /// Bad message: a bulk checksum mismatch.
     pub const EBADMSG: i32 = 74;
-    /// Shutting down.
+    /// Shutting down: the target is stopping (SIGTERM) and did nothing;
+    /// the import goes to DISCON and resends once it is back.
     pub const ESHUTDOWN: i32 = 108;
     /// Protocol error: a malformed message.
     pub const EPROTO: i32 = 71;
