@@ -22,10 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use lnet::{
-    Event, EventHandler, EventKind, InsertPos, Lnet, LnetError, MatchPeer, MatchSpec, MdBuffer, MdOptions, MdSpec, Nid,
-    Threshold,
-};
+use lnet::{Lnet, LnetError, MatchPeer, MdBuffer, MdOptions, Nid};
 use parking_lot::Mutex;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -38,7 +35,7 @@ use tokio::sync::mpsc;
 use super::DriverClock;
 use super::bulk::{checksum, corrupt};
 use super::error::RpcError;
-use super::transport::{self, Attached, ReplyEvent};
+use super::transport::{self, Attached, BulkEvent, ReplyEvent};
 use crate::at::{AtSettings, ClientAt};
 use crate::fault::{FaultInjector, FaultKind};
 use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
@@ -162,15 +159,6 @@ impl RpcReply {
     {
         Ok(self.frame()?.deserialize::<T>()?)
     }
-}
-
-/// What a bulk MD's callback tells its RPC.
-#[derive(Debug)]
-struct BulkEv {
-    /// A PUT into the pages: the bytes that landed, or lnet's failure.
-    put: Option<Result<u32, LnetError>>,
-    /// The MD's last event.
-    unlinked: bool,
 }
 
 /// What an RPC's MD callbacks tell its task.
@@ -534,19 +522,8 @@ impl Inner {
         op: MdOptions,
         xid: Xid,
         buf: MdBuffer,
-    ) -> Result<(Attached, mpsc::UnboundedReceiver<BulkEv>), RpcError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let cb = Arc::new(move |ev: Event| {
-            let put =
-                (ev.kind == EventKind::Put).then(|| ev.status.as_ref().map(|()| ev.mlength).map_err(Clone::clone));
-            let _ = tx.send(BulkEv { put, unlinked: ev.unlinked });
-        });
-        let spec = MdSpec::new(buf, EventHandler::Callback(cb))
-            .threshold(Threshold::Infinite)
-            .options(op | MdOptions::MANAGE_REMOTE);
-        let m = MatchSpec { peer: MatchPeer::Nid(self.target), match_bits: xid.0, ignore_bits: 0 };
-        let md = self.lnet.attach(portal.0, m, InsertPos::Tail, spec)?;
-        Ok((Attached::new(&self.lnet, md), rx))
+    ) -> Result<(Attached, mpsc::UnboundedReceiver<BulkEvent>), RpcError> {
+        Ok(transport::attach_bulk(&self.lnet, portal, op, MatchPeer::Nid(self.target), xid.0, buf)?)
     }
 
     /// Waits (bounded) for the server's PUT of `want` bytes into a read's
@@ -554,60 +531,19 @@ impl Inner {
     /// reply.
     async fn await_put(
         &self,
-        events: &mut mpsc::UnboundedReceiver<BulkEv>,
+        events: &mut mpsc::UnboundedReceiver<BulkEvent>,
         xid: Xid,
         want: u32,
     ) -> Result<(), RpcError> {
-        let mut got = 0;
-        let wait = async {
-            while let Some(ev) = events.recv().await {
-                match ev.put {
-                    Some(Ok(n)) if n >= want => return Ok(()),
-                    Some(Ok(n)) => got = n,
-                    Some(Err(e)) => return Err(RpcError::Lnet(e)),
-                    None => {}
-                }
-                if ev.unlinked {
-                    break;
-                }
-            }
-            Err(RpcError::BulkMissing { xid, got, want })
-        };
-        match tokio::time::timeout(self.cfg.bulk_release_wait, wait).await {
-            Ok(r) => r,
-            Err(_) => Err(RpcError::BulkMissing { xid, got, want }),
-        }
+        transport::await_put(events, want, self.cfg.bulk_release_wait).await.map_err(|(got, e)| match e {
+            Some(e) => RpcError::Lnet(e),
+            None => RpcError::BulkMissing { xid, got, want },
+        })
     }
 
     /// Unlinks bulk pages and takes them back once lnet lets go of them.
-    async fn release(&self, bulk: Attached, mut events: mpsc::UnboundedReceiver<BulkEv>) -> Result<MdBuffer, RpcError> {
-        let md = bulk.md.clone();
-        drop(bulk); // unlinks
-        let wait = async {
-            while let Some(ev) = events.recv().await {
-                if ev.unlinked {
-                    return true;
-                }
-            }
-            false
-        };
-        let released = tokio::time::timeout(self.cfg.bulk_release_wait, wait).await.unwrap_or(false);
-        if !released {
-            return Err(RpcError::Lnet(LnetError::Invalid("bulk pages not released by lnet".into())));
-        }
-        // An LND may hold a handle a moment past the last event.
-        let mut md = md;
-        let deadline = tokio::time::Instant::now() + self.cfg.bulk_release_wait;
-        loop {
-            match md.into_buffer() {
-                Ok(b) => return Ok(b),
-                Err(m) if tokio::time::Instant::now() < deadline => {
-                    md = m;
-                    tokio::task::yield_now().await;
-                }
-                Err(_) => return Err(RpcError::Lnet(LnetError::Invalid("bulk MD still referenced".into()))),
-            }
-        }
+    async fn release(&self, bulk: Attached, events: mpsc::UnboundedReceiver<BulkEvent>) -> Result<MdBuffer, RpcError> {
+        Ok(transport::release_bulk(bulk, events, self.cfg.bulk_release_wait).await?)
     }
 }
 
