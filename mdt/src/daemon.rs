@@ -77,6 +77,8 @@ pub struct MdtParts {
     /// The target framework running the MDT.
     pub driver: Arc<TargetDriver<MdtService>>,
     follower: Follower,
+    /// Set by [`Daemon::begin_stop`]: the front answers -ESHUTDOWN.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A running daemon.
@@ -197,6 +199,7 @@ impl Daemon {
                 ..TargetConfig::default()
             };
             let name = format!("{}-MDT{:04x}", cfg.fsname, m.index);
+            let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let spec = TargetSpec {
                 name: name.clone(),
                 component: "mdt".into(),
@@ -204,7 +207,7 @@ impl Daemon {
                 seed: u64::from(std::process::id()) ^ 0x6d64_7400,
                 service: MdtService::new(Arc::clone(&ops)),
                 store: MdtStore::new(Arc::clone(&ns), Arc::clone(&committer)),
-                front: Arc::new(MdtFront::new(Arc::clone(&ops))),
+                front: Arc::new(MdtFront::new(Arc::clone(&ops), Arc::clone(&stopping))),
             };
             let sc = ServiceConfig {
                 threads_per_cpt: m.threads.max(1),
@@ -249,7 +252,7 @@ impl Daemon {
                     tracing::error!(record = rec.index, error = %e, "config record not applied");
                 }
             });
-            mdt = Some(MdtParts { ns, committer, driver, follower });
+            mdt = Some(MdtParts { ns, committer, driver, follower, stopping });
         }
         let stop = Arc::new(StopSignal::default());
         let housekeeper = mdt.as_ref().map(|p| {
@@ -306,6 +309,20 @@ impl Daemon {
             met.render()
         });
         vec![services, mdt]
+    }
+
+    /// The start of a stop with notice (SIGTERM): the MDT commits what it
+    /// executed and from now on answers every request -ESHUTDOWN without
+    /// doing it, so the clients sending meanwhile go to DISCON and
+    /// reconnect, resend and replay once it is back. The caller waits its
+    /// notice time, then calls [`Daemon::stop`].
+    pub fn begin_stop(&self) {
+        if let Some(p) = &self.mdt {
+            p.stopping.store(true, std::sync::atomic::Ordering::Release);
+            if !p.committer.commit_now(Duration::from_secs(30)) {
+                tracing::error!("commit at stop did not finish");
+            }
+        }
     }
 
     /// Stops everything: follower, services, a final commit, lnet.

@@ -65,11 +65,6 @@
 //!   restart only once their MGC noticed the MGS gone and read the restart
 //!   record from the new one (~2 s); Lustre has the same limit and
 //!   recommends a separate MGS for imperative recovery.
-//! - SIGTERM of `sheen-mds` commits and stops, but tells no client (the
-//!   OSS answers every request -ESHUTDOWN for a second first, which sends
-//!   its clients' imports to DISCON): MDT clients find out by timeouts.
-//!   Missing: a stopping flag the MDT front answers -ESHUTDOWN on, set
-//!   (with a commit) before the daemon waits its notice and stops.
 //! - The mdc asks for one modifying request in flight (`max_mod_rpcs` 1)
 //!   although the target framework keeps reply slots for several.
 //! - Sequences are granted to clients by MDT0 only (one MDT): no

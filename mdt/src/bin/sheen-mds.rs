@@ -4,7 +4,9 @@
 //!
 //! `sheen-mds run --config mds.toml` prints one line
 //! `sheen-mds ready nid=<NID> admin=<ADDR>` once serving, and stops
-//! cleanly (final commit) on SIGTERM or SIGINT.
+//! cleanly on SIGTERM or SIGINT: the MDT commits, answers every request
+//! -ESHUTDOWN for a second (its clients' imports go to DISCON and
+//! reconnect, resend and replay when it is back), then a final commit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,6 +114,15 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         }
         tracing::info!("stopping");
         let d = Arc::new(parking_lot::Mutex::new(Some(d)));
+        let d2 = Arc::clone(&d);
+        tokio::task::spawn_blocking(move || {
+            if let Some(d) = d2.lock().as_ref() {
+                d.begin_stop();
+            }
+        })
+        .await?;
+        // The notice: every request meanwhile is answered -ESHUTDOWN.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         tokio::task::spawn_blocking(move || {
             if let Some(d) = d.lock().take() {
                 d.stop();

@@ -31,17 +31,22 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug)]
 pub struct MdtFront {
     ops: Arc<MdtOps>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MdtFront {
-    /// The front over `ops`.
-    pub fn new(ops: Arc<MdtOps>) -> MdtFront {
-        MdtFront { ops }
+    /// The front over `ops`; once `stopping` is set every request is
+    /// answered -ESHUTDOWN (the clients' notice of a stop).
+    pub fn new(ops: Arc<MdtOps>, stopping: Arc<std::sync::atomic::AtomicBool>) -> MdtFront {
+        MdtFront { ops, stopping }
     }
 }
 
 impl TargetFront<MdtService> for MdtFront {
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Result<(), Errno> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Errno(ptlrpc::wire::errno::ESHUTDOWN));
+        }
         let op = req.op();
         if op == Op::MdsReint {
             // A create takes pooled OST objects under the target's lock and
