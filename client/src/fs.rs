@@ -16,11 +16,11 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
-use ptlrpc::wire::Fid;
 use ptlrpc::wire::mds::{
     AttrReply, DirEntry, Layout, MdtAttr, ReintReq, SomAttr, StripeSpec, Timestamp, attr_flags, attr_valid, open_flags,
     xattr_flags,
 };
+use ptlrpc::wire::{Fid, Xid};
 
 use crate::error::{ClientError, Result};
 use crate::lov_io::StripedFile;
@@ -102,6 +102,8 @@ pub struct File {
     fid: Fid,
     attr: MdtAttr,
     handle: u64,
+    /// The open request's xid: its close releases it from replay.
+    open_xid: Xid,
     flags: u32,
     data: Option<StripedFile>,
     stream: Stream,
@@ -521,7 +523,7 @@ impl Sheen {
             fid: if flags & open_flags::CREAT != 0 { Some(self.mdc.new_fid().await?) } else { None },
             replay: None,
         };
-        self.opened(flags, self.mdc.reint("open", &req).await?).await
+        self.opened(flags, self.mdc.open(&req).await?).await
     }
 
     /// Opens the file `fid`.
@@ -539,23 +541,23 @@ impl Sheen {
             fid: None,
             replay: None,
         };
-        self.opened(flags, self.mdc.reint("open", &req).await?).await
+        self.opened(flags, self.mdc.open(&req).await?).await
     }
 
-    async fn opened(&self, flags: u32, r: ptlrpc::wire::mds::ReintReply) -> Result<File> {
+    async fn opened(&self, flags: u32, (r, open_xid): (ptlrpc::wire::mds::ReintReply, Xid)) -> Result<File> {
         let attr = r.attr.ok_or_else(|| ClientError::Invalid("open reply without attributes".into()))?;
         let data = match r.layout.as_ref().filter(|l| !l.objects.is_empty()) {
             Some(l) => Some(self.striped(l)?),
             None => None,
         };
-        let file = File { fid: attr.fid, attr, handle: r.handle, flags, data, stream: Stream::default() };
+        let file = File { fid: attr.fid, attr, handle: r.handle, open_xid, flags, data, stream: Stream::default() };
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         if writes
             && flags & open_flags::TRUNC != 0
             && let Some(d) = &file.data
             && let Err(e) = d.truncate(0).await
         {
-            let _ = self.mdc.close(file.handle, None).await;
+            let _ = self.mdc.close(file.handle, file.open_xid, None).await;
             return Err(e);
         }
         Ok(file)
@@ -687,7 +689,7 @@ impl Sheen {
             }
             _ => None,
         };
-        self.mdc.close(f.handle, som).await?;
+        self.mdc.close(f.handle, f.open_xid, som).await?;
         flushed
     }
 

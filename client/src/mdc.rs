@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
 use ptlrpc::driver::ImportDriver;
-use ptlrpc::import::{ImportConfig, ReqKind};
+use ptlrpc::import::{ImportConfig, ReplayFixup, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
 use ptlrpc::wire::mds::{
     AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReply, ReaddirReq,
-    ReintReply, ReintReq, SeqQueryReq, SeqRange, SomAttr, StatfsReply, XattrReply, seq_op,
+    ReintReply, ReintReq, SeqQueryReq, SeqRange, SomAttr, StatfsReply, XattrReply, reint_replay_fixup, seq_op,
 };
-use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
+use ptlrpc::wire::{ConnectData, Fid, Op, Xid, connect_flags};
 
 use crate::error::Result;
 use crate::rpc;
@@ -137,14 +137,38 @@ impl Mdc {
             .await
     }
 
-    /// MDS_REINT (create, mkdir, setattr, link, unlink, rename, open, setxattr).
+    /// MDS_REINT (create, mkdir, setattr, link, unlink, rename, setxattr;
+    /// opens go through [`Mdc::open`]). A create's replay after an MDT
+    /// restart carries the layout its reply gave (the same OST objects).
     pub async fn reint(&self, what: &'static str, req: &ReintReq) -> Result<ReintReply> {
-        rpc::imp_call(&self.imp, what, Op::MdsReint, ReqKind::Modify, req).await
+        let fixup = Some(reint_replay_fixup as ReplayFixup);
+        let r = rpc::imp_call_full(&self.imp, what, Op::MdsReint, ReqKind::Modify, req, fixup).await;
+        r.map(|(rep, _)| rep).map_err(|(e, _)| e)
     }
 
-    /// MDS_CLOSE, with a write handle's view of the objects (size on MDT).
-    pub async fn close(&self, handle: u64, som: Option<SomAttr>) -> Result<ReintReply> {
-        rpc::imp_call(&self.imp, "close", Op::MdsClose, ReqKind::Modify, &CloseReq { handle, som }).await
+    /// MDS_REINT open. The import keeps the open for replay until its close
+    /// ([`Mdc::close`] with the xid answered here): after an MDT restart
+    /// the open is replayed (with the FID, handle and layout it was
+    /// answered), so the MDT restores the handle.
+    pub async fn open(&self, req: &ReintReq) -> Result<(ReintReply, Xid)> {
+        let fixup = Some(reint_replay_fixup as ReplayFixup);
+        let r = rpc::imp_call_full(&self.imp, "open", Op::MdsReint, ReqKind::Open, req, fixup).await;
+        r.map(|(rep, sent)| (rep, sent.xid)).map_err(|(e, _)| e)
+    }
+
+    /// MDS_CLOSE of the handle the open `open_xid` answered, with a write
+    /// handle's view of the objects (size on MDT). Whatever the answer,
+    /// the open leaves the import's replay list once the close is
+    /// committed (at once if the close failed).
+    pub async fn close(&self, handle: u64, open_xid: Xid, som: Option<SomAttr>) -> Result<ReintReply> {
+        let req = CloseReq { handle, som };
+        let r = rpc::imp_call_full(&self.imp, "close", Op::MdsClose, ReqKind::Modify, &req, None).await;
+        let close = match &r {
+            Ok((_, sent)) if sent.transno.0 > 0 => Some(sent.xid),
+            _ => None,
+        };
+        self.imp.release_open(open_xid, close);
+        r.map(|(rep, _)| rep).map_err(|(e, _)| e)
     }
 
     /// MDS_READPAGE: up to `max` entries from `cookie`.

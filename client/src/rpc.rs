@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use ptlrpc::driver::{Client, ImportDriver, RpcReply};
-use ptlrpc::import::ReqKind;
-use ptlrpc::wire::Op;
+use ptlrpc::driver::{Client, ImportDriver, ImportRpcError, RpcReply};
+use ptlrpc::import::{ReplayFixup, ReqKind};
+use ptlrpc::wire::{Op, Transno, Xid};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -42,6 +42,57 @@ where
 {
     let r = raw(c, what, op, body).await?;
     r.body::<R>().map_err(|e| ClientError::rpc(what, e))
+}
+
+/// What [`imp_call_full`] answers besides the body: the request's xid and
+/// the transno the target gave it (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The request's xid.
+    pub xid: Xid,
+    /// Its transno.
+    pub transno: Transno,
+}
+
+/// [`imp_call`] with a replay fixup (see `ImportDriver::rpc_with_fixup`),
+/// also answering the request's xid and transno (an open's xid is what
+/// its close releases). A server error answers its xid with the error.
+pub async fn imp_call_full<B, R>(
+    imp: &ImportDriver,
+    what: &'static str,
+    op: Op,
+    kind: ReqKind,
+    body: &B,
+    fixup: Option<ReplayFixup>,
+) -> std::result::Result<(R, Sent), (ClientError, Option<Xid>)>
+where
+    B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    R: rkyv::Archive,
+    R::Archived:
+        for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + rkyv::Deserialize<R, HighDeserializer<rancor::Error>>,
+{
+    let call = async {
+        match fixup {
+            Some(f) => imp.rpc_with_fixup(op, kind, body, f).await,
+            None => imp.rpc(op, kind, body).await,
+        }
+    };
+    let r = match tokio::time::timeout(RPC_BOUND, call).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let xid = match &e {
+                ImportRpcError::Server { xid, .. } => Some(*xid),
+                _ => None,
+            };
+            return Err((ClientError::import(what, e), xid));
+        }
+        Err(_) => return Err((ClientError::Timeout { what, secs: RPC_BOUND.as_secs() }, None)),
+    };
+    let mut a = AlignedVec::<16>::new();
+    a.extend_from_slice(&r.body);
+    let body = rkyv::from_bytes::<R, rancor::Error>(&a)
+        .map_err(|e| (ClientError::Invalid(format!("{what}: bad reply body: {e}")), Some(r.xid)))?;
+    Ok((body, Sent { xid: r.xid, transno: r.header.transno }))
 }
 
 /// Sends `body` as `op` of `kind` through `imp` and decodes the reply

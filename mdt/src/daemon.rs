@@ -175,8 +175,6 @@ impl Daemon {
                 Namespace::mount_deferred(kv, alloc)
                     .map_err(|e| StartError::Store { path: cfg.data_dir.display().to_string(), why: e.to_string() })?,
             );
-            let orphans =
-                ns.cleanup_orphans().map_err(|e| StartError::Store { path: "orphans".into(), why: e.to_string() })?;
             let committer = Arc::new(Committer::start(
                 Arc::clone(ns.kv()),
                 Arc::clone(ns.txn()),
@@ -218,7 +216,7 @@ impl Daemon {
                     .map_err(|e| StartError::Service { name: name.clone(), why: e.to_string() })?,
             );
             metrics.recovery_supported.set(1);
-            tracing::info!(epoch = ns.txn().epoch(), orphans, target = %name, "MDT mounted");
+            tracing::info!(epoch = ns.txn().epoch(), target = %name, "MDT mounted");
             let api: Arc<dyn MgsApi> = match (&mgs, &m.mgs_nid) {
                 (Some(g), _) => Arc::new(LocalMgs(Arc::clone(g))),
                 (None, Some(n)) => {
@@ -375,15 +373,35 @@ fn update_gauges(ns: &Namespace, driver: &std::sync::Weak<TargetDriver<MdtServic
     }
 }
 
-/// Once a second: OST space, destroy-log replay, gauges.
+/// Once a second: OST space, destroy-log replay, gauges. Until the MDT's
+/// recovery is over, OSTs are not reached: their orphan cleanup destroys
+/// objects above the allocation cursors, which replayed creates move up
+/// when they claim their original objects. Once it is over, the orphans
+/// of the previous boot no replayed open holds are destroyed.
 fn housekeeping(
     ns: &Namespace,
     driver: &std::sync::Weak<TargetDriver<MdtService>>,
     met: &MdtMetrics,
     stop: &StopSignal,
 ) {
+    let mut recovered = false;
     loop {
-        ns.alloc().refresh();
+        if !recovered {
+            let Some(d) = driver.upgrade() else { return };
+            // Under the target's lock: no plan is between build and apply.
+            let res = d.with_target(|t| (!t.is_recovering()).then(|| ns.cleanup_orphans()));
+            match res {
+                Some(Ok(n)) => {
+                    recovered = true;
+                    tracing::info!(orphans = n, "recovery over: orphans of the previous boot destroyed");
+                }
+                Some(Err(e)) => tracing::error!(error = %e, "orphan cleanup"),
+                None => {}
+            }
+        }
+        if recovered {
+            ns.alloc().refresh();
+        }
         match ns.process_destroys(1024) {
             Ok((done, pending)) if done + pending > 0 => tracing::debug!(done, pending, "destroy log"),
             Ok(_) => {}

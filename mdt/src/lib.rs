@@ -40,27 +40,31 @@
 //!   cursors, destroy-log records, the new last transno).
 //! - `last_committed` never passes a transno whose batch was not persisted.
 //! - An object id is handed out once: OST cursors are written with the
-//!   layouts that use them; precreated-but-unused ids are cleaned up when
-//!   the MDT reconnects to the OST.
+//!   layouts that use them; objects a dropped transaction took go back to
+//!   their pool; a replayed create claims its original objects;
+//!   precreated-but-unused ids are cleaned up when the MDT reaches the
+//!   OST, which after a restart waits for the end of recovery.
+//! - Every open and close is a transaction: an open stays on the client's
+//!   replay list until its close is committed and is replayed after a
+//!   restart (committed or not), restoring its handle; orphans are
+//!   destroyed at the end of recovery, not at mount.
 //! - A readdir cookie stays valid while its entry lives.
 
 //!
 //! ## Not yet
 //!
-//! - Open handles are not replayed: an MDT restart forgets them (a later
-//!   close answers EBADF; orphans are destroyed at mount). Replaying them
-//!   needs opens sent as `ReqKind::Open` (the import keeps those until
-//!   released) and a handle the replay can restore (client-chosen, or the
-//!   client re-learning it from the replay's reply).
-//! - A create replayed after a restart that lost it allocates new OST
-//!   objects (the replay does not carry the original layout), so the
-//!   original objects leak: `tests/crash.rs` reports them (seen in CI: 72
-//!   of ~1100) instead of failing, until replays carry their layouts.
-//! - Objects a create took from a precreate pool are not reused when the
-//!   target drops the plan (a VBR-refused replay, a failed apply): they
-//!   stay on the OST below the allocation cursor.
-//! - Closes have no reply slot of their own: a resent close after a lost
-//!   reply answers EBADF.
+//! - The open handles of a client that is evicted (or never comes back
+//!   after a restart) are not closed: its open-unlinked files stay until
+//!   the next restart's end-of-recovery orphan cleanup (Lustre closes an
+//!   evicted export's handles; the target does not tell the service
+//!   which export a request came from, so handles have no owner yet).
+//! - A replay refused for good (a replayed open of a file gone since) is
+//!   reported lost to the client; a delayed (VBR) replay of a create whose
+//!   objects the end-of-recovery cleanup destroyed gets new objects; an
+//!   object a lost create took and whose client never returned stays on
+//!   the OST below the cursor (what Lustre's lfsck finds).
+//! - Orphan cleanup on an OST goes up to the OST's own last id: correct
+//!   while one MDT allocates there (no per-MDT object sequences on OSTs).
 //! - With the MGS in the same process as the MDT, clients learn of an MDT
 //!   restart only once their MGC noticed the MGS gone and read the restart
 //!   record from the new one (~2 s); Lustre has the same limit and

@@ -4,9 +4,13 @@
 //! not at the kill. Files have objects on a real `sheen-oss`: after
 //! recovery and the destroy log, every object the OST holds up to the
 //! MDT's allocation cursor belongs to a live file and every live file's
-//! object exists (no leaked, no dangling objects). The crashed store
-//! passes the namespace checker as found (atomic batches), and again after
-//! recovery and a clean stop; no client lost a replay.
+//! object exists (no leaked, no dangling objects: a lost create's replay
+//! reuses its original objects). Each client holds a file open across the
+//! kill (half of them unlinked while open): the opens are replayed, the
+//! open-unlinked files survive recovery, and the closes work afterwards.
+//! The crashed store passes the namespace checker as found (atomic
+//! batches), and again after recovery and a clean stop; no client lost a
+//! replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,10 +23,11 @@ use common::*;
 use mdt::inode::{S_IFDIR, S_IFREG};
 use parking_lot::Mutex;
 use ptlrpc::driver::ImportDriver;
+use ptlrpc::import::ReqKind;
 use ptlrpc::wire::mds::{
     AttrReply, GetInfoReply, GetInfoReq, GetattrReq, LookupReq, ReaddirReply, ReaddirReq, ReintReply, ReintReq,
 };
-use ptlrpc::wire::{Fid, Op};
+use ptlrpc::wire::{Fid, Op, Xid};
 
 const NET: u8 = 64;
 const CLIENTS: u64 = 4;
@@ -101,6 +106,43 @@ async fn load(c: ImportDriver, k: u64, l: Arc<Load>) {
     }
 }
 
+/// A file held open across the kill.
+struct Held {
+    fid: Fid,
+    handle: u64,
+    open_xid: Xid,
+    unlinked: bool,
+}
+
+/// Creates and opens `o{k}` as a real client does (kept for replay until
+/// closed); unlinks it while open for even `k`.
+async fn open_one(c: &ImportDriver, k: u64) -> Held {
+    let req = ReintReq::Open {
+        parent: Fid::ROOT,
+        name: format!("o{k}"),
+        by_fid: None,
+        flags: ptlrpc::wire::mds::open_flags::CREAT | ptlrpc::wire::mds::open_flags::RDWR,
+        mode: S_IFREG | 0o644,
+        uid: 0,
+        gid: 0,
+        time: ptlrpc::wire::mds::Timestamp::secs(1),
+        stripe: None,
+        fid: None,
+        replay: None,
+    };
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&req).unwrap().to_vec();
+    let fixup = ptlrpc::wire::mds::reint_replay_fixup;
+    let r = tokio::time::timeout(BOUND, c.rpc_raw_with_fixup(Op::MdsReint, ReqKind::Open, bytes, fixup));
+    let r = r.await.unwrap().unwrap();
+    let rep: ReintReply = r.body().unwrap();
+    let unlinked = k.is_multiple_of(2);
+    if unlinked {
+        let req = ReintReq::Unlink { parent: Fid::ROOT, name: format!("o{k}"), dir: false, time: Default::default() };
+        rpc(c, Op::MdsReint, &req, BOUND).await.unwrap();
+    }
+    Held { fid: rep.attr.unwrap().fid, handle: rep.handle, open_xid: r.xid, unlinked }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     let tmp = tempfile::tempdir().unwrap();
@@ -126,6 +168,10 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
         rpc(c, Op::MdsGetInfo, &req, BOUND).await.unwrap().body().unwrap()
     };
     assert_eq!(info(&imps[0], "osts_usable", 1).await.value, 1, "the MDT reached the OST");
+    let mut held = Vec::new();
+    for (k, c) in imps.iter().enumerate() {
+        held.push(open_one(c, k as u64).await);
+    }
     let tasks: Vec<_> =
         imps.iter().enumerate().map(|(k, c)| tokio::spawn(load(c.clone(), k as u64, Arc::clone(&l)))).collect();
     tokio::time::timeout(BOUND * 4, l.kill.notified()).await.expect("load reached the kill point");
@@ -147,6 +193,19 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     }
     for c in &imps {
         assert!(c.take_lost().is_empty(), "{} lost replays", c.client_uuid());
+    }
+    // The opens came back: an open-unlinked file is still there, and every
+    // close works (no EBADF); the last close of an orphan destroys it.
+    for (c, h) in imps.iter().zip(&held) {
+        let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid }, BOUND).await;
+        assert_eq!(errno_of(&r), 0, "{} survived the restart (unlinked: {})", h.fid, h.unlinked);
+        let close = ptlrpc::wire::mds::CloseReq { handle: h.handle, som: None };
+        let r = rpc(c, Op::MdsClose, &close, BOUND).await;
+        assert_eq!(errno_of(&r), 0, "close of an open from before the restart: {r:?}");
+        let close_xid = r.unwrap().header().xid;
+        c.release_open(h.open_xid, Some(close_xid));
+        let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid }, BOUND).await;
+        assert_eq!(errno_of(&r), if h.unlinked { 2 } else { 0 }, "{} after its close", h.fid);
     }
     let c = &imps[0];
     let outcomes = l.out.lock().clone();
@@ -184,6 +243,10 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
             }
         }
     }
+    for h in held.iter().filter(|h| !h.unlinked) {
+        let a: AttrReply = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid }, BOUND).await.unwrap().body().unwrap();
+        live.extend(a.layout.unwrap().objects.iter().map(|o| o.id));
+    }
     assert_eq!(info(c, "process_destroys", 0).await.value, 0, "every logged destroy reached the OST");
     let last_used = info(c, "last_committed", 0).await.osts[0].last_used;
     // Ask the OST itself about every id up to the MDT's allocation cursor.
@@ -198,14 +261,8 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
             (e, _) => panic!("OST getattr {oid}: errno {e}"),
         }
     }
-    // A dangling object is lost data: never. A leaked one is wasted space,
-    // and known to happen: a create the MDT lost is replayed with new
-    // objects and its original ones stay on the OST (lib.rs, "Not yet";
-    // issue 7). Reported until that is fixed, not failed on.
-    assert!(dangling.is_empty(), "dangling {dangling:?} (leaked {leaked:?})");
-    if !leaked.is_empty() {
-        eprintln!("KNOWN GAP: {} OST objects leaked by replayed creates: {leaked:?}", leaked.len());
-    }
+    // A dangling object is lost data, a leaked one wasted space: neither.
+    assert!(dangling.is_empty() && leaked.is_empty(), "dangling {dangling:?}, leaked {leaked:?}");
     assert!(!live.is_empty());
     eprintln!("{} live objects; OST ids 1..={last_used} agree with the namespace", live.len());
     let metrics = mds.metrics().await;

@@ -55,4 +55,9 @@ impl OstApi for FakeOst {
         self.up()?;
         Ok(*self.space.lock())
     }
+
+    fn last_id(&self) -> Result<u64, OstError> {
+        self.up()?;
+        Ok(*self.last.lock())
+    }
 }

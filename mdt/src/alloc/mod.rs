@@ -14,6 +14,18 @@
 //! round-robin), deactivate (no new objects), remove (only when
 //! deactivated; dropped from every pool).
 //!
+//! Objects a transaction takes are [`Taken`]: if the transaction is
+//! dropped (a failed plan, a replay VBR refused, a failed write) the
+//! caller hands them back ([`Allocator::give_back`]) and they return to
+//! the front of their pool. A create replayed after an MDT restart claims
+//! the objects of its original layout ([`Allocator::claim`]) instead of
+//! taking new ones; orphan cleanup (objects above the last allocated id,
+//! up to the OST's own last id) must therefore run only once the MDT's
+//! recovery is over, at the cursors the replays left — the daemon does
+//! not reach OSTs ([`Allocator::refresh`]) before that. After a cleanup,
+//! an object a late (delayed) replay names above the cleaned cursor is
+//! gone, and the replay gets a new one from the same OST.
+//!
 //! Must not: write the store: [`Allocator::allocate`] returns the OST
 //! cursors the caller writes in the same batch as the layout.
 
@@ -91,6 +103,12 @@ struct Ost {
     /// A precreate or orphan cleanup of this OST is under way (the lock is
     /// not held during it).
     busy: bool,
+    /// Bumped whenever the pool is dropped: an object taken before cannot
+    /// go back into the new pool.
+    generation: u64,
+    /// The allocation cursor at this boot's first orphan cleanup (None:
+    /// none yet): objects above it from before the boot are destroyed.
+    cleaned_at: Option<u64>,
 }
 
 impl Ost {
@@ -113,8 +131,32 @@ impl Ost {
     /// Forgets the pool (the OST restarted or is being cleaned up).
     fn reset_pool(&mut self) {
         self.pool.clear();
+        self.generation += 1;
         self.precreated = self.precreated.max(self.last_used);
     }
+
+    /// Puts `id` back at the front of the pool.
+    fn untake(&mut self, id: u64) {
+        match self.pool.front_mut() {
+            Some((a, _)) if *a == id + 1 => *a = id,
+            _ => self.pool.push_front((id, id)),
+        }
+    }
+}
+
+/// One OST object a transaction took (from a pool, or claimed by a
+/// replay): handed back with [`Allocator::give_back`] if the transaction
+/// is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    ost: u32,
+    id: u64,
+    /// The OST's cursor before.
+    prev: u64,
+    /// The pool generation it came from.
+    generation: u64,
+    /// From the pool (goes back there), or claimed (only the cursor moved).
+    pooled: bool,
 }
 
 /// One OST's state for reports.
@@ -315,6 +357,8 @@ impl Allocator {
                     pool: VecDeque::new(),
                     precreated: last_used,
                     busy: false,
+                    generation: 0,
+                    cleaned_at: None,
                 });
             }
             ConfigCmd::TargetRestart { kind: TargetKind::Ost, index, nids, .. } => {
@@ -437,7 +481,10 @@ impl Allocator {
     }
 
     fn cleanup_orphans(&self, index: u32, api: &dyn OstApi, last_used: u64) -> Result<()> {
-        let precreated = stored_precreated(&*self.kv, index)?;
+        // The OST's own last id covers precreates whose record a crash
+        // lost (records are written, not persisted, before use).
+        let ost_last = api.last_id().map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })?;
+        let precreated = stored_precreated(&*self.kv, index)?.max(ost_last);
         for id in last_used + 1..=precreated {
             api.destroy(id).map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })?;
         }
@@ -449,6 +496,7 @@ impl Allocator {
         }
         if let Some(o) = self.state.lock().osts.get_mut(&index) {
             o.precreated = last_used;
+            o.cleaned_at = Some(o.cleaned_at.map_or(last_used, |c| c.max(last_used)));
         }
         Ok(())
     }
@@ -502,8 +550,9 @@ impl Allocator {
     }
 
     /// Objects for a new file striped per `spec`; adds the OST cursors to
-    /// `b`. `Ok(None)` when no OST was ever added (a file without objects).
-    pub fn allocate(&self, spec: &StripeSpec, b: &mut Batch) -> Result<Option<Layout>> {
+    /// `b` and what it took to `taken`. `Ok(None)` when no OST was ever
+    /// added (a file without objects).
+    pub fn allocate(&self, spec: &StripeSpec, b: &mut Batch, taken: &mut Vec<Taken>) -> Result<Option<Layout>> {
         let mut s = self.state.lock();
         if s.osts.is_empty() {
             return Ok(None);
@@ -543,8 +592,9 @@ impl Allocator {
         let mut objects = Vec::with_capacity(chosen.len());
         let low = u64::from(batch / 2);
         for ost in chosen {
-            let id = self.take_id(&mut s, ost, batch)?;
+            let (id, generation) = self.take_id(&mut s, ost, batch)?;
             if let Some(o) = s.osts.get_mut(&ost) {
+                taken.push(Taken { ost, id, prev: o.last_used, generation, pooled: true });
                 o.last_used = id;
                 if o.pooled() < low && !o.busy {
                     s.refill_wanted = true;
@@ -557,16 +607,82 @@ impl Allocator {
         Ok(Some(Layout { stripe_size: spec.stripe_size, pool: spec.pool.clone(), objects }))
     }
 
+    /// A replayed create's original `layout`: its objects are claimed (the
+    /// cursors move up to them, stamped in `b`) — they exist unless an
+    /// orphan cleanup of this boot destroyed them (above the cleaned
+    /// cursor: a replay after recovery), and those are replaced by new
+    /// objects from the same OST's pool.
+    pub fn claim(&self, layout: &Layout, b: &mut Batch, taken: &mut Vec<Taken>) -> Result<Layout> {
+        let mut s = self.state.lock();
+        let batch = s.cfg.precreate_batch.max(1);
+        let mut out = layout.clone();
+        for obj in &mut out.objects {
+            let Some(o) = s.osts.get_mut(&obj.ost) else {
+                // The OST was removed (its objects with it): keep the name.
+                continue;
+            };
+            if o.cleaned_at.is_none_or(|c| obj.id <= c) {
+                if obj.id > o.last_used {
+                    taken.push(Taken {
+                        ost: obj.ost,
+                        id: obj.id,
+                        prev: o.last_used,
+                        generation: o.generation,
+                        pooled: false,
+                    });
+                    o.last_used = obj.id;
+                    stamp_ost(b, obj.ost, obj.id);
+                }
+                continue;
+            }
+            let (id, generation) = self.take_id(&mut s, obj.ost, batch)?;
+            if let Some(o) = s.osts.get_mut(&obj.ost) {
+                taken.push(Taken { ost: obj.ost, id, prev: o.last_used, generation, pooled: true });
+                o.last_used = id;
+            }
+            stamp_ost(b, obj.ost, id);
+            obj.id = id;
+        }
+        Ok(out)
+    }
+
+    /// A transaction that took `taken` was dropped: its objects go back to
+    /// the front of their pools and the cursors back to where they were.
+    /// One taken from a pool since dropped (the OST reconnected) is left
+    /// to the OST (logged): the cleanup ran above it.
+    pub fn give_back(&self, taken: &[Taken]) {
+        let mut s = self.state.lock();
+        for t in taken.iter().rev() {
+            let Some(o) = s.osts.get_mut(&t.ost) else { continue };
+            if o.last_used != t.id || o.generation != t.generation {
+                tracing::warn!(ost = t.ost, id = t.id, "object of a dropped transaction not returned: left on the OST");
+                continue;
+            }
+            o.last_used = t.prev;
+            if t.pooled {
+                o.untake(t.id);
+            }
+        }
+        drop(s);
+        self.changed.notify_all();
+    }
+
     /// The next pooled id of `ost`; when its pool is empty, waits for the
     /// precreate in flight or precreates `batch` itself (the only case a
     /// create waits for an OST).
-    fn take_id(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<u64> {
+    fn take_id(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<(u64, u64)> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
             if let Some(id) = o.take() {
-                return Ok(id);
+                return Ok((id, o.generation));
             }
+            if s.nonblocking {
+                s.refill_wanted = true;
+                self.refill.notify_all();
+                return Err(MdtError::posix(errno::EAGAIN, format!("OST {ost}: precreated objects used up; retry")));
+            }
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
             if o.busy {
                 if self.changed.wait_until(s, deadline).timed_out() {
                     return Err(MdtError::Ost { ost, why: "precreate took too long".into(), errno: errno::EIO });

@@ -58,6 +58,12 @@ pub trait OstApi: Send + Sync + fmt::Debug {
     fn destroy(&self, id: u64) -> Result<(), OstError>;
     /// Space.
     fn statfs(&self) -> Result<OstStatfs, OstError>;
+    /// The highest object id the OST has created (orphan cleanup destroys
+    /// the unused ones up to it). Default: 0 (unknown: the cleanup goes
+    /// by the MDT's own record of its precreates).
+    fn last_id(&self) -> Result<u64, OstError> {
+        Ok(0)
+    }
     /// Imperative recovery: the OST restarted (the MGS said so); a
     /// connection reconnects now. Returns false when this client cannot
     /// (the caller then makes a new one).
@@ -174,6 +180,11 @@ impl OstApi for RpcOst {
             Err(OstError::Errno(crate::error::errno::ENOENT)) => Ok(()),
             r => r,
         }
+    }
+
+    fn last_id(&self) -> Result<u64, OstError> {
+        let ids: ptlrpc::wire::OstIds = self.call(Op::OstGetInfo, ReqKind::Read, &OstObj { oid: 0 })?;
+        Ok(ids.last_id)
     }
 
     fn statfs(&self) -> Result<OstStatfs, OstError> {

@@ -64,8 +64,9 @@ struct Writer {
 
 /// A transaction being built: the batch (entries, xattrs, orphans, the
 /// destroy log, OST cursors), the inodes it writes (encoded when it is
-/// written, so a deferred transaction's versions can still be stamped) and
-/// the objects it versions.
+/// written, so a deferred transaction's versions can still be stamped),
+/// the objects it versions, the open-handle changes made once it is
+/// written, and the OST objects it took (handed back if it is dropped).
 pub struct Tx {
     b: Batch,
     /// 0 while deferred: the target framework assigns it at apply.
@@ -73,6 +74,53 @@ pub struct Tx {
     pre: Vec<u64>,
     inodes: Vec<Inode>,
     objects: Vec<Fid>,
+    handles: Vec<HandleOp>,
+    held: Held,
+}
+
+/// An open-handle change a transaction makes once written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandleOp {
+    /// Handle `.0` opens `.1` (a new open, or a replayed one restored),
+    /// for writing when `.2`.
+    Open(u64, Fid, bool),
+    /// Handle `.0` is closed; a write handle's closer saw `.1`.
+    Close(u64, Option<ptlrpc::wire::mds::SomAttr>),
+}
+
+/// OST objects a transaction took: back to the allocator when dropped
+/// unwritten, kept ([`Held::keep`]) once written.
+struct Held {
+    alloc: Arc<Allocator>,
+    taken: Vec<crate::alloc::Taken>,
+}
+
+impl Held {
+    fn keep(mut self) {
+        self.taken.clear();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.taken.is_empty() {
+            self.alloc.give_back(&self.taken);
+        }
+    }
+}
+
+/// What happens once a transaction's batch is written
+/// ([`Namespace::applied`]): handle changes, and its OST objects kept.
+/// Dropped unapplied (the write failed), the objects go back.
+pub struct Effects {
+    handles: Vec<HandleOp>,
+    held: Held,
+}
+
+impl std::fmt::Debug for Effects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effects").field("handles", &self.handles).field("taken", &self.held.taken).finish()
+    }
 }
 
 impl std::fmt::Debug for Tx {
@@ -105,16 +153,23 @@ impl Tx {
         &self.objects
     }
 
-    /// The final batch: every change, the inodes with `version` stamped on
-    /// the versioned ones (a deferred transaction's), inode writes last.
-    pub fn into_batch(mut self, version: u64) -> Batch {
+    /// The final batch — every change, the inodes with `version` stamped on
+    /// the versioned ones (a deferred transaction's), inode writes last —
+    /// and what to do once it is written ([`Namespace::applied`]).
+    pub fn into_parts(mut self, version: u64) -> (Batch, Effects) {
         for mut i in self.inodes {
             if self.objects.contains(&i.fid) {
                 i.version = version;
             }
             self.b.put(Table::Inodes, fid::key(i.fid).to_vec(), encode(&i));
         }
-        self.b
+        (self.b, Effects { handles: self.handles, held: self.held })
+    }
+
+    /// Whether it writes nothing (an open of an existing file, a close
+    /// that destroys nothing: only handle changes).
+    fn writes_nothing(&self) -> bool {
+        self.b.is_empty() && self.inodes.is_empty()
     }
 }
 
@@ -228,12 +283,36 @@ impl Namespace {
 
     fn begin(&self) -> Tx {
         let transno = if self.deferred { 0 } else { self.txn.next() };
-        Tx { b: Batch::new(), transno, pre: Vec::new(), inodes: Vec::new(), objects: Vec::new() }
+        Tx {
+            b: Batch::new(),
+            transno,
+            pre: Vec::new(),
+            inodes: Vec::new(),
+            objects: Vec::new(),
+            handles: Vec::new(),
+            held: Held { alloc: Arc::clone(&self.alloc), taken: Vec::new() },
+        }
+    }
+
+    /// A transaction's batch was written: its handle changes take effect
+    /// and its OST objects are kept.
+    pub fn applied(&self, e: Effects) {
+        let Effects { handles, held } = e;
+        held.keep();
+        for op in handles {
+            self.apply_handle(op);
+        }
     }
 
     /// Ends a modifying operation: writes its batch with the next transno,
     /// or (deferred) leaves it for the target.
     fn finish(&self, w: &mut Writer, mut tx: Tx) -> Result<Done> {
+        if !self.deferred && tx.writes_nothing() {
+            // Only handle changes: no transaction in embedded mode.
+            let (_, e) = tx.into_parts(0);
+            self.applied(e);
+            return Ok(Done::default());
+        }
         tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
         tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
         if self.deferred {
@@ -242,9 +321,10 @@ impl Namespace {
             return Ok(Done { transno: 0, pre_versions: pre });
         }
         let (transno, pre) = (tx.transno, tx.pre.clone());
-        let mut b = tx.into_batch(transno);
+        let (mut b, e) = tx.into_parts(transno);
         TxnState::stamp(&mut b, transno);
         self.kv.write(b)?;
+        self.applied(e);
         self.txn.applied(transno);
         Ok(Done { transno, pre_versions: pre })
     }
@@ -258,7 +338,9 @@ impl Namespace {
         tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
         tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
         let version = self.txn.last().max(1);
-        self.kv.write(tx.into_batch(version))?;
+        let (b, e) = tx.into_parts(version);
+        self.kv.write(b)?;
+        self.applied(e);
         Ok(Done::default())
     }
 

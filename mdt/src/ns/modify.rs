@@ -33,6 +33,9 @@ pub struct CreateArgs {
     /// The FID the client allocated from a granted sequence (`None`: the
     /// MDT allocates one from its own sequence).
     pub fid: Option<Fid>,
+    /// A replay's original layout (`Some(None)`: it had no objects): its
+    /// objects are claimed rather than new ones allocated.
+    pub replay_layout: Option<Option<Layout>>,
 }
 
 /// A setattr request (fields apply per `valid`, [`attr_valid`]).
@@ -76,8 +79,14 @@ impl Namespace {
         let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
         let mut tx = self.begin();
         let layout: Option<Layout> = if kind == Kind::File {
-            let spec = self.alloc.resolve(a.stripe.as_ref(), p.default_stripe.as_ref());
-            self.alloc.allocate(&spec, &mut tx.b)?
+            match &a.replay_layout {
+                Some(Some(l)) => Some(self.alloc.claim(l, &mut tx.b, &mut tx.held.taken)?),
+                Some(None) => None,
+                None => {
+                    let spec = self.alloc.resolve(a.stripe.as_ref(), p.default_stripe.as_ref());
+                    self.alloc.allocate(&spec, &mut tx.b, &mut tx.held.taken)?
+                }
+            }
         } else {
             None
         };

@@ -1,10 +1,18 @@
 //! Open files: handles, open counts, and orphans (unlinked while open,
 //! destroyed at last close).
 //!
-//! Handles live in memory only: opens are not replayed after a restart
-//! (that needs the target framework's open replay), so at mount every
-//! orphan left by the previous boot is destroyed
-//! ([`Namespace::cleanup_orphans`]).
+//! Handles live in memory only. Every open and close is a transaction
+//! (empty when it changes nothing else), so the target framework gives it
+//! a transno, keeps its reply for a resend and orders its replay; the
+//! handle changes take effect when the transaction is applied
+//! ([`super::Namespace::applied`]), so a dropped plan leaves none. After a
+//! restart, clients replay their opens (committed ones too): a replay
+//! names the file and the handle it was answered ([`OpenReplay`]) and the
+//! MDT restores that handle — by FID when the file exists (an orphan
+//! included), else by creating it again with its original FID and
+//! layout. Orphans left by the previous boot are destroyed once recovery
+//! is over ([`Namespace::cleanup_orphans`]), unless a replayed open holds
+//! them.
 //!
 //! Must not: let a handle outlive its close, or destroy an orphan that is
 //! still open.
@@ -12,11 +20,11 @@
 use std::collections::HashMap;
 
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{SomAttr, open_flags};
+use ptlrpc::wire::mds::{OpenReplay, SomAttr, open_flags};
 
 use super::modify::{CreateArgs, SetattrArgs};
 use super::som::{SomTable, WriteOpen};
-use super::{Done, Namespace};
+use super::{Done, HandleOp, Namespace};
 use crate::dir;
 use crate::error::{MdtError, Result, errno};
 use crate::fid;
@@ -63,19 +71,77 @@ impl Namespace {
         self.opens.lock().handles.len()
     }
 
-    /// A new handle of `f` (`write`: open for writing).
-    fn register(&self, f: Fid, write: bool) -> u64 {
+    /// A handle number not used in this boot (the epoch in the top bits
+    /// keeps it apart from handles restored from earlier boots).
+    fn new_handle(&self) -> u64 {
         let mut o = self.opens.lock();
         let h = (u64::from(self.txn.epoch()) << 40) | o.next;
         o.next += 1;
-        let w = write.then(|| o.som.open_write(f));
-        o.handles.insert(h, (f, w));
-        *o.counts.entry(f).or_insert(0) += 1;
         h
     }
 
+    /// Makes a handle change part of the operation's transaction: applied
+    /// at once in embedded mode, with the pending transaction (an empty
+    /// one if the operation wrote nothing) when deferred.
+    fn attach(&self, op: HandleOp) {
+        if !self.deferred {
+            self.apply_handle(op);
+            return;
+        }
+        let mut p = self.pending.lock();
+        match p.as_mut() {
+            Some(tx) => tx.handles.push(op),
+            None => {
+                let mut tx = self.begin();
+                tx.handles.push(op);
+                *p = Some(tx);
+            }
+        }
+    }
+
+    pub(super) fn apply_handle(&self, op: HandleOp) {
+        let mut o = self.opens.lock();
+        match op {
+            HandleOp::Open(h, f, write) => match o.handles.get(&h) {
+                Some(&(g, _)) if g == f => {}
+                Some(&(g, _)) => tracing::warn!(handle = h, open = %g, asked = %f, "open handle in use: not restored"),
+                None => {
+                    let w = write.then(|| o.som.open_write(f));
+                    o.handles.insert(h, (f, w));
+                    *o.counts.entry(f).or_insert(0) += 1;
+                }
+            },
+            HandleOp::Close(h, seen) => {
+                if let Some((f, w)) = o.handles.remove(&h) {
+                    if let Some(w) = w {
+                        o.som.close_write(f, w, seen);
+                    }
+                    match o.counts.get_mut(&f) {
+                        Some(n) if *n > 1 => *n -= 1,
+                        _ => {
+                            o.counts.remove(&f);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A replayed open whose transaction ran before the restart (committed)
+    /// or earlier in this recovery: restores its handle on `fid` if the
+    /// file still exists (an orphan included), as a write handle when
+    /// `flags` open for writing. Returns whether it did.
+    pub fn restore_open(&self, handle: u64, fid: Fid, flags: OpenFlags) -> bool {
+        let Ok(i) = self.inode(fid) else {
+            tracing::info!(handle, %fid, "replayed open of a file that is gone: not restored");
+            return false;
+        };
+        let write = flags & (open_flags::WRONLY | open_flags::RDWR) != 0 && i.kind() == Kind::File;
+        self.apply_handle(HandleOp::Open(handle, fid, write));
+        true
+    }
+
     /// open by name (creating with `CREAT`) or by FID.
-    #[allow(clippy::too_many_arguments)]
     pub fn open(
         &self,
         parent: Fid,
@@ -84,6 +150,37 @@ impl Namespace {
         flags: OpenFlags,
         create: &CreateArgs,
     ) -> Result<Opened> {
+        self.open_as(parent, name, by_fid, flags, create, None)
+    }
+
+    /// [`Namespace::open`], or with `replay` an open replayed after a
+    /// restart: the file by its FID if it exists, else (with `CREAT`)
+    /// created again under `name` with that FID and the original layout;
+    /// either way under the handle the client was answered.
+    pub fn open_as(
+        &self,
+        parent: Fid,
+        name: &str,
+        by_fid: Option<Fid>,
+        flags: OpenFlags,
+        create: &CreateArgs,
+        replay: Option<&OpenReplay>,
+    ) -> Result<Opened> {
+        let mut create = std::borrow::Cow::Borrowed(create);
+        let (by_fid, flags, handle) = match replay {
+            Some(r) if self.inode(r.fid).is_ok() => {
+                (Some(r.fid), flags & !(open_flags::CREAT | open_flags::EXCL), Some(r.handle))
+            }
+            Some(r) if flags & open_flags::CREAT != 0 => {
+                let c = create.to_mut();
+                c.fid = Some(r.fid);
+                c.replay_layout = Some(r.layout.clone());
+                (None, flags, Some(r.handle))
+            }
+            Some(r) => return Err(MdtError::posix(errno::ENOENT, format!("replayed open of {}: gone", r.fid))),
+            None => (by_fid, flags, None),
+        };
+        let create = &*create;
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         let (inode, done) = if let Some(f) = by_fid {
             (self.inode(f)?, Done::default())
@@ -128,7 +225,8 @@ impl Namespace {
         } else {
             (inode, done)
         };
-        let handle = self.register(inode.fid, writes && inode.kind() == Kind::File);
+        let handle = handle.unwrap_or_else(|| self.new_handle());
+        self.attach(HandleOp::Open(handle, inode.fid, writes && inode.kind() == Kind::File));
         Ok(Opened { handle, inode, done })
     }
 
@@ -136,36 +234,23 @@ impl Namespace {
     /// write handle tells what its client saw of the objects (`seen`, kept
     /// as the exact size when this was the lone writer: `super::som`).
     pub fn close(&self, handle: u64, seen: Option<SomAttr>) -> Result<Done> {
-        let f = {
-            let mut o = self.opens.lock();
-            let (f, w) =
-                o.handles.remove(&handle).ok_or_else(|| MdtError::posix(errno::EBADF, "no such open handle"))?;
-            if let Some(w) = w {
-                o.som.close_write(f, w, seen);
-            }
-            match o.counts.get_mut(&f) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    return Ok(Done::default());
-                }
-                _ => {
-                    o.counts.remove(&f);
-                }
-            }
-            f
-        };
         let mut w = self.w.lock();
-        if self.is_open(f) || self.kv.get(Table::Orphans, &fid::key(f))?.is_none() {
-            return Ok(Done::default());
-        }
-        let i = self.inode(f)?;
+        let (f, last) = {
+            let o = self.opens.lock();
+            let f = o.handles.get(&handle).ok_or_else(|| MdtError::posix(errno::EBADF, "no such open handle"))?.0;
+            (f, o.counts.get(&f).is_none_or(|n| *n <= 1))
+        };
         let mut tx = self.begin();
-        self.destroy_inode(&mut w, &mut tx, &i)?;
+        tx.handles.push(HandleOp::Close(handle, seen));
+        if last && self.kv.get(Table::Orphans, &fid::key(f))?.is_some() {
+            let i = self.inode(f)?;
+            self.destroy_inode(&mut w, &mut tx, &i)?;
+        }
         self.finish(&mut w, tx)
     }
 
-    /// Destroys orphans left by the previous boot (no open survives a
-    /// restart). Returns how many.
+    /// Destroys orphans no handle holds: at the end of recovery, those of
+    /// the previous boot whose opens were not replayed. Returns how many.
     pub fn cleanup_orphans(&self) -> Result<usize> {
         let mut fids = Vec::new();
         scan(&*self.kv, Table::Orphans, &[], crate::store::KEY_END, |k, _| {

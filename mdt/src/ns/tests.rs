@@ -503,3 +503,103 @@ fn the_precreator_keeps_pools_ahead_of_creates() {
     t.join().unwrap();
     assert_clean(&f.ns);
 }
+
+/// A copy of the store in `dir` as it is now (what a crash keeps once
+/// the namespace on it is dropped).
+fn copy_store(dir: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    let st =
+        std::process::Command::new("cp").arg("-a").arg(format!("{}/.", dir.display())).arg(to.path()).status().unwrap();
+    assert!(st.success());
+    to
+}
+
+/// "b" created after the store was copied: the copy is a crash that lost
+/// it while the OST kept its objects.
+fn lost_create() -> (Fx, tempfile::TempDir, Inode) {
+    let mut f = fx(1);
+    f.ns.create(Fid::ROOT, "a", &file()).unwrap();
+    drop(std::mem::replace(&mut f.ns, mount(tempfile::tempdir().unwrap().path(), &f.osts)));
+    let crashed = copy_store(f.dir.path());
+    f.ns = mount(f.dir.path(), &f.osts);
+    add_ost(&f.ns, 0);
+    let (b, _) = f.ns.create(Fid::ROOT, "b", &file()).unwrap();
+    (f, crashed, b)
+}
+
+#[test]
+fn a_replayed_create_reuses_its_objects_and_cleanup_after_recovery_spares_them() {
+    let (f, crashed, b) = lost_create();
+    let ost = Arc::clone(&f.osts.lock()[&0]);
+    let old = b.layout.clone().unwrap();
+    let ns = mount(crashed.path(), &f.osts);
+    // Recovery: the OST is known (config log) but not reached yet.
+    let cmd = ConfigCmd::AddTarget { kind: TargetKind::Ost, index: 0, nids: vec!["0@lo".into()], failover: vec![] };
+    ns.alloc().apply(&cmd).unwrap();
+    let replay = CreateArgs { replay_layout: Some(Some(old.clone())), ..file() };
+    let (b2, _) = ns.create(Fid::ROOT, "b", &replay).unwrap();
+    assert_eq!(b2.layout.as_ref(), Some(&old), "the original objects");
+    assert_eq!(ns.alloc().last_used(0), Some(old.objects[0].id), "the cursor moved up to them");
+    // Recovery over: the cleanup runs above the recovered cursor.
+    ns.alloc().refresh();
+    let a = ns.lookup(Fid::ROOT, "a").unwrap().layout.unwrap().objects[0].id;
+    let live: BTreeSet<u64> = ost.objects.lock().iter().copied().filter(|&id| id <= old.objects[0].id).collect();
+    assert_eq!(live, BTreeSet::from([a, old.objects[0].id]), "no leaked objects, none destroyed under a file");
+    assert_clean(&ns);
+}
+
+#[test]
+fn a_replay_after_the_cleanup_gets_a_new_object() {
+    let (f, crashed, b) = lost_create();
+    let ost = Arc::clone(&f.osts.lock()[&0]);
+    let old = b.layout.clone().unwrap().objects[0].id;
+    let ns = mount(crashed.path(), &f.osts);
+    add_ost(&ns, 0);
+    assert!(!ost.objects.lock().contains(&old), "the cleanup destroyed the lost create's object");
+    let replay = CreateArgs { replay_layout: Some(b.layout.clone()), ..file() };
+    let (b2, _) = ns.create(Fid::ROOT, "b", &replay).unwrap();
+    let new = b2.layout.unwrap().objects[0].id;
+    assert!(new != old && ost.objects.lock().contains(&new), "a live object instead of a destroyed one");
+}
+
+#[test]
+fn objects_of_a_dropped_transaction_go_back_to_the_pool() {
+    let f = fx(1);
+    let (a, _) = f.ns.create(Fid::ROOT, "a", &file()).unwrap();
+    let first = a.layout.unwrap().objects[0].id;
+    let pooled = f.ns.alloc().pooled(0);
+    // Objects are taken before the client FID is checked: the failed
+    // create hands them back.
+    let bad = CreateArgs { fid: Some(Fid { seq: 1, oid: 1, ver: 0 }), ..file() };
+    assert_eq!(errno_of(f.ns.create(Fid::ROOT, "bad", &bad)), errno::EINVAL);
+    assert_eq!((f.ns.alloc().pooled(0), f.ns.alloc().last_used(0)), (pooled, Some(first)));
+    let (b, _) = f.ns.create(Fid::ROOT, "b", &file()).unwrap();
+    assert_eq!(b.layout.unwrap().objects[0].id, first + 1, "the same object, not a leaked one");
+}
+
+#[test]
+fn a_deferred_plan_dropped_by_the_target_returns_its_objects() {
+    let f = fx(1);
+    drop(f.ns);
+    let kv: Arc<dyn Kv> = Arc::new(FjallKv::open(f.dir.path()).unwrap());
+    let cfg = AllocConfig { precreate_batch: 16, ..AllocConfig::default() };
+    let alloc = Arc::new(Allocator::new(Arc::clone(&kv), factory(&f.osts), cfg));
+    let ns = Namespace::mount_deferred(kv, alloc).unwrap();
+    add_ost(&ns, 0);
+    let a = Arc::clone(ns.alloc());
+    let precreator = std::thread::spawn(move || a.run_precreator());
+    assert!(ns.alloc().wait_pools(std::time::Duration::from_secs(10)));
+    ns.alloc().wait_pooled(0, 16, std::time::Duration::from_secs(10));
+    ns.alloc().stop_precreator();
+    precreator.join().unwrap();
+    ns.create(Fid::ROOT, "a", &file()).unwrap();
+    let tx = ns.take_pending().unwrap();
+    let (before, last) = (ns.alloc().pooled(0), ns.alloc().last_used(0));
+    drop(tx);
+    assert_eq!(ns.alloc().pooled(0), before + 1, "a VBR-refused or failed plan: back in the pool");
+    ns.create(Fid::ROOT, "a", &file()).unwrap();
+    let (b, e) = ns.take_pending().unwrap().into_parts(1);
+    ns.kv().write(b).unwrap();
+    ns.applied(e);
+    assert_eq!((ns.alloc().pooled(0), ns.alloc().last_used(0)), (before, last), "written: kept");
+}

@@ -181,6 +181,18 @@ impl MdtOps {
         }
     }
 
+    /// A replay of an update that ran already (committed before the
+    /// restart, or earlier in this recovery): an open's handle is restored
+    /// (the file by FID, if it still exists); nothing else to do.
+    pub fn replay_executed(&self, frame: &Frame<'_>) {
+        if frame.op() != Op::MdsReint {
+            return;
+        }
+        if let Ok(ReintReq::Open { replay: Some(r), flags, .. }) = frame.deserialize::<ReintReq>() {
+            self.ns.restore_open(r.handle, r.fid, flags);
+        }
+    }
+
     /// A modifying request (`MDS_REINT`, `MDS_CLOSE`): runs it on the
     /// namespace (deferred: the change is left in the namespace for the
     /// target) and returns the reply body.
@@ -212,8 +224,9 @@ impl MdtOps {
     fn reint(&self, r: ReintReq) -> Result<Vec<u8>, Errno> {
         let ns = &self.ns;
         match r {
-            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay: _ } => {
-                let a = CreateArgs { mode, rdev, uid, gid, time, symlink, stripe, fid };
+            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay } => {
+                let replay_layout = replay.map(|r| r.layout);
+                let a = CreateArgs { mode, rdev, uid, gid, time, symlink, stripe, fid, replay_layout };
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
                 rep.layout = i.layout;
@@ -233,9 +246,9 @@ impl MdtOps {
             ReintReq::Rename { src_parent, src_name, dst_parent, dst_name, time } => {
                 encode(&reint_reply(&ns.rename(src_parent, &src_name, dst_parent, &dst_name, time)?, None))
             }
-            ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid, replay: _ } => {
+            ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid, replay } => {
                 let a = CreateArgs { mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
-                let o = ns.open(parent, &name, by_fid, flags, &a)?;
+                let o = ns.open_as(parent, &name, by_fid, flags, &a, replay.as_ref())?;
                 let mut rep = reint_reply(&o.done, Some(o.inode.attr()));
                 rep.layout = o.inode.layout;
                 rep.handle = o.handle;

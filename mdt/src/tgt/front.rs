@@ -22,7 +22,7 @@ use ptlrpc::target::{Admission, Target};
 
 use super::service::MdtService;
 use crate::service::{MdtOps, is_read};
-use ptlrpc::wire::Op;
+use ptlrpc::wire::{MsgFlags, Op};
 
 /// How long a create waits, outside the lock, for empty precreate pools.
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -48,9 +48,12 @@ impl TargetFront<MdtService> for MdtFront {
             return Err(Errno(ptlrpc::wire::errno::ESHUTDOWN));
         }
         let op = req.op();
-        if op == Op::MdsReint {
+        if op == Op::MdsReint && !req.header().flags.contains(MsgFlags::REPLAY) {
             // A create takes pooled OST objects under the target's lock and
-            // never waits for an OST there: wait here for empty pools.
+            // never waits for an OST there: wait here for empty pools. A
+            // replay does not: it reuses its original objects, and during
+            // recovery the OSTs are not reached (orphan cleanup waits for
+            // the replays).
             self.ops.ns.alloc().wait_pools(POOL_WAIT);
         }
         if !is_read(op) {

@@ -7,8 +7,11 @@
 //! hands it to the store as the change, with the objects it versions (per
 //! the VBR seed: create/link/unlink parent and child, rename every object
 //! involved, setattr/setxattr the object unless only times or size
-//! change). An operation that changed nothing (an open of an existing
-//! file, a rename onto itself, a close that destroys nothing) is a read.
+//! change). Opens and closes are always updates (an empty transaction
+//! when they change nothing else), so each has a transno, a kept reply
+//! for a resend, and a place in replay; any other operation that changed
+//! nothing (a rename onto itself) is a read. A replay of an update that
+//! ran already restores an open's handle (`replay_executed`).
 //!
 //! Reconstruction: the reply body is kept with the client record (or, when
 //! larger, in the store: [`super::store::reply_key`]).
@@ -63,6 +66,10 @@ impl TargetService for MdtService {
             op if crate::service::is_read(op) => Ok(Plan::Read { body: self.ops.read(req).map_err(|e| e.0)? }),
             _ => Err(crate::error::errno::EOPNOTSUPP),
         }
+    }
+
+    fn replay_executed(&mut self, _store: &MdtStore, _op: Op, req: &Frame<'_>) {
+        self.ops.replay_executed(req);
     }
 
     fn reconstruct(&self, uuid: &str, slot: &ReplySlot) -> Vec<u8> {

@@ -119,7 +119,7 @@ impl TargetStore for MdtStore {
 
     fn apply(&mut self, txn: Txn<MdtChange>) -> Result<(), i32> {
         let Txn { transno, version, change, client, server, tag, .. } = txn;
-        let mut b = change.tx.into_batch(version.0);
+        let (mut b, effects) = change.tx.into_parts(version.0);
         if change.reply.len() > MAX_KEPT_REPLY {
             b.put(Table::Meta, reply_key(&client.uuid, tag), change.reply);
         } else {
@@ -129,9 +129,11 @@ impl TargetStore for MdtStore {
         b.put(Table::Clients, client.uuid.as_bytes().to_vec(), client.encode());
         MdtStore::server_batch(&mut b, &server);
         self.kv().write(b).map_err(|e| {
+            // Dropping `effects` hands its OST objects back.
             tracing::error!(error = %e, transno = transno.0, "MDT transaction not written");
             errno::EIO
         })?;
+        self.ns.applied(effects);
         self.ns.txn().applied(transno.0);
         Ok(())
     }

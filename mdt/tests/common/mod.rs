@@ -276,7 +276,13 @@ impl Caller for ImportDriver {
         let imp = self.clone();
         async move {
             let bytes = bytes.map_err(|e| CallError { errno: 22, why: e.to_string() })?;
-            match imp.rpc_raw(op, kind, bytes).await {
+            // Creates (and opens) replay with what their reply said.
+            let res = if op == Op::MdsReint {
+                imp.rpc_raw_with_fixup(op, kind, bytes, ptlrpc::wire::mds::reint_replay_fixup).await
+            } else {
+                imp.rpc_raw(op, kind, bytes).await
+            };
+            match res {
                 Ok(r) => Ok(Reply::Import(r.header, r.body)),
                 Err(ImportRpcError::Server { errno, .. }) => Err(CallError { errno, why: format!("-{errno}") }),
                 Err(e) => Err(CallError { errno: 5, why: e.to_string() }),

@@ -396,6 +396,17 @@ impl ImportDriver {
         self.submit(op, kind, bytes.to_vec(), None, Some(fixup)).await
     }
 
+    /// [`ImportDriver::rpc_with_fixup`] with a body archived already.
+    pub async fn rpc_raw_with_fixup(
+        &self,
+        op: Op,
+        kind: ReqKind,
+        body: Vec<u8>,
+        fixup: ReplayFixup,
+    ) -> Result<ImportReply, ImportRpcError> {
+        self.submit(op, kind, body, None, Some(fixup)).await
+    }
+
     /// The open request `open` was closed by request `close` (see
     /// [`Import::release_open`]). Returns whether the open was held.
     pub fn release_open(&self, open: Xid, close: Option<Xid>) -> bool {
