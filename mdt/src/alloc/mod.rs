@@ -176,6 +176,10 @@ pub struct OstReport {
 
 struct State {
     osts: BTreeMap<u32, Ost>,
+    /// OSTs the config log removed (their objects went with them); an OST
+    /// neither here nor in `osts` is not added yet (the config log is
+    /// still being applied after a restart).
+    removed: BTreeSet<u32>,
     /// Never wait for an OST in `allocate` (the target framework calls it
     /// under the target's lock): only OSTs with pooled objects are
     /// candidates.
@@ -245,6 +249,7 @@ impl Allocator {
     pub fn new(kv: Arc<dyn Kv>, factory: OstFactory, cfg: AllocConfig) -> Allocator {
         let state = State {
             osts: BTreeMap::new(),
+            removed: BTreeSet::new(),
             nonblocking: false,
             refill_wanted: false,
             precreator_stop: false,
@@ -347,6 +352,7 @@ impl Allocator {
                 let last_used = stored_last_used(&*self.kv, *index)?;
                 let api = (self.factory)(*index, nids);
                 let mut s = self.state.lock();
+                s.removed.remove(index);
                 s.osts.entry(*index).or_insert(Ost {
                     api,
                     nids: nids.clone(),
@@ -394,6 +400,7 @@ impl Allocator {
                     }
                     Some(_) => {
                         s.osts.remove(index);
+                        s.removed.insert(*index);
                         for p in s.pools.values_mut() {
                             p.remove(index);
                         }
@@ -791,9 +798,17 @@ impl Allocator {
     }
 
     /// Destroys object `id` on OST `ost`. `Ok(true)`: gone (or the OST was
-    /// removed, taking it along); `Ok(false)`: retry later.
+    /// removed, taking it along); `Ok(false)`: retry later (also while the
+    /// OST is not added yet: after a restart the config log is replayed
+    /// while the destroy log already runs).
     pub fn destroy(&self, ost: u32, id: u64) -> bool {
-        let Some(api) = self.state.lock().osts.get(&ost).map(|o| Arc::clone(&o.api)) else { return true };
+        let api = {
+            let s = self.state.lock();
+            match s.osts.get(&ost) {
+                Some(o) => Arc::clone(&o.api),
+                None => return s.removed.contains(&ost),
+            }
+        };
         match api.destroy(id) {
             Ok(()) => true,
             Err(e) => {

@@ -603,3 +603,15 @@ fn a_deferred_plan_dropped_by_the_target_returns_its_objects() {
     ns.applied(e);
     assert_eq!((ns.alloc().pooled(0), ns.alloc().last_used(0)), (before, last), "written: kept");
 }
+
+#[test]
+fn destroys_wait_for_an_ost_the_config_log_has_not_added_yet() {
+    let f = fx(0);
+    let a = f.ns.alloc();
+    assert!(!a.destroy(0, 5), "not added yet (a restart replaying the config log): kept for later");
+    add_ost(&f.ns, 0);
+    assert!(a.destroy(0, 5));
+    a.apply(&ConfigCmd::Deactivate { kind: TargetKind::Ost, index: 0 }).unwrap();
+    a.apply(&ConfigCmd::Remove { kind: TargetKind::Ost, index: 0 }).unwrap();
+    assert!(a.destroy(0, 6), "removed: its objects went with it");
+}
