@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig};
 
+use crate::progress::Progress;
+
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -15,6 +17,15 @@ pub enum Format {
     Table,
     /// One JSON object per line for scripts.
     Json,
+}
+
+/// Logs of the command's own tracing to stderr (stdout is its output), at
+/// `RUST_LOG`'s levels, `warn` when unset.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Renders rows under a header as aligned columns.
@@ -104,11 +115,21 @@ pub fn default_nid_for(peer: Nid) -> anyhow::Result<Nid> {
 }
 
 /// `sheen ping NID...`: LNet ping of each peer, like `lctl ping`.
-pub async fn ping(lnet: &Lnet, peers: &[Nid], count: u32, timeout: Duration, fmt: Format) -> anyhow::Result<bool> {
+/// `progress` names each ping while it waits (table output only: JSON
+/// lines are printed as they come).
+pub async fn ping(
+    lnet: &Lnet,
+    peers: &[Nid],
+    count: u32,
+    timeout: Duration,
+    fmt: Format,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
     let mut all_ok = true;
     for &peer in peers {
         for _ in 0..count.max(1) {
+            progress.step(format!("pinging {peer} (up to {} s)", timeout.as_secs()));
             let r = lnet.ping(peer, timeout).await;
             all_ok &= r.is_ok();
             match fmt {
@@ -132,6 +153,7 @@ pub async fn ping(lnet: &Lnet, peers: &[Nid], count: u32, timeout: Duration, fmt
             }
         }
     }
+    progress.done();
     if fmt == Format::Table {
         print!("{}", table(&["peer", "status", "rtt_us", "nids / error"], &rows));
     }
@@ -152,28 +174,22 @@ mod tests {
     async fn pings_a_tcp_peer() {
         let p = std::process::id();
         let net = [(p >> 8) as u8 | 0x20, p as u8];
-        let server = Lnet::start(LnetConfig {
-            nets: vec![NetConfig::Tcp(TcpConfig {
-                addr: std::net::Ipv4Addr::new(127, net[0], net[1], 1),
-                port: 7991,
-                ..TcpConfig::default()
-            })],
-            ..LnetConfig::default()
-        })
-        .await
-        .unwrap();
-        let me = Lnet::start(LnetConfig {
-            nets: vec![NetConfig::Tcp(TcpConfig {
-                addr: std::net::Ipv4Addr::new(127, net[0], net[1], 2),
-                port: 7991,
-                ..TcpConfig::default()
-            })],
-            ..LnetConfig::default()
-        })
-        .await
-        .unwrap();
-        assert!(ping(&me, &[server.nid()], 2, Duration::from_secs(10), Format::Json).await.unwrap());
+        let node = |host: u8| {
+            Lnet::start(LnetConfig {
+                nets: vec![NetConfig::Tcp(TcpConfig {
+                    addr: std::net::Ipv4Addr::new(127, net[0], net[1], host),
+                    port: 7991,
+                    ..TcpConfig::default()
+                })],
+                ..LnetConfig::default()
+            })
+        };
+        let server = node(1).await.unwrap();
+        let me = node(2).await.unwrap();
+        assert!(
+            ping(&me, &[server.nid()], 2, Duration::from_secs(10), Format::Json, &Progress::hidden()).await.unwrap()
+        );
         let nobody: Nid = format!("127.{}.{}.9@tcp", net[0], net[1]).parse().unwrap();
-        assert!(!ping(&me, &[nobody], 1, Duration::from_secs(10), Format::Table).await.unwrap());
+        assert!(!ping(&me, &[nobody], 1, Duration::from_secs(10), Format::Table, &Progress::hidden()).await.unwrap());
     }
 }

@@ -12,14 +12,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::cli::{Format, table};
 use crate::error::{ClientError, Result};
 use crate::fs::Sheen;
+use crate::progress::Progress;
 
 fn pct(used: u64, total: u64) -> String {
     (used.saturating_mul(100)).checked_div(total).map_or_else(|| "-".into(), |p| format!("{p}%"))
 }
 
 /// `sheen df`: space per target, then the file system's total (like `lfs df`).
-pub async fn df(fs: &Sheen, fmt: Format) -> bool {
+/// `progress` ends before the table is printed.
+pub async fn df(fs: &Sheen, fmt: Format, progress: &Progress) -> bool {
     let rows = fs.df().await;
+    progress.done();
     let ok = rows.iter().all(|r| r.ok);
     match fmt {
         Format::Json => {
@@ -316,12 +319,18 @@ pub fn samples<'a>(text: &'a str, filter: &[&str]) -> Vec<(&'a str, &'a str)> {
 }
 
 /// `sheen stats` / `sheen recovery`: the samples of each endpoint that
-/// match `filter` (all when empty).
-pub async fn metrics(endpoints: &[(String, String)], filter: &[&str], fmt: Format) -> bool {
+/// match `filter` (all when empty). `progress` ends before anything is
+/// printed.
+pub async fn metrics(endpoints: &[(String, String)], filter: &[&str], fmt: Format, progress: &Progress) -> bool {
     let mut ok = true;
     let mut rows = Vec::new();
+    let mut scraped = Vec::new();
     for (who, addr) in endpoints {
-        match scrape(addr).await {
+        scraped.push((who, addr, scrape(addr).await));
+    }
+    progress.done();
+    for (who, addr, text) in scraped {
+        match text {
             Ok(text) => {
                 for (k, v) in samples(&text, filter) {
                     match fmt {

@@ -19,6 +19,7 @@
 //! | [`error`] | [`ClientError`] and the one errno mapping |
 //! | [`cli`], [`cli_fs`] | the `sheen` command's subcommands and their tables / `--json` |
 //! | [`up`] | `sheen up` / `down`: a one-node file system of child daemons |
+//! | [`progress`] | the CLI's long steps on a terminal's stderr, with elapsed times |
 //!
 //! Must not: hold server-side logic, or cache what another client may
 //! change (until the lock manager exists).
@@ -47,6 +48,7 @@ pub mod mdc;
 pub mod mgc;
 pub mod options;
 pub mod osc;
+pub mod progress;
 mod rpc;
 pub mod stream;
 pub mod targets;

@@ -6,7 +6,7 @@
 //! OSTs once, spawning the daemons and waiting (bounded) for their ready
 //! lines (`sheen-oss` registers its OSTs with the MGS named in its config
 //! before it prints its own), and waiting until the MDT has reached both
-//! OSTs; [`State`] (`DIR/sheen-up.json`, what `sheen down`
+//! OSTs, each step named on a [`Progress`] ([`Cluster::start_showing`]); [`State`] (`DIR/sheen-up.json`, what `sheen down`
 //! reads). Must not: sleep to wait for a daemon (it waits on ready lines
 //! and on the MDT's bounded server-side wait).
 
@@ -22,6 +22,7 @@ use lnet::{Lnet, Nid};
 
 use crate::mdc::Mdc;
 use crate::osc::ost_name;
+use crate::progress::Progress;
 
 /// How long a daemon may take to print its ready line.
 pub const READY_BOUND: Duration = Duration::from_secs(60);
@@ -187,6 +188,18 @@ impl Cluster {
     /// the OSTs on first use) and waits until the MDT reached every OST.
     /// `detach` puts them in their own process group (for `sheen up`).
     pub async fn start(layout: Layout, dir: &Path, commit_ms: u64, detach: bool) -> Result<Cluster, UpError> {
+        Cluster::start_showing(layout, dir, commit_ms, detach, &Progress::hidden()).await
+    }
+
+    /// [`Cluster::start`], naming each step (formatting, each daemon, the
+    /// wait for the OSTs) on `progress`.
+    pub async fn start_showing(
+        layout: Layout,
+        dir: &Path,
+        commit_ms: u64,
+        detach: bool,
+        progress: &Progress,
+    ) -> Result<Cluster, UpError> {
         let dir = std::path::absolute(dir).map_err(io("data directory"))?;
         std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
         let (mds_bin, oss_bin) = (find_binary("sheen-mds")?, find_binary("sheen-oss")?);
@@ -220,6 +233,7 @@ impl Cluster {
         std::fs::write(&oss_toml, oss_cfg).map_err(io("writing oss.toml"))?;
         let oss_log = dir.join("oss.log");
         if !dir.join("ost0").exists() {
+            progress.step(format!("formatting {OSTS} OSTs under {}", dir.display()));
             let out = Command::new(&oss_bin)
                 .args(["format", "--config"])
                 .arg(&oss_toml)
@@ -234,6 +248,7 @@ impl Cluster {
             }
         }
         let s = |p: &Path| p.display().to_string();
+        progress.step(format!("starting sheen-mds (MGS+MDT0) on {}, waiting for it", l.mgs_nid()));
         let (mds, line) = spawn_ready(
             &mds_bin,
             &["run", "--config", &s(&mds_toml)],
@@ -242,6 +257,7 @@ impl Cluster {
             detach,
         )?;
         let mds_admin = line.split_whitespace().find_map(|w| w.strip_prefix("admin=")).unwrap_or("none").to_string();
+        progress.step(format!("starting sheen-oss ({OSTS} OSTs) on {}@tcp, waiting for it", l.oss_addr));
         let (oss, _) = match spawn_ready(&oss_bin, &["--config", &s(&oss_toml)], &oss_log, "ready", detach) {
             Ok(x) => x,
             Err(e) => {
@@ -249,6 +265,7 @@ impl Cluster {
                 return Err(e);
             }
         };
+        progress.step(format!("waiting for the MDT to reach its {OSTS} OSTs"));
         let mut c = Cluster { layout, dir, mds, oss, mds_admin, ost_warning: None };
         match c.assemble().await {
             Ok(w) => c.ost_warning = w,

@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use client::fuse::{file_attr, kind};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
+use ptlrpc::wire::mds::MdtAttr;
 
 const TTL: Duration = Duration::ZERO;
 const ROOT: u64 = 1;
@@ -44,25 +46,24 @@ struct NullFs {
     next: AtomicU64,
 }
 
+/// The `st_mode` of a node.
+fn mode(dir: bool) -> u32 {
+    if dir { libc::S_IFDIR | 0o755 } else { libc::S_IFREG | 0o644 }
+}
+
+/// Attributes as the Sheen mount builds them, owned by root, times now.
 fn attr(ino: u64, size: u64, dir: bool) -> FileAttr {
-    let now = SystemTime::now();
-    FileAttr {
-        ino: INodeNo(ino),
+    let now = client::fs::now();
+    let a = MdtAttr {
+        mode: mode(dir),
+        nlink: if dir { 2 } else { 1 },
         size,
-        blocks: 0,
         atime: now,
         mtime: now,
         ctime: now,
-        crtime: now,
-        kind: if dir { FileType::Directory } else { FileType::RegularFile },
-        perm: if dir { 0o755 } else { 0o644 },
-        nlink: if dir { 2 } else { 1 },
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 1 << 20,
-        flags: 0,
-    }
+        ..MdtAttr::default()
+    };
+    FileAttr { ino: INodeNo(ino), ..file_attr(&a, 0) }
 }
 
 impl NullFs {
@@ -72,6 +73,14 @@ impl NullFs {
             return Some((0, true));
         }
         self.files.lock().by_ino.get(&ino).map(|n| (n.size, n.dir))
+    }
+
+    /// Answers with `ino`'s attributes, or ENOENT.
+    fn reply_attr(&self, ino: u64, reply: ReplyAttr) {
+        match self.node(ino) {
+            Some((s, d)) => reply.attr(&TTL, &attr(ino, s, d)),
+            None => reply.error(Errno::ENOENT),
+        }
     }
 
     fn add(&self, parent: u64, name: &OsStr, dir: bool) -> Result<u64, Errno> {
@@ -122,10 +131,7 @@ impl Filesystem for NullFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino.0) {
-            Some((s, d)) => reply.attr(&TTL, &attr(ino.0, s, d)),
-            None => reply.error(Errno::ENOENT),
-        }
+        self.reply_attr(ino.0, reply);
     }
 
     fn setattr(
@@ -149,10 +155,7 @@ impl Filesystem for NullFs {
         if let (Some(s), Some(n)) = (size, self.files.lock().by_ino.get_mut(&ino.0)) {
             n.size = s;
         }
-        match self.node(ino.0) {
-            Some((s, d)) => reply.attr(&TTL, &attr(ino.0, s, d)),
-            None => reply.error(Errno::ENOENT),
-        }
+        self.reply_attr(ino.0, reply);
     }
 
     fn create(
@@ -249,8 +252,7 @@ impl Filesystem for NullFs {
             f.by_ino.iter().filter(|(_, n)| n.parent == ino.0).map(|(&i, n)| (i, n)).collect();
         all.sort_unstable_by_key(|(i, _)| *i);
         for (i, (ino, n)) in all.into_iter().enumerate().skip(offset as usize) {
-            let kind = if n.dir { FileType::Directory } else { FileType::RegularFile };
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, &n.name) {
+            if reply.add(INodeNo(ino), i as u64 + 1, kind(mode(n.dir)), &n.name) {
                 break;
             }
         }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use client::Sheen;
 use client::cli::{Format, LocalNet};
 use client::cli_fs::{self, PoolAction, TargetAction};
+use client::progress::Progress;
 use client::up::{Cluster, Layout, STATE_FILE, State};
 use lnet::{Lnet, Nid};
 use ptlrpc::wire::mds::StripeSpec;
@@ -172,10 +173,7 @@ enum Kind {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    client::cli::init_tracing();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match rt.block_on(run(cli)) {
@@ -195,7 +193,7 @@ fn read_state(dir: &Path) -> anyhow::Result<State> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
-async fn mount(cli: &Cli) -> anyhow::Result<(Lnet, Sheen)> {
+async fn mount(cli: &Cli, progress: &Progress) -> anyhow::Result<(Lnet, Sheen)> {
     let mgs = match cli.mgs {
         Some(n) => n,
         None => read_state(Path::new("sheen-data"))
@@ -203,21 +201,28 @@ async fn mount(cli: &Cli) -> anyhow::Result<(Lnet, Sheen)> {
             .layout
             .mgs_nid(),
     };
+    progress.step(format!("connecting to {mgs}:/{} (MGS, MDT, OSTs)", cli.fsname));
     let lnet = LocalNet { nid: None, port: cli.port }.start(mgs).await?;
-    let fs = Sheen::mount(&lnet, mgs, &cli.fsname).await.with_context(|| format!("mounting {mgs}:/{}", cli.fsname))?;
+    let fs = Sheen::mount(&lnet, mgs, &cli.fsname).await.with_context(|| {
+        format!("mounting {mgs}:/{} (is it up? `sheen --mgs {mgs} ping {mgs}` checks the network)", cli.fsname)
+    })?;
     Ok((lnet, fs))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let fmt = if cli.json { Format::Json } else { Format::Table };
+    // Steps on stderr, on a terminal and without --json only.
+    let progress = Progress::on_terminal(fmt == Format::Table);
     match &cli.cmd {
-        Cmd::Up { dir, addr, no_mount } => up(&cli, dir, *addr, *no_mount, fmt).await,
-        Cmd::Down { dir } => down(dir).await,
+        Cmd::Up { dir, addr, no_mount } => up(&cli, dir, *addr, *no_mount, fmt, &progress).await,
+        Cmd::Down { dir } => down(dir, fmt, &progress).await,
         Cmd::Umount { dir } => umount(dir),
-        Cmd::Mount { target, dir, threads, options } => fuse_mount(&cli, target, dir, *threads, options).await,
+        Cmd::Mount { target, dir, threads, options } => {
+            fuse_mount(&cli, target, dir, *threads, options, &progress).await
+        }
         Cmd::Ping { nids, count } => {
             let lnet = LocalNet { nid: None, port: cli.port }.start(nids[0]).await?;
-            let ok = client::cli::ping(&lnet, nids, *count, Duration::from_secs(10), fmt).await?;
+            let ok = client::cli::ping(&lnet, nids, *count, Duration::from_secs(10), fmt, &progress).await?;
             lnet.shutdown();
             Ok(ok)
         }
@@ -232,11 +237,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 Cmd::Stats { filter, .. } => filter.iter().map(String::as_str).collect(),
                 _ => vec!["recovery"],
             };
-            Ok(cli_fs::metrics(&eps, &filter, fmt).await)
+            progress.step("asking the daemons' admin endpoints");
+            Ok(cli_fs::metrics(&eps, &filter, fmt, &progress).await)
         }
         _ => {
-            let (lnet, fs) = mount(&cli).await?;
-            let r = fs_cmd(&cli, &fs, fmt).await;
+            let (lnet, fs) = mount(&cli, &progress).await?;
+            let r = fs_cmd(&cli, &fs, fmt, &progress).await;
             fs.unmount().await;
             lnet.shutdown();
             r
@@ -244,9 +250,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 }
 
-async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
+async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format, progress: &Progress) -> anyhow::Result<bool> {
+    if let Cmd::Df = cli.cmd {
+        progress.step("asking every target for its space");
+        return Ok(cli_fs::df(fs, fmt, progress).await);
+    }
+    // One request each: nothing more to show.
+    progress.done();
     match &cli.cmd {
-        Cmd::Df => Ok(cli_fs::df(fs, fmt).await),
         Cmd::Getstripe { path } => cli_fs::getstripe(fs, path, fmt).await.map(|()| true).map_err(Into::into),
         Cmd::Setstripe { count, size, index, pool, path } => {
             let stripe_count = if *count < 0 { u32::MAX } else { u32::try_from(*count)? };
@@ -284,15 +295,25 @@ async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format) -> anyhow::Result<bool> {
     }
 }
 
-async fn fuse_mount(cli: &Cli, target: &str, dir: &Path, threads: usize, options: &str) -> anyhow::Result<bool> {
-    let (nid, fsname) = target.split_once(":/").context("target must be MGSNID:/FSNAME")?;
-    let mgs: Nid = nid.parse().map_err(|e| anyhow::anyhow!("{nid}: {e:?}"))?;
+async fn fuse_mount(
+    cli: &Cli,
+    target: &str,
+    dir: &Path,
+    threads: usize,
+    options: &str,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
+    let (nid, fsname) = target.split_once(":/").context("target must be MGSNID:/FSNAME, e.g. 127.0.88.1@tcp:/sheen")?;
+    let mgs: Nid = nid.parse().map_err(|e| anyhow::anyhow!("{nid}: {e:?} (a NID looks like 127.0.88.1@tcp)"))?;
     let opts = client::MountOptions::parse(options)?;
+    progress.step(format!("connecting to {target} (MGS, MDT, OSTs)"));
     let lnet = LocalNet { nid: None, port: cli.port }.start(mgs).await?;
     let fs = Sheen::mount_with(&lnet, mgs, fsname, opts).await.with_context(|| format!("mounting {target}"))?;
     let fs = std::sync::Arc::new(fs);
+    progress.step(format!("FUSE mount on {}", dir.display()));
     let session = client::fuse::mount(std::sync::Arc::clone(&fs), tokio::runtime::Handle::current(), dir, threads)
         .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;
+    progress.done();
     println!("sheen mount ready {} {}", target, dir.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // Until a signal, or an unmount from outside (`sheen umount`,
@@ -351,7 +372,14 @@ fn mount_child(cli: &Cli, c: &Cluster, mnt: &Path) -> Result<u32, String> {
     client::up::mount_child(&exe, cli.port, c, mnt, true).map(|child| child.id())
 }
 
-async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, no_mount: bool, fmt: Format) -> anyhow::Result<bool> {
+async fn up(
+    cli: &Cli,
+    dir: &Path,
+    addr: std::net::Ipv4Addr,
+    no_mount: bool,
+    fmt: Format,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
     if let Ok(st) = read_state(dir) {
         let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
         if alive(st.mds_pid) || alive(st.oss_pid) {
@@ -368,10 +396,15 @@ async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, no_mount: bool, fmt
         mds_admin_port: free_port(addr)?,
         oss_admin_port: free_port(oss_addr)?,
     };
-    let cluster = Cluster::start(layout, dir, 1000, true).await?;
+    let cluster = Cluster::start_showing(layout, dir, 1000, true, progress).await?;
     let mnt = cluster.dir.join("mnt");
-    let mounted =
-        if no_mount { Err("not asked for (--no-mount)".to_string()) } else { mount_child(cli, &cluster, &mnt) };
+    let mounted = if no_mount {
+        Err("not asked for (--no-mount)".to_string())
+    } else {
+        progress.step(format!("mounting on {} (FUSE), waiting for it", mnt.display()));
+        mount_child(cli, &cluster, &mnt)
+    };
+    progress.done();
     let state = cluster.state(mounted.as_ref().ok().map(|&pid| (pid, mnt.clone())));
     std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
     let l = &state.layout;
@@ -409,7 +442,7 @@ async fn up(cli: &Cli, dir: &Path, addr: std::net::Ipv4Addr, no_mount: bool, fmt
     Ok(true)
 }
 
-async fn down(dir: &Path) -> anyhow::Result<bool> {
+async fn down(dir: &Path, fmt: Format, progress: &Progress) -> anyhow::Result<bool> {
     let st = read_state(dir)?;
     let mut ok = true;
     let mut pids = Vec::new();
@@ -418,12 +451,14 @@ async fn down(dir: &Path) -> anyhow::Result<bool> {
     }
     pids.push(("sheen-oss", st.oss_pid));
     pids.push(("sheen-mds", st.mds_pid));
+    let mut results = Vec::new();
     for (name, pid) in pids {
         let proc = PathBuf::from(format!("/proc/{pid}"));
         if !proc.exists() {
-            println!("{name} (pid {pid}) was not running");
+            results.push((name, pid, "was not running"));
             continue;
         }
+        progress.step(format!("stopping {name} (pid {pid}), waiting for it to exit"));
         std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
         // Not our child (no wait(2)): watch its /proc entry on a tokio
         // interval, bounded.
@@ -435,14 +470,26 @@ async fn down(dir: &Path) -> anyhow::Result<bool> {
             tick.tick().await;
         }
         if proc.exists() {
-            println!("{name} (pid {pid}) did not stop within 60 s");
+            results.push((name, pid, "did not stop within 60 s"));
             ok = false;
         } else {
-            println!("{name} (pid {pid}) stopped");
+            results.push((name, pid, "stopped"));
+        }
+    }
+    progress.done();
+    for (name, pid, what) in results {
+        match fmt {
+            Format::Json => println!("{}", serde_json::json!({"daemon": name, "pid": pid, "state": what})),
+            Format::Table => println!("{name} (pid {pid}) {what}"),
         }
     }
     if ok {
         std::fs::remove_file(dir.join(STATE_FILE))?;
+    } else {
+        eprintln!(
+            "sheen: some daemons are still running; `kill -KILL PID` them, then `sheen down {}` again",
+            dir.display()
+        );
     }
     Ok(ok)
 }

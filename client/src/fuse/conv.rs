@@ -63,7 +63,8 @@ pub(super) fn timestamp(t: TimeOrNow) -> Timestamp {
     }
 }
 
-pub(super) fn kind(mode: u32) -> FileType {
+/// The file type of a `st_mode`.
+pub fn kind(mode: u32) -> FileType {
     match mode & S_IFMT {
         S_IFDIR => FileType::Directory,
         S_IFLNK => FileType::Symlink,
@@ -76,7 +77,8 @@ pub(super) fn kind(mode: u32) -> FileType {
     }
 }
 
-pub(super) fn file_attr(a: &MdtAttr, blocks: u64) -> FileAttr {
+/// Attributes as the kernel takes them (`blocks`: 512-byte blocks used).
+pub fn file_attr(a: &MdtAttr, blocks: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(flatten(a.fid)),
         size: a.size,

@@ -35,12 +35,12 @@ use fuser::{Errno, FileHandle, Generation, INodeNo, ReplyEntry, Request};
 use parking_lot::Mutex;
 use ptlrpc::wire::Fid;
 
-pub use conv::{MAX_WRITE, flatten};
+pub use conv::{MAX_WRITE, file_attr, flatten, kind};
 
 use crate::error::ClientError;
 use crate::fs::{File, Sheen, Stat};
 use crate::jobid::PidJobs;
-use conv::{TTL, errno, file_attr};
+use conv::{TTL, errno};
 
 /// Inode numbers the kernel holds (with its lookup counts) -> FIDs.
 #[derive(Debug, Default)]

@@ -18,7 +18,7 @@ pub fn net() -> (u8, u8) {
 
 /// Builds `sheen-mds` and `sheen-oss` into this test's target directory
 /// when they are not there (`cargo test -p client` alone does not).
-fn ensure_daemons() {
+pub fn ensure_daemons() {
     if client::up::find_binary("sheen-mds").is_ok() && client::up::find_binary("sheen-oss").is_ok() {
         return;
     }
