@@ -124,7 +124,7 @@ pub async fn setstripe(fs: &Sheen, path: &str, spec: StripeSpec) -> Result<()> {
 }
 
 /// What `sheen targets` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TargetAction {
     /// List.
     List,
@@ -211,7 +211,7 @@ fn done(fmt: Format, what: &str, record: u64) -> Result<()> {
 }
 
 /// What `sheen pools` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PoolAction {
     /// List pools and their OSTs.
     List,

@@ -64,6 +64,18 @@ fn on_terminal(mut cmd: Command) -> (Output, String) {
     (out, reader.join().unwrap())
 }
 
+/// Stops what `sheen up` started under its directory when a test ends,
+/// passed or not (the daemons are in their own process group).
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        if self.0.join(client::up::STATE_FILE).exists() {
+            let _ = sheen(&["down"]).arg(self.0).stdout(Stdio::null()).status();
+        }
+    }
+}
+
 fn down_json(dir: &Path) -> Vec<serde_json::Value> {
     let out = sheen(&["--json", "down"]).arg(dir).output().unwrap();
     assert!(out.status.success(), "sheen down: {}", text(&out.stderr));
@@ -74,6 +86,7 @@ fn down_json(dir: &Path) -> Vec<serde_json::Value> {
 fn piped_output_is_results_only_and_json_parses() {
     let tmp = tempfile::tempdir().unwrap();
     let a = addr(1).to_string();
+    let _down = Down(tmp.path());
     let out = sheen(&["--json", "up", "--no-mount", "--addr", &a]).arg(tmp.path()).output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "sheen up: {stderr}");
@@ -81,6 +94,23 @@ fn piped_output_is_results_only_and_json_parses() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["mgs"], format!("{a}@tcp"));
     assert!(v["mount"].is_null(), "{v}");
+
+    // Commands against it (mount, one request, unmount): JSON lines.
+    let mgs = format!("{a}@tcp");
+    let json_lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = sheen(&["--json", "--mgs", &mgs]).args(args).output().unwrap();
+        assert!(out.status.success(), "sheen {args:?}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("done ("), "no progress without a terminal");
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let targets = json_lines(&["targets"]);
+    let names: Vec<_> = targets.iter().map(|t| t["target"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sheen-MDT0000", "sheen-OST0000", "sheen-OST0001"]);
+    assert_eq!(json_lines(&["df"]).len(), 3, "MDT0 and two OSTs");
+    json_lines(&["pools", "create", "fast"]);
+    json_lines(&["pools", "add", "fast", "1"]);
+    let pools = json_lines(&["pools"]);
+    assert!(pools.iter().any(|p| p["pool"] == "fast" && p["osts"] == serde_json::json!([1])), "{pools:?}");
 
     // Up again: refused, saying what to do.
     let again = sheen(&["up", "--no-mount", "--addr", &a]).arg(tmp.path()).output().unwrap();
@@ -96,6 +126,7 @@ fn piped_output_is_results_only_and_json_parses() {
 #[test]
 fn a_terminal_sees_each_step_with_its_time() {
     let tmp = tempfile::tempdir().unwrap();
+    let _down = Down(tmp.path());
     let mut up = sheen(&["up", "--no-mount", "--addr", &addr(2).to_string()]);
     up.arg(tmp.path());
     let (out, shown) = on_terminal(up);

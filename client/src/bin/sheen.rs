@@ -102,7 +102,7 @@ enum Cmd {
     Targets {
         /// What to do.
         #[arg(value_enum, default_value = "list")]
-        action: Action,
+        action: TargetAction,
         /// mdt or ost.
         #[arg(value_enum, default_value = "ost")]
         kind: Kind,
@@ -117,7 +117,7 @@ enum Cmd {
     Pools {
         /// What to do.
         #[arg(value_enum, default_value = "list")]
-        action: PoolAct,
+        action: PoolAction,
         /// Pool name.
         pool: Option<String>,
         /// OST indices (add, remove).
@@ -146,24 +146,6 @@ enum Cmd {
         /// Only metrics whose name contains one of these.
         filter: Vec<String>,
     },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum PoolAct {
-    List,
-    Create,
-    Add,
-    Remove,
-    Destroy,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Action {
-    List,
-    Add,
-    Activate,
-    Deactivate,
-    Remove,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -266,29 +248,15 @@ async fn fs_cmd(cli: &Cli, fs: &Sheen, fmt: Format, progress: &Progress) -> anyh
             Ok(true)
         }
         Cmd::Targets { action, kind, index, nids } => {
-            let a = match action {
-                Action::List => TargetAction::List,
-                Action::Add => TargetAction::Add,
-                Action::Activate => TargetAction::Activate,
-                Action::Deactivate => TargetAction::Deactivate,
-                Action::Remove => TargetAction::Remove,
-            };
             let k = match kind {
                 Kind::Mdt => TargetKind::Mdt,
                 Kind::Ost => TargetKind::Ost,
             };
-            cli_fs::targets(fs, a, k, *index, nids, fmt).await?;
+            cli_fs::targets(fs, *action, k, *index, nids, fmt).await?;
             Ok(true)
         }
         Cmd::Pools { action, pool, osts } => {
-            let a = match action {
-                PoolAct::List => PoolAction::List,
-                PoolAct::Create => PoolAction::Create,
-                PoolAct::Add => PoolAction::Add,
-                PoolAct::Remove => PoolAction::Remove,
-                PoolAct::Destroy => PoolAction::Destroy,
-            };
-            cli_fs::pools(fs, a, pool.as_deref(), osts, fmt).await?;
+            cli_fs::pools(fs, *action, pool.as_deref(), osts, fmt).await?;
             Ok(true)
         }
         _ => bail!("not a file system command"),
