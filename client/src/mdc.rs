@@ -60,7 +60,7 @@ impl Mdc {
             version: 1,
             ..ConnectData::default()
         };
-        cfg.backoff_max = std::time::Duration::from_secs(5);
+        cfg.backoff_max = opts.reconnect_max();
         cfg.jobid = crate::jobid::from_env();
         cfg.ping = opts.ping();
         cfg.at = opts.at();

@@ -93,6 +93,12 @@ impl MountOptions {
         p
     }
 
+    /// The longest pause between an import's reconnect rounds: a ping
+    /// interval, at most 5 s (a target evicts after 6 silent intervals).
+    pub fn reconnect_max(&self) -> Duration {
+        self.ping().ping_interval().clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
+
     /// The imports' adaptive-timeout settings.
     pub fn at(&self) -> AtSettings {
         let d = AtSettings::default();
@@ -127,6 +133,8 @@ mod tests {
         assert_eq!(o.ping().ping_interval(), Duration::from_millis(1500));
         assert_eq!(o.ping().ping_interval_uncommitted, Duration::from_millis(1500));
         assert_eq!(o.at().at_min, Duration::from_secs(1));
+        assert_eq!(o.reconnect_max(), Duration::from_millis(1500));
+        assert_eq!(MountOptions::default().reconnect_max(), Duration::from_secs(5));
         assert_eq!(MountOptions::parse("timeout=8").unwrap().ping().ping_interval(), Duration::from_secs(2));
         assert_eq!(MountOptions::parse("").unwrap(), MountOptions::default());
         assert_eq!(MountOptions::default().ping().ping_interval(), Duration::from_secs(25));

@@ -71,6 +71,7 @@ impl Osc {
             jobid: crate::jobid::from_env(),
             at: opts.at(),
             ping: opts.ping(),
+            reconnect_max: opts.reconnect_max(),
             ..OstClientConfig::default()
         };
         Osc {

@@ -40,6 +40,10 @@ pub struct OstClientConfig {
     pub at: AtSettings,
     /// Ping interval and obd_timeout.
     pub ping: PingSettings,
+    /// Longest pause between reconnect rounds (keep it below the target's
+    /// eviction time, 6 ping intervals, or a client that is only
+    /// backing off gets evicted).
+    pub reconnect_max: std::time::Duration,
     /// Room for a reply body.
     pub reply_buf_len: usize,
     /// Extra attempts of a read whose checksum does not match.
@@ -59,6 +63,7 @@ impl Default for OstClientConfig {
             checksums: true,
             at: AtSettings::default(),
             ping: PingSettings::default(),
+            reconnect_max: std::time::Duration::from_secs(25),
             reply_buf_len: 16 << 10,
             read_retries: 3,
             jobid: JobId::EMPTY,
@@ -135,6 +140,7 @@ impl OstClient {
         };
         ic.at = self.cfg.at;
         ic.ping = self.cfg.ping;
+        ic.backoff_max = self.cfg.reconnect_max.max(ic.backoff_min);
         ic.jobid = self.cfg.jobid;
         ic.max_mod_rpcs = self.cfg.max_mod_rpcs;
         ic
