@@ -126,6 +126,10 @@ impl File {
     pub fn striped(&self) -> Option<&StripedFile> {
         self.data.as_ref()
     }
+    /// Whether opened for writing.
+    pub fn writable(&self) -> bool {
+        self.flags & (open_flags::WRONLY | open_flags::RDWR) != 0
+    }
 }
 
 /// Space of one target (`sheen df`).
@@ -340,6 +344,21 @@ impl Sheen {
     pub async fn stat_fid(&self, fid: Fid) -> Result<Stat> {
         let r = self.mdc.getattr(fid).await?;
         self.to_stat(r).await
+    }
+
+    /// stat of a file through `f`, an open of it: when `f` is open for
+    /// writing the MDT cannot know the size exactly, so the MDT and the
+    /// objects are asked at once (the MDT's answer still decides).
+    pub async fn stat_open(&self, f: &File) -> Result<Stat> {
+        match &f.data {
+            Some(d) if f.writable() => {
+                let (r, g) = tokio::join!(self.mdc.getattr(f.fid), d.glimpse());
+                let r = r?;
+                let g = if Self::needs_glimpse(&r).is_some() { Some(g?) } else { None };
+                Ok(Self::with_glimpse(r, g))
+            }
+            _ => self.stat_fid(f.fid).await,
+        }
     }
 
     /// stat of `parent/name`.

@@ -115,6 +115,11 @@ impl SheenFs {
         Ok(())
     }
 
+    /// An open of `fid` for writing through this mount, if any.
+    fn writer(&self, fid: Fid) -> Option<Arc<File>> {
+        self.files.lock().values().find(|f| f.fid() == fid && f.writable()).cloned()
+    }
+
     /// Drops the readahead of every open of `fid` (a write or truncate
     /// through this client changed it).
     fn drop_readahead(&self, fid: Fid) {

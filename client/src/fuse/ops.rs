@@ -51,7 +51,11 @@ impl Filesystem for SheenFs {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = self.fid(ino).and_then(|f| {
             self.settle(req, f)?;
-            self.run(req, self.fs.stat_fid(f))
+            // This client writing the file: the MDT and the objects at once.
+            match self.writer(f) {
+                Some(h) => self.run(req, self.fs.stat_open(&h)),
+                None => self.run(req, self.fs.stat_fid(f)),
+            }
         });
         match r {
             Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
