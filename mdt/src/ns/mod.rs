@@ -184,6 +184,9 @@ pub struct Namespace {
     /// transaction in `pending` for the target to apply with its transno.
     deferred: bool,
     pending: Mutex<Option<Tx>>,
+    /// End-of-recovery orphan cleanups done (see `open`), and its signal.
+    cleanups: Mutex<u64>,
+    cleaned: parking_lot::Condvar,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -238,6 +241,8 @@ impl Namespace {
             opens: Mutex::new(open::Opens::new()),
             deferred,
             pending: Mutex::new(None),
+            cleanups: Mutex::new(0),
+            cleaned: parking_lot::Condvar::new(),
         };
         if ns.kv.get(Table::Inodes, &fid::key(Fid::ROOT))?.is_none() {
             let mut w = ns.w.lock();

@@ -271,6 +271,22 @@ impl Namespace {
             self.finish_internal(&mut w, tx)?;
             n += 1;
         }
+        *self.cleanups.lock() += 1;
+        self.cleaned.notify_all();
         Ok(n)
+    }
+
+    /// Waits up to `bound` until [`Namespace::cleanup_orphans`] has run at
+    /// least `n` times (the daemon runs it once recovery is over); returns
+    /// how many times it ran.
+    pub fn wait_orphan_cleanups(&self, n: u64, bound: std::time::Duration) -> u64 {
+        let deadline = std::time::Instant::now() + bound;
+        let mut g = self.cleanups.lock();
+        while *g < n {
+            if self.cleaned.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
+        }
+        *g
     }
 }

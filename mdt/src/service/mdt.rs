@@ -117,6 +117,9 @@ impl MdtOps {
             "config_applied" => self.progress.wait_applied(r.at_least, bound),
             "last_committed" => ns.txn().committed(),
             "osts_usable" => ns.alloc().wait_usable(r.at_least as usize, bound) as u64,
+            // Recovery over: the previous boot's orphans no replayed open
+            // holds are destroyed, and OSTs are reached.
+            "recovered" => ns.wait_orphan_cleanups(r.at_least, bound),
             // An administrator's "flush the destroy log now": answers what is
             // still pending afterwards.
             "process_destroys" => ns.process_destroys(4096)?.1 as u64,
