@@ -54,23 +54,25 @@ impl Progress {
         let Some(bar) = &self.bar else { return };
         let what = what.into();
         let mut cur = self.current.lock();
-        if let Some((prev, t)) = cur.take() {
-            bar.println(finished_line(&prev, t.elapsed(), true));
-        }
-        bar.set_message(what.clone());
+        let prev = cur.replace((what.clone(), Instant::now()));
+        // The new step first: the spinner redrawn under the finished
+        // step's line is already the new one.
+        bar.set_message(what);
         bar.reset_elapsed();
         bar.enable_steady_tick(TICK);
-        *cur = Some((what, Instant::now()));
+        if let Some((prev, t)) = prev {
+            bar.println(finished_line(&prev, t.elapsed(), true));
+        }
     }
 
     /// Ends the step under way as done and clears the spinner: call it
     /// before printing results on stdout.
     pub fn done(&self) {
         let Some(bar) = &self.bar else { return };
-        if let Some((prev, t)) = self.current.lock().take() {
-            bar.println(finished_line(&prev, t.elapsed(), true));
-        }
         bar.finish_and_clear();
+        if let Some((prev, t)) = self.current.lock().take() {
+            eprintln!("{}", finished_line(&prev, t.elapsed(), true));
+        }
     }
 }
 
@@ -78,10 +80,10 @@ impl Drop for Progress {
     /// A step still under way failed (the command returns its error).
     fn drop(&mut self) {
         let Some(bar) = &self.bar else { return };
-        if let Some((prev, t)) = self.current.lock().take() {
-            bar.println(finished_line(&prev, t.elapsed(), false));
-        }
         bar.finish_and_clear();
+        if let Some((prev, t)) = self.current.lock().take() {
+            eprintln!("{}", finished_line(&prev, t.elapsed(), false));
+        }
     }
 }
 
