@@ -7,9 +7,18 @@
 //! returns the decoded reply. Also the
 //! client's FID sequence: [`Mdc::new_fid`] hands out FIDs for creates from
 //! a sequence MDT0 granted (`SEQ_QUERY`), so a create replayed after an
-//! MDT restart recreates the same FID.
+//! MDT restart recreates the same FID. Opens stay on the import's replay
+//! list until their close is committed ([`Mdc::open`], [`Mdc::close`]);
+//! creates and opens replay with what their reply said
+//! (`reint_replay_fixup`: the layout, the open handle).
 //! Must not: cache attributes, names or layouts (another client may
 //! change them; caching comes with the lock manager).
+//!
+//! Not yet: open files count against the import's limit of held requests
+//! (`max_requests`, 65536: a client holding that many files open waits
+//! for a close before its next request), and while any file is open the
+//! replay list is never empty, so the pinger stays at its shorter
+//! "uncommitted" interval.
 
 use std::sync::Arc;
 
