@@ -16,6 +16,12 @@
 //! open the MDT no longer knows can never be overlooked) — leaves the file
 //! inexact until the next clean last close.
 //!
+//! Not yet: a close replayed after an MDT restart carries its pre-crash
+//! glimpse; if a writer of the previous boot that never replays its open
+//! (evicted at the end of recovery) wrote after that glimpse, the replayed
+//! close can call the old size exact. Ignoring `seen` on replayed closes
+//! needs the namespace to know a replay from a new request.
+//!
 //! Owns: [`SomTable`]. Must not: call exact a file some handle has open
 //! for writing, or keep an exact size across anything that changes the
 //! objects without this table hearing of it.
