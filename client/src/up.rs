@@ -321,10 +321,12 @@ impl Cluster {
         State { layout: self.layout.clone(), mds_pid: self.mds.id(), oss_pid: self.oss.id(), mount }
     }
 
-    /// SIGTERM to both daemons; waits (bounded) for their exits.
+    /// SIGTERM to both daemons, the MDT first (Lustre's order: its OST
+    /// connections still answer while it stops); waits (bounded) for
+    /// their exits.
     pub fn stop(self) {
-        stop_child(self.oss);
         stop_child(self.mds);
+        stop_child(self.oss);
     }
 }
 

@@ -119,7 +119,7 @@ fn piped_output_is_results_only_and_json_parses() {
 
     let lines = down_json(tmp.path());
     let daemons: Vec<_> = lines.iter().map(|l| (l["daemon"].as_str().unwrap(), l["state"].as_str().unwrap())).collect();
-    assert_eq!(daemons, [("sheen-oss", "stopped"), ("sheen-mds", "stopped")]);
+    assert_eq!(daemons, [("sheen-mds", "stopped"), ("sheen-oss", "stopped")]);
     assert!(!tmp.path().join(client::up::STATE_FILE).exists());
 }
 

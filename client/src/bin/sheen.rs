@@ -417,8 +417,10 @@ async fn down(dir: &Path, fmt: Format, progress: &Progress) -> anyhow::Result<bo
     if let Some((pid, _)) = &st.mount {
         pids.push(("sheen mount", *pid));
     }
-    pids.push(("sheen-oss", st.oss_pid));
+    // Lustre's order: clients, then the MDT (its OST connections still
+    // answer while it stops), then the OSTs.
     pids.push(("sheen-mds", st.mds_pid));
+    pids.push(("sheen-oss", st.oss_pid));
     let mut results = Vec::new();
     for (name, pid) in pids {
         let proc = PathBuf::from(format!("/proc/{pid}"));

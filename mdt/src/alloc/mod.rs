@@ -512,22 +512,29 @@ impl Allocator {
     pub fn refresh(&self) {
         let all: Vec<(u32, bool, Arc<dyn OstApi>)> =
             self.state.lock().osts.iter().map(|(&i, o)| (i, o.connected, Arc::clone(&o.api))).collect();
-        for (index, connected, api) in all {
-            if !connected {
-                self.connect(index);
-                continue;
-            }
-            let res = api.statfs();
-            if let Some(o) = self.state.lock().osts.get_mut(&index) {
-                match res {
-                    Ok(space) => o.space = space,
-                    Err(e) => {
-                        o.connected = false;
-                        tracing::warn!(ost = index, error = %e, "OST lost");
-                    }
+        // One thread per connected OST: an OST that does not answer costs
+        // the round (and a stopping daemon) one request timeout, not one
+        // per silent OST.
+        std::thread::scope(|scope| {
+            for (index, connected, api) in all {
+                if !connected {
+                    self.connect(index);
+                    continue;
                 }
+                scope.spawn(move || {
+                    let res = api.statfs();
+                    if let Some(o) = self.state.lock().osts.get_mut(&index) {
+                        match res {
+                            Ok(space) => o.space = space,
+                            Err(e) => {
+                                o.connected = false;
+                                tracing::warn!(ost = index, error = %e, "OST lost");
+                            }
+                        }
+                    }
+                });
             }
-        }
+        });
     }
 
     /// Space over all OSTs (KiB total, free) and how many take objects.
