@@ -11,17 +11,14 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::daemon::{client_lnet, format, start};
 use common::{bounded, client_config, pattern};
-use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig, Tunables};
 use ost::OstClient;
 use parking_lot::Mutex;
 use ptlrpc::import::ImportStateKind;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const PORT: u16 = 7993;
 const CHUNK: usize = 64 << 10;
@@ -51,41 +48,6 @@ obd_timeout = 4.0
         dir.display()
     );
     std::fs::write(path, text).unwrap();
-}
-
-async fn format(config: &Path) {
-    let st = Command::new(env!("CARGO_BIN_EXE_sheen-oss"))
-        .arg("format")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .unwrap();
-    assert!(st.success(), "format succeeds");
-}
-
-/// Starts the daemon and waits for its `ready NID` line.
-async fn start(config: &Path) -> (Child, Nid) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sheen-oss"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let nid = bounded(async {
-        loop {
-            let l = lines.next_line().await.unwrap().expect("sheen-oss exited before ready");
-            if let Some(n) = l.strip_prefix("ready ") {
-                return n.parse::<Nid>().unwrap();
-            }
-        }
-    })
-    .await;
-    (child, nid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,18 +103,7 @@ async fn kill9_then_restart_recovers_committed_data_and_replays_the_rest() {
     format(&config).await;
     let (child, nid) = start(&config).await;
 
-    let lnet = Lnet::start(LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig {
-            addr: caddr,
-            port: PORT,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_millis(500),
-            ..TcpConfig::default()
-        })],
-        tunables: Tunables { transaction_timeout: Duration::from_secs(2), ..Tunables::default() },
-    })
-    .await
-    .unwrap();
+    let lnet = client_lnet(caddr, PORT).await;
     let c = Arc::new(OstClient::new(&lnet, vec![nid], "sheen-OST0000", "kill9-client", client_config()));
     let first = bounded(c.connect()).await.unwrap();
     let oid = bounded(c.create(1)).await.unwrap().first;

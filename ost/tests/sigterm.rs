@@ -10,17 +10,15 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::daemon::{client_lnet, format, start};
 use common::{bounded, client_config, pattern};
-use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig, Tunables};
 use ost::OstClient;
 use ptlrpc::import::ImportStateKind;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const PORT: u16 = 8025;
 const CHUNK: usize = 64 << 10;
@@ -51,55 +49,15 @@ obd_timeout = 20.0
     std::fs::write(path, text).unwrap();
 }
 
-async fn start(config: &Path) -> (Child, Nid) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sheen-oss"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let nid = bounded(async {
-        loop {
-            let l = lines.next_line().await.unwrap().expect("sheen-oss exited before ready");
-            if let Some(n) = l.strip_prefix("ready ") {
-                return n.parse::<Nid>().unwrap();
-            }
-        }
-    })
-    .await;
-    (child, nid)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_across_sigterm_and_restart_all_land_without_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("oss.toml");
     let (saddr, caddr) = addrs();
     write_config(&config, saddr, &dir.path().join("ost0"));
-    let st = Command::new(env!("CARGO_BIN_EXE_sheen-oss"))
-        .args(["format", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .unwrap();
-    assert!(st.success());
+    format(&config).await;
     let (child, nid) = start(&config).await;
-    let lnet = Lnet::start(LnetConfig {
-        nets: vec![NetConfig::Tcp(TcpConfig {
-            addr: caddr,
-            port: PORT,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_millis(500),
-            ..TcpConfig::default()
-        })],
-        tunables: Tunables { transaction_timeout: Duration::from_secs(2), ..Tunables::default() },
-    })
-    .await
-    .unwrap();
+    let lnet = client_lnet(caddr, PORT).await;
     // Default adaptive timeouts (a request waits 5 s and more) and pings
     // every 5 s: without the notice the import would still be FULL when
     // the daemon has gone.

@@ -1,6 +1,8 @@
 //! Shared test harness: an in-process OSS and client over lnet's `lo` LND.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod daemon;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
