@@ -45,6 +45,9 @@ pub mod errno {
     pub const EOPNOTSUPP: i32 = 95;
     /// Transport endpoint is not connected.
     pub const ENOTCONN: i32 = 107;
+    /// Stale handle: an open handle closed when its client's export was
+    /// evicted.
+    pub const ESTALE: i32 = 116;
 }
 
 /// What an MDT or MGS operation can end in.

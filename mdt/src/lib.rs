@@ -48,16 +48,13 @@
 //!   replay list until its close is committed and is replayed after a
 //!   restart (committed or not), restoring its handle; orphans are
 //!   destroyed at the end of recovery, not at mount.
+//! - An open handle belongs to the export that opened (or replayed) it
+//!   and is closed when that export goes (eviction, disconnect).
 //! - A readdir cookie stays valid while its entry lives.
 
 //!
 //! ## Not yet
 //!
-//! - The open handles of a client that is evicted (or never comes back
-//!   after a restart) are not closed: its open-unlinked files stay until
-//!   the next restart's end-of-recovery orphan cleanup (Lustre closes an
-//!   evicted export's handles; the target does not tell the service
-//!   which export a request came from, so handles have no owner yet).
 //! - A replay refused for good (a replayed open of a file gone since) is
 //!   reported lost to the client; a delayed (VBR) replay of a create whose
 //!   objects the end-of-recovery cleanup destroyed gets new objects; an

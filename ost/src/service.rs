@@ -68,7 +68,14 @@ impl TargetService for OstService {
     type Store = OstStore;
     type Input = OstInput;
 
-    fn plan(&mut self, _store: &OstStore, op: Op, req: &Frame<'_>, input: OstInput) -> Result<Plan<OstChange>, i32> {
+    fn plan(
+        &mut self,
+        _store: &OstStore,
+        _uuid: &str,
+        op: Op,
+        req: &Frame<'_>,
+        input: OstInput,
+    ) -> Result<Plan<OstChange>, i32> {
         let proto = |_| errno::EPROTO;
         self.ost.check_running().map_err(|e| e.errno())?;
         match op {
@@ -137,7 +144,7 @@ impl TargetService for OstService {
         }
     }
 
-    fn export_gone(&mut self, uuid: &str) {
+    fn export_gone(&mut self, _store: &mut OstStore, uuid: &str) {
         self.ost.release_grant(uuid);
     }
 }

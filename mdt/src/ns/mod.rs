@@ -10,7 +10,8 @@
 //! take no lock: a batch is visible whole or not at all.
 //!
 //! Owns: [`Namespace`] and its operations (`modify`: create, link, unlink,
-//! rename, setattr, xattrs; `open`: open/close handles and orphans;
+//! rename, setattr, xattrs; `open`: open/close handles, their owners and
+//! orphans;
 //! `som`: size on MDT, in memory; `destroy`: the persistent destroy log).
 //!
 //! Must not: call an OST while holding the write lock, except to precreate
@@ -31,7 +32,7 @@ use ptlrpc::wire::mds::{AttrReply, DirEntry, MdtAttr, ReaddirReply, StatfsReply,
 
 pub use destroy::parse_record as parse_destroy_record;
 pub use modify::{CreateArgs, SetattrArgs};
-pub use open::{OpenFlags, Opened};
+pub use open::{LOCAL, OpenFlags, Opened, OwnerClosed};
 
 use crate::alloc::Allocator;
 use crate::dir::{self, Dirent};
@@ -79,11 +80,11 @@ pub struct Tx {
 }
 
 /// An open-handle change a transaction makes once written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum HandleOp {
     /// Handle `.0` opens `.1` (a new open, or a replayed one restored),
-    /// for writing when `.2`.
-    Open(u64, Fid, bool),
+    /// for writing when `.2`, owned by the client (export UUID) `.3`.
+    Open(u64, Fid, bool, Arc<str>),
     /// Handle `.0` is closed; a write handle's closer saw `.1`.
     Close(u64, Option<ptlrpc::wire::mds::SomAttr>),
 }

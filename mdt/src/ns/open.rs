@@ -14,10 +14,26 @@
 //! is over ([`Namespace::cleanup_orphans`]), unless a replayed open holds
 //! them.
 //!
-//! Must not: let a handle outlive its close, or destroy an orphan that is
-//! still open.
+//! Every handle has an owner: the client (export UUID) that opened it, or
+//! replayed its open. Only the owner closes it (another client's close is
+//! EBADF). When an export goes (eviction, disconnect, the end of recovery
+//! without it) the target framework tells the MDT and every handle it
+//! owns is closed ([`Namespace::close_owner`]): the last close of an
+//! open-unlinked file destroys it (its objects go to the destroy log), a
+//! write handle leaves the file's size inexact (`som`), all in batches
+//! written at once and made durable by a commit asked for then (a crash
+//! before it leaves the orphan to the end-of-recovery cleanup, which the
+//! evicted client does not stop: it replays no opens). Handles closed so
+//! are remembered (the last [`REVOKED_KEPT`]): a later close naming one
+//! is answered ESTALE — "your client was evicted and this handle closed
+//! for you" — rather than EBADF, and counted.
+//!
+//! Must not: let a handle outlive its close or its owner's export, close
+//! a handle for a client that does not own it, or destroy an orphan that
+//! is still open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use ptlrpc::wire::Fid;
 use ptlrpc::wire::mds::{OpenReplay, SomAttr, open_flags};
@@ -45,20 +61,68 @@ pub struct Opened {
     pub done: Done,
 }
 
+/// The owner of handles opened through the embedded namespace (tests,
+/// benchmarks: no target, no exports).
+pub const LOCAL: &str = "";
+
+/// Handles closed for a gone export remembered at most (for the ESTALE
+/// answer; an older one is answered EBADF like any unknown handle).
+pub const REVOKED_KEPT: usize = 1 << 16;
+
+#[derive(Debug)]
+struct Handle {
+    fid: Fid,
+    /// A handle open for writing: its open (`super::som`).
+    write: Option<WriteOpen>,
+    owner: Arc<str>,
+}
+
 #[derive(Debug)]
 pub(super) struct Opens {
     next: u64,
-    /// Handle -> the file and, for a handle open for writing, its open.
-    handles: HashMap<u64, (Fid, Option<WriteOpen>)>,
+    handles: HashMap<u64, Handle>,
+    /// Owner -> the handles it holds.
+    owned: HashMap<Arc<str>, HashSet<u64>>,
     counts: HashMap<Fid, u32>,
+    /// Handles closed because their owner's export went, oldest first.
+    revoked: HashSet<u64>,
+    revoked_order: VecDeque<u64>,
     /// Size on MDT (`super::som`).
     pub(super) som: SomTable,
 }
 
 impl Opens {
     pub(super) fn new() -> Opens {
-        Opens { next: 1, handles: HashMap::new(), counts: HashMap::new(), som: SomTable::default() }
+        Opens {
+            next: 1,
+            handles: HashMap::new(),
+            owned: HashMap::new(),
+            counts: HashMap::new(),
+            revoked: HashSet::new(),
+            revoked_order: VecDeque::new(),
+            som: SomTable::default(),
+        }
     }
+
+    fn revoke(&mut self, h: u64) {
+        if self.revoked.insert(h) {
+            self.revoked_order.push_back(h);
+        }
+        while self.revoked_order.len() > REVOKED_KEPT {
+            if let Some(old) = self.revoked_order.pop_front() {
+                self.revoked.remove(&old);
+            }
+        }
+    }
+}
+
+/// What a gone export's handles came to ([`Namespace::close_owner`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerClosed {
+    /// Handles closed.
+    pub handles: usize,
+    /// Open-unlinked files their last close destroyed.
+    pub destroyed: usize,
 }
 
 impl Namespace {
@@ -69,6 +133,11 @@ impl Namespace {
     /// Files open now.
     pub fn open_files(&self) -> usize {
         self.opens.lock().handles.len()
+    }
+
+    /// Handles `owner` holds now.
+    pub fn open_files_of(&self, owner: &str) -> usize {
+        self.opens.lock().owned.get(owner).map_or(0, HashSet::len)
     }
 
     /// A handle number not used in this boot (the epoch in the top bits
@@ -102,17 +171,24 @@ impl Namespace {
     pub(super) fn apply_handle(&self, op: HandleOp) {
         let mut o = self.opens.lock();
         match op {
-            HandleOp::Open(h, f, write) => match o.handles.get(&h) {
-                Some(&(g, _)) if g == f => {}
-                Some(&(g, _)) => tracing::warn!(handle = h, open = %g, asked = %f, "open handle in use: not restored"),
+            HandleOp::Open(h, f, write, owner) => match o.handles.get(&h) {
+                Some(g) if g.fid == f => {}
+                Some(g) => tracing::warn!(handle = h, open = %g.fid, asked = %f, "open handle in use: not restored"),
                 None => {
                     let w = write.then(|| o.som.open_write(f));
-                    o.handles.insert(h, (f, w));
+                    o.owned.entry(Arc::clone(&owner)).or_default().insert(h);
+                    o.handles.insert(h, Handle { fid: f, write: w, owner });
                     *o.counts.entry(f).or_insert(0) += 1;
                 }
             },
             HandleOp::Close(h, seen) => {
-                if let Some((f, w)) = o.handles.remove(&h) {
+                if let Some(Handle { fid: f, write: w, owner }) = o.handles.remove(&h) {
+                    if let Some(set) = o.owned.get_mut(&owner) {
+                        set.remove(&h);
+                        if set.is_empty() {
+                            o.owned.remove(&owner);
+                        }
+                    }
                     if let Some(w) = w {
                         o.som.close_write(f, w, seen);
                     }
@@ -128,16 +204,16 @@ impl Namespace {
     }
 
     /// A replayed open whose transaction ran before the restart (committed)
-    /// or earlier in this recovery: restores its handle on `fid` if the
-    /// file still exists (an orphan included), as a write handle when
-    /// `flags` open for writing. Returns whether it did.
-    pub fn restore_open(&self, handle: u64, fid: Fid, flags: OpenFlags) -> bool {
+    /// or earlier in this recovery: restores its handle on `fid` for
+    /// `owner` if the file still exists (an orphan included), as a write
+    /// handle when `flags` open for writing. Returns whether it did.
+    pub fn restore_open(&self, owner: &str, handle: u64, fid: Fid, flags: OpenFlags) -> bool {
         let Ok(i) = self.inode(fid) else {
             tracing::info!(handle, %fid, "replayed open of a file that is gone: not restored");
             return false;
         };
         let write = flags & (open_flags::WRONLY | open_flags::RDWR) != 0 && i.kind() == Kind::File;
-        self.apply_handle(HandleOp::Open(handle, fid, write));
+        self.apply_handle(HandleOp::Open(handle, fid, write, owner.into()));
         true
     }
 
@@ -150,15 +226,18 @@ impl Namespace {
         flags: OpenFlags,
         create: &CreateArgs,
     ) -> Result<Opened> {
-        self.open_as(parent, name, by_fid, flags, create, None)
+        self.open_as(LOCAL, parent, name, by_fid, flags, create, None)
     }
 
-    /// [`Namespace::open`], or with `replay` an open replayed after a
-    /// restart: the file by its FID if it exists, else (with `CREAT`)
-    /// created again under `name` with that FID and the original layout;
-    /// either way under the handle the client was answered.
+    /// [`Namespace::open`] for client `owner`, or with `replay` an open
+    /// replayed after a restart: the file by its FID if it exists, else
+    /// (with `CREAT`) created again under `name` with that FID and the
+    /// original layout; either way under the handle the client was
+    /// answered.
+    #[allow(clippy::too_many_arguments)]
     pub fn open_as(
         &self,
+        owner: &str,
         parent: Fid,
         name: &str,
         by_fid: Option<Fid>,
@@ -226,19 +305,41 @@ impl Namespace {
             (inode, done)
         };
         let handle = handle.unwrap_or_else(|| self.new_handle());
-        self.attach(HandleOp::Open(handle, inode.fid, writes && inode.kind() == Kind::File));
+        self.attach(HandleOp::Open(handle, inode.fid, writes && inode.kind() == Kind::File, owner.into()));
         Ok(Opened { handle, inode, done })
     }
 
-    /// close: the last close of an orphan destroys it; the close of a
-    /// write handle tells what its client saw of the objects (`seen`, kept
-    /// as the exact size when this was the lone writer: `super::som`).
+    /// close (embedded: handles of [`LOCAL`]).
     pub fn close(&self, handle: u64, seen: Option<SomAttr>) -> Result<Done> {
+        self.close_by(LOCAL, handle, seen)
+    }
+
+    /// close by client `owner`: the last close of an orphan destroys it;
+    /// the close of a write handle tells what its client saw of the
+    /// objects (`seen`, kept as the exact size when this was the lone
+    /// writer: `super::som`). A handle closed when its owner's export went
+    /// is ESTALE; an unknown one, or another client's, EBADF.
+    pub fn close_by(&self, owner: &str, handle: u64, seen: Option<SomAttr>) -> Result<Done> {
         let mut w = self.w.lock();
         let (f, last) = {
             let o = self.opens.lock();
-            let f = o.handles.get(&handle).ok_or_else(|| MdtError::posix(errno::EBADF, "no such open handle"))?.0;
-            (f, o.counts.get(&f).is_none_or(|n| *n <= 1))
+            let h = match o.handles.get(&handle) {
+                Some(h) if &*h.owner == owner => h,
+                Some(h) => {
+                    return Err(MdtError::posix(
+                        errno::EBADF,
+                        format!("open handle {handle:#x} belongs to client {:?}, not {owner:?}", h.owner),
+                    ));
+                }
+                None if o.revoked.contains(&handle) => {
+                    return Err(MdtError::posix(
+                        errno::ESTALE,
+                        format!("open handle {handle:#x} was closed when its client's export went (evicted)"),
+                    ));
+                }
+                None => return Err(MdtError::posix(errno::EBADF, format!("no open handle {handle:#x}"))),
+            };
+            (h.fid, o.counts.get(&h.fid).is_none_or(|n| *n <= 1))
         };
         let mut tx = self.begin();
         tx.handles.push(HandleOp::Close(handle, seen));
@@ -247,6 +348,51 @@ impl Namespace {
             self.destroy_inode(&mut w, &mut tx, &i)?;
         }
         self.finish(&mut w, tx)
+    }
+
+    /// The export of `owner` is gone (evicted, disconnected, or not back
+    /// by the end of recovery): closes every handle it holds, outside any
+    /// client transaction. The last close of an orphan destroys it (its
+    /// objects to the destroy log); a write handle's file stays inexact
+    /// (nothing was seen at this close). Each close is one batch written
+    /// now (durable at the next commit). A later close naming one of the
+    /// handles is ESTALE.
+    pub fn close_owner(&self, owner: &str) -> Result<OwnerClosed> {
+        let mut w = self.w.lock();
+        let handles: Vec<u64> = {
+            let mut o = self.opens.lock();
+            let hs: Vec<u64> = o.owned.get(owner).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            for &h in &hs {
+                o.revoke(h);
+            }
+            hs
+        };
+        let mut done = OwnerClosed::default();
+        for h in handles {
+            let (f, last) = {
+                let o = self.opens.lock();
+                let Some(hd) = o.handles.get(&h) else { continue };
+                (hd.fid, o.counts.get(&hd.fid).is_none_or(|n| *n <= 1))
+            };
+            let mut tx = self.begin();
+            tx.handles.push(HandleOp::Close(h, None));
+            if last && self.kv.get(Table::Orphans, &fid::key(f))?.is_some() {
+                let i = self.inode(f)?;
+                self.destroy_inode(&mut w, &mut tx, &i)?;
+                done.destroyed += 1;
+            }
+            self.finish_internal(&mut w, tx)?;
+            done.handles += 1;
+        }
+        if done.handles > 0 {
+            tracing::info!(
+                client = owner,
+                handles = done.handles,
+                destroyed = done.destroyed,
+                "closed the open handles of a gone export"
+            );
+        }
+        Ok(done)
     }
 
     /// Destroys orphans no handle holds: at the end of recovery, those of

@@ -10,8 +10,8 @@
 //! none was opened while it was, and no truncate or utimes came in between
 //! (each of those bumps the file's generation). While any handle is open
 //! for writing, the file is not exact. Anything else — a write handle that
-//! is never closed (a crashed or evicted client's: handles are not tied to
-//! exports yet, so the file stays inexact until the MDT restarts), a truncate, a utimes, a
+//! is closed only when its client's export goes (eviction, disconnect:
+//! the close carries nothing seen), a truncate, a utimes, a
 //! punch, an MDT restart (the table is in memory only, so a writer whose
 //! open the MDT no longer knows can never be overlooked) — leaves the file
 //! inexact until the next clean last close.

@@ -184,36 +184,50 @@ impl MdtOps {
         }
     }
 
-    /// A replay of an update that ran already (committed before the
-    /// restart, or earlier in this recovery): an open's handle is restored
-    /// (the file by FID, if it still exists); nothing else to do.
-    pub fn replay_executed(&self, frame: &Frame<'_>) {
+    /// A replay by client `uuid` of an update that ran already (committed
+    /// before the restart, or earlier in this recovery): an open's handle
+    /// is restored for `uuid` (the file by FID, if it still exists);
+    /// nothing else to do.
+    pub fn replay_executed(&self, uuid: &str, frame: &Frame<'_>) {
         if frame.op() != Op::MdsReint {
             return;
         }
         if let Ok(ReintReq::Open { replay: Some(r), flags, .. }) = frame.deserialize::<ReintReq>() {
-            self.ns.restore_open(r.handle, r.fid, flags);
+            self.ns.restore_open(uuid, r.handle, r.fid, flags);
         }
     }
 
-    /// A modifying request (`MDS_REINT`, `MDS_CLOSE`): runs it on the
-    /// namespace (deferred: the change is left in the namespace for the
-    /// target) and returns the reply body.
-    pub fn modify(&self, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
+    /// The export of `uuid` is gone: its open handles are closed
+    /// (`crate::ns::Namespace::close_owner`).
+    pub fn export_gone(&self, uuid: &str) {
+        match self.ns.close_owner(uuid) {
+            Ok(c) => {
+                self.metrics.gone_handles_closed.inc_by(c.handles as u64);
+                self.metrics.gone_orphans_destroyed.inc_by(c.destroyed as u64);
+            }
+            Err(e) => tracing::error!(client = uuid, error = %e, "closing a gone export's open handles"),
+        }
+    }
+
+    /// A modifying request (`MDS_REINT`, `MDS_CLOSE`) of client `uuid`:
+    /// runs it on the namespace (deferred: the change is left in the
+    /// namespace for the target) and returns the reply body.
+    pub fn modify(&self, uuid: &str, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
         let start = Instant::now();
         let op = frame.op();
         let (name, res) = match op {
             Op::MdsReint => {
                 let r: ReintReq = frame.deserialize()?;
                 let name = op_name(op, Some(&r));
-                (name, self.reint(r))
+                (name, self.reint(uuid, r))
             }
             Op::MdsClose => {
                 let r: CloseReq = frame.deserialize()?;
-                (
-                    "close",
-                    self.ns.close(r.handle, r.som).map_err(Errno::from).and_then(|d| encode(&reint_reply(&d, None))),
-                )
+                let res = self.ns.close_by(uuid, r.handle, r.som).map_err(Errno::from);
+                if matches!(res, Err(e) if e.0 == crate::error::errno::ESTALE) {
+                    self.metrics.stale_handles_refused.inc();
+                }
+                ("close", res.and_then(|d| encode(&reint_reply(&d, None))))
             }
             _ => ("other", Err(Errno::EOPNOTSUPP)),
         };
@@ -224,7 +238,7 @@ impl MdtOps {
         res
     }
 
-    fn reint(&self, r: ReintReq) -> Result<Vec<u8>, Errno> {
+    fn reint(&self, uuid: &str, r: ReintReq) -> Result<Vec<u8>, Errno> {
         let ns = &self.ns;
         match r {
             ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay } => {
@@ -251,7 +265,7 @@ impl MdtOps {
             }
             ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid, replay } => {
                 let a = CreateArgs { mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
-                let o = ns.open_as(parent, &name, by_fid, flags, &a, replay.as_ref())?;
+                let o = ns.open_as(uuid, parent, &name, by_fid, flags, &a, replay.as_ref())?;
                 let mut rep = reint_reply(&o.done, Some(o.inode.attr()));
                 rep.layout = o.inode.layout;
                 rep.handle = o.handle;

@@ -68,6 +68,13 @@ pub struct MdtMetrics {
     pub config_records: Counter,
     /// Target restarts (imperative recovery notices) seen.
     pub target_restarts: Counter,
+    /// Open handles closed because their client's export went (eviction,
+    /// disconnect, not back by the end of recovery).
+    pub gone_handles_closed: Counter,
+    /// Open-unlinked files those closes destroyed.
+    pub gone_orphans_destroyed: Counter,
+    /// Closes refused (ESTALE) because they named a handle closed so.
+    pub stale_handles_refused: Counter,
 }
 
 impl Default for MdtMetrics {
@@ -95,6 +102,9 @@ impl MdtMetrics {
             ost_admin_active: Family::default(),
             config_records: Counter::default(),
             target_restarts: Counter::default(),
+            gone_handles_closed: Counter::default(),
+            gone_orphans_destroyed: Counter::default(),
+            stale_handles_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("stats", "Metadata operations handled", m.ops.clone());
@@ -115,6 +125,21 @@ impl MdtMetrics {
         registry.register("ost_admin_active", "OST activated in the config log", m.ost_admin_active.clone());
         registry.register("config_records", "Config-log records applied", m.config_records.clone());
         registry.register("target_restarts", "Target restart notices seen", m.target_restarts.clone());
+        registry.register(
+            "gone_handles_closed",
+            "Open handles closed because their client's export went",
+            m.gone_handles_closed.clone(),
+        );
+        registry.register(
+            "gone_orphans_destroyed",
+            "Open-unlinked files destroyed by those closes",
+            m.gone_orphans_destroyed.clone(),
+        );
+        registry.register(
+            "stale_handles_refused",
+            "Closes refused (ESTALE) naming a handle closed when its export went",
+            m.stale_handles_refused.clone(),
+        );
         MdtMetrics { registry, ..m }
     }
 

@@ -20,4 +20,6 @@ pub use service::MdtService;
 pub use store::{MdtChange, MdtStore};
 
 #[cfg(test)]
+mod gone_tests;
+#[cfg(test)]
 mod tests;

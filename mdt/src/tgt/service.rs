@@ -11,7 +11,9 @@
 //! when they change nothing else), so each has a transno, a kept reply
 //! for a resend, and a place in replay; any other operation that changed
 //! nothing (a rename onto itself) is a read. A replay of an update that
-//! ran already restores an open's handle (`replay_executed`).
+//! ran already restores an open's handle (`replay_executed`). Each
+//! request is run as its client (the export's UUID): open handles belong
+//! to it, and when its export goes (`export_gone`) they are closed.
 //!
 //! Reconstruction: the reply body is kept with the client record (or, when
 //! larger, in the store: [`super::store::reply_key`]).
@@ -21,7 +23,7 @@
 
 use std::sync::Arc;
 
-use ptlrpc::target::{ObjId, Plan, ReplySlot, TargetService};
+use ptlrpc::target::{ObjId, Plan, ReplySlot, TargetService, TargetStore};
 use ptlrpc::wire::{Frame, Op};
 
 use super::store::{MdtChange, MdtStore, reply_key};
@@ -45,13 +47,20 @@ impl TargetService for MdtService {
     type Store = MdtStore;
     type Input = ();
 
-    fn plan(&mut self, _store: &MdtStore, op: Op, req: &Frame<'_>, _input: ()) -> Result<Plan<MdtChange>, i32> {
+    fn plan(
+        &mut self,
+        _store: &MdtStore,
+        uuid: &str,
+        op: Op,
+        req: &Frame<'_>,
+        _input: (),
+    ) -> Result<Plan<MdtChange>, i32> {
         let ns = &self.ops.ns;
         // A failed plan leaves nothing pending for the next one.
         drop(ns.take_pending());
         match op {
             Op::MdsReint | Op::MdsClose => {
-                let res = self.ops.modify(req);
+                let res = self.ops.modify(uuid, req);
                 let pending = ns.take_pending();
                 let body = res.map_err(|e| e.0)?;
                 Ok(match pending {
@@ -68,8 +77,15 @@ impl TargetService for MdtService {
         }
     }
 
-    fn replay_executed(&mut self, _store: &MdtStore, _op: Op, req: &Frame<'_>) {
-        self.ops.replay_executed(req);
+    fn replay_executed(&mut self, _store: &MdtStore, uuid: &str, _op: Op, req: &Frame<'_>) {
+        self.ops.replay_executed(uuid, req);
+    }
+
+    fn export_gone(&mut self, store: &mut MdtStore, uuid: &str) {
+        self.ops.export_gone(uuid);
+        // The closes (and the client record's removal) durable soon: a
+        // crash before leaves orphans to the end-of-recovery cleanup.
+        store.commit_async();
     }
 
     fn reconstruct(&self, uuid: &str, slot: &ReplySlot) -> Vec<u8> {

@@ -52,6 +52,7 @@ impl TargetService for KvService {
     fn plan(
         &mut self,
         store: &FileStore,
+        _uuid: &str,
         _op: Op,
         req: &Frame<'_>,
         (): (),

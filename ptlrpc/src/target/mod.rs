@@ -615,8 +615,8 @@ impl<S: TargetService> Target<S> {
         }
         self.records.remove(uuid);
         self.store.remove_client(uuid);
+        self.service.export_gone(&mut self.store, uuid);
         self.store.commit();
-        self.service.export_gone(uuid);
     }
 
     /// The client acknowledged every reply up to `xid` (a request's
@@ -667,7 +667,7 @@ impl<S: TargetService> Target<S> {
         if replay && !matches!(prior, Prior::No) {
             // A replay of what ran already: the service restores its
             // in-memory state for it (open handles), nothing runs again.
-            self.service.replay_executed(&self.store, frame.op(), frame);
+            self.service.replay_executed(&self.store, uuid, frame.op(), frame);
         }
         if let Prior::Slot(slot) = &prior {
             self.stats.reconstructed += 1;
@@ -681,7 +681,7 @@ impl<S: TargetService> Target<S> {
             self.reply(from, &h, 0, transno, Some(h.pre_versions), MsgFlags::EMPTY, Vec::new());
             return;
         }
-        let plan = match self.service.plan(&self.store, frame.op(), frame, input) {
+        let plan = match self.service.plan(&self.store, uuid, frame.op(), frame, input) {
             Ok(p) => p,
             Err(e) => {
                 self.reply_error(from, &h, e);
@@ -785,7 +785,7 @@ impl<S: TargetService> Target<S> {
         self.evictor.remove_export(e.handle);
         self.records.remove(uuid);
         self.store.remove_client(uuid);
-        self.service.export_gone(uuid);
+        self.service.export_gone(&mut self.store, uuid);
         if let Some(h) = e.held_ping {
             self.reply_error(e.peer, &h, errno::ENOTCONN);
         }

@@ -338,11 +338,13 @@ pub trait TargetService {
     /// unused when the request is refused, reconstructed or a duplicate.
     type Input;
 
-    /// Plans `op` with the front hook's `input`. `Err` carries a
-    /// (positive) errno the target answers with, without a transaction.
+    /// Plans `op` of client `uuid` (the export that sent it) with the
+    /// front hook's `input`. `Err` carries a (positive) errno the target
+    /// answers with, without a transaction.
     fn plan(
         &mut self,
         store: &Self::Store,
+        uuid: &str,
         op: Op,
         req: &Frame<'_>,
         input: Self::Input,
@@ -354,17 +356,20 @@ pub trait TargetService {
     /// fields (an OST's grant from free space). Default: nothing.
     fn connected(&mut self, _store: &Self::Store, _uuid: &str, _asked: &ConnectData, _negotiated: &mut ConnectData) {}
 
-    /// The export of `uuid` is gone (disconnect, eviction): the service
-    /// drops what it kept for it (grants). Default: nothing.
-    fn export_gone(&mut self, _uuid: &str) {}
+    /// The export of `uuid` is gone (disconnect, eviction, the end of
+    /// recovery without it): the service drops what it kept for it
+    /// (grants) and may write to the store what that takes (an MDT closes
+    /// the export's open handles), after the target removed the client
+    /// record. Default: nothing.
+    fn export_gone(&mut self, _store: &mut Self::Store, _uuid: &str) {}
 
     /// A replay of a request the target says ran already (its reply was
     /// lost, or it was committed before the restart and the client keeps
     /// it anyway: Lustre's open replay) is answered without running it
     /// again; first the service may restore what it keeps only in memory
-    /// for that request (an MDT's open handle). Must change nothing
-    /// durable. Default: nothing.
-    fn replay_executed(&mut self, _store: &Self::Store, _op: Op, _req: &Frame<'_>) {}
+    /// for that request (an MDT's open handle, owned by `uuid`). Must
+    /// change nothing durable. Default: nothing.
+    fn replay_executed(&mut self, _store: &Self::Store, _uuid: &str, _op: Op, _req: &Frame<'_>) {}
 
     /// The body of a reconstructed reply to a resent request of `uuid`,
     /// from its slot (default: the kept reply body).

@@ -17,7 +17,14 @@ struct Raw {
 impl TargetService for Raw {
     type Store = MemStore<u64>;
     type Input = ();
-    fn plan(&mut self, _s: &MemStore<u64>, op: Op, req: &Frame<'_>, (): ()) -> Result<Plan<Vec<(ObjId, u64)>>, i32> {
+    fn plan(
+        &mut self,
+        _s: &MemStore<u64>,
+        _uuid: &str,
+        op: Op,
+        req: &Frame<'_>,
+        (): (),
+    ) -> Result<Plan<Vec<(ObjId, u64)>>, i32> {
         let b = req.body_bytes();
         if op != Op::MdsReint {
             return Ok(Plan::Read { body: Vec::new() });
@@ -28,7 +35,7 @@ impl TargetService for Raw {
         Ok(Plan::Update { objects: vec![obj], change: vec![(obj, val)], body: Vec::new() })
     }
 
-    fn replay_executed(&mut self, _s: &MemStore<u64>, _op: Op, req: &Frame<'_>) {
+    fn replay_executed(&mut self, _s: &MemStore<u64>, _uuid: &str, _op: Op, req: &Frame<'_>) {
         self.restored.push(req.header().xid);
     }
 }
@@ -279,7 +286,7 @@ fn a_failed_apply_answers_the_errno_and_uses_no_transno() {
     impl TargetService for Failing {
         type Store = FailStore;
         type Input = ();
-        fn plan(&mut self, _s: &FailStore, _op: Op, req: &Frame<'_>, (): ()) -> Result<Plan<u32>, i32> {
+        fn plan(&mut self, _s: &FailStore, _uuid: &str, _op: Op, req: &Frame<'_>, (): ()) -> Result<Plan<u32>, i32> {
             let key = req.body_bytes().get(..4).and_then(|k| k.try_into().ok()).map(u32::from_le_bytes);
             let key = key.ok_or(errno::EPROTO)?;
             Ok(Plan::Update { objects: vec![ObjId(u128::from(key))], change: key, body: vec![1, 2, 3] })

@@ -49,6 +49,7 @@ impl TargetService for KvService {
     fn plan(
         &mut self,
         store: &MemStore<u64>,
+        _uuid: &str,
         _op: Op,
         req: &Frame<'_>,
         (): (),
