@@ -4,8 +4,14 @@
 //! Owns: [`PingSettings`] (obd_timeout and the intervals derived from it)
 //! and [`ImportPinger`], one per import: the ping schedule (every
 //! `obd_timeout / 4`, every 7 s while the import holds uncommitted
-//! requests, postponed by other traffic), the one ping in flight, and the
-//! [`PingerEvent::Discon`] it raises when that ping's deadline passes.
+//! requests, postponed by other traffic), the oldest ping in flight, and
+//! the [`PingerEvent::Discon`] it raises when that ping's deadline passes.
+//!
+//! As Lustre's pinger, it pings every interval whether or not an earlier
+//! ping is still unanswered: a lost ping reply must not silence the client
+//! until that ping's deadline (which can exceed the server's eviction
+//! timeout, 6 intervals), or a live client is evicted. The oldest ping in
+//! flight is the one watched; its deadline passing disconnects the import.
 //!
 //! Must not: build or send messages, allocate xids, compute deadlines (the
 //! caller takes them from [`crate::at::ClientAt`]), reconnect (the import
@@ -144,13 +150,13 @@ impl ImportPinger {
         self.state == State::Discon
     }
 
-    /// When the next ping is due (`None` while one is in flight or while
-    /// disconnected).
+    /// When the next ping is due (`None` while disconnected), whether or
+    /// not an earlier ping is unanswered.
     pub fn next_ping(&self) -> Option<Time> {
         match self.state {
-            State::Active { in_flight: None, .. } if self.asap => Some(Time::ZERO),
-            State::Active { last_sent, in_flight: None, .. } => Some(last_sent + self.interval()),
-            _ => None,
+            State::Active { .. } if self.asap => Some(Time::ZERO),
+            State::Active { last_sent, .. } => Some(last_sent + self.interval()),
+            State::Discon => None,
         }
     }
 
@@ -181,7 +187,10 @@ impl ImportPinger {
     pub fn handle_ping_sent(&mut self, now: Time, xid: Xid, deadline: Time) {
         if let State::Active { last_sent, in_flight, due_handed_out } = &mut self.state {
             *last_sent = (*last_sent).max(now);
-            *in_flight = Some(InFlight { xid, sent: now, deadline });
+            // The oldest unanswered ping stays the one watched.
+            if in_flight.is_none() {
+                *in_flight = Some(InFlight { xid, sent: now, deadline });
+            }
             *due_handed_out = false;
             self.asap = false;
         }
@@ -214,7 +223,7 @@ impl ImportPinger {
         }
     }
 
-    /// Asks for a PING when one is due at `now` and none is in flight.
+    /// Asks for a PING when one is due at `now` (even while an earlier one is unanswered).
     pub fn poll_transmit(&mut self, now: Time) -> Option<PingDue> {
         let due = self.next_ping().is_some_and(|t| now >= t);
         match &mut self.state {
@@ -230,11 +239,15 @@ impl ImportPinger {
     /// next: the in-flight ping's deadline or the next ping time.
     pub fn poll_timeout(&self) -> Option<Time> {
         match self.state {
-            State::Active { in_flight: Some(p), .. } => Some(p.deadline),
-            // A PingDue is out: nothing to wait for until it is reported
-            // sent (so a driver never spins on a past ping time).
-            State::Active { due_handed_out: true, .. } => None,
-            State::Active { .. } => self.next_ping(),
+            State::Active { in_flight, due_handed_out, .. } => {
+                // A PingDue is out: no ping time to wait for until it is
+                // reported sent (so a driver never spins on a past one).
+                let next = if due_handed_out { None } else { self.next_ping() };
+                match (in_flight.map(|p| p.deadline), next) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             State::Discon => None,
         }
     }
@@ -269,7 +282,7 @@ mod tests {
         assert_eq!(p.poll_transmit(t(25)), None, "handed out once");
         assert_eq!(p.poll_timeout(), None, "waits for the ping to be sent");
         p.handle_ping_sent(t(25), Xid(1), t(36));
-        assert_eq!(p.poll_timeout(), Some(t(36)));
+        assert_eq!(p.poll_timeout(), Some(t(36)), "the reply's deadline comes before the next ping");
         p.handle_ping_reply(t(25), Xid(1));
         assert_eq!(p.poll_timeout(), Some(t(50)));
         p.set_uncommitted(true);
@@ -277,6 +290,29 @@ mod tests {
         p.handle_request_sent(t(40));
         assert_eq!(p.poll_timeout(), Some(t(47)));
         assert_eq!(p.poll_event(), None);
+    }
+
+    #[test]
+    fn pings_go_on_while_a_reply_is_missing() {
+        // A deadline past the eviction timeout (6 intervals of 2.5 s = 15 s):
+        // the client must not fall silent waiting for it.
+        let s = PingSettings { obd_timeout: Duration::from_secs(10), ..PingSettings::default() };
+        let mut p = ImportPinger::new(t(0), s);
+        let ms = |v: u64| Time::from_millis(v);
+        assert_eq!(p.poll_transmit(ms(2500)), Some(PingDue));
+        p.handle_ping_sent(ms(2500), Xid(1), t(33)); // its reply is lost
+        assert_eq!(p.poll_timeout(), Some(ms(5000)), "the next ping is due before the lost one's deadline");
+        assert_eq!(p.poll_transmit(ms(5000)), Some(PingDue));
+        p.handle_ping_sent(ms(5000), Xid(2), t(36));
+        p.handle_ping_reply(ms(5010), Xid(2)); // a later ping answered: the first is still watched
+        for k in 3..=12u64 {
+            assert_eq!(p.poll_transmit(ms(2500 * k)), Some(PingDue), "ping {k}");
+            p.handle_ping_sent(ms(2500 * k), Xid(k), t(60));
+        }
+        p.handle_timeout(ms(32_999));
+        assert_eq!(p.poll_event(), None);
+        p.handle_timeout(t(33));
+        assert_eq!(p.poll_event(), Some(PingerEvent::Discon { xid: Xid(1), sent: ms(2500) }));
     }
 
     #[test]

@@ -13,3 +13,5 @@ mod msg;
 mod pinger;
 #[path = "sim/recovery.rs"]
 mod recovery;
+#[path = "sim/reply_drop.rs"]
+mod reply_drop;

@@ -46,6 +46,13 @@ use lists::{Phase, Requests};
 /// is final (Lustre's osc `resend_count`).
 pub const MAX_IN_PROGRESS_RESENDS: u32 = 10;
 
+/// The least time a CONNECT is given (Lustre's `CONNECTION_SWITCH_MIN`).
+const CONNECT_TIMEOUT_MIN: Duration = Duration::from_secs(5);
+
+/// Pings an import tracks in flight at once (one per ping interval until
+/// the oldest one's deadline; more are sent but their replies ignored).
+const MAX_PINGS: usize = 32;
+
 /// One connection path to the target (a failover NID); the driver maps it
 /// to an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -212,6 +219,9 @@ pub struct ImportStats {
     pub replays: u64,
     /// Requests resent.
     pub resends: u64,
+    /// Replies read after their request's deadline (kept out of the
+    /// adaptive timeouts: see `Import::at_sample`).
+    pub late_replies: u64,
     /// Replies that failed to parse.
     pub malformed: u64,
 }
@@ -226,7 +236,9 @@ pub struct Import {
     rng: SeededRng,
     at: ClientAt,
     pinger: ImportPinger,
-    ping: Option<Sent>,
+    /// Pings in flight, oldest first (the pinger sends one every interval
+    /// even while an earlier one is unanswered), at most [`MAX_PINGS`].
+    pings: VecDeque<Sent>,
     requests: Requests,
     replay: ReplayList,
     outbox: VecDeque<Outgoing>,
@@ -259,7 +271,7 @@ impl Import {
             cfg,
             state: ImportState::New,
             history: StateHistory::default(),
-            ping: None,
+            pings: VecDeque::new(),
             requests: Requests::default(),
             replay: ReplayList::default(),
             outbox: VecDeque::new(),
@@ -457,7 +469,7 @@ impl Import {
                 error: ImportError::Closed,
             });
         }
-        self.ping = None;
+        self.pings.clear();
         self.set_state(now, ImportState::Closed);
     }
 
@@ -640,16 +652,18 @@ impl Import {
             let h = self.header(now, Op::ObdPing, xid, MsgFlags::EMPTY);
             let deadline = self.at.request_deadline(now, self.cfg.portal);
             self.pinger.handle_ping_sent(now, xid, deadline);
-            self.ping = Some(Sent { xid, sent: now, deadline });
+            if self.pings.len() < MAX_PINGS {
+                self.pings.push_back(Sent { xid, sent: now, deadline });
+            }
             self.push(h, Vec::new());
         }
     }
 
     fn full_reply(&mut self, now: Time, frame: &Frame<'_>) {
         let h = *frame.header();
-        if let Some(p) = self.ping.filter(|p| p.xid == h.xid) {
-            self.ping = None;
-            self.at.handle_reply(now, self.cfg.portal, p.sent, h.service_time);
+        if let Some(i) = self.pings.iter().position(|p| p.xid == h.xid) {
+            let p = self.pings.remove(i).unwrap_or(Sent { xid: h.xid, sent: now, deadline: now });
+            self.at_sample(now, self.cfg.portal, p.sent, p.deadline, h.service_time);
             if h.status == -errno::ENOTCONN || h.status == -errno::ESHUTDOWN {
                 self.disconnect(now);
             } else {
@@ -659,7 +673,7 @@ impl Import {
             return;
         }
         let Some(req) = self.requests.get(h.xid) else { return };
-        let Phase::Sent { sent, conn_cnt, .. } = req.phase else { return };
+        let Phase::Sent { sent, deadline, conn_cnt } = req.phase else { return };
         if conn_cnt != h.conn_cnt {
             return;
         }
@@ -678,11 +692,12 @@ impl Import {
             // in corrupt): resend now, a new bulk transfer.
             r.in_progress += 1;
             r.phase = Phase::Resend;
-            self.at.handle_reply(now, r.spec.portal, sent, h.service_time);
+            let portal = r.spec.portal;
+            self.at_sample(now, portal, sent, deadline, h.service_time);
             return;
         }
         let Some(req) = self.requests.remove(h.xid) else { return };
-        self.at.handle_reply(now, req.spec.portal, sent, h.service_time);
+        self.at_sample(now, req.spec.portal, sent, deadline, h.service_time);
         if req.spec.kind.modifies() && h.status == 0 && h.transno > Transno(0) {
             let mut spec = req.spec;
             if let Some(body) = req.fixup.and_then(|f| f(&spec.body, frame.body_bytes())) {
@@ -703,6 +718,20 @@ impl Import {
         self.events.push_back(ImportEvent::Reply { xid: h.xid, header: h, body: frame.body_bytes().to_vec() });
     }
 
+    /// Folds a reply's round trip into the adaptive timeouts, unless it
+    /// came after the request's deadline: a running client would have
+    /// timed the request out first, so such a reply was read late by a
+    /// stalled process (SIGSTOP, a long pause) and its round trip measures
+    /// the stall, not the network. Taken in, one 20 s stop made every
+    /// deadline 20 s longer for the 10 minutes of AT history.
+    fn at_sample(&mut self, now: Time, portal: Portal, sent: Time, deadline: Time, service_time: Duration) {
+        if now <= deadline {
+            self.at.handle_reply(now, portal, sent, service_time);
+        } else {
+            self.stats.late_replies += 1;
+        }
+    }
+
     /// Folds a reported `last_committed` in and prunes the replay list.
     fn note_committed(&mut self, last_committed: Transno) {
         self.last_committed = self.last_committed.max(last_committed);
@@ -714,7 +743,7 @@ impl Import {
     /// once reconnected.
     fn disconnect(&mut self, now: Time) {
         self.requests.connection_lost();
-        self.ping = None;
+        self.pings.clear();
         self.set_state(now, ImportState::Discon { retry_at: now });
     }
 

@@ -10,7 +10,7 @@
 //! on eviction; sending in FULL is `mod.rs`'s.
 
 use super::lists::RequestSpec;
-use super::{Import, ImportError, ImportEvent, ImportState, ReplayMode, Sent};
+use super::{CONNECT_TIMEOUT_MIN, Import, ImportError, ImportEvent, ImportState, ReplayMode, Sent};
 use crate::time::Time;
 use crate::wire::{ConnectData, ExportHandle, Frame, Header, MsgFlags, Op, Transno, Xid, errno};
 
@@ -48,7 +48,13 @@ impl Import {
             // to archive it is a programmer's error.
             Err(e) => panic!("archiving connect data: {e}"),
         };
-        let deadline = self.at.request_deadline(now, self.cfg.portal);
+        // As Lustre's import (`INITIAL_CONNECT_TIMEOUT`): a CONNECT gets
+        // max(5 s, obd_timeout / 20) plus the network latency, not the
+        // service estimate — which may be large, and a reconnect waiting
+        // that long for a lost reply lets the target evict the export
+        // (after 6 ping intervals) before the next attempt.
+        let connect_timeout = CONNECT_TIMEOUT_MIN.max(self.cfg.ping.obd_timeout / 20);
+        let deadline = now + connect_timeout + self.at.net_latency(now);
         self.stats.connects += 1;
         self.push(h, body);
         self.set_state(now, ImportState::Connecting { attempt: Sent { xid, sent: now, deadline }, path: self.path });
@@ -267,7 +273,7 @@ impl Import {
                 error: ImportError::Evicted,
             });
         }
-        self.ping = None;
+        self.pings.clear();
         self.had_connection = false;
         self.vbr_failed = false;
         self.remote = ExportHandle::NONE;

@@ -571,3 +571,70 @@ fn a_deactivated_import_does_not_ping() {
     imp.handle_timeout(next_ping);
     assert_eq!(Op::try_from(next(&mut imp, next_ping).header.opcode), Ok(Op::ObdPing));
 }
+
+#[test]
+fn a_reply_read_after_its_deadline_does_not_feed_the_timeouts() {
+    // A stalled process (SIGSTOP for 20 s) reads a reply long after the
+    // request's deadline: that round trip is the stall, not the network.
+    let mut imp = connected();
+    let read = || RequestSpec { kind: ReqKind::Read, ..put() };
+    let _ = imp.submit(t(1_000), read());
+    let o = next(&mut imp, t(1_000));
+    let deadline = imp.poll_timeout().unwrap_or(t(0));
+    assert!(deadline < t(1_000 + 11_250 + 10), "at_min 5 s: 11.25 s and the connect's round trip");
+    answer(&mut imp, t(21_000), &o, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.stats().late_replies, 1);
+    let _ = imp.submit(t(21_000), read());
+    let _ = next(&mut imp, t(21_000));
+    assert!(imp.poll_timeout().unwrap_or(t(0)) < t(21_000 + 11_250 + 10), "the deadline did not grow by the stall");
+    // A slow reply inside its deadline is a real sample: the next deadline
+    // allows for that network latency.
+    let mut imp = connected();
+    let _ = imp.submit(t(1_000), read());
+    let o = next(&mut imp, t(1_000));
+    answer(&mut imp, t(9_000), &o, 0, MsgFlags::EMPTY, 0, 0);
+    assert_eq!(imp.stats().late_replies, 0);
+    let _ = imp.submit(t(9_000), read());
+    let _ = next(&mut imp, t(9_000));
+    assert!(imp.poll_timeout().unwrap_or(t(0)) >= t(9_000 + 11_250 + 7_900));
+}
+
+#[test]
+fn pings_go_on_while_a_ping_reply_is_missing() {
+    // obd_timeout 10 s: pings every 2.5 s, eviction after 15 s of silence;
+    // a ping deadline of 30 s must not silence the client that long.
+    let mut cfg = ImportConfig::new("c0", Op::MdsConnect, Op::MdsDisconnect, P, vec![PathId(0)]);
+    cfg.ping = crate::pinger::PingSettings { obd_timeout: Duration::from_secs(10), ..cfg.ping };
+    cfg.at = AtSettings { at_min: Duration::from_secs(20), ..cfg.at };
+    let mut imp = Import::new(t(0), cfg);
+    imp.connect(t(0));
+    let c = next(&mut imp, t(0));
+    answer(&mut imp, t(1), &c, 0, MsgFlags::EMPTY, 0, 0);
+    let mut pings = Vec::new();
+    let mut now = t(1);
+    while now < t(20_000) {
+        now = imp.poll_timeout().unwrap_or(t(u64::MAX / 2));
+        imp.handle_timeout(now);
+        while let Some(o) = imp.poll_transmit(now) {
+            assert_eq!(Op::try_from(o.header.opcode), Ok(Op::ObdPing));
+            pings.push((now, o));
+        }
+    }
+    assert_eq!(imp.kind(), ImportStateKind::Full, "no ping deadline passed yet");
+    assert!(pings.len() >= 7, "a ping every 2.5 s although none was answered: {}", pings.len());
+    for w in pings.windows(2) {
+        assert!(w[1].0 - w[0].0 <= Duration::from_millis(2_501), "a gap between pings: {:?}", w[1].0 - w[0].0);
+    }
+    // A later ping's reply is matched (its last_committed is taken).
+    let (at, o) = &pings[3];
+    answer(&mut imp, *at + Duration::from_millis(1), o, 0, MsgFlags::EMPTY, 0, 9);
+    assert_eq!(imp.last_committed(), Transno(9));
+    // The first ping's deadline still disconnects, as Lustre's expired ping.
+    let first = pings[0].0;
+    while imp.kind() == ImportStateKind::Full {
+        now = imp.poll_timeout().unwrap_or(t(u64::MAX / 2));
+        imp.handle_timeout(now);
+        while imp.poll_transmit(now).is_some_and(|o| Op::try_from(o.header.opcode) == Ok(Op::ObdPing)) {}
+    }
+    assert!(now - first >= Duration::from_secs(30) && now - first < Duration::from_secs(31), "{:?}", now - first);
+}

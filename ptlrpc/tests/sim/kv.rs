@@ -83,11 +83,28 @@ pub struct Server {
     /// Violations found while running (replay order).
     pub violations: Vec<String>,
     last_primary: Option<Transno>,
+    cfg: TargetConfig,
+    /// The chance each reply is dropped after the request was handled
+    /// (ptlrpc's `reply_drop` fault point), and the dice for it.
+    pub reply_drop: f64,
+    drop_rng: SimRng,
+    /// Replies dropped.
+    pub dropped: u64,
 }
 
 impl Server {
     pub fn new(now: Time, seed: &mut SimRng) -> Server {
+        Server::with(now, seed, target_config(), 0.0)
+    }
+
+    /// A server with its own target settings that drops a `reply_drop`
+    /// share of its replies.
+    pub fn with(now: Time, seed: &mut SimRng, cfg: TargetConfig, reply_drop: f64) -> Server {
         let mut s = Server {
+            cfg,
+            reply_drop,
+            drop_rng: seed.fork(),
+            dropped: 0,
             target: None,
             store: Some(MemStore::new(true)),
             seed: seed.fork(),
@@ -136,7 +153,11 @@ impl Node for Server {
         self.drain(now);
     }
     fn poll_transmit(&mut self, _now: Time) -> Option<Transmit> {
-        let r = self.target.as_mut()?.poll_transmit()?;
+        let mut r = self.target.as_mut()?.poll_transmit()?;
+        while self.reply_drop > 0.0 && self.drop_rng.chance(self.reply_drop) {
+            self.dropped += 1;
+            r = self.target.as_mut()?.poll_transmit()?;
+        }
         let bytes = encode_raw(&r.header, &r.body).ok()?.to_vec();
         Some(Transmit { to: NodeId(u32::try_from(r.to.0).unwrap_or(u32::MAX)), bytes })
     }
@@ -153,7 +174,7 @@ impl Node for Server {
     fn restart(&mut self, now: Time) {
         if let Some(store) = self.store.take() {
             let seed = self.seed.next_u64();
-            self.target = Some(Target::boot(now, target_config(), KvService, store, seed));
+            self.target = Some(Target::boot(now, self.cfg.clone(), KvService, store, seed));
             self.boots.push(now);
             self.last_primary = None;
             self.drain(now);
@@ -193,6 +214,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(now: Time, index: usize, paths: Vec<NodeId>, ops: u32, window: usize, rng: &mut SimRng) -> Client {
+        Client::with(now, index, paths, ops, window, rng, |_| {})
+    }
+
+    /// A client whose import settings `tune` adjusts.
+    pub fn with(
+        now: Time,
+        index: usize,
+        paths: Vec<NodeId>,
+        ops: u32,
+        window: usize,
+        rng: &mut SimRng,
+        tune: impl FnOnce(&mut ImportConfig),
+    ) -> Client {
         let uuid = format!("client-{index}");
         let path_ids = (0..paths.len()).map(|i| PathId(i as u32)).collect();
         let mut cfg = ImportConfig::new(&uuid, Op::MdsConnect, Op::MdsDisconnect, PORTAL, path_ids);
@@ -206,6 +240,7 @@ impl Client {
         cfg.seed = rng.next_u64();
         cfg.first_xid = 1 + rng.below(1000);
         cfg.max_mod_rpcs = u16::try_from(window).unwrap_or(u16::MAX);
+        tune(&mut cfg);
         let mut import = Import::new(now, cfg);
         import.connect(now);
         Client {
@@ -371,6 +406,12 @@ impl SimNode {
         match self {
             SimNode::Client(c) => c,
             _ => panic!("not a client"),
+        }
+    }
+    pub fn server_mut(&mut self) -> &mut Server {
+        match self {
+            SimNode::Server(s) => s,
+            _ => panic!("not a server"),
         }
     }
     pub fn client_mut(&mut self) -> &mut Client {
