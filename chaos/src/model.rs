@@ -481,7 +481,7 @@ mod tests {
     use super::*;
 
     fn rec(seq: u64, op: Op, ok: bool) -> Rec {
-        let outcome = if ok { Outcome::Ok } else { Outcome::Err { errno: 5, msg: "eio".into() } };
+        let outcome = if ok { Outcome::Ok } else { Outcome::Err { errno: 5, msg: "eio".into(), cause: None } };
         Rec { client: 0, seq, t0: seq * 10, t1: seq * 10 + 5, op, outcome }
     }
 
@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn a_failed_call_that_took_effect_ran_twice() {
         let p = |s: &str| s.to_string();
-        let enoent = Outcome::Err { errno: libc::ENOENT, msg: "enoent".into() };
+        let enoent = Outcome::Err { errno: libc::ENOENT, msg: "enoent".into(), cause: None };
         let mut recs = run();
         recs.push(Rec { outcome: enoent.clone(), ..rec(10, Op::Unlink { path: p("/c0/d1/f1r1"), file: 1 }, true) });
         recs.push(rec(11, Op::Resolve { path: p("/c0/d1/f1r1"), found: None, file: Some(1) }, true));

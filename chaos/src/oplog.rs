@@ -174,7 +174,22 @@ pub enum Outcome {
         errno: i32,
         /// The error's text.
         msg: String,
+        /// Why, when the client knows it was an eviction's doing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<Cause>,
     },
+}
+
+/// What an eviction did to a failed call, as the client reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The request was in flight when the target evicted the client: the
+    /// client cannot know whether it took effect (the harness looks).
+    Evicted,
+    /// The call used an open from before the MDT evicted the client: the
+    /// open was lost with the export (nothing was sent).
+    LostOpen,
 }
 
 /// One log line.
@@ -231,11 +246,16 @@ mod tests {
             t0: 10,
             t1: 20,
             op: Op::Write { file: 3, blk: 2, generation: 77 },
-            outcome: Outcome::Err { errno: 5, msg: "eio".into() },
+            outcome: Outcome::Err { errno: 5, msg: "eio".into(), cause: None },
         };
         let s = serde_json::to_string(&r).unwrap_or_default();
         assert!(s.contains(r#""op":"write""#) && s.contains(r#""res":"err""#), "{s}");
-        assert_eq!(serde_json::from_str::<Rec>(&s).ok(), Some(r));
+        assert!(!s.contains("cause"), "{s}");
+        assert_eq!(serde_json::from_str::<Rec>(&s).ok(), Some(r.clone()));
+        let e = Rec { outcome: Outcome::Err { errno: 5, msg: "eio".into(), cause: Some(Cause::LostOpen) }, ..r };
+        let s = serde_json::to_string(&e).unwrap_or_default();
+        assert!(s.contains(r#""cause":"lost_open""#), "{s}");
+        assert_eq!(serde_json::from_str::<Rec>(&s).ok(), Some(e));
         let f = Rec {
             op: Op::Read { file: 1, blk: 0, found: Found::Gen { generation: 4 } },
             outcome: Outcome::Ok,

@@ -21,7 +21,7 @@ use crate::admin::TargetRecovery;
 use crate::cluster::FSNAME;
 use crate::fault::{Fault, FaultKind};
 use crate::model::Finding;
-use crate::oplog::{Op, Outcome, Rec, now_us};
+use crate::oplog::{Cause, Op, Outcome, Rec, now_us};
 use crate::run::RunOpts;
 
 /// One fault cycle.
@@ -234,7 +234,7 @@ fn describe_op(op: &Op) -> String {
 fn rec_text(r: &Report, rec: &Rec) -> String {
     let res = match &rec.outcome {
         Outcome::Ok => "ok".to_string(),
-        Outcome::Err { errno, msg } => format!("errno {errno} ({msg})"),
+        Outcome::Err { errno, msg, .. } => format!("errno {errno} ({msg})"),
     };
     format!(
         "c{} #{} {} at +{:.3}s..+{:.3}s: {res}",
@@ -376,23 +376,42 @@ pub fn judge(r: &mut Report, recs: &[Rec], stall: Duration, lanes: u32) {
             }
             Finding::Unreadable { path, why } => ("unreadable", None, format!("{path}: {why}")),
         };
-        // An evicted client may get errors, but only for what it lost.
+        // An evicted client may get errors, but only for what it lost:
+        // a call through an open the eviction lost, a request in flight
+        // when the target evicted it (its outcome unknown to the client;
+        // the model took what the servers hold), or, on the frozen or cut
+        // client itself, a call that did not take effect. Each needs an
+        // eviction the servers counted.
+        let cause = match f {
+            Finding::CallFailed { rec, .. } => match &rec.outcome {
+                Outcome::Err { cause, .. } => *cause,
+                Outcome::Ok => None,
+            },
+            _ => None,
+        };
+        let evicted_by = |k: usize| r.cycles[..=k].iter().any(|c| c.evictions > 0);
+        let evicted_at = |k: usize| r.cycles[k.saturating_sub(1)..=k].iter().any(|c| c.evictions > 0);
         let lost_it = matches!(f, Finding::CallFailed { applied: false, .. });
-        let expected = lost_it
-            && cycle.is_some_and(|k| {
+        let (class, expected) = match (cause, cycle) {
+            (Some(Cause::LostOpen), Some(k)) if evicted_by(k) => ("lost-open", true),
+            (Some(Cause::Evicted), Some(k)) if evicted_at(k) => ("evicted-in-flight", true),
+            (_, Some(k)) if lost_it => {
                 let c = &r.cycles[k];
-                c.evictions > 0 && fault_involves(&c.fault, *client / lanes.max(1))
-            });
+                (class, c.evictions > 0 && fault_involves(&c.fault, *client / lanes.max(1)))
+            }
+            _ => (class, false),
+        };
         if let Some(k) = cycle {
             let c = &mut r.cycles[k];
             let late = match f {
                 Finding::CallFailed { rec, .. } => rec.t1 > c.t_settled,
                 _ => false,
             };
-            match (class, expected) {
-                ("failed-call", true) => c.expected_errors += 1,
-                ("failed-call", false) if late => c.errors_after += 1,
-                ("failed-call", false) => c.errors += 1,
+            let call = matches!(f, Finding::CallFailed { .. });
+            match (call, expected) {
+                (true, true) => c.expected_errors += 1,
+                (true, false) if late => c.errors_after += 1,
+                (true, false) => c.errors += 1,
                 _ => c.lost += 1,
             }
         }
@@ -521,7 +540,12 @@ impl Report {
             let _ = writeln!(s, "  {class}: ... and {} more (--json lists all)", n - LIST_MAX);
         }
         for ((_, _, _, _, expected), (n, first)) in &groups {
-            let tag = if *expected { "expected (evicted)" } else { "failed-call" };
+            let tag = match (*expected, first.class) {
+                (true, "lost-open") => "expected (lost-open: opened before the client's eviction)",
+                (true, "evicted-in-flight") => "expected (evicted-in-flight: outcome unknown to the client)",
+                (true, _) => "expected (evicted)",
+                (false, c) => c,
+            };
             let more = if *n > 1 { format!(" (x{n}; the first:)") } else { String::new() };
             let _ = writeln!(s, "  {tag}{more} {}", first.text);
         }
@@ -645,7 +669,7 @@ mod tests {
     }
 
     fn rec(client: u32, seq: u64, t0: u64, t1: u64, op: Op, ok: bool) -> Rec {
-        let outcome = if ok { Outcome::Ok } else { Outcome::Err { errno: 5, msg: "eio".into() } };
+        let outcome = if ok { Outcome::Ok } else { Outcome::Err { errno: 5, msg: "eio".into(), cause: None } };
         Rec { client, seq, t0, t1, op, outcome }
     }
 
@@ -680,6 +704,56 @@ mod tests {
         assert_eq!((c0.stalled, c0.errors, c0.errors_after), (1, 1, 1));
         let c1 = &r.cycles[1];
         assert_eq!((c1.errors, c1.expected_errors), (0, 1));
+        assert!(!r.passed());
+    }
+
+    #[test]
+    fn eviction_causes_are_expected_only_after_a_counted_eviction() {
+        let mut r = Report::new(&opts(), Path::new("/tmp/x"));
+        let s = 10_000_000;
+        // Cycle 0 evicts nobody, cycle 1 (a freeze of client process 1)
+        // evicts; cycle 2, an MDS restart, evicts nobody.
+        r.cycles.push(cycle(0, Fault::KillOss { oss: 1, down: Duration::ZERO }, s, 0));
+        r.cycles.push(cycle(1, Fault::FreezeClient { client: 1, length: Duration::ZERO }, s + 5_000_000, 1));
+        r.cycles.push(cycle(2, Fault::KillMds { down: Duration::ZERO }, s + 10_000_000, 0));
+        let err = |cause| Outcome::Err { errno: 5, msg: "eio".into(), cause };
+        let close =
+            |seq, t, cause| Rec { client: 0, seq, t0: t, t1: t + 1000, op: Op::Close { file: 1 }, outcome: err(cause) };
+        let recs = vec![
+            // A lost open before any eviction: a failure.
+            close(0, s + 1_000_000, Some(Cause::LostOpen)),
+            // After cycle 1's eviction, in cycle 2 (the MDS restart), on a
+            // client that was not the one frozen: lost by the eviction.
+            close(1, s + 11_000_000, Some(Cause::LostOpen)),
+            // In flight at an eviction, in cycle 1: outcome unknown.
+            close(2, s + 5_500_000, Some(Cause::Evicted)),
+            // In flight at an "eviction" in cycle 0, which evicted nobody.
+            close(3, s + 1_500_000, Some(Cause::Evicted)),
+            // No cause, in cycle 2: a failure.
+            close(4, s + 11_500_000, None),
+        ];
+        let m = crate::model::Model::build(0, &recs);
+        r.findings = m.findings.iter().map(|f| (0, f.clone())).collect();
+        judge(&mut r, &recs, Duration::from_millis(500), 2);
+        let classes: Vec<(u64, &str, bool)> = r
+            .judged
+            .iter()
+            .filter_map(|j| match &j.finding {
+                Finding::CallFailed { rec, .. } => Some((rec.seq, j.class, j.expected)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            classes,
+            vec![
+                (0, "failed-call", false),
+                (1, "lost-open", true),
+                (2, "evicted-in-flight", true),
+                (3, "failed-call", false),
+                (4, "failed-call", false),
+            ]
+        );
+        assert_eq!((r.cycles[0].errors, r.cycles[1].expected_errors, r.cycles[2].expected_errors), (2, 1, 1));
         assert!(!r.passed());
     }
 }

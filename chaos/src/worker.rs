@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::block::{BLOCK, BlockId, encode};
 use crate::model::{DIR_MODE, FILE_MODE, classify};
-use crate::oplog::{Entry, Op, Outcome, Rec, now_us};
+use crate::oplog::{Cause, Entry, Op, Outcome, Rec, now_us};
 
 /// Blocks per file at most.
 pub const MAX_BLOCKS: u32 = 8;
@@ -130,7 +130,18 @@ struct Worker {
 fn outcome<T>(r: &Result<T, ClientError>) -> Outcome {
     match r {
         Ok(_) => Outcome::Ok,
-        Err(e) => Outcome::Err { errno: e.errno(), msg: e.to_string() },
+        Err(e) => Outcome::Err { errno: e.errno(), msg: e.to_string(), cause: cause(e) },
+    }
+}
+
+/// What an eviction had to do with `e`, as the client says.
+fn cause(e: &ClientError) -> Option<Cause> {
+    if e.is_lost_open() {
+        Some(Cause::LostOpen)
+    } else if e.is_evicted_in_flight() {
+        Some(Cause::Evicted)
+    } else {
+        None
     }
 }
 
@@ -280,6 +291,7 @@ impl Worker {
             None => return Ok(()),
         };
         self.record(t0, Op::Write { file: id, blk, generation }, outcome(&r))?;
+        self.forget_lost_open(id, &r);
         if let Some(f) = self.files.get_mut(&id)
             && !f.written.contains(&blk)
         {
@@ -308,6 +320,7 @@ impl Worker {
             Err(_) => crate::oplog::Found::Hole,
         };
         self.record(t0, Op::Read { file: id, blk, found }, outcome(&r))?;
+        self.forget_lost_open(id, &r);
         Ok(())
     }
 
@@ -321,7 +334,19 @@ impl Worker {
             Some(h) => self.fs.fsync(h).await,
             None => return Ok(()),
         };
-        self.record(t0, Op::Fsync { file: id }, outcome(&r))
+        self.record(t0, Op::Fsync { file: id }, outcome(&r))?;
+        self.forget_lost_open(id, &r);
+        Ok(())
+    }
+
+    /// After a call through `id`'s open failed because an eviction lost
+    /// the open: drop it (nothing to close), the next call opens again.
+    fn forget_lost_open<T>(&mut self, id: u32, r: &Result<T, ClientError>) {
+        if r.as_ref().err().is_some_and(ClientError::is_lost_open)
+            && let Some(f) = self.files.get_mut(&id)
+        {
+            f.handle = None;
+        }
     }
 
     async fn rename(&mut self) -> Result<()> {

@@ -54,6 +54,14 @@ pub enum ClientError {
     /// A local resource (lnet, buffers) failed.
     #[error("local: {0}")]
     Local(String),
+    /// The file was opened before the MDT evicted this client: that open
+    /// was closed with the evicted export, so nothing can be done through
+    /// it (EIO; the file can be opened again).
+    #[error("{what}: the open was lost: the MDT evicted this client after it was opened")]
+    LostOpen {
+        /// The operation.
+        what: &'static str,
+    },
     /// An import (connection with recovery) failed the request: evicted,
     /// closed, a replay refused.
     #[error("{what}: {source}")]
@@ -98,8 +106,19 @@ impl ClientError {
             ClientError::Timeout { .. } => libc::ETIMEDOUT,
             ClientError::Config(_) => libc::EIO,
             ClientError::Layout(_) | ClientError::Invalid(_) => libc::EINVAL,
-            ClientError::Local(_) | ClientError::Import { .. } => libc::EIO,
+            ClientError::Local(_) | ClientError::Import { .. } | ClientError::LostOpen { .. } => libc::EIO,
         }
+    }
+
+    /// Whether the request was in flight when the target evicted this
+    /// client: its outcome is unknown (it may have taken effect).
+    pub fn is_evicted_in_flight(&self) -> bool {
+        matches!(self, ClientError::Import { source: ImportRpcError::Import(ptlrpc::import::ImportError::Evicted), .. })
+    }
+
+    /// Whether an open from before an eviction was used.
+    pub fn is_lost_open(&self) -> bool {
+        matches!(self, ClientError::LostOpen { .. })
     }
 
     /// Whether this is "no such file or directory".

@@ -9,7 +9,11 @@
 //! (size on MDT: the last writer closed cleanly and nobody has the file
 //! open for writing), else the objects' (a glimpse). The close of a handle
 //! opened for writing glimpses the objects and hands what it saw to the
-//! MDT. Must not: cache anything another client may change.
+//! MDT. An open from before the MDT evicted this client is lost (the MDT
+//! closed it with the export): every later use of it — read, write,
+//! fsync, close — fails with EIO ([`ClientError::LostOpen`]) and sends
+//! nothing; the application opens the file again. Must not: cache
+//! anything another client may change.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -107,6 +111,9 @@ pub struct File {
     flags: u32,
     data: Option<StripedFile>,
     stream: Stream,
+    /// The MDT import's evictions when the open was answered: an open
+    /// from before a later eviction is lost.
+    evictions: u64,
 }
 
 impl File {
@@ -569,7 +576,9 @@ impl Sheen {
             Some(l) => Some(self.striped(l)?),
             None => None,
         };
-        let file = File { fid: attr.fid, attr, handle: r.handle, open_xid, flags, data, stream: Stream::default() };
+        let evictions = self.mdc_evictions();
+        let file =
+            File { fid: attr.fid, attr, handle: r.handle, open_xid, flags, data, stream: Stream::default(), evictions };
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         if writes
             && flags & open_flags::TRUNC != 0
@@ -596,6 +605,23 @@ impl Sheen {
         self.open(path, flags, mode, stripe).await
     }
 
+    /// Evictions of this mount by the MDT so far.
+    fn mdc_evictions(&self) -> u64 {
+        self.mdc.import().import_stats().evictions
+    }
+
+    /// EIO when `f` was opened before the MDT evicted this client: the
+    /// MDT closed that open with the export, and it is not replayed.
+    ///
+    /// EIO, not EBADF: the descriptor is the application's and still
+    /// valid; what failed is the state behind it, lost by the eviction —
+    /// Lustre reports I/O lost to an eviction as EIO, and an application
+    /// handles EIO as "this file's operation failed" (EBADF would say it
+    /// passed a bad descriptor, a bug of its own).
+    pub fn check_open(&self, f: &File, what: &'static str) -> Result<()> {
+        if self.mdc_evictions() > f.evictions { Err(ClientError::LostOpen { what }) } else { Ok(()) }
+    }
+
     fn data<'f>(&self, f: &'f File) -> Result<&'f StripedFile> {
         f.data.as_ref().ok_or_else(|| ClientError::posix(format!("{}: no data objects", f.fid), libc::EINVAL))
     }
@@ -606,6 +632,7 @@ impl Sheen {
         if f.flags & open_flags::WRONLY != 0 {
             return Err(ClientError::posix("read of a write-only open", libc::EBADF));
         }
+        self.check_open(f, "read")?;
         let Some(d) = f.data.as_ref() else { return Ok(0) };
         // A read sees this open's own writes (a failure of theirs is left
         // for the write, fsync or close that reports it).
@@ -624,6 +651,7 @@ impl Sheen {
         if data.is_empty() {
             return Ok(0);
         }
+        self.check_open(f, "write")?;
         f.stream.invalidate();
         f.stream.flush().await?;
         self.data(f)?.write(off, data).await
@@ -640,6 +668,7 @@ impl Sheen {
         if data.is_empty() {
             return Ok(0);
         }
+        self.check_open(f, "write")?;
         f.stream.write_behind(self.data(f)?, off, data).await
     }
 
@@ -679,6 +708,7 @@ impl Sheen {
     /// fsync: every OST holding the file commits (SYNC waits for the
     /// commit), then the MDT commits.
     pub async fn fsync(&self, f: &File) -> Result<()> {
+        self.check_open(f, "fsync")?;
         f.stream.flush().await?;
         if let Some(d) = &f.data {
             d.sync().await?;
@@ -695,6 +725,14 @@ impl Sheen {
     /// the file may still be shared). A handle opened for writing tells the
     /// MDT what the objects hold once its writes landed (size on MDT).
     pub(crate) async fn close_ref(&self, f: &File) -> Result<()> {
+        if self.check_open(f, "close").is_err() {
+            // Nothing to send: the MDT closed it when it evicted us. What
+            // was written behind is waited for, and failed or not, the
+            // open was lost.
+            let _ = f.stream.flush().await;
+            f.stream.invalidate();
+            return Err(ClientError::LostOpen { what: "close" });
+        }
         let flushed = f.stream.flush().await;
         f.stream.invalidate();
         let som = match (&flushed, &f.data) {
@@ -708,8 +746,13 @@ impl Sheen {
             }
             _ => None,
         };
-        self.mdc.close(f.handle, f.open_xid, som).await?;
-        flushed
+        match self.mdc.close(f.handle, f.open_xid, som).await {
+            // The MDT has no such open: it closed it with our evicted
+            // export (an eviction noticed after this open was answered).
+            Err(e) if e.errno() == libc::ESTALE => Err(ClientError::LostOpen { what: "close" }),
+            Err(e) => Err(e),
+            Ok(_) => flushed,
+        }
     }
 
     /// Sets the size of `fid` (the MDT's record and every object).
