@@ -40,6 +40,7 @@
 //! | `pinger` | per-import ping schedule, missed ping -> DISCON event |
 //! | `evictor` | server side: exports silent for 6 ping intervals -> evict event |
 //! | `import` | client connection state machine: connect/failover, lists, replay, eviction |
+//! | `ldlm` | the lock manager: modes, inode bits, the server's lock table, blocking callbacks and their timeout |
 //! | `target` | exports, connect negotiation, transnos, client records, recovery, VBR, admission for front hooks |
 //! | `seeded` | seeded RNG for handle cookies and reconnect jitter |
 //! | `sim` | virtual clock, faulty network, crashes, seeds, traces |
@@ -63,6 +64,7 @@ pub mod driver;
 pub mod evictor;
 pub mod fault;
 pub mod import;
+pub mod ldlm;
 pub mod pinger;
 pub mod portals;
 pub mod request;
