@@ -16,13 +16,12 @@
 //! anything another client may change.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
 use ptlrpc::wire::mds::{
-    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, SomAttr, StripeSpec, Timestamp, attr_flags, attr_valid, open_flags,
-    xattr_flags,
+    AttrReply, DirEntry, Layout, MdtAttr, ReintReq, SomAttr, StripeSpec, Timestamp, access_mask, attr_flags,
+    attr_valid, open_flags, xattr_flags,
 };
 use ptlrpc::wire::{Fid, Xid};
 
@@ -59,9 +58,10 @@ pub struct Cred {
 }
 
 impl Cred {
-    /// This process's owner (from `/proc/self`), or root.
+    /// This process's fsuid and fsgid (`/proc/self/status`), or root.
     pub fn current() -> Cred {
-        std::fs::metadata("/proc/self").map_or(Cred { uid: 0, gid: 0 }, |m| Cred { uid: m.uid(), gid: m.gid() })
+        let c = crate::creds::process();
+        Cred { uid: c.uid, gid: c.gid }
     }
 }
 
@@ -237,9 +237,11 @@ impl Sheen {
         self.mdc.disconnect().await;
     }
 
-    /// Acts as `cred` for creates from now on.
+    /// Acts as `cred` (with no supplementary groups) from now on: creates
+    /// are its, and the MDT checks permissions for it.
     pub fn set_cred(&mut self, cred: Cred) {
         self.cred = cred;
+        self.mdc.set_creds(crate::creds::Creds { uid: cred.uid, gid: cred.gid, groups: Vec::new() });
     }
 
     /// The file system's name.
@@ -757,6 +759,16 @@ impl Sheen {
 
     /// Sets the size of `fid` (the MDT's record and every object).
     pub async fn truncate_fid(&self, fid: Fid, size: u64) -> Result<Stat> {
+        self.truncate_as(fid, size, false).await
+    }
+
+    /// [`Sheen::truncate_fid`]; `from_open`: through a handle open for
+    /// writing (`ftruncate`), else the caller's write permission is
+    /// checked before the objects are touched.
+    pub async fn truncate_as(&self, fid: Fid, size: u64, from_open: bool) -> Result<Stat> {
+        if !from_open {
+            self.mdc.access(fid, access_mask::WRITE).await?;
+        }
         let st = self.stat_fid(fid).await?;
         if !st.is_file() {
             return Err(ClientError::posix(format!("{fid}: not a regular file"), libc::EINVAL));
@@ -764,8 +776,9 @@ impl Sheen {
         if let Some(l) = st.layout.as_ref().filter(|l| !l.objects.is_empty()) {
             self.striped(l)?.truncate(size).await?;
         }
-        self.setattr(fid, attr_valid::SIZE | attr_valid::MTIME, SetAttr { size, mtime: now(), ..SetAttr::default() })
-            .await?;
+        let valid = attr_valid::SIZE | attr_valid::MTIME | attr_valid::TIMES_NOW;
+        let valid = if from_open { valid | attr_valid::FROM_OPEN } else { valid };
+        self.setattr(fid, valid, SetAttr { size, mtime: now(), ..SetAttr::default() }).await?;
         self.stat_fid(fid).await
     }
 
@@ -815,11 +828,12 @@ impl Sheen {
                 // the exact size (and space) it may know, and the file's
                 // times move as a write's would.
                 let a = SetAttr { mtime: now(), ..SetAttr::default() };
-                self.setattr(fid, attr_valid::MTIME, a).await?;
+                let valid = attr_valid::MTIME | attr_valid::TIMES_NOW | attr_valid::FROM_OPEN;
+                self.setattr(fid, valid, a).await?;
             }
             Ok(())
         } else if end > st.size() {
-            self.truncate_fid(fid, end).await.map(drop)
+            self.truncate_as(fid, end, true).await.map(drop)
         } else {
             Ok(())
         }

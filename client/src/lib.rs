@@ -38,6 +38,7 @@
 
 pub mod cli;
 pub mod cli_fs;
+pub mod creds;
 pub mod error;
 pub mod fs;
 pub mod fuse;

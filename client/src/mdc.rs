@@ -11,6 +11,10 @@
 //! list until their close is committed ([`Mdc::open`], [`Mdc::close`]);
 //! creates and opens replay with what their reply said
 //! (`reint_replay_fixup`: the layout, the open handle).
+//! Getattr, lookup, getxattr and every reint carry the caller's
+//! credentials (`MdsReq`): the running request's ([`crate::creds::current`],
+//! a FUSE caller's) or else the mount's ([`Mdc::set_creds`]; at first
+//! this process's). The MDT checks permissions with them.
 //! Must not: cache attributes, names or layouts (another client may
 //! change them; caching comes with the lock manager).
 //!
@@ -27,8 +31,9 @@ use ptlrpc::driver::ImportDriver;
 use ptlrpc::import::{ImportConfig, ReplayFixup, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
 use ptlrpc::wire::mds::{
-    AttrReply, CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, ReaddirReply, ReaddirReq,
-    ReintReply, ReintReq, SeqQueryReq, SeqRange, SomAttr, StatfsReply, XattrReply, reint_replay_fixup, seq_op,
+    AttrReply, CloseReq, Creds, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdsReq, ReaddirReply,
+    ReaddirReq, ReintReply, ReintReq, SeqQueryReq, SeqRange, SomAttr, StatfsReply, XattrReply, reint_replay_fixup,
+    seq_op,
 };
 use ptlrpc::wire::{ConnectData, Fid, Op, Xid, connect_flags};
 
@@ -52,6 +57,7 @@ pub struct Mdc {
     imp: ImportDriver,
     nid: Nid,
     fids: Arc<tokio::sync::Mutex<FidSeq>>,
+    creds: Arc<parking_lot::RwLock<Creds>>,
 }
 
 impl Mdc {
@@ -79,7 +85,20 @@ impl Mdc {
         // Readdir and layouts of wide files need more than the default 8 KiB.
         let imp = ImportDriver::start(lnet, vec![nid], cfg, 256 << 10)
             .map_err(|e| crate::error::ClientError::Local(format!("mdc import: {e}")))?;
-        Ok(Mdc { imp, nid, fids: Arc::default() })
+        let creds = Arc::new(parking_lot::RwLock::new(crate::creds::process()));
+        Ok(Mdc { imp, nid, fids: Arc::default(), creds })
+    }
+
+    /// Acts as `c` for requests made outside a caller's scope
+    /// ([`crate::creds::with_creds`]).
+    pub fn set_creds(&self, c: Creds) {
+        *self.creds.write() = c;
+    }
+
+    /// `req` with the credentials it acts for.
+    fn as_caller<T>(&self, req: T) -> MdsReq<T> {
+        let creds = crate::creds::current().unwrap_or_else(|| self.creds.read().clone());
+        MdsReq { creds, req }
     }
 
     /// The import (state, replay list, imperative recovery).
@@ -137,13 +156,20 @@ impl Mdc {
 
     /// MDS_GETATTR.
     pub async fn getattr(&self, fid: Fid) -> Result<AttrReply> {
-        rpc::imp_call(&self.imp, "getattr", Op::MdsGetattr, ReqKind::Read, &GetattrReq { fid }).await
+        self.access(fid, 0).await
     }
 
-    /// MDS_GETATTR_NAME.
+    /// MDS_GETATTR by a caller who must have `mask` (`access_mask`) on
+    /// `fid` (EACCES if not): `access(2)`, opendir.
+    pub async fn access(&self, fid: Fid, mask: u32) -> Result<AttrReply> {
+        let req = self.as_caller(GetattrReq { fid, access: mask });
+        rpc::imp_call(&self.imp, "getattr", Op::MdsGetattr, ReqKind::Read, &req).await
+    }
+
+    /// MDS_GETATTR_NAME (search permission on `parent` checked).
     pub async fn lookup(&self, parent: Fid, name: &str) -> Result<AttrReply> {
-        rpc::imp_call(&self.imp, "lookup", Op::MdsGetattrName, ReqKind::Read, &LookupReq { parent, name: name.into() })
-            .await
+        let req = self.as_caller(LookupReq { parent, name: name.into() });
+        rpc::imp_call(&self.imp, "lookup", Op::MdsGetattrName, ReqKind::Read, &req).await
     }
 
     /// MDS_REINT (create, mkdir, setattr, link, unlink, rename, setxattr;
@@ -151,6 +177,7 @@ impl Mdc {
     /// restart carries the layout its reply gave (the same OST objects).
     pub async fn reint(&self, what: &'static str, req: &ReintReq) -> Result<ReintReply> {
         let fixup = Some(reint_replay_fixup as ReplayFixup);
+        let req = &self.as_caller(req.clone());
         let r = rpc::imp_call_full(&self.imp, what, Op::MdsReint, ReqKind::Modify, req, fixup).await;
         r.map(|(rep, _)| rep).map_err(|(e, _)| e)
     }
@@ -161,6 +188,7 @@ impl Mdc {
     /// answered), so the MDT restores the handle.
     pub async fn open(&self, req: &ReintReq) -> Result<(ReintReply, Xid)> {
         let fixup = Some(reint_replay_fixup as ReplayFixup);
+        let req = &self.as_caller(req.clone());
         let r = rpc::imp_call_full(&self.imp, "open", Op::MdsReint, ReqKind::Open, req, fixup).await;
         r.map(|(rep, sent)| (rep, sent.xid)).map_err(|(e, _)| e)
     }
@@ -194,20 +222,14 @@ impl Mdc {
 
     /// MDS_GETXATTR of `name` (ENODATA when `fid` has no such attribute).
     pub async fn getxattr(&self, fid: Fid, name: &str) -> Result<Vec<u8>> {
-        let r: XattrReply = rpc::imp_call(
-            &self.imp,
-            "getxattr",
-            Op::MdsGetxattr,
-            ReqKind::Read,
-            &GetxattrReq { fid, name: name.into() },
-        )
-        .await?;
+        let req = self.as_caller(GetxattrReq { fid, name: name.into() });
+        let r: XattrReply = rpc::imp_call(&self.imp, "getxattr", Op::MdsGetxattr, ReqKind::Read, &req).await?;
         Ok(r.value)
     }
 
     /// MDS_GETXATTR with no name: every attribute name of `fid`.
     pub async fn listxattr(&self, fid: Fid) -> Result<Vec<String>> {
-        let req = GetxattrReq { fid, name: String::new() };
+        let req = self.as_caller(GetxattrReq { fid, name: String::new() });
         let r: XattrReply = rpc::imp_call(&self.imp, "listxattr", Op::MdsGetxattr, ReqKind::Read, &req).await?;
         Ok(r.names)
     }

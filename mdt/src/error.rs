@@ -19,6 +19,8 @@ pub mod errno {
     pub const EIO: i32 = 5;
     /// Bad file handle.
     pub const EBADF: i32 = 9;
+    /// Permission denied (mode bits).
+    pub const EACCES: i32 = 13;
     /// Try again.
     pub const EAGAIN: i32 = 11;
     /// Device or resource busy.

@@ -24,6 +24,7 @@
 //! | `inode` | the stored inode and file types |
 //! | `dir` | hashed directory keys, stable readdir cookies, lookup |
 //! | `txn` | epochs, transnos/versions, the commit thread |
+//! | `perm` | permission rules with the caller's credentials (POSIX, as Linux answers) |
 //! | `ns` | namespace operations (run now, or deferred: validated and built for the target to apply), open handles, orphans, destroy log |
 //! | `alloc` | OST table, pools, QoS allocation, precreate, the OST interface |
 //! | `mgs` | registry, config log, lifecycle, pools, followers |
@@ -85,6 +86,7 @@ pub mod fid;
 pub mod inode;
 pub mod mgs;
 pub mod ns;
+pub mod perm;
 pub mod service;
 pub mod stop;
 pub mod store;

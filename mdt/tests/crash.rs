@@ -130,6 +130,7 @@ async fn open_one(c: &ImportDriver, k: u64) -> Held {
         fid: None,
         replay: None,
     };
+    let req = ptlrpc::wire::mds::MdsReq { creds: ptlrpc::wire::mds::Creds::ROOT, req };
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&req).unwrap().to_vec();
     let fixup = ptlrpc::wire::mds::reint_replay_fixup;
     let r = tokio::time::timeout(BOUND, c.rpc_raw_with_fixup(Op::MdsReint, ReqKind::Open, bytes, fixup));
@@ -197,14 +198,14 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     // The opens came back: an open-unlinked file is still there, and every
     // close works (no EBADF); the last close of an orphan destroys it.
     for (c, h) in imps.iter().zip(&held) {
-        let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid }, BOUND).await;
+        let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid, access: 0 }, BOUND).await;
         assert_eq!(errno_of(&r), 0, "{} survived the restart (unlinked: {})", h.fid, h.unlinked);
         let close = ptlrpc::wire::mds::CloseReq { handle: h.handle, som: None };
         let r = rpc(c, Op::MdsClose, &close, BOUND).await;
         assert_eq!(errno_of(&r), 0, "close of an open from before the restart: {r:?}");
         let close_xid = r.unwrap().header().xid;
         c.release_open(h.open_xid, Some(close_xid));
-        let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid }, BOUND).await;
+        let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid, access: 0 }, BOUND).await;
         assert_eq!(errno_of(&r), if h.unlinked { 2 } else { 0 }, "{} after its close", h.fid);
     }
     let c = &imps[0];
@@ -233,7 +234,7 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
             let req = ReaddirReq { fid: dir, cookie, max_entries: 512 };
             let page: ReaddirReply = rpc(c, Op::MdsReadpage, &req, BOUND).await.unwrap().body().unwrap();
             for e in &page.entries {
-                let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: e.fid }, BOUND).await;
+                let r = rpc(c, Op::MdsGetattr, &GetattrReq { fid: e.fid, access: 0 }, BOUND).await;
                 let a: AttrReply = r.unwrap().body().unwrap();
                 live.extend(a.layout.unwrap().objects.iter().map(|o| o.id));
             }
@@ -244,7 +245,8 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
         }
     }
     for h in held.iter().filter(|h| !h.unlinked) {
-        let a: AttrReply = rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid }, BOUND).await.unwrap().body().unwrap();
+        let a: AttrReply =
+            rpc(c, Op::MdsGetattr, &GetattrReq { fid: h.fid, access: 0 }, BOUND).await.unwrap().body().unwrap();
         live.extend(a.layout.unwrap().objects.iter().map(|o| o.id));
     }
     assert_eq!(info(c, "process_destroys", 0).await.value, 0, "every logged destroy reached the OST");

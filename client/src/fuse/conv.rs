@@ -172,24 +172,6 @@ pub(super) fn xattr_reply(v: &[u8], size: u32, reply: ReplyXattr) {
     }
 }
 
-/// Whether `cred` may access an object with `a` for `mask` (`R_OK`,
-/// `W_OK`, `X_OK`; `F_OK` is 0): owner, group, then other bits; root
-/// passes except for execute with no execute bit at all.
-pub(super) fn may_access(a: &MdtAttr, cred: Cred, mask: i32) -> bool {
-    let mask = (mask & 0o7) as u32;
-    if cred.uid == 0 {
-        return mask & 1 == 0 || a.mode & 0o111 != 0 || a.mode & S_IFMT == S_IFDIR;
-    }
-    let bits = if cred.uid == a.uid {
-        (a.mode >> 6) & 7
-    } else if cred.gid == a.gid {
-        (a.mode >> 3) & 7
-    } else {
-        a.mode & 7
-    };
-    bits & mask == mask
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,19 @@
 //! by a lookup first), open/create/read/write/flush/release/fsync (SYNC on
 //! the OSTs and the MDT), readdir with "." and "..", fsyncdir, statfs,
 //! xattrs (get/set/list/remove with ERANGE and ENODATA), access, and
-//! fallocate (mode 0 extends the size; punch hole). Permissions are the
-//! kernel's (`default_permissions`), for every user (`allow_other`).
+//! fallocate (mode 0 extends the size; punch hole). The mount is for every
+//! user (`allow_other`) and permissions are the MDT's, as in Lustre: no
+//! `default_permissions`, so the kernel neither checks modes nor re-reads a
+//! directory's attributes to check them; every request carries its
+//! caller's credentials (`crate::creds`) and the MDT checks search
+//! permission at each lookup, the parent at each create and unlink, the
+//! mode at each open, ownership at each setattr; `access(2)` and opendir
+//! ask the MDT.
 //!
 //! Modules: `conv` (pure conversions), `ops` (the `Filesystem` calls);
 //! this one holds the inode and handle tables and runs calls on tokio,
-//! each inside its caller's job id (`crate::jobid::PidJobs`).
+//! each inside its caller's job id (`crate::jobid::PidJobs`) and
+//! credentials (`crate::creds::PidGroups`).
 //!
 //! Must not: cache data or attributes; hold a lock across a network call.
 
@@ -37,6 +44,7 @@ use ptlrpc::wire::Fid;
 
 pub use conv::{MAX_WRITE, file_attr, flatten, kind};
 
+use crate::creds::{PidGroups, with_creds};
 use crate::error::ClientError;
 use crate::fs::{File, Sheen, Stat};
 use crate::jobid::PidJobs;
@@ -59,6 +67,7 @@ pub struct SheenFs {
     privs_checked: Mutex<std::collections::HashSet<u64>>,
     next_fh: AtomicU64,
     jobs: PidJobs,
+    groups: PidGroups,
 }
 
 impl SheenFs {
@@ -72,6 +81,7 @@ impl SheenFs {
             privs_checked: Mutex::new(std::collections::HashSet::new()),
             next_fh: AtomicU64::new(1),
             jobs: PidJobs::new(crate::jobid::from_env()),
+            groups: PidGroups::new(),
         }
     }
 
@@ -129,10 +139,12 @@ impl SheenFs {
     }
 
     /// Runs `f` for the caller of `req`: its requests carry the calling
-    /// process's job id.
+    /// process's job id and credentials.
     fn run<T>(&self, req: &Request, f: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, Errno> {
-        let job = self.jobs.job(req.pid(), req.uid(), std::time::Instant::now());
-        self.rt.block_on(ptlrpc::driver::with_jobid(job, f)).map_err(|e| {
+        let now = std::time::Instant::now();
+        let job = self.jobs.job(req.pid(), req.uid(), now);
+        let creds = self.groups.creds(req.pid(), req.uid(), req.gid(), now);
+        self.rt.block_on(ptlrpc::driver::with_jobid(job, with_creds(creds, f))).map_err(|e| {
             tracing::debug!(error = %e, "fuse request failed");
             errno(&e)
         })
@@ -152,11 +164,10 @@ pub fn mount(
     cfg.mount_options = vec![
         fuser::MountOption::FSName(format!("sheen:{}", fs.fsname())),
         fuser::MountOption::Subtype("sheen".into()),
-        fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
     ];
-    // Every user of the node uses the mount (`allow_other`; the kernel
-    // checks modes: `default_permissions`).
+    // Every user of the node uses the mount (`allow_other`; the MDT checks
+    // permissions with each caller's credentials).
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     fuser::spawn_mount(SheenFs::new(fs, rt), dir, &cfg)

@@ -12,10 +12,11 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use ptlrpc::wire::mds::{attr_valid, open_flags};
+use ptlrpc::wire::mds::{Creds, access_mask, attr_valid, open_flags};
 
 use super::SheenFs;
 use super::conv::*;
+use crate::creds::with_creds;
 use crate::error::ClientError;
 use crate::fs::{S_IFDIR, S_IFLNK, S_IFMT, SetAttr};
 
@@ -74,7 +75,7 @@ impl Filesystem for SheenFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -86,9 +87,11 @@ impl Filesystem for SheenFs {
             if size.is_some() {
                 self.drop_readahead(fid);
             }
+            // ftruncate: through a handle open for writing (checked at its open).
+            let from_open = fh.and_then(|h| self.file(h).ok()).is_some_and(|f| f.writable());
             self.run(req, async {
                 if let Some(s) = size {
-                    self.fs.truncate_fid(fid, s).await?;
+                    self.fs.truncate_as(fid, s, from_open).await?;
                 }
                 let mut valid = 0;
                 let mut a = SetAttr::default();
@@ -111,6 +114,11 @@ impl Filesystem for SheenFs {
                 if let Some(t) = mtime {
                     valid |= attr_valid::MTIME;
                     a.mtime = timestamp(t);
+                }
+                // utimes(NULL) / UTIME_NOW: write permission suffices.
+                let times = [atime, mtime];
+                if times.iter().any(Option::is_some) && times.iter().flatten().all(|t| matches!(t, TimeOrNow::Now)) {
+                    valid |= attr_valid::TIMES_NOW;
                 }
                 if valid != 0 {
                     self.fs.setattr(fid, valid, a).await?;
@@ -253,15 +261,20 @@ impl Filesystem for SheenFs {
             self.drop_readahead(f.fid());
             // The first write by an unprivileged user through an open of a
             // set-ID file drops the set-ID bits.
+            // The kernel's doing (`file_remove_privs`), not the writer's
+            // chmod: made as root.
             if req.uid() != 0 && killpriv(f.attr().mode).is_some() && self.privs_checked.lock().insert(fh.0) {
-                self.run(req, async {
-                    let st = self.fs.stat_fid(f.fid()).await?;
-                    if let Some(m) = killpriv(st.attr.mode) {
-                        let a = SetAttr { mode: m, ..SetAttr::default() };
-                        self.fs.setattr(f.fid(), attr_valid::MODE, a).await?;
-                    }
-                    Ok(())
-                })?;
+                self.run(
+                    req,
+                    with_creds(Creds::ROOT, async {
+                        let st = self.fs.stat_fid(f.fid()).await?;
+                        if let Some(m) = killpriv(st.attr.mode) {
+                            let a = SetAttr { mode: m, ..SetAttr::default() };
+                            self.fs.setattr(f.fid(), attr_valid::MODE, a).await?;
+                        }
+                        Ok(())
+                    }),
+                )?;
             }
             if append {
                 // The end is where every open's writes so far have landed.
@@ -441,11 +454,20 @@ impl Filesystem for SheenFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        // Called only without `default_permissions` (the kernel checks
-        // otherwise); answers from fresh attributes.
-        match self.fid(ino).and_then(|f| self.run(req, self.fs.stat_fid(f))) {
-            Ok(st) if may_access(&st.attr, cred(req), mask.bits()) => reply.ok(),
-            Ok(_) => reply.error(Errno::EACCES),
+        // access(2), faccessat and chdir: the MDT checks the mask for the
+        // caller (with its supplementary groups).
+        let mask = mask.bits() as u32 & (access_mask::READ | access_mask::WRITE | access_mask::EXEC);
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.mdc().access(f, mask))) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // open(2) of a directory (the kernel refuses it for writing): read
+        // permission, checked by the MDT.
+        match self.fid(ino).and_then(|f| self.run(req, self.fs.mdc().access(f, access_mask::READ))) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }

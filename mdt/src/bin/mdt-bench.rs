@@ -29,7 +29,7 @@ use mdt::store::{FjallKv, Kv};
 use ptlrpc::driver::ImportDriver;
 use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
-use ptlrpc::wire::mds::{LookupReq, ReintReply, ReintReq};
+use ptlrpc::wire::mds::{Creds, LookupReq, MdsReq, ReintReply, ReintReq};
 use ptlrpc::wire::{ConnectData, Fid, Op, connect_flags};
 
 #[derive(Parser, Debug)]
@@ -134,6 +134,11 @@ fn embedded_phase(ns: &Arc<Namespace>, dirs: &[Fid], files: u64, clients: usize,
     Ok(files as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// `req` as root's (the MDT checks permissions with these credentials).
+fn root<T>(req: T) -> MdsReq<T> {
+    MdsReq { creds: Creds::ROOT, req }
+}
+
 async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) -> anyhow::Result<f64> {
     let t0 = Instant::now();
     let n = cl.len();
@@ -160,10 +165,10 @@ async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) 
                             fid: None,
                             replay: None,
                         };
-                        client.rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
+                        client.rpc(Op::MdsReint, ReqKind::Modify, &root(r)).await?;
                     }
                     Phase::Stat => {
-                        client.rpc(Op::MdsGetattrName, ReqKind::Read, &LookupReq { parent: d, name }).await?;
+                        client.rpc(Op::MdsGetattrName, ReqKind::Read, &root(LookupReq { parent: d, name })).await?;
                     }
                     Phase::Unlink => {
                         let r = ReintReq::Unlink {
@@ -172,7 +177,7 @@ async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) 
                             dir: false,
                             time: ptlrpc::wire::mds::Timestamp::secs(0),
                         };
-                        client.rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
+                        client.rpc(Op::MdsReint, ReqKind::Modify, &root(r)).await?;
                     }
                 }
             }
@@ -380,7 +385,7 @@ fn main() -> anyhow::Result<()> {
                         fid: None,
                         replay: None,
                     };
-                    let rep = clients[0].rpc(Op::MdsReint, ReqKind::Modify, &r).await?;
+                    let rep = clients[0].rpc(Op::MdsReint, ReqKind::Modify, &root(r)).await?;
                     let mut body = rkyv::util::AlignedVec::<16>::new();
                     body.extend_from_slice(&rep.body);
                     let rep: ReintReply = rkyv::from_bytes::<ReintReply, rkyv::rancor::Error>(&body)?;

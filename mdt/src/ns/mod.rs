@@ -20,6 +20,8 @@
 mod destroy;
 mod modify;
 mod open;
+#[cfg(test)]
+mod perm_tests;
 mod som;
 #[cfg(test)]
 mod tests;
@@ -28,7 +30,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{AttrReply, DirEntry, MdtAttr, ReaddirReply, StatfsReply, attr_flags};
+use ptlrpc::wire::mds::{AttrReply, Creds, DirEntry, MdtAttr, ReaddirReply, StatfsReply, attr_flags};
 
 pub use destroy::parse_record as parse_destroy_record;
 pub use modify::{CreateArgs, SetattrArgs};
@@ -432,13 +434,7 @@ impl Namespace {
 
     /// getattr (and readlink: the reply carries a symlink's target).
     pub fn getattr(&self, f: Fid) -> Result<AttrReply> {
-        let i = self.inode(f)?;
-        Ok(AttrReply {
-            attr: self.attr(&i),
-            layout: i.layout.clone(),
-            default_stripe: i.default_stripe.clone(),
-            symlink: i.symlink,
-        })
+        self.getattr_as(&Creds::ROOT, f, 0)
     }
 
     /// The FID `name` in `parent` names.
@@ -453,6 +449,27 @@ impl Namespace {
     /// lookup: `name` in `parent` and its attributes.
     pub fn lookup(&self, parent: Fid, name: &str) -> Result<AttrReply> {
         self.getattr(self.lookup_fid(parent, name)?)
+    }
+
+    /// [`Namespace::lookup`] for `c`: search permission on `parent`.
+    pub fn lookup_as(&self, c: &Creds, parent: Fid, name: &str) -> Result<AttrReply> {
+        crate::perm::may_lookup(c, &self.dir_inode(parent)?)?;
+        self.lookup(parent, name)
+    }
+
+    /// getattr for `c`, who must have `mask` (`access_mask`, 0: nothing)
+    /// on `f` (`access(2)`, opendir).
+    pub fn getattr_as(&self, c: &Creds, f: Fid, mask: u32) -> Result<AttrReply> {
+        let i = self.inode(f)?;
+        if mask != 0 {
+            crate::perm::permission(c, &i, mask)?;
+        }
+        Ok(AttrReply {
+            attr: self.attr(&i),
+            layout: i.layout.clone(),
+            default_stripe: i.default_stripe.clone(),
+            symlink: i.symlink,
+        })
     }
 
     /// readdir from `cookie`.
@@ -476,7 +493,12 @@ impl Namespace {
 
     /// An xattr's value.
     pub fn getxattr(&self, f: Fid, name: &str) -> Result<Vec<u8>> {
-        self.inode(f)?;
+        self.getxattr_as(&Creds::ROOT, f, name)
+    }
+
+    /// [`Namespace::getxattr`] for `c` (`perm::may_xattr`).
+    pub fn getxattr_as(&self, c: &Creds, f: Fid, name: &str) -> Result<Vec<u8>> {
+        crate::perm::may_xattr(c, &self.inode(f)?, name, false)?;
         self.kv
             .get(Table::Xattrs, &xattr_key(f, name))?
             .ok_or_else(|| MdtError::posix(errno::ENODATA, format!("no xattr {name:?} on {f}")))

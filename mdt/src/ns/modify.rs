@@ -1,21 +1,29 @@
 //! Modifying operations: create (files, directories, symlinks, devices),
 //! link, unlink/rmdir, rename, setattr and xattrs.
 //!
+//! Each checks its caller's permissions (`crate::perm`) under the write
+//! lock, on the inodes it changes; the variants without `_as` (and
+//! [`CreateArgs`]/[`SetattrArgs`] with default credentials) act as root.
+//! A replayed create is not checked again.
+//!
 //! Must not: write anything outside the operation's one batch.
 
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{Layout, StripeSpec, Timestamp, attr_valid, xattr_flags};
+use ptlrpc::wire::mds::{Creds, Layout, StripeSpec, Timestamp, attr_valid, xattr_flags};
 
 use super::{Done, Namespace, Tx, Writer, fid_end, xattr_key};
 use crate::dir::{self, Dirent};
 use crate::error::{MdtError, Result, errno};
 use crate::fid;
 use crate::inode::{Inode, Kind, S_IFMT};
+use crate::perm;
 use crate::store::{Table, scan};
 
 /// A create request.
 #[derive(Debug, Clone, Default)]
 pub struct CreateArgs {
+    /// The caller (default: root).
+    pub creds: Creds,
     /// Type and permission bits.
     pub mode: u32,
     /// Device number.
@@ -41,6 +49,8 @@ pub struct CreateArgs {
 /// A setattr request (fields apply per `valid`, [`attr_valid`]).
 #[derive(Debug, Clone, Default)]
 pub struct SetattrArgs {
+    /// The caller (default: root).
+    pub creds: Creds,
     /// Which fields.
     pub valid: u32,
     /// Permission bits.
@@ -76,7 +86,15 @@ impl Namespace {
         }
         let mut w = self.w.lock();
         let mut p = self.dir_inode(parent)?;
+        let replay = a.replay_layout.is_some();
+        if !replay {
+            perm::may_lookup(&a.creds, &p)?;
+        }
         let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
+        if !replay {
+            perm::may_create(&a.creds, &p)?;
+        }
+        let (uid, gid, mode) = perm::new_owner(&a.creds, &p, a.uid, a.gid, a.mode);
         let mut tx = self.begin();
         let layout: Option<Layout> = if kind == Kind::File {
             match &a.replay_layout {
@@ -100,10 +118,10 @@ impl Namespace {
         let mut child = Inode {
             fid: f,
             parent,
-            mode: a.mode,
+            mode,
             nlink: if kind == Kind::Dir { 2 } else { 1 },
-            uid: a.uid,
-            gid: a.gid,
+            uid,
+            gid,
             rdev: a.rdev,
             size: if kind == Kind::Symlink { a.symlink.len() as u64 } else { 0 },
             atime: a.time,
@@ -133,19 +151,26 @@ impl Namespace {
         Ok((child, done))
     }
 
-    /// link: a new name `parent/name` for `target` (not a directory).
+    /// link: a new name `parent/name` for `target` (not a directory), as root.
     pub fn link(&self, target: Fid, parent: Fid, name: &str, time: Timestamp) -> Result<Done> {
+        self.link_as(&Creds::ROOT, target, parent, name, time)
+    }
+
+    /// [`Namespace::link`] for `c`: write and search permission on `parent`.
+    pub fn link_as(&self, cr: &Creds, target: Fid, parent: Fid, name: &str, time: Timestamp) -> Result<Done> {
         dir::check_name(name)?;
         let mut w = self.w.lock();
         let mut p = self.dir_inode(parent)?;
+        perm::may_lookup(cr, &p)?;
         let mut c = self.inode(target)?;
+        let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
+        perm::may_create(cr, &p)?;
         if c.is_dir() {
             return Err(MdtError::posix(errno::EPERM, "hard link to a directory"));
         }
         if c.nlink == 0 {
             return Err(MdtError::posix(errno::ENOENT, "link to an unlinked file"));
         }
-        let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
         let mut tx = self.begin();
         tx.version(&mut p);
         tx.version(&mut c);
@@ -160,13 +185,21 @@ impl Namespace {
         self.finish(&mut w, tx)
     }
 
-    /// unlink (`dir == false`) or rmdir (`dir == true`) of `parent/name`.
+    /// unlink (`dir == false`) or rmdir (`dir == true`) of `parent/name`, as root.
     pub fn unlink(&self, parent: Fid, name: &str, dir: bool, time: Timestamp) -> Result<Done> {
+        self.unlink_as(&Creds::ROOT, parent, name, dir, time)
+    }
+
+    /// [`Namespace::unlink`] for `cr`: write and search permission on
+    /// `parent`, and the sticky-bit rule.
+    pub fn unlink_as(&self, cr: &Creds, parent: Fid, name: &str, dir: bool, time: Timestamp) -> Result<Done> {
         let mut w = self.w.lock();
         let mut p = self.dir_inode(parent)?;
+        perm::may_lookup(cr, &p)?;
         let (cookie, ent) = dir::lookup(&*self.kv, parent, name)?
             .ok_or_else(|| MdtError::posix(errno::ENOENT, format!("no {name:?} in {parent}")))?;
         let mut c = self.inode(ent.fid)?;
+        perm::may_delete(cr, &p, &c)?;
         match (dir, c.is_dir()) {
             (true, false) => return Err(MdtError::posix(errno::ENOTDIR, format!("{name:?} is not a directory"))),
             (false, true) => return Err(MdtError::posix(errno::EISDIR, format!("{name:?} is a directory"))),
@@ -225,12 +258,21 @@ impl Namespace {
         Ok(())
     }
 
-    /// rename `sp/sn` to `dp/dn`, replacing a compatible target.
+    /// rename `sp/sn` to `dp/dn`, replacing a compatible target, as root.
     pub fn rename(&self, sp: Fid, sn: &str, dp: Fid, dn: &str, time: Timestamp) -> Result<Done> {
+        self.rename_as(&Creds::ROOT, sp, sn, dp, dn, time)
+    }
+
+    /// [`Namespace::rename`] for `cr`: the source's name removed and the
+    /// target's made or replaced (`perm::may_delete`, `perm::may_create`),
+    /// and a directory moved to another parent writable by `cr`.
+    pub fn rename_as(&self, cr: &Creds, sp: Fid, sn: &str, dp: Fid, dn: &str, time: Timestamp) -> Result<Done> {
         dir::check_name(dn)?;
         let mut w = self.w.lock();
         let mut src_dir = self.dir_inode(sp)?;
         let mut dst_dir = if dp == sp { None } else { Some(self.dir_inode(dp)?) };
+        perm::may_lookup(cr, &src_dir)?;
+        perm::may_lookup(cr, dst_dir.as_ref().unwrap_or(&src_dir))?;
         let (scookie, sent) = dir::lookup(&*self.kv, sp, sn)?
             .ok_or_else(|| MdtError::posix(errno::ENOENT, format!("no {sn:?} in {sp}")))?;
         let mut child = self.inode(sent.fid)?;
@@ -252,9 +294,13 @@ impl Namespace {
                 cur = self.inode(cur)?.parent;
             }
         }
+        perm::may_delete(cr, &src_dir, &child)?;
+        let dst = dst_dir.as_ref().unwrap_or(&src_dir);
         let mut victim = match &target {
             Some((_, t)) => {
                 let v = self.inode(t.fid)?;
+                perm::may_delete(cr, dst, &v)?;
+                perm::may_move_dir(cr, &child, dp != sp)?;
                 if child.is_dir() && !v.is_dir() {
                     return Err(MdtError::posix(errno::ENOTDIR, format!("{dn:?} is not a directory")));
                 }
@@ -266,7 +312,11 @@ impl Namespace {
                 }
                 Some(v)
             }
-            None => None,
+            None => {
+                perm::may_create(cr, dst)?;
+                perm::may_move_dir(cr, &child, dp != sp)?;
+                None
+            }
         };
         let dcookie = match &target {
             Some((c, _)) => *c,
@@ -319,6 +369,10 @@ impl Namespace {
     pub fn setattr(&self, f: Fid, a: &SetattrArgs) -> Result<(Inode, Done)> {
         let mut w = self.w.lock();
         let mut i = self.inode(f)?;
+        let ask = perm::SetattrAsk { valid: a.valid, mode: a.mode, uid: a.uid, gid: a.gid };
+        perm::may_setattr(&a.creds, &i, &ask)?;
+        let new_gid = if a.valid & attr_valid::GID != 0 { a.gid } else { i.gid };
+        let mode = perm::mode_after_setattr(&a.creds, &i, &ask, new_gid);
         let mut tx = self.begin();
         let versioned = attr_valid::MODE | attr_valid::UID | attr_valid::GID | attr_valid::DEFAULT_STRIPE;
         if a.valid & versioned != 0 {
@@ -326,9 +380,7 @@ impl Namespace {
         } else {
             tx.pre.push(i.version);
         }
-        if a.valid & attr_valid::MODE != 0 {
-            i.mode = (i.mode & S_IFMT) | (a.mode & !S_IFMT);
-        }
+        i.mode = mode;
         if a.valid & attr_valid::UID != 0 {
             i.uid = a.uid;
         }
@@ -366,8 +418,13 @@ impl Namespace {
         Ok((i, done))
     }
 
-    /// setxattr / removexattr ([`xattr_flags`]).
+    /// setxattr / removexattr ([`xattr_flags`]), as root.
     pub fn setxattr(&self, f: Fid, name: &str, value: &[u8], flags: u32) -> Result<Done> {
+        self.setxattr_as(&Creds::ROOT, f, name, value, flags)
+    }
+
+    /// [`Namespace::setxattr`] for `c` (`perm::may_xattr`).
+    pub fn setxattr_as(&self, c: &Creds, f: Fid, name: &str, value: &[u8], flags: u32) -> Result<Done> {
         if name.is_empty() || name.len() > 255 {
             return Err(MdtError::posix(errno::EINVAL, "xattr name must be 1..=255 bytes"));
         }
@@ -376,6 +433,7 @@ impl Namespace {
         }
         let mut w = self.w.lock();
         let mut i = self.inode(f)?;
+        perm::may_xattr(c, &i, name, true)?;
         let key = xattr_key(f, name);
         let exists = self.kv.get(Table::Xattrs, &key)?.is_some();
         if flags & xattr_flags::REMOVE != 0 || flags & xattr_flags::REPLACE != 0 {

@@ -45,6 +45,7 @@ use crate::dir;
 use crate::error::{MdtError, Result, errno};
 use crate::fid;
 use crate::inode::{Inode, Kind, S_IFMT, S_IFREG};
+use crate::perm;
 use crate::store::{Table, scan};
 
 /// Open flags ([`open_flags`]).
@@ -260,10 +261,16 @@ impl Namespace {
             None => (by_fid, flags, None),
         };
         let create = &*create;
+        // A replay reopens what its client had open: not checked again.
+        let check = replay.is_none();
+        let cr = &create.creds;
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
-        let (inode, done) = if let Some(f) = by_fid {
-            (self.inode(f)?, Done::default())
+        let (inode, done, created) = if let Some(f) = by_fid {
+            (self.inode(f)?, Done::default(), false)
         } else {
+            if check {
+                perm::may_lookup(cr, &self.dir_inode(parent)?)?;
+            }
             // An unlink racing between this lookup and the registration
             // below leaves a handle whose getattr answers ENOENT; the lock
             // manager (later) closes that window.
@@ -275,15 +282,15 @@ impl Namespace {
                 Some(_) if flags & open_flags::CREAT != 0 && flags & open_flags::EXCL != 0 => {
                     return Err(MdtError::posix(errno::EEXIST, format!("{name:?} exists")));
                 }
-                Some(i) => (i, Done::default()),
+                Some(i) => (i, Done::default(), false),
                 None if flags & open_flags::CREAT != 0 => {
                     let mut a = create.clone();
                     a.mode = S_IFREG | (a.mode & !S_IFMT);
                     match self.create(parent, name, &a) {
-                        Ok(r) => r,
+                        Ok((i, d)) => (i, d, true),
                         // Lost a race with another creator: open theirs.
                         Err(e) if e.errno() == errno::EEXIST && flags & open_flags::EXCL == 0 => {
-                            (self.inode(self.lookup_fid(parent, name)?)?, Done::default())
+                            (self.inode(self.lookup_fid(parent, name)?)?, Done::default(), false)
                         }
                         Err(e) => return Err(e),
                     }
@@ -293,6 +300,10 @@ impl Namespace {
         };
         if inode.is_dir() && writes {
             return Err(MdtError::posix(errno::EISDIR, "open of a directory for writing"));
+        }
+        // The creator opens what it created whatever its mode.
+        if check && !created {
+            perm::may_open(cr, &inode, flags)?;
         }
         let (inode, done) = if flags & open_flags::TRUNC != 0 && writes && inode.kind() == Kind::File && inode.size != 0
         {

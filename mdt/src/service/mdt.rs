@@ -3,6 +3,9 @@
 //! the target's lock: `crate::tgt::service`) and front (reads, outside
 //! it: `crate::tgt::front`).
 //!
+//! Getattr, lookup, getxattr and every reint arrive as [`MdsReq`] with
+//! the caller's credentials, which the namespace checks (`crate::perm`).
+//!
 //! A modifying request's transno, pre-op versions and `last_committed`
 //! travel in the reply header (the target sets them); the body carries
 //! the attributes, layout and open handle.
@@ -16,8 +19,8 @@ use std::time::Instant;
 
 use ptlrpc::driver::Errno;
 use ptlrpc::wire::mds::{
-    CloseReq, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdtOstState, ReaddirReq, ReintReply,
-    ReintReq, SeqQueryReq, SeqRange, XattrReply, seq_op,
+    CloseReq, Creds, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdsReq, MdtOstState, ReaddirReq,
+    ReintReply, ReintReq, SeqQueryReq, SeqRange, XattrReply, seq_op,
 };
 use ptlrpc::wire::{Fid, Frame, Op};
 
@@ -150,12 +153,12 @@ impl MdtOps {
         match op {
             Op::MdsGetRoot => encode(&Fid::ROOT),
             Op::MdsGetattr => {
-                let r: GetattrReq = frame.deserialize()?;
-                encode(&ns.getattr(r.fid)?)
+                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<GetattrReq>>()?;
+                encode(&ns.getattr_as(&creds, r.fid, r.access)?)
             }
             Op::MdsGetattrName => {
-                let r: LookupReq = frame.deserialize()?;
-                encode(&ns.lookup(r.parent, &r.name)?)
+                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<LookupReq>>()?;
+                encode(&ns.lookup_as(&creds, r.parent, &r.name)?)
             }
             Op::MdsReadpage => {
                 let r: ReaddirReq = frame.deserialize()?;
@@ -163,11 +166,11 @@ impl MdtOps {
             }
             Op::MdsStatfs => encode(&ns.statfs()),
             Op::MdsGetxattr => {
-                let r: GetxattrReq = frame.deserialize()?;
+                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<GetxattrReq>>()?;
                 let rep = if r.name.is_empty() {
                     XattrReply { names: ns.listxattr(r.fid)?, ..XattrReply::default() }
                 } else {
-                    XattrReply { value: ns.getxattr(r.fid, &r.name)?, ..XattrReply::default() }
+                    XattrReply { value: ns.getxattr_as(&creds, r.fid, &r.name)?, ..XattrReply::default() }
                 };
                 encode(&rep)
             }
@@ -192,7 +195,9 @@ impl MdtOps {
         if frame.op() != Op::MdsReint {
             return;
         }
-        if let Ok(ReintReq::Open { replay: Some(r), flags, .. }) = frame.deserialize::<ReintReq>() {
+        if let Ok(MdsReq { req: ReintReq::Open { replay: Some(r), flags, .. }, .. }) =
+            frame.deserialize::<MdsReq<ReintReq>>()
+        {
             self.ns.restore_open(uuid, r.handle, r.fid, flags);
         }
     }
@@ -217,9 +222,9 @@ impl MdtOps {
         let op = frame.op();
         let (name, res) = match op {
             Op::MdsReint => {
-                let r: ReintReq = frame.deserialize()?;
+                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<ReintReq>>()?;
                 let name = op_name(op, Some(&r));
-                (name, self.reint(uuid, r))
+                (name, self.reint(uuid, &creds, r))
             }
             Op::MdsClose => {
                 let r: CloseReq = frame.deserialize()?;
@@ -238,33 +243,35 @@ impl MdtOps {
         res
     }
 
-    fn reint(&self, uuid: &str, r: ReintReq) -> Result<Vec<u8>, Errno> {
+    fn reint(&self, uuid: &str, c: &Creds, r: ReintReq) -> Result<Vec<u8>, Errno> {
         let ns = &self.ns;
         match r {
             ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay } => {
                 let replay_layout = replay.map(|r| r.layout);
-                let a = CreateArgs { mode, rdev, uid, gid, time, symlink, stripe, fid, replay_layout };
+                let a =
+                    CreateArgs { creds: c.clone(), mode, rdev, uid, gid, time, symlink, stripe, fid, replay_layout };
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
                 rep.layout = i.layout;
                 encode(&rep)
             }
             ReintReq::Setattr { fid, valid, mode, uid, gid, size, atime, mtime, ctime, default_stripe } => {
-                let a = SetattrArgs { valid, mode, uid, gid, size, atime, mtime, ctime, default_stripe };
+                let a =
+                    SetattrArgs { creds: c.clone(), valid, mode, uid, gid, size, atime, mtime, ctime, default_stripe };
                 let (i, done) = ns.setattr(fid, &a)?;
                 encode(&reint_reply(&done, Some(i.attr())))
             }
             ReintReq::Link { fid, parent, name, time } => {
-                encode(&reint_reply(&ns.link(fid, parent, &name, time)?, None))
+                encode(&reint_reply(&ns.link_as(c, fid, parent, &name, time)?, None))
             }
             ReintReq::Unlink { parent, name, dir, time } => {
-                encode(&reint_reply(&ns.unlink(parent, &name, dir, time)?, None))
+                encode(&reint_reply(&ns.unlink_as(c, parent, &name, dir, time)?, None))
             }
             ReintReq::Rename { src_parent, src_name, dst_parent, dst_name, time } => {
-                encode(&reint_reply(&ns.rename(src_parent, &src_name, dst_parent, &dst_name, time)?, None))
+                encode(&reint_reply(&ns.rename_as(c, src_parent, &src_name, dst_parent, &dst_name, time)?, None))
             }
             ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid, replay } => {
-                let a = CreateArgs { mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
+                let a = CreateArgs { creds: c.clone(), mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
                 let o = ns.open_as(uuid, parent, &name, by_fid, flags, &a, replay.as_ref())?;
                 let mut rep = reint_reply(&o.done, Some(o.inode.attr()));
                 rep.layout = o.inode.layout;
@@ -272,7 +279,7 @@ impl MdtOps {
                 encode(&rep)
             }
             ReintReq::Setxattr { fid, name, value, flags } => {
-                encode(&reint_reply(&ns.setxattr(fid, &name, &value, flags)?, None))
+                encode(&reint_reply(&ns.setxattr_as(c, fid, &name, &value, flags)?, None))
             }
         }
     }

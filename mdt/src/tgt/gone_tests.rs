@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ptlrpc::target::{PeerId, Reply, Target, TargetConfig};
 use ptlrpc::time::Time;
-use ptlrpc::wire::mds::{CloseReq, ReintReply, ReintReq, open_flags};
+use ptlrpc::wire::mds::{CloseReq, Creds, MdsReq, ReintReply, ReintReq, open_flags};
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
 use ptlrpc::wire::{
     ConnCnt, ConnectData, ExportHandle, Fid, Frame, Header, MsgKind, Op, Xid, connect_flags, encode_raw,
@@ -138,7 +138,7 @@ fn open(f: &mut Fx, c: &mut Client, name: &str) -> (u64, Fid) {
         fid: None,
         replay: None,
     };
-    let rep = call(f, c, Op::MdsReint, &bytes(&r));
+    let rep = call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r }));
     assert_eq!(rep.header.status, 0);
     let b = reply_body(&rep);
     (b.handle, b.attr.unwrap().fid)
@@ -146,7 +146,7 @@ fn open(f: &mut Fx, c: &mut Client, name: &str) -> (u64, Fid) {
 
 fn unlink(f: &mut Fx, c: &mut Client, name: &str) {
     let r = ReintReq::Unlink { parent: Fid::ROOT, name: name.into(), dir: false, time: Default::default() };
-    assert_eq!(call(f, c, Op::MdsReint, &bytes(&r)).header.status, 0);
+    assert_eq!(call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r })).header.status, 0);
 }
 
 fn close(f: &mut Fx, c: &mut Client, handle: u64) -> i32 {

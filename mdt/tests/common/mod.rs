@@ -19,7 +19,7 @@ use ptlrpc::fault::FaultInjector;
 use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL};
-use ptlrpc::wire::mds::{GetInfoReply, GetInfoReq};
+use ptlrpc::wire::mds::{Creds, GetInfoReply, GetInfoReq, MdsReq};
 use ptlrpc::wire::{ConnectData, Header, Op, connect_flags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -291,12 +291,25 @@ impl Caller for ImportDriver {
     }
 }
 
-/// An RPC bounded by `bound`.
+/// Whether `op`'s body travels as `MdsReq` (with the caller's credentials).
+pub fn carries_creds(op: Op) -> bool {
+    matches!(op, Op::MdsReint | Op::MdsGetattr | Op::MdsGetattrName | Op::MdsGetxattr)
+}
+
+/// An RPC bounded by `bound`; a body that carries credentials
+/// ([`carries_creds`]) is sent as root's.
 pub async fn rpc<C: Caller, B>(c: &C, op: Op, body: &B, bound: Duration) -> Result<Reply, CallError>
 where
-    B: for<'a> rkyv::Serialize<Ser<'a>>,
+    B: Clone + for<'a> rkyv::Serialize<Ser<'a>>,
+    MdsReq<B>: for<'a> rkyv::Serialize<Ser<'a>>,
 {
-    match tokio::time::timeout(bound, c.call(op, body)).await {
+    let r = if carries_creds(op) {
+        let wrapped = MdsReq { creds: Creds::ROOT, req: body.clone() };
+        tokio::time::timeout(bound, c.call(op, &wrapped)).await
+    } else {
+        tokio::time::timeout(bound, c.call(op, body)).await
+    };
+    match r {
         Ok(r) => r,
         Err(_) => Err(CallError { errno: 110, why: format!("{op:?}: no reply within {bound:?}") }),
     }

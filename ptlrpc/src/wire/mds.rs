@@ -13,6 +13,10 @@
 //! the same OST objects; the open handle, so the MDT restores it):
 //! [`reint_replay_fixup`] writes it into the body the client's import
 //! keeps for replay.
+//! Requests the MDT checks permissions for travel as [`MdsReq`]: the body
+//! and the caller's credentials ([`Creds`]: fsuid, fsgid, supplementary
+//! groups), as Lustre's `mdt_body` and reint records carry `fsuid`,
+//! `fsgid` and `suppgid`.
 //!
 //! Must not: hold behaviour beyond plain data and small helpers; the MDT
 //! (`mdt` crate) gives the bodies meaning. Errors travel as the header's
@@ -163,12 +167,61 @@ pub struct Layout {
     pub objects: Vec<StripeObj>,
 }
 
+/// Who a request acts for: the calling process's filesystem user and
+/// group ids and its supplementary groups. The default (0, 0, none) is root.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[rkyv(derive(Debug))]
+pub struct Creds {
+    /// fsuid.
+    pub uid: u32,
+    /// fsgid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Creds {
+    /// Root (uid 0, gid 0, no supplementary groups).
+    pub const ROOT: Creds = Creds { uid: 0, gid: 0, groups: Vec::new() };
+
+    /// Whether `gid` is the caller's group or one of its supplementary ones.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// A request body with its caller's credentials: `MDS_REINT`
+/// (`MdsReq<ReintReq>`), `MDS_GETATTR` (`MdsReq<GetattrReq>`),
+/// `MDS_GETATTR_NAME` (`MdsReq<LookupReq>`), `MDS_GETXATTR`
+/// (`MdsReq<GetxattrReq>`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MdsReq<T> {
+    /// The caller.
+    pub creds: Creds,
+    /// The request.
+    pub req: T,
+}
+
+/// Access bits of [`GetattrReq::access`] (`access(2)`'s `R_OK`, `W_OK`,
+/// `X_OK`).
+pub mod access_mask {
+    /// Read.
+    pub const READ: u32 = 4;
+    /// Write.
+    pub const WRITE: u32 = 2;
+    /// Execute, or search a directory.
+    pub const EXEC: u32 = 1;
+}
+
 /// `MDS_GETATTR` (and readlink): the object.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct GetattrReq {
     /// The object.
     pub fid: Fid,
+    /// [`access_mask`] bits the caller must have on it (`access(2)`,
+    /// opendir; EACCES if not), 0 for none.
+    pub access: u32,
 }
 
 /// `MDS_GETATTR_NAME` (lookup): a name in a directory.
@@ -213,6 +266,12 @@ pub mod attr_valid {
     pub const CTIME: u32 = 1 << 6;
     /// A directory's default striping (`default_stripe`).
     pub const DEFAULT_STRIPE: u32 = 1 << 7;
+    /// `atime`/`mtime` are "now" (`UTIME_NOW`, `utime(NULL)`): write
+    /// permission suffices, where explicit times need the owner.
+    pub const TIMES_NOW: u32 = 1 << 8;
+    /// Through a handle open for writing (`ftruncate`): no permission
+    /// check (Lustre's `MDS_ATTR_FROM_OPEN`).
+    pub const FROM_OPEN: u32 = 1 << 9;
 }
 
 /// `open` flags the MDT understands (Linux values).
@@ -408,8 +467,8 @@ pub struct OpenReplay {
     pub layout: Option<Layout>,
 }
 
-/// The import's replay fixup for `MDS_REINT` (`ptlrpc::import::ReplayFixup`):
-/// a create's or open's kept body gets [`CreateReplay`] or [`OpenReplay`]
+/// The import's replay fixup for `MDS_REINT` (`ptlrpc::import::ReplayFixup`;
+/// bodies are `MdsReq<ReintReq>`, replayed with their original caller): a create's or open's kept body gets [`CreateReplay`] or [`OpenReplay`]
 /// from its reply; other requests are replayed as sent (`None`).
 pub fn reint_replay_fixup(request: &[u8], reply: &[u8]) -> Option<Vec<u8>> {
     let decode = |b: &[u8]| {
@@ -417,9 +476,9 @@ pub fn reint_replay_fixup(request: &[u8], reply: &[u8]) -> Option<Vec<u8>> {
         a.extend_from_slice(b);
         a
     };
-    let mut req = rkyv::from_bytes::<ReintReq, rkyv::rancor::Error>(&decode(request)).ok()?;
+    let mut req = rkyv::from_bytes::<MdsReq<ReintReq>, rkyv::rancor::Error>(&decode(request)).ok()?;
     let rep = rkyv::from_bytes::<ReintReply, rkyv::rancor::Error>(&decode(reply)).ok()?;
-    match &mut req {
+    match &mut req.req {
         ReintReq::Create { replay, .. } => *replay = Some(CreateReplay { layout: rep.layout }),
         ReintReq::Open { replay, .. } => {
             *replay = Some(OpenReplay { fid: rep.attr?.fid, handle: rep.handle, layout: rep.layout });
@@ -701,7 +760,11 @@ mod tests {
             handle: 42,
             ..ReintReply::default()
         };
-        let bytes = |b: &ReintReq| rkyv::to_bytes::<rkyv::rancor::Error>(b).expect("archives").to_vec();
+        let creds = Creds { uid: 7, gid: 8, groups: vec![9] };
+        let bytes = |b: &ReintReq| {
+            let r = MdsReq { creds: creds.clone(), req: b.clone() };
+            rkyv::to_bytes::<rkyv::rancor::Error>(&r).expect("archives").to_vec()
+        };
         let rep = rkyv::to_bytes::<rkyv::rancor::Error>(&rep).expect("archives").to_vec();
         let open = ReintReq::Open {
             parent: Fid::ROOT,
@@ -719,7 +782,9 @@ mod tests {
         let fixed = reint_replay_fixup(&bytes(&open), &rep).expect("an open is rewritten");
         let mut a = rkyv::util::AlignedVec::<16>::new();
         a.extend_from_slice(&fixed);
-        match rkyv::from_bytes::<ReintReq, rkyv::rancor::Error>(&a).expect("decodes") {
+        let fixed = rkyv::from_bytes::<MdsReq<ReintReq>, rkyv::rancor::Error>(&a).expect("decodes");
+        assert_eq!(fixed.creds, creds, "replayed as the original caller");
+        match fixed.req {
             ReintReq::Open { replay: Some(r), name, .. } => {
                 assert_eq!((r.fid, r.handle, r.layout), (fid, 42, Some(layout)));
                 assert_eq!(name, "f");
@@ -803,6 +868,26 @@ mod tests {
         assert_eq!(&bytes[64..80], &[7, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0][..], "mtime");
         assert_eq!(&bytes[104..112], &[9, 0, 0, 0, 0, 0, 0, 0][..], "blocks");
         assert_eq!(&bytes[112..116], &[1, 0, 0, 0][..], "flags");
+    }
+
+    #[test]
+    fn creds_and_the_request_wrapper_are_pinned() {
+        let c = Creds { uid: 0x0102_0304, gid: 0x0506_0708, groups: vec![0x0a, 0x0b] };
+        assert!(c.in_group(0x0506_0708) && c.in_group(0x0b) && !c.in_group(0x0c));
+        let r = MdsReq { creds: c.clone(), req: GetattrReq { fid: Fid { seq: 1, oid: 2, ver: 3 }, access: 5 } };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&r).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 48] = [
+            0x0a, 0, 0, 0,  0x0b, 0, 0, 0,              // the groups (out of line, first)
+            4, 3, 2, 1,  8, 7, 6, 5,                    // uid, gid
+            0xf0, 0xff, 0xff, 0xff,  2, 0, 0, 0,        // groups: relative pointer -16, length 2
+            1, 0, 0, 0, 0, 0, 0, 0,  2, 0, 0, 0,  3, 0, 0, 0, // fid
+            5, 0, 0, 0,  0, 0, 0, 0,                    // access, padding
+        ];
+        assert_eq!(&bytes[..], &golden[..]);
+        let f = frame_of(Op::MdsGetattr, &r);
+        assert_eq!(Frame::parse(&f).expect("parses").deserialize::<MdsReq<GetattrReq>>().expect("validates"), r);
+        assert_eq!(Creds::default(), Creds::ROOT);
     }
 
     #[test]
