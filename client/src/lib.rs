@@ -16,6 +16,7 @@
 //! | [`fs`] | the library API: [`Sheen`] mount, path/FID operations, [`File`] |
 //! | [`fuse`] | the FUSE mount (fuser, direct I/O, zero TTLs) over [`fs`] |
 //! | [`jobid`] | the job id in every request header (`SHEEN_JOBID_VAR`; a FUSE caller's own, by pid) |
+//! | [`creds`] | the caller's credentials (fsuid, fsgid, groups) in every MDS request the MDT checks permissions for (a FUSE caller's own, groups from `/proc/PID/status`) |
 //! | [`error`] | [`ClientError`] and the one errno mapping |
 //! | [`cli`], [`cli_fs`] | the `sheen` command's subcommands and their tables / `--json` |
 //! | [`up`] | `sheen up` / `down`: a one-node file system of child daemons |
