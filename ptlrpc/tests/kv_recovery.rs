@@ -500,3 +500,56 @@ async fn a_silent_client_is_evicted_a_pinging_one_never() {
     target.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_on_the_receive_path_unless_the_target_is_busy() {
+    let (saddr, caddr) = addrs();
+    let dir = tmpdir("inline-ping");
+    let server = lnet_at(saddr).await;
+    let target = Arc::new(start_target(&server, &dir, OBD_TIMEOUT));
+    let client = lnet_at(caddr).await;
+    let imp = import(&client, server.nid(), "inline-c0");
+    bounded("connect", imp.connect()).await.unwrap();
+    let ping = || async { bounded("ping", imp.rpc_raw(ptlrpc::wire::Op::ObdPing, ReqKind::Read, Vec::new())).await };
+    for _ in 0..5 {
+        ping().await.expect("ping answered");
+    }
+    let svc = || target.service_metrics().expect("running");
+    assert!(svc().served_inline.get() >= 5, "served inline: {}", svc().served_inline.get());
+    assert_eq!(svc().inline_declined.get(), 0);
+    let text = target.render_metrics();
+    assert!(text.contains(r#"ptlrpc_requests_inline_total{service="kv0"}"#), "{text}");
+    // The target's lock held elsewhere: the receive path does not wait for
+    // it; the ping goes to the high-priority worker, which answers once
+    // the lock is free.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let holder = {
+        let target = Arc::clone(&target);
+        tokio::task::spawn_blocking(move || {
+            target.with_target(|_| {
+                let _ = locked_tx.send(());
+                held.recv_timeout(BOUND).expect("released");
+            });
+        })
+    };
+    bounded("lock held", locked_rx).await.unwrap();
+    let pinged = tokio::spawn({
+        let imp = imp.clone();
+        async move { imp.rpc_raw(ptlrpc::wire::Op::ObdPing, ReqKind::Read, Vec::new()).await }
+    });
+    bounded("declined on the receive path", async {
+        while svc().inline_declined.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(!pinged.is_finished(), "answered while the target was locked");
+    release.send(()).unwrap();
+    bounded("holder", holder).await.unwrap();
+    bounded("ping after the lock", pinged).await.unwrap().expect("answered by a worker");
+    assert_eq!(imp.state(), ImportStateKind::Full);
+    imp.close();
+    Arc::into_inner(target).expect("one owner").shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

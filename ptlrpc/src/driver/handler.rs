@@ -129,6 +129,9 @@ pub struct Reply {
     /// The reply waits for a bulk transfer's completion
     /// ([`ReqCtx::bulk_get_then`], [`ReqCtx::bulk_put_then`]).
     pub(super) deferred: bool,
+    /// Not answered on the receive path: queue the request as if
+    /// [`Handler::inline`] had said no.
+    pub(super) declined: bool,
 }
 
 impl Reply {
@@ -165,6 +168,16 @@ impl Reply {
         Reply { deferred: true, ..Reply::default() }
     }
 
+    /// The answer of a handler running inline ([`ReqCtx::is_inline`]) that
+    /// finds it would have to wait (a lock taken, a state only a worker
+    /// may handle): the service queues the request for a worker, as if
+    /// [`Handler::inline`] had said no, and the handler runs again there.
+    /// It must have sent nothing and changed nothing that matters twice.
+    /// On a worker it is an error (`-EIO`).
+    pub fn declined() -> Reply {
+        Reply { declined: true, ..Reply::default() }
+    }
+
     /// Sets the transaction numbers.
     pub fn with_transno(mut self, transno: Transno, last_committed: Transno) -> Reply {
         self.transno = transno;
@@ -191,7 +204,9 @@ pub trait Handler: Send + Sync + 'static {
     /// and two thread switches per request. Only for requests this
     /// handler answers without waiting — no disk, no lock a long request
     /// holds, no bulk (refused inline: [`super::BulkError::Inline`]), no
-    /// [`ReqCtx::blocking`] — since the receive path stalls meanwhile.
+    /// [`ReqCtx::blocking`] — since the receive path stalls meanwhile. A
+    /// handler that finds out only while handling it that it would wait
+    /// answers [`Reply::declined`], and the request is queued as usual.
     /// Metrics, the reply's service time and the service's estimate are
     /// kept as for queued requests. Default: never.
     fn inline(&self, _req: &Request) -> bool {

@@ -2,7 +2,8 @@
 //!
 //! Owns: [`ServiceMetrics`] — queued and active requests, handled and
 //! errored requests and a service-time histogram per opcode, plus the
-//! malformed, dropped, early-reply and bulk-checksum counters — and
+//! malformed, dropped, early-reply and bulk-checksum counters, and those
+//! of requests answered (or declined) on the receive path — and
 //! [`render`], which turns a registry into the text a `/metrics` endpoint
 //! serves (the daemons will serve it over HTTP).
 //!
@@ -70,6 +71,11 @@ pub struct ServiceMetrics {
     pub injected_drops: Counter,
     /// Replies lnet refused to send.
     pub reply_send_errors: Counter,
+    /// Requests answered on lnet's receive path ([`super::Handler::inline`]).
+    pub served_inline: Counter,
+    /// Requests a handler declined to answer on the receive path (queued
+    /// instead, [`super::Reply::declined`]).
+    pub inline_declined: Counter,
     /// `handled` and `latency` per opcode, in [`Op::ALL`]'s order, filled
     /// on first use.
     per_op: Box<[OnceLock<OpSeries>]>,
@@ -94,6 +100,8 @@ impl ServiceMetrics {
             bulk_errors: Counter::default(),
             injected_drops: Counter::default(),
             reply_send_errors: Counter::default(),
+            served_inline: Counter::default(),
+            inline_declined: Counter::default(),
             per_op: Op::ALL.iter().map(|_| OnceLock::new()).collect(),
         };
         registry.register("queued_requests", "Requests waiting in a queue", m.queued.clone());
@@ -108,6 +116,12 @@ impl ServiceMetrics {
         registry.register("bulk_errors", "Bulk transfers that failed", m.bulk_errors.clone());
         registry.register("injected_drops", "Messages dropped by fault injection", m.injected_drops.clone());
         registry.register("reply_send_errors", "Replies lnet refused to send", m.reply_send_errors.clone());
+        registry.register("requests_inline", "Requests answered on the receive path", m.served_inline.clone());
+        registry.register(
+            "inline_declined",
+            "Requests a handler declined on the receive path and queued",
+            m.inline_declined.clone(),
+        );
         ServiceMetrics { registry, ..m }
     }
 

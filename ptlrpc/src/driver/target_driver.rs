@@ -13,7 +13,10 @@
 //! ## Front hooks
 //!
 //! A [`TargetFront`] runs on the worker thread, outside the target's lock,
-//! for every request of its target. Through the [`Gate`] it may
+//! for every request of its target — or, for a PING, on lnet's receive
+//! path, where the gate only tries the target and may decline
+//! ([`Gate::is_inline`]; the PING then goes to a worker). Through the
+//! [`Gate`] it may
 //!
 //! 1. ask the target about the request ([`Gate::admit`]: export, conn_cnt,
 //!    recovery stage, executed already?) — cheap, under the lock;
@@ -41,23 +44,24 @@
 //! Must not: decide anything the target decides, or hold a target's mutex
 //! while lnet is called or while a front works.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lnet::{Lnet, Nid};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast};
 
 use super::DriverClock;
 use super::error::{Errno, ServiceError};
 use super::handler::{Handler, Reply as HandlerReply, ReqCtx, Request};
-use super::metrics::render;
+use super::metrics::{ServiceMetrics, render};
 use super::service::{ReplySender, Service, ServiceConfig};
 use super::target_metrics::{TargetLabel, TargetMetrics};
 use crate::fault::FaultInjector;
 use crate::target::{Admission, Admitted, PeerId, Reply, Target, TargetConfig, TargetEvent, TargetService};
 use crate::time::Time;
-use crate::wire::{ArchivedConnectData, Header, MsgKind};
+use crate::wire::{ArchivedConnectData, Header, MsgKind, Op};
 
 /// The shortest timer sleep (a deadline that did not move never spins).
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -109,7 +113,9 @@ impl<S: TargetService> std::fmt::Debug for TargetSpec<S> {
 }
 
 /// The work a service does for its target's requests outside the target's
-/// lock. See the module docs.
+/// lock. See the module docs. A PING may reach it on lnet's receive path
+/// ([`Gate::is_inline`]): the front must not wait there, and must do
+/// nothing for a PING that matters when done twice.
 pub trait TargetFront<S: TargetService>: Send + Sync + 'static {
     /// Handles `req`. Ends by passing it to the target
     /// ([`Gate::submit`]), answering it ([`Gate::reply`]), or leaving it
@@ -157,6 +163,12 @@ struct Shared<S: TargetService> {
 pub struct Gate<'a, S: TargetService> {
     shared: &'a Shared<S>,
     req: &'a Request,
+    /// On lnet's receive path (a PING): the target is only tried, never
+    /// waited for.
+    inline: bool,
+    /// The target could not be had at once, or the request needs a worker:
+    /// nothing was done; the service queues it.
+    declined: Cell<bool>,
 }
 
 impl<S: TargetService> std::fmt::Debug for Gate<'_, S> {
@@ -176,14 +188,43 @@ impl<S: TargetService> Gate<'_, S> {
         self.shared.clock.now()
     }
 
+    /// Whether the request is being served on lnet's receive path
+    /// ([`ReqCtx::is_inline`]; only PINGs are). There the gate never waits
+    /// for the target: when its lock is taken, or the PING needs more
+    /// than memory ([`Target::ping_in_memory`]), the gate declines — every
+    /// call does nothing from then on, an admission is
+    /// [`Admission::Refused`] — and the request goes to a worker, where
+    /// the front runs again. A front that counts or logs a PING may see
+    /// it twice.
+    pub fn is_inline(&self) -> bool {
+        self.inline
+    }
+
+    /// Runs `f` on the target: at once on a worker; on the receive path
+    /// only if the target's lock is free and the request can be answered
+    /// from memory, else `None` (declined).
+    fn step(&self, f: impl FnOnce(&mut Target<S>)) -> Option<Vec<Reply>> {
+        if !self.inline {
+            return Some(self.shared.step(f));
+        }
+        if self.declined.get() {
+            return None;
+        }
+        let h = self.req.header();
+        let out = self.shared.try_step(|t| t.ping_in_memory(h), f);
+        self.declined.set(out.is_none());
+        out
+    }
+
     /// Asks the target about the request ([`Target::admit`]); sends the
     /// answer of a refused one.
     pub fn admit(&self, ctx: &ReqCtx<'_>) -> Admission {
         let now = self.now();
         let from = peer_of(self.req.peer());
         let mut out = Admission::Refused;
-        let replies = self.shared.step(|t| out = t.admit(now, from, self.req.header()));
-        send_ctx(ctx, replies);
+        if let Some(replies) = self.step(|t| out = t.admit(now, from, self.req.header())) {
+            send_ctx(ctx, replies);
+        }
         out
     }
 
@@ -193,8 +234,9 @@ impl<S: TargetService> Gate<'_, S> {
         let frame = self.req.frame()?;
         let now = self.now();
         let from = peer_of(self.req.peer());
-        let replies = self.shared.step(|t| t.handle_request_with(now, from, &frame, input));
-        send_ctx(ctx, replies);
+        if let Some(replies) = self.step(|t| t.handle_request_with(now, from, &frame, input)) {
+            send_ctx(ctx, replies);
+        }
         Ok(())
     }
 
@@ -204,7 +246,15 @@ impl<S: TargetService> Gate<'_, S> {
     pub fn reply(&self, ctx: &ReqCtx<'_>, admitted: &Admitted, status: i32, body: &[u8]) {
         let mut h = admitted.reply;
         // What is committed now (the read may have waited for a commit).
-        h.last_committed = self.shared.locked.lock().target.last_committed_for(h.handle);
+        let committed = if self.inline {
+            match self.shared.locked.try_lock().filter(|_| !self.declined.get()) {
+                Some(mut l) => l.target.last_committed_for(h.handle),
+                None => return self.declined.set(true),
+            }
+        } else {
+            self.shared.locked.lock().target.last_committed_for(h.handle)
+        };
+        h.last_committed = committed;
         h.status = status;
         if status != 0 {
             h.kind = MsgKind::Error;
@@ -215,6 +265,9 @@ impl<S: TargetService> Gate<'_, S> {
     /// Answers the request with `-errno` (header fields the import checks
     /// echoed).
     pub fn reply_error(&self, ctx: &ReqCtx<'_>, errno: Errno) {
+        if self.declined.get() {
+            return;
+        }
         let rh = self.req.header();
         let mut h = Header::new(MsgKind::Error, rh.opcode, rh.xid);
         h.status = -errno.0;
@@ -224,7 +277,8 @@ impl<S: TargetService> Gate<'_, S> {
     }
 
     /// Runs `f` on the target (rare: a front needing more than admission)
-    /// and sends whatever replies it produced.
+    /// and sends whatever replies it produced. It waits for the target's
+    /// lock even on the receive path: not for PINGs.
     pub fn with_target<R>(&self, ctx: &ReqCtx<'_>, f: impl FnOnce(&mut Target<S>) -> R) -> R {
         let mut out = None;
         let replies = self.shared.step(|t| out = Some(f(t)));
@@ -408,6 +462,12 @@ where
         self.targets.get(i).map(|t| t.events.subscribe())
     }
 
+    /// The metrics of the service the targets run on (takes no target's
+    /// lock; `None` once shut down).
+    pub fn service_metrics(&self) -> Option<&ServiceMetrics> {
+        self.service.as_ref().map(Service::metrics)
+    }
+
     /// The targets' metrics.
     pub fn metrics(&self) -> &TargetMetrics {
         &self.metrics
@@ -464,10 +524,23 @@ impl<S: TargetService> Shared<S> {
     /// events (logged, counted, published), and wakes the timer if the
     /// target now wants it earlier.
     fn step(&self, f: impl FnOnce(&mut Target<S>)) -> Vec<Reply> {
+        self.step_locked(self.locked.lock(), f)
+    }
+
+    /// [`Shared::step`] only if the target's lock is free now and `ok`
+    /// says yes under it; else `None`, nothing done.
+    fn try_step(&self, ok: impl FnOnce(&Target<S>) -> bool, f: impl FnOnce(&mut Target<S>)) -> Option<Vec<Reply>> {
+        let l = self.locked.try_lock()?;
+        if !ok(&l.target) {
+            return None;
+        }
+        Some(self.step_locked(l, f))
+    }
+
+    fn step_locked(&self, mut l: MutexGuard<'_, Locked<S>>, f: impl FnOnce(&mut Target<S>)) -> Vec<Reply> {
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let rearm = {
-            let mut l = self.locked.lock();
             f(&mut l.target);
             while let Some(r) = l.target.poll_transmit() {
                 replies.push(r);
@@ -476,7 +549,9 @@ impl<S: TargetService> Shared<S> {
                 events.push(e);
             }
             let due = l.target.poll_timeout();
-            due.is_some_and(|d| l.armed.is_none_or(|a| d < a))
+            let rearm = due.is_some_and(|d| l.armed.is_none_or(|a| d < a));
+            drop(l);
+            rearm
         };
         for e in events {
             self.observe(e);
@@ -573,10 +648,21 @@ where
 {
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<HandlerReply, Errno> {
         let shared = self.route(req)?;
-        let gate = Gate { shared, req };
+        let gate = Gate { shared, req, inline: ctx.is_inline(), declined: Cell::new(false) };
         if let Err(e) = shared.front.handle(req, ctx, &gate) {
             gate.reply_error(ctx, e);
         }
+        if gate.declined.get() {
+            return Ok(HandlerReply::declined());
+        }
         Ok(HandlerReply::sent_by_handler())
+    }
+
+    /// PING is answered on the receive path when the target's lock is
+    /// free and the ping needs nothing but memory (see [`Gate::is_inline`]);
+    /// otherwise, and for CONNECT (a first connect writes and commits its
+    /// client record), on the high-priority worker.
+    fn inline(&self, req: &Request) -> bool {
+        req.op() == Op::ObdPing
     }
 }

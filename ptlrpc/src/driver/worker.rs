@@ -104,11 +104,18 @@ fn run_worker(shared: &Arc<Shared>, cpt: usize, role: Role) {
 
 /// Serves a request the handler takes inline ([`super::Handler::inline`])
 /// on the calling thread — lnet's receive path — without queueing it or
-/// tracking it for early replies.
-pub(super) fn serve_inline(shared: &Arc<Shared>, req: &Request) {
+/// tracking it for early replies. False: the handler declined it
+/// ([`Reply::declined`]) and nothing was answered; the caller queues it.
+pub(super) fn serve_inline(shared: &Arc<Shared>, req: &Request) -> bool {
     shared.metrics.active.inc();
-    serve(shared, req, Via::Inline);
+    let served = serve(shared, req, Via::Inline);
     shared.metrics.active.dec();
+    if served {
+        shared.metrics.served_inline.inc();
+    } else {
+        shared.metrics.inline_declined.inc();
+    }
+    served
 }
 
 /// How a request reached [`serve`].
@@ -209,7 +216,9 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
     }
 }
 
-fn serve(shared: &Arc<Shared>, req: &Request, via: Via) {
+/// Runs the handler and answers; false when an inline handler declined
+/// the request (nothing answered).
+fn serve(shared: &Arc<Shared>, req: &Request, via: Via) -> bool {
     let hdr = req.header();
     let span = tracing::info_span!("rpc", service = %shared.cfg.name, xid = hdr.xid.0, opcode = req.op().name(),
         peer = %req.peer(), status = Empty, latency_us = Empty);
@@ -225,7 +234,7 @@ fn serve(shared: &Arc<Shared>, req: &Request, via: Via) {
         answer: Answer::of(req, inline),
         deferred: Cell::new(false),
     };
-    let result = match catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut ctx))) {
+    let mut result = match catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut ctx))) {
         Ok(r) => r,
         Err(_) => {
             tracing::error!("handler panicked; answering -EIO");
@@ -237,9 +246,17 @@ fn serve(shared: &Arc<Shared>, req: &Request, via: Via) {
         if !matches!(&result, Ok(r) if r.deferred) {
             tracing::error!("handler deferred its reply to a bulk transfer but returned another answer; ignored");
         }
-        return;
+        return true;
+    }
+    if matches!(&result, Ok(r) if r.declined) {
+        if inline {
+            return false;
+        }
+        tracing::error!("handler declined a request on a worker; answering -EIO");
+        result = Err(Errno::EIO);
     }
     answer(shared, &ctx.answer, result);
+    true
 }
 
 /// What answering a request needs once its handler has returned: kept by

@@ -386,6 +386,18 @@ impl<S: TargetService> Target<S> {
         self.recovery.is_some()
     }
 
+    /// Whether the PING `h` is answered from memory alone: no recovery
+    /// under way and its export (if it names one) in the normal stage. A
+    /// ping that ends a client's replay, or evicts a delayed one (which
+    /// commits), is not. The driver answers such pings on lnet's receive
+    /// path.
+    pub fn ping_in_memory(&self, h: &Header) -> bool {
+        if self.is_recovering() {
+            return false;
+        }
+        self.exports.uuid_of(h.handle).and_then(|u| self.exports.get(u)).is_none_or(|e| e.stage == ExportStage::Normal)
+    }
+
     /// Counters.
     pub fn stats(&self) -> TargetStats {
         self.stats

@@ -450,3 +450,32 @@ fn a_restarted_client_process_starts_its_xids_over() {
     assert_eq!(out[0].header.status, 0);
     assert_eq!(tg.store().journal().len(), 3, "xid 7 of the new process ran");
 }
+
+#[test]
+fn only_a_normal_export_s_ping_outside_recovery_is_answered_from_memory() {
+    let mut store = MemStore::new(true);
+    let mut tg = boot(store, t(0));
+    let h = connect(&mut tg, t(1), "a", 1, ExportHandle::NONE).header.handle;
+    let mut ping = Header::new(MsgKind::Request, Op::ObdPing.opcode(), Xid(30));
+    (ping.handle, ping.conn_cnt) = (h, ConnCnt(1));
+    assert!(tg.ping_in_memory(&ping), "a connected client's ping");
+    let mut stranger = ping;
+    stranger.handle = ExportHandle(0xdead);
+    assert!(tg.ping_in_memory(&stranger), "an unknown handle is answered -ENOTCONN from memory");
+    // After a restart the target recovers: no ping is, until it is done.
+    let (p, b) = put(h, 1, 31, 1, 5);
+    send(&mut tg, t(2), &p, &b);
+    store = tg.into_store();
+    store.crash();
+    let mut tg = boot(store, t(10));
+    assert!(tg.is_recovering());
+    assert!(!tg.ping_in_memory(&ping));
+    let c = connect(&mut tg, t(11), "a", 2, h);
+    (ping.handle, ping.conn_cnt, ping.flags) = (c.header.handle, ConnCnt(2), MsgFlags::REQ_REPLAY_DONE);
+    assert!(!tg.ping_in_memory(&ping), "the ping that ends a client's replay");
+    send(&mut tg, t(12), &ping, &[]);
+    tg.handle_timeout(t(12));
+    assert!(!tg.is_recovering(), "the only client is back");
+    ping.flags = MsgFlags::EMPTY;
+    assert!(tg.ping_in_memory(&ping));
+}
