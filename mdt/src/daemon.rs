@@ -31,6 +31,7 @@ use ptlrpc::wire::mgs::{ConfigCmd, TargetKind, TargetRegReq};
 
 use crate::alloc::{AllocConfig, Allocator, OstApi, OstFactory, RpcOst};
 use crate::config::MdsConfig;
+use crate::locks::MdtLocks;
 use crate::mgs::Mgs;
 use crate::mgs::follow::{Follower, LocalMgs, MgsApi, Progress, RpcMgs};
 use crate::ns::Namespace;
@@ -79,6 +80,8 @@ pub struct MdtParts {
     follower: Follower,
     /// Set by [`Daemon::begin_stop`]: the front answers -ESHUTDOWN.
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The lock manager.
+    pub locks: Arc<MdtLocks>,
 }
 
 /// A running daemon.
@@ -197,6 +200,15 @@ impl Daemon {
                 ..TargetConfig::default()
             };
             let name = format!("{}-MDT{:04x}", cfg.fsname, m.index);
+            // A holder has half the obd timeout to give a lock back.
+            let callback_timeout = (obd_timeout / 2).max(Duration::from_millis(100));
+            let lsettings = ptlrpc::ldlm::LdlmSettings {
+                callback_timeout,
+                ast_resend: callback_timeout / 8,
+                ..ptlrpc::ldlm::LdlmSettings::default()
+            };
+            let cookie_base = u64::from(std::process::id()).rotate_left(40) ^ u64::from(ns.txn().epoch()) << 20;
+            let locks = MdtLocks::start(&lnet, rt.clone(), Arc::clone(&faults), lsettings, cookie_base);
             let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let spec = TargetSpec {
                 name: name.clone(),
@@ -205,7 +217,7 @@ impl Daemon {
                 seed: u64::from(std::process::id()) ^ 0x6d64_7400,
                 service: MdtService::new(Arc::clone(&ops)),
                 store: MdtStore::new(Arc::clone(&ns), Arc::clone(&committer)),
-                front: Arc::new(MdtFront::new(Arc::clone(&ops), Arc::clone(&stopping))),
+                front: Arc::new(MdtFront::new(Arc::clone(&ops), Arc::clone(&stopping)).with_locks(Arc::clone(&locks))),
             };
             let sc = ServiceConfig {
                 threads_per_cpt: m.threads.max(1),
@@ -215,6 +227,24 @@ impl Daemon {
                 TargetDriver::start_many(&lnet, sc, vec![spec], Arc::clone(&faults))
                     .map_err(|e| StartError::Service { name: name.clone(), why: e.to_string() })?,
             );
+            let weak = Arc::downgrade(&driver);
+            locks.set_evictor(Box::new(move |uuid| {
+                if let Some(d) = weak.upgrade() {
+                    d.evict_client(uuid);
+                }
+            }));
+            // An evicted client's locks go with its export.
+            let mut events = driver.subscribe();
+            let l2 = Arc::clone(&locks);
+            rt.spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(ptlrpc::target::TargetEvent::Evicted { uuid, .. }) => l2.drop_client(&uuid),
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
             metrics.recovery_supported.set(1);
             tracing::info!(epoch = ns.txn().epoch(), target = %name, "MDT mounted");
             let api: Arc<dyn MgsApi> = match (&mgs, &m.mgs_nid) {
@@ -250,7 +280,7 @@ impl Daemon {
                     tracing::error!(record = rec.index, error = %e, "config record not applied");
                 }
             });
-            mdt = Some(MdtParts { ns, committer, driver, follower, stopping });
+            mdt = Some(MdtParts { ns, committer, driver, follower, stopping, locks });
         }
         let stop = Arc::new(StopSignal::default());
         let housekeeper = mdt.as_ref().map(|p| {
@@ -299,12 +329,17 @@ impl Daemon {
             out
         });
         let (met, ns) = (Arc::clone(&self.metrics), self.mdt.as_ref().map(|p| Arc::clone(&p.ns)));
+        let locks = self.mdt.as_ref().map(|p| (Arc::clone(&p.locks), p.driver.name_at(0).unwrap_or("mdt").to_string()));
         let drv = self.mdt.as_ref().map_or_else(std::sync::Weak::new, |p| Arc::downgrade(&p.driver));
         let mdt: MetricsSource = Arc::new(move || {
             if let Some(ns) = &ns {
                 update_gauges(ns, &drv, &met);
             }
-            met.render()
+            let mut out = met.render();
+            if let Some((l, name)) = &locks {
+                out.push_str(&l.render(name));
+            }
+            out
         });
         vec![services, mdt]
     }
@@ -342,6 +377,7 @@ impl Daemon {
             s.shutdown();
         }
         if let Some(p) = self.mdt.take() {
+            p.locks.stop();
             match Arc::try_unwrap(p.driver) {
                 Ok(d) => d.shutdown(),
                 Err(_) => tracing::warn!("MDT target driver still shared at stop"),

@@ -29,7 +29,8 @@
 //! | `alloc` | OST table, pools, QoS allocation, precreate, the OST interface |
 //! | `mgs` | registry, config log, lifecycle, pools, followers |
 //! | `service` | the MDT's operations on decoded bodies, the MGS handler, metrics |
-//! | `tgt` | the MDT as a target: store (client records, versions, apply), service (plan), front (reads outside the lock) |
+//! | `tgt` | the MDT as a target: store (client records, versions, apply), service (plan), front (reads outside the lock), intent (lock enqueue intents, the locks updates take) |
+//! | `locks` | the lock manager run on threads: read locks, local exclusive locks, blocking callbacks to clients, eviction at the callback timeout |
 //! | `check` | namespace checker (dirents, inodes, links, objects) |
 //! | `stop` | stop signal threads wait on between rounds |
 //! | `config` | `sheen-mds` TOML configuration |
@@ -73,6 +74,10 @@
 //!   super-sequence controller handing ranges to other MDTs or OSTs, and
 //!   the MDT does not check that a client uses only its own grants (any
 //!   granted, unused FID is accepted).
+//! - Locks are not replayed after an MDT restart: clients drop every lock
+//!   when they reconnect. No lock LRU pressure from the MDT (a client's
+//!   cache is bounded by the client); no PERM or XATTR bits (permissions
+//!   and xattrs are not cached by clients).
 
 #![forbid(unsafe_code)]
 
@@ -84,6 +89,7 @@ pub mod dir;
 pub mod error;
 pub mod fid;
 pub mod inode;
+pub mod locks;
 pub mod mgs;
 pub mod ns;
 pub mod perm;

@@ -26,6 +26,9 @@ pub const OST_REQUEST_PORTAL: Portal = Portal(6);
 pub const MDS_REQUEST_PORTAL: Portal = Portal(12);
 /// The MGS's request portal (Lustre's `MGS_REQUEST_PORTAL`).
 pub const MGS_REQUEST_PORTAL: Portal = Portal(26);
+/// The lock callback portal every client with a cache listens on: the
+/// MDT's blocking callbacks arrive here (Lustre's `LDLM_CB_REQUEST_PORTAL`).
+pub const LDLM_CB_REQUEST_PORTAL: Portal = Portal(17);
 /// The echo service's request portal (tests and benchmarks).
 pub const ECHO_REQUEST_PORTAL: Portal = Portal(36);
 

@@ -20,8 +20,12 @@ use std::sync::Arc;
 use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
 use ptlrpc::target::{Admission, Target};
 
+use super::intent::{Asker, enqueue, lock_for};
 use super::service::MdtService;
+use crate::locks::MdtLocks;
 use crate::service::{MdtOps, is_read};
+use ptlrpc::wire::ldlm::{LdlmCancelReq, LdlmEnqueueReq};
+use ptlrpc::wire::mds::ReintReq;
 use ptlrpc::wire::{MsgFlags, Op};
 
 /// How long a create waits, outside the lock, for empty precreate pools.
@@ -32,13 +36,54 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct MdtFront {
     ops: Arc<MdtOps>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    locks: Option<Arc<MdtLocks>>,
 }
 
 impl MdtFront {
     /// The front over `ops`; once `stopping` is set every request is
     /// answered -ESHUTDOWN (the clients' notice of a stop).
     pub fn new(ops: Arc<MdtOps>, stopping: Arc<std::sync::atomic::AtomicBool>) -> MdtFront {
-        MdtFront { ops, stopping }
+        MdtFront { ops, stopping, locks: None }
+    }
+
+    /// With a lock manager: `LDLM_ENQUEUE` intents and `LDLM_CANCEL` are
+    /// served, and modifying requests lock what they change first
+    /// (`super::intent`).
+    pub fn with_locks(mut self, locks: Arc<MdtLocks>) -> MdtFront {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// The lock manager's requests; `None` when `op` is not one.
+    fn ldlm(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Option<Result<(), Errno>> {
+        let op = req.op();
+        if !matches!(op, Op::LdlmEnqueue | Op::LdlmCancel) {
+            return None;
+        }
+        let Some(locks) = &self.locks else {
+            return Some(Err(Errno::EOPNOTSUPP));
+        };
+        Some(match gate.admit(ctx) {
+            Admission::Admitted(a) => {
+                let owner = req.header().handle.0;
+                let res = if op == Op::LdlmCancel {
+                    req.body::<LdlmCancelReq>().map(|c| {
+                        locks.cancel(owner, &c.handles);
+                        Vec::new()
+                    })
+                } else {
+                    let who = Asker { owner, uuid: &a.uuid, nid: req.peer() };
+                    req.body::<LdlmEnqueueReq>().and_then(|r| enqueue(&self.ops, locks, who, &r.intent))
+                };
+                match res {
+                    Ok(body) => gate.reply(ctx, &a, 0, &body),
+                    Err(e) => gate.reply(ctx, &a, -e.0, &[]),
+                }
+                Ok(())
+            }
+            Admission::Refused => Ok(()),
+            Admission::Pass => gate.submit(ctx, ()),
+        })
     }
 }
 
@@ -46,6 +91,9 @@ impl TargetFront<MdtService> for MdtFront {
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Result<(), Errno> {
         if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Errno(ptlrpc::wire::errno::ESHUTDOWN));
+        }
+        if let Some(done) = self.ldlm(req, ctx, gate) {
+            return done;
         }
         let op = req.op();
         if op == Op::MdsReint && !req.header().flags.contains(MsgFlags::REPLAY) {
@@ -57,7 +105,20 @@ impl TargetFront<MdtService> for MdtFront {
             self.ops.ns.alloc().wait_pools(POOL_WAIT);
         }
         if !is_read(op) {
-            return gate.submit(ctx, ());
+            // Exclusive locks on what the update changes, held until it is
+            // applied and answered: cached copies are called back first.
+            let _held = match (&self.locks, op) {
+                (Some(l), Op::MdsReint) if !req.header().flags.contains(MsgFlags::REPLAY) => {
+                    let r: ReintReq = req.body()?;
+                    Some(lock_for(&self.ops, l, &r)?)
+                }
+                _ => None,
+            };
+            let res = gate.submit(ctx, ());
+            if let (Some(l), true) = (&self.locks, op.is_disconnect()) {
+                l.drop_owner(req.header().handle.0);
+            }
+            return res;
         }
         match gate.admit(ctx) {
             Admission::Admitted(a) => {

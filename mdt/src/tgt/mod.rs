@@ -12,6 +12,7 @@
 //! lock orders them and assigns their transnos).
 
 pub mod front;
+pub mod intent;
 pub mod service;
 pub mod store;
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: header layout and codec (`header`), flags and message kinds
 //! (`flags`), identifier newtypes (`ids`), the opcode registry (`opcode`),
-//! shared bodies (`body`), bulk descriptors and BRW bodies (`bulk`),
+//! shared bodies (`body`), lock manager bodies (`ldlm`), bulk descriptors and BRW bodies (`bulk`),
 //! whole-message encode/parse with validated body access (`message`), and
 //! the typed errors (`error`).
 //!
@@ -17,6 +17,7 @@ mod error;
 mod flags;
 mod header;
 mod ids;
+pub mod ldlm;
 pub mod mds;
 mod message;
 pub mod mgs;

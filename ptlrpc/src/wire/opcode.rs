@@ -39,7 +39,7 @@ pub enum Service {
     Mds,
     /// Management server (configuration logs, target registry).
     Mgs,
-    /// Lock manager (reserved; ldlm comes later).
+    /// Lock manager: enqueue and cancel on the MDT, callbacks on clients.
     Ldlm,
     /// Opcodes every service answers (PING).
     Obd,
@@ -206,9 +206,12 @@ impl Op {
         matches!(self, Op::OstDisconnect | Op::MdsDisconnect | Op::MgsDisconnect)
     }
 
-    /// Served from the high-priority queue (PING and CONNECT).
+    /// Served from the high-priority queue (PING, CONNECT, and lock
+    /// cancels and callbacks: a server's workers may all be waiting for a
+    /// cancel, so cancels must not queue behind them — Lustre's
+    /// `ldlm_canceld`).
     pub const fn is_high_priority(self) -> bool {
-        matches!(self, Op::ObdPing) || self.is_connect()
+        matches!(self, Op::ObdPing | Op::LdlmCancel | Op::LdlmBlCallback) || self.is_connect()
     }
 }
 
@@ -304,6 +307,8 @@ mod tests {
         assert!(Op::ObdPing.is_high_priority());
         assert!(Op::MgsConnect.is_high_priority());
         assert!(!Op::OstWrite.is_high_priority());
+        assert!(Op::LdlmCancel.is_high_priority());
+        assert!(!Op::LdlmEnqueue.is_high_priority());
         assert!(Op::MdsDisconnect.is_disconnect());
     }
 }
