@@ -25,7 +25,7 @@ use super::service::MdtService;
 use crate::locks::MdtLocks;
 use crate::service::{MdtOps, is_read};
 use ptlrpc::wire::ldlm::{LdlmCancelReq, LdlmEnqueueReq};
-use ptlrpc::wire::mds::ReintReq;
+use ptlrpc::wire::mds::{MdsReq, ReintReq};
 use ptlrpc::wire::{MsgFlags, Op};
 
 /// How long a create waits, outside the lock, for empty precreate pools.
@@ -73,7 +73,7 @@ impl MdtFront {
                     })
                 } else {
                     let who = Asker { owner, uuid: &a.uuid, nid: req.peer() };
-                    req.body::<LdlmEnqueueReq>().and_then(|r| enqueue(&self.ops, locks, who, &r.intent))
+                    req.body::<LdlmEnqueueReq>().and_then(|r| enqueue(&self.ops, locks, who, &r.creds, &r.intent))
                 };
                 match res {
                     Ok(body) => gate.reply(ctx, &a, 0, &body),
@@ -109,8 +109,8 @@ impl TargetFront<MdtService> for MdtFront {
             // applied and answered: cached copies are called back first.
             let _held = match (&self.locks, op) {
                 (Some(l), Op::MdsReint) if !req.header().flags.contains(MsgFlags::REPLAY) => {
-                    let r: ReintReq = req.body()?;
-                    Some(lock_for(&self.ops, l, &r)?)
+                    let r: MdsReq<ReintReq> = req.body()?;
+                    Some(lock_for(&self.ops, l, &r.req)?)
                 }
                 _ => None,
             };

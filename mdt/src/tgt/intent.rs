@@ -31,7 +31,7 @@
 use ptlrpc::driver::Errno;
 use ptlrpc::ldlm::InodeBits;
 use ptlrpc::wire::ldlm::{LdlmEnqueueReply, LdlmIntent, LdlmLockDesc};
-use ptlrpc::wire::mds::{AttrReply, GetattrReq, LookupReq, ReintReq, attr_flags, open_flags};
+use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_flags, open_flags};
 use ptlrpc::wire::{Fid, Frame, Header, MsgKind, Op, Xid};
 
 use crate::inode::{S_IFMT, S_IFREG};
@@ -66,7 +66,13 @@ fn cacheable(a: &AttrReply) -> bool {
 }
 
 /// Answers an `LDLM_ENQUEUE` intent: the reply body.
-pub fn enqueue(ops: &MdtOps, locks: &MdtLocks, who: Asker<'_>, intent: &LdlmIntent) -> Result<Vec<u8>, Errno> {
+pub fn enqueue(
+    ops: &MdtOps,
+    locks: &MdtLocks,
+    who: Asker<'_>,
+    creds: &Creds,
+    intent: &LdlmIntent,
+) -> Result<Vec<u8>, Errno> {
     let grant = |fid: Fid, bits: InodeBits| locks.grant_read(who.owner, who.uuid, who.nid, fid, bits);
     let give_back = |got: &[LdlmLockDesc]| {
         let hs: Vec<u64> = got.iter().map(|l| l.handle).collect();
@@ -75,7 +81,7 @@ pub fn enqueue(ops: &MdtOps, locks: &MdtLocks, who: Asker<'_>, intent: &LdlmInte
     let (attr, mut got) = match intent {
         LdlmIntent::Getattr(r) => {
             let got: Vec<LdlmLockDesc> = grant(r.fid, InodeBits::UPDATE).into_iter().collect();
-            match read_as(ops, Op::MdsGetattr, &GetattrReq { fid: r.fid }) {
+            match read_as(ops, Op::MdsGetattr, &MdsReq { creds: creds.clone(), req: r.clone() }) {
                 Ok(a) => (a, got),
                 Err(e) => {
                     give_back(&got);
@@ -87,7 +93,7 @@ pub fn enqueue(ops: &MdtOps, locks: &MdtLocks, who: Asker<'_>, intent: &LdlmInte
             let child = ops.ns.lookup_fid(r.parent, &r.name).map_err(Errno::from)?;
             let got: Vec<LdlmLockDesc> =
                 [grant(child, InodeBits::LOOKUP), grant(child, InodeBits::UPDATE)].into_iter().flatten().collect();
-            let req = LookupReq { parent: r.parent, name: r.name.clone() };
+            let req = MdsReq { creds: creds.clone(), req: r.clone() };
             match read_as(ops, Op::MdsGetattrName, &req) {
                 Ok(a) if a.attr.fid == child => (a, got),
                 other => {

@@ -16,7 +16,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::mds::{AttrReply, Fid, GetattrReq, LookupReq};
+use super::mds::{AttrReply, Creds, Fid, GetattrReq, LookupReq};
 
 /// What an enqueue is for: the MDS read whose answer the locks protect.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub enum LdlmIntent {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct LdlmEnqueueReq {
+    /// The caller (the intent's read checks permissions as its own
+    /// request would).
+    pub creds: Creds,
     /// The mode wanted (`LockMode::Pr` for reads).
     pub mode: u32,
     /// The bits wanted; the MDT grants a subset.
@@ -136,8 +139,14 @@ mod tests {
     #[test]
     fn enqueue_round_trips_and_truncation_is_rejected() {
         let reqs = [
-            LdlmEnqueueReq { mode: 4, bits: 2, intent: LdlmIntent::Getattr(GetattrReq { fid: Fid::ROOT }) },
             LdlmEnqueueReq {
+                creds: Creds { uid: 1, gid: 2, groups: vec![3] },
+                mode: 4,
+                bits: 2,
+                intent: LdlmIntent::Getattr(GetattrReq { fid: Fid::ROOT, access: 0 }),
+            },
+            LdlmEnqueueReq {
+                creds: Creds::ROOT,
                 mode: 4,
                 bits: 3,
                 intent: LdlmIntent::Lookup(LookupReq { parent: Fid::ROOT, name: "a-long-enough-name".into() }),
