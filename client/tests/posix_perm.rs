@@ -1,7 +1,7 @@
 //! Permissions and ownership on a real mount, checked by the MDT with each
 //! caller's credentials (the mount has no `default_permissions`): search
 //! and write permission through supplementary groups, `access(2)`,
-//! opendir, chown/chgrp/chmod rules and the set-ID bits they drop, set-group-ID
+//! opendir, execve, chown/chgrp/chmod rules and the set-ID bits they drop, set-group-ID
 //! directories, utimes "now" against explicit times, truncate against
 //! ftruncate on a write handle, O_CREAT of an existing file, the sticky bit
 //! on rename, and `user.*` xattrs. Each test mounts its own file system
@@ -101,6 +101,17 @@ async fn groups_access_and_opendir() {
         assert_eq!(rerrno(rustix::fs::access(m.join("plain"), Access::EXEC_OK)), libc::EACCES);
         rustix::fs::access(m.join("plain"), Access::READ_OK | Access::WRITE_OK).unwrap();
         assert_eq!(fs::read(m.join("plain")).unwrap(), b"p");
+        // execve needs execute permission, not read: a 0711 program runs
+        // for others, a 0700 one does not.
+        fs::copy("/bin/true", m.join("prog")).unwrap();
+        chmod(&m.join("prog"), 0o711);
+        let run = |p: std::path::PathBuf| {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new(p).uid(NOBODY).gid(NOBODY).status()
+        };
+        assert!(run(m.join("prog")).unwrap().success());
+        chmod(&m.join("prog"), 0o700);
+        assert_eq!(errno(run(m.join("prog"))), libc::EACCES);
         // A directory readable but not searchable: listed, not entered.
         let l = m.join("listonly");
         fs::create_dir(&l).unwrap();

@@ -196,9 +196,11 @@ pub fn mode_after_setattr(c: &Creds, i: &Inode, a: &SetattrAsk, new_gid: u32) ->
 }
 
 /// Opening the existing `i` with `flags`: read and/or write permission as
-/// the access mode asks (a truncate asks write).
+/// the access mode asks (a truncate asks write; an open for `execve`
+/// execute instead of read).
 pub fn may_open(c: &Creds, i: &Inode, flags: u32) -> Result<()> {
     let mask = match flags & (open_flags::WRONLY | open_flags::RDWR) {
+        0 if flags & open_flags::EXEC != 0 => MAY_EXEC,
         0 => MAY_READ,
         open_flags::WRONLY => MAY_WRITE,
         _ => MAY_READ | MAY_WRITE,
@@ -384,6 +386,10 @@ mod tests {
         assert_eq!(err(may_open(&other, &f, open_flags::TRUNC)), errno::EACCES);
         may_open(&user(10, 10, &[]), &f, open_flags::RDWR | open_flags::TRUNC).unwrap();
         assert_eq!(err(may_open(&user(10, 10, &[]), &ino(S_IFREG | 0o200, 10, 20), 0)), errno::EACCES);
+        // execve of a 0711 file: execute, not read.
+        let x = ino(S_IFREG | 0o711, 10, 20);
+        may_open(&other, &x, open_flags::EXEC).unwrap();
+        assert_eq!(err(may_open(&other, &x, 0)), errno::EACCES);
     }
 
     #[test]

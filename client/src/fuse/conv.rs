@@ -128,7 +128,7 @@ pub(super) fn cred(req: &Request) -> Cred {
 pub(super) fn mdt_flags(flags: i32) -> u32 {
     let f = flags as u32;
     let mut out = f & (open_flags::WRONLY | open_flags::RDWR);
-    for bit in [open_flags::CREAT, open_flags::EXCL, open_flags::TRUNC] {
+    for bit in [open_flags::CREAT, open_flags::EXCL, open_flags::TRUNC, open_flags::EXEC] {
         out |= f & bit;
     }
     out
@@ -207,5 +207,7 @@ mod tests {
     fn open_flags_map_to_the_mdt() {
         assert_eq!(mdt_flags(libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW), open_flags::RDWR | open_flags::CREAT);
         assert_eq!(mdt_flags(libc::O_WRONLY | libc::O_TRUNC), open_flags::WRONLY | open_flags::TRUNC);
+        // The kernel's open for execve (`__FMODE_EXEC`, 0o40).
+        assert_eq!(mdt_flags(libc::O_LARGEFILE | 0o40), open_flags::EXEC);
     }
 }

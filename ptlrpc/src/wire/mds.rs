@@ -286,6 +286,9 @@ pub mod open_flags {
     pub const WRONLY: u32 = 0o1;
     /// Read and write access.
     pub const RDWR: u32 = 0o2;
+    /// An open for `execve` (Linux's `__FMODE_EXEC`): execute permission
+    /// is checked instead of read.
+    pub const EXEC: u32 = 0o40;
 }
 
 /// `setxattr` flags (Linux values) plus removal.
