@@ -5,7 +5,8 @@
 //! leaves: written straight from the caller's thread when the link is idle
 //! and the socket takes it without blocking (small messages: no task hop),
 //! or by the link's writer task, which waits for the socket. One writer at a
-//! time (`busy`), frames in the order `send` saw them. Every frame is
+//! time (`busy`), frames in the order `send` saw them, except that small
+//! frames pass queued bulk frames ([`enqueue`]). Every frame is
 //! completed exactly once; a failed connection fails the frame on the wire
 //! and everything queued behind it, and tells the core the peer is down.
 
@@ -43,6 +44,30 @@ impl Outgoing {
         let hdr = tx.hdr.encode();
         Outgoing { tx, hdr, done: 0 }
     }
+}
+
+/// Queues `out` behind every frame already queued — except that a small
+/// frame (at most [`INLINE_MAX`] bytes: requests, replies, ACKs, GETs) goes
+/// ahead of bulk frames not yet started, as ksocklnd keeps control messages
+/// off its bulk connections: a reply never waits for megabytes of other
+/// RPCs' data. Small frames keep their order among themselves, bulk frames
+/// theirs.
+fn enqueue(queue: &mut VecDeque<Outgoing>, out: Outgoing) {
+    let queued = queue.iter().map(|o| (io::frame_len(o.tx.payload.as_ref()), o.done > 0));
+    match place(queued, io::frame_len(out.tx.payload.as_ref())) {
+        Some(i) => queue.insert(i, out),
+        None => queue.push_back(out),
+    }
+}
+
+/// Where a frame of `len` bytes goes in a queue of `(length, started)`
+/// frames: before the first bulk frame not yet started if it is small,
+/// else (`None`) at the back.
+fn place(queued: impl Iterator<Item = (usize, bool)>, len: usize) -> Option<usize> {
+    if len > INLINE_MAX {
+        return None;
+    }
+    queued.enumerate().find(|(_, (l, started))| *l > INLINE_MAX && !started).map(|(i, _)| i)
 }
 
 /// The sending half of an established connection (initiated by either
@@ -167,7 +192,7 @@ impl PeerLink {
             }
             return;
         }
-        st.queue.push_back(out);
+        enqueue(&mut st.queue, out);
         if !st.task {
             st.task = true;
             rt.spawn(writer(Arc::clone(self)));
@@ -356,4 +381,28 @@ async fn connect(sh: &Arc<Shared>, peer: Nid) -> Result<Conn, LnetError> {
     sh.track(reader);
     sh.stats.connects.fetch_add(1, Ordering::Relaxed);
     Ok(Conn::new(w, closed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BULK: usize = 1 << 20;
+    const SMALL: usize = 200;
+
+    #[test]
+    fn small_frames_pass_queued_bulk_in_their_own_order() {
+        // Empty queue, or only small frames: at the back.
+        assert_eq!(place([].into_iter(), SMALL), None);
+        assert_eq!(place([(SMALL, false), (SMALL, false)].into_iter(), SMALL), None);
+        // Bulk frames queued: a small one goes before the first not started.
+        assert_eq!(place([(BULK, true), (BULK, false), (SMALL, false)].into_iter(), SMALL), Some(1));
+        assert_eq!(place([(SMALL, false), (BULK, false), (BULK, false)].into_iter(), SMALL), Some(1));
+        // Behind earlier small frames that passed the same bulk.
+        assert_eq!(place([(BULK, true), (SMALL, false), (BULK, false)].into_iter(), SMALL), Some(2));
+        // Bulk frames always go to the back, and never pass anything.
+        assert_eq!(place([(SMALL, false), (BULK, false)].into_iter(), BULK), None);
+        assert_eq!(place([(BULK, false)].into_iter(), INLINE_MAX), Some(0));
+        assert_eq!(place([(BULK, false)].into_iter(), INLINE_MAX + 1), None);
+    }
 }
