@@ -171,9 +171,13 @@ pub(super) struct QueueState {
     /// General workers awake: handling a request (outside
     /// [`super::ReqCtx::blocking`]) or looking at the queue.
     pub(super) running: usize,
-    /// General workers asleep on the CPT's `cv`.
-    pub(super) sleeping: usize,
-    /// Sleeping workers already signalled, not yet awake.
+    /// General workers asleep, by index into the CPT's `cvs`, the most
+    /// recent last: a request wakes the worker that slept last (its stack
+    /// and data still in cache, its CPU likely near), not the one asleep
+    /// longest, as a condition variable would.
+    pub(super) idle: Vec<usize>,
+    /// Sleeping workers already signalled (taken off `idle`), not yet
+    /// awake.
     pub(super) waking: usize,
 }
 
@@ -182,25 +186,24 @@ impl QueueState {
         self.hp.len() + self.normal.len()
     }
 
-    /// Whether a sleeping general worker should be woken for queued work,
-    /// under the service's `max_running`; if so, counts it as waking (the
-    /// caller notifies `cv` once, after dropping the lock).
-    pub(super) fn take_wake(&mut self, max_running: usize) -> bool {
-        if self.sleeping <= self.waking {
-            return false;
-        }
+    /// A sleeping general worker to wake for queued work, under the
+    /// service's `max_running`: taken off `idle` and counted as waking
+    /// (the caller notifies its condition variable once, after dropping
+    /// the lock).
+    pub(super) fn take_wake(&mut self, max_running: usize) -> Option<usize> {
         if max_running != 0 && self.running + self.waking >= max_running {
-            return false;
+            return None;
         }
+        let w = self.idle.pop()?;
         self.waking += 1;
-        true
+        Some(w)
     }
 }
 
 pub(super) struct CptQueue {
     pub(super) state: Mutex<QueueState>,
-    /// Wakes the CPT's general workers.
-    pub(super) cv: Condvar,
+    /// One per general worker of the CPT: wakes that worker.
+    pub(super) cvs: Vec<Condvar>,
     /// Wakes the CPT's high-priority worker.
     pub(super) hp_cv: Condvar,
     /// Requests queued (read without the lock by spinning workers).
@@ -283,10 +286,10 @@ impl Service {
                     hp: VecDeque::new(),
                     normal: (cfg.policy)(i),
                     running: 0,
-                    sleeping: 0,
+                    idle: Vec::new(),
                     waking: 0,
                 }),
-                cv: Condvar::new(),
+                cvs: (0..cfg.threads_per_cpt).map(|_| Condvar::new()).collect(),
                 hp_cv: Condvar::new(),
                 pending: AtomicUsize::new(0),
             })
@@ -406,7 +409,9 @@ impl Shared {
         }
         for q in &self.queues {
             let _guard = q.state.lock();
-            q.cv.notify_all();
+            for cv in &q.cvs {
+                cv.notify_all();
+            }
             q.hp_cv.notify_all();
         }
         let bulk = {
@@ -522,13 +527,13 @@ impl Shared {
             st.normal.enqueue(req);
         }
         q.pending.fetch_add(1, Ordering::Relaxed);
-        let wake = !hp && st.take_wake(self.cfg.max_running);
+        let wake = if hp { None } else { st.take_wake(self.cfg.max_running) };
         drop(st);
         self.metrics.queued.inc();
         if hp {
             q.hp_cv.notify_one();
-        } else if wake {
-            q.cv.notify_one();
+        } else if let Some(w) = wake {
+            q.cvs[w].notify_one();
         }
     }
 

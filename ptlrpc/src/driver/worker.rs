@@ -3,8 +3,8 @@
 //!
 //! Owns: spawning (one set of workers per CPT, bound to the CPT's cores
 //! when the CPT table describes this machine), the count of a CPT's
-//! running, sleeping and waking general workers that `max_running` wakes
-//! by, [`blocking`] (a worker lends its running slot out while it waits),
+//! running and waking general workers that `max_running` wakes by and
+//! its stack of sleeping ones (the last to sleep is woken first), [`blocking`] (a worker lends its running slot out while it waits),
 //! the worker loop (high
 //! priority first, then the CPT's policy; run the handler; measure the
 //! service time from arrival; report it in the reply; metrics and a
@@ -44,11 +44,11 @@ pub(super) fn spawn_all(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>, Ser
         // One thread per CPT serves only the high-priority queue, so a PING
         // or CONNECT never waits behind long requests and costs one wake-up
         // of the thread that is idle for it, not of a busy pool.
-        let roles = std::iter::once(Role::HighPriority).chain((0..shared.cfg.threads_per_cpt).map(|_| Role::Any));
+        let roles = std::iter::once(Role::HighPriority).chain((0..shared.cfg.threads_per_cpt).map(Role::Any));
         for (i, role) in roles.enumerate() {
             let name = match role {
                 Role::HighPriority => format!("{}{cpt_index:02}_hp", shared.cfg.name),
-                Role::Any => format!("{}{cpt_index:02}_{i:03}", shared.cfg.name),
+                Role::Any(_) => format!("{}{cpt_index:02}_{i:03}", shared.cfg.name),
             };
             let s = Arc::clone(shared);
             let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
@@ -85,19 +85,20 @@ fn bind(shared: &Shared, cpt_index: usize) {
 enum Role {
     /// Only the high-priority queue (PING, CONNECT).
     HighPriority,
-    /// High priority first, then the policy's queue.
-    Any,
+    /// High priority first, then the policy's queue; the worker's index
+    /// among its CPT's general workers (its condition variable).
+    Any(usize),
 }
 
 fn run_worker(shared: &Arc<Shared>, cpt: usize, role: Role) {
     let _rt = shared.rt.enter();
-    if role == Role::Any {
+    if matches!(role, Role::Any(_)) {
         shared.queues[cpt].state.lock().running += 1;
     }
     while let Some(req) = next_request(shared, cpt, role) {
         shared.metrics.queued.dec();
         shared.metrics.active.inc();
-        serve(shared, &req, Via::Worker { counted: role == Role::Any });
+        serve(shared, &req, Via::Worker { counted: matches!(role, Role::Any(_)) });
         shared.metrics.active.dec();
     }
 }
@@ -128,23 +129,26 @@ enum Via {
     Inline,
 }
 
-/// Sleeps a general worker on its CPT's `cv` (for at most `limit`), keeping
-/// the queue's running/sleeping/waking counts.
-fn sleep(q: &CptQueue, st: &mut MutexGuard<'_, QueueState>, limit: Option<Duration>) {
+/// Sleeps general worker `w` of a CPT on its own condition variable (for
+/// at most `limit`), on top of the CPT's idle stack, keeping the queue's
+/// running and waking counts.
+fn sleep(q: &CptQueue, st: &mut MutexGuard<'_, QueueState>, w: usize, limit: Option<Duration>) {
     st.running = st.running.saturating_sub(1);
-    st.sleeping += 1;
+    st.idle.push(w);
     match limit {
         Some(d) => {
-            let _ = q.cv.wait_for(st, d);
+            let _ = q.cvs[w].wait_for(st, d);
         }
-        None => q.cv.wait(st),
+        None => q.cvs[w].wait(st),
     }
-    st.sleeping -= 1;
-    // Any wake-up, a timed-out one too, takes one pending wake off: a
-    // signal meant for a worker whose wait had just timed out must not be
-    // left counted (too few wake-ups could strand a request; one too many
-    // only wakes a worker that finds nothing).
-    st.waking = st.waking.saturating_sub(1);
+    match st.idle.iter().rposition(|&i| i == w) {
+        // Timed out, or woken by the service stopping: still on the stack.
+        Some(at) => {
+            st.idle.remove(at);
+        }
+        // Taken off the stack by a waker (`QueueState::take_wake`).
+        None => st.waking = st.waking.saturating_sub(1),
+    }
     st.running += 1;
 }
 
@@ -159,10 +163,10 @@ pub(super) fn blocking<R>(shared: &Shared, cpt: usize, counted: bool, f: impl Fn
     let wake = {
         let mut st = q.state.lock();
         st.running = st.running.saturating_sub(1);
-        !st.normal.is_empty() && st.take_wake(shared.cfg.max_running)
+        if st.normal.is_empty() { None } else { st.take_wake(shared.cfg.max_running) }
     };
-    if wake {
-        q.cv.notify_one();
+    if let Some(w) = wake {
+        q.cvs[w].notify_one();
     }
     // Takes the slot back even if `f` unwinds (a handler panic is caught
     // by `serve`, and the worker goes on).
@@ -188,17 +192,17 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
             q.pending.fetch_sub(1, Ordering::Relaxed);
             return Some(r);
         }
-        if role == Role::HighPriority {
+        let Role::Any(w) = role else {
             q.hp_cv.wait(&mut st);
             continue;
-        }
+        };
         if let Some(r) = st.normal.dequeue(shared.clock.now()) {
             q.pending.fetch_sub(1, Ordering::Relaxed);
             return Some(r);
         }
         if !st.normal.is_empty() {
             // A policy holding requests back (rate limits) is asked again.
-            sleep(q, &mut st, Some(Duration::from_millis(10)));
+            sleep(q, &mut st, w, Some(Duration::from_millis(10)));
         } else if !spun && !shared.cfg.idle_spin.is_zero() {
             // Under load the next request is often microseconds away:
             // waiting for it awake saves a futex wake-up per request.
@@ -211,7 +215,7 @@ fn next_request(shared: &Shared, cpt: usize, role: Role) -> Option<Request> {
             });
         } else {
             spun = false;
-            sleep(q, &mut st, None);
+            sleep(q, &mut st, w, None);
         }
     }
 }
