@@ -397,6 +397,7 @@ fn update_gauges(ns: &Namespace, driver: &std::sync::Weak<TargetDriver<MdtServic
         met.recovery_status.set(i64::from(recovering));
     }
     met.open_files.set(ns.open_files() as i64);
+    met.fids_refused.set(ns.fids_refused() as i64);
     met.last_transno.set(ns.txn().last() as i64);
     met.last_committed.set(ns.txn().committed() as i64);
     met.destroy_pending.set(ns.destroys_pending() as i64);

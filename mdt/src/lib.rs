@@ -20,7 +20,8 @@
 //! | module | job |
 //! | --- | --- |
 //! | `store` | [`store::Kv`] trait, fjall implementation, value codec |
-//! | `fid` | FID keys, MDT0's sequence controller, the FID cursor |
+//! | `fid` | FID keys, the MDT's own FID cursor |
+//! | `seq` | MDT0's sequence controller, the MDT's sequence server, per-client grants and the create check |
 //! | `inode` | the stored inode and file types |
 //! | `dir` | hashed directory keys, stable readdir cookies, lookup |
 //! | `txn` | epochs, transnos/versions, the commit thread |
@@ -41,6 +42,8 @@
 //! - One modifying operation = one atomic store batch (the changes, the
 //!   cursors, destroy-log records, the new last transno).
 //! - `last_committed` never passes a transno whose batch was not persisted.
+//! - A sequence is granted once, durably before the grant is used or
+//!   answered; a client names only FIDs from its own grants.
 //! - An object id is handed out once: OST cursors are written with the
 //!   layouts that use them; objects a dropped transaction took go back to
 //!   their pool; a replayed create claims its original objects;
@@ -70,10 +73,16 @@
 //!   recommends a separate MGS for imperative recovery.
 //! - The mdc asks for one modifying request in flight (`max_mod_rpcs` 1)
 //!   although the target framework keeps reply slots for several.
-//! - Sequences are granted to clients by MDT0 only (one MDT): no
-//!   super-sequence controller handing ranges to other MDTs or OSTs, and
-//!   the MDT does not check that a client uses only its own grants (any
-//!   granted, unused FID is accepted).
+//! - Sequences (`seq`): MDT0's controller hands super-sequences only to
+//!   its own sequence server, in process — there is no `SEQ_QUERY`
+//!   super-sequence request for other MDTs (there are none yet, DNE is
+//!   later), and OST objects have no sequences at all: each OST numbers
+//!   its objects with one u64 id space (`ost`'s last id), so Lustre's
+//!   per-MDT object sequences on OSTs (and orphan cleanup by sequence)
+//!   need an OST object-naming and wire change first.
+//! - A client's grants are forgotten only when more than `GRANTS_KEPT`
+//!   runs pile up under one client UUID; an unmounted client's grants
+//!   stay in the store (a few bytes per UUID).
 //! - Locks are not replayed after an MDT restart: clients drop every lock
 //!   when they reconnect. No lock LRU pressure from the MDT (a client's
 //!   cache is bounded by the client); no PERM or XATTR bits (permissions
@@ -93,6 +102,7 @@ pub mod locks;
 pub mod mgs;
 pub mod ns;
 pub mod perm;
+pub mod seq;
 pub mod service;
 pub mod stop;
 pub mod store;

@@ -39,13 +39,13 @@ pub use open::{LOCAL, OpenFlags, Opened, OwnerClosed};
 use crate::alloc::Allocator;
 use crate::dir::{self, Dirent};
 use crate::error::{MdtError, Result, errno};
-use crate::fid::{self, FidCursor, SeqController};
+use crate::fid::{self, FidCursor};
 use crate::inode::{Inode, S_IFDIR};
+use crate::seq::{self as seqs, Refusal, Sequences};
 use crate::store::{Batch, Kv, Table, decode, encode};
 use crate::txn::TxnState;
 
 const CURSOR_KEY: &[u8] = b"fid_cursor";
-const SEQCTL_KEY: &[u8] = b"seq_controller";
 
 /// What a modifying operation did: its transno and the objects' versions
 /// before it (the version after is the transno).
@@ -61,7 +61,7 @@ pub struct Done {
 #[derive(Debug)]
 struct Writer {
     cursor: FidCursor,
-    ctl: SeqController,
+    seqs: Sequences,
     destroy_seq: u64,
 }
 
@@ -187,6 +187,8 @@ pub struct Namespace {
     /// transaction in `pending` for the target to apply with its transno.
     deferred: bool,
     pending: Mutex<Option<Tx>>,
+    /// Creates refused for their FID (`check_client_fid`).
+    fids_refused: std::sync::atomic::AtomicU64,
     /// End-of-recovery orphan cleanups done (see `open`), and its signal.
     cleanups: Mutex<u64>,
     cleaned: parking_lot::Condvar,
@@ -230,7 +232,7 @@ impl Namespace {
 
     fn mount_with(kv: Arc<dyn Kv>, alloc: Arc<Allocator>, txn: TxnState, deferred: bool) -> Result<Namespace> {
         let cursor = meta::<FidCursor>(&*kv, CURSOR_KEY)?.unwrap_or_default();
-        let ctl = meta::<SeqController>(&*kv, SEQCTL_KEY)?.unwrap_or_default();
+        let seqs = Sequences::load(&*kv)?;
         let destroy_seq = kv
             .range(Table::DestroyLog, &[], crate::store::KEY_END, usize::MAX)?
             .last()
@@ -240,7 +242,8 @@ impl Namespace {
             kv,
             txn: Arc::new(txn),
             alloc,
-            w: Mutex::new(Writer { cursor, ctl, destroy_seq }),
+            w: Mutex::new(Writer { cursor, seqs, destroy_seq }),
+            fids_refused: std::sync::atomic::AtomicU64::new(0),
             opens: Mutex::new(open::Opens::new()),
             deferred,
             pending: Mutex::new(None),
@@ -322,7 +325,6 @@ impl Namespace {
             return Ok(Done::default());
         }
         tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
-        tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
         if self.deferred {
             let pre = tx.pre.clone();
             *self.pending.lock() = Some(tx);
@@ -344,7 +346,6 @@ impl Namespace {
             return self.finish(w, tx);
         }
         tx.b.put(Table::Meta, CURSOR_KEY, encode(&w.cursor));
-        tx.b.put(Table::Meta, SEQCTL_KEY, encode(&w.ctl));
         let version = self.txn.last().max(1);
         let (b, e) = tx.into_parts(version);
         self.kv.write(b)?;
@@ -352,29 +353,41 @@ impl Namespace {
         Ok(Done::default())
     }
 
-    /// SEQ_QUERY: grants `count` (1..=16) sequences from MDT0's
-    /// controller, durably (persisted before the answer, so a grant is
-    /// never repeated across a crash). Returns the grant, `start..end`.
-    pub fn grant_seqs(&self, count: u32) -> Result<std::ops::Range<u64>> {
-        let count = count.clamp(1, 16);
+    /// SEQ_QUERY: grants client `owner` up to `count` sequences
+    /// (`crate::seq`), durably: the grant is persisted before it is
+    /// returned, so it is never repeated across a crash, and the client's
+    /// creates from it are accepted after a restart too. Returns
+    /// `start..end`.
+    pub fn grant_seqs(&self, owner: &str, count: u32) -> Result<std::ops::Range<u64>> {
         let w = &mut *self.w.lock();
-        let first = w.ctl.next;
-        let mut ctl = w.ctl;
-        ctl.next += u64::from(count);
-        let mut b = Batch::new();
-        b.put(Table::Meta, SEQCTL_KEY, encode(&ctl));
-        self.kv.write(b)?;
-        self.kv.persist()?;
-        w.ctl = ctl;
-        Ok(first..ctl.next)
+        self.grant_locked(w, owner, count)
     }
 
-    /// A client-chosen FID must lie in a sequence the controller granted
-    /// and name no inode.
-    fn check_client_fid(&self, w: &Writer, f: Fid) -> Result<()> {
-        let granted = f.seq >= fid::FIRST_SEQ && f.seq < w.ctl.next;
-        if !granted || f.oid == 0 || f.oid >= fid::SEQ_WIDTH || f.ver != 0 {
-            return Err(MdtError::posix(errno::EINVAL, format!("FID {f} is not from a granted sequence")));
+    fn grant_locked(&self, w: &mut Writer, owner: &str, count: u32) -> Result<std::ops::Range<u64>> {
+        let p = w.seqs.grant(owner, count);
+        self.kv.write(p.batch())?;
+        self.kv.persist()?;
+        Ok(w.seqs.granted(p))
+    }
+
+    /// Creates refused because they named a FID not granted to their
+    /// client (EPERM) or no FID a client may name (EINVAL).
+    pub fn fids_refused(&self) -> u64 {
+        self.fids_refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A client-chosen FID must lie in a sequence granted to `owner` (a
+    /// replay's also in one the MDT took) and name no inode.
+    fn check_client_fid(&self, w: &Writer, owner: &str, f: Fid, replay: bool) -> Result<()> {
+        if let Err(r) = w.seqs.check(owner, f, replay) {
+            self.fids_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(client = owner, fid = %f, refusal = ?r, "create with a FID the client was not granted");
+            return Err(match r {
+                Refusal::Insane => MdtError::posix(errno::EINVAL, format!("FID {f} is not one a client may name")),
+                Refusal::NotGranted => {
+                    MdtError::posix(errno::EPERM, format!("FID {f} is not from a sequence granted to client {owner:?}"))
+                }
+            });
         }
         if self.kv.get(Table::Inodes, &fid::key(f))?.is_some() {
             return Err(MdtError::posix(errno::EEXIST, format!("FID {f} is in use")));
@@ -382,13 +395,20 @@ impl Namespace {
         Ok(())
     }
 
-    /// A FID from the MDT's own sequence, skipping any a client took
-    /// (both come from the same controller, so only a misbehaving client
-    /// could have).
+    /// A FID from the MDT's own sequence (granted to [`seqs::OWN`],
+    /// durably, when the current one is used up), skipping any in use.
     fn own_fid(&self, w: &mut Writer) -> Result<Fid> {
-        let Writer { cursor, ctl, .. } = w;
         loop {
-            let f = cursor.next(ctl);
+            let own =
+                w.cursor.seq != 0 && w.seqs.check(seqs::OWN, Fid { seq: w.cursor.seq, oid: 1, ver: 0 }, false).is_ok();
+            let f = match w.cursor.take().filter(|_| own) {
+                Some(f) => f,
+                None => {
+                    let g = self.grant_locked(w, seqs::OWN, 1)?;
+                    w.cursor.start(g.start);
+                    continue;
+                }
+            };
             if self.kv.get(Table::Inodes, &fid::key(f))?.is_none() {
                 return Ok(f);
             }

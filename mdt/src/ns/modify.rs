@@ -38,9 +38,12 @@ pub struct CreateArgs {
     pub symlink: String,
     /// Striping (a file's own, or a new directory's default).
     pub stripe: Option<StripeSpec>,
-    /// The FID the client allocated from a granted sequence (`None`: the
-    /// MDT allocates one from its own sequence).
+    /// The FID the client allocated from a sequence granted to it (`None`:
+    /// the MDT allocates one from its own sequence).
     pub fid: Option<Fid>,
+    /// The client creating (its export UUID; [`super::LOCAL`] embedded):
+    /// a FID it names must come from its grants (`crate::seq`).
+    pub client: String,
     /// A replay's original layout (`Some(None)`: it had no objects): its
     /// objects are claimed rather than new ones allocated.
     pub replay_layout: Option<Option<Layout>>,
@@ -110,7 +113,7 @@ impl Namespace {
         };
         let f = match a.fid {
             Some(f) => {
-                self.check_client_fid(&w, f)?;
+                self.check_client_fid(&w, &a.client, f, a.replay_layout.is_some())?;
                 f
             }
             None => self.own_fid(&mut w)?,

@@ -286,6 +286,7 @@ impl Namespace {
                 None if flags & open_flags::CREAT != 0 => {
                     let mut a = create.clone();
                     a.mode = S_IFREG | (a.mode & !S_IFMT);
+                    a.client = owner.to_string();
                     match self.create(parent, name, &a) {
                         Ok((i, d)) => (i, d, true),
                         // Lost a race with another creator: open theirs.

@@ -450,7 +450,7 @@ fn remount_keeps_namespace_and_cleans_orphans_and_precreated_objects() {
 #[test]
 fn client_fids_come_from_granted_sequences_and_survive_a_remount() {
     let f = fx(1);
-    let g = f.ns.grant_seqs(2).unwrap();
+    let g = f.ns.grant_seqs(LOCAL, 2).unwrap();
     assert_eq!(g.end - g.start, 2);
     let mine = Fid { seq: g.start + 1, oid: 7, ver: 0 };
     let (x, _) = f.ns.create(Fid::ROOT, "x", &CreateArgs { fid: Some(mine), ..file() }).unwrap();
@@ -458,9 +458,14 @@ fn client_fids_come_from_granted_sequences_and_survive_a_remount() {
     assert_eq!(f.ns.lookup_fid(Fid::ROOT, "x").unwrap(), mine);
     // The same FID again (a second create with it) is refused.
     assert_eq!(errno_of(f.ns.create(Fid::ROOT, "y", &CreateArgs { fid: Some(mine), ..file() })), errno::EEXIST);
-    // Sequences not granted, oid 0 and oids past the width are refused.
+    // Another client's FID, or one from a sequence nobody was granted, is
+    // EPERM (counted); oid 0, oids past the width, system sequences EINVAL.
+    let other = CreateArgs { fid: Some(Fid { seq: g.start, oid: 9, ver: 0 }), client: "other".into(), ..file() };
+    assert_eq!(errno_of(f.ns.create(Fid::ROOT, "z", &other)), errno::EPERM);
+    let ungranted = Fid { seq: g.end + 5, oid: 1, ver: 0 };
+    assert_eq!(errno_of(f.ns.create(Fid::ROOT, "z", &CreateArgs { fid: Some(ungranted), ..file() })), errno::EPERM);
+    assert_eq!(f.ns.fids_refused(), 2);
     for bad in [
-        Fid { seq: g.end + 5, oid: 1, ver: 0 },
         Fid { seq: g.start, oid: 0, ver: 0 },
         Fid { seq: g.start, oid: crate::fid::SEQ_WIDTH, ver: 0 },
         Fid { seq: 1, oid: 1, ver: 0 },
@@ -474,8 +479,61 @@ fn client_fids_come_from_granted_sequences_and_survive_a_remount() {
     // Grants are durable: after a remount the controller does not repeat them.
     drop(f.ns);
     let ns = mount(f.dir.path(), &f.osts);
-    let g2 = ns.grant_seqs(1).unwrap();
+    let g2 = ns.grant_seqs(LOCAL, 1).unwrap();
     assert!(g2.start >= g.end);
+}
+
+#[test]
+fn a_crash_never_regrants_a_sequence() {
+    let (live, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let osts: Osts = Arc::default();
+    let kv: Arc<dyn Kv> = Arc::new(crate::store::lossy::LossyKv::open(live.path(), disk.path()).unwrap());
+    let cfg = AllocConfig { precreate_batch: 16, ..AllocConfig::default() };
+    let ns = Namespace::mount(Arc::clone(&kv), Arc::new(Allocator::new(kv, factory(&osts), cfg))).unwrap();
+    add_ost(&ns, 0);
+    let f = Fx { dir: live, osts, ns };
+    let mut granted = Vec::new();
+    for (who, n) in [("a", 16), ("b", 1), ("a", 3)] {
+        granted.push((who, f.ns.grant_seqs(who, n).unwrap()));
+    }
+    // The MDT's own FIDs come from a sequence granted to itself.
+    let (own, _) = f.ns.create(Fid::ROOT, "own", &file()).unwrap();
+    granted.push(("mdt", own.fid.seq..own.fid.seq + 1));
+    // A create with a granted FID, not committed when the MDT crashes.
+    let fa = Fid { seq: granted[0].1.start, oid: 1, ver: 0 };
+    f.ns.create(Fid::ROOT, "x", &CreateArgs { fid: Some(fa), client: "a".into(), ..file() }).unwrap();
+    // The crash: only what was persisted survives (nothing was committed
+    // but the grants themselves).
+    drop(f.ns);
+    let ns = mount(disk.path(), &f.osts);
+    assert!(ns.inode(own.fid).is_err() && ns.lookup_fid(Fid::ROOT, "x").is_err(), "the creates were lost");
+    // Nothing granted before is granted again, to anyone (the MDT itself
+    // included), and the clients' grants still hold: "a" may (re)create
+    // with its FIDs (its replay), "b" may not use them.
+    let (own2, _) = ns.create(Fid::ROOT, "own2", &file()).unwrap();
+    // The MDT goes on in its own sequence (the cursor is written with the
+    // inodes that use it), never into a client's.
+    assert!(ns.inode(own.fid).is_err() || own2.fid != own.fid);
+    let mut after = Vec::new();
+    for who in ["a", "b", "c"] {
+        after.push(ns.grant_seqs(who, 16).unwrap());
+    }
+    let clients_before: Vec<_> = granted.iter().filter(|(w, _)| *w != "mdt").collect();
+    for (who, old) in &clients_before {
+        assert!(!old.contains(&own2.fid.seq), "the MDT's FID {} is in {who}'s {old:?}", own2.fid);
+    }
+    for new in &after {
+        for (who, old) in &granted {
+            assert!(new.end <= old.start || new.start >= old.end, "{new:?} overlaps {who}'s {old:?}");
+        }
+    }
+    let fa2 = Fid { seq: granted[2].1.start, oid: 1, ver: 0 };
+    assert_eq!(
+        errno_of(ns.create(Fid::ROOT, "y", &CreateArgs { fid: Some(fa2), client: "b".into(), ..file() })),
+        errno::EPERM
+    );
+    ns.create(Fid::ROOT, "y", &CreateArgs { fid: Some(fa2), client: "a".into(), ..file() }).unwrap();
+    assert_clean(&ns);
 }
 
 #[test]

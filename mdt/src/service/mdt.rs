@@ -140,15 +140,16 @@ impl MdtOps {
 
     /// A read (see [`is_read`] — `MDS_SYNC` excepted, which needs the
     /// target): its reply body.
-    pub fn read(&self, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
+    /// `uuid` is the client asking (a `SEQ_QUERY` grant is its own).
+    pub fn read(&self, uuid: &str, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
         let start = Instant::now();
         let op = frame.op();
-        let res = self.read_inner(op, frame);
+        let res = self.read_inner(uuid, op, frame);
         self.metrics.observe("mdt", op_name(op, None), start.elapsed(), res.is_err());
         res
     }
 
-    fn read_inner(&self, op: Op, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
+    fn read_inner(&self, uuid: &str, op: Op, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
         let ns = &self.ns;
         match op {
             Op::MdsGetRoot => encode(&Fid::ROOT),
@@ -180,7 +181,7 @@ impl MdtOps {
                 if r.op != seq_op::ALLOC_META {
                     return Err(Errno::EINVAL);
                 }
-                let g = ns.grant_seqs(r.count)?;
+                let g = ns.grant_seqs(uuid, r.count)?;
                 encode(&SeqRange { start: g.start, end: g.end, width: crate::fid::SEQ_WIDTH, mdt_index: 0 })
             }
             _ => Err(Errno::EOPNOTSUPP),
@@ -248,8 +249,19 @@ impl MdtOps {
         match r {
             ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay } => {
                 let replay_layout = replay.map(|r| r.layout);
-                let a =
-                    CreateArgs { creds: c.clone(), mode, rdev, uid, gid, time, symlink, stripe, fid, replay_layout };
+                let a = CreateArgs {
+                    creds: c.clone(),
+                    mode,
+                    rdev,
+                    uid,
+                    gid,
+                    time,
+                    symlink,
+                    stripe,
+                    fid,
+                    replay_layout,
+                    client: uuid.to_string(),
+                };
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
                 rep.layout = i.layout;

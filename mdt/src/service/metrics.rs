@@ -75,6 +75,9 @@ pub struct MdtMetrics {
     pub gone_orphans_destroyed: Counter,
     /// Closes refused (ESTALE) because they named a handle closed so.
     pub stale_handles_refused: Counter,
+    /// Creates refused for a FID not granted to their client (EPERM) or
+    /// not one a client may name (EINVAL), since the MDT started.
+    pub fids_refused: Gauge,
 }
 
 impl Default for MdtMetrics {
@@ -105,6 +108,7 @@ impl MdtMetrics {
             gone_handles_closed: Counter::default(),
             gone_orphans_destroyed: Counter::default(),
             stale_handles_refused: Counter::default(),
+            fids_refused: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("stats", "Metadata operations handled", m.ops.clone());
@@ -139,6 +143,11 @@ impl MdtMetrics {
             "stale_handles_refused",
             "Closes refused (ESTALE) naming a handle closed when its export went",
             m.stale_handles_refused.clone(),
+        );
+        registry.register(
+            "fids_refused",
+            "Creates refused for a FID not granted to their client",
+            m.fids_refused.clone(),
         );
         MdtMetrics { registry, ..m }
     }

@@ -4,7 +4,8 @@
 //! Owns: [`Kv`] (point reads, bounded range reads, atomic batches, and
 //! `persist`, the durable commit), [`Table`] (the named tables), [`Batch`],
 //! [`StoreError`], the fjall implementation ([`FjallKv`]) and the value
-//! codec (`codec`: rkyv, validated on read).
+//! codec (`codec`: rkyv, validated on read); for tests, `lossy` (a store
+//! a crash takes every unpersisted write from).
 //!
 //! Must not: know what keys mean. A batch is applied atomically but not
 //! made durable; only [`Kv::persist`] is a durability point (the commit
@@ -12,6 +13,8 @@
 
 mod codec;
 mod fjall_kv;
+#[cfg(test)]
+pub mod lossy;
 
 use std::fmt;
 

@@ -126,7 +126,7 @@ impl TargetFront<MdtService> for MdtFront {
                     gate.with_target(ctx, Target::sync);
                     Ok(Vec::new())
                 } else {
-                    self.ops.read(&req.frame()?)
+                    self.ops.read(&a.uuid, &req.frame()?)
                 };
                 match res {
                     Ok(body) => gate.reply(ctx, &a, 0, &body),

@@ -21,6 +21,6 @@ pub use service::MdtService;
 pub use store::{MdtChange, MdtStore};
 
 #[cfg(test)]
-mod gone_tests;
+mod export_tests;
 #[cfg(test)]
 mod tests;

@@ -72,7 +72,7 @@ impl TargetService for MdtService {
                 })
             }
             Op::MdsSync => Ok(Plan::Read { body: Vec::new() }),
-            op if crate::service::is_read(op) => Ok(Plan::Read { body: self.ops.read(req).map_err(|e| e.0)? }),
+            op if crate::service::is_read(op) => Ok(Plan::Read { body: self.ops.read(uuid, req).map_err(|e| e.0)? }),
             _ => Err(crate::error::errno::EOPNOTSUPP),
         }
     }

@@ -180,7 +180,7 @@ fn body(r: &Reply) -> ReintReply {
 fn a_resent_create_is_reconstructed_not_run_again() {
     let mut f = fx();
     let handle = connect(&mut f.tg);
-    let seq = f.ns.grant_seqs(1).unwrap().start;
+    let seq = f.ns.grant_seqs("c1", 1).unwrap().start;
     let fid = Fid { seq, oid: 1, ver: 0 };
     let (h, b) = create(handle, 100, "a", fid);
     let first = send(&mut f.tg, &h, &b);
@@ -209,7 +209,7 @@ fn a_resent_create_is_reconstructed_not_run_again() {
 fn open_handles_come_back_after_a_restart_and_a_resent_close_is_rebuilt() {
     let mut f = fx();
     let export = connect(&mut f.tg);
-    let seq = f.ns.grant_seqs(1).unwrap().start;
+    let seq = f.ns.grant_seqs("c1", 1).unwrap().start;
     let (fa, fg) = (Fid { seq, oid: 1, ver: 0 }, Fid { seq, oid: 2, ver: 0 });
     // Committed before the crash: an open that created "a".
     let rw = open_flags::RDWR;

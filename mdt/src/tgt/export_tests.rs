@@ -1,4 +1,9 @@
-//! A gone export's open handles, on the sans-IO target with a fake OST:
+//! What the MDT keeps per export, on the sans-IO target with a fake OST.
+//!
+//! FID grants: a client's SEQ_QUERY grant is its own — a create naming a
+//! FID from another client's grant is refused EPERM and counted.
+//!
+//! A gone export's open handles:
 //! eviction and disconnect close every handle the client held (the last
 //! close of its open-unlinked file destroys it and frees its objects, a
 //! second client's handles stay), durably across a remount; a close from
@@ -11,7 +16,7 @@ use std::time::Duration;
 
 use ptlrpc::target::{PeerId, Reply, Target, TargetConfig};
 use ptlrpc::time::Time;
-use ptlrpc::wire::mds::{CloseReq, Creds, MdsReq, ReintReply, ReintReq, open_flags};
+use ptlrpc::wire::mds::{CloseReq, Creds, MdsReq, ReintReply, ReintReq, SeqQueryReq, SeqRange, open_flags, seq_op};
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
 use ptlrpc::wire::{
     ConnCnt, ConnectData, ExportHandle, Fid, Frame, Header, MsgKind, Op, Xid, connect_flags, encode_raw,
@@ -243,4 +248,59 @@ fn a_disconnect_closes_its_handles_durably() {
     assert_eq!(logged, tmp_objects);
     assert!(kv.get(Table::Orphans, &crate::fid::key(tmp)).unwrap().is_none());
     assert!(kv.get(Table::Clients, b"c1").unwrap().is_none());
+}
+
+/// Asks for a sequence grant over SEQ_QUERY.
+fn seq_query(f: &mut Fx, c: &mut Client) -> SeqRange {
+    let r = call(f, c, Op::SeqQuery, &bytes(&SeqQueryReq { op: seq_op::ALLOC_META, count: 1 }));
+    assert_eq!(r.header.status, 0);
+    let mut a = rkyv::util::AlignedVec::<16>::new();
+    a.extend_from_slice(&r.body);
+    rkyv::from_bytes::<SeqRange, rkyv::rancor::Error>(&a).unwrap()
+}
+
+fn create_with(f: &mut Fx, c: &mut Client, name: &str, fid: Fid) -> i32 {
+    let r = ReintReq::Create {
+        parent: Fid::ROOT,
+        name: name.into(),
+        mode: S_IFREG | 0o644,
+        rdev: 0,
+        uid: 0,
+        gid: 0,
+        time: ptlrpc::wire::mds::Timestamp::secs(1),
+        symlink: String::new(),
+        stripe: None,
+        fid: Some(fid),
+        replay: None,
+    };
+    call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r })).header.status
+}
+
+#[test]
+fn a_create_is_refused_a_fid_not_granted_to_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ost = Arc::new(FakeOst::new(1 << 30, 1 << 29));
+    let mut f = mount(dir.path(), &ost);
+    let mut c1 = connect(&mut f, "c1", 1, 1);
+    let mut c2 = connect(&mut f, "c2", 2, 1);
+    let g1 = seq_query(&mut f, &mut c1);
+    let g2 = seq_query(&mut f, &mut c2);
+    assert!(g2.start >= g1.end, "grants never overlap");
+    assert_eq!(g1.width, crate::fid::SEQ_WIDTH);
+    let f1 = Fid { seq: g1.start, oid: 1, ver: 0 };
+    // c2 names c1's FID: refused, nothing created, counted.
+    assert_eq!(create_with(&mut f, &mut c2, "stolen", f1), -errno::EPERM);
+    assert!(f.ns.lookup_fid(Fid::ROOT, "stolen").is_err());
+    assert_eq!(f.ns.fids_refused(), 1);
+    // A sequence never granted to anyone: the same.
+    assert_eq!(create_with(&mut f, &mut c2, "made-up", Fid { seq: g2.end + 1, oid: 1, ver: 0 }), -errno::EPERM);
+    assert_eq!(f.ns.fids_refused(), 2);
+    // Each client's own FIDs are fine.
+    assert_eq!(create_with(&mut f, &mut c1, "mine", f1), 0);
+    assert_eq!(create_with(&mut f, &mut c2, "theirs", Fid { seq: g2.start, oid: 1, ver: 0 }), 0);
+    assert_eq!(f.ns.lookup_fid(Fid::ROOT, "mine").unwrap(), f1);
+    // Evicted and back (same client UUID): its grant still holds.
+    assert!(f.tg.evict_client(f.now, "c1"));
+    let mut c1 = connect(&mut f, "c1", 1, 2);
+    assert_eq!(create_with(&mut f, &mut c1, "again", Fid { seq: g1.start, oid: 2, ver: 0 }), 0);
 }
