@@ -49,11 +49,11 @@ pub struct Asker<'a> {
     pub nid: lnet::Nid,
 }
 
-fn read_as(ops: &MdtOps, op: Op, body: &impl for<'a> rkyv::Serialize<Ser<'a>>) -> Result<AttrReply, Errno> {
+fn read_as(ops: &MdtOps, uuid: &str, op: Op, body: &impl for<'a> rkyv::Serialize<Ser<'a>>) -> Result<AttrReply, Errno> {
     let bytes =
         ptlrpc::wire::encode(&Header::new(MsgKind::Request, op.opcode(), Xid(0)), body).map_err(|_| Errno::EIO)?;
     let frame = Frame::parse(&bytes).map_err(|_| Errno::EIO)?;
-    let rep = ops.read(&frame)?;
+    let rep = ops.read(uuid, &frame)?;
     rkyv::from_bytes::<AttrReply, rkyv::rancor::Error>(&rep).map_err(|_| Errno::EIO)
 }
 
@@ -81,7 +81,7 @@ pub fn enqueue(
     let (attr, mut got) = match intent {
         LdlmIntent::Getattr(r) => {
             let got: Vec<LdlmLockDesc> = grant(r.fid, InodeBits::UPDATE).into_iter().collect();
-            match read_as(ops, Op::MdsGetattr, &MdsReq { creds: creds.clone(), req: r.clone() }) {
+            match read_as(ops, who.uuid, Op::MdsGetattr, &MdsReq { creds: creds.clone(), req: r.clone() }) {
                 Ok(a) => (a, got),
                 Err(e) => {
                     give_back(&got);
@@ -94,7 +94,7 @@ pub fn enqueue(
             let got: Vec<LdlmLockDesc> =
                 [grant(child, InodeBits::LOOKUP), grant(child, InodeBits::UPDATE)].into_iter().flatten().collect();
             let req = MdsReq { creds: creds.clone(), req: r.clone() };
-            match read_as(ops, Op::MdsGetattrName, &req) {
+            match read_as(ops, who.uuid, Op::MdsGetattrName, &req) {
                 Ok(a) if a.attr.fid == child => (a, got),
                 other => {
                     // The name moved between the look and the locks: answer
