@@ -371,14 +371,21 @@ impl Cluster {
 
     /// Starts the workload clients (`program worker ...`) and waits until
     /// each mounted.
-    pub async fn start_workers(&mut self, program: &Path, seed: u64, think_ms: u64, lanes: u32) -> Result<()> {
+    pub async fn start_workers(
+        &mut self,
+        program: &Path,
+        seed: u64,
+        think_ms: u64,
+        lanes: u32,
+        library: bool,
+    ) -> Result<()> {
         let nodes: Vec<(String, Ipv4Addr)> =
             self.net.nodes.iter().filter(|n| n.name.starts_with('c')).map(|n| (n.name.clone(), n.addr)).collect();
         for (i, (node, addr)) in nodes.into_iter().enumerate() {
             let logs = (0..lanes)
                 .map(|l| (i as u32 * lanes + l, crate::worker::log_path(&self.dir, i as u32 * lanes + l)))
                 .collect();
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "worker".into(),
                 "--client".into(),
                 i.to_string(),
@@ -401,6 +408,9 @@ impl Cluster {
                 "--options".into(),
                 format!("obd_timeout={}", self.knobs.obd_timeout),
             ];
+            if library {
+                args.push("--library".into());
+            }
             let stderr = self.dir.join(format!("client{i}.log"));
             let (proc, stdin, lines) =
                 spawn_in(&self.net, &node, program, &args, &stderr, "worker ready", true).await?;

@@ -11,7 +11,9 @@
 //! | [`admin`] | the daemons' admin endpoint: fault points, `/metrics` (recovery, evictions) |
 //! | [`block`] | self-describing checksummed blocks |
 //! | [`oplog`] | the operation log the clients write |
-//! | [`worker`] | a workload client (`sheen-chaos worker`, library API) |
+//! | [`worker`] | a workload client (`sheen-chaos worker`, its own FUSE mount) |
+//! | [`io`] | the workload's calls through the FUSE mount (or the library) |
+//! | [`sys`] | close(2) with its error (the crate's one unsafe module) |
 //! | [`model`] | a client's log replayed into what must exist; the comparison |
 //! | [`verify`] | reading back every client's directory at the end |
 //! | [`fault`] | fault kinds and the seeded schedule |
@@ -27,16 +29,19 @@
 //! (imperative recovery), so a restarted target has its clients back
 //! within a second or two.
 //!
-//! Not yet: clients use the library API, not FUSE mounts.
+//! The workers run their workload on FUSE mounts (`--library`: the
+//! library API), keeping the library for what FUSE cannot express.
 
 pub mod admin;
 pub mod block;
 pub mod cluster;
 pub mod fault;
+pub mod io;
 pub mod model;
 pub mod netns;
 pub mod oplog;
 pub mod report;
 pub mod run;
+pub mod sys;
 pub mod verify;
 pub mod worker;

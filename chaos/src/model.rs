@@ -122,13 +122,33 @@ struct BlockModel {
     ok: Vec<(u32, Rec, bool)>,
     /// Failed writes after the last successful one (they may have landed).
     maybe: Vec<u32>,
+    /// Through a FUSE mount: writes that returned success (copied, written
+    /// behind) but are not yet known to have landed — until a successful
+    /// fsync or close of the file (then they join `ok`) or a failed write,
+    /// fsync or close (then they may have landed or not: `maybe`).
+    pending: Vec<(u32, Rec)>,
 }
 
 impl BlockModel {
     fn allowed(&self) -> Vec<u32> {
         let mut a = vec![self.ok.last().map_or(0, |(g, _, _)| *g)];
         a.extend(&self.maybe);
+        a.extend(self.pending.iter().map(|(g, _)| *g));
         a
+    }
+
+    /// The pending writes landed (generations grow: a failed write
+    /// before the last of them was overwritten by it).
+    fn settle(&mut self) {
+        let Some(last) = self.pending.iter().map(|(g, _)| *g).max() else { return };
+        self.ok.extend(self.pending.drain(..).map(|(g, r)| (g, r, false)));
+        self.maybe.retain(|g| *g > last);
+    }
+
+    /// The file's writes behind failed somewhere: the pending ones may
+    /// have landed or not.
+    fn taint(&mut self) {
+        self.maybe.extend(self.pending.drain(..).map(|(g, _)| g));
     }
 }
 
@@ -142,6 +162,8 @@ struct FileModel {
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     client: u32,
+    /// The client wrote through a FUSE mount (writes behind).
+    fuse: bool,
     root: Option<String>,
     names: BTreeMap<String, NsEntry>,
     gone: BTreeMap<String, Rec>,
@@ -236,10 +258,17 @@ impl Model {
             if let Op::Write { file, blk, generation } = r.op {
                 self.files.entry(file).or_default().blocks.entry(blk).or_default().maybe.push(generation);
             }
+            // An error through an open reports a failed write behind too.
+            if let (true, Op::Write { file, .. } | Op::Fsync { file } | Op::Close { file }) = (self.fuse, &r.op)
+                && let Some(f) = self.files.get_mut(file)
+            {
+                f.blocks.values_mut().for_each(BlockModel::taint);
+            }
             return;
         }
         match &r.op {
-            Op::Mount { root } => {
+            Op::Mount { root, fuse } => {
+                self.fuse = *fuse;
                 self.root = Some(root.clone());
                 self.put(root, true, DIR_MODE, r);
             }
@@ -283,12 +312,22 @@ impl Model {
             }
             Op::Write { file, blk, generation } => {
                 let b = self.files.entry(*file).or_default().blocks.entry(*blk).or_default();
-                b.ok.push((*generation, r.clone(), false));
-                b.maybe.clear();
+                if self.fuse {
+                    b.pending.push((*generation, r.clone()));
+                } else {
+                    b.ok.push((*generation, r.clone(), false));
+                    b.maybe.clear();
+                }
+            }
+            Op::Close { file } => {
+                if let Some(f) = self.files.get_mut(file) {
+                    f.blocks.values_mut().for_each(BlockModel::settle);
+                }
             }
             Op::Fsync { file } => {
                 if let Some(f) = self.files.get_mut(file) {
                     for b in f.blocks.values_mut() {
+                        b.settle();
                         for w in &mut b.ok {
                             w.2 = true;
                         }
@@ -316,7 +355,7 @@ impl Model {
                     _ => self.findings.push(Finding::BadRead { rec: r.clone(), allowed }),
                 }
             }
-            Op::Close { .. } | Op::Open { .. } | Op::Import { .. } => {}
+            Op::Open { .. } | Op::Import { .. } => {}
         }
     }
 
@@ -488,7 +527,7 @@ mod tests {
     fn run() -> Vec<Rec> {
         let p = |s: &str| s.to_string();
         vec![
-            rec(0, Op::Mount { root: p("/c0") }, true),
+            rec(0, Op::Mount { root: p("/c0"), fuse: false }, true),
             rec(1, Op::Mkdir { path: p("/c0/d1") }, true),
             rec(2, Op::Create { path: p("/c0/f1"), file: 1, stripes: 2 }, true),
             rec(3, Op::Write { file: 1, blk: 0, generation: 1 }, true),

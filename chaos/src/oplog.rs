@@ -25,6 +25,10 @@ pub enum Op {
     Mount {
         /// The client's directory.
         root: String,
+        /// Through a FUSE mount (writes return once copied: they are
+        /// known to have landed only after a successful fsync or close).
+        #[serde(default)]
+        fuse: bool,
     },
     /// mkdir.
     Mkdir {

@@ -214,7 +214,7 @@ fn op_name(op: &Op) -> &'static str {
 
 fn describe_op(op: &Op) -> String {
     match op {
-        Op::Mount { root } => format!("mkdir {root} (mount)"),
+        Op::Mount { root, fuse } => format!("mkdir {root} ({} mount)", if *fuse { "FUSE" } else { "library" }),
         Op::Mkdir { path } => format!("mkdir {path}"),
         Op::Rmdir { path } => format!("rmdir {path}"),
         Op::Create { path, file, stripes } => format!("create {path} (file {file}, {stripes} stripes)"),
@@ -641,6 +641,7 @@ mod tests {
             warmup: Duration::ZERO,
             round_robin: false,
             keep: false,
+            library: false,
             program: PathBuf::new(),
         }
     }

@@ -59,6 +59,8 @@ pub struct RunOpts {
     pub round_robin: bool,
     /// Keep the run's directory even when it passes.
     pub keep: bool,
+    /// Clients call the library API instead of their FUSE mounts.
+    pub library: bool,
     /// The `sheen-chaos` program (its `worker` subcommand runs the clients).
     pub program: PathBuf,
 }
@@ -183,7 +185,7 @@ pub async fn run(o: &RunOpts) -> Result<Report> {
 }
 
 async fn cycles(c: &mut Cluster, o: &RunOpts, report: &mut Report) -> Result<()> {
-    c.start_workers(&o.program, o.seed, o.think_ms, o.lanes).await?;
+    c.start_workers(&o.program, o.seed, o.think_ms, o.lanes, o.library).await?;
     let shape = Shape { osts: o.osts, clients: o.clients, freeze: o.freeze };
     let mut sched = Schedule::new(o.seed, o.faults.clone(), shape);
     if o.round_robin {

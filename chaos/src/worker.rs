@@ -1,7 +1,12 @@
 //! A workload client: one process in its own network namespace that
-//! mounts the file system through the library API (`client::Sheen`) and
-//! runs a seeded random mix of operations in its own directory, logging
-//! every operation's outcome as it returns.
+//! mounts the file system with FUSE (its own `client::fuse` mount over a
+//! `client::Sheen`, the code `sheen mount` runs; `--library`: the library
+//! API instead) and runs a seeded random mix of operations in its own
+//! directory through it ([`crate::io`]), logging every operation's outcome
+//! as it returns. The library serves what FUSE cannot express: lookups of
+//! the MDT's own view after a failure, directories' default striping (a
+//! FUSE create takes its directory's), the import states, and the
+//! eviction counters that tell an EIO's cause.
 //!
 //! Owns: [`run`] (the `sheen-chaos worker` subcommand) — writes of
 //! self-describing blocks ([`crate::block`]), reads checked on the spot,
@@ -22,17 +27,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use client::fs::SetAttr;
-use client::{ClientError, File, Sheen};
+use client::{ClientError, Sheen};
 use lnet::{Lnet, LnetConfig, NetConfig, Nid, TcpConfig, Tunables};
 use ptlrpc::import::ImportStateKind;
-use ptlrpc::wire::mds::{StripeSpec, attr_valid, open_flags};
+use ptlrpc::wire::mds::StripeSpec;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::block::{BLOCK, BlockId, encode};
+use crate::io::{Handle, Io, OpErr};
 use crate::model::{DIR_MODE, FILE_MODE, classify};
-use crate::oplog::{Cause, Entry, Op, Outcome, Rec, now_us};
+use crate::oplog::{Entry, Op, Outcome, Rec, now_us};
 
 /// Blocks per file at most.
 pub const MAX_BLOCKS: u32 = 8;
@@ -40,6 +45,8 @@ pub const MAX_BLOCKS: u32 = 8;
 const MAX_FILES: usize = 12;
 /// Subdirectories a client keeps at most.
 const MAX_DIRS: usize = 4;
+/// FUSE threads of a worker's mount (its lanes' calls in parallel).
+const FUSE_THREADS: usize = 4;
 /// How long a client keeps trying to look at a path after a failure.
 const RESOLVE_BOUND: Duration = Duration::from_secs(120);
 
@@ -77,11 +84,14 @@ pub struct WorkerArgs {
     /// Mount options (client timeouts: `obd_timeout=10,ping_interval=2`).
     #[arg(long, default_value = "")]
     pub options: String,
+    /// The library API instead of a FUSE mount.
+    #[arg(long)]
+    pub library: bool,
 }
 
 struct WFile {
     path: String,
-    handle: Option<File>,
+    handle: Option<Handle>,
     written: Vec<u32>,
 }
 
@@ -116,7 +126,9 @@ impl OpLog {
 }
 
 struct Worker {
-    fs: Arc<Sheen>,
+    io: Io,
+    /// Directories' default stripe counts as set (0: unknown).
+    dir_stripes: BTreeMap<String, u32>,
     client: u32,
     root: String,
     rng: SmallRng,
@@ -127,21 +139,17 @@ struct Worker {
     dirs: Vec<String>,
 }
 
-fn outcome<T>(r: &Result<T, ClientError>) -> Outcome {
+fn outcome<T>(r: &Result<T, OpErr>) -> Outcome {
     match r {
         Ok(_) => Outcome::Ok,
-        Err(e) => Outcome::Err { errno: e.errno(), msg: e.to_string(), cause: cause(e) },
+        Err(e) => Outcome::Err { errno: e.errno, msg: e.msg.clone(), cause: e.cause },
     }
 }
 
-/// What an eviction had to do with `e`, as the client says.
-fn cause(e: &ClientError) -> Option<Cause> {
-    if e.is_lost_open() {
-        Some(Cause::LostOpen)
-    } else if e.is_evicted_in_flight() {
-        Some(Cause::Evicted)
-    } else {
-        None
+fn lib_outcome<T>(r: &Result<T, ClientError>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Err { errno: e.errno(), msg: e.to_string(), cause: None },
     }
 }
 
@@ -166,8 +174,8 @@ impl Worker {
     /// MDT's alone).
     async fn lookup_mdt(&self, path: &str) -> Result<client::Stat, ClientError> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let parent = self.fs.resolve(dir).await?;
-        self.fs.lookup_mdt(parent, name).await
+        let parent = self.io.fs().resolve(dir).await?;
+        self.io.fs().lookup_mdt(parent, name).await
     }
 
     /// Looks (bounded, retrying while the servers recover) at `path`.
@@ -189,7 +197,7 @@ impl Worker {
         let r = self.look(path).await;
         let found = r.as_ref().ok().copied().flatten();
         let op = Op::Resolve { path: path.to_string(), found, file: file.filter(|_| found.is_some_and(|e| !e.dir)) };
-        self.record(t0, op, outcome(&r))?;
+        self.record(t0, op, lib_outcome(&r))?;
         Ok(found)
     }
 
@@ -200,16 +208,30 @@ impl Worker {
         self.next_id += 1;
         let path = format!("{}/d{}", self.root, self.next_id);
         let t0 = now_us();
-        let r = self.fs.mkdir(&path, DIR_MODE).await;
+        let r = self.io.mkdir(&path, DIR_MODE).await;
         self.record(t0, Op::Mkdir { path: path.clone() }, outcome(&r))?;
         let there = match r {
             Ok(_) => true,
             Err(_) => self.resolve(&path, None).await?.is_some(),
         };
         if there {
+            self.set_stripes(&path).await;
             self.dirs.push(path);
         }
         Ok(())
+    }
+
+    /// Through the mount, a file takes its directory's default striping:
+    /// give `dir` a random one (1 or 2 stripes) through the library.
+    async fn set_stripes(&mut self, dir: &str) {
+        if !self.io.fuse() {
+            return;
+        }
+        let count = self.rng.random_range(1..=2);
+        let spec =
+            StripeSpec { stripe_size: BLOCK as u32, stripe_count: count, stripe_offset: -1, pool: String::new() };
+        let got = if self.io.fs().setstripe_dir(dir, spec).await.is_ok() { count } else { 0 };
+        self.dir_stripes.insert(dir.to_string(), got);
     }
 
     async fn rmdir(&mut self) -> Result<()> {
@@ -220,7 +242,7 @@ impl Worker {
         }
         let path = empty[self.rng.random_range(0..empty.len())].clone();
         let t0 = now_us();
-        let r = self.fs.rmdir(&path).await;
+        let r = self.io.rmdir(&path).await;
         self.record(t0, Op::Rmdir { path: path.clone() }, outcome(&r))?;
         let gone = match r {
             Ok(()) => true,
@@ -240,11 +262,15 @@ impl Worker {
         let id = self.next_id;
         let dir = self.dirs[self.rng.random_range(0..self.dirs.len())].clone();
         let path = format!("{dir}/f{id}");
-        let stripes = self.rng.random_range(1..=2);
+        let stripes = if self.io.fuse() {
+            self.dir_stripes.get(&dir).copied().unwrap_or(0)
+        } else {
+            self.rng.random_range(1..=2)
+        };
         let spec =
             StripeSpec { stripe_size: BLOCK as u32, stripe_count: stripes, stripe_offset: -1, pool: String::new() };
         let t0 = now_us();
-        let r = self.fs.create(&path, FILE_MODE, Some(spec)).await;
+        let r = self.io.create(&path, FILE_MODE, Some(spec)).await;
         self.record(t0, Op::Create { path: path.clone(), file: id, stripes }, outcome(&r))?;
         match r {
             Ok(h) => {
@@ -267,7 +293,7 @@ impl Worker {
         }
         let path = f.path.clone();
         let t0 = now_us();
-        let r = self.fs.open(&path, open_flags::RDWR, 0, None).await;
+        let r = self.io.open(&path).await;
         self.record(t0, Op::Open { path, file: id }, outcome(&r))?;
         if let (Ok(h), Some(f)) = (r, self.files.get_mut(&id)) {
             f.handle = Some(h);
@@ -287,7 +313,7 @@ impl Worker {
         let data = encode(BlockId { client: self.client, file: id, blk, generation });
         let t0 = now_us();
         let r = match self.files.get(&id).and_then(|f| f.handle.as_ref()) {
-            Some(h) => self.fs.write(h, u64::from(blk) * BLOCK as u64, &data).await,
+            Some(h) => self.io.write(h, u64::from(blk) * BLOCK as u64, data).await,
             None => return Ok(()),
         };
         self.record(t0, Op::Write { file: id, blk, generation }, outcome(&r))?;
@@ -309,14 +335,13 @@ impl Worker {
             Some(f) if !f.written.is_empty() => f.written[self.rng.random_range(0..f.written.len())],
             _ => self.rng.random_range(0..MAX_BLOCKS),
         };
-        let mut buf = vec![0u8; BLOCK];
         let t0 = now_us();
         let r = match self.files.get(&id).and_then(|f| f.handle.as_ref()) {
-            Some(h) => self.fs.read(h, u64::from(blk) * BLOCK as u64, &mut buf).await,
+            Some(h) => self.io.read(h, u64::from(blk) * BLOCK as u64, BLOCK).await,
             None => return Ok(()),
         };
         let found = match &r {
-            Ok(n) => classify(self.client, id, blk, &buf[..*n]),
+            Ok(buf) => classify(self.client, id, blk, buf),
             Err(_) => crate::oplog::Found::Hole,
         };
         self.record(t0, Op::Read { file: id, blk, found }, outcome(&r))?;
@@ -331,7 +356,7 @@ impl Worker {
         }
         let t0 = now_us();
         let r = match self.files.get(&id).and_then(|f| f.handle.as_ref()) {
-            Some(h) => self.fs.fsync(h).await,
+            Some(h) => self.io.fsync(h).await,
             None => return Ok(()),
         };
         self.record(t0, Op::Fsync { file: id }, outcome(&r))?;
@@ -341,8 +366,8 @@ impl Worker {
 
     /// After a call through `id`'s open failed because an eviction lost
     /// the open: drop it (nothing to close), the next call opens again.
-    fn forget_lost_open<T>(&mut self, id: u32, r: &Result<T, ClientError>) {
-        if r.as_ref().err().is_some_and(ClientError::is_lost_open)
+    fn forget_lost_open<T>(&mut self, id: u32, r: &Result<T, OpErr>) {
+        if r.as_ref().err().is_some_and(OpErr::lost_open)
             && let Some(f) = self.files.get_mut(&id)
         {
             f.handle = None;
@@ -356,7 +381,7 @@ impl Worker {
         let dir = self.dirs[self.rng.random_range(0..self.dirs.len())].clone();
         let to = format!("{dir}/f{id}r{}", self.next_id);
         let t0 = now_us();
-        let r = self.fs.rename(&from, &to).await;
+        let r = self.io.rename(&from, &to).await;
         self.record(t0, Op::Rename { from: from.clone(), to: to.clone(), file: id }, outcome(&r))?;
         let at = match r {
             Ok(()) => Some(to),
@@ -391,7 +416,7 @@ impl Worker {
         self.close(id).await?;
         let path = self.files.get(&id).map(|f| f.path.clone()).unwrap_or_default();
         let t0 = now_us();
-        let r = self.fs.unlink(&path).await;
+        let r = self.io.unlink(&path).await;
         self.record(t0, Op::Unlink { path: path.clone(), file: id }, outcome(&r))?;
         let gone = match r {
             Ok(()) => true,
@@ -415,11 +440,7 @@ impl Worker {
         };
         let mode = modes[self.rng.random_range(0..modes.len())];
         let t0 = now_us();
-        let r = async {
-            let fid = self.fs.resolve(&path).await?;
-            self.fs.setattr(fid, attr_valid::MODE, SetAttr { mode, ..SetAttr::default() }).await
-        }
-        .await;
+        let r = self.io.chmod(&path, mode).await;
         self.record(t0, Op::Chmod { path: path.clone(), mode }, outcome(&r))?;
         if r.is_err() {
             let file = self.files.iter().find(|(_, f)| f.path == path).map(|(i, _)| *i);
@@ -431,7 +452,7 @@ impl Worker {
     async fn close(&mut self, id: u32) -> Result<()> {
         let Some(h) = self.files.get_mut(&id).and_then(|f| f.handle.take()) else { return Ok(()) };
         let t0 = now_us();
-        let r = self.fs.close(h).await;
+        let r = self.io.close(h).await;
         self.record(t0, Op::Close { file: id }, outcome(&r))
     }
 
@@ -468,6 +489,20 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     let lnet = Lnet::start(cfg).await.context("starting lnet")?;
     let mgs: Nid = args.mgs.parse().map_err(|e| anyhow::anyhow!("--mgs {}: {e:?}", args.mgs))?;
     let fs = Arc::new(Sheen::mount_with(&lnet, mgs, &args.fsname, opts).await.context("mounting")?);
+    // The FUSE mount, in this process's own mount namespace (`ip netns
+    // exec` gives it one): gone with the process, whatever its end.
+    let (session, mnt) = if args.library {
+        (None, None)
+    } else {
+        let mnt = args.log_dir.join(format!("mnt-p{}", args.client));
+        std::fs::create_dir_all(&mnt).with_context(|| mnt.display().to_string())?;
+        let session = client::fuse::mount(Arc::clone(&fs), tokio::runtime::Handle::current(), &mnt, FUSE_THREADS)
+            .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", mnt.display()))?;
+        (Some(session), Some(mnt))
+    };
+    // Modes exactly as asked (the model expects DIR_MODE and FILE_MODE).
+    crate::sys::clear_umask();
+    let io = Io::new(Arc::clone(&fs), mnt);
     let lanes = args.lanes.max(1);
     let mut workers = Vec::new();
     for lane in 0..lanes {
@@ -479,8 +514,9 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
             .open(&path)
             .with_context(|| format!("{}", path.display()))?;
         let root = format!("/c{id}");
-        let w = Worker {
-            fs: Arc::clone(&fs),
+        let mut w = Worker {
+            io: io.clone(),
+            dir_stripes: BTreeMap::new(),
             client: id,
             root: root.clone(),
             rng: SmallRng::seed_from_u64(args.seed ^ (u64::from(id) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
@@ -491,11 +527,12 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
             dirs: vec![root.clone()],
         };
         let t0 = now_us();
-        let r = w.fs.mkdir(&root, DIR_MODE).await;
+        let r = w.io.mkdir(&root, DIR_MODE).await;
         if let Err(e) = &r {
-            anyhow::bail!("mkdir {root}: {e}");
+            anyhow::bail!("mkdir {root}: {}", e.msg);
         }
-        workers.push((w, t0, r.map(drop)));
+        w.set_stripes(&root).await;
+        workers.push((w, t0, r));
     }
     if let Some((w, _, _)) = workers.first() {
         watch_imports(&fs, &w.log).await;
@@ -514,7 +551,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         let stop = Arc::clone(&stop);
         let think = args.think_ms;
         tasks.push(tokio::spawn(async move {
-            w.record(t0, Op::Mount { root: w.root.clone() }, outcome(&r))?;
+            w.record(t0, Op::Mount { root: w.root.clone(), fuse: w.io.fuse() }, outcome(&r))?;
             while !stop.load(Ordering::Acquire) {
                 w.step().await?;
                 if think > 0 {
@@ -536,6 +573,11 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
             Err(e) => res = Err(anyhow::anyhow!("a lane panicked: {e}")),
         }
     }
+    if let Some(session) = session {
+        // Unmounting joins the FUSE threads, which block on this runtime.
+        tokio::task::spawn_blocking(move || session.umount_and_join()).await?.context("unmounting")?;
+    }
+    fs.unmount().await;
     lnet.shutdown();
     res
 }

@@ -11,15 +11,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-/// The fault kinds CI runs. Every kind belongs here; corrupt is left out
-/// only while its failed calls are many: a write whose bulk checksum
-/// fails comes back EBADMSG instead of being resent. kill-mds is in: with
-/// the MGS's restart notice its clients are back within about a second,
-/// and nothing acknowledged is lost (its failed calls are closes of files
-/// opened before the restart, answered EBADF until open handles are
-/// replayed). drop is in since clients ping at the targets' obd_timeout
-/// (seeds 9-12: no failed call but one resent close after a dropped
-/// reply, EBADF). README, section "Failure injection", has the details.
+/// The fault kinds CI runs, each twice, on the clients' FUSE mounts.
+/// Every kind belongs here. A frozen client's failed calls are expected
+/// when the client reports them as its eviction's (an open from before
+/// it, or a request in flight when it came: outcome unknown, the harness
+/// looks at what the servers hold) and the servers counted an eviction.
+/// README, section "Failure injection", has the details.
 const CI_FAULTS: &str = "kill-oss,kill-mds,cut-link,freeze-client,drop,delay";
 
 #[test]

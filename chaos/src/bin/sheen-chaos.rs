@@ -86,6 +86,10 @@ struct RunArgs {
     /// Keep the run's directory even when it passes.
     #[arg(long)]
     keep: bool,
+    /// Clients call the library API instead of running the workload on
+    /// their FUSE mounts.
+    #[arg(long)]
+    library: bool,
     /// JSON lines instead of the table.
     #[arg(long)]
     json: bool,
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
                 warmup: Duration::from_secs(1),
                 round_robin: a.round_robin,
                 keep: a.keep,
+                library: a.library,
                 program: std::env::current_exe()?,
             };
             let report = rt.block_on(run(&o))?;
