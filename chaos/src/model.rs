@@ -613,4 +613,41 @@ mod tests {
                 .any(|x| matches!(x, Finding::BadRead { rec, allowed } if rec.seq == 10 && allowed == &vec![2]))
         );
     }
+
+    #[test]
+    fn fuse_writes_behind_land_at_fsync_or_close_and_may_be_lost_on_an_error() {
+        let p = |s: &str| s.to_string();
+        let w = |seq, generation, ok| rec(seq, Op::Write { file: 1, blk: 0, generation }, ok);
+        let recs = vec![
+            rec(0, Op::Mount { root: p("/c0"), fuse: true }, true),
+            rec(1, Op::Create { path: p("/c0/f1"), file: 1, stripes: 1 }, true),
+            w(2, 1, true),
+            rec(3, Op::Close { file: 1 }, true), // generation 1 landed
+            rec(4, Op::Open { path: p("/c0/f1"), file: 1 }, true),
+            w(5, 2, true),
+            rec(6, Op::Fsync { file: 1 }, false), // 2 may not have landed
+        ];
+        let m = Model::build(0, &recs);
+        let holds = |g| {
+            let mut o = Observed::default();
+            o.entries.insert("/c0/f1".into(), Entry { dir: false, mode: 0o100644 });
+            o.blocks.insert("/c0/f1".into(), vec![if g == 0 { Found::Hole } else { Found::Gen { generation: g } }]);
+            o
+        };
+        let lost = |f: &[Finding]| f.iter().any(|x| matches!(x, Finding::LostWrite { .. }));
+        assert!(!lost(&m.compare(&holds(1))), "the failed fsync: 2 may be lost");
+        assert!(!lost(&m.compare(&holds(2))));
+        assert!(lost(&m.compare(&holds(0))), "1 landed at the close");
+        // A successful fsync instead: 2 must be there.
+        let mut ok = recs.clone();
+        ok[6] = rec(6, Op::Fsync { file: 1 }, true);
+        let m = Model::build(0, &ok);
+        assert!(lost(&m.compare(&holds(1))));
+        assert!(m.compare(&holds(2)).is_empty());
+        // Through the library a write returns once the OSTs have it.
+        let mut lib = recs;
+        lib[0] = rec(0, Op::Mount { root: p("/c0"), fuse: false }, true);
+        let m = Model::build(0, &lib);
+        assert!(lost(&m.compare(&holds(1))));
+    }
 }
