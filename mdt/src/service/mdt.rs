@@ -203,6 +203,24 @@ impl MdtOps {
         }
     }
 
+    /// A resent open answered from its reply slot (`reply`): the handle
+    /// that reply names is opened again for `uuid` if this process does
+    /// not have it (its reply was lost in a restart).
+    pub fn reconstruct_open(&self, uuid: &str, frame: &Frame<'_>, reply: &[u8]) {
+        if frame.op() != Op::MdsReint {
+            return;
+        }
+        let Ok(MdsReq { req: ReintReq::Open { flags, .. }, .. }) = frame.deserialize::<MdsReq<ReintReq>>() else {
+            return;
+        };
+        let mut aligned = rkyv::util::AlignedVec::<{ ptlrpc::wire::BODY_ALIGN }>::with_capacity(reply.len());
+        aligned.extend_from_slice(reply);
+        let Ok(r) = rkyv::from_bytes::<ReintReply, rkyv::rancor::Error>(&aligned) else { return };
+        if let (Some(attr), true) = (r.attr, r.handle != 0) {
+            self.ns.restore_open(uuid, r.handle, attr.fid, flags);
+        }
+    }
+
     /// The export of `uuid` is gone: its open handles are closed
     /// (`crate::ns::Namespace::close_owner`).
     pub fn export_gone(&self, uuid: &str) {

@@ -88,10 +88,18 @@ impl TargetService for MdtService {
         store.commit_async();
     }
 
-    fn reconstruct(&self, uuid: &str, slot: &ReplySlot) -> Vec<u8> {
-        if !slot.reply.is_empty() {
-            return slot.reply.clone();
+    fn reconstruct(&mut self, uuid: &str, slot: &ReplySlot, req: &Frame<'_>) -> Vec<u8> {
+        let body = if slot.reply.is_empty() {
+            self.ops.ns.kv().get(Table::Meta, &reply_key(uuid, slot.tag)).ok().flatten().unwrap_or_default()
+        } else {
+            slot.reply.clone()
+        };
+        // A resent open whose reply was lost (in a restart, say): the
+        // client will use the handle the reply names, which lives only in
+        // memory; open it again, as Lustre's mdt_reconstruct_open does.
+        if slot.result == 0 {
+            self.ops.reconstruct_open(uuid, req, &body);
         }
-        self.ops.ns.kv().get(Table::Meta, &reply_key(uuid, slot.tag)).ok().flatten().unwrap_or_default()
+        body
     }
 }

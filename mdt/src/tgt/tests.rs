@@ -3,7 +3,8 @@
 //! duplicate fails with EEXIST, and the objects get the transaction's
 //! version as the VBR seed says; open handles come back after a restart
 //! (committed opens restored, lost ones run again, an open-unlinked file
-//! kept), and a resent close is answered from the record.
+//! kept, a resent open whose reply the restart lost opened again), and a
+//! resent close is answered from the record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -264,4 +265,43 @@ fn open_handles_come_back_after_a_restart_and_a_resent_close_is_rebuilt() {
     assert_eq!(f.ns.open_files(), 0);
     assert!(f.ns.inode(fg).is_err(), "the last close destroyed the orphan");
     assert!(f.ns.inode(fa).is_ok());
+}
+
+#[test]
+fn a_resent_open_whose_reply_a_restart_lost_gets_a_usable_handle() {
+    // The soak's EBADF (sheen-chaos seed 7, cycle 65): an open ran and
+    // committed, the MDS died before its reply left, the client resent it
+    // after the restart and was answered from the reply slot — with a
+    // handle the new process did not have.
+    let mut f = fx();
+    let export = connect(&mut f.tg);
+    let seq = f.ns.grant_seqs(1).unwrap().start;
+    let fa = Fid { seq, oid: 1, ver: 0 };
+    let open = req(export, Op::MdsReint, 100);
+    let body_a = open_req("a", Some(fa), open_flags::CREAT | open_flags::RDWR);
+    let first = send(&mut f.tg, &open, &body_a);
+    assert_eq!(first.header.status, 0);
+    let handle = body(&first).handle;
+    f.tg.sync();
+    let crashed = snapshot(&f);
+    drop(f);
+
+    let mut f = fx_on(crashed);
+    let export = connect_as(&mut f.tg, 2, export).header.handle;
+    let mut done = req(export, Op::ObdPing, 101);
+    (done.conn_cnt, done.flags) = (ConnCnt(2), MsgFlags::REQ_REPLAY_DONE | MsgFlags::LOCK_REPLAY_DONE);
+    assert_eq!(send(&mut f.tg, &done, &[]).header.status, 0);
+    assert!(!f.tg.is_recovering());
+    // The resend: reconstructed, not run again, and its handle is open.
+    let mut again = open;
+    (again.handle, again.conn_cnt, again.flags) = (export, ConnCnt(2), MsgFlags::RESEND);
+    let r = send(&mut f.tg, &again, &body_a);
+    assert_eq!(r.header.status, 0);
+    assert_eq!(body(&r).handle, handle);
+    assert_eq!(f.tg.stats().reconstructed, 1);
+    assert_eq!(f.ns.open_files(), 1, "the reconstructed open holds the file");
+    let mut close = req(export, Op::MdsClose, 102);
+    close.conn_cnt = ConnCnt(2);
+    assert_eq!(send(&mut f.tg, &close, &close_req(handle)).header.status, 0, "not EBADF");
+    assert_eq!(f.ns.open_files(), 0);
 }

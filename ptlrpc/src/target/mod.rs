@@ -683,7 +683,7 @@ impl<S: TargetService> Target<S> {
         }
         if let Prior::Slot(slot) = &prior {
             self.stats.reconstructed += 1;
-            let body = self.service.reconstruct(uuid, slot);
+            let body = self.service.reconstruct(uuid, slot, frame);
             self.reply(from, &h, slot.result, slot.transno, Some(slot.pre_versions), MsgFlags::EMPTY, body);
             return;
         }

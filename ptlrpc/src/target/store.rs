@@ -371,9 +371,12 @@ pub trait TargetService {
     /// change nothing durable. Default: nothing.
     fn replay_executed(&mut self, _store: &Self::Store, _uuid: &str, _op: Op, _req: &Frame<'_>) {}
 
-    /// The body of a reconstructed reply to a resent request of `uuid`,
-    /// from its slot (default: the kept reply body).
-    fn reconstruct(&self, _uuid: &str, slot: &ReplySlot) -> Vec<u8> {
+    /// The body of a reconstructed reply to resent request `req` of
+    /// `uuid`, from its slot (default: the kept reply body). The service
+    /// may first restore what it keeps only in memory for that request
+    /// and a restart lost (an MDT's open handle: Lustre's
+    /// `mdt_reconstruct_open` opens again). Must change nothing durable.
+    fn reconstruct(&mut self, _uuid: &str, slot: &ReplySlot, _req: &Frame<'_>) -> Vec<u8> {
         slot.reply.clone()
     }
 }
