@@ -275,7 +275,7 @@ fn a_resent_open_whose_reply_a_restart_lost_gets_a_usable_handle() {
     // handle the new process did not have.
     let mut f = fx();
     let export = connect(&mut f.tg);
-    let seq = f.ns.grant_seqs(1).unwrap().start;
+    let seq = f.ns.grant_seqs("c1", 1).unwrap().start;
     let fa = Fid { seq, oid: 1, ver: 0 };
     let open = req(export, Op::MdsReint, 100);
     let body_a = open_req("a", Some(fa), open_flags::CREAT | open_flags::RDWR);
