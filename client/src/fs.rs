@@ -551,7 +551,15 @@ impl Sheen {
             fid: if flags & open_flags::CREAT != 0 { Some(self.mdc.new_fid().await?) } else { None },
             replay: None,
         };
-        self.opened(flags, self.mdc.open(&req).await?).await
+        let new_fid = match &req {
+            ReintReq::Open { fid, .. } => *fid,
+            _ => None,
+        };
+        let rep = self.mdc.open(&req).await?;
+        // Created by this open (it has the FID this client chose): its
+        // objects are new and empty, an O_TRUNC has nothing to cut.
+        let created = new_fid.is_some() && rep.0.attr.as_ref().map(|a| a.fid) == new_fid;
+        self.opened(if created { flags & !open_flags::TRUNC } else { flags }, rep).await
     }
 
     /// Opens the file `fid`.
