@@ -83,6 +83,16 @@ pub fn may_create(c: &Creds, dir: &Inode) -> Result<()> {
     permission(c, dir, MAY_WRITE | MAY_EXEC)
 }
 
+/// A device node (character or block) is made by root only (`vfs_mknod`:
+/// `CAP_MKNOD`, EPERM); FIFOs and sockets by anyone.
+pub fn may_mknod(c: &Creds, mode: u32) -> Result<()> {
+    let fmt = mode & crate::inode::S_IFMT;
+    if (fmt == 0o020000 || fmt == 0o060000) && !is_root(c) {
+        return Err(MdtError::posix(errno::EPERM, format!("uid {} may not make a device node", c.uid)));
+    }
+    Ok(())
+}
+
 /// Removing `victim`'s name from `dir` (unlink, rmdir, either side of a
 /// rename): write and search permission on `dir` (EACCES), and in a sticky
 /// directory only the owner of the directory or of `victim`, or root
@@ -284,6 +294,10 @@ mod tests {
         assert_eq!(err(may_lookup(&u, &ino(S_IFDIR | 0o754, 10, 20))), errno::EACCES);
         assert_eq!(err(may_create(&u, &d)), errno::EACCES);
         may_create(&user(10, 1, &[]), &d).unwrap();
+        assert_eq!(err(may_mknod(&u, 0o020000 | 0o644)), errno::EPERM);
+        assert_eq!(err(may_mknod(&u, 0o060000 | 0o644)), errno::EPERM);
+        may_mknod(&u, 0o010000 | 0o644).unwrap();
+        may_mknod(&Creds::ROOT, 0o020000 | 0o644).unwrap();
         // w without x is not enough.
         assert_eq!(err(may_create(&u, &ino(S_IFDIR | 0o776, 10, 20))), errno::EACCES);
         let f = ino(S_IFREG | 0o600, 12, 12);

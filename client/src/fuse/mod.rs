@@ -21,7 +21,10 @@
 //! caller's credentials (`crate::creds`) and the MDT checks search
 //! permission at each lookup, the parent at each create and unlink, the
 //! mode at each open, ownership at each setattr; `access(2)` and opendir
-//! ask the MDT.
+//! ask the MDT. Not checked: opens of FIFOs (the kernel opens them itself
+//! and asks a FUSE file system without `default_permissions` nothing;
+//! pjdfstest `open/06.t`; device nodes are not opened: the mount is
+//! `nodev`).
 //!
 //! Modules: `conv` (pure conversions), `ops` (the `Filesystem` calls);
 //! this one holds the inode and handle tables and runs calls on tokio,

@@ -96,6 +96,7 @@ impl Namespace {
         let cookie = dir::slot_for_new(&*self.kv, parent, name)?;
         if !replay {
             perm::may_create(&a.creds, &p)?;
+            perm::may_mknod(&a.creds, a.mode)?;
         }
         let (uid, gid, mode) = perm::new_owner(&a.creds, &p, a.uid, a.gid, a.mode);
         let mut tx = self.begin();
