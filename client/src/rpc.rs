@@ -9,11 +9,8 @@ use std::time::Duration;
 
 use ptlrpc::driver::{Client, ImportDriver, ImportRpcError, RpcReply};
 use ptlrpc::import::{ReplayFixup, ReqKind};
-use ptlrpc::wire::{Op, Transno, Xid};
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
+use ptlrpc::wire::{Op, Transno, WireBody, WireDecode, Xid};
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
 use crate::error::{ClientError, Result};
@@ -24,7 +21,7 @@ pub const RPC_BOUND: Duration = Duration::from_secs(60);
 /// Sends `body` as `op` and waits (bounded) for the reply.
 pub async fn raw<B>(c: &Client, what: &'static str, op: Op, body: &B) -> Result<RpcReply>
 where
-    B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    B: WireBody,
 {
     match tokio::time::timeout(RPC_BOUND, c.start(op, body)).await {
         Ok(r) => r.map_err(|e| ClientError::rpc(what, e)),
@@ -35,10 +32,8 @@ where
 /// Sends `body` as `op` and decodes the reply body as `R`.
 pub async fn call<B, R>(c: &Client, what: &'static str, op: Op, body: &B) -> Result<R>
 where
-    B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
-    R: rkyv::Archive,
-    R::Archived:
-        for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + rkyv::Deserialize<R, HighDeserializer<rancor::Error>>,
+    B: WireBody,
+    R: WireDecode,
 {
     let r = raw(c, what, op, body).await?;
     r.body::<R>().map_err(|e| ClientError::rpc(what, e))
@@ -66,10 +61,8 @@ pub async fn imp_call_full<B, R>(
     fixup: Option<ReplayFixup>,
 ) -> std::result::Result<(R, Sent), (ClientError, Option<Xid>)>
 where
-    B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
-    R: rkyv::Archive,
-    R::Archived:
-        for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + rkyv::Deserialize<R, HighDeserializer<rancor::Error>>,
+    B: WireBody,
+    R: WireDecode,
 {
     let call = async {
         match fixup {
@@ -100,10 +93,8 @@ where
 /// the bound covers a target's restart and recovery.
 pub async fn imp_call<B, R>(imp: &ImportDriver, what: &'static str, op: Op, kind: ReqKind, body: &B) -> Result<R>
 where
-    B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
-    R: rkyv::Archive,
-    R::Archived:
-        for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + rkyv::Deserialize<R, HighDeserializer<rancor::Error>>,
+    B: WireBody,
+    R: WireDecode,
 {
     let r = match tokio::time::timeout(RPC_BOUND, imp.rpc(op, kind, body)).await {
         Ok(r) => r.map_err(|e| ClientError::import(what, e))?,

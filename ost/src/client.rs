@@ -24,7 +24,7 @@ use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::OST_REQUEST_PORTAL;
 use ptlrpc::wire::{
     BulkDesc, CKSUM_CRC32C, ConnectData, JobId, Niobuf, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply,
-    OstIds, OstObj, OstPunch, OstSetattr, OstStatfs, Transno, connect_flags,
+    OstIds, OstObj, OstPunch, OstSetattr, OstStatfs, Transno, WireBody, WireDecode, connect_flags,
 };
 
 /// How an OST client connects.
@@ -90,9 +90,7 @@ fn rpc_err(e: impl Into<RpcError>) -> RpcError {
 
 fn body<T>(r: &ImportReply) -> Result<T, RpcError>
 where
-    T: rkyv::Archive,
-    T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
-        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    T: WireDecode,
 {
     r.body::<T>().map_err(RpcError::BadReply)
 }
@@ -219,16 +217,8 @@ impl OstClient {
 
     async fn call<B, R>(&self, op: Op, kind: ReqKind, b: &B) -> Result<(R, Transno), RpcError>
     where
-        B: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
-        R: rkyv::Archive,
-        R::Archived: for<'c> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'c, rkyv::rancor::Error>>
-            + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+        B: WireBody,
+        R: WireDecode,
     {
         let r = self.imp()?.rpc(op, kind, b).await.map_err(rpc_err)?;
         Ok((body(&r)?, r.header.transno))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use ptlrpc::driver::{BulkError, Errno, Gate, ReqCtx, Request, TargetFront};
 use ptlrpc::target::{Admission, Admitted};
-use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstIds, OstObj, connect_flags};
+use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstIds, OstObj, WireBody, connect_flags};
 
 use crate::error::OstError;
 use crate::service::{OstInput, OstService};
@@ -64,13 +64,7 @@ fn proto(e: Errno) -> OstError {
 
 fn archived<T>(b: &T) -> Result<Vec<u8>, OstError>
 where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    T: WireBody,
 {
     rkyv::to_bytes::<rkyv::rancor::Error>(b).map(|v| v.to_vec()).map_err(|e| OstError::Invalid(e.to_string()))
 }

@@ -19,7 +19,7 @@ use ptlrpc::wire::ost::MAX_PRECREATE;
 use ptlrpc::wire::ost::{PUNCH_TRUNCATE, attr_valid};
 use ptlrpc::wire::{
     ConnectData, Frame, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstObj, OstPunch, OstSetattr,
-    connect_flags, errno,
+    WireBody, connect_flags, errno,
 };
 
 use crate::store::{LAST_ID_OBJ, OstChange, OstStore, obj_id};
@@ -53,13 +53,7 @@ impl OstService {
 
 fn body<T>(b: &T) -> Result<Vec<u8>, i32>
 where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    T: WireBody,
 {
     rkyv::to_bytes::<rkyv::rancor::Error>(b).map(|v| v.to_vec()).map_err(|_| errno::EINVAL)
 }

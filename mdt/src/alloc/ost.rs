@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use ptlrpc::driver::{ImportDriver, ImportRpcError};
 use ptlrpc::import::{ImportConfig, PathId, ReqKind};
 use ptlrpc::portals::OST_REQUEST_PORTAL;
-use ptlrpc::wire::{ConnectData, Op, OstCreate, OstCreateReply, OstObj, connect_flags};
+use ptlrpc::wire::{ConnectData, Op, OstCreate, OstCreateReply, OstObj, WireBody, WireDecode, connect_flags};
 use thiserror::Error;
 
 /// An OST's space.
@@ -86,9 +86,6 @@ pub struct RpcOst {
     import: Mutex<Option<ImportDriver>>,
 }
 
-type Ser<'a> =
-    rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
-
 impl RpcOst {
     /// OST `target` (`fsname-OSTxxxx`) at `nids` (failover NIDs), as the
     /// client `uuid`, blocking on `rt`, each call bounded by `bound`.
@@ -137,10 +134,8 @@ impl RpcOst {
 
     fn call<B, R>(&self, op: Op, kind: ReqKind, body: &B) -> Result<R, OstError>
     where
-        B: for<'a> rkyv::Serialize<Ser<'a>>,
-        R: rkyv::Archive,
-        R::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
-            + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+        B: WireBody,
+        R: WireDecode,
     {
         let imp = self.import()?;
         let res = self.rt.block_on(async { tokio::time::timeout(self.bound, imp.rpc(op, kind, body)).await });

@@ -20,10 +20,10 @@ use parking_lot::{Condvar, Mutex};
 use ptlrpc::Time;
 use ptlrpc::config_log::{ConfigFollower, FollowSettings};
 use ptlrpc::driver::{Client, RpcError};
-use ptlrpc::wire::Op;
 use ptlrpc::wire::mgs::{
     ConfigReadReply, ConfigReadReq, ConfigRecord, MgsAdminReply, MgsAdminReq, TargetRegReply, TargetRegReq,
 };
+use ptlrpc::wire::{Op, WireBody, WireDecode};
 
 use super::Mgs;
 use crate::error::{MdtError, Result, errno};
@@ -74,16 +74,8 @@ impl RpcMgs {
 
     fn call<B, R>(&self, op: Op, body: &B, bound: Duration) -> Result<R>
     where
-        B: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
-        R: rkyv::Archive,
-        R::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
-            + rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+        B: WireBody,
+        R: WireDecode,
     {
         let fut = self.client.start(op, body);
         match self.rt.block_on(async { tokio::time::timeout(bound, fut).await }) {

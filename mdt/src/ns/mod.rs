@@ -29,8 +29,8 @@ mod tests;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ptlrpc::wire::Fid;
 use ptlrpc::wire::mds::{AttrReply, Creds, DirEntry, MdtAttr, ReaddirReply, StatfsReply, attr_flags};
+use ptlrpc::wire::{Fid, WireDecode};
 
 pub use destroy::parse_record as parse_destroy_record;
 pub use modify::{CreateArgs, SetattrArgs};
@@ -202,9 +202,7 @@ impl std::fmt::Debug for Namespace {
 
 fn meta<T>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>>
 where
-    T: rkyv::Archive,
-    T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
-        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    T: WireDecode,
 {
     match kv.get(Table::Meta, key)? {
         Some(v) => Ok(Some(decode::<T>(Table::Meta, &v)?)),

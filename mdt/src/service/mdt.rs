@@ -22,20 +22,17 @@ use ptlrpc::wire::mds::{
     CloseReq, Creds, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdsReq, MdtOstState, ReaddirReq,
     ReintReply, ReintReq, SeqQueryReq, SeqRange, XattrReply, seq_op,
 };
-use ptlrpc::wire::{Fid, Frame, Op};
+use ptlrpc::wire::{Fid, Frame, Op, WireBody};
 
 use super::metrics::MdtMetrics;
 use crate::inode::{Kind, S_IFMT};
 use crate::mgs::follow::Progress;
 use crate::ns::{CreateArgs, Done, Namespace, SetattrArgs};
 
-type Ser<'a> =
-    rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
-
 /// Archives a reply body.
 pub fn encode<B>(body: &B) -> Result<Vec<u8>, Errno>
 where
-    B: for<'a> rkyv::Serialize<Ser<'a>>,
+    B: WireBody,
 {
     rkyv::to_bytes::<rkyv::rancor::Error>(body).map(|b| b.to_vec()).map_err(|_| Errno::EIO)
 }

@@ -3,20 +3,17 @@
 //! Must not: panic on stored bytes; a value that does not validate is
 //! [`StoreError::Corrupt`].
 
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
-use rkyv::{Archive, Deserialize, Serialize};
 
 use super::{StoreError, Table};
+use ptlrpc::wire::{WireBody, WireDecode};
 
 /// Archives `v`. The types the MDT stores always archive; a failure is a
 /// programmer's error and becomes an empty value that fails to decode.
 pub fn encode<T>(v: &T) -> Vec<u8>
 where
-    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    T: WireBody,
 {
     rkyv::to_bytes::<rancor::Error>(v).map(|b| b.to_vec()).unwrap_or_default()
 }
@@ -24,8 +21,7 @@ where
 /// Validates and deserializes a value of `t`.
 pub fn decode<T>(t: Table, bytes: &[u8]) -> Result<T, StoreError>
 where
-    T: Archive,
-    T::Archived: for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+    T: WireDecode,
 {
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);

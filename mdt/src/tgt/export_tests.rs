@@ -19,7 +19,7 @@ use ptlrpc::time::Time;
 use ptlrpc::wire::mds::{CloseReq, Creds, MdsReq, ReintReply, ReintReq, SeqQueryReq, SeqRange, open_flags, seq_op};
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
 use ptlrpc::wire::{
-    ConnCnt, ConnectData, ExportHandle, Fid, Frame, Header, MsgKind, Op, Xid, connect_flags, encode_raw,
+    ConnCnt, ConnectData, ExportHandle, Fid, Frame, Header, MsgKind, Op, WireBody, Xid, connect_flags, encode_raw,
 };
 
 use super::{MdtService, MdtStore};
@@ -117,13 +117,7 @@ fn reply_body(r: &Reply) -> ReintReply {
 
 fn bytes<T>(v: &T) -> Vec<u8>
 where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
+    T: WireBody,
 {
     rkyv::to_bytes::<rkyv::rancor::Error>(v).unwrap().to_vec()
 }

@@ -32,7 +32,7 @@ use ptlrpc::driver::Errno;
 use ptlrpc::ldlm::InodeBits;
 use ptlrpc::wire::ldlm::{LdlmEnqueueReply, LdlmIntent, LdlmLockDesc};
 use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_flags, open_flags};
-use ptlrpc::wire::{Fid, Frame, Header, MsgKind, Op, Xid};
+use ptlrpc::wire::{Fid, Frame, Header, MsgKind, Op, WireBody, Xid};
 
 use crate::inode::{S_IFMT, S_IFREG};
 use crate::locks::{LocalLocks, MdtLocks};
@@ -49,16 +49,13 @@ pub struct Asker<'a> {
     pub nid: lnet::Nid,
 }
 
-fn read_as(ops: &MdtOps, uuid: &str, op: Op, body: &impl for<'a> rkyv::Serialize<Ser<'a>>) -> Result<AttrReply, Errno> {
+fn read_as(ops: &MdtOps, uuid: &str, op: Op, body: &impl WireBody) -> Result<AttrReply, Errno> {
     let bytes =
         ptlrpc::wire::encode(&Header::new(MsgKind::Request, op.opcode(), Xid(0)), body).map_err(|_| Errno::EIO)?;
     let frame = Frame::parse(&bytes).map_err(|_| Errno::EIO)?;
     let rep = ops.read(uuid, &frame)?;
     rkyv::from_bytes::<AttrReply, rkyv::rancor::Error>(&rep).map_err(|_| Errno::EIO)
 }
-
-type Ser<'a> =
-    rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
 
 /// Whether a reply's attributes may be cached under an UPDATE lock.
 fn cacheable(a: &AttrReply) -> bool {

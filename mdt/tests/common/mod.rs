@@ -20,7 +20,7 @@ use ptlrpc::import::{ImportConfig, ReqKind};
 use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::{MDS_REQUEST_PORTAL, MGS_REQUEST_PORTAL};
 use ptlrpc::wire::mds::{Creds, GetInfoReply, GetInfoReq, MdsReq};
-use ptlrpc::wire::{ConnectData, Header, Op, connect_flags};
+use ptlrpc::wire::{ConnectData, Header, Op, WireBody, WireDecode, connect_flags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const BOUND: Duration = Duration::from_secs(30);
@@ -218,9 +218,7 @@ impl Reply {
 
     pub fn body<T>(&self) -> Result<T, String>
     where
-        T: rkyv::Archive,
-        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>>
-            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+        T: WireDecode,
     {
         match self {
             Reply::Plain(r) => r.body::<T>().map_err(|e| e.to_string()),
@@ -246,20 +244,17 @@ impl CallError {
     }
 }
 
-type Ser<'a> =
-    rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>;
-
 /// What sends a request: a plain client (MGS) or an import (MDT).
 pub trait Caller {
     fn call<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<Reply, CallError>> + Send + 'static
     where
-        B: for<'a> rkyv::Serialize<Ser<'a>>;
+        B: WireBody;
 }
 
 impl Caller for Client {
     fn call<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<Reply, CallError>> + Send + 'static
     where
-        B: for<'a> rkyv::Serialize<Ser<'a>>,
+        B: WireBody,
     {
         let f = self.start(op, body);
         async move { f.await.map(Reply::Plain).map_err(|e| CallError { errno: e.errno(), why: e.to_string() }) }
@@ -269,7 +264,7 @@ impl Caller for Client {
 impl Caller for ImportDriver {
     fn call<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<Reply, CallError>> + Send + 'static
     where
-        B: for<'a> rkyv::Serialize<Ser<'a>>,
+        B: WireBody,
     {
         let kind = if matches!(op, Op::MdsReint | Op::MdsClose) { ReqKind::Modify } else { ReqKind::Read };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(body).map(|b| b.to_vec());
@@ -300,8 +295,8 @@ pub fn carries_creds(op: Op) -> bool {
 /// ([`carries_creds`]) is sent as root's.
 pub async fn rpc<C: Caller, B>(c: &C, op: Op, body: &B, bound: Duration) -> Result<Reply, CallError>
 where
-    B: Clone + for<'a> rkyv::Serialize<Ser<'a>>,
-    MdsReq<B>: for<'a> rkyv::Serialize<Ser<'a>>,
+    B: Clone + WireBody,
+    MdsReq<B>: WireBody,
 {
     let r = if carries_creds(op) {
         let wrapped = MdsReq { creds: Creds::ROOT, req: body.clone() };

@@ -24,12 +24,7 @@ use std::time::Duration;
 
 use lnet::{Lnet, LnetError, MatchPeer, MdBuffer, MdOptions, Nid};
 use parking_lot::Mutex;
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
-use rkyv::{Archive, Deserialize, Portable, Serialize};
 use tokio::sync::mpsc;
 
 use super::DriverClock;
@@ -42,7 +37,7 @@ use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
 use crate::request::{Inflight, TimeoutAction, XidSeq};
 use crate::wire::{
     BODY_ALIGN, BulkDesc, CKSUM_CRC32C, DecodeError, Frame, HEADER_LEN, Header, JobId, MsgFlags, MsgKind, Op, Portal,
-    Xid, encode,
+    WireArchived, WireBody, WireDecode, Xid, encode,
 };
 
 /// How a client behaves.
@@ -145,7 +140,7 @@ impl RpcReply {
     /// The body validated as `T`, in place.
     pub fn access<T>(&self) -> Result<&T, RpcError>
     where
-        T: Portable + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+        T: WireArchived,
     {
         Ok(self.frame()?.access::<T>()?)
     }
@@ -153,9 +148,7 @@ impl RpcReply {
     /// The body validated and deserialized.
     pub fn body<T>(&self) -> Result<T, RpcError>
     where
-        T: Archive,
-        T::Archived:
-            for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+        T: WireDecode,
     {
         Ok(self.frame()?.deserialize::<T>()?)
     }
@@ -249,7 +242,7 @@ impl Client {
     /// One RPC: sends `body` as `op` and waits for the final reply.
     pub async fn rpc<B>(&self, op: Op, body: &B) -> Result<RpcReply, RpcError>
     where
-        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         self.start(op, body).await
     }
@@ -263,7 +256,7 @@ impl Client {
     /// (for [`RequestSet`] or `tokio::spawn`).
     pub fn start<B>(&self, op: Op, body: &B) -> impl Future<Output = Result<RpcReply, RpcError>> + Send + 'static
     where
-        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let xid = next_xid();
         let prepared = self.inner.prepare(op, xid, body);
@@ -287,7 +280,7 @@ impl Client {
     ) -> Result<(RpcReply, MdBuffer), RpcError>
     where
         F: FnOnce(BulkDesc) -> B,
-        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let xid = next_xid();
         let desc = BulkDesc {
@@ -319,7 +312,7 @@ impl Client {
     ) -> Result<(RpcReply, MdBuffer), RpcError>
     where
         F: Fn(BulkDesc) -> B,
-        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
         C: Fn(&RpcReply) -> Result<u32, RpcError>,
     {
         let len = u32::try_from(buf.len()).map_err(|_| RpcError::Encode("bulk larger than 4 GiB".into()))?;
@@ -372,7 +365,7 @@ impl Inner {
     /// The request header and message for `op`/`xid` carrying `body`.
     fn prepare<B>(&self, op: Op, xid: Xid, body: &B) -> Result<(Header, AlignedVec<BODY_ALIGN>), RpcError>
     where
-        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let mut h = Header::new(MsgKind::Request, op.opcode(), xid);
         h.jobid = self.cfg.jobid;

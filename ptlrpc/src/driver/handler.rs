@@ -17,18 +17,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
-use rkyv::{Archive, Deserialize, Portable, Serialize};
 
 use super::error::Errno;
 use super::service::Shared;
 use super::worker::Answer;
 use crate::time::Time;
-use crate::wire::{BODY_ALIGN, Frame, HEADER_LEN, Header, MAX_BODY_LEN, Op, Transno, Xid};
+use crate::wire::{
+    BODY_ALIGN, Frame, HEADER_LEN, Header, MAX_BODY_LEN, Op, Transno, WireArchived, WireBody, WireDecode, Xid,
+};
 
 /// A request that passed header and length checks, waiting to be handled.
 pub struct Request {
@@ -98,7 +96,7 @@ impl Request {
     /// not validate is `EPROTO`.
     pub fn access<T>(&self) -> Result<&T, Errno>
     where
-        T: Portable + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+        T: WireArchived,
     {
         Ok(self.frame()?.access::<T>()?)
     }
@@ -107,9 +105,7 @@ impl Request {
     /// is `EPROTO`.
     pub fn body<T>(&self) -> Result<T, Errno>
     where
-        T: Archive,
-        T::Archived:
-            for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+        T: WireDecode,
     {
         Ok(self.frame()?.deserialize::<T>()?)
     }
@@ -144,7 +140,7 @@ impl Reply {
     /// archive, or is larger than a message may be, is `EINVAL`.
     pub fn new<B>(body: &B) -> Result<Reply, Errno>
     where
-        B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let archived = rkyv::to_bytes::<rancor::Error>(body).map_err(|_| Errno::EINVAL)?;
         if archived.len() > MAX_BODY_LEN {

@@ -42,9 +42,7 @@ use std::time::Duration;
 
 use lnet::{Lnet, LnetError, MatchPeer, MdBuffer, MdOptions, Nid};
 use parking_lot::Mutex;
-use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -58,8 +56,8 @@ use crate::import::{
 };
 use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
 use crate::wire::{
-    BODY_ALIGN, BulkDesc, CKSUM_CRC32C, ConnCnt, ConnectData, DecodeError, Frame, Header, MsgFlags, Op, Transno, Xid,
-    encode_raw,
+    BODY_ALIGN, BulkDesc, CKSUM_CRC32C, ConnCnt, ConnectData, DecodeError, Frame, Header, MsgFlags, Op, Transno,
+    WireBody, WireDecode, Xid, encode_raw,
 };
 
 /// The shortest timer sleep.
@@ -123,9 +121,7 @@ impl ImportReply {
     /// The body validated and deserialized as `T`.
     pub fn body<T>(&self) -> Result<T, DecodeError>
     where
-        T: rkyv::Archive,
-        T::Archived: for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rancor::Error>>
-            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+        T: WireDecode,
     {
         let mut copy = AlignedVec::<BODY_ALIGN>::with_capacity(self.body.len());
         copy.extend_from_slice(&self.body);
@@ -367,7 +363,7 @@ impl ImportDriver {
     /// the import to deliver its final reply or fail it.
     pub async fn rpc<B>(&self, op: Op, kind: ReqKind, body: &B) -> Result<ImportReply, ImportRpcError>
     where
-        B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let bytes = rkyv::to_bytes::<rancor::Error>(body).map_err(|e| ImportRpcError::Encode(e.to_string()))?;
         self.rpc_raw(op, kind, bytes.to_vec()).await
@@ -390,7 +386,7 @@ impl ImportDriver {
         fixup: ReplayFixup,
     ) -> Result<ImportReply, ImportRpcError>
     where
-        B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let bytes = rkyv::to_bytes::<rancor::Error>(body).map_err(|e| ImportRpcError::Encode(e.to_string()))?;
         self.submit(op, kind, bytes.to_vec(), None, Some(fixup)).await
@@ -427,7 +423,7 @@ impl ImportDriver {
     ) -> Result<BulkReply, ImportRpcError>
     where
         F: FnOnce(BulkDesc) -> B,
-        B: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+        B: WireBody,
     {
         let BulkAttachment { pages, dir, checksum: cksum_on } = bulk;
         let len = u32::try_from(pages.len()).map_err(|_| ImportRpcError::Encode("bulk larger than 4 GiB".into()))?;

@@ -683,17 +683,11 @@ pub struct SeqRange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Frame, Header, MsgKind, Op, Xid, encode};
+    use crate::wire::{Frame, Header, MsgKind, Op, WireBody, Xid, encode};
 
     fn frame_of<B>(op: Op, body: &B) -> rkyv::util::AlignedVec<{ crate::wire::BODY_ALIGN }>
     where
-        B: for<'a> rkyv::Serialize<
-                rkyv::api::high::HighSerializer<
-                    rkyv::util::AlignedVec,
-                    rkyv::ser::allocator::ArenaHandle<'a>,
-                    rkyv::rancor::Error,
-                >,
-            >,
+        B: WireBody,
     {
         encode(&Header::new(MsgKind::Request, op.opcode(), Xid(1)), body).expect("encodes")
     }

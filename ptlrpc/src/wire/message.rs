@@ -7,16 +7,13 @@
 //! Must not: interpret bodies or decide replies; and never panic, whatever
 //! the bytes.
 
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
-use rkyv::{Archive, Deserialize, Portable, Serialize};
 
 use super::header::{HEADER_LEN, Header};
 use super::opcode::Op;
 use super::{DecodeError, EncodeError};
+use crate::wire::{WireArchived, WireBody, WireDecode};
 
 /// The largest body a message may carry (bulk data travels separately).
 pub const MAX_BODY_LEN: usize = 1 << 20;
@@ -29,7 +26,7 @@ pub const BODY_ALIGN: usize = 16;
 /// (or any 16-aligned copy) reads the body in place.
 pub fn encode<B>(header: &Header, body: &B) -> Result<AlignedVec<BODY_ALIGN>, EncodeError>
 where
-    B: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+    B: WireBody,
 {
     let archived = rkyv::to_bytes::<rancor::Error>(body)?;
     let too_large = EncodeError::BodyTooLarge { len: archived.len(), max: MAX_BODY_LEN };
@@ -106,7 +103,7 @@ impl<'a> Frame<'a> {
     /// [`Frame::deserialize`] for buffers of unknown alignment.
     pub fn access<T>(&self) -> Result<&'a T, DecodeError>
     where
-        T: Portable + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+        T: WireArchived,
     {
         rkyv::access::<T, rancor::Error>(self.body).map_err(|e| self.body_error(&e))
     }
@@ -115,9 +112,7 @@ impl<'a> Frame<'a> {
     /// the bytes to an aligned buffer first if they are misaligned.
     pub fn deserialize<T>(&self) -> Result<T, DecodeError>
     where
-        T: Archive,
-        T::Archived:
-            for<'b> CheckBytes<HighValidator<'b, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+        T: WireDecode,
     {
         let aligned = (self.body.as_ptr() as usize).is_multiple_of(BODY_ALIGN);
         let result = if aligned {

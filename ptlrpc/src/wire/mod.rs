@@ -11,6 +11,7 @@
 //! when [`DecodeError::reply_xid`] names an xid, otherwise drop.
 
 mod body;
+mod bounds;
 mod bulk;
 mod connect;
 mod error;
@@ -25,6 +26,7 @@ mod opcode;
 pub mod ost;
 
 pub use body::{ArchivedConnectData, ConnectData, Empty};
+pub use bounds::{WireArchived, WireBody, WireDecode};
 pub use bulk::{ArchivedBrwBody, ArchivedBrwReply, ArchivedBulkDesc, BrwBody, BrwReply, BulkDesc, CKSUM_CRC32C};
 pub use connect::connect_flags;
 pub use error::{DecodeError, EncodeError, errno};
