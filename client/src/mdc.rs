@@ -40,6 +40,10 @@ use ptlrpc::wire::{ConnectData, Fid, Op, Xid, connect_flags};
 use crate::error::Result;
 use crate::rpc;
 
+/// Modifying requests in flight per mdc to ask the MDT for (Lustre's
+/// `max_mod_rpcs_in_flight` default; the MDT grants up to 8).
+pub const MAX_MOD_RPCS: u16 = 8;
+
 /// The sequence the client allocates FIDs from.
 #[derive(Debug, Default)]
 struct FidSeq {
@@ -82,6 +86,10 @@ impl Mdc {
         // Replies are kept for replay until the MDT commits (every second by
         // default): room for a commit interval of updates.
         cfg.max_requests = 1 << 16;
+        // Several modifying requests in flight (Lustre's
+        // max_mod_rpcs_in_flight, 8 by default): each takes a reply slot
+        // the MDT keeps for resends and replay.
+        cfg.max_mod_rpcs = MAX_MOD_RPCS;
         // Readdir and layouts of wide files need more than the default 8 KiB.
         let imp = ImportDriver::start(lnet, vec![nid], cfg, 256 << 10)
             .map_err(|e| crate::error::ClientError::Local(format!("mdc import: {e}")))?;

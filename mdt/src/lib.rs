@@ -71,8 +71,6 @@
 //!   restart only once their MGC noticed the MGS gone and read the restart
 //!   record from the new one (~2 s); Lustre has the same limit and
 //!   recommends a separate MGS for imperative recovery.
-//! - The mdc asks for one modifying request in flight (`max_mod_rpcs` 1)
-//!   although the target framework keeps reply slots for several.
 //! - Sequences (`seq`): MDT0's controller hands super-sequences only to
 //!   its own sequence server, in process — there is no `SEQ_QUERY`
 //!   super-sequence request for other MDTs (there are none yet, DNE is

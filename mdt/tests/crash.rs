@@ -1,5 +1,7 @@
 //! kill -9 of `sheen-mds` under metadata load, then restart: the clients
-//! (imports on ptlrpc's target framework) reconnect and replay, and every
+//! (imports on ptlrpc's target framework, each with several modifying
+//! requests in flight: `max_mod_rpcs` 8, as the mdc asks) reconnect and
+//! replay, and every
 //! operation that was acknowledged is present afterwards — committed or
 //! not at the kill. Files have objects on a real `sheen-oss`: after
 //! recovery and the destroy log, every object the OST holds up to the
@@ -31,6 +33,9 @@ use ptlrpc::wire::{Fid, Op, Xid};
 
 const NET: u8 = 64;
 const CLIENTS: u64 = 4;
+/// Load tasks sharing each client's import (several modifying requests in
+/// flight per import: the negotiated `max_mod_rpcs` reply slots).
+const LOADS_PER_CLIENT: u64 = 3;
 const KILL_AFTER: u64 = 1500;
 
 /// The last acknowledged operation on a name: exists afterwards.
@@ -173,8 +178,12 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     for (k, c) in imps.iter().enumerate() {
         held.push(open_one(c, k as u64).await);
     }
-    let tasks: Vec<_> =
-        imps.iter().enumerate().map(|(k, c)| tokio::spawn(load(c.clone(), k as u64, Arc::clone(&l)))).collect();
+    for c in &imps {
+        assert_eq!(c.max_mod_rpcs(), 8, "the MDT grants 8 modifying requests in flight");
+    }
+    let tasks: Vec<_> = (0..CLIENTS * LOADS_PER_CLIENT)
+        .map(|k| tokio::spawn(load(imps[(k % CLIENTS) as usize].clone(), k, Arc::clone(&l))))
+        .collect();
     tokio::time::timeout(BOUND * 4, l.kill.notified()).await.expect("load reached the kill point");
     l.stop.store(true, Ordering::Release);
     for c in &imps {
@@ -226,7 +235,7 @@ async fn kill9_under_load_then_replay_keeps_every_acknowledged_op() {
     assert!(checked > 100, "only {checked} outcomes to check");
     // Every live file's objects, from a full listing of each client's dir.
     let mut live = BTreeSet::new();
-    for k in 0..CLIENTS {
+    for k in 0..CLIENTS * LOADS_PER_CLIENT {
         let dir = rpc(c, Op::MdsGetattrName, &LookupReq { parent: Fid::ROOT, name: format!("c{k}") }, BOUND).await;
         let dir = dir.unwrap().body::<AttrReply>().unwrap().attr.fid;
         let mut cookie = 0;

@@ -53,6 +53,14 @@ struct Args {
     /// Durable commit interval of the MDT, ms.
     #[arg(long, default_value_t = 1000)]
     commit_ms: u64,
+    /// Requests each client has in flight at once (tasks sharing its
+    /// import, as processes share a mount's mdc).
+    #[arg(long, default_value_t = 1)]
+    per_client: usize,
+    /// Modifying requests in flight per import to ask the MDT for (the
+    /// mdc's `max_mod_rpcs`; the MDT grants up to 8).
+    #[arg(long, default_value_t = 8)]
+    max_mod_rpcs: u16,
     /// One JSON line per result.
     #[arg(long)]
     json: bool,
@@ -139,11 +147,17 @@ fn root<T>(req: T) -> MdsReq<T> {
     MdsReq { creds: Creds::ROOT, req }
 }
 
-async fn rpc_phase(cl: &[ImportDriver], dirs: &[Fid], files: u64, phase: Phase) -> anyhow::Result<f64> {
+async fn rpc_phase(
+    cl: &[ImportDriver],
+    per_client: usize,
+    dirs: &[Fid],
+    files: u64,
+    phase: Phase,
+) -> anyhow::Result<f64> {
     let t0 = Instant::now();
-    let n = cl.len();
+    let n = cl.len() * per_client;
     let mut tasks = Vec::new();
-    for (c, client) in cl.iter().enumerate() {
+    for (c, client) in cl.iter().cycle().take(n).enumerate() {
         let client = client.clone();
         let dirs = dirs.to_vec();
         tasks.push(tokio::spawn(async move {
@@ -311,6 +325,9 @@ fn main() -> anyhow::Result<()> {
     if a.files == 0 || a.dirs == 0 || a.clients.iter().any(|&c| c == 0 || c > 64) {
         bail!("--files and --dirs must be positive, --clients 1..=64");
     }
+    if a.per_client == 0 || a.per_client > 64 || a.max_mod_rpcs == 0 {
+        bail!("--per-client 1..=64, --max-mod-rpcs positive");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let tmp = tempfile::tempdir()?;
     // The embedded store: its own fjall database, no RPC.
@@ -352,6 +369,7 @@ fn main() -> anyhow::Result<()> {
             // Replies are kept for replay until a commit (every `--commit-ms`)
             // reaches the client: room for a commit interval of updates.
             cfg.max_requests = 1 << 16;
+            cfg.max_mod_rpcs = a.max_mod_rpcs;
             let imp = ImportDriver::start(l, vec![server], cfg, 64 << 10)?;
             imp.connect().await.map_err(|k| anyhow::anyhow!("bench client {i} ended {k:?}"))?;
             clients.push(imp);
@@ -397,15 +415,15 @@ fn main() -> anyhow::Result<()> {
                         let files = a.files;
                         tokio::task::spawn_blocking(move || embedded_phase(&ens, &edirs, files, nc, phase)).await??
                     };
-                    let r = rpc_phase(&clients[..nc], &rdirs, a.files, phase).await?;
+                    let r = rpc_phase(&clients[..nc], a.per_client, &rdirs, a.files, phase).await?;
                     report(a.json, &format!("mdt.{}.{tag}", phase.name()), r, e);
                 }
             }
         }
         if !a.json {
             println!(
-                "ran: {} files per workload, one dir and {} dirs, clients {:?}, tcp loopback 127.{}.0.x:{}, commit every {} ms",
-                a.files, a.dirs, a.clients, a.net, a.port, a.commit_ms
+                "ran: {} files per workload, one dir and {} dirs, clients {:?} with {} requests in flight each (max_mod_rpcs {} asked, {} granted), tcp loopback 127.{}.0.x:{}, commit every {} ms",
+                a.files, a.dirs, a.clients, a.per_client, a.max_mod_rpcs, clients[0].max_mod_rpcs(), a.net, a.port, a.commit_ms
             );
         }
         for c in &clients {

@@ -173,6 +173,8 @@ pub async fn mds_import(l: &Lnet, server: Nid, uuid: &str) -> ImportDriver {
     cfg.backoff_min = Duration::from_millis(100);
     cfg.backoff_max = Duration::from_millis(500);
     cfg.max_requests = 4096;
+    // As the mdc: several modifying requests in flight.
+    cfg.max_mod_rpcs = 8;
     let imp = ImportDriver::start(l, vec![server], cfg, 256 << 10).expect("import starts");
     tokio::time::timeout(BOUND, imp.connect()).await.expect("connect within bound").expect("import FULL");
     imp

@@ -583,6 +583,12 @@ impl ImportDriver {
         self.shared.state.lock().import.replay_list().len()
     }
 
+    /// Modifying requests in flight at once, as negotiated at the last
+    /// connect (1 before one, or without `MULTIMODRPCS`).
+    pub fn max_mod_rpcs(&self) -> u16 {
+        self.shared.state.lock().import.max_mod_rpcs()
+    }
+
     /// The import's generation (bumped on every successful connect).
     pub fn generation(&self) -> u64 {
         self.shared.state.lock().import.generation()
