@@ -772,12 +772,11 @@ impl Sheen {
 
     /// [`Sheen::truncate_fid`]; `from_open`: through a handle open for
     /// writing (`ftruncate`), else the caller's write permission is
-    /// checked before the objects are touched.
+    /// checked (by the getattr it starts with) before the objects are
+    /// touched.
     pub async fn truncate_as(&self, fid: Fid, size: u64, from_open: bool) -> Result<Stat> {
-        if !from_open {
-            self.mdc.access(fid, access_mask::WRITE).await?;
-        }
-        let st = self.stat_fid(fid).await?;
+        let mask = if from_open { 0 } else { access_mask::WRITE };
+        let st = self.to_stat(self.mdc.access(fid, mask).await?).await?;
         if !st.is_file() {
             return Err(ClientError::posix(format!("{fid}: not a regular file"), libc::EINVAL));
         }
