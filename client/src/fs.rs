@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lnet::{Lnet, Nid};
+use ptlrpc::wire::ldlm::{LdlmIntent, LdlmLockDesc};
 use ptlrpc::wire::mds::{
     AttrReply, DirEntry, Layout, MdtAttr, ReintReq, SomAttr, StripeSpec, Timestamp, access_mask, attr_flags,
     attr_valid, open_flags, xattr_flags,
@@ -368,6 +369,22 @@ impl Sheen {
             }
             _ => self.stat_fid(f.fid).await,
         }
+    }
+
+    /// stat by FID through a lock enqueue: the stat (objects glimpsed when
+    /// the MDT's size is not exact) and the locks granted with it.
+    pub async fn stat_locked(&self, fid: Fid) -> Result<(Stat, Vec<LdlmLockDesc>)> {
+        let intent = LdlmIntent::Getattr(ptlrpc::wire::mds::GetattrReq { fid, access: 0 });
+        let r = self.mdc.enqueue(intent).await?;
+        Ok((self.to_stat(r.attr).await?, r.locks))
+    }
+
+    /// `parent/name` through a lock enqueue, with the MDT's attributes only
+    /// (as [`Sheen::lookup_mdt`]), and the locks granted with it.
+    pub async fn lookup_locked(&self, parent: Fid, name: &str) -> Result<(Stat, Vec<LdlmLockDesc>)> {
+        let intent = LdlmIntent::Lookup(ptlrpc::wire::mds::LookupReq { parent, name: name.into() });
+        let r = self.mdc.enqueue(intent).await?;
+        Ok((Self::with_glimpse(r.attr, None), r.locks))
     }
 
     /// stat of `parent/name`.

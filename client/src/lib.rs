@@ -14,7 +14,8 @@
 //! | [`osc`] | one OST's client (`ost::client::OstClient` behind a lazy connect) |
 //! | [`stream`] | one open's readahead window and write-behind |
 //! | [`fs`] | the library API: [`Sheen`] mount, path/FID operations, [`File`] |
-//! | [`fuse`] | the FUSE mount (fuser, direct I/O, zero TTLs) over [`fs`] |
+//! | [`fuse`] | the FUSE mount (fuser, direct I/O; kernel TTLs only under MDT locks, callbacks invalidate) over [`fs`] |
+//! | [`locks`] | the MDT locks this client holds (granted, called back, given up early, dropped on reconnect) |
 //! | [`jobid`] | the job id in every request header (`SHEEN_JOBID_VAR`; a FUSE caller's own, by pid) |
 //! | [`creds`] | the caller's credentials (fsuid, fsgid, groups) in every MDS request the MDT checks permissions for (a FUSE caller's own, groups from `/proc/PID/status`) |
 //! | [`error`] | [`ClientError`] and the one errno mapping |
@@ -23,7 +24,7 @@
 //! | [`progress`] | the CLI's long steps on a terminal's stderr, with elapsed times |
 //!
 //! Must not: hold server-side logic, or cache what another client may
-//! change (until the lock manager exists).
+//! change except under a lock the MDT granted ([`locks`]).
 //!
 //! Not done yet: the MGC has no import of its own to the MGS (it notices
 //! an MGS restart from an unanswered read, see [`mgc`]);
@@ -44,6 +45,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod jobid;
+pub mod locks;
 pub mod lov;
 pub mod lov_io;
 pub mod mdc;

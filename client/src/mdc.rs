@@ -15,8 +15,10 @@
 //! credentials (`MdsReq`): the running request's ([`crate::creds::current`],
 //! a FUSE caller's) or else the mount's ([`Mdc::set_creds`]; at first
 //! this process's). The MDT checks permissions with them.
-//! Must not: cache attributes, names or layouts (another client may
-//! change them; caching comes with the lock manager).
+//! Lock enqueues with read intents and cancels ([`Mdc::enqueue`],
+//! [`Mdc::cancel`]) are here too.
+//! Must not: cache attributes, names or layouts (the FUSE layer caches
+//! under the locks it holds, `crate::locks`).
 //!
 //! Not yet: open files count against the import's limit of held requests
 //! (`max_requests`, 65536: a client holding that many files open waits
@@ -30,6 +32,7 @@ use lnet::{Lnet, Nid};
 use ptlrpc::driver::ImportDriver;
 use ptlrpc::import::{ImportConfig, ReplayFixup, ReqKind};
 use ptlrpc::portals::MDS_REQUEST_PORTAL;
+use ptlrpc::wire::ldlm::{LdlmCancelReq, LdlmEnqueueReply, LdlmEnqueueReq, LdlmIntent};
 use ptlrpc::wire::mds::{
     AttrReply, CloseReq, Creds, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdsReq, ReaddirReply,
     ReaddirReq, ReintReply, ReintReq, SeqQueryReq, SeqRange, SomAttr, StatfsReply, XattrReply, reint_replay_fixup,
@@ -226,6 +229,29 @@ impl Mdc {
             &ReaddirReq { fid, cookie, max_entries: max },
         )
         .await
+    }
+
+    /// LDLM_ENQUEUE with a getattr or lookup intent: the MDT's answer and
+    /// the protected-read locks it granted with it (none when something
+    /// conflicts; the cache is the caller's, `crate::locks`).
+    pub async fn enqueue(&self, intent: LdlmIntent) -> Result<LdlmEnqueueReply> {
+        let creds = crate::creds::current().unwrap_or_else(|| self.creds.read().clone());
+        let req = LdlmEnqueueReq {
+            creds,
+            mode: ptlrpc::ldlm::LockMode::Pr.wire(),
+            bits: ptlrpc::ldlm::InodeBits::KNOWN.wire(),
+            intent,
+        };
+        rpc::imp_call(&self.imp, "enqueue", Op::LdlmEnqueue, ReqKind::Read, &req).await
+    }
+
+    /// LDLM_CANCEL: gives locks back.
+    pub async fn cancel(&self, handles: Vec<u64>) -> Result<()> {
+        let req = LdlmCancelReq { handles };
+        match tokio::time::timeout(rpc::RPC_BOUND, self.imp.rpc(Op::LdlmCancel, ReqKind::Read, &req)).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| crate::error::ClientError::import("cancel", e)),
+            Err(_) => Err(crate::error::ClientError::Timeout { what: "cancel", secs: rpc::RPC_BOUND.as_secs() }),
+        }
     }
 
     /// MDS_GETXATTR of `name` (ENODATA when `fid` has no such attribute).

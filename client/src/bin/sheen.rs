@@ -279,7 +279,8 @@ async fn fuse_mount(
     let fs = Sheen::mount_with(&lnet, mgs, fsname, opts).await.with_context(|| format!("mounting {target}"))?;
     let fs = std::sync::Arc::new(fs);
     progress.step(format!("FUSE mount on {}", dir.display()));
-    let session = client::fuse::mount(std::sync::Arc::clone(&fs), tokio::runtime::Handle::current(), dir, threads)
+    let rt = tokio::runtime::Handle::current();
+    let mounted = client::fuse::mount_cached(std::sync::Arc::clone(&fs), rt, dir, threads, &lnet)
         .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;
     progress.done();
     println!("sheen mount ready {} {}", target, dir.display());
@@ -292,7 +293,7 @@ async fn fuse_mount(
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {
-                if session.guard.is_finished() {
+                if mounted.session.guard.is_finished() {
                     lnet.shutdown();
                     return Ok(true);
                 }
@@ -301,7 +302,9 @@ async fn fuse_mount(
     }
     tracing::info!("unmounting {}", dir.display());
     // Unmounting joins the FUSE threads, which block on this runtime.
+    let client::fuse::Mounted { session, cache, .. } = mounted;
     let r = tokio::task::spawn_blocking(move || session.umount_and_join()).await?;
+    drop(cache);
     fs.unmount().await;
     lnet.shutdown();
     r.with_context(|| format!("unmounting {}", dir.display()))?;

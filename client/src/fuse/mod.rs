@@ -33,19 +33,26 @@
 //!
 //! Must not: cache data or attributes; hold a lock across a network call.
 
+mod cache;
 mod conv;
 mod ops;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use fuser::{Errno, FileHandle, Generation, INodeNo, ReplyEntry, Request};
 use parking_lot::Mutex;
+use ptlrpc::ldlm::InodeBits;
 use ptlrpc::wire::Fid;
 
 pub use conv::{MAX_WRITE, file_attr, flatten, kind};
+
+pub use cache::FuseCache;
+use cache::start_callbacks;
 
 use crate::creds::{PidGroups, with_creds};
 use crate::error::ClientError;
@@ -71,6 +78,9 @@ pub struct SheenFs {
     next_fh: AtomicU64,
     jobs: PidJobs,
     groups: PidGroups,
+    /// Caching under MDT locks (`None`: a mount without a callback
+    /// service, which takes no locks and caches nothing).
+    cache: Option<Arc<FuseCache>>,
 }
 
 impl SheenFs {
@@ -85,6 +95,7 @@ impl SheenFs {
             next_fh: AtomicU64::new(1),
             jobs: PidJobs::new(crate::jobid::from_env()),
             groups: PidGroups::new(),
+            cache: None,
         }
     }
 
@@ -105,6 +116,76 @@ impl SheenFs {
             e.1 += 1;
         }
         reply.entry(&TTL, &attr, Generation(0));
+    }
+
+    /// Answers an entry with its TTLs (attributes, name).
+    fn entry_ttls(&self, st: &Stat, attr_ttl: Duration, entry_ttl: Duration, reply: ReplyEntry) {
+        let attr = file_attr(&st.attr, st.blocks);
+        if attr.ino.0 != 1 {
+            let mut i = self.inodes.lock();
+            let e = i.fids.entry(attr.ino.0).or_insert((st.fid(), 0));
+            e.0 = st.fid();
+            e.1 += 1;
+        }
+        reply.entry_with_ttls(&attr_ttl, &entry_ttl, &attr, Generation(0));
+    }
+
+    /// lookup through a lock enqueue: the TTLs the locks allow.
+    fn lookup_cached(&self, cache: &FuseCache, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let r = self.fid(parent).and_then(|p| {
+            cache.follow_import();
+            let seq = cache.seq();
+            let (st, locks) = self.run(req, self.fs.lookup_locked(p, conv::name(n)?))?;
+            cache.granted(&locks, st.attr.mode);
+            // A name is cached only under its parent's lock: take it once.
+            if cache.covers(st.fid(), InodeBits::LOOKUP) && !cache.covers(p, InodeBits::UPDATE) {
+                match self.run(req, self.fs.stat_locked(p)) {
+                    Ok((pst, pl)) => cache.granted(&pl, pst.attr.mode),
+                    Err(e) => tracing::debug!(?e, "parent lock not taken"),
+                }
+            }
+            let entry_ttl = cache.entry_ttl(p, n, st.fid(), seq);
+            Ok((cache.attr_ttl(st.fid(), seq), entry_ttl, st))
+        });
+        match r {
+            Ok((a, e, st)) => self.entry_ttls(&st, a, e, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// getattr through a lock enqueue (or, under a lock held already, a
+    /// plain getattr): the stat and its TTL.
+    fn getattr_cached(&self, cache: &FuseCache, req: &Request, f: Fid) -> Result<(Stat, Duration), Errno> {
+        cache.follow_import();
+        let seq = cache.seq();
+        let st = if cache.covers(f, InodeBits::UPDATE) {
+            self.run(req, self.fs.stat_fid(f))?
+        } else {
+            let (st, locks) = self.run(req, self.fs.stat_locked(f))?;
+            cache.granted(&locks, st.attr.mode);
+            st
+        };
+        Ok((st, cache.attr_ttl(f, seq)))
+    }
+
+    /// Before a change of this client's own to `dirs` (their entries),
+    /// `objs` (their attributes) and the names `named`: gives up the
+    /// locks the MDT would call back for it and marks `dirs` busy until
+    /// the guard drops (see `cache`).
+    fn changing(&self, dirs: &[Fid], objs: &[Fid], named: &[(Fid, &OsStr)]) -> Option<cache::Busy<'_>> {
+        let c = self.cache.as_ref()?;
+        for d in dirs {
+            c.give_up(*d, InodeBits::UPDATE);
+        }
+        for o in objs {
+            c.give_up(*o, InodeBits::UPDATE);
+        }
+        for (p, n) in named {
+            if let Some(child) = c.child_named(*p, n) {
+                c.give_up(child, InodeBits::KNOWN);
+            }
+        }
+        Some(c.busy(dirs))
     }
 
     fn file(&self, fh: FileHandle) -> Result<Arc<File>, Errno> {
@@ -174,4 +255,43 @@ pub fn mount(
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     fuser::spawn_mount(SheenFs::new(fs, rt), dir, &cfg)
+}
+
+/// A FUSE mount that caches under MDT locks: the session and the
+/// blocking-callback service the MDT reaches it by.
+#[derive(Debug)]
+pub struct Mounted {
+    /// The FUSE session (unmount with `umount_and_join`).
+    pub session: fuser::BackgroundSession,
+    /// The lock cache (locks held, for tests and stats).
+    pub cache: Arc<FuseCache>,
+    _callbacks: ptlrpc::driver::Service,
+}
+
+/// Mounts `fs` on `dir` as [`mount`] does, but with attributes and names
+/// cached in the kernel under the MDT's locks (`cache`); the MDT's
+/// blocking callbacks arrive on `lnet`, the node `fs` was mounted over.
+pub fn mount_cached(
+    fs: Arc<Sheen>,
+    rt: tokio::runtime::Handle,
+    dir: &Path,
+    threads: usize,
+    lnet: &lnet::Lnet,
+) -> std::io::Result<Mounted> {
+    let cache = FuseCache::new(Arc::clone(&fs), rt.clone());
+    let callbacks = start_callbacks(lnet, &cache)?;
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName(format!("sheen:{}", fs.fsname())),
+        fuser::MountOption::Subtype("sheen".into()),
+        fuser::MountOption::NoAtime,
+    ];
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(threads.max(1));
+    let mut sfs = SheenFs::new(fs, rt);
+    sfs.cache = Some(Arc::clone(&cache));
+    let session = fuser::spawn_mount(sfs, dir, &cfg)?;
+    cache.set_notifier(session.notifier());
+    cache::watch_import(&cache);
+    Ok(Mounted { session, cache, _callbacks: callbacks })
 }

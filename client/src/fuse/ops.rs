@@ -30,6 +30,9 @@ impl Filesystem for SheenFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        if let Some(cache) = &self.cache {
+            return self.lookup_cached(cache, req, parent, n, reply);
+        }
         // The kernel asks for attributes next (zero TTLs): the objects'
         // size is left to that getattr.
         let r = self.fid(parent).and_then(|p| self.run(req, self.fs.lookup_mdt(p, name(n)?)));
@@ -53,13 +56,14 @@ impl Filesystem for SheenFs {
         let r = self.fid(ino).and_then(|f| {
             self.settle(req, f)?;
             // This client writing the file: the MDT and the objects at once.
-            match self.writer(f) {
-                Some(h) => self.run(req, self.fs.stat_open(&h)),
-                None => self.run(req, self.fs.stat_fid(f)),
+            match (self.writer(f), &self.cache) {
+                (Some(h), _) => Ok((self.run(req, self.fs.stat_open(&h))?, TTL)),
+                (None, Some(c)) => self.getattr_cached(c, req, f),
+                (None, None) => Ok((self.run(req, self.fs.stat_fid(f))?, TTL)),
             }
         });
         match r {
-            Ok(st) => reply.attr(&TTL, &file_attr(&st.attr, st.blocks)),
+            Ok((st, ttl)) => reply.attr(&ttl, &file_attr(&st.attr, st.blocks)),
             Err(e) => reply.error(e),
         }
     }
@@ -83,6 +87,7 @@ impl Filesystem for SheenFs {
         reply: ReplyAttr,
     ) {
         let r = self.fid(ino).and_then(|fid| {
+            let _b = self.changing(&[], &[fid], &[]);
             self.settle(req, fid)?;
             if size.is_some() {
                 self.drop_readahead(fid);
@@ -133,8 +138,10 @@ impl Filesystem for SheenFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let r =
-            self.fid(parent).and_then(|p| self.run(req, self.fs.mkdir_at(cred(req), p, name(n)?, mode & !umask, None)));
+        let r = self.fid(parent).and_then(|p| {
+            let _b = self.changing(&[p], &[], &[]);
+            self.run(req, self.fs.mkdir_at(cred(req), p, name(n)?, mode & !umask, None))
+        });
         match r {
             Ok(st) => self.entry(&st, reply),
             Err(e) => reply.error(e),
@@ -142,14 +149,20 @@ impl Filesystem for SheenFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        match self.fid(parent).and_then(|p| self.run(req, self.fs.unlink_at(p, name(n)?, false))) {
+        match self.fid(parent).and_then(|p| {
+            let _b = self.changing(&[p], &[], &[(p, n)]);
+            self.run(req, self.fs.unlink_at(p, name(n)?, false))
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        match self.fid(parent).and_then(|p| self.run(req, self.fs.unlink_at(p, name(n)?, true))) {
+        match self.fid(parent).and_then(|p| {
+            let _b = self.changing(&[p], &[], &[(p, n)]);
+            self.run(req, self.fs.unlink_at(p, name(n)?, true))
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -172,6 +185,7 @@ impl Filesystem for SheenFs {
         }
         let r = self.fid(parent).and_then(|sp| {
             let (dp, sn, dn) = (self.fid(newparent)?, name(n)?, name(newname)?);
+            let _b = self.changing(&[sp, dp], &[], &[(sp, n), (dp, newname)]);
             self.run(req, async {
                 // NOREPLACE is checked by a lookup just before the rename:
                 // not atomic against another client's create of the name.
@@ -192,7 +206,12 @@ impl Filesystem for SheenFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.fid(ino).and_then(|f| self.run(req, self.fs.open_fid(f, mdt_flags(flags.0))));
+        let r = self.fid(ino).and_then(|f| {
+            let fl = mdt_flags(flags.0);
+            let _b = (fl & (open_flags::WRONLY | open_flags::RDWR | open_flags::TRUNC) != 0)
+                .then(|| self.changing(&[], &[f], &[]));
+            self.run(req, self.fs.open_fid(f, fl))
+        });
         match r {
             Ok(f) => reply.opened(self.keep(f), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(e),
@@ -201,9 +220,10 @@ impl Filesystem for SheenFs {
 
     fn create(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let fl = mdt_flags(flags) | open_flags::CREAT;
-        let r = self
-            .fid(parent)
-            .and_then(|p| self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None)));
+        let r = self.fid(parent).and_then(|p| {
+            let _b = self.changing(&[p], &[], &[(p, n)]);
+            self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None))
+        });
         match r {
             Ok(f) => {
                 let attr = file_attr(f.attr(), 0);
@@ -376,6 +396,7 @@ impl Filesystem for SheenFs {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let r = self.fid(parent).and_then(|p| {
             let t = target.to_str().ok_or(Errno::EINVAL)?;
+            let _b = self.changing(&[p], &[], &[]);
             self.run(req, self.fs.symlink_at(cred(req), p, name(link_name)?, t))
         });
         match r {
@@ -390,7 +411,9 @@ impl Filesystem for SheenFs {
             if mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK {
                 return Err(Errno::EINVAL);
             }
+            let b = self.changing(&[p], &[], &[]);
             let st = self.run(req, self.fs.create_node_at(cred(req), p, name(n)?, mode, u64::from(rdev), ""))?;
+            drop(b);
             // A regular file's size comes from its (new, empty) objects.
             if st.is_file() { self.run(req, self.fs.stat_fid(st.fid())) } else { Ok(st) }
         });
@@ -403,6 +426,7 @@ impl Filesystem for SheenFs {
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let r = self.fid(ino).and_then(|f| {
             let p = self.fid(newparent)?;
+            let _b = self.changing(&[p], &[f], &[]);
             self.run(req, self.fs.link_at(f, p, name(newname)?))
         });
         match r {
@@ -426,7 +450,10 @@ impl Filesystem for SheenFs {
             return reply.error(Errno::EINVAL);
         }
         let fl = xattr_set_flags(flags);
-        match self.fid(ino).and_then(|f| self.run(req, self.fs.setxattr(f, name(n)?, value, fl))) {
+        match self.fid(ino).and_then(|f| {
+            let _b = self.changing(&[], &[f], &[]);
+            self.run(req, self.fs.setxattr(f, name(n)?, value, fl))
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -447,7 +474,10 @@ impl Filesystem for SheenFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        match self.fid(ino).and_then(|f| self.run(req, self.fs.removexattr(f, name(n)?))) {
+        match self.fid(ino).and_then(|f| {
+            let _b = self.changing(&[], &[f], &[]);
+            self.run(req, self.fs.removexattr(f, name(n)?))
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

@@ -101,12 +101,15 @@ pub async fn with_mount<T: Send + 'static>(
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let session = client::fuse::mount(std::sync::Arc::new(fs), tokio::runtime::Handle::current(), &mnt, 4).unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let mounted = client::fuse::mount_cached(std::sync::Arc::new(fs), rt, &mnt, 4, &lnet).unwrap();
+    let client::fuse::Mounted { session, cache, .. } = mounted;
     let m = mnt.clone();
     let out = tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m))))
         .await
         .unwrap();
     tokio::task::spawn_blocking(move || session.umount_and_join()).await.unwrap().unwrap();
+    drop(cache);
     lnet.shutdown();
     cluster.stop();
     out.unwrap_or_else(|p| std::panic::resume_unwind(p))

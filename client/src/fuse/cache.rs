@@ -1,0 +1,389 @@
+//! What the kernel may cache, under the MDT's locks (llite's side of the
+//! lock manager).
+//!
+//! Owns: [`FuseCache`] — the mount's [`LockCache`], the dentries handed to
+//! the kernel with a long TTL (by child, and by parent), the blocking
+//! callback service on the client's lnet ([`start_callbacks`]), early
+//! cancels before this client's own changes, and the invalidation thread.
+//!
+//! Rules. An attribute TTL is long only when this client holds an UPDATE
+//! lock on the object; an entry TTL only when it holds the child's LOOKUP
+//! lock and the parent's UPDATE lock and the parent is searchable by
+//! everyone (the kernel does no permission checks of its own on this
+//! mount, `default_permissions` being off, so a cached name must not let
+//! a path walk skip a search check the MDT would make). Everything else
+//! is answered with zero TTLs, and names that do not exist are never
+//! cached (negative dentries would need invalidating under the parent's
+//! lock while the kernel may hold it: see below).
+//!
+//! A blocking callback first invalidates what the lock covered — the
+//! inode's attributes (`inval_inode`, which takes no kernel lock), the
+//! names leading to the object (`inval_entry`, which takes the parent
+//! directory's lock) — and then cancels. A directory's lock going also
+//! drops the names cached under it. `inval_entry` runs on the callback
+//! thread unless this client has a request in flight that changes that
+//! directory (the kernel then holds its lock while the request waits for
+//! the MDT, which waits for this cancel): then it is left to the
+//! invalidation thread, and the cancel goes at once. Before a change of
+//! its own the client gives up the locks the change would call back
+//! (Lustre's early lock cancel), without waiting for the cancel's reply;
+//! the kernel updates its own caches for its own changes.
+//!
+//! A callback racing with a reply: a global sequence, bumped by every
+//! callback, is read before the request and checked (under the same
+//! mutex the callback takes) after the locks and names are entered; a
+//! change means zero TTLs. When the mdc import reconnects (an MDT restart
+//! or eviction), every lock is dropped and everything the kernel caches
+//! is invalidated.
+//!
+//! Must not: block a FUSE request on an invalidation; hold its mutex
+//! across a network call.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fuser::INodeNo;
+use lnet::Lnet;
+use parking_lot::Mutex;
+use ptlrpc::driver::{Errno, Handler, Reply, ReqCtx, Request, Service, ServiceConfig};
+use ptlrpc::fault::FaultInjector;
+use ptlrpc::ldlm::InodeBits;
+use ptlrpc::portals::LDLM_CB_REQUEST_PORTAL;
+use ptlrpc::wire::Fid;
+use ptlrpc::wire::Op;
+use ptlrpc::wire::ldlm::{LdlmBlCallbackReq, LdlmLockDesc};
+
+use super::conv::flatten;
+use crate::fs::Sheen;
+use crate::locks::{Held, LockCache};
+
+/// The TTL of what a lock covers.
+pub(super) const LOCKED_TTL: Duration = Duration::from_secs(60);
+
+enum Inval {
+    Inode(u64),
+    Entry(u64, OsString),
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    /// child -> (parent inode, name) the kernel holds with a long TTL.
+    by_child: HashMap<Fid, Vec<(Fid, OsString)>>,
+    /// parent -> children named under it.
+    by_parent: HashMap<Fid, Vec<Fid>>,
+    /// Directory modes seen with their UPDATE locks.
+    modes: HashMap<Fid, u32>,
+}
+
+/// The mount's lock-covered caching.
+pub struct FuseCache {
+    fs: Arc<Sheen>,
+    rt: tokio::runtime::Handle,
+    locks: LockCache,
+    names: Mutex<Names>,
+    seq: AtomicU64,
+    busy: Mutex<HashMap<Fid, usize>>,
+    notifier: OnceLock<fuser::Notifier>,
+    deferred: Mutex<std::sync::mpsc::Sender<Inval>>,
+}
+
+impl std::fmt::Debug for FuseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FuseCache").field("locks", &self.locks.len()).finish_non_exhaustive()
+    }
+}
+
+/// Directories with a change of this client's in flight; dropped, they
+/// are not busy any more.
+pub(super) struct Busy<'a> {
+    cache: &'a FuseCache,
+    dirs: Vec<Fid>,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut b = self.cache.busy.lock();
+        for d in &self.dirs {
+            if let Some(n) = b.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    b.remove(d);
+                }
+            }
+        }
+    }
+}
+
+impl FuseCache {
+    /// A cache for `fs`; its invalidation thread starts now (kernel
+    /// notifications wait for [`FuseCache::set_notifier`]).
+    pub fn new(fs: Arc<Sheen>, rt: tokio::runtime::Handle) -> Arc<FuseCache> {
+        let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+        let cache = Arc::new(FuseCache {
+            fs,
+            rt,
+            locks: LockCache::new(),
+            names: Mutex::new(Names::default()),
+            seq: AtomicU64::new(0),
+            busy: Mutex::new(HashMap::new()),
+            notifier: OnceLock::new(),
+            deferred: Mutex::new(tx),
+        });
+        let weak = Arc::downgrade(&cache);
+        let _ = std::thread::Builder::new().name("sheen-inval".into()).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let Some(c) = weak.upgrade() else { return };
+                c.notify(&job);
+            }
+        });
+        cache
+    }
+
+    /// The kernel channel (once the mount is up).
+    pub fn set_notifier(&self, n: fuser::Notifier) {
+        let _ = self.notifier.set(n);
+    }
+
+    /// Locks held (tests, stats).
+    pub fn locks_held(&self) -> usize {
+        self.locks.len()
+    }
+
+    fn notify(&self, job: &Inval) {
+        let Some(n) = self.notifier.get() else { return };
+        let r = match job {
+            Inval::Inode(i) => n.inval_inode(INodeNo(*i), -1, 0),
+            Inval::Entry(p, name) => n.inval_entry(INodeNo(*p), name),
+        };
+        // ENOENT: the kernel did not hold it (any more).
+        if let Err(e) = r
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            tracing::debug!(error = %e, "kernel cache invalidation failed");
+        }
+    }
+
+    fn defer(&self, job: Inval) {
+        let _ = self.deferred.lock().send(job);
+    }
+
+    /// The callback sequence now (read before a request whose reply may
+    /// be cached).
+    pub(super) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Drops every lock if the mdc import reconnected since.
+    pub(super) fn follow_import(&self) {
+        let g = self.fs.mdc().import().generation();
+        if g <= self.locks.generation() {
+            return;
+        }
+        let dropped = self.locks.reconnected(g);
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        let names = std::mem::take(&mut *self.names.lock());
+        for h in &dropped {
+            self.defer(Inval::Inode(flatten(h.fid)));
+        }
+        for (_, v) in names.by_child {
+            for (p, n) in v {
+                self.defer(Inval::Entry(flatten(p), n));
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::info!(locks = dropped.len(), "mdc reconnected: every lock dropped");
+        }
+    }
+
+    /// Enters granted locks; `mode` is the object's (kept for
+    /// directories). Refused ones are given back.
+    pub(super) fn granted(&self, locks: &[LdlmLockDesc], mode: u32) {
+        let g = self.locks.generation();
+        let mut back = Vec::new();
+        for d in locks {
+            let (ok, pushed) = self.locks.add(g, d);
+            if !ok {
+                back.push(d.handle);
+            } else if d.bits & InodeBits::UPDATE.wire() != 0 && mode & crate::fs::S_IFMT == crate::fs::S_IFDIR {
+                self.names.lock().modes.insert(d.res, mode);
+            }
+            for h in pushed {
+                self.dropped(&h, false);
+                back.push(h.handle);
+            }
+        }
+        self.cancel(back);
+    }
+
+    /// Whether this client holds `bits` on `fid`.
+    pub(super) fn covers(&self, fid: Fid, bits: InodeBits) -> bool {
+        self.locks.covers(fid, bits)
+    }
+
+    /// The attribute TTL for `fid` answered from a request that began at
+    /// callback sequence `seq`.
+    pub(super) fn attr_ttl(&self, fid: Fid, seq: u64) -> Duration {
+        let _g = self.names.lock();
+        if self.seq() == seq && self.locks.covers(fid, InodeBits::UPDATE) { LOCKED_TTL } else { Duration::ZERO }
+    }
+
+    /// Records the name `parent/name` -> `child` and returns its entry TTL
+    /// (zero unless the locks allow it, see the module docs).
+    pub(super) fn entry_ttl(&self, parent: Fid, name: &OsStr, child: Fid, seq: u64) -> Duration {
+        let mut names = self.names.lock();
+        let searchable = names.modes.get(&parent).is_some_and(|m| m & 0o111 == 0o111);
+        let ok = self.seq() == seq
+            && searchable
+            && self.locks.covers(child, InodeBits::LOOKUP)
+            && self.locks.covers(parent, InodeBits::UPDATE);
+        if !ok {
+            return Duration::ZERO;
+        }
+        let v = names.by_child.entry(child).or_default();
+        if !v.iter().any(|(p, n)| *p == parent && n == name) {
+            v.push((parent, name.to_os_string()));
+            names.by_parent.entry(parent).or_default().push(child);
+        }
+        LOCKED_TTL
+    }
+
+    /// The child this client last named `parent/name` to the kernel.
+    pub(super) fn child_named(&self, parent: Fid, name: &OsStr) -> Option<Fid> {
+        let names = self.names.lock();
+        names
+            .by_parent
+            .get(&parent)?
+            .iter()
+            .copied()
+            .find(|c| names.by_child.get(c).is_some_and(|v| v.iter().any(|(p, n)| *p == parent && n == name)))
+    }
+
+    /// Marks `dirs` as changed by a request of this client until the
+    /// returned guard drops.
+    pub(super) fn busy(&self, dirs: &[Fid]) -> Busy<'_> {
+        let mut b = self.busy.lock();
+        for d in dirs {
+            *b.entry(*d).or_default() += 1;
+        }
+        Busy { cache: self, dirs: dirs.to_vec() }
+    }
+
+    /// Early cancel: gives up this client's locks on `fid` with `bits`
+    /// before a change of its own would have the MDT call them back.
+    pub(super) fn give_up(&self, fid: Fid, bits: InodeBits) {
+        let held = self.locks.take(fid, bits);
+        if held.is_empty() {
+            return;
+        }
+        for h in &held {
+            self.dropped(h, false);
+        }
+        self.cancel(held.iter().map(|h| h.handle).collect());
+    }
+
+    /// A lock left the cache: what it covered leaves the kernel (at once
+    /// when `now` and safe, else on the invalidation thread).
+    fn dropped(&self, h: &Held, now: bool) {
+        let mut jobs = Vec::new();
+        {
+            let mut names = self.names.lock();
+            self.seq.fetch_add(1, Ordering::AcqRel);
+            if h.bits.intersects(InodeBits::LOOKUP) {
+                for (p, n) in names.by_child.remove(&h.fid).unwrap_or_default() {
+                    if let Some(v) = names.by_parent.get_mut(&p) {
+                        v.retain(|c| *c != h.fid);
+                    }
+                    jobs.push((p, Inval::Entry(flatten(p), n)));
+                }
+            }
+            if h.bits.intersects(InodeBits::UPDATE) {
+                names.modes.remove(&h.fid);
+                jobs.push((h.fid, Inval::Inode(flatten(h.fid))));
+                // Names cached under a directory rely on its lock (its mode).
+                for c in names.by_parent.remove(&h.fid).unwrap_or_default() {
+                    if let Some(v) = names.by_child.get_mut(&c) {
+                        let (gone, keep): (Vec<_>, Vec<_>) =
+                            std::mem::take(v).into_iter().partition(|(p, _)| *p == h.fid);
+                        *v = keep;
+                        for (_, n) in gone {
+                            // Deferred: a permission change, not a name change.
+                            self.defer(Inval::Entry(flatten(h.fid), n));
+                        }
+                    }
+                }
+            }
+        }
+        for (dir, job) in jobs {
+            let busy = matches!(job, Inval::Entry(..)) && self.busy.lock().contains_key(&dir);
+            if now && !busy { self.notify(&job) } else { self.defer(job) }
+        }
+    }
+
+    /// The MDT calls `handle` back.
+    fn called_back(&self, b: &LdlmBlCallbackReq) {
+        match self.locks.called_back(b.handle) {
+            Some(h) => self.dropped(&h, true),
+            None => {
+                self.seq.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.cancel(vec![b.handle]);
+    }
+
+    fn cancel(&self, handles: Vec<u64>) {
+        if handles.is_empty() {
+            return;
+        }
+        let fs = Arc::clone(&self.fs);
+        self.rt.spawn(async move {
+            if let Err(e) = fs.mdc().cancel(handles).await {
+                tracing::debug!(error = %e, "lock cancel not answered");
+            }
+        });
+    }
+}
+
+/// Follows the mdc import: every lock dropped when it reconnects.
+pub(super) fn watch_import(cache: &Arc<FuseCache>) {
+    let weak = Arc::downgrade(cache);
+    cache.rt.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(c) => c.follow_import(),
+                None => return,
+            }
+        }
+    });
+}
+
+struct Callbacks {
+    cache: Arc<FuseCache>,
+}
+
+impl Handler for Callbacks {
+    fn handle(&self, req: &Request, _ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno> {
+        match req.op() {
+            Op::LdlmBlCallback => {
+                let b: LdlmBlCallbackReq = req.body()?;
+                self.cache.called_back(&b);
+                Ok(Reply::empty())
+            }
+            Op::ObdPing => Ok(Reply::empty()),
+            _ => Err(Errno::EOPNOTSUPP),
+        }
+    }
+}
+
+/// Starts the blocking-callback service on `lnet` (the MDT sends to this
+/// client's NID, `LDLM_CB_REQUEST_PORTAL`).
+pub fn start_callbacks(lnet: &Lnet, cache: &Arc<FuseCache>) -> std::io::Result<Service> {
+    let sc = ServiceConfig { threads_per_cpt: 1, ..ServiceConfig::new("ldlm_cb", LDLM_CB_REQUEST_PORTAL) };
+    let faults = Arc::new(FaultInjector::new(u64::from(std::process::id())));
+    Service::start(lnet, sc, Arc::new(Callbacks { cache: Arc::clone(cache) }), faults)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}

@@ -1,0 +1,155 @@
+//! Two FUSE mounts of one file system (two clients, each with its own lnet
+//! node and lock callback service): what one changes, the other sees at
+//! once, although both cache attributes and names in the kernel under the
+//! MDT's locks; and a stat served from that cache sends nothing to the
+//! MDT (counted from its `/metrics`). Port 8046 (lnet), 8047 (the MDS's
+//! admin endpoint).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use client::up::{Cluster, Layout};
+use lnet::{Lnet, LnetConfig, NetConfig, TcpConfig};
+
+const PORT: u16 = 8046;
+const ADMIN: u16 = 8047;
+
+/// The MDT's getattr and lookup count (intents included) from `/metrics`.
+fn mdt_reads(addr: Ipv4Addr) -> u64 {
+    let mut s = std::net::TcpStream::connect((addr, ADMIN)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("sheen_mdt_ops_total{"))
+        .filter(|l| l.contains("operation=\"getattr\"") || l.contains("operation=\"lookup\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn client_lnet(addr: Ipv4Addr) -> Lnet {
+    Lnet::start(LnetConfig {
+        nets: vec![NetConfig::Tcp(TcpConfig { addr, port: PORT, accept: false, ..TcpConfig::default() })],
+        ..LnetConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `f(mount_a, mount_b, mds_addr)` on two mounts of a fresh file system.
+async fn with_two_mounts<T: Send + 'static>(f: impl FnOnce(PathBuf, PathBuf, Ipv4Addr) -> T + Send + 'static) -> T {
+    common::ensure_daemons();
+    let (a, b) = common::net();
+    let tmp = tempfile::tempdir().unwrap();
+    let host = |n: u8| Ipv4Addr::new(127, a, b, n);
+    let layout = Layout {
+        fsname: "sheen".into(),
+        mds_addr: host(101),
+        oss_addr: host(102),
+        port: PORT,
+        mds_admin_port: ADMIN,
+        oss_admin_port: 0,
+    };
+    let cluster = Cluster::start(layout.clone(), tmp.path(), 200, false).await.unwrap_or_else(|e| {
+        let log = |n: &str| std::fs::read_to_string(tmp.path().join(n)).unwrap_or_default();
+        panic!("{e}\nmds.log:\n{}\noss.log:\n{}", log("mds.log"), log("oss.log"))
+    });
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut mounts = Vec::new();
+    for (i, n) in [(0, 103), (1, 104)] {
+        let lnet = client_lnet(host(n)).await;
+        let fs = client::Sheen::mount(&lnet, layout.mgs_nid(), "sheen").await.unwrap();
+        let mnt = tmp.path().join(format!("mnt{i}"));
+        std::fs::create_dir(&mnt).unwrap();
+        let rt = tokio::runtime::Handle::current();
+        let m = client::fuse::mount_cached(Arc::new(fs), rt, &mnt, 4, &lnet).unwrap();
+        mounts.push((mnt, m, lnet));
+    }
+    let (ma, mb) = (mounts[0].0.clone(), mounts[1].0.clone());
+    let mds = layout.mds_addr;
+    let out =
+        tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ma, mb, mds))))
+            .await
+            .unwrap();
+    for (_, m, lnet) in mounts {
+        let client::fuse::Mounted { session, cache, .. } = m;
+        tokio::task::spawn_blocking(move || session.umount_and_join()).await.unwrap().unwrap();
+        drop(cache);
+        lnet.shutdown();
+    }
+    cluster.stop();
+    out.unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_mount_changes_the_other_sees_it_at_once() {
+    if !common::can_mount() {
+        return;
+    }
+    with_two_mounts(|a, b, mds| {
+        std::fs::create_dir(a.join("d")).unwrap();
+        std::fs::write(a.join("d/f"), b"x").unwrap();
+
+        // chmod: B cached the mode (a second stat asks the MDT nothing).
+        assert_eq!(std::fs::metadata(b.join("d/f")).unwrap().mode() & 0o777, 0o644);
+        let before = mdt_reads(mds);
+        assert_eq!(std::fs::metadata(b.join("d/f")).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(mdt_reads(mds), before, "a cached stat sent a getattr or lookup to the MDT");
+        std::fs::set_permissions(a.join("d/f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(std::fs::metadata(b.join("d/f")).unwrap().mode() & 0o777, 0o600, "chmod on A not seen on B");
+
+        // rename: B's cached name goes, the new one is there.
+        std::fs::rename(a.join("d/f"), a.join("d/g")).unwrap();
+        assert!(std::fs::metadata(b.join("d/f")).is_err(), "renamed-away name still seen on B");
+        assert_eq!(std::fs::metadata(b.join("d/g")).unwrap().mode() & 0o777, 0o600);
+
+        // create in a directory B listed.
+        assert_eq!(names(&b.join("d")), vec!["g"]);
+        let nlink = std::fs::metadata(b.join("d")).unwrap().nlink();
+        std::fs::write(a.join("d/h"), b"").unwrap();
+        assert_eq!(names(&b.join("d")), vec!["g", "h"]);
+        assert!(std::fs::metadata(b.join("d/h")).unwrap().is_file());
+        std::fs::create_dir(a.join("d/sub")).unwrap();
+        assert_eq!(std::fs::metadata(b.join("d")).unwrap().nlink(), nlink + 1, "B's cached nlink of d");
+
+        // unlink: B stat'ed it, then it is gone there too.
+        assert!(std::fs::metadata(b.join("d/g")).is_ok());
+        std::fs::remove_file(a.join("d/g")).unwrap();
+        assert!(std::fs::metadata(b.join("d/g")).is_err(), "unlinked name still seen on B");
+        assert_eq!(names(&b.join("d")), vec!["h", "sub"]);
+
+        // write + size: B knows the empty file; A writes; B sees the size,
+        // while A has it open and after A closed it.
+        assert_eq!(std::fs::metadata(b.join("d/h")).unwrap().len(), 0);
+        let mut w = std::fs::OpenOptions::new().write(true).open(a.join("d/h")).unwrap();
+        w.write_all(&[7u8; 5000]).unwrap();
+        w.flush().unwrap();
+        assert_eq!(std::fs::metadata(b.join("d/h")).unwrap().len(), 5000, "size while A writes");
+        w.write_all(&[8u8; 100]).unwrap();
+        drop(w);
+        assert_eq!(std::fs::metadata(b.join("d/h")).unwrap().len(), 5100, "size after A's close");
+        assert_eq!(std::fs::read(b.join("d/h")).unwrap().len(), 5100);
+
+        // and the other way round.
+        std::fs::set_permissions(b.join("d/sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(std::fs::metadata(a.join("d/sub")).unwrap().mode() & 0o777, 0o700);
+        std::fs::remove_dir(b.join("d/sub")).unwrap();
+        assert!(std::fs::metadata(a.join("d/sub")).is_err());
+    })
+    .await;
+}
