@@ -37,6 +37,12 @@
 //! restart, and for files whose writer crashed or was evicted (its handle
 //! is never closed), stats glimpse the objects; a truncate or utimes also
 //! leaves the size to glimpses until the next clean close of a lone writer.
+//! Caching under MDT locks (FUSE): names that do not exist are not cached
+//! (a negative entry would have to be invalidated under its directory's
+//! kernel lock, which the kernel may hold while it waits for the MDT);
+//! names are cached only in directories searchable by everyone (no kernel
+//! permission checks on this mount), file sizes only when the MDT knows
+//! them exactly (no OST extent locks); data is never cached (direct I/O).
 
 pub mod cli;
 pub mod cli_fs;

@@ -3,9 +3,12 @@
 //! Owns: [`SheenFs`] — inode numbers (the root is 1; others are the FID
 //! flattened as Lustre does, with a table from inode to FID filled by
 //! lookups and emptied by forgets), open file handles, and the FUSE
-//! replies. Every attribute and entry is answered with a zero TTL and file
-//! data is opened with `FOPEN_DIRECT_IO` (1 MiB requests, no page cache):
-//! nothing another client could change is cached. Calls block the FUSE
+//! replies. A mount made with [`mount_cached`] asks getattr and lookup
+//! through lock enqueues and answers long TTLs where the MDT's locks
+//! allow (`cache`: invalidated by the MDT's blocking callbacks); one made
+//! with [`mount`] takes no locks and answers every attribute and entry
+//! with a zero TTL. File data is opened with `FOPEN_DIRECT_IO` (1 MiB
+//! requests, no page cache). Calls block the FUSE
 //! worker thread on the tokio runtime that drives lnet. No `unsafe`.
 //!
 //! Mapped: lookup/forget, getattr/setattr (truncate, chmod, chown,
@@ -26,12 +29,15 @@
 //! pjdfstest `open/06.t`; device nodes are not opened: the mount is
 //! `nodev`).
 //!
-//! Modules: `conv` (pure conversions), `ops` (the `Filesystem` calls);
+//! Modules: `conv` (pure conversions), `ops` (the `Filesystem` calls),
+//! `cache` (what the kernel may cache under MDT locks, the callback
+//! service, early cancels);
 //! this one holds the inode and handle tables and runs calls on tokio,
 //! each inside its caller's job id (`crate::jobid::PidJobs`) and
 //! credentials (`crate::creds::PidGroups`).
 //!
-//! Must not: cache data or attributes; hold a lock across a network call.
+//! Must not: cache data, or attributes and names beyond what the MDT's
+//! locks cover (`cache`); hold a lock across a network call.
 
 mod cache;
 mod conv;

@@ -1,7 +1,8 @@
 //! The kernel's FUSE requests ([`fuser::Filesystem`]) mapped onto the
 //! library API (see the parent module for what is mapped and how).
 //!
-//! Must not: cache data or attributes; hold a lock across a network call.
+//! Must not: cache data, or attributes and names beyond what the MDT's
+//! locks cover (`cache`); hold a lock across a network call.
 
 use std::ffi::OsStr;
 use std::path::Path;
