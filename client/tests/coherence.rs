@@ -133,12 +133,15 @@ async fn one_mount_changes_the_other_sees_it_at_once() {
         assert!(std::fs::metadata(b.join("d/g")).is_err(), "unlinked name still seen on B");
         assert_eq!(names(&b.join("d")), vec!["h", "sub"]);
 
-        // write + size: B knows the empty file; A writes; B sees the size,
-        // while A has it open and after A closed it.
+        // write + size: B knows the empty file (its size cached); A writes;
+        // B sees the size while A has it open (after A's fsync) and after
+        // A closed it.
         assert_eq!(std::fs::metadata(b.join("d/h")).unwrap().len(), 0);
         let mut w = std::fs::OpenOptions::new().write(true).open(a.join("d/h")).unwrap();
         w.write_all(&[7u8; 5000]).unwrap();
-        w.flush().unwrap();
+        // A's write-behind reaches the OSTs by its fsync (other clients see
+        // unsynced data after the writer's close or fsync: no extent locks).
+        w.sync_all().unwrap();
         assert_eq!(std::fs::metadata(b.join("d/h")).unwrap().len(), 5000, "size while A writes");
         w.write_all(&[8u8; 100]).unwrap();
         drop(w);
