@@ -9,10 +9,13 @@
 //! to the target with the request (only the data write and the index
 //! batch run under its lock); READ, GETATTR, STATFS, GET_INFO and SYNC
 //! served here after the target's admission (refused during recovery by
-//! the framework's rules), SYNC waiting for the commit thread; everything
-//! else passed to the target as it is; per-operation accounting. A bulk
-//! transfer that fails (not a checksum mismatch) gets no reply: the
-//! client's import resends the request. Once the target is stopping
+//! the framework's rules), SYNC waiting for the commit thread, a READ
+//! answered from its PUT's completion on lnet's thread (no worker waits
+//! for the transfer; its accounted time ends when the PUT starts);
+//! everything else passed to the target as it is; per-operation
+//! accounting. A write's bulk transfer that fails (not a checksum
+//! mismatch) gets no reply: the client's import resends the request; a
+//! read's is answered with its errno. Once the target is stopping
 //! every request is answered -ESHUTDOWN (the client's notice to reconnect
 //! later).
 //!
@@ -132,25 +135,37 @@ impl OstFront {
         result
     }
 
-    /// A read-only request the target admitted: answered here.
-    fn read(&self, req: &Request, ctx: &mut ReqCtx<'_>, a: &Admitted) -> Result<Vec<u8>, OstError> {
+    /// A read-only request the target admitted: answered here — a READ
+    /// once its pages have left for the client (`None`: the transfer
+    /// answers it, [`Gate::bulk_put_then_reply`]; no worker waits for it),
+    /// the others with the returned body.
+    fn read(
+        &self,
+        req: &Request,
+        ctx: &mut ReqCtx<'_>,
+        gate: &Gate<'_, OstService>,
+        a: &Admitted,
+    ) -> Result<Option<Vec<u8>>, OstError> {
         self.ost.check_running()?;
-        match req.op() {
+        let body = match req.op() {
             Op::OstRead => {
                 let b: OstBrw = req.body().map_err(proto)?;
                 let prep = self.ost.prepare_read(b.oid, &b.niobufs, b.bulk.len, a.data.brw_size)?;
                 let mut buf = ctx.alloc_bulk(b.bulk.len as usize)?;
                 // Disk reads wait without holding a running slot of the service.
                 ctx.blocking(|| self.ost.read(&prep, &mut buf))?;
-                let (_, cksum) = ctx.bulk_put(&b.bulk, buf)?;
-                archived(&OstBrwReply {
-                    len: b.bulk.len,
-                    cksum_type: b.bulk.cksum_type,
-                    cksum,
-                    size: prep.size,
-                    version: 0,
-                    grant: 0,
+                let (peer, xid, desc, size) = (req.peer(), req.xid(), b.bulk, prep.size);
+                gate.bulk_put_then_reply(ctx, a, &desc, buf, move |sent| {
+                    let (_, cksum) = sent.map_err(|e| {
+                        tracing::warn!(%peer, xid = xid.0, err = %e, "bulk PUT of a read failed");
+                        -Errno::from(e).0
+                    })?;
+                    let reply =
+                        OstBrwReply { len: desc.len, cksum_type: desc.cksum_type, cksum, size, version: 0, grant: 0 };
+                    archived(&reply).map_err(|e| -e.errno())
                 })
+                .map_err(|e| OstError::Invalid(format!("bulk PUT not started: errno {}", e.0)))?;
+                return Ok(None);
             }
             Op::OstGetattr => {
                 let b: OstObj = req.body().map_err(proto)?;
@@ -164,7 +179,8 @@ impl OstFront {
                 archived(&OstIds { last_id: self.ost.last_id().0, last_committed: lc })
             }
             op => Err(OstError::Invalid(format!("{} is not an OST read", op.name()))),
-        }
+        };
+        body.map(Some)
     }
 
     fn handle_inner(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), OstError> {
@@ -192,8 +208,9 @@ impl OstFront {
             }
             return self.write(req, ctx, gate, &a);
         }
-        match self.read(req, ctx, &a) {
-            Ok(body) => gate.reply(ctx, &a, 0, &body),
+        match self.read(req, ctx, gate, &a) {
+            Ok(None) => {}
+            Ok(Some(body)) => gate.reply(ctx, &a, 0, &body),
             Err(e) => {
                 log_refusal(req, &e);
                 gate.reply(ctx, &a, -e.errno(), &[]);

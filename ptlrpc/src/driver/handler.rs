@@ -128,6 +128,10 @@ pub struct Reply {
     /// Not answered on the receive path: queue the request as if
     /// [`Handler::inline`] had said no.
     pub(super) declined: bool,
+    /// A reply header built whole by a sans-IO state machine (the target
+    /// framework's, for a read answered after its bulk transfer): sent as
+    /// it is, with `body`.
+    pub(super) header: Option<Header>,
 }
 
 impl Reply {
@@ -162,6 +166,15 @@ impl Reply {
     /// (what [`ReqCtx::bulk_get_then`] returns).
     pub(super) fn deferred() -> Reply {
         Reply { deferred: true, ..Reply::default() }
+    }
+
+    /// A reply whose header the caller built whole (status, flags, handle,
+    /// transnos — a target's), sent as it is with `body`: for a deferred
+    /// bulk transfer's continuation in the target framework.
+    pub(crate) fn whole(header: Header, body: &[u8]) -> Reply {
+        let mut b = AlignedVec::<BODY_ALIGN>::with_capacity(body.len());
+        b.extend_from_slice(body);
+        Reply { body: b, header: Some(header), ..Reply::default() }
     }
 
     /// The answer of a handler running inline ([`ReqCtx::is_inline`]) that

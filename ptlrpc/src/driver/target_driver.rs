@@ -27,8 +27,10 @@
 //!    verifies its pages here, so only the data write and the index batch
 //!    run under the lock;
 //! 3. answer a read itself ([`Gate::reply`] with the header
-//!    [`Admitted::reply`] carries): reads never take the lock beyond the
-//!    admission, and are refused during recovery by the target's rules.
+//!    [`Admitted::reply`] carries, or [`Gate::bulk_put_then_reply`] once
+//!    its bulk data has left, without a worker waiting for it): reads never
+//!    take the lock beyond the admission, and are refused during recovery
+//!    by the target's rules.
 //!
 //! Replays and resends need nothing special from a front: a replayed
 //! write's pages are fetched again from the client (it re-posts its bulk
@@ -48,12 +50,12 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lnet::{Lnet, Nid};
+use lnet::{Lnet, MdBuffer, Nid};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast};
 
 use super::DriverClock;
-use super::error::{Errno, ServiceError};
+use super::error::{BulkError, Errno, ServiceError};
 use super::handler::{Handler, Reply as HandlerReply, ReqCtx, Request};
 use super::metrics::{ServiceMetrics, render};
 use super::service::{ReplySender, Service, ServiceConfig};
@@ -61,7 +63,7 @@ use super::target_metrics::{TargetLabel, TargetMetrics};
 use crate::fault::FaultInjector;
 use crate::target::{Admission, Admitted, PeerId, Reply, Target, TargetConfig, TargetEvent, TargetService};
 use crate::time::Time;
-use crate::wire::{ArchivedConnectData, Header, MsgKind, Op};
+use crate::wire::{ArchivedConnectData, BulkDesc, Header, MsgKind, Op};
 
 /// The shortest timer sleep (a deadline that did not move never spins).
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -260,6 +262,37 @@ impl<S: TargetService> Gate<'_, S> {
             h.kind = MsgKind::Error;
         }
         ctx.send_reply(self.req.peer(), h, if status == 0 { body } else { &[] });
+    }
+
+    /// Answers an admitted read once `data` has gone to the client: PUTs
+    /// it into the pages `desc` names and returns at once (no worker waits
+    /// for the transfer, as [`ReqCtx::bulk_put_then`]). When the pages have
+    /// left, `then` gets them and their CRC32C (0 without checksums), on
+    /// lnet's thread, and its body (or negative errno) is answered as
+    /// [`Gate::reply`] would, with the `last_committed` of now. `then`
+    /// must not block. `Err`: the transfer could not start; nothing was
+    /// sent.
+    pub fn bulk_put_then_reply(
+        &self,
+        ctx: &mut ReqCtx<'_>,
+        admitted: &Admitted,
+        desc: &BulkDesc,
+        data: MdBuffer,
+        then: impl FnOnce(Result<(MdBuffer, u32), BulkError>) -> Result<Vec<u8>, i32> + Send + 'static,
+    ) -> Result<(), Errno> {
+        let mut h = admitted.reply;
+        h.last_committed = self.shared.locked.lock().target.last_committed_for(h.handle);
+        ctx.bulk_put_then(desc, data, move |sent| {
+            let mut h = h;
+            Ok(match then(sent) {
+                Ok(body) => HandlerReply::whole(h, &body),
+                Err(status) => {
+                    (h.status, h.kind) = (status, MsgKind::Error);
+                    HandlerReply::whole(h, &[])
+                }
+            })
+        })?;
+        Ok(())
     }
 
     /// Answers the request with `-errno` (header fields the import checks
@@ -649,7 +682,15 @@ where
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<HandlerReply, Errno> {
         let shared = self.route(req)?;
         let gate = Gate { shared, req, inline: ctx.is_inline(), declined: Cell::new(false) };
-        if let Err(e) = shared.front.handle(req, ctx, &gate) {
+        let result = shared.front.handle(req, ctx, &gate);
+        if ctx.deferred.get() {
+            // A bulk transfer answers when it ends (`Gate::bulk_put_then_reply`).
+            if let Err(e) = result {
+                tracing::error!(xid = req.xid().0, errno = e.0, "front failed after deferring its reply; ignored");
+            }
+            return Ok(HandlerReply::deferred());
+        }
+        if let Err(e) = result {
             gate.reply_error(ctx, e);
         }
         if gate.declined.get() {

@@ -302,6 +302,13 @@ pub(super) fn answer(shared: &Shared, a: &Answer, result: Result<Reply, Errno>) 
             shared.metrics.observe(a.op, service_time, false);
             return;
         }
+        Ok(Reply { header: Some(h), body, .. }) => {
+            span.record("status", h.status);
+            span.record("latency_us", u64::try_from(service_time.as_micros()).unwrap_or(u64::MAX));
+            shared.metrics.observe(a.op, service_time, h.status != 0);
+            send_reply(shared, a.peer, h, &body);
+            return;
+        }
         Ok(reply) => {
             let mut h = Header::new(MsgKind::Reply, hdr.opcode, hdr.xid);
             h.transno = reply.transno;
