@@ -1,9 +1,9 @@
 //! The CI run of the failure-injection harness: `sheen-chaos run` with a
 //! fixed seed and each fault kind of [`CI_FAULTS`] in turn, twice, against
 //! the real `sheen-mds` and `sheen-oss` (built beside it by `cargo nextest
-//! run --workspace`). It passes only when nothing acknowledged was lost,
-//! nothing is corrupt, nothing ran twice, and no call failed except on a
-//! client the servers evicted. Needs root (network namespaces); without
+//! run --workspace`). It passes only when every cycle passed: nothing
+//! acknowledged was lost, nothing is corrupt, nothing ran twice, and no
+//! call failed that a counted eviction does not explain. Needs root (network namespaces); without
 //! it the test says SKIPPED. Each run owns its namespaces (`shc<pid>-*`)
 //! and subnet, so it never collides with the loopback tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +17,7 @@ use std::process::Command;
 /// it, or a request in flight when it came: outcome unknown, the harness
 /// looks at what the servers hold) and the servers counted an eviction.
 /// README, section "Failure injection", has the details.
-const CI_FAULTS: &str = "kill-oss,kill-mds,cut-link,freeze-client,drop,delay";
+const CI_FAULTS: &str = "kill-oss,kill-mds,cut-link,freeze-client,drop,delay,corrupt";
 
 #[test]
 fn each_fault_kind_twice_loses_nothing() {
@@ -36,13 +36,9 @@ fn each_fault_kind_twice_loses_nothing() {
         .expect("sheen-chaos runs");
     let table = String::from_utf8_lossy(&out.stdout);
     let log = String::from_utf8_lossy(&out.stderr);
-    // Exit 0: everything passed. Exit 2: every acknowledged operation was
-    // kept (nothing lost, corrupt, extra or run twice, namespace clean) but
-    // some calls failed; their causes are open (README, "Failure
-    // injection"), so CI gates on the data and prints the failed calls.
-    match out.status.code() {
-        Some(0) => assert!(table.contains("PASS"), "{table}"),
-        Some(2) => eprintln!("KNOWN GAP: calls failed, nothing lost:\n{table}"),
-        _ => panic!("sheen-chaos failed:\n{table}\n{log}"),
-    }
+    // Exit 0: everything passed. Exit 2 (every acknowledged operation
+    // kept, but a call failed that no eviction explains) fails too: the
+    // 100-cycle soak passes every cycle (README, "Failure injection").
+    assert_eq!(out.status.code(), Some(0), "sheen-chaos did not pass:\n{table}\n{log}");
+    assert!(table.contains("PASS"), "{table}");
 }
