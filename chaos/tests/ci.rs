@@ -3,8 +3,8 @@
 //! the real `sheen-mds` and `sheen-oss` (built beside it by `cargo nextest
 //! run --workspace`). It passes only when every cycle passed: nothing
 //! acknowledged was lost, nothing is corrupt, nothing ran twice, and no
-//! call failed that a counted eviction does not explain. Needs root (network namespaces); without
-//! it the test says SKIPPED. Each run owns its namespaces (`shc<pid>-*`)
+//! call failed that a counted eviction does not explain. Needs root
+//! (network namespaces); without it the test says SKIPPED. Each run owns its namespaces (`shc<pid>-*`)
 //! and subnet, so it never collides with the loopback tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
