@@ -26,7 +26,8 @@
 //! the MDT, which waits for this cancel): then it is left to the
 //! invalidation thread, and the cancel goes at once. Before a change of
 //! its own the client gives up the locks the change would call back
-//! (Lustre's early lock cancel), without waiting for the cancel's reply;
+//! (Lustre's early lock cancel: the cancel is queued on the import ahead
+//! of the change, its reply not waited for);
 //! the kernel updates its own caches for its own changes.
 //!
 //! A callback racing with a reply: a global sequence, bumped by every
@@ -281,7 +282,27 @@ impl FuseCache {
         for h in &held {
             self.dropped(h, false);
         }
-        self.cancel(held.iter().map(|h| h.handle).collect());
+        // Polled once here, on the caller's thread, the cancel is queued on
+        // the import ahead of the change that follows, so the MDT usually
+        // has it before the change asks for its locks (no callback round
+        // trip); its reply is waited for in the background.
+        let fs = Arc::clone(&self.fs);
+        let handles: Vec<u64> = held.iter().map(|h| h.handle).collect();
+        let mut fut = Box::pin(async move { fs.mdc().cancel(handles).await });
+        let done = self.rt.block_on(async {
+            tokio::select! {
+                biased;
+                r = &mut fut => Some(r),
+                () = std::future::ready(()) => None,
+            }
+        });
+        if done.is_none() {
+            self.rt.spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::debug!(error = %e, "early lock cancel not answered");
+                }
+            });
+        }
     }
 
     /// A lock left the cache: what it covered leaves the kernel (at once
