@@ -17,11 +17,10 @@ pub fn net() -> (u8, u8) {
 }
 
 /// Builds `sheen-mds` and `sheen-oss` into this test's target directory
-/// when they are not there (`cargo test -p client` alone does not).
+/// (`cargo test -p client` alone does not), every time: cargo does nothing
+/// when they are current, and a daemon left over from an older tree would
+/// speak an older wire format (a stale `sheen-mds` answered ENOENT).
 pub fn ensure_daemons() {
-    if client::up::find_binary("sheen-mds").is_ok() && client::up::find_binary("sheen-oss").is_ok() {
-        return;
-    }
     let exe = std::env::current_exe().unwrap();
     let target_dir = exe.ancestors().nth(3).unwrap();
     let st = std::process::Command::new(env!("CARGO"))
