@@ -317,7 +317,7 @@ impl Worker {
             None => return Ok(()),
         };
         self.record(t0, Op::Write { file: id, blk, generation }, outcome(&r))?;
-        self.forget_lost_open(id, &r);
+        self.forget_lost_open(id, &r).await?;
         if let Some(f) = self.files.get_mut(&id)
             && !f.written.contains(&blk)
         {
@@ -345,7 +345,7 @@ impl Worker {
             Err(_) => crate::oplog::Found::Hole,
         };
         self.record(t0, Op::Read { file: id, blk, found }, outcome(&r))?;
-        self.forget_lost_open(id, &r);
+        self.forget_lost_open(id, &r).await?;
         Ok(())
     }
 
@@ -360,18 +360,18 @@ impl Worker {
             None => return Ok(()),
         };
         self.record(t0, Op::Fsync { file: id }, outcome(&r))?;
-        self.forget_lost_open(id, &r);
+        self.forget_lost_open(id, &r).await?;
         Ok(())
     }
 
     /// After a call through `id`'s open failed because an eviction lost
-    /// the open: drop it (nothing to close), the next call opens again.
-    fn forget_lost_open<T>(&mut self, id: u32, r: &Result<T, OpErr>) {
-        if r.as_ref().err().is_some_and(OpErr::lost_open)
-            && let Some(f) = self.files.get_mut(&id)
-        {
-            f.handle = None;
+    /// the open: close it (logged: its error is that of the writes it
+    /// had behind), the next call opens again.
+    async fn forget_lost_open<T>(&mut self, id: u32, r: &Result<T, OpErr>) -> Result<()> {
+        if r.as_ref().err().is_some_and(OpErr::lost_open) {
+            self.close(id).await?;
         }
+        Ok(())
     }
 
     async fn rename(&mut self) -> Result<()> {
