@@ -6,7 +6,7 @@
 //! file either way), [`OpErr`] (errno, text and, when an eviction did it,
 //! the [`Cause`]).
 //!
-//! The FUSE mount is this process's own (`client::fuse::mount`, the code
+//! The FUSE mount is this process's own (`client::fuse::mount_cached`, the code
 //! `sheen mount` runs), over the same [`Sheen`] the library calls use, so
 //! that what FUSE cannot express is asked of the very client the
 //! application uses: the import states, and why an EIO came back — a

@@ -496,8 +496,11 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     } else {
         let mnt = args.log_dir.join(format!("mnt-p{}", args.client));
         std::fs::create_dir_all(&mnt).with_context(|| mnt.display().to_string())?;
-        let session = client::fuse::mount(Arc::clone(&fs), tokio::runtime::Handle::current(), &mnt, FUSE_THREADS)
-            .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", mnt.display()))?;
+        // The mount `sheen mount` makes: attributes and names cached in the
+        // kernel under the MDT's locks, the MDT's callbacks on this lnet.
+        let session =
+            client::fuse::mount_cached(Arc::clone(&fs), tokio::runtime::Handle::current(), &mnt, FUSE_THREADS, &lnet)
+                .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", mnt.display()))?;
         (Some(session), Some(mnt))
     };
     // Modes exactly as asked (the model expects DIR_MODE and FILE_MODE).
@@ -573,7 +576,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
             Err(e) => res = Err(anyhow::anyhow!("a lane panicked: {e}")),
         }
     }
-    if let Some(session) = session {
+    if let Some(client::fuse::Mounted { session, .. }) = session {
         // Unmounting joins the FUSE threads, which block on this runtime.
         tokio::task::spawn_blocking(move || session.umount_and_join()).await?.context("unmounting")?;
     }
