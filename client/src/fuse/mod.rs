@@ -250,17 +250,23 @@ pub fn mount(
     dir: &Path,
     threads: usize,
 ) -> std::io::Result<fuser::BackgroundSession> {
+    let cfg = session_config(&fs, threads);
+    fuser::spawn_mount(SheenFs::new(fs, rt), dir, &cfg)
+}
+
+/// The FUSE session settings both mounts use: `threads` workers, no
+/// atime, and every user of the node on the mount (`allow_other`; the MDT
+/// checks permissions with each caller's credentials).
+fn session_config(fs: &Sheen, threads: usize) -> fuser::Config {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::FSName(format!("sheen:{}", fs.fsname())),
         fuser::MountOption::Subtype("sheen".into()),
         fuser::MountOption::NoAtime,
     ];
-    // Every user of the node uses the mount (`allow_other`; the MDT checks
-    // permissions with each caller's credentials).
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
-    fuser::spawn_mount(SheenFs::new(fs, rt), dir, &cfg)
+    cfg
 }
 
 /// A FUSE mount that caches under MDT locks: the session and the
@@ -286,14 +292,7 @@ pub fn mount_cached(
 ) -> std::io::Result<Mounted> {
     let cache = FuseCache::new(Arc::clone(&fs), rt.clone());
     let callbacks = start_callbacks(lnet, &cache)?;
-    let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![
-        fuser::MountOption::FSName(format!("sheen:{}", fs.fsname())),
-        fuser::MountOption::Subtype("sheen".into()),
-        fuser::MountOption::NoAtime,
-    ];
-    cfg.acl = fuser::SessionACL::All;
-    cfg.n_threads = Some(threads.max(1));
+    let cfg = session_config(&fs, threads);
     let mut sfs = SheenFs::new(fs, rt);
     sfs.cache = Some(Arc::clone(&cache));
     let session = fuser::spawn_mount(sfs, dir, &cfg)?;
