@@ -114,17 +114,11 @@ impl SheenFs {
 
     /// Records a lookup the kernel now holds; answers the entry.
     fn entry(&self, st: &Stat, reply: ReplyEntry) {
-        let attr = file_attr(&st.attr, st.blocks);
-        if attr.ino.0 != 1 {
-            let mut i = self.inodes.lock();
-            let e = i.fids.entry(attr.ino.0).or_insert((st.fid(), 0));
-            e.0 = st.fid();
-            e.1 += 1;
-        }
-        reply.entry(&TTL, &attr, Generation(0));
+        self.entry_ttls(st, TTL, TTL, reply);
     }
 
-    /// Answers an entry with its TTLs (attributes, name).
+    /// Records a lookup the kernel now holds; answers the entry with its
+    /// TTLs (attributes, name).
     fn entry_ttls(&self, st: &Stat, attr_ttl: Duration, entry_ttl: Duration, reply: ReplyEntry) {
         let attr = file_attr(&st.attr, st.blocks);
         if attr.ino.0 != 1 {
