@@ -78,9 +78,15 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 impl ClientError {
     /// Wraps an RPC failure of operation `what`.
+    ///
+    /// An import's own failure (evicted, closed, a replay refused) is an
+    /// [`ClientError::Import`] whichever call path carried it — the osc's
+    /// calls come back as [`RpcError`] — so an OST eviction reads as the
+    /// lost I/O it is (EIO), not as a transport error (ENOTCONN).
     pub fn rpc(what: &'static str, e: RpcError) -> ClientError {
         match e {
             RpcError::Server { errno, .. } => ClientError::Server { what, errno },
+            RpcError::Import(i) => ClientError::Import { what, source: ImportRpcError::Import(i) },
             source => ClientError::Rpc { what, source },
         }
     }
@@ -124,5 +130,27 @@ impl ClientError {
     /// Whether this is "no such file or directory".
     pub fn is_not_found(&self) -> bool {
         self.errno() == libc::ENOENT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ptlrpc::import::ImportError;
+
+    use super::*;
+
+    #[test]
+    fn an_osc_call_failed_by_an_eviction_is_eio_and_evicted_in_flight() {
+        // The osc's calls return RpcError; the eviction inside must not
+        // surface as the transport's ENOTCONN (a write behind flushed at
+        // close after an OST evicted this client).
+        let e = ClientError::rpc("ost write", RpcError::Import(ImportError::Evicted));
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(e.is_evicted_in_flight());
+        let e = ClientError::rpc("ost write", RpcError::Import(ImportError::Closed));
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(!e.is_evicted_in_flight());
+        let e = ClientError::import("close", ImportRpcError::Import(ImportError::Evicted));
+        assert_eq!(e.errno(), libc::EIO);
     }
 }
