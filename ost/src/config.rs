@@ -27,7 +27,8 @@
 //! index = 0
 //! dir = "/srv/sheen/ost0"
 //! commit_interval = 1.0             # seconds
-//! direct_io = false                 # O_DIRECT object I/O
+//! direct_io = true                  # O_DIRECT for bulk runs (the default)
+//! direct_io_min_kib = 64            # smaller runs through the page cache
 //! ```
 
 use std::net::SocketAddr;
@@ -103,10 +104,19 @@ pub struct TargetSection {
     /// Seconds between commits.
     #[serde(default = "default_commit")]
     pub commit_interval: f64,
-    /// Object data with `O_DIRECT` (Lustre's OSS read and writethrough
-    /// caches off); buffered when the file system refuses it, logged.
-    #[serde(default)]
+    /// Bulk object data with `O_DIRECT` (Lustre's OSS read and
+    /// writethrough caches off for large I/O); on by default, buffered when
+    /// the file system refuses it, logged.
+    #[serde(default = "default_true")]
     pub direct_io: bool,
+    /// Runs shorter than this (KiB) go through the page cache even with
+    /// `direct_io`.
+    #[serde(default = "default_direct_min")]
+    pub direct_io_min_kib: u32,
+}
+
+fn default_direct_min() -> u32 {
+    (crate::target::DIRECT_IO_MIN >> 10) as u32
 }
 
 fn default_reserve() -> u64 {
@@ -263,6 +273,7 @@ impl OssConfig {
                 checksums: t.checksums,
                 commit_interval: Duration::from_secs_f64(t.commit_interval),
                 direct_io: t.direct_io,
+                direct_io_min: (t.direct_io_min_kib as usize) << 10,
                 ..OstConfig::new(t.name.clone(), t.index, t.dir.clone())
             })
             .collect()
@@ -289,9 +300,13 @@ dir = "/srv/ost0"
         let c = OssConfig::from_toml(GOOD).expect("parses");
         assert_eq!(c.targets.len(), 1);
         assert_eq!(c.target_configs()[0].brw_size, 4 << 20);
-        assert!(!c.target_configs()[0].direct_io);
-        let d = OssConfig::from_toml(&GOOD.replace("index = 0", "index = 0\ndirect_io = true")).expect("parses");
-        assert!(d.target_configs()[0].direct_io);
+        assert!(c.target_configs()[0].direct_io);
+        assert_eq!(c.target_configs()[0].direct_io_min, 64 << 10);
+        let d =
+            OssConfig::from_toml(&GOOD.replace("index = 0", "index = 0\ndirect_io = false\ndirect_io_min_kib = 256"))
+                .expect("parses");
+        assert!(!d.target_configs()[0].direct_io);
+        assert_eq!(d.target_configs()[0].direct_io_min, 256 << 10);
         let e = OssConfig::from_toml(&GOOD.replace("index = 0", "index = 0\ndirect_io = \"yes\""))
             .expect_err("not a boolean");
         assert!(e.to_string().contains("direct_io") || e.to_string().contains("bool"), "{e}");

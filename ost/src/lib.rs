@@ -81,4 +81,4 @@ pub use client::OstClient;
 pub use config::OssConfig;
 pub use error::OstError;
 pub use server::OstServer;
-pub use target::{Ost, OstConfig};
+pub use target::{DIRECT_IO_MIN, Ost, OstConfig};

@@ -6,9 +6,10 @@
 //! I/O of niobuf runs straight from and into bulk pages (`pwritev` /
 //! `preadv` through rustix, short transfers continued), optionally with
 //! `O_DIRECT` ([`Objects::use_direct_io`]: the 4 KiB-aligned parts of runs
-//! go straight between the aligned pool pages and the device, the rest
-//! through the page cache; a file system that refuses `O_DIRECT` turns it
-//! off for the target, logged once), buffered reads that start the disk
+//! of at least the target's `direct_io_min` bytes go straight between the
+//! aligned pool pages and the device, the rest — small I/O, unaligned
+//! heads and tails — through the page cache; a file system that refuses
+//! `O_DIRECT` turns it off for the target, logged once), buffered reads that start the disk
 //! reads ahead of them when the page cache misses, hole punching
 //! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), truncation, `fdatasync`, and the
 //! per-object write order ([`WriteOrder`]: one client's overlapping writes
@@ -22,7 +23,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lnet::MdBuffer;
@@ -129,12 +130,18 @@ pub const DIRECT_ALIGN: usize = 4096;
 #[derive(Debug)]
 struct DirectIo {
     on: AtomicBool,
+    /// Runs shorter than this go through the page cache.
+    min: AtomicUsize,
     root: PathBuf,
 }
 
 impl DirectIo {
     fn on(&self) -> bool {
         self.on.load(Ordering::Relaxed)
+    }
+
+    fn min(&self) -> usize {
+        self.min.load(Ordering::Relaxed)
     }
 
     /// The file system refused `O_DIRECT`: buffered I/O from now on.
@@ -151,10 +158,11 @@ fn refuses_direct(e: &std::io::Error) -> bool {
 }
 
 /// The longest prefix of `left` bytes at object offset `off` and buffer
-/// position `pos` that `O_DIRECT` can move (0: none).
-fn direct_len(buf: &MdBuffer, off: u64, pos: usize, left: usize) -> usize {
+/// position `pos` that `O_DIRECT` moves (0: none — unaligned, or fewer
+/// than `min` bytes: small I/O stays in the page cache).
+fn direct_len(buf: &MdBuffer, off: u64, pos: usize, left: usize, min: usize) -> usize {
     let aligned = off.is_multiple_of(DIRECT_ALIGN as u64) && pos.is_multiple_of(DIRECT_ALIGN);
-    if !aligned || buf.pages().is_none() {
+    if !aligned || left < min || buf.pages().is_none() {
         return 0;
     }
     left - left % DIRECT_ALIGN
@@ -243,7 +251,7 @@ impl ObjFile {
             let mut pos = r.buf_pos as usize;
             let mut left = r.len as usize;
             while left > 0 {
-                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left));
+                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left, self.direct_io.min()));
                 let (file, want) = match self.direct_file() {
                     Some(f) if d > 0 => (f, d),
                     _ => (&self.file, left),
@@ -276,7 +284,7 @@ impl ObjFile {
             let mut pos = r.buf_pos as usize;
             let mut left = r.len as usize;
             while left > 0 {
-                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left));
+                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left, self.direct_io.min()));
                 let (file, want) = match self.direct_file() {
                     Some(f) if d > 0 => (f, d),
                     _ => (&self.file, left),
@@ -396,21 +404,23 @@ impl Objects {
     /// The object files under `dir`.
     pub fn new(dir: &Path) -> Objects {
         let root = dir.join(OBJECTS_DIR);
-        let direct_io = Arc::new(DirectIo { on: AtomicBool::new(false), root: root.clone() });
+        let direct_io =
+            Arc::new(DirectIo { on: AtomicBool::new(false), min: AtomicUsize::new(DIRECT_ALIGN), root: root.clone() });
         Objects { root, open: Mutex::new(HashMap::new()), direct_io }
     }
 
     /// Object I/O from now on with `O_DIRECT` where runs are aligned (see
-    /// [`DIRECT_ALIGN`]), if a probe file in the objects' directory takes an
+    /// [`DIRECT_ALIGN`]) and at least `min` bytes long, if a probe file in the objects' directory takes an
     /// aligned `O_DIRECT` write and read; else buffered, with a warning.
     /// Objects opened earlier keep buffered I/O. A file system that refuses
     /// `O_DIRECT` later (on an open or an I/O) turns it off then, with one
     /// warning. Returns whether it is on.
-    pub fn use_direct_io(&self) -> bool {
+    pub fn use_direct_io(&self, min: usize) -> bool {
+        self.direct_io.min.store(min.max(DIRECT_ALIGN), Ordering::Relaxed);
         self.direct_io.on.store(true, Ordering::Relaxed);
         let probe = self.root.join(".direct_io_probe");
         match probe_direct(&probe) {
-            Ok(()) => tracing::info!(dir = %self.root.display(), "direct_io: object I/O with O_DIRECT"),
+            Ok(()) => tracing::info!(dir = %self.root.display(), min, "direct_io: object I/O with O_DIRECT"),
             Err(e) if refuses_direct(&e) => self.direct_io.refused(&e),
             Err(e) => {
                 self.direct_io.on.store(false, Ordering::Relaxed);
@@ -550,7 +560,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Objects::format(dir.path()).unwrap();
         let objects = Objects::new(dir.path());
-        let on = objects.use_direct_io();
+        let on = objects.use_direct_io(DIRECT_ALIGN);
         assert_eq!(on, objects.direct_io());
         objects.create(7).unwrap();
         let obj = objects.open(7).unwrap();
@@ -576,6 +586,36 @@ mod tests {
         let t = bytes(&tail);
         assert_eq!(&t[..300], &data[data.len() - 300..]);
         assert!(t[300..].iter().all(|&b| b == 0));
+    }
+
+    /// With a threshold, small runs go through the page cache and large
+    /// ones around it, on the same object: each sees the other's bytes.
+    #[test]
+    fn small_runs_buffered_and_large_runs_direct_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        Objects::format(dir.path()).unwrap();
+        let objects = Objects::new(dir.path());
+        objects.use_direct_io(4 * DIRECT_ALIGN);
+        objects.create(9).unwrap();
+        let obj = objects.open(9).unwrap();
+        let pool = lnet::PagePool::new(0, 64, 256);
+        let big: Vec<u8> = (0..8 * DIRECT_ALIGN).map(|i| (i * 7 % 253) as u8).collect();
+        obj.write_ordered("c1", 1, &[run(0, big.len() as u64, 0)], &pages(&pool, &big)).unwrap();
+        // A small write (buffered) into the middle of what went direct.
+        let small = vec![0xabu8; DIRECT_ALIGN];
+        obj.write_ordered("c1", 2, &[run(2 * DIRECT_ALIGN as u64, DIRECT_ALIGN as u64, 0)], &pages(&pool, &small))
+            .unwrap();
+        let mut want = big.clone();
+        want[2 * DIRECT_ALIGN..3 * DIRECT_ALIGN].copy_from_slice(&small);
+        // A large read (direct) sees the small write; a small read (buffered)
+        // sees the large write.
+        let mut back = pages(&pool, &vec![0xee; big.len()]);
+        obj.read_runs(&[run(0, big.len() as u64, 0)], &mut back).unwrap();
+        assert!(bytes(&back) == want, "a direct read sees a buffered write");
+        let mut one = pages(&pool, &vec![0xee; DIRECT_ALIGN]);
+        obj.read_runs(&[run(5 * DIRECT_ALIGN as u64, DIRECT_ALIGN as u64, 0)], &mut one).unwrap();
+        assert_eq!(bytes(&one), &want[5 * DIRECT_ALIGN..6 * DIRECT_ALIGN]);
+        assert!(direct_len(&pages(&pool, &small), 0, 0, DIRECT_ALIGN, 4 * DIRECT_ALIGN) == 0);
     }
 
     #[test]

@@ -66,10 +66,21 @@ pub struct OstConfig {
     pub checksums: bool,
     /// How often the commit thread commits.
     pub commit_interval: Duration,
-    /// Object data with `O_DIRECT` (aligned runs around the page cache),
-    /// falling back to buffered I/O when the file system refuses it.
+    /// Object data with `O_DIRECT` (aligned runs of at least
+    /// `direct_io_min` bytes around the page cache), falling back to
+    /// buffered I/O when the file system refuses it.
     pub direct_io: bool,
+    /// Runs shorter than this go through the page cache even with
+    /// `direct_io` (small files stay cached).
+    pub direct_io_min: usize,
 }
+
+/// [`OstConfig::direct_io_min`] by default: a run of 64 KiB or more is bulk
+/// data (a stripe's share of a large write or read) and moves around the
+/// page cache; smaller ones — small files, unaligned heads and tails —
+/// are kept in it. Lustre's OSS draws the same line by I/O size
+/// (`readcache_max_io_mb`, `writethrough_max_io_mb`).
+pub const DIRECT_IO_MIN: usize = 64 << 10;
 
 impl OstConfig {
     /// Defaults for `name` (index `index`) in `dir`.
@@ -84,7 +95,8 @@ impl OstConfig {
             brw_size: 4 << 20,
             checksums: true,
             commit_interval: Duration::from_secs(1),
-            direct_io: false,
+            direct_io: true,
+            direct_io_min: DIRECT_IO_MIN,
         }
     }
 }
@@ -207,7 +219,7 @@ impl Ost {
         let objects = Objects::new(&cfg.dir);
         if cfg.direct_io {
             // Logs whether O_DIRECT is on or refused by the file system.
-            objects.use_direct_io();
+            objects.use_direct_io(cfg.direct_io_min);
         }
         let space = Space::new(&cfg.dir, cfg.reserve_bytes, cfg.grant_per_export)?;
         let label_m = TargetLabel { component: "ost", target: cfg.name.clone() };
