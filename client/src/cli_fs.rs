@@ -75,7 +75,7 @@ pub async fn getstripe(fs: &Sheen, path: &str, fmt: Format) -> Result<()> {
             "{}",
             serde_json::json!({"path": path, "fid": st.fid().to_string(), "stripe_size": l.stripe_size,
                 "stripe_count": l.objects.len(), "pool": l.pool,
-                "objects": l.objects.iter().map(|o| serde_json::json!({"ost": o.ost, "id": o.id})).collect::<Vec<_>>()})
+                "objects": l.objects.iter().map(|o| serde_json::json!({"ost": o.ost, "seq": o.id.seq, "id": o.id.oid})).collect::<Vec<_>>()})
         ),
         (Some(l), _, Format::Table) => {
             println!("{path}");

@@ -21,7 +21,7 @@ pub const MAX_IN_FLIGHT: usize = 16;
 #[derive(Debug, Clone)]
 pub struct StripedFile {
     stripes: Stripes,
-    objects: Vec<(Arc<Osc>, u64)>,
+    objects: Vec<(Arc<Osc>, ptlrpc::wire::OstId)>,
 }
 
 /// What a glimpse of every object tells.
@@ -85,7 +85,7 @@ impl StripedFile {
         out
     }
 
-    fn object(&self, stripe: u32) -> (Arc<Osc>, u64) {
+    fn object(&self, stripe: u32) -> (Arc<Osc>, ptlrpc::wire::OstId) {
         let (c, id) = &self.objects[stripe as usize];
         (Arc::clone(c), *id)
     }

@@ -186,7 +186,7 @@ impl Osc {
     }
 
     /// Writes `buf` at `offset` of object `oid`.
-    pub async fn write(&self, oid: u64, offset: u64, buf: MdBuffer) -> Result<OstBrwReply> {
+    pub async fn write(&self, oid: ptlrpc::wire::OstId, offset: u64, buf: MdBuffer) -> Result<OstBrwReply> {
         let len = u32::try_from(buf.len()).map_err(|_| ClientError::Invalid("BRW over 4 GiB".into()))?;
         let n = [Niobuf { offset, len, flags: 0 }];
         self.bounded("ost write", self.ost.write_pages(oid, &n, buf)).await.map(|(r, _)| r)
@@ -194,42 +194,42 @@ impl Osc {
 
     /// Reads `len` bytes at `offset` of `oid` (holes and bytes past the
     /// object's end read as zeros).
-    pub async fn read(&self, oid: u64, offset: u64, len: u32) -> Result<Vec<u8>> {
+    pub async fn read(&self, oid: ptlrpc::wire::OstId, offset: u64, len: u32) -> Result<Vec<u8>> {
         self.bounded("ost read", self.ost.read(oid, offset, len)).await
     }
 
-    /// CREATE `count` objects; returns the first id (what the MDT's
-    /// precreate does; tools and tests use it).
-    pub async fn create(&self, count: u32) -> Result<u64> {
-        self.bounded("ost create", self.ost.create(count)).await.map(|r| r.first)
+    /// CREATE `count` objects in sequence `seq`; returns the first (what
+    /// the MDT's precreate does; tools and tests use it).
+    pub async fn create(&self, seq: u64, count: u32) -> Result<ptlrpc::wire::OstId> {
+        self.bounded("ost create", self.ost.create(seq, count)).await.map(|r| ptlrpc::wire::OstId::new(seq, r.first))
     }
 
     /// DESTROY.
-    pub async fn destroy(&self, oid: u64) -> Result<()> {
+    pub async fn destroy(&self, oid: ptlrpc::wire::OstId) -> Result<()> {
         self.bounded("ost destroy", self.ost.destroy(oid)).await
     }
 
     /// GETATTR.
-    pub async fn getattr(&self, oid: u64) -> Result<OstAttr> {
+    pub async fn getattr(&self, oid: ptlrpc::wire::OstId) -> Result<OstAttr> {
         self.bounded("ost getattr", self.ost.getattr(oid)).await
     }
 
     /// Sets the object's size (truncate or extend).
-    pub async fn set_size(&self, oid: u64, size: u64) -> Result<OstAttr> {
+    pub async fn set_size(&self, oid: ptlrpc::wire::OstId, size: u64) -> Result<OstAttr> {
         let s = OstSetattr { oid, valid: attr_valid::SIZE, size, ..OstSetattr::default() };
         self.bounded("ost setattr", self.ost.setattr(s)).await
     }
 
     /// Sets the object's modification time (utimes on a file: its objects
     /// carry the mtime stat reports).
-    pub async fn set_mtime(&self, oid: u64, mtime_ns: u64) -> Result<OstAttr> {
+    pub async fn set_mtime(&self, oid: ptlrpc::wire::OstId, mtime_ns: u64) -> Result<OstAttr> {
         let s = OstSetattr { oid, valid: attr_valid::MTIME, mtime_ns, ..OstSetattr::default() };
         self.bounded("ost setattr", self.ost.setattr(s)).await
     }
 
     /// Deallocates `[start, start + len)` of `oid` (it reads as zeros; the
     /// size is unchanged).
-    pub async fn punch_hole(&self, oid: u64, start: u64, len: u64) -> Result<OstAttr> {
+    pub async fn punch_hole(&self, oid: ptlrpc::wire::OstId, start: u64, len: u64) -> Result<OstAttr> {
         self.bounded("ost punch", self.ost.punch(oid, ptlrpc::wire::ost::PUNCH_HOLE, start, len)).await
     }
 

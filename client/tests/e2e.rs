@@ -26,7 +26,7 @@ async fn lov_io_on_real_osts() {
     let oscs: Vec<Arc<Osc>> = (0..2).map(|i| Arc::new(Osc::new(&lnet, "sheen", i, oss, "lov-test"))).collect();
     let mut objects = Vec::new();
     for o in &oscs {
-        objects.push(StripeObj { ost: o.index(), id: o.create(1).await.unwrap() });
+        objects.push(StripeObj { ost: o.index(), id: o.create(0x2_0000_0400, 1).await.unwrap() });
     }
     let layout = FileLayout { stripe_size: 64 << 10, pool: String::new(), objects };
     let f = StripedFile::new(&layout, |i| oscs.get(i as usize).cloned()).unwrap();

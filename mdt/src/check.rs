@@ -93,7 +93,7 @@ pub fn check(kv: &dyn Kv) -> Result<Report> {
         Ok(())
     })?;
     r.orphans = orphans.len() as u64;
-    let mut objects: HashMap<(u32, u64), Fid> = HashMap::new();
+    let mut objects: HashMap<(u32, ptlrpc::wire::OstId), Fid> = HashMap::new();
     for (f, i) in &inodes {
         let s = seen.remove(f).unwrap_or_default();
         if i.is_dir() {
@@ -121,9 +121,9 @@ pub fn check(kv: &dyn Kv) -> Result<Report> {
             if let Some(other) = objects.insert((o.ost, o.id), *f) {
                 problems.push(format!("object {}:{} used by {f} and {other}", o.ost, o.id));
             }
-            let cursor = crate::alloc::stored_last_used(kv, o.ost)?;
-            if o.id > cursor {
-                problems.push(format!("object {}:{} of {f} beyond the OST cursor {cursor}", o.ost, o.id));
+            let cursor = crate::alloc::stored_last_used(kv, o.ost, o.id.seq)?;
+            if o.id.oid > cursor {
+                problems.push(format!("object {}:{} of {f} beyond the OST cursor {cursor:#x}", o.ost, o.id));
             }
         }
     }

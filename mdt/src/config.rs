@@ -82,11 +82,19 @@ pub struct MdtSection {
     /// Objects precreated per OST_CREATE.
     #[serde(default = "default_precreate")]
     pub precreate_batch: u32,
+    /// Object ids per OST sequence before the MDT rolls over to a fresh
+    /// one (Lustre's `seq.*.width`; default `0xFFFFFFFF`).
+    #[serde(default = "default_ost_seq_width")]
+    pub ost_seq_width: u64,
     /// Lustre's obd_timeout, seconds: clients ping every quarter of it,
     /// silent exports are evicted after 1.5x, and recovery after a restart
     /// waits for known clients up to 3x (hard limit 9x).
     #[serde(default = "default_obd_timeout")]
     pub obd_timeout_s: f64,
+}
+
+fn default_ost_seq_width() -> u64 {
+    crate::alloc::OST_SEQ_WIDTH
 }
 
 fn default_obd_timeout() -> f64 {
@@ -161,6 +169,9 @@ impl MdsConfig {
             }
             if m.precreate_batch == 0 {
                 return err("mdt.precreate_batch", "at least 1");
+            }
+            if m.ost_seq_width == 0 || m.ost_seq_width > crate::alloc::OST_SEQ_WIDTH {
+                return err("mdt.ost_seq_width", "1 ..= 0xFFFFFFFF");
             }
         }
         Ok(())

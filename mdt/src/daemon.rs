@@ -170,6 +170,7 @@ impl Daemon {
                     pool: String::new(),
                 },
                 precreate_batch: m.precreate_batch,
+                ost_seq_width: m.ost_seq_width,
                 ..AllocConfig::default()
             };
             let alloc =

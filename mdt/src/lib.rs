@@ -65,8 +65,10 @@
 //!   objects the end-of-recovery cleanup destroyed gets new objects; an
 //!   object a lost create took and whose client never returned stays on
 //!   the OST below the cursor (what Lustre's lfsck finds).
-//! - Orphan cleanup on an OST goes up to the OST's own last id: correct
-//!   while one MDT allocates there (no per-MDT object sequences on OSTs).
+//! - An object of an older OST sequence (before the previous one) that a
+//!   dropped transaction took while the sequence rolled over stays on the
+//!   OST (logged; orphan cleanup covers the current and previous
+//!   sequence).
 //! - With the MGS in the same process as the MDT, clients learn of an MDT
 //!   restart only once their MGC noticed the MGS gone and read the restart
 //!   record from the new one (~2 s); Lustre has the same limit and
@@ -74,10 +76,8 @@
 //! - Sequences (`seq`): MDT0's controller hands super-sequences only to
 //!   its own sequence server, in process — there is no `SEQ_QUERY`
 //!   super-sequence request for other MDTs (there are none yet, DNE is
-//!   later), and OST objects have no sequences at all: each OST numbers
-//!   its objects with one u64 id space (`ost`'s last id), so Lustre's
-//!   per-MDT object sequences on OSTs (and orphan cleanup by sequence)
-//!   need an OST object-naming and wire change first.
+//!   later). OST object sequences come from this MDT's sequence server
+//!   (`alloc`), not from a sequence server on each OST as in Lustre.
 //! - A client's grants are forgotten only when more than `GRANTS_KEPT`
 //!   runs pile up under one client UUID; an unmounted client's grants
 //!   stay in the store (a few bytes per UUID).

@@ -44,7 +44,7 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     let mut seq = 0u32;
     let mut files = Vec::new();
     // Creates `n` files; returns the OSTs their objects landed on.
-    let mut osts_of = async |n: usize, files: &mut Vec<(String, u32, u64)>| -> BTreeSet<u32> {
+    let mut osts_of = async |n: usize, files: &mut Vec<(String, u32, ptlrpc::wire::OstId)>| -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
         for _ in 0..n {
             seq += 1;
@@ -98,7 +98,7 @@ async fn lifecycle_with_real_osts_steers_allocation() {
     assert_eq!(osts_of(4, &mut files).await, BTreeSet::from([0]));
 
     // Unlinks destroy the objects on the real OST through the destroy log.
-    let on0: Vec<(String, u32, u64)> = files.iter().filter(|f| f.1 == 0).cloned().collect();
+    let on0: Vec<(String, u32, ptlrpc::wire::OstId)> = files.iter().filter(|f| f.1 == 0).cloned().collect();
     for (name, _, _) in on0.iter().take(3) {
         let r = ReintReq::Unlink {
             parent: Fid::ROOT,

@@ -24,7 +24,7 @@ use ptlrpc::pinger::PingSettings;
 use ptlrpc::portals::OST_REQUEST_PORTAL;
 use ptlrpc::wire::{
     BulkDesc, CKSUM_CRC32C, ConnectData, JobId, Niobuf, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply,
-    OstIds, OstObj, OstPunch, OstSetattr, OstStatfs, Transno, WireBody, WireDecode, connect_flags,
+    OstId, OstIds, OstObj, OstPunch, OstSetattr, OstStatfs, Transno, WireBody, WireDecode, connect_flags,
 };
 
 /// How an OST client connects.
@@ -224,23 +224,23 @@ impl OstClient {
         Ok((body(&r)?, r.header.transno))
     }
 
-    fn obj(oid: u64) -> OstObj {
+    fn obj(oid: OstId) -> OstObj {
         OstObj { oid }
     }
 
-    /// CREATE `count` objects.
-    pub async fn create(&self, count: u32) -> Result<OstCreateReply, RpcError> {
-        Ok(self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { count }).await?.0)
+    /// CREATE `count` objects in sequence `seq`.
+    pub async fn create(&self, seq: u64, count: u32) -> Result<OstCreateReply, RpcError> {
+        Ok(self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { seq, count }).await?.0)
     }
 
     /// DESTROY.
-    pub async fn destroy(&self, oid: u64) -> Result<(), RpcError> {
+    pub async fn destroy(&self, oid: OstId) -> Result<(), RpcError> {
         self.imp()?.rpc(Op::OstDestroy, ReqKind::Modify, &Self::obj(oid)).await.map_err(rpc_err)?;
         Ok(())
     }
 
     /// GETATTR.
-    pub async fn getattr(&self, oid: u64) -> Result<OstAttr, RpcError> {
+    pub async fn getattr(&self, oid: OstId) -> Result<OstAttr, RpcError> {
         Ok(self.call(Op::OstGetattr, ReqKind::Read, &Self::obj(oid)).await?.0)
     }
 
@@ -252,7 +252,7 @@ impl OstClient {
     }
 
     /// PUNCH.
-    pub async fn punch(&self, oid: u64, mode: u32, start: u64, len: u64) -> Result<OstAttr, RpcError> {
+    pub async fn punch(&self, oid: OstId, mode: u32, start: u64, len: u64) -> Result<OstAttr, RpcError> {
         let p = OstPunch { oid, mode, start, len };
         let (mut a, t): (OstAttr, _) = self.call(Op::OstPunch, ReqKind::Modify, &p).await?;
         a.version = t.0;
@@ -261,17 +261,17 @@ impl OstClient {
 
     /// SYNC: returns the last committed transno.
     pub async fn sync(&self) -> Result<OstIds, RpcError> {
-        Ok(self.call(Op::OstSync, ReqKind::Read, &Self::obj(0)).await?.0)
+        Ok(self.call(Op::OstSync, ReqKind::Read, &Self::obj(OstId::default())).await?.0)
     }
 
     /// STATFS.
     pub async fn statfs(&self) -> Result<OstStatfs, RpcError> {
-        Ok(self.call(Op::OstStatfs, ReqKind::Read, &Self::obj(0)).await?.0)
+        Ok(self.call(Op::OstStatfs, ReqKind::Read, &Self::obj(OstId::default())).await?.0)
     }
 
-    /// The last object id (OST_GET_INFO).
-    pub async fn last_id(&self) -> Result<OstIds, RpcError> {
-        Ok(self.call(Op::OstGetInfo, ReqKind::Read, &Self::obj(0)).await?.0)
+    /// Sequence `seq`'s last object id (OST_GET_INFO).
+    pub async fn last_id(&self, seq: u64) -> Result<OstIds, RpcError> {
+        Ok(self.call(Op::OstGetInfo, ReqKind::Read, &Self::obj(OstId::new(seq, 0))).await?.0)
     }
 
     /// Pages holding `data`.
@@ -282,7 +282,7 @@ impl OstClient {
     }
 
     /// Writes `data` at `offset` of `oid` (one niobuf).
-    pub async fn write(&self, oid: u64, offset: u64, data: &[u8]) -> Result<OstBrwReply, RpcError> {
+    pub async fn write(&self, oid: OstId, offset: u64, data: &[u8]) -> Result<OstBrwReply, RpcError> {
         let len = u32::try_from(data.len()).map_err(|_| RpcError::Encode("write over 4 GiB".into()))?;
         let buf = self.pages(data)?;
         Ok(self.write_pages(oid, &[Niobuf { offset, len, flags: 0 }], buf).await?.0)
@@ -293,7 +293,7 @@ impl OstClient {
     /// import keeps the pages until the write is committed.
     pub async fn write_pages(
         &self,
-        oid: u64,
+        oid: OstId,
         niobufs: &[Niobuf],
         buf: MdBuffer,
     ) -> Result<(OstBrwReply, u64), RpcError> {
@@ -327,7 +327,7 @@ impl OstClient {
     }
 
     /// Reads `len` bytes at `offset` of `oid`.
-    pub async fn read(&self, oid: u64, offset: u64, len: u32) -> Result<Vec<u8>, RpcError> {
+    pub async fn read(&self, oid: OstId, offset: u64, len: u32) -> Result<Vec<u8>, RpcError> {
         let buf = MdBuffer::from_pages_len(self.lnet.pool(0).alloc_bytes(len as usize)?, len as usize);
         let (_, buf) = self.read_pages(oid, &[Niobuf { offset, len, flags: 0 }], buf).await?;
         let mut v = vec![0; len as usize];
@@ -340,7 +340,7 @@ impl OstClient {
     /// again (up to `read_retries` more times).
     pub async fn read_pages(
         &self,
-        oid: u64,
+        oid: OstId,
         niobufs: &[Niobuf],
         mut buf: MdBuffer,
     ) -> Result<(OstBrwReply, MdBuffer), RpcError> {
@@ -364,7 +364,7 @@ impl OstClient {
             if !cksum || checksum(&buf) == reply.cksum {
                 return Ok((reply, buf));
             }
-            tracing::warn!(target_name = %self.target, oid, attempt, "bulk read checksum mismatch");
+            tracing::warn!(target_name = %self.target, %oid, attempt, "bulk read checksum mismatch");
         }
         Err(RpcError::BulkChecksum { attempts })
     }

@@ -51,7 +51,7 @@ pub enum OstError {
     },
     /// No such object.
     #[error("object {0} does not exist")]
-    NoObject(u64),
+    NoObject(ptlrpc::wire::OstId),
     /// Not enough space for data the request would have the target keep.
     #[error("no space: {need} bytes needed, {avail} available")]
     NoSpace {

@@ -172,11 +172,15 @@ impl OstFront {
                 archived(&self.ost.getattr(b.oid)?)
             }
             Op::OstStatfs => archived(&self.ost.statfs()?),
-            Op::OstGetInfo => archived(&OstIds { last_id: self.ost.last_id().0, last_committed: self.ost.committed() }),
+            Op::OstGetInfo => {
+                let b: OstObj = req.body().map_err(proto)?;
+                archived(&OstIds { last_id: self.ost.last_id(b.oid.seq).0, last_committed: self.ost.committed() })
+            }
             Op::OstSync => {
                 // Waiting for the commit thread holds no running slot.
+                let b: OstObj = req.body().map_err(proto)?;
                 let lc = ctx.blocking(|| self.ost.sync(SYNC_BOUND))?;
-                archived(&OstIds { last_id: self.ost.last_id().0, last_committed: lc })
+                archived(&OstIds { last_id: self.ost.last_id(b.oid.seq).0, last_committed: lc })
             }
             op => Err(OstError::Invalid(format!("{} is not an OST read", op.name()))),
         };

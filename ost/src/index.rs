@@ -1,9 +1,9 @@
 //! The object index: an embedded fjall database in `<dir>/index`.
 //!
 //! Owns: the records and their byte layout — per object ([`ObjRecord`]:
-//! size, version, owner, mtime), the target's last object id and the
-//! version of the id allocator (creates are version-checked on replay
-//! like writes), its [`ServerRec`] (boot epoch, last transno), the last
+//! size, version, owner, mtime; keyed by [`OstId`], sequence first), each
+//! sequence's last object id and the version of its id allocator
+//! (creates are version-checked on replay like writes), its [`ServerRec`] (boot epoch, last transno), the last
 //! committed transno and one ptlrpc [`ClientRecord`] per client UUID (in
 //! its one byte form, `ClientRecord::encode`) —
 //! staged in atomic batches and made durable by [`Index::persist`]
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use ptlrpc::target::ClientRecord;
+use ptlrpc::wire::OstId;
 
 use crate::error::OstError;
 
@@ -87,11 +88,12 @@ impl Fields<'_> {
 #[derive(Debug, Clone)]
 pub enum Put {
     /// An object's record.
-    Obj(u64, ObjRecord),
+    Obj(OstId, ObjRecord),
     /// An object removed.
-    DelObj(u64),
-    /// The last object id and the id allocator's version.
-    LastId(u64, u64),
+    DelObj(OstId),
+    /// A sequence's last object id and its id allocator's version:
+    /// `(seq, last id, version)`.
+    LastId(u64, u64, u64),
     /// The server record.
     Server(ServerRec),
     /// A client's record.
@@ -117,7 +119,10 @@ impl std::fmt::Debug for Index {
     }
 }
 
-const KEY_LAST_ID: &[u8] = b"last_id";
+const LAST_ID_PREFIX: &[u8] = b"last_id/";
+
+/// A sequence's last object id and its id allocator's version.
+pub type LastId = (u64, u64);
 const KEY_SERVER: &[u8] = b"server";
 const KEY_COMMITTED: &[u8] = b"committed";
 const CLIENT_PREFIX: &[u8] = b"client/";
@@ -130,7 +135,7 @@ impl Index {
             return Err(OstError::Identity { path: dir.to_path_buf(), why: "an index already exists".into() });
         }
         let idx = Index::open_path(path)?;
-        idx.stage(&[Put::LastId(0, 0), Put::Server(ServerRec::default())])?;
+        idx.stage(&[Put::Server(ServerRec::default())])?;
         idx.persist()?;
         Ok(idx)
     }
@@ -142,8 +147,7 @@ impl Index {
             return Err(OstError::Index { path, reason: "missing (the directory is not a formatted target)".into() });
         }
         let idx = Index::open_path(path)?;
-        // Every target has these two records from format on.
-        idx.get(&idx.records, KEY_LAST_ID)?.ok_or_else(|| idx.corrupt("no last_id record"))?;
+        // Every target has its server record from format on.
         idx.get(&idx.records, KEY_SERVER)?.ok_or_else(|| idx.corrupt("no server record"))?;
         Ok(idx)
     }
@@ -169,21 +173,48 @@ impl Index {
     }
 
     /// An object's record.
-    pub fn object(&self, oid: u64) -> Result<Option<ObjRecord>, OstError> {
-        match self.get(&self.objects, &oid.to_be_bytes())? {
+    pub fn object(&self, oid: OstId) -> Result<Option<ObjRecord>, OstError> {
+        match self.get(&self.objects, &oid.key())? {
             None => Ok(None),
             Some(v) => ObjRecord::decode(&v).map(Some).ok_or_else(|| self.corrupt(&format!("object {oid} record"))),
         }
     }
 
-    /// The last object id and the id allocator's version.
-    pub fn last_id(&self) -> Result<(u64, u64), OstError> {
-        let v = self.get(&self.records, KEY_LAST_ID)?.ok_or_else(|| self.corrupt("no last_id record"))?;
-        let mut f = Fields(&v);
+    fn last_id_key(seq: u64) -> Vec<u8> {
+        let mut k = LAST_ID_PREFIX.to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    fn decode_last_id(&self, v: &[u8]) -> Result<(u64, u64), OstError> {
+        let mut f = Fields(v);
         let id = f.u64().ok_or_else(|| self.corrupt("last_id record"))?;
-        // Targets formatted before creates were versioned have no version.
-        let version = f.u64().unwrap_or(0);
+        let version = f.u64().ok_or_else(|| self.corrupt("last_id record"))?;
         Ok((id, version))
+    }
+
+    /// Sequence `seq`'s last object id and its id allocator's version
+    /// (`(0, 0)`: nothing created in it).
+    pub fn last_id(&self, seq: u64) -> Result<(u64, u64), OstError> {
+        match self.get(&self.records, &Index::last_id_key(seq))? {
+            None => Ok((0, 0)),
+            Some(v) => self.decode_last_id(&v),
+        }
+    }
+
+    /// Every sequence's last object id and version, by sequence.
+    pub fn last_ids(&self) -> Result<Vec<(u64, LastId)>, OstError> {
+        let mut out = Vec::new();
+        for kv in self.records.prefix(LAST_ID_PREFIX) {
+            let (k, v) = kv.into_inner().map_err(|e| self.fj(e))?;
+            let seq = k
+                .get(LAST_ID_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| self.corrupt("last_id key"))?;
+            out.push((seq, self.decode_last_id(&v)?));
+        }
+        Ok(out)
     }
 
     /// The last transno a commit made durable (0 before the first).
@@ -232,12 +263,12 @@ impl Index {
         let mut b = self.db.batch();
         for p in puts {
             match p {
-                Put::Obj(oid, r) => b.insert(&self.objects, oid.to_be_bytes().to_vec(), r.encode().to_vec()),
-                Put::DelObj(oid) => b.remove(&self.objects, oid.to_be_bytes().to_vec()),
-                Put::LastId(id, version) => {
+                Put::Obj(oid, r) => b.insert(&self.objects, oid.key().to_vec(), r.encode().to_vec()),
+                Put::DelObj(oid) => b.remove(&self.objects, oid.key().to_vec()),
+                Put::LastId(seq, id, version) => {
                     let mut v = id.to_le_bytes().to_vec();
                     v.extend_from_slice(&version.to_le_bytes());
-                    b.insert(&self.records, KEY_LAST_ID.to_vec(), v);
+                    b.insert(&self.records, Index::last_id_key(*seq), v);
                 }
                 Put::Committed(t) => b.insert(&self.records, KEY_COMMITTED.to_vec(), t.to_le_bytes().to_vec()),
                 Put::Server(s) => {
@@ -298,8 +329,9 @@ mod tests {
             let idx = Index::create(dir.path()).expect("create");
             let r = ObjRecord { size: 5, version: 7, uid: 1, gid: 2, mtime_ns: 3 };
             idx.stage(&[
-                Put::Obj(9, r),
-                Put::LastId(9, 40),
+                Put::Obj(OstId::new(5, 9), r),
+                Put::LastId(5, 9, 40),
+                Put::LastId(6, 3, 41),
                 Put::Server(ServerRec { epoch: 2, last_transno: 44 }),
                 Put::Client(client()),
                 Put::Client(ClientRecord { uuid: "c2".into(), ..ClientRecord::default() }),
@@ -310,8 +342,11 @@ mod tests {
             assert!(Index::create(dir.path()).is_err(), "a second create refuses");
         }
         let idx = Index::open(dir.path()).expect("open");
-        assert_eq!(idx.object(9).expect("get").map(|r| r.size), Some(5));
-        assert_eq!(idx.last_id().expect("last id"), (9, 40));
+        assert_eq!(idx.object(OstId::new(5, 9)).expect("get").map(|r| r.size), Some(5));
+        assert_eq!(idx.object(OstId::new(6, 9)).expect("get"), None);
+        assert_eq!(idx.last_id(5).expect("last id"), (9, 40));
+        assert_eq!(idx.last_id(7).expect("last id"), (0, 0));
+        assert_eq!(idx.last_ids().expect("last ids"), vec![(5, (9, 40)), (6, (3, 41))]);
         assert_eq!(idx.server().expect("server"), ServerRec { epoch: 2, last_transno: 44 });
         assert_eq!(idx.clients().expect("clients"), vec![client()]);
     }

@@ -1,8 +1,8 @@
 //! Object files: one file per object in hashed subdirectories, and the
 //! data path over them.
 //!
-//! Owns: object paths (`<dir>/O/<oid & 0xff as 2 hex digits>/<oid in
-//! hex>`), a bounded cache of open files ([`ObjFile`]), vectored positional
+//! Owns: object paths (`<dir>/O/<seq in hex>/<oid & 0xff as 2 hex
+//! digits>/<oid in hex>`, Lustre's per-sequence `O/<seq>/d<N>/<oid>`), a bounded cache of open files ([`ObjFile`]), vectored positional
 //! I/O of niobuf runs straight from and into bulk pages (`pwritev` /
 //! `preadv` through rustix, short transfers continued), optionally with
 //! `O_DIRECT` ([`Objects::use_direct_io`]: the 4 KiB-aligned parts of runs
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use lnet::MdBuffer;
 use parking_lot::{Condvar, Mutex};
+use ptlrpc::wire::OstId;
 use rustix::fs::FallocateFlags;
 
 use crate::error::OstError;
@@ -184,7 +185,7 @@ fn probe_direct(path: &Path) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct ObjFile {
     /// The object id.
-    pub oid: u64,
+    pub oid: OstId,
     /// Its path.
     pub path: PathBuf,
     file: File,
@@ -355,7 +356,7 @@ impl ObjFile {
         if let Err(e) =
             rustix::fs::fadvise(&self.file, off, std::num::NonZeroU64::new(len), rustix::fs::Advice::WillNeed)
         {
-            tracing::debug!(oid = self.oid, err = %e, "fadvise(WILLNEED)");
+            tracing::debug!(oid = %self.oid, err = %e, "fadvise(WILLNEED)");
         }
     }
 
@@ -396,7 +397,7 @@ impl ObjFile {
 #[derive(Debug)]
 pub struct Objects {
     root: PathBuf,
-    open: Mutex<HashMap<u64, Arc<ObjFile>>>,
+    open: Mutex<HashMap<OstId, Arc<ObjFile>>>,
     direct_io: Arc<DirectIo>,
 }
 
@@ -443,14 +444,15 @@ impl Objects {
         fs::create_dir(&root).map_err(|e| OstError::io("creating", &root, e))
     }
 
-    /// The path of object `oid`.
-    pub fn path(&self, oid: u64) -> PathBuf {
-        self.root.join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"))
+    /// The path of object `id`.
+    pub fn path(&self, id: OstId) -> PathBuf {
+        let oid = id.oid;
+        self.root.join(format!("{:x}", id.seq)).join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"))
     }
 
     /// Creates object `oid`'s file (empty; an existing one is kept, which
     /// makes a re-run precreate after a crash harmless).
-    pub fn create(&self, oid: u64) -> Result<(), OstError> {
+    pub fn create(&self, oid: OstId) -> Result<(), OstError> {
         let path = self.path(oid);
         if let Some(parent) = path.parent()
             && !parent.is_dir()
@@ -467,7 +469,7 @@ impl Objects {
     }
 
     /// Object `oid`, opened (or from the cache).
-    pub fn open(&self, oid: u64) -> Result<Arc<ObjFile>, OstError> {
+    pub fn open(&self, oid: OstId) -> Result<Arc<ObjFile>, OstError> {
         if let Some(f) = self.open.lock().get(&oid) {
             return Ok(Arc::clone(f));
         }
@@ -480,7 +482,7 @@ impl Objects {
         // Object I/O is mostly large and sequential (stripes): a larger
         // readahead window keeps concurrent BRW reads of a stream fed.
         if let Err(e) = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential) {
-            tracing::debug!(oid, err = %e, "fadvise(SEQUENTIAL)");
+            tracing::debug!(%oid, err = %e, "fadvise(SEQUENTIAL)");
         }
         let direct = if self.direct_io.on() {
             let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
@@ -516,7 +518,7 @@ impl Objects {
     }
 
     /// Removes object `oid`'s file.
-    pub fn remove(&self, oid: u64) -> Result<(), OstError> {
+    pub fn remove(&self, oid: OstId) -> Result<(), OstError> {
         self.open.lock().remove(&oid);
         let path = self.path(oid);
         match fs::remove_file(&path) {
@@ -562,8 +564,8 @@ mod tests {
         let objects = Objects::new(dir.path());
         let on = objects.use_direct_io(DIRECT_ALIGN);
         assert_eq!(on, objects.direct_io());
-        objects.create(7).unwrap();
-        let obj = objects.open(7).unwrap();
+        objects.create(OstId::new(1, 7)).unwrap();
+        let obj = objects.open(OstId::new(1, 7)).unwrap();
         assert_eq!(obj.is_direct(), on);
         let pool = lnet::PagePool::new(0, 64, 256);
         let data: Vec<u8> = (0..5 * DIRECT_ALIGN + 300).map(|i| (i * 13 % 251) as u8).collect();
@@ -577,7 +579,7 @@ mod tests {
         obj.read_runs(&runs, &mut back).unwrap();
         assert!(bytes(&back) == data, "read back what was written");
         // Through the page cache, the same bytes.
-        let plain = std::fs::read(objects.path(7)).unwrap();
+        let plain = std::fs::read(objects.path(OstId::new(1, 7))).unwrap();
         assert_eq!(&plain[..2 * DIRECT_ALIGN], &data[..2 * DIRECT_ALIGN]);
         assert_eq!(plain.len(), 10 * DIRECT_ALIGN + 300);
         // Past the end: zeros.
@@ -596,8 +598,8 @@ mod tests {
         Objects::format(dir.path()).unwrap();
         let objects = Objects::new(dir.path());
         objects.use_direct_io(4 * DIRECT_ALIGN);
-        objects.create(9).unwrap();
-        let obj = objects.open(9).unwrap();
+        objects.create(OstId::new(1, 9)).unwrap();
+        let obj = objects.open(OstId::new(1, 9)).unwrap();
         let pool = lnet::PagePool::new(0, 64, 256);
         let big: Vec<u8> = (0..8 * DIRECT_ALIGN).map(|i| (i * 7 % 253) as u8).collect();
         obj.write_ordered("c1", 1, &[run(0, big.len() as u64, 0)], &pages(&pool, &big)).unwrap();

@@ -1,8 +1,8 @@
 //! The OST's binding of ptlrpc's `TargetService`: what each modifying
 //! request means.
 //!
-//! Owns: [`OstService`] — plans for CREATE (a range after the last id; the
-//! id allocator's version is checked on replay), DESTROY, SETATTR, PUNCH
+//! Owns: [`OstService`] — plans for CREATE (a range after its sequence's
+//! last id; that sequence's id allocator's version is checked on replay), DESTROY, SETATTR, PUNCH
 //! and WRITE (the front's pages, [`OstInput`]), each naming the objects it
 //! touches so VBR can check them, with its reply body (kept in the
 //! client's record, so a resent CREATE gets the same range back); the
@@ -18,11 +18,11 @@ use ptlrpc::target::{Plan, TargetService};
 use ptlrpc::wire::ost::MAX_PRECREATE;
 use ptlrpc::wire::ost::{PUNCH_TRUNCATE, attr_valid};
 use ptlrpc::wire::{
-    ConnectData, Frame, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstObj, OstPunch, OstSetattr,
-    WireBody, connect_flags, errno,
+    ConnectData, Frame, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstId, OstObj, OstPunch,
+    OstSetattr, WireBody, connect_flags, errno,
 };
 
-use crate::store::{LAST_ID_OBJ, OstChange, OstStore, obj_id};
+use crate::store::{OstChange, OstStore, last_id_obj, obj_id};
 use crate::target::{Ost, now_ns};
 
 /// What the front hands the target with a request.
@@ -46,7 +46,7 @@ impl OstService {
         OstService { ost }
     }
 
-    fn attr(&self, oid: u64) -> Result<OstAttr, i32> {
+    fn attr(&self, oid: OstId) -> Result<OstAttr, i32> {
         self.ost.getattr(oid).map_err(|e| e.errno())
     }
 }
@@ -75,14 +75,14 @@ impl TargetService for OstService {
         match op {
             Op::OstCreate => {
                 let b: OstCreate = req.deserialize().map_err(proto)?;
-                if b.count == 0 || b.count > MAX_PRECREATE {
+                if b.seq == 0 || b.count == 0 || b.count > MAX_PRECREATE {
                     return Err(errno::EINVAL);
                 }
-                let first = self.ost.last_id().0 + 1;
+                let first = self.ost.last_id(b.seq).0 + 1;
                 let reply = OstCreateReply { first, count: b.count, last_id: first + u64::from(b.count) - 1 };
                 Ok(Plan::Update {
-                    objects: vec![LAST_ID_OBJ],
-                    change: OstChange::Create { first, count: b.count },
+                    objects: vec![last_id_obj(b.seq)],
+                    change: OstChange::Create { seq: b.seq, first, count: b.count },
                     body: body(&reply)?,
                 })
             }

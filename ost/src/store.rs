@@ -16,25 +16,31 @@ use std::sync::Arc;
 
 use lnet::MdBuffer;
 use ptlrpc::target::{ClientRecord, ObjId, Persisted, ServerRecord, TargetStore, Txn};
-use ptlrpc::wire::{ObjVersion, OstPunch, OstSetattr, Transno, errno};
+use ptlrpc::wire::{ObjVersion, OstId, OstPunch, OstSetattr, Transno, errno};
 
 use crate::error::OstError;
 use crate::index::{Put, ServerRec};
 use crate::target::{Ost, WriteRuns};
 
-/// The object standing for the id allocator (CREATE's version).
-pub const LAST_ID_OBJ: ObjId = ObjId(u128::MAX);
+/// The framework's object id of OST object `oid`: sequence in the high
+/// 64 bits, id in the low.
+pub fn obj_id(oid: OstId) -> ObjId {
+    ObjId(u128::from(oid.seq) << 64 | u128::from(oid.oid))
+}
 
-/// The framework's object id of OST object `oid`.
-pub fn obj_id(oid: u64) -> ObjId {
-    ObjId(u128::from(oid))
+/// The object standing for sequence `seq`'s id allocator (CREATE's
+/// version): id 0 of the sequence, which names no object.
+pub fn last_id_obj(seq: u64) -> ObjId {
+    obj_id(OstId::new(seq, 0))
 }
 
 /// One planned change.
 #[derive(Debug)]
 pub enum OstChange {
-    /// Create `count` objects from `first`.
+    /// Create `count` objects of sequence `seq` from `first`.
     Create {
+        /// The sequence.
+        seq: u64,
         /// The first new id.
         first: u64,
         /// How many.
@@ -43,7 +49,7 @@ pub enum OstChange {
     /// Destroy an object.
     Destroy {
         /// Its id.
-        oid: u64,
+        oid: OstId,
     },
     /// Set attributes.
     Setattr(OstSetattr),
@@ -52,7 +58,7 @@ pub enum OstChange {
     /// Write pages.
     Write {
         /// The object.
-        oid: u64,
+        oid: OstId,
         /// Where the pages go.
         runs: WriteRuns,
         /// The pages the front fetched (`None`: a request that reached the
@@ -87,7 +93,7 @@ impl OstStore {
         let version = txn.version.0;
         let mut destroyed = None;
         let (mut puts, dirty) = match txn.change {
-            OstChange::Create { first, count } => (self.ost.create_objects(first, count, version)?, None),
+            OstChange::Create { seq, first, count } => (self.ost.create_objects(seq, first, count, version)?, None),
             OstChange::Destroy { oid } => {
                 destroyed = Some(oid);
                 (vec![Put::DelObj(oid)], None)
@@ -124,14 +130,14 @@ impl TargetStore for OstStore {
     }
 
     fn version(&self, obj: ObjId) -> ObjVersion {
-        if obj == LAST_ID_OBJ {
-            return ObjVersion(self.ost.last_id().1);
+        let oid = OstId::new((obj.0 >> 64) as u64, obj.0 as u64);
+        if oid.oid == 0 {
+            return ObjVersion(self.ost.last_id(oid.seq).1);
         }
-        let Ok(oid) = u64::try_from(obj.0) else { return ObjVersion(0) };
         match self.ost.record_opt(oid) {
             Ok(r) => ObjVersion(r.map_or(0, |r| r.version)),
             Err(e) => {
-                tracing::error!(target_name = self.ost.name(), oid, err = %e, "reading an object's version");
+                tracing::error!(target_name = self.ost.name(), %oid, err = %e, "reading an object's version");
                 ObjVersion(0)
             }
         }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lnet::MdBuffer;
 use parking_lot::{Condvar, Mutex};
 use ptlrpc::wire::ost::{PUNCH_HOLE, PUNCH_TRUNCATE, attr_valid};
-use ptlrpc::wire::{Niobuf, OstAttr, OstPunch, OstSetattr, OstStatfs};
+use ptlrpc::wire::{Niobuf, OstAttr, OstId, OstPunch, OstSetattr, OstStatfs};
 
 use crate::error::OstError;
 use crate::index::{Index, ObjRecord, Put, ServerRec};
@@ -106,17 +106,17 @@ impl OstConfig {
 struct Staged {
     /// The highest transno staged.
     transno: u64,
-    /// The last object id and the id allocator's version.
-    last_id: (u64, u64),
+    /// Each sequence's last object id and its id allocator's version.
+    last_id: HashMap<u64, (u64, u64)>,
     /// Objects written since the last commit.
-    dirty: HashMap<u64, Arc<ObjFile>>,
+    dirty: HashMap<OstId, Arc<ObjFile>>,
     /// Bytes written since the last commit.
     dirty_bytes: u64,
     /// Records staged since the last commit, in order.
     puts: Vec<Put>,
     /// Object records staged and not yet in the index (`None`: removed),
     /// with the staging sequence number that last set them.
-    objects: HashMap<u64, (Option<ObjRecord>, u64)>,
+    objects: HashMap<OstId, (Option<ObjRecord>, u64)>,
     /// Staging sequence.
     seq: u64,
     /// Objects created since the last commit.
@@ -214,7 +214,7 @@ impl Ost {
         label.check(&cfg.dir, &cfg.name, cfg.index, cfg.fs_uuid.as_deref())?;
         let index = Index::open(&cfg.dir)?;
         let server = index.server()?;
-        let last_id = index.last_id()?;
+        let last_id: HashMap<u64, (u64, u64)> = index.last_ids()?.into_iter().collect();
         let committed = index.committed()?.max(server.last_transno);
         let objects = Objects::new(&cfg.dir);
         if cfg.direct_io {
@@ -224,7 +224,7 @@ impl Ost {
         let space = Space::new(&cfg.dir, cfg.reserve_bytes, cfg.grant_per_export)?;
         let label_m = TargetLabel { component: "ost", target: cfg.name.clone() };
         tracing::info!(target_name = %cfg.name, epoch = server.epoch, last_transno = server.last_transno, committed,
-            last_id = last_id.0, "target opened");
+            sequences = last_id.len(), "target opened");
         Ok(Ost {
             index,
             objects,
@@ -287,9 +287,10 @@ impl Ost {
         self.staged.lock().transno
     }
 
-    /// The last object id and the id allocator's version.
-    pub fn last_id(&self) -> (u64, u64) {
-        self.staged.lock().last_id
+    /// Sequence `seq`'s last object id and its id allocator's version
+    /// (`(0, 0)`: nothing created in it).
+    pub fn last_id(&self, seq: u64) -> (u64, u64) {
+        self.staged.lock().last_id.get(&seq).copied().unwrap_or((0, 0))
     }
 
     /// Stops taking requests (they answer ESHUTDOWN).
@@ -317,7 +318,7 @@ impl Ost {
     }
 
     /// An object's record (staged, else in the index), if it exists.
-    pub fn record_opt(&self, oid: u64) -> Result<Option<ObjRecord>, OstError> {
+    pub fn record_opt(&self, oid: OstId) -> Result<Option<ObjRecord>, OstError> {
         if let Some((r, _)) = self.staged.lock().objects.get(&oid) {
             return Ok(*r);
         }
@@ -325,7 +326,7 @@ impl Ost {
     }
 
     /// An object's record.
-    pub fn record(&self, oid: u64) -> Result<ObjRecord, OstError> {
+    pub fn record(&self, oid: OstId) -> Result<ObjRecord, OstError> {
         self.record_opt(oid)?.ok_or(OstError::NoObject(oid))
     }
 
@@ -442,9 +443,11 @@ impl Ost {
         let seq = s.seq;
         for p in &puts {
             match p {
-                Put::LastId(id, v) => {
-                    s.created += id.saturating_sub(s.last_id.0);
-                    s.last_id = (*id, *v);
+                Put::LastId(sq, id, v) => {
+                    let last = s.last_id.entry(*sq).or_insert((0, 0));
+                    let grew = id.saturating_sub(last.0);
+                    *last = (*id, *v);
+                    s.created += grew;
                 }
                 Put::Obj(oid, r) => {
                     s.objects.insert(*oid, (Some(*r), seq));
@@ -458,23 +461,24 @@ impl Ost {
         s.puts.extend(puts);
     }
 
-    /// CREATE's files: `count` objects from `first`, with their records
-    /// at `version`; returns the records to stage.
-    pub fn create_objects(&self, first: u64, count: u32, version: u64) -> Result<Vec<Put>, OstError> {
+    /// CREATE's files: `count` objects of sequence `seq` from `first`,
+    /// with their records at `version`; returns the records to stage.
+    pub fn create_objects(&self, seq: u64, first: u64, count: u32, version: u64) -> Result<Vec<Put>, OstError> {
         let mut puts = Vec::with_capacity(count as usize + 1);
         for oid in first..first + u64::from(count) {
-            self.objects.create(oid)?;
-            puts.push(Put::Obj(oid, ObjRecord { version, mtime_ns: now_ns(), ..ObjRecord::default() }));
+            let id = OstId::new(seq, oid);
+            self.objects.create(id)?;
+            puts.push(Put::Obj(id, ObjRecord { version, mtime_ns: now_ns(), ..ObjRecord::default() }));
         }
-        puts.push(Put::LastId(first + u64::from(count) - 1, version));
+        puts.push(Put::LastId(seq, first + u64::from(count) - 1, version));
         Ok(puts)
     }
 
     /// DESTROY's file, after its record's removal was staged.
-    pub fn remove_object(&self, oid: u64) {
+    pub fn remove_object(&self, oid: OstId) {
         self.staged.lock().dirty.remove(&oid);
         if let Err(e) = self.objects.remove(oid) {
-            tracing::warn!(target_name = %self.cfg.name, oid, err = %e, "removing a destroyed object's file");
+            tracing::warn!(target_name = %self.cfg.name, %oid, err = %e, "removing a destroyed object's file");
         }
     }
 
@@ -529,7 +533,7 @@ impl Ost {
     /// out of xid order); returns the new record at `version`.
     pub fn write_object(
         &self,
-        oid: u64,
+        oid: OstId,
         w: &WriteRuns,
         data: &MdBuffer,
         version: u64,
@@ -542,7 +546,7 @@ impl Ost {
             // committed before a crash (their clients replay them), or a
             // write that failed. The size now grows over them, so they go
             // first and the gap reads as zeros.
-            tracing::info!(target_name = %self.cfg.name, oid, size = r.size, "dropping an uncommitted tail");
+            tracing::info!(target_name = %self.cfg.name, %oid, size = r.size, "dropping an uncommitted tail");
             obj.set_len(r.size)?;
         }
         obj.write_ordered(client, xid, &w.runs, data)?;
@@ -557,7 +561,7 @@ impl Ost {
     // ---- reads (served outside the target's lock) ----
 
     /// GETATTR.
-    pub fn getattr(&self, oid: u64) -> Result<OstAttr, OstError> {
+    pub fn getattr(&self, oid: OstId) -> Result<OstAttr, OstError> {
         self.check_running()?;
         let r = self.record(oid)?;
         let allocated = self.objects.open(oid)?.allocated()?;
@@ -567,7 +571,7 @@ impl Ost {
     /// First half of a read: checks the request.
     pub fn prepare_read(
         &self,
-        oid: u64,
+        oid: OstId,
         niobufs: &[Niobuf],
         bulk_len: u32,
         brw_size: u32,

@@ -39,7 +39,7 @@ async fn a_full_target_refuses_before_acknowledging() {
     let oss = Oss::start(cfg, true).await;
     let c = oss.client_with("c1", ost::client::OstClientConfig { grant: 1 << 20, ..common::client_config() });
     bounded(c.connect()).await.unwrap();
-    let oid = bounded(c.create(1)).await.unwrap().first;
+    let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
     let chunk = 256 << 10;
     let mut acked = 0u64;
     let mut refusals = 0;

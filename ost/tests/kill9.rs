@@ -90,8 +90,8 @@ async fn the_daemon_names_bad_keys_and_refuses_unformatted_or_foreign_dirs() {
     assert_eq!(std::fs::read(dir.path().join("ost0/LABEL")).unwrap(), label);
 }
 
-fn object_path(dir: &Path, oid: u64) -> std::path::PathBuf {
-    dir.join("ost0/O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"))
+fn object_path(dir: &Path, oid: ptlrpc::wire::OstId) -> std::path::PathBuf {
+    common::object_file(&dir.join("ost0"), oid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +106,7 @@ async fn kill9_then_restart_recovers_committed_data_and_replays_the_rest() {
     let lnet = client_lnet(caddr, PORT).await;
     let c = Arc::new(OstClient::new(&lnet, vec![nid], "sheen-OST0000", "kill9-client", client_config()));
     let first = bounded(c.connect()).await.unwrap();
-    let oid = bounded(c.create(1)).await.unwrap().first;
+    let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
     let imp = c.import().unwrap().clone();
 
     // A writer: chunk k at k * CHUNK, recording (k, transno) when

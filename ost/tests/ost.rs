@@ -26,14 +26,14 @@ async fn every_request_type_works() {
     assert!(cd.grant > 0 && cd.grant <= 32 << 20, "grant {}", cd.grant);
 
     // Precreate a range, then one more.
-    let r = bounded(c.create(16)).await.unwrap();
+    let r = bounded(c.create(common::SEQ, 16)).await.unwrap();
     assert_eq!((r.first, r.count, r.last_id), (1, 16, 16));
-    let r2 = bounded(c.create(1)).await.unwrap();
+    let r2 = bounded(c.create(common::SEQ, 1)).await.unwrap();
     assert_eq!((r2.first, r2.last_id), (17, 17));
-    assert_eq!(bounded(c.last_id()).await.unwrap().last_id, 17);
+    assert_eq!(bounded(c.last_id(common::SEQ)).await.unwrap().last_id, 17);
 
     // Write with two niobufs (a gap between them: sparse), past EOF.
-    let oid = 3;
+    let oid = common::obj(3);
     let a = pattern(1, 8192);
     let b = pattern(2, 5000);
     let mut all = a.clone();
@@ -90,7 +90,7 @@ async fn every_request_type_works() {
     let e = bounded(c.getattr(oid)).await.unwrap_err();
     assert_eq!(e.errno(), 2, "ENOENT");
     // A write to an object never created is refused.
-    assert_eq!(bounded(c.write(999, 0, b"x")).await.unwrap_err().errno(), 2);
+    assert_eq!(bounded(c.write(common::obj(999), 0, b"x")).await.unwrap_err().errno(), 2);
 
     let text = oss.server.render_metrics();
     for fam in [
@@ -130,7 +130,7 @@ async fn concurrent_disjoint_writers_and_ordered_overlaps() {
     let c2 = Arc::new(oss.client("c2"));
     bounded(c1.connect()).await.unwrap();
     bounded(c2.connect()).await.unwrap();
-    let oid = bounded(c1.create(1)).await.unwrap().first;
+    let oid = common::obj(bounded(c1.create(common::SEQ, 1)).await.unwrap().first);
     // Two clients, 16 disjoint 64 KiB chunks each, interleaved, all in flight.
     let chunk = 64 << 10;
     let mut tasks = Vec::new();
@@ -189,7 +189,7 @@ async fn corrupted_bulk_is_detected_retried_and_never_stored() {
     let oss = Oss::start(target_config(&dir.path().join("ost0")), true).await;
     let c = oss.client("c1");
     bounded(c.connect()).await.unwrap();
-    let oid = bounded(c.create(1)).await.unwrap().first;
+    let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
     oss.faults.set(FaultPoint::BulkCorrupt, Trigger::Once);
     let data = pattern(42, 1 << 20);
     bounded(c.write(oid, 0, &data)).await.unwrap();
@@ -216,7 +216,7 @@ async fn corrupted_bulk_is_detected_retried_and_never_stored() {
     oss.faults.clear_all();
     // On disk: the first write exactly, nothing of the refused one.
     bounded(c.sync()).await.unwrap();
-    let path = dir.path().join("ost0/O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"));
+    let path = common::object_file(&dir.path().join("ost0"), oid);
     let disk = std::fs::read(&path).unwrap();
     assert_eq!(disk.len(), 2 << 20);
     assert!(disk[..1 << 20] == data[..] && disk[1 << 20..] == second[..], "the stored bytes are the client's");
@@ -286,14 +286,14 @@ async fn a_resent_create_or_write_is_answered_not_run_twice() {
     bounded(c.connect()).await.unwrap();
     // The reply to CREATE is lost; the client resends the same xid.
     oss.faults.set(FaultPoint::ReplyDrop, Trigger::Once);
-    let r = bounded(c.create(4)).await.unwrap();
+    let r = bounded(c.create(common::SEQ, 4)).await.unwrap();
     assert_eq!((r.first, r.last_id), (1, 4));
     assert!(c.import().unwrap().import_stats().resends >= 1, "the client resent");
-    assert_eq!(bounded(c.last_id()).await.unwrap().last_id, 4, "one range, not two");
+    assert_eq!(bounded(c.last_id(common::SEQ)).await.unwrap().last_id, 4, "one range, not two");
     // Same for a write: the resend gets the original reply (same transno).
     let before = oss.server.targets()[0].last_transno();
     oss.faults.set(FaultPoint::ReplyDrop, Trigger::Once);
-    let w = bounded(c.write(1, 0, &pattern(5, 4096))).await.unwrap();
+    let w = bounded(c.write(common::obj(1), 0, &pattern(5, 4096))).await.unwrap();
     assert_eq!(w.version, before + 1, "executed once");
     assert_eq!(oss.server.targets()[0].last_transno(), before + 1);
     oss.stop();
@@ -309,7 +309,7 @@ async fn an_uncommitted_tail_after_a_crash_is_neither_visible_nor_kept() {
     let oss = Oss::start(cfg.clone(), true).await;
     let c = oss.client("c1");
     bounded(c.connect()).await.unwrap();
-    let oid = bounded(c.create(1)).await.unwrap().first;
+    let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
     let first = pattern(7, 8192);
     bounded(c.write(oid, 0, &first)).await.unwrap();
     bounded(c.sync()).await.unwrap();
@@ -317,7 +317,7 @@ async fn an_uncommitted_tail_after_a_crash_is_neither_visible_nor_kept() {
     oss.stop();
     // What a crash leaves of a write that never committed: the file is
     // longer than the index says.
-    let path = dir.path().join("ost0/O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"));
+    let path = common::object_file(&dir.path().join("ost0"), oid);
     let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
     std::io::Write::write_all(&mut f, &[0xee; 8192]).unwrap();
     drop(f);
@@ -335,5 +335,37 @@ async fn an_uncommitted_tail_after_a_crash_is_neither_visible_nor_kept() {
     assert!(all[..8192] == first[..]);
     assert!(all[8192..20480].iter().all(|&b| b == 0), "the gap is a hole");
     assert!(all[20480..] == third[..]);
+    oss.stop();
+}
+
+/// Objects are named by sequence and id: each sequence has its own last
+/// id, kept across a restart, and the same id in two sequences is two
+/// objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sequence_keeps_its_last_id_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = target_config(&dir.path().join("ost0"));
+    let (s1, s2) = (common::SEQ, common::SEQ + 7);
+    let oss = Oss::start(cfg.clone(), true).await;
+    let c = oss.client("c1");
+    bounded(c.connect()).await.unwrap();
+    assert_eq!(bounded(c.create(s1, 3)).await.unwrap().first, 1);
+    assert_eq!(bounded(c.create(s2, 2)).await.unwrap().first, 1, "a sequence starts at 1");
+    bounded(c.write(ptlrpc::wire::OstId::new(s1, 1), 0, &pattern(1, 4096))).await.unwrap();
+    bounded(c.write(ptlrpc::wire::OstId::new(s2, 1), 0, &pattern(2, 8192))).await.unwrap();
+    assert_eq!(bounded(c.create(0, 1)).await.unwrap_err().errno(), 22, "sequence 0 names nothing (EINVAL)");
+    bounded(c.sync()).await.unwrap();
+    bounded(c.disconnect(common::BOUND)).await;
+    oss.stop();
+    let oss = Oss::start(cfg, false).await;
+    let c = oss.client("c2");
+    bounded(c.connect()).await.unwrap();
+    assert_eq!(bounded(c.last_id(s1)).await.unwrap().last_id, 3);
+    assert_eq!(bounded(c.last_id(s2)).await.unwrap().last_id, 2);
+    assert_eq!(bounded(c.last_id(s2 + 1)).await.unwrap().last_id, 0, "a sequence never used");
+    assert_eq!(bounded(c.getattr(ptlrpc::wire::OstId::new(s1, 1))).await.unwrap().size, 4096);
+    assert_eq!(bounded(c.getattr(ptlrpc::wire::OstId::new(s2, 1))).await.unwrap().size, 8192);
+    assert_eq!(bounded(c.create(s2, 1)).await.unwrap().first, 3, "after the sequence's own last id");
+    assert_eq!(bounded(c.create(s1, 1)).await.unwrap().first, 4);
     oss.stop();
 }

@@ -66,7 +66,7 @@ async fn writes_across_sigterm_and_restart_all_land_without_error() {
     let c = Arc::new(OstClient::new(&lnet, vec![nid], "sheen-OST0000", "sigterm-client", cfg));
     bounded(c.connect()).await.unwrap();
     assert_eq!(c.import().unwrap().connect_data().map(|d| d.max_mod_rpcs), Some(8));
-    let oid = bounded(c.create(1)).await.unwrap().first;
+    let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
     let imp = c.import().unwrap().clone();
 
     // Eight writers: chunk k at k * CHUNK until WRITES; a failed write

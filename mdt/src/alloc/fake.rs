@@ -1,9 +1,10 @@
 //! An in-memory OST for unit tests only: objects in a set, space set by
 //! the test, reachability switchable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::Mutex;
+use ptlrpc::wire::OstId;
 
 use super::ost::{OstApi, OstError, OstStatfs};
 
@@ -11,13 +12,13 @@ use super::ost::{OstApi, OstError, OstStatfs};
 #[derive(Debug, Default)]
 pub struct FakeOst {
     /// Existing objects.
-    pub objects: Mutex<BTreeSet<u64>>,
+    pub objects: Mutex<BTreeSet<OstId>>,
     /// Reported space.
     pub space: Mutex<OstStatfs>,
     /// Unreachable when set.
     pub down: Mutex<bool>,
-    /// The last id created.
-    pub last: Mutex<u64>,
+    /// The last id created, per sequence.
+    pub last: Mutex<BTreeMap<u64, u64>>,
     /// The name of the thread of each precreate call.
     pub precreate_threads: Mutex<Vec<String>>,
 }
@@ -34,18 +35,19 @@ impl FakeOst {
 }
 
 impl OstApi for FakeOst {
-    fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
+    fn precreate(&self, seq: u64, count: u32) -> Result<(u64, u64), OstError> {
         self.up()?;
         let me = std::thread::current().name().unwrap_or("?").to_string();
         self.precreate_threads.lock().push(me);
-        let mut last = self.last.lock();
+        let mut all = self.last.lock();
+        let last = all.entry(seq).or_insert(0);
         let first = *last + 1;
         *last += u64::from(count);
-        self.objects.lock().extend(first..=*last);
+        self.objects.lock().extend((first..=*last).map(|oid| OstId::new(seq, oid)));
         Ok((first, *last))
     }
 
-    fn destroy(&self, id: u64) -> Result<(), OstError> {
+    fn destroy(&self, id: OstId) -> Result<(), OstError> {
         self.up()?;
         self.objects.lock().remove(&id);
         Ok(())
@@ -56,8 +58,8 @@ impl OstApi for FakeOst {
         Ok(*self.space.lock())
     }
 
-    fn last_id(&self) -> Result<u64, OstError> {
+    fn last_id(&self, seq: u64) -> Result<u64, OstError> {
         self.up()?;
-        Ok(*self.last.lock())
+        Ok(self.last.lock().get(&seq).copied().unwrap_or(0))
     }
 }

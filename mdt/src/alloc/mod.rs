@@ -2,8 +2,9 @@
 //! id ranges and QoS allocation.
 //!
 //! Owns: [`Allocator`] — one entry per OST the config log added (its
-//! [`OstApi`], admin state, connection state, space, last allocated id and
-//! the pool of precreated ids), pools, the file-system default striping,
+//! [`OstApi`], admin state, connection state, space, the object sequence
+//! this MDT creates in there, the last allocated id and the pool of
+//! precreated ids in it), pools, the file-system default striping,
 //! asynchronous precreation (the `mdt-precreate` thread,
 //! [`Allocator::run_precreator`], refills an OST's pool when it falls below
 //! half a precreate batch, so a create waits for an OST only when the pool
@@ -26,8 +27,20 @@
 //! an object a late (delayed) replay names above the cleaned cursor is
 //! gone, and the replay gets a new one from the same OST.
 //!
-//! Must not: write the store: [`Allocator::allocate`] returns the OST
-//! cursors the caller writes in the same batch as the layout.
+//! OST objects are named by sequence and id ([`OstId`], Lustre's
+//! `ost_id`). Each OST gets a sequence of its own from the MDT's sequence
+//! server (`crate::seq`, owner `"\0ost<index>"`), durable before its first
+//! object is precreated; ids run from 1 to the configured width
+//! ([`AllocConfig::ost_seq_width`], Lustre's `seq.*.width`), and when the
+//! next precreate would pass it — with every object of the old sequence
+//! handed out — the OST rolls over to a fresh sequence, so no (sequence,
+//! id) is ever handed out twice. Cursors are kept per sequence (a late
+//! stamp of the old one cannot move the new one's back); orphan cleanup
+//! covers the current and the previous sequence.
+//!
+//! Must not: write the store except for precreate records and sequence
+//! grants: [`Allocator::allocate`] returns the OST cursors the caller
+//! writes in the same batch as the layout.
 
 pub mod ost;
 pub mod qos;
@@ -40,6 +53,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
+use ptlrpc::wire::OstId;
 use ptlrpc::wire::mds::{Layout, StripeObj, StripeSpec};
 use ptlrpc::wire::mgs::{ConfigCmd, TargetKind};
 use rand::SeedableRng;
@@ -49,7 +63,12 @@ pub use ost::{OstApi, OstError, OstStatfs, RpcOst};
 use qos::Candidate;
 
 use crate::error::{MdtError, Result, errno};
+use crate::seq::Sequences;
 use crate::store::{Batch, Kv, Table};
+
+/// Object ids per OST sequence by default (Lustre's
+/// `LUSTRE_DATA_SEQ_MAX_WIDTH`).
+pub const OST_SEQ_WIDTH: u64 = 0xFFFF_FFFF;
 
 /// Makes the [`OstApi`] of OST `index` at `nids`.
 pub type OstFactory = Arc<dyn Fn(u32, &[String]) -> Arc<dyn OstApi> + Send + Sync>;
@@ -65,6 +84,8 @@ pub struct AllocConfig {
     pub precreate_batch: u32,
     /// An OST with less than this percent free takes no objects.
     pub full_pct: u32,
+    /// Object ids per OST sequence (Lustre's `seq.*.width`).
+    pub ost_seq_width: u64,
 }
 
 impl Default for AllocConfig {
@@ -79,6 +100,7 @@ impl Default for AllocConfig {
             qos_threshold_pct: 17,
             precreate_batch: 1024,
             full_pct: 1,
+            ost_seq_width: OST_SEQ_WIDTH,
         }
     }
 }
@@ -92,7 +114,12 @@ struct Ost {
     /// Reached: orphans cleaned up and space known.
     connected: bool,
     space: OstStatfs,
-    /// Last id handed out (durable with the layouts that use it).
+    /// The sequence this MDT creates objects in on this OST (0: none yet).
+    seq: u64,
+    /// The one before it (0: none) and its last id handed out: orphan
+    /// cleanup covers it too.
+    prev: (u64, u64),
+    /// Last id of `seq` handed out (durable with the layouts that use it).
     last_used: u64,
     /// The precreated ids not handed out yet, ascending ranges all above
     /// `last_used`.
@@ -106,9 +133,10 @@ struct Ost {
     /// Bumped whenever the pool is dropped: an object taken before cannot
     /// go back into the new pool.
     generation: u64,
-    /// The allocation cursor at this boot's first orphan cleanup (None:
-    /// none yet): objects above it from before the boot are destroyed.
-    cleaned_at: Option<u64>,
+    /// Per sequence, the allocation cursor at this boot's orphan cleanup
+    /// of it (absent: none yet): objects above it from before the boot are
+    /// destroyed.
+    cleaned_at: BTreeMap<u64, u64>,
 }
 
 impl Ost {
@@ -117,7 +145,7 @@ impl Ost {
     }
 
     /// Takes the next pooled id.
-    fn take(&mut self) -> Option<u64> {
+    fn take(&mut self) -> Option<OstId> {
         let (a, b) = self.pool.front_mut()?;
         let id = *a;
         if *a == *b {
@@ -125,7 +153,7 @@ impl Ost {
         } else {
             *a += 1;
         }
-        Some(id)
+        Some(OstId::new(self.seq, id))
     }
 
     /// Forgets the pool (the OST restarted or is being cleaned up).
@@ -150,8 +178,8 @@ impl Ost {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taken {
     ost: u32,
-    id: u64,
-    /// The OST's cursor before.
+    id: OstId,
+    /// The OST's cursor (in `id.seq`) before.
     prev: u64,
     /// The pool generation it came from.
     generation: u64,
@@ -170,7 +198,9 @@ pub struct OstReport {
     pub connected: bool,
     /// Space.
     pub space: OstStatfs,
-    /// Last allocated object id.
+    /// The sequence objects are created in.
+    pub seq: u64,
+    /// Last allocated object id in it.
     pub last_used: u64,
 }
 
@@ -197,6 +227,8 @@ struct State {
 /// The OST table and allocator.
 pub struct Allocator {
     kv: Arc<dyn Kv>,
+    /// The sequence server, shared with the namespace (loaded on first use).
+    seqs: Mutex<Option<Arc<Mutex<Sequences>>>>,
     factory: OstFactory,
     state: Mutex<State>,
     /// Notified when an OST's usability or pool may have changed.
@@ -217,31 +249,61 @@ pub fn ost_key(index: u32) -> [u8; 4] {
     index.to_be_bytes()
 }
 
-/// Adds the cursor of OST `index` to `b`.
-pub fn stamp_ost(b: &mut Batch, index: u32, last_used: u64) {
-    b.put(Table::Osts, ost_key(index).to_vec(), last_used.to_be_bytes().to_vec());
-}
-
-fn precreated_key(index: u32) -> Vec<u8> {
+/// The key of OST `index`'s cursor in sequence `seq`.
+fn cursor_key(index: u32, seq: u64) -> Vec<u8> {
     let mut k = ost_key(index).to_vec();
-    k.push(b'p');
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-/// The end of the last precreate range on OST `index` as stored.
-fn stored_precreated(kv: &dyn Kv, index: u32) -> Result<u64> {
-    Ok(kv
-        .get(Table::Osts, &precreated_key(index))?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+/// The key of OST `index`'s sequences (current, previous).
+fn seq_key(index: u32) -> Vec<u8> {
+    let mut k = ost_key(index).to_vec();
+    k.push(b's');
+    k
 }
 
-/// The last allocated id of OST `index` as stored.
-pub fn stored_last_used(kv: &dyn Kv, index: u32) -> Result<u64> {
+fn precreated_key(index: u32, seq: u64) -> Vec<u8> {
+    let mut k = ost_key(index).to_vec();
+    k.push(b'p');
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn get_u64(kv: &dyn Kv, key: &[u8]) -> Result<u64> {
+    Ok(kv.get(Table::Osts, key)?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_be_bytes))
+}
+
+/// Adds the cursor of OST `index` (object `id` handed out) to `b`.
+pub fn stamp_ost(b: &mut Batch, index: u32, id: OstId) {
+    b.put(Table::Osts, cursor_key(index, id.seq), id.oid.to_be_bytes().to_vec());
+}
+
+/// The end of the last precreate range in sequence `seq` on OST `index`.
+fn stored_precreated(kv: &dyn Kv, index: u32, seq: u64) -> Result<u64> {
+    get_u64(kv, &precreated_key(index, seq))
+}
+
+/// The last id of sequence `seq` allocated on OST `index` as stored.
+pub fn stored_last_used(kv: &dyn Kv, index: u32, seq: u64) -> Result<u64> {
+    get_u64(kv, &cursor_key(index, seq))
+}
+
+/// OST `index`'s current and previous sequences as stored (0: none).
+pub fn stored_seqs(kv: &dyn Kv, index: u32) -> Result<(u64, u64)> {
     Ok(kv
-        .get(Table::Osts, &ost_key(index))?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+        .get(Table::Osts, &seq_key(index))?
+        .and_then(|v| {
+            let cur = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            let prev = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+            Some((cur, prev))
+        })
+        .unwrap_or((0, 0)))
+}
+
+/// The sequence server's grantee name of OST `index`'s sequences.
+fn seq_owner(index: u32) -> String {
+    format!("\0ost{index}")
 }
 
 impl Allocator {
@@ -258,7 +320,53 @@ impl Allocator {
             rng: SmallRng::seed_from_u64(0x5eed),
             cfg,
         };
-        Allocator { kv, factory, state: Mutex::new(state), changed: Condvar::new(), refill: Condvar::new() }
+        Allocator {
+            kv,
+            seqs: Mutex::new(None),
+            factory,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            refill: Condvar::new(),
+        }
+    }
+
+    /// The sequence server's state, shared by this allocator (OST
+    /// sequences) and the namespace (client and MDT sequences): loaded
+    /// from the store on first use.
+    pub fn seqs(&self) -> Result<Arc<Mutex<Sequences>>> {
+        let mut g = self.seqs.lock();
+        if let Some(s) = &*g {
+            return Ok(Arc::clone(s));
+        }
+        let s = Arc::new(Mutex::new(Sequences::load(&*self.kv)?));
+        *g = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// Takes a fresh sequence for OST `index` after `old` (whose last id
+    /// handed out was `old_last`): the grant, the OST's sequence record and
+    /// the new sequence's empty cursors are durable before it returns.
+    fn new_seq(&self, index: u32, old: u64) -> Result<u64> {
+        let seqs = self.seqs()?;
+        let mut sq = seqs.lock();
+        let p = sq.grant(&seq_owner(index), 1);
+        let new = p.range.start;
+        let mut b = p.batch();
+        let mut v = new.to_be_bytes().to_vec();
+        v.extend_from_slice(&old.to_be_bytes());
+        b.put(Table::Osts, seq_key(index), v);
+        b.put(Table::Osts, cursor_key(index, new), 0u64.to_be_bytes().to_vec());
+        b.put(Table::Osts, precreated_key(index, new), 0u64.to_be_bytes().to_vec());
+        self.kv.write(b)?;
+        self.kv.persist()?;
+        sq.granted(p);
+        tracing::info!(
+            ost = index,
+            seq = format_args!("{new:#x}"),
+            old = format_args!("{old:#x}"),
+            "new object sequence"
+        );
+        Ok(new)
     }
 
     /// From now on `allocate` never waits for an OST: it takes only
@@ -312,6 +420,7 @@ impl Allocator {
                 active: o.admin_active,
                 connected: o.connected,
                 space: o.space,
+                seq: o.seq,
                 last_used: o.last_used,
             })
             .collect()
@@ -349,7 +458,9 @@ impl Allocator {
     pub fn apply(&self, cmd: &ConfigCmd) -> Result<()> {
         match cmd {
             ConfigCmd::AddTarget { kind: TargetKind::Ost, index, nids, .. } => {
-                let last_used = stored_last_used(&*self.kv, *index)?;
+                let (seq, prev_seq) = stored_seqs(&*self.kv, *index)?;
+                let last_used = if seq == 0 { 0 } else { stored_last_used(&*self.kv, *index, seq)? };
+                let prev_last = if prev_seq == 0 { 0 } else { stored_last_used(&*self.kv, *index, prev_seq)? };
                 let api = (self.factory)(*index, nids);
                 let mut s = self.state.lock();
                 s.removed.remove(index);
@@ -359,12 +470,14 @@ impl Allocator {
                     admin_active: true,
                     connected: false,
                     space: OstStatfs::default(),
+                    seq,
+                    prev: (prev_seq, prev_last),
                     last_used,
                     pool: VecDeque::new(),
                     precreated: last_used,
                     busy: false,
                     generation: 0,
-                    cleaned_at: None,
+                    cleaned_at: BTreeMap::new(),
                 });
             }
             ConfigCmd::TargetRestart { kind: TargetKind::Ost, index, nids, .. } => {
@@ -463,8 +576,8 @@ impl Allocator {
                 }
             }
         };
-        let last_used = self.state.lock().osts.get(&index).map_or(0, |o| o.last_used);
-        let res = self.cleanup_orphans(index, &*api, last_used).and_then(|()| {
+        let cursors = self.state.lock().osts.get(&index).map(|o| [o.prev, (o.seq, o.last_used)]).unwrap_or_default();
+        let res = self.cleanup_orphans(index, &*api, cursors).and_then(|()| {
             api.statfs().map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })
         });
         let mut s = self.state.lock();
@@ -487,23 +600,41 @@ impl Allocator {
         self.changed.notify_all();
     }
 
-    fn cleanup_orphans(&self, index: u32, api: &dyn OstApi, last_used: u64) -> Result<()> {
-        // The OST's own last id covers precreates whose record a crash
-        // lost (records are written, not persisted, before use).
-        let ost_last = api.last_id().map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })?;
-        let precreated = stored_precreated(&*self.kv, index)?.max(ost_last);
-        for id in last_used + 1..=precreated {
-            api.destroy(id).map_err(|e| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() })?;
-        }
-        if precreated > last_used {
-            tracing::info!(ost = index, destroyed = precreated - last_used, "orphan objects cleaned up");
-            let mut b = Batch::new();
-            b.put(Table::Osts, precreated_key(index), last_used.to_be_bytes().to_vec());
-            self.kv.write(b)?;
-        }
-        if let Some(o) = self.state.lock().osts.get_mut(&index) {
-            o.precreated = last_used;
-            o.cleaned_at = Some(o.cleaned_at.map_or(last_used, |c| c.max(last_used)));
+    /// Destroys the unused objects of the previous and the current
+    /// sequence (`cursors`: each with its last id handed out).
+    fn cleanup_orphans(&self, index: u32, api: &dyn OstApi, cursors: [(u64, u64); 2]) -> Result<()> {
+        let ost_err = |e: OstError| MdtError::Ost { ost: index, why: e.to_string(), errno: e.errno() };
+        for (seq, last_used) in cursors {
+            if seq == 0 {
+                continue;
+            }
+            // The OST's own last id covers precreates whose record a crash
+            // lost (records are written, not persisted, before use).
+            let ost_last = api.last_id(seq).map_err(ost_err)?;
+            let precreated = stored_precreated(&*self.kv, index, seq)?.max(ost_last);
+            for oid in last_used + 1..=precreated {
+                api.destroy(OstId::new(seq, oid)).map_err(ost_err)?;
+            }
+            if precreated > last_used {
+                tracing::info!(
+                    ost = index,
+                    seq = format_args!("{seq:#x}"),
+                    destroyed = precreated - last_used,
+                    "orphan objects cleaned up"
+                );
+                let mut b = Batch::new();
+                b.put(Table::Osts, precreated_key(index, seq), last_used.to_be_bytes().to_vec());
+                self.kv.write(b)?;
+            }
+            if let Some(o) = self.state.lock().osts.get_mut(&index) {
+                if o.seq == seq {
+                    // Ids up to the OST's last one are spent (the orphans
+                    // just destroyed): the next precreate comes after them.
+                    o.precreated = precreated.max(last_used);
+                }
+                let c = o.cleaned_at.entry(seq).or_insert(last_used);
+                *c = (*c).max(last_used);
+            }
         }
         Ok(())
     }
@@ -609,7 +740,7 @@ impl Allocator {
             let (id, generation) = self.take_id(&mut s, ost, batch)?;
             if let Some(o) = s.osts.get_mut(&ost) {
                 taken.push(Taken { ost, id, prev: o.last_used, generation, pooled: true });
-                o.last_used = id;
+                o.last_used = id.oid;
                 if o.pooled() < low && !o.busy {
                     s.refill_wanted = true;
                     self.refill.notify_all();
@@ -635,8 +766,8 @@ impl Allocator {
                 // The OST was removed (its objects with it): keep the name.
                 continue;
             };
-            if o.cleaned_at.is_none_or(|c| obj.id <= c) {
-                if obj.id > o.last_used {
+            if o.cleaned_at.get(&obj.id.seq).is_none_or(|&c| obj.id.oid <= c) {
+                if obj.id.seq == o.seq && obj.id.oid > o.last_used {
                     taken.push(Taken {
                         ost: obj.ost,
                         id: obj.id,
@@ -644,7 +775,11 @@ impl Allocator {
                         generation: o.generation,
                         pooled: false,
                     });
-                    o.last_used = obj.id;
+                    o.last_used = obj.id.oid;
+                    stamp_ost(b, obj.ost, obj.id);
+                } else if obj.id.seq == o.prev.0 && obj.id.oid > o.prev.1 {
+                    // The previous sequence's cursor (kept per sequence).
+                    o.prev.1 = obj.id.oid;
                     stamp_ost(b, obj.ost, obj.id);
                 }
                 continue;
@@ -652,7 +787,7 @@ impl Allocator {
             let (id, generation) = self.take_id(&mut s, obj.ost, batch)?;
             if let Some(o) = s.osts.get_mut(&obj.ost) {
                 taken.push(Taken { ost: obj.ost, id, prev: o.last_used, generation, pooled: true });
-                o.last_used = id;
+                o.last_used = id.oid;
             }
             stamp_ost(b, obj.ost, id);
             obj.id = id;
@@ -668,13 +803,13 @@ impl Allocator {
         let mut s = self.state.lock();
         for t in taken.iter().rev() {
             let Some(o) = s.osts.get_mut(&t.ost) else { continue };
-            if o.last_used != t.id || o.generation != t.generation {
-                tracing::warn!(ost = t.ost, id = t.id, "object of a dropped transaction not returned: left on the OST");
+            if o.seq != t.id.seq || o.last_used != t.id.oid || o.generation != t.generation {
+                tracing::warn!(ost = t.ost, id = %t.id, "object of a dropped transaction not returned: left on the OST");
                 continue;
             }
             o.last_used = t.prev;
             if t.pooled {
-                o.untake(t.id);
+                o.untake(t.id.oid);
             }
         }
         drop(s);
@@ -684,7 +819,7 @@ impl Allocator {
     /// The next pooled id of `ost`; when its pool is empty, waits for the
     /// precreate in flight or precreates `batch` itself (the only case a
     /// create waits for an OST).
-    fn take_id(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<(u64, u64)> {
+    fn take_id(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<(OstId, u64)> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "chosen OST vanished"))?;
@@ -711,27 +846,60 @@ impl Allocator {
     /// the new range's end, and adds it to the pool. The caller checked the
     /// OST is not busy.
     fn precreate_into(&self, s: &mut parking_lot::MutexGuard<'_, State>, ost: u32, batch: u32) -> Result<()> {
-        let api = {
+        let width = s.cfg.ost_seq_width.max(1);
+        let (api, rollover) = {
             let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "OST vanished"))?;
+            let used_up = o.seq == 0 || o.precreated.max(o.last_used) >= width;
+            if used_up && !o.pool.is_empty() {
+                // The sequence's last objects are still pooled.
+                return Ok(());
+            }
             o.busy = true;
-            Arc::clone(&o.api)
+            (Arc::clone(&o.api), used_up.then_some(o.seq))
         };
-        let res = parking_lot::MutexGuard::unlocked(s, || api.precreate(batch));
+        if let Some(old) = rollover {
+            let new = parking_lot::MutexGuard::unlocked(s, || self.new_seq(ost, old));
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "OST vanished"))?;
+            match new {
+                Ok(new) => {
+                    o.prev = (o.seq, o.last_used);
+                    o.seq = new;
+                    o.last_used = 0;
+                    o.precreated = 0;
+                    o.reset_pool();
+                }
+                Err(e) => {
+                    o.busy = false;
+                    self.changed.notify_all();
+                    return Err(e);
+                }
+            }
+        }
+        let (seq, count) = {
+            let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "OST vanished"))?;
+            (o.seq, u64::from(batch).min(width - o.precreated.max(o.last_used)) as u32)
+        };
+        let res = parking_lot::MutexGuard::unlocked(s, || api.precreate(seq, count));
         let out = (|| {
             let o = s.osts.get_mut(&ost).ok_or_else(|| MdtError::posix(errno::EIO, "OST vanished"))?;
             match res {
-                Ok((first, last)) if last >= first && first > o.precreated.max(o.last_used) => {
+                Ok((first, last))
+                    if o.seq == seq && last >= first && first > o.precreated.max(o.last_used) && last <= width =>
+                {
                     // Recorded before any of them is used, so a crash
                     // leaves them to the next orphan cleanup.
                     let mut pb = Batch::new();
-                    pb.put(Table::Osts, precreated_key(ost), last.to_be_bytes().to_vec());
+                    pb.put(Table::Osts, precreated_key(ost, seq), last.to_be_bytes().to_vec());
                     self.kv.write(pb)?;
                     o.precreated = last;
                     o.pool.push_back((first, last));
                     Ok(())
                 }
                 Ok((first, last)) => {
-                    let why = format!("precreate gave {first}..={last} after {}", o.precreated.max(o.last_used));
+                    let why = format!(
+                        "precreate in {seq:#x} gave {first}..={last} after {} (width {width})",
+                        o.precreated.max(o.last_used)
+                    );
                     Err(MdtError::Ost { ost, why, errno: errno::EIO })
                 }
                 Err(e) => {
@@ -808,7 +976,7 @@ impl Allocator {
     /// removed, taking it along); `Ok(false)`: retry later (also while the
     /// OST is not added yet: after a restart the config log is replayed
     /// while the destroy log already runs).
-    pub fn destroy(&self, ost: u32, id: u64) -> bool {
+    pub fn destroy(&self, ost: u32, id: OstId) -> bool {
         let api = {
             let s = self.state.lock();
             match s.osts.get(&ost) {
@@ -819,15 +987,15 @@ impl Allocator {
         match api.destroy(id) {
             Ok(()) => true,
             Err(e) => {
-                tracing::debug!(ost, id, error = %e, "destroy deferred");
+                tracing::debug!(ost, %id, error = %e, "destroy deferred");
                 false
             }
         }
     }
 
-    /// OST `index`'s last allocated id (None if unknown).
-    pub fn last_used(&self, index: u32) -> Option<u64> {
-        self.state.lock().osts.get(&index).map(|o| o.last_used)
+    /// OST `index`'s last allocated object (None if unknown).
+    pub fn last_used(&self, index: u32) -> Option<OstId> {
+        self.state.lock().osts.get(&index).map(|o| OstId::new(o.seq, o.last_used))
     }
 
     /// The NIDs of OST `index`.

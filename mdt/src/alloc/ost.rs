@@ -2,7 +2,7 @@
 //! destruction need ([`OstApi`]), and the real implementation over a
 //! ptlrpc import ([`ImportDriver`]) speaking the OST's opcodes and bodies
 //! (`ptlrpc::wire::ost`): CONNECT by target name, CREATE of a precreate
-//! range (the OST picks the ids; replayed after an OST restart like any
+//! range in a sequence (the OST picks the ids; replayed after an OST restart like any
 //! update), DESTROY, STATFS.
 //!
 //! Must not: be called from an async context (calls block on the runtime
@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use ptlrpc::driver::{ImportDriver, ImportRpcError};
 use ptlrpc::import::{ImportConfig, PathId, ReqKind};
 use ptlrpc::portals::OST_REQUEST_PORTAL;
-use ptlrpc::wire::{ConnectData, Op, OstCreate, OstCreateReply, OstObj, WireBody, WireDecode, connect_flags};
+use ptlrpc::wire::{ConnectData, Op, OstCreate, OstCreateReply, OstId, OstObj, WireBody, WireDecode, connect_flags};
 use thiserror::Error;
 
 /// An OST's space.
@@ -51,17 +51,18 @@ impl OstError {
 
 /// What the MDT needs from an OST.
 pub trait OstApi: Send + Sync + fmt::Debug {
-    /// Creates `count` objects; returns the first and last new ids (the
-    /// OST picks them, ascending).
-    fn precreate(&self, count: u32) -> Result<(u64, u64), OstError>;
+    /// Creates `count` objects in sequence `seq`; returns the first and
+    /// last new ids (the OST picks them, ascending, after the sequence's
+    /// last id).
+    fn precreate(&self, seq: u64, count: u32) -> Result<(u64, u64), OstError>;
     /// Destroys object `id` (a missing object is success).
-    fn destroy(&self, id: u64) -> Result<(), OstError>;
+    fn destroy(&self, id: OstId) -> Result<(), OstError>;
     /// Space.
     fn statfs(&self) -> Result<OstStatfs, OstError>;
-    /// The highest object id the OST has created (orphan cleanup destroys
-    /// the unused ones up to it). Default: 0 (unknown: the cleanup goes
-    /// by the MDT's own record of its precreates).
-    fn last_id(&self) -> Result<u64, OstError> {
+    /// The highest object id the OST has created in sequence `seq` (orphan
+    /// cleanup destroys the unused ones up to it). Default: 0 (unknown: the
+    /// cleanup goes by the MDT's own record of its precreates).
+    fn last_id(&self, _seq: u64) -> Result<u64, OstError> {
         Ok(0)
     }
     /// Imperative recovery: the OST restarted (the MGS said so); a
@@ -161,29 +162,30 @@ impl OstApi for RpcOst {
         true
     }
 
-    fn precreate(&self, count: u32) -> Result<(u64, u64), OstError> {
+    fn precreate(&self, seq: u64, count: u32) -> Result<(u64, u64), OstError> {
         let count = count.clamp(1, ptlrpc::wire::ost::MAX_PRECREATE);
-        let r: OstCreateReply = self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { count })?;
+        let r: OstCreateReply = self.call(Op::OstCreate, ReqKind::Modify, &OstCreate { seq, count })?;
         if r.count == 0 {
             return Err(OstError::Errno(crate::error::errno::ENOSPC));
         }
         Ok((r.first, r.first + u64::from(r.count) - 1))
     }
 
-    fn destroy(&self, id: u64) -> Result<(), OstError> {
+    fn destroy(&self, id: OstId) -> Result<(), OstError> {
         match self.call::<_, ()>(Op::OstDestroy, ReqKind::Modify, &OstObj { oid: id }) {
             Err(OstError::Errno(crate::error::errno::ENOENT)) => Ok(()),
             r => r,
         }
     }
 
-    fn last_id(&self) -> Result<u64, OstError> {
-        let ids: ptlrpc::wire::OstIds = self.call(Op::OstGetInfo, ReqKind::Read, &OstObj { oid: 0 })?;
+    fn last_id(&self, seq: u64) -> Result<u64, OstError> {
+        let ids: ptlrpc::wire::OstIds =
+            self.call(Op::OstGetInfo, ReqKind::Read, &OstObj { oid: OstId::new(seq, 0) })?;
         Ok(ids.last_id)
     }
 
     fn statfs(&self) -> Result<OstStatfs, OstError> {
-        let s: ptlrpc::wire::OstStatfs = self.call(Op::OstStatfs, ReqKind::Read, &OstObj { oid: 0 })?;
+        let s: ptlrpc::wire::OstStatfs = self.call(Op::OstStatfs, ReqKind::Read, &OstObj::default())?;
         let kib = |blocks: u64| blocks.saturating_mul(u64::from(s.bsize)) / 1024;
         Ok(OstStatfs { kbytes: kib(s.blocks), kbytes_free: kib(s.bavail) })
     }

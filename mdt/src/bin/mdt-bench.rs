@@ -96,10 +96,10 @@ fn unreachable_ost(i: u32) -> Arc<dyn OstApi> {
     #[derive(Debug)]
     struct None_(u32);
     impl OstApi for None_ {
-        fn precreate(&self, _: u32) -> Result<(u64, u64), mdt::alloc::OstError> {
+        fn precreate(&self, _: u64, _: u32) -> Result<(u64, u64), mdt::alloc::OstError> {
             Err(mdt::alloc::OstError::Unreachable(format!("bench has no OST {}", self.0)))
         }
-        fn destroy(&self, _: u64) -> Result<(), mdt::alloc::OstError> {
+        fn destroy(&self, _: ptlrpc::wire::OstId) -> Result<(), mdt::alloc::OstError> {
             Ok(())
         }
         fn statfs(&self) -> Result<mdt::alloc::OstStatfs, mdt::alloc::OstError> {
@@ -350,6 +350,7 @@ fn main() -> anyhow::Result<()> {
             stripe_size: 1 << 20,
             stripe_count: 1,
             precreate_batch: 1024,
+            ost_seq_width: mdt::alloc::OST_SEQ_WIDTH,
             obd_timeout_s: 100.0,
         }),
     };

@@ -4,21 +4,23 @@
 //!
 //! Must not: hold the namespace's write lock while calling an OST.
 
+use ptlrpc::wire::OstId;
+
 use super::Namespace;
 use crate::error::Result;
 use crate::store::{Batch, Table};
 
-/// A log record: OST index and object id.
-pub(super) fn record(ost: u32, id: u64) -> Vec<u8> {
+/// A log record: OST index and object (sequence, id).
+pub(super) fn record(ost: u32, id: OstId) -> Vec<u8> {
     let mut v = ost.to_be_bytes().to_vec();
-    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&id.key());
     v
 }
 
 /// Parses a log record.
-pub fn parse_record(v: &[u8]) -> Option<(u32, u64)> {
+pub fn parse_record(v: &[u8]) -> Option<(u32, OstId)> {
     let ost = u32::from_be_bytes(v.get(..4)?.try_into().ok()?);
-    let id = u64::from_be_bytes(v.get(4..12)?.try_into().ok()?);
+    let id = OstId::from_key(v.get(4..)?)?;
     Some((ost, id))
 }
 

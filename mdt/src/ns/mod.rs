@@ -61,7 +61,7 @@ pub struct Done {
 #[derive(Debug)]
 struct Writer {
     cursor: FidCursor,
-    seqs: Sequences,
+    seqs: Arc<parking_lot::Mutex<Sequences>>,
     destroy_seq: u64,
 }
 
@@ -230,7 +230,8 @@ impl Namespace {
 
     fn mount_with(kv: Arc<dyn Kv>, alloc: Arc<Allocator>, txn: TxnState, deferred: bool) -> Result<Namespace> {
         let cursor = meta::<FidCursor>(&*kv, CURSOR_KEY)?.unwrap_or_default();
-        let seqs = Sequences::load(&*kv)?;
+        // The allocator grants OST sequences from the same server.
+        let seqs = alloc.seqs()?;
         let destroy_seq = kv
             .range(Table::DestroyLog, &[], crate::store::KEY_END, usize::MAX)?
             .last()
@@ -362,10 +363,11 @@ impl Namespace {
     }
 
     fn grant_locked(&self, w: &mut Writer, owner: &str, count: u32) -> Result<std::ops::Range<u64>> {
-        let p = w.seqs.grant(owner, count);
+        let mut seqs = w.seqs.lock();
+        let p = seqs.grant(owner, count);
         self.kv.write(p.batch())?;
         self.kv.persist()?;
-        Ok(w.seqs.granted(p))
+        Ok(seqs.granted(p))
     }
 
     /// Creates refused because they named a FID not granted to their
@@ -377,7 +379,7 @@ impl Namespace {
     /// A client-chosen FID must lie in a sequence granted to `owner` (a
     /// replay's also in one the MDT took) and name no inode.
     fn check_client_fid(&self, w: &Writer, owner: &str, f: Fid, replay: bool) -> Result<()> {
-        if let Err(r) = w.seqs.check(owner, f, replay) {
+        if let Err(r) = w.seqs.lock().check(owner, f, replay) {
             self.fids_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(client = owner, fid = %f, refusal = ?r, "create with a FID the client was not granted");
             return Err(match r {
@@ -397,8 +399,8 @@ impl Namespace {
     /// durably, when the current one is used up), skipping any in use.
     fn own_fid(&self, w: &mut Writer) -> Result<Fid> {
         loop {
-            let own =
-                w.cursor.seq != 0 && w.seqs.check(seqs::OWN, Fid { seq: w.cursor.seq, oid: 1, ver: 0 }, false).is_ok();
+            let own = w.cursor.seq != 0
+                && w.seqs.lock().check(seqs::OWN, Fid { seq: w.cursor.seq, oid: 1, ver: 0 }, false).is_ok();
             let f = match w.cursor.take().filter(|_| own) {
                 Some(f) => f,
                 None => {

@@ -17,6 +17,7 @@ use crate::check::check_ns;
 use crate::error::errno;
 use crate::inode::{S_IFLNK, S_IFREG};
 use crate::store::FjallKv;
+use ptlrpc::wire::OstId;
 
 type Osts = Arc<Mutex<BTreeMap<u32, Arc<FakeOst>>>>;
 
@@ -439,7 +440,7 @@ fn remount_keeps_namespace_and_cleans_orphans_and_precreated_objects() {
     assert_eq!(errno_of(ns.inode(o.inode.fid)), errno::ENOENT);
     let (done, pending) = ns.process_destroys(100).unwrap();
     assert_eq!((done, pending), (2, 0), "destroys of 'gone' and the orphan replayed");
-    let live: BTreeSet<u64> = ost.objects.lock().clone();
+    let live: BTreeSet<ptlrpc::wire::OstId> = ost.objects.lock().clone();
     assert_eq!(live, BTreeSet::from([keep.layout.unwrap().objects[0].id]), "no leaked or precreated objects");
     assert!(gone.layout.is_some());
     let (n, _) = ns.create(Fid::ROOT, "new", &file()).unwrap();
@@ -601,7 +602,8 @@ fn a_replayed_create_reuses_its_objects_and_cleanup_after_recovery_spares_them()
     // Recovery over: the cleanup runs above the recovered cursor.
     ns.alloc().refresh();
     let a = ns.lookup(Fid::ROOT, "a").unwrap().layout.unwrap().objects[0].id;
-    let live: BTreeSet<u64> = ost.objects.lock().iter().copied().filter(|&id| id <= old.objects[0].id).collect();
+    let live: BTreeSet<ptlrpc::wire::OstId> =
+        ost.objects.lock().iter().copied().filter(|&id| id <= old.objects[0].id).collect();
     assert_eq!(live, BTreeSet::from([a, old.objects[0].id]), "no leaked objects, none destroyed under a file");
     assert_clean(&ns);
 }
@@ -632,7 +634,11 @@ fn objects_of_a_dropped_transaction_go_back_to_the_pool() {
     assert_eq!(errno_of(f.ns.create(Fid::ROOT, "bad", &bad)), errno::EINVAL);
     assert_eq!((f.ns.alloc().pooled(0), f.ns.alloc().last_used(0)), (pooled, Some(first)));
     let (b, _) = f.ns.create(Fid::ROOT, "b", &file()).unwrap();
-    assert_eq!(b.layout.unwrap().objects[0].id, first + 1, "the same object, not a leaked one");
+    assert_eq!(
+        b.layout.unwrap().objects[0].id,
+        OstId::new(first.seq, first.oid + 1),
+        "the same object, not a leaked one"
+    );
 }
 
 #[test]
@@ -666,10 +672,66 @@ fn a_deferred_plan_dropped_by_the_target_returns_its_objects() {
 fn destroys_wait_for_an_ost_the_config_log_has_not_added_yet() {
     let f = fx(0);
     let a = f.ns.alloc();
-    assert!(!a.destroy(0, 5), "not added yet (a restart replaying the config log): kept for later");
+    assert!(!a.destroy(0, OstId::new(1, 5)), "not added yet (a restart replaying the config log): kept for later");
     add_ost(&f.ns, 0);
-    assert!(a.destroy(0, 5));
+    assert!(a.destroy(0, OstId::new(1, 5)));
     a.apply(&ConfigCmd::Deactivate { kind: TargetKind::Ost, index: 0 }).unwrap();
     a.apply(&ConfigCmd::Remove { kind: TargetKind::Ost, index: 0 }).unwrap();
-    assert!(a.destroy(0, 6), "removed: its objects went with it");
+    assert!(a.destroy(0, OstId::new(1, 6)), "removed: its objects went with it");
+}
+
+/// Every object a layout names, by file.
+fn layout_objects(ns: &Namespace, names: &[String]) -> Vec<OstId> {
+    names.iter().flat_map(|n| ns.lookup(Fid::ROOT, n).unwrap().layout.unwrap().objects).map(|o| o.id).collect()
+}
+
+#[test]
+fn a_used_up_ost_sequence_rolls_over_and_no_object_is_named_twice() {
+    let (live, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let osts: Osts = Arc::default();
+    let kv: Arc<dyn Kv> = Arc::new(crate::store::lossy::LossyKv::open(live.path(), disk.path()).unwrap());
+    // Five ids per sequence, precreated three at a time.
+    let cfg = AllocConfig { precreate_batch: 3, ost_seq_width: 5, ..AllocConfig::default() };
+    let ns = Namespace::mount(Arc::clone(&kv), Arc::new(Allocator::new(kv, factory(&osts), cfg.clone()))).unwrap();
+    add_ost(&ns, 0);
+    let names: Vec<String> = (0..12).map(|i| format!("f{i}")).collect();
+    for n in &names {
+        ns.create(Fid::ROOT, n, &file()).unwrap();
+    }
+    ns.kv().persist().unwrap();
+    let before = layout_objects(&ns, &names);
+    let distinct: BTreeSet<OstId> = before.iter().copied().collect();
+    assert_eq!(distinct.len(), before.len(), "no object named twice: {before:?}");
+    let seqs: BTreeSet<u64> = before.iter().map(|o| o.seq).collect();
+    assert!(seqs.len() >= 3, "12 objects at 5 a sequence take 3 sequences: {seqs:?}");
+    assert!(before.iter().all(|o| (1..=5).contains(&o.oid)), "ids stay within the width: {before:?}");
+    // OST sequences come from the sequence server, never a client's.
+    let client = ns.grant_seqs("client-a", 1).unwrap();
+    assert!(seqs.iter().all(|s| !client.contains(s) && *s >= crate::seq::FIRST_SEQ));
+    assert_clean(&ns);
+    // Created but not committed when the MDT crashes: its objects and
+    // any sequence it took are lost with it, but none is handed out again.
+    for i in 12..16 {
+        ns.create(Fid::ROOT, &format!("f{i}"), &file()).unwrap();
+    }
+    // Every object the OST ever made for this MDT: used, lost or pooled.
+    let made: BTreeSet<OstId> = {
+        let o = Arc::clone(&osts.lock()[&0]);
+        let last = o.last.lock().clone();
+        last.iter().flat_map(|(&seq, &n)| (1..=n).map(move |i| OstId::new(seq, i))).collect()
+    };
+    drop(ns);
+    let kv: Arc<dyn Kv> = Arc::new(FjallKv::open(disk.path()).unwrap());
+    let ns = Namespace::mount(Arc::clone(&kv), Arc::new(Allocator::new(kv, factory(&osts), cfg))).unwrap();
+    add_ost(&ns, 0);
+    let again: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    for n in &again {
+        ns.create(Fid::ROOT, n, &file()).unwrap();
+    }
+    for o in layout_objects(&ns, &again) {
+        assert!(!made.contains(&o), "{o} named again after the restart");
+    }
+    let after: BTreeSet<u64> = layout_objects(&ns, &again).iter().map(|o| o.seq).collect();
+    assert!(after.iter().all(|s| !client.contains(s)), "a client's sequence given to an OST: {after:?}");
+    assert_clean(&ns);
 }

@@ -129,7 +129,13 @@ impl MdtOps {
             .alloc()
             .report()
             .into_iter()
-            .map(|o| MdtOstState { index: o.index, active: o.active, connected: o.connected, last_used: o.last_used })
+            .map(|o| MdtOstState {
+                index: o.index,
+                active: o.active,
+                connected: o.connected,
+                seq: o.seq,
+                last_used: o.last_used,
+            })
             .collect();
         let pools = ns.alloc().pools().into_iter().map(|(n, m)| (n, m.into_iter().collect())).collect();
         encode(&GetInfoReply { value, osts, pools })

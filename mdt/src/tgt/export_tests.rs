@@ -153,7 +153,7 @@ fn close(f: &mut Fx, c: &mut Client, handle: u64) -> i32 {
 }
 
 /// The OST objects of `fid`.
-fn objects(ns: &Namespace, fid: Fid) -> Vec<u64> {
+fn objects(ns: &Namespace, fid: Fid) -> Vec<ptlrpc::wire::OstId> {
     ns.inode(fid).unwrap().layout.unwrap().objects.iter().map(|o| o.id).collect()
 }
 
@@ -233,7 +233,7 @@ fn a_disconnect_closes_its_handles_durably() {
         .unwrap();
     assert!(st.success());
     let kv = FjallKv::open(copy.path()).unwrap();
-    let logged: Vec<u64> = kv
+    let logged: Vec<ptlrpc::wire::OstId> = kv
         .range(Table::DestroyLog, &[], crate::store::KEY_END, 64)
         .unwrap()
         .iter()

@@ -50,6 +50,8 @@ transaction_timeout = 5
 index = 0
 commit_interval_ms = {commit_ms}
 obd_timeout_s = {OBD_TIMEOUT_S}
+precreate_batch = 32
+ost_seq_width = 100
 "#,
         data.display(),
         o = pid_octet(),

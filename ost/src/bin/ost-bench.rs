@@ -187,7 +187,9 @@ async fn run(args: Args) -> Result<()> {
             if data.flags & ptlrpc::wire::connect_flags::MULTIMODRPCS != 0 { data.max_mod_rpcs.max(1) } else { 1 };
         println!("writes in flight at once (reply slots negotiated): {slots}");
     }
-    let oid = c.create(1).await?.first;
+    // The sequence an MDT would have been granted (any non-zero one).
+    let seq = 0x2_0000_0400;
+    let oid = ptlrpc::wire::OstId::new(seq, c.create(seq, 1).await?.first);
 
     // BRW write: `inflight` tasks; the import keeps each write's pages
     // until the target commits it, so each write fills fresh ones.
@@ -219,7 +221,11 @@ async fn run(args: Args) -> Result<()> {
     // Reads, twice: first cold (both files' pages dropped from the page
     // cache with posix_fadvise(DONTNEED), so both sides read the disk),
     // then warm (both from the page cache).
-    let obj_path = target_dir.join("O").join(format!("{:02x}", oid & 0xff)).join(format!("{oid:x}"));
+    let obj_path = target_dir
+        .join("O")
+        .join(format!("{seq:x}"))
+        .join(format!("{:02x}", oid.oid & 0xff))
+        .join(format!("{:x}", oid.oid));
     let obj = std::fs::File::open(&obj_path).context("the object's file")?;
     let mut reads = Vec::new();
     for cold in [true, false] {
@@ -331,7 +337,7 @@ fn base_read(f: &std::fs::File, block: &[u8], n: u64, step: u64) -> Result<Durat
 async fn brw_read(
     c: &Arc<OstClient>,
     clnet: &Lnet,
-    oid: u64,
+    oid: ptlrpc::wire::OstId,
     block: &[u8],
     n: u64,
     step: u64,

@@ -17,6 +17,20 @@ use ptlrpc::pinger::PingSettings;
 
 pub const BOUND: Duration = Duration::from_secs(60);
 pub const TARGET: &str = "sheen-OST0000";
+/// The sequence the tests create objects in (what an MDT would have been
+/// granted).
+pub const SEQ: u64 = 0x2_0000_0400;
+
+/// Object `oid` of [`SEQ`].
+pub fn obj(oid: u64) -> ptlrpc::wire::OstId {
+    ptlrpc::wire::OstId::new(SEQ, oid)
+}
+
+/// The file of object `oid` of [`SEQ`] under the target directory `dir`.
+#[allow(dead_code)]
+pub fn object_file(dir: &std::path::Path, oid: ptlrpc::wire::OstId) -> std::path::PathBuf {
+    dir.join("O").join(format!("{:x}", oid.seq)).join(format!("{:02x}", oid.oid & 0xff)).join(format!("{:x}", oid.oid))
+}
 
 fn unique() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -135,8 +135,8 @@ pub struct MdtAttr {
 pub struct StripeObj {
     /// OST index.
     pub ost: u32,
-    /// Object id on that OST.
-    pub id: u64,
+    /// The object on that OST.
+    pub id: super::OstId,
 }
 
 /// What a user asks for (setstripe): 0 means "inherit/default" for size
@@ -632,7 +632,9 @@ pub struct MdtOstState {
     pub active: bool,
     /// Reached (space known).
     pub connected: bool,
-    /// Last object id allocated on it.
+    /// The object sequence this MDT creates in on it (0: none yet).
+    pub seq: u64,
+    /// Last object id allocated in that sequence.
     pub last_used: u64,
 }
 
@@ -749,7 +751,11 @@ mod tests {
 
     #[test]
     fn the_replay_fixup_writes_the_reply_into_creates_and_opens() {
-        let layout = Layout { stripe_size: 1 << 20, pool: String::new(), objects: vec![StripeObj { ost: 1, id: 7 }] };
+        let layout = Layout {
+            stripe_size: 1 << 20,
+            pool: String::new(),
+            objects: vec![StripeObj { ost: 1, id: crate::wire::OstId::new(0x2_0000_0401, 7) }],
+        };
         let fid = Fid { seq: 0x2_0000_0401, oid: 3, ver: 0 };
         let rep = ReintReply {
             attr: Some(MdtAttr { fid, mode: 0o100644, nlink: 1, ..MdtAttr::default() }),
@@ -799,7 +805,7 @@ mod tests {
             layout: Some(Layout {
                 stripe_size: 1 << 20,
                 pool: String::new(),
-                objects: vec![StripeObj { ost: 1, id: 7 }],
+                objects: vec![StripeObj { ost: 1, id: crate::wire::OstId::new(0x2_0000_0401, 7) }],
             }),
             handle: 5,
             pre_versions: vec![1, 2],

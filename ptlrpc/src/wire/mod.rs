@@ -37,7 +37,8 @@ pub use mds::Fid;
 pub use message::{BODY_ALIGN, Frame, MAX_BODY_LEN, encode, encode_raw};
 pub use opcode::{Op, Opcode, ReintOp, Service, UnknownOpcode, UnknownReintOp};
 pub use ost::{
-    Niobuf, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstIds, OstObj, OstPunch, OstSetattr, OstStatfs,
+    Niobuf, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstId, OstIds, OstObj, OstPunch, OstSetattr,
+    OstStatfs,
 };
 
 #[cfg(test)]

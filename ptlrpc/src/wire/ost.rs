@@ -1,9 +1,9 @@
 //! The OST's request and reply bodies (Lustre's `ost_body`, `obdo`,
 //! `niobuf_remote`, `obd_statfs`, in Sheen's shapes).
 //!
-//! Owns: every body the OST service reads or writes — create/precreate
-//! ranges, object
-//! attributes, setattr, punch, bulk read/write with niobufs (offset,
+//! Owns: the name of an OST object ([`OstId`]: sequence and id, Lustre's
+//! `ost_id`) and every body the OST service reads or writes —
+//! create/precreate ranges in a sequence, object attributes, setattr, punch, bulk read/write with niobufs (offset,
 //! length runs laid end to end in one bulk buffer, each with its own
 //! CRC32C when checksums are on), sync, statfs and the last object id.
 //!
@@ -17,6 +17,54 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::BulkDesc;
+
+/// An OST object's name (Lustre's `ost_id`): the sequence it was created
+/// in and its id there (from 1). Each MDT precreates on each OST in a
+/// sequence of its own, granted by its sequence server; a used-up
+/// sequence is followed by a fresh one, so a name is never reused.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[rkyv(derive(Debug))]
+pub struct OstId {
+    /// The sequence.
+    pub seq: u64,
+    /// The id within it.
+    pub oid: u64,
+}
+
+impl OstId {
+    /// Object `oid` of sequence `seq`.
+    pub const fn new(seq: u64, oid: u64) -> OstId {
+        OstId { seq, oid }
+    }
+
+    /// A key that sorts by sequence, then id (big-endian `seq`, `oid`).
+    pub fn key(&self) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&self.seq.to_be_bytes());
+        k[8..].copy_from_slice(&self.oid.to_be_bytes());
+        k
+    }
+
+    /// The id a [`OstId::key`] names (None: not 16 bytes).
+    pub fn from_key(k: &[u8]) -> Option<OstId> {
+        let seq = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+        let oid = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
+        (k.len() == 16).then_some(OstId { seq, oid })
+    }
+}
+
+impl std::fmt::Display for OstId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}:{:#x}", self.seq, self.oid)
+    }
+}
+
+impl ArchivedOstId {
+    /// The native id.
+    pub fn to_native(&self) -> OstId {
+        OstId { seq: self.seq.to_native(), oid: self.oid.to_native() }
+    }
+}
 
 /// Most niobufs one BRW may carry.
 pub const MAX_NIOBUFS: usize = 256;
@@ -36,19 +84,22 @@ pub mod attr_valid {
     pub const MTIME: u32 = 0x4;
 }
 
-/// A request about one object (DESTROY, GETATTR, SYNC).
+/// A request about one object (DESTROY, GETATTR), or none (SYNC, STATFS:
+/// the default), or a sequence (OST_GET_INFO: the last id of `oid.seq`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstObj {
-    /// The object id (0 for SYNC: the whole target).
-    pub oid: u64,
+    /// The object.
+    pub oid: OstId,
 }
 
-/// CREATE: `count` new objects (1 for one object, more to precreate a
-/// range for the MDT).
+/// CREATE: `count` new objects in sequence `seq` (1 for one object, more
+/// to precreate a range for the MDT), after the sequence's last id.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstCreate {
+    /// The sequence (not 0).
+    pub seq: u64,
     /// Objects to create (1..=[`super::ost::MAX_PRECREATE`]).
     pub count: u32,
 }
@@ -56,7 +107,7 @@ pub struct OstCreate {
 /// Most objects one CREATE may make.
 pub const MAX_PRECREATE: u32 = 20_000;
 
-/// The objects CREATE made: `first..first + count`.
+/// The objects CREATE made: ids `first..first + count` of its sequence.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstCreateReply {
@@ -64,7 +115,7 @@ pub struct OstCreateReply {
     pub first: u64,
     /// How many.
     pub count: u32,
-    /// The target's last object id after the create.
+    /// The sequence's last object id after the create.
     pub last_id: u64,
 }
 
@@ -72,8 +123,8 @@ pub struct OstCreateReply {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstAttr {
-    /// The object id.
-    pub oid: u64,
+    /// The object.
+    pub oid: OstId,
     /// Size in bytes.
     pub size: u64,
     /// Bytes allocated on disk (sparse objects hold less than `size`).
@@ -92,8 +143,8 @@ pub struct OstAttr {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstSetattr {
-    /// The object id.
-    pub oid: u64,
+    /// The object.
+    pub oid: OstId,
     /// Which fields to set.
     pub valid: u32,
     /// New size.
@@ -110,8 +161,8 @@ pub struct OstSetattr {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstPunch {
-    /// The object id.
-    pub oid: u64,
+    /// The object.
+    pub oid: OstId,
     /// [`PUNCH_TRUNCATE`] or [`PUNCH_HOLE`].
     pub mode: u32,
     /// Truncate: the new size. Hole: its first byte.
@@ -137,8 +188,8 @@ pub struct Niobuf {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstBrw {
-    /// The object id.
-    pub oid: u64,
+    /// The object.
+    pub oid: OstId,
     /// The runs (at most [`MAX_NIOBUFS`], lengths summing to `bulk.len`).
     pub niobufs: Vec<Niobuf>,
     /// Writes with checksums on: the CRC32C of each run (else empty).
@@ -192,7 +243,7 @@ pub struct OstStatfs {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct OstIds {
-    /// The target's last object id.
+    /// The last object id of the sequence asked about (0: none created).
     pub last_id: u64,
     /// The target's last committed transno.
     pub last_committed: u64,
@@ -204,12 +255,22 @@ mod tests {
 
     #[test]
     fn fixed_bodies_have_pinned_sizes() {
-        assert_eq!(size_of::<ArchivedOstObj>(), 8);
+        assert_eq!(size_of::<ArchivedOstId>(), 16);
+        assert_eq!(size_of::<ArchivedOstObj>(), 16);
+        assert_eq!(size_of::<ArchivedOstCreate>(), 16);
         assert_eq!(size_of::<ArchivedNiobuf>(), 16);
-        assert_eq!(size_of::<ArchivedOstAttr>(), 48);
-        assert_eq!(size_of::<ArchivedOstPunch>(), 32);
+        assert_eq!(size_of::<ArchivedOstAttr>(), 56);
+        assert_eq!(size_of::<ArchivedOstPunch>(), 40);
         assert_eq!(size_of::<ArchivedOstBrwReply>(), 40);
         assert_eq!(size_of::<ArchivedOstIds>(), 16);
+        let id = OstId::new(0x2_0000_0401, 9);
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&OstObj { oid: id }).expect("archives");
+        #[rustfmt::skip]
+        let golden: [u8; 16] = [1, 4, 0, 0, 2, 0, 0, 0,  9, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(&bytes[..], &golden[..]);
+        assert_eq!(OstId::from_key(&id.key()), Some(id));
+        assert!(OstId::new(1, 2).key() < OstId::new(2, 1).key(), "keys sort by sequence first");
+        assert_eq!(OstId::from_key(&[0; 15]), None);
         let n = Niobuf { offset: 0x0102_0304_0506_0708, len: 4096, flags: 0 };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&n).expect("archives");
         #[rustfmt::skip]
@@ -220,7 +281,7 @@ mod tests {
     #[test]
     fn brw_round_trips_and_rejects_truncation() {
         let b = OstBrw {
-            oid: 9,
+            oid: OstId::new(0x2_0000_0401, 9),
             niobufs: vec![Niobuf { offset: 0, len: 4096, flags: 0 }, Niobuf { offset: 8192, len: 100, flags: 0 }],
             cksums: vec![1, 2],
             bulk: BulkDesc { match_bits: 5, len: 4196, cksum_type: 4, cksum: 3 },
