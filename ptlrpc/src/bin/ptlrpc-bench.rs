@@ -169,11 +169,14 @@ struct Measured {
     lat_ns: Vec<u64>,
     /// CPU seconds the client and server processes spent meanwhile.
     cpu_s: f64,
+    /// Thread switches (voluntary and not) in both processes meanwhile.
+    switches: f64,
 }
 
 impl Measured {
     fn add(&mut self, o: Measured) {
         self.cpu_s += o.cpu_s;
+        self.switches += o.switches;
         self.ops += o.ops;
         self.bytes += o.bytes;
         self.elapsed += o.elapsed;
@@ -181,7 +184,7 @@ impl Measured {
     }
 
     fn from_lst(s: Sample) -> Measured {
-        Measured { ops: s.ops, bytes: s.bytes, elapsed: s.elapsed, lat_ns: s.lat_ns, cpu_s: 0.0 }
+        Measured { ops: s.ops, bytes: s.bytes, elapsed: s.elapsed, lat_ns: s.lat_ns, ..Measured::default() }
     }
 
     /// Microseconds of CPU (client + server process) per operation.
@@ -189,8 +192,16 @@ impl Measured {
         if self.ops == 0 { 0.0 } else { self.cpu_s * 1e6 / self.ops as f64 }
     }
 
-    fn with_cpu(mut self, cpu_s: f64) -> Measured {
-        self.cpu_s = cpu_s;
+    /// Thread switches (client + server process) per operation.
+    fn switches_per_op(&self) -> f64 {
+        if self.ops == 0 { 0.0 } else { self.switches / self.ops as f64 }
+    }
+
+    /// Takes the CPU time and thread switches spent since `since`.
+    fn with_usage(mut self, since: Usage, server: Option<u32>) -> Measured {
+        let now = Usage::now(server);
+        self.cpu_s = now.cpu_s - since.cpu_s;
+        self.switches = now.switches - since.switches;
         self
     }
 
@@ -260,31 +271,41 @@ async fn client(args: Args) -> anyhow::Result<()> {
         let mut ours = Measured::default();
         let mut base = Measured::default();
         for _ in 0..segments {
-            let c0 = cpu_seconds(server_pid);
+            let u0 = Usage::now(server_pid);
             if args.alone != Some(Alone::Ptlrpc) {
                 let m = run_lst(&lnet, peer, test, inflight, args.size, seg).await?;
-                base.add(m.with_cpu(cpu_seconds(server_pid) - c0));
+                base.add(m.with_usage(u0, server_pid));
             }
-            let c1 = cpu_seconds(server_pid);
+            let u1 = Usage::now(server_pid);
             if args.alone != Some(Alone::Lst) {
                 let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, false).await?;
-                ours.add(m.with_cpu(cpu_seconds(server_pid) - c1));
+                ours.add(m.with_usage(u1, server_pid));
             }
         }
-        let cpu = (ours.cpu_us_per_op(), base.cpu_us_per_op());
+        let cost = Cost {
+            ours: (ours.cpu_us_per_op(), ours.switches_per_op()),
+            base: (base.cpu_us_per_op(), base.switches_per_op()),
+        };
         if args.alone == Some(Alone::Lst) {
             // lnet-selftest's figures in the first column, no ratio.
-            report(args.json, &format!("{name}_lst"), test, &base.summary(), None, (cpu.1, 0.0));
+            report(
+                args.json,
+                &format!("{name}_lst"),
+                test,
+                &base.summary(),
+                None,
+                Cost { ours: cost.base, base: (0.0, 0.0) },
+            );
             continue;
         }
         let base = args.alone.is_none().then(|| base.summary());
-        report(args.json, name, test, &ours.summary(), base.as_ref(), cpu);
+        report(args.json, name, test, &ours.summary(), base.as_ref(), cost);
         if test != Test::Ping && args.alone != Some(Alone::Lst) && (args.only.is_empty() || wanted("crc32c")) {
             let mut ck = Measured::default();
             for _ in 0..segments {
-                let c0 = cpu_seconds(server_pid);
+                let u0 = Usage::now(server_pid);
                 let m = run_ptlrpc(&lnet, &rpc, test, inflight, args.size, seg, true).await?;
-                ck.add(m.with_cpu(cpu_seconds(server_pid) - c0));
+                ck.add(m.with_usage(u0, server_pid));
             }
             report(
                 args.json,
@@ -292,7 +313,7 @@ async fn client(args: Args) -> anyhow::Result<()> {
                 test,
                 &ck.summary(),
                 base.as_ref(),
-                (ck.cpu_us_per_op(), cpu.1),
+                Cost { ours: (ck.cpu_us_per_op(), ck.switches_per_op()), base: cost.base },
             );
         }
     }
@@ -307,21 +328,66 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * m).round() / m
 }
 
-/// CPU seconds (user + system, all threads) of this process and of the
-/// server process `server` so far, from `/proc` (0 for what is unreadable).
-fn cpu_seconds(server: Option<u32>) -> f64 {
-    let of = |path: String| {
-        let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
-        // After the command name: state is field 3, utime 14, stime 15.
-        let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
-    };
-    of("/proc/self/stat".into()) + server.map_or(0.0, |p| of(format!("/proc/{p}/stat")))
+/// CPU time and thread switches of this process and the server process
+/// so far, from `/proc` (0 for what is unreadable).
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    /// CPU seconds, user + system, all threads.
+    cpu_s: f64,
+    /// Context switches, voluntary and not, summed over the threads alive
+    /// now (the bench's threads live for the whole run).
+    switches: f64,
 }
 
-fn report(json: bool, name: &str, test: Test, ours: &Summary, base: Option<&Summary>, cpu: (f64, f64)) {
+impl Usage {
+    fn now(server: Option<u32>) -> Usage {
+        let pids = ["self".to_string()].into_iter().chain(server.map(|p| p.to_string()));
+        let mut u = Usage::default();
+        for pid in pids {
+            u.cpu_s += cpu_seconds(&pid);
+            u.switches += switches(&pid);
+        }
+        u
+    }
+}
+
+/// CPU seconds (user + system, all threads) of process `pid` so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // After the command name: state is field 3, utime 14, stime 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Context switches (voluntary and not) of process `pid`'s threads so far.
+fn switches(pid: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let mut n = 0.0;
+    for t in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else { continue };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<f64>().unwrap_or(0.0);
+            }
+        }
+    }
+    n
+}
+
+/// What a test cost per operation: (CPU µs, thread switches) for the
+/// system measured and for the baseline.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    ours: (f64, f64),
+    base: (f64, f64),
+}
+
+fn report(json: bool, name: &str, test: Test, ours: &Summary, base: Option<&Summary>, cost: Cost) {
     let value = |s: &Summary| if test == Test::Ping { s.msg_s } else { s.gb_s };
     let (unit, digits) = if test == Test::Ping { ("msg/s", 0) } else { ("GB/s", 2) };
     let bname = if test == Test::Ping {
@@ -348,15 +414,20 @@ fn report(json: bool, name: &str, test: Test, ours: &Summary, base: Option<&Summ
         if let Some(b) = base {
             line["baseline_p50_us"] = round(b.p50_us, 1).into();
         }
-        line["cpu_us_per_op"] = round(cpu.0, 1).into();
-        line["baseline_cpu_us_per_op"] = round(cpu.1, 1).into();
+        line["cpu_us_per_op"] = round(cost.ours.0, 1).into();
+        line["baseline_cpu_us_per_op"] = round(cost.base.0, 1).into();
+        line["switches_per_op"] = round(cost.ours.1, 2).into();
+        line["baseline_switches_per_op"] = round(cost.base.1, 2).into();
         println!("{line}");
     } else {
         let b = base.map_or(String::new(), |b| {
             format!("  vs {bname} {:.2} {unit} p50 {:.1} us -> ratio {:.2}", value(b), b.p50_us, ratio.unwrap_or(0.0))
         });
         println!("{name:>18}: {:>10.2} {unit} p50 {:>7.1} us p99 {:>7.1} us{b}", value(ours), ours.p50_us, ours.p99_us);
-        println!("{:>18}  CPU (client + server) {:.1} us/op vs {:.1} us/op", "", cpu.0, cpu.1);
+        println!(
+            "{:>18}  CPU (client + server) {:.1} us/op vs {:.1} us/op, thread switches {:.2}/op vs {:.2}/op",
+            "", cost.ours.0, cost.base.0, cost.ours.1, cost.base.1
+        );
     }
 }
 
