@@ -20,6 +20,23 @@ fn pct(used: u64, total: u64) -> String {
 
 /// `sheen df`: space per target, then the file system's total (like `lfs df`).
 /// `progress` ends before the table is printed.
+/// `sheen check`: the MDT runs its namespace checker and asks every OST
+/// about every object; prints the problems (none: "clean"). Returns
+/// whether it is clean.
+pub async fn check(fs: &Sheen, fmt: Format) -> crate::error::Result<bool> {
+    let r = fs.mdc().get_info("check").await?;
+    match fmt {
+        Format::Json => println!("{}", serde_json::json!({"clean": r.problems.is_empty(), "problems": r.problems})),
+        Format::Table => {
+            for p in &r.problems {
+                println!("PROBLEM: {p}");
+            }
+            println!("{}", if r.problems.is_empty() { "clean" } else { "INCONSISTENT" });
+        }
+    }
+    Ok(r.problems.is_empty())
+}
+
 pub async fn df(fs: &Sheen, fmt: Format, progress: &Progress) -> bool {
     let rows = fs.df().await;
     progress.done();

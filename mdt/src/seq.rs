@@ -221,6 +221,11 @@ impl Sequences {
         if mine(owner) || (replay && mine(OWN)) { Ok(()) } else { Err(Refusal::NotGranted) }
     }
 
+    /// The sequences granted to `owner` (the ones still remembered).
+    pub fn granted_to(&self, owner: &str) -> Vec<u64> {
+        self.grants.get(owner).map_or_else(Vec::new, |g| g.runs.iter().flat_map(|&(s, e)| s..e).collect())
+    }
+
     /// The controller's cursor (the next super-sequence's start).
     pub fn controller(&self) -> SeqController {
         self.ctl

@@ -53,6 +53,11 @@ impl OstApi for FakeOst {
         Ok(())
     }
 
+    fn exists(&self, id: OstId) -> Result<bool, OstError> {
+        self.up()?;
+        Ok(self.objects.lock().contains(&id))
+    }
+
     fn statfs(&self) -> Result<OstStatfs, OstError> {
         self.up()?;
         Ok(*self.space.lock())

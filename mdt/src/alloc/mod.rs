@@ -998,6 +998,17 @@ impl Allocator {
         self.state.lock().osts.get(&index).map(|o| OstId::new(o.seq, o.last_used))
     }
 
+    /// OST `index`'s connection (the namespace checker asks it about
+    /// objects).
+    pub fn api(&self, index: u32) -> Option<Arc<dyn OstApi>> {
+        self.state.lock().osts.get(&index).map(|o| Arc::clone(&o.api))
+    }
+
+    /// The sequences OST `index` was granted (current and older ones).
+    pub fn ost_seqs(&self, index: u32) -> Result<Vec<u64>> {
+        Ok(self.seqs()?.lock().granted_to(&seq_owner(index)))
+    }
+
     /// The NIDs of OST `index`.
     pub fn nids(&self, index: u32) -> Option<Vec<String>> {
         self.state.lock().osts.get(&index).map(|o| o.nids.clone())

@@ -59,6 +59,8 @@ pub trait OstApi: Send + Sync + fmt::Debug {
     fn destroy(&self, id: OstId) -> Result<(), OstError>;
     /// Space.
     fn statfs(&self) -> Result<OstStatfs, OstError>;
+    /// Whether object `id` exists (a GETATTR; the namespace checker).
+    fn exists(&self, id: OstId) -> Result<bool, OstError>;
     /// The highest object id the OST has created in sequence `seq` (orphan
     /// cleanup destroys the unused ones up to it). Default: 0 (unknown: the
     /// cleanup goes by the MDT's own record of its precreates).
@@ -175,6 +177,14 @@ impl OstApi for RpcOst {
         match self.call::<_, ()>(Op::OstDestroy, ReqKind::Modify, &OstObj { oid: id }) {
             Err(OstError::Errno(crate::error::errno::ENOENT)) => Ok(()),
             r => r,
+        }
+    }
+
+    fn exists(&self, id: OstId) -> Result<bool, OstError> {
+        match self.call::<_, ptlrpc::wire::OstAttr>(Op::OstGetattr, ReqKind::Read, &OstObj { oid: id }) {
+            Ok(_) => Ok(true),
+            Err(OstError::Errno(crate::error::errno::ENOENT)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -99,6 +99,9 @@ fn unreachable_ost(i: u32) -> Arc<dyn OstApi> {
         fn precreate(&self, _: u64, _: u32) -> Result<(u64, u64), mdt::alloc::OstError> {
             Err(mdt::alloc::OstError::Unreachable(format!("bench has no OST {}", self.0)))
         }
+        fn exists(&self, _: ptlrpc::wire::OstId) -> Result<bool, mdt::alloc::OstError> {
+            Ok(false)
+        }
         fn destroy(&self, _: ptlrpc::wire::OstId) -> Result<(), mdt::alloc::OstError> {
             Ok(())
         }

@@ -735,3 +735,30 @@ fn a_used_up_ost_sequence_rolls_over_and_no_object_is_named_twice() {
     assert!(after.iter().all(|s| !client.contains(s)), "a client's sequence given to an OST: {after:?}");
     assert_clean(&ns);
 }
+
+#[test]
+fn the_checker_asks_the_osts_and_finds_dangling_and_leaked_objects() {
+    let f = fx(1);
+    for n in ["a", "b", "c"] {
+        f.ns.create(Fid::ROOT, n, &file()).unwrap();
+    }
+    let r = crate::check::check_osts(&f.ns).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert!(r.asked >= 3 && r.pooled > 0, "{r:?}");
+    let obj = |n: &str| f.ns.lookup(Fid::ROOT, n).unwrap().layout.unwrap().objects[0].id;
+    let ost = Arc::clone(&f.osts.lock()[&0]);
+    // An unlinked file's object waiting in the destroy log is no problem.
+    let c = obj("c");
+    f.ns.unlink(Fid::ROOT, "c", false, Timestamp::secs(11)).unwrap();
+    assert!(crate::check::check_osts(&f.ns).unwrap().problems.is_empty());
+    // Destroyed, then back on the OST with no log entry: leaked.
+    f.ns.process_destroys(16).unwrap();
+    ost.objects.lock().insert(c);
+    // A file whose object the OST lost: dangling.
+    let a = obj("a");
+    ost.objects.lock().remove(&a);
+    let p = crate::check::check_osts(&f.ns).unwrap().problems;
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().any(|l| l.contains(&a.to_string()) && l.contains("dangling")), "{p:?}");
+    assert!(p.iter().any(|l| l.contains(&c.to_string()) && l.contains("leaked")), "{p:?}");
+}

@@ -113,6 +113,7 @@ impl MdtOps {
     fn get_info(&self, r: &GetInfoReq) -> Result<Vec<u8>, Errno> {
         let ns = &self.ns;
         let bound = std::time::Duration::from_millis(u64::from(r.wait_ms)).min(crate::mgs::MAX_WAIT);
+        let mut problems = Vec::new();
         let value = match r.key.as_str() {
             "config_applied" => self.progress.wait_applied(r.at_least, bound),
             "last_committed" => ns.txn().committed(),
@@ -123,6 +124,14 @@ impl MdtOps {
             // An administrator's "flush the destroy log now": answers what is
             // still pending afterwards.
             "process_destroys" => ns.process_destroys(4096)?.1 as u64,
+            // The namespace checker, then every OST asked about every
+            // object of its sequences (`crate::check`): the value is the
+            // number of problems, listed in `problems`.
+            "check" => {
+                problems = crate::check::check_ns(ns)?.problems;
+                problems.extend(crate::check::check_osts(ns)?.problems);
+                problems.len() as u64
+            }
             _ => return Err(Errno::EINVAL),
         };
         let osts = ns
@@ -138,7 +147,7 @@ impl MdtOps {
             })
             .collect();
         let pools = ns.alloc().pools().into_iter().map(|(n, m)| (n, m.into_iter().collect())).collect();
-        encode(&GetInfoReply { value, osts, pools })
+        encode(&GetInfoReply { value, osts, pools, problems })
     }
 
     /// A read (see [`is_read`] — `MDS_SYNC` excepted, which needs the

@@ -648,6 +648,9 @@ pub struct GetInfoReply {
     pub osts: Vec<MdtOstState>,
     /// Pools and their OSTs, as `name` and indices.
     pub pools: Vec<(String, Vec<u32>)>,
+    /// `check`: every inconsistency found, one line each (the value is
+    /// their count).
+    pub problems: Vec<String>,
 }
 
 /// `SEQ_QUERY` operations (Lustre's `seq_op`).
