@@ -24,7 +24,14 @@
 //! thread unless this client has a request in flight that changes that
 //! directory (the kernel then holds its lock while the request waits for
 //! the MDT, which waits for this cancel): then it is left to the
-//! invalidation thread, and the cancel goes at once. Before a change of
+//! invalidation thread, and the cancel goes at once. The kernel may also
+//! hold the directory's lock for a request this client cannot see as a
+//! change — a lookup in that directory waiting for the MDT, which waits
+//! for this cancel: so the callback waits for `inval_entry` at most
+//! [`INVAL_WAIT`] (it runs on its own thread), then cancels anyway and
+//! the kernel drops the name once it lets go of the directory (counted
+//! in [`FuseCache::inval_waits`]): a moment's stale name instead of a
+//! deadlock ended only by the MDT evicting this client. Before a change of
 //! its own the client gives up the locks the change would call back
 //! (Lustre's early lock cancel: the cancel is queued on the import ahead
 //! of the change, its reply not waited for);
@@ -64,6 +71,10 @@ use crate::locks::{Held, LockCache};
 /// The TTL of what a lock covers.
 pub(super) const LOCKED_TTL: Duration = Duration::from_secs(60);
 
+/// How long a blocking callback waits for the kernel to drop a name
+/// before it cancels the lock anyway (see the module docs).
+pub const INVAL_WAIT: Duration = Duration::from_secs(1);
+
 enum Inval {
     Inode(u64),
     Entry(u64, OsString),
@@ -89,6 +100,10 @@ pub struct FuseCache {
     busy: Mutex<HashMap<Fid, usize>>,
     notifier: OnceLock<fuser::Notifier>,
     deferred: Mutex<std::sync::mpsc::Sender<Inval>>,
+    /// Name invalidations a callback waits for (bounded), each with its
+    /// completion.
+    bounded: Mutex<std::sync::mpsc::Sender<(Inval, std::sync::mpsc::SyncSender<()>)>>,
+    inval_waits: AtomicU64,
 }
 
 impl std::fmt::Debug for FuseCache {
@@ -123,6 +138,7 @@ impl FuseCache {
     /// notifications wait for [`FuseCache::set_notifier`]).
     pub fn new(fs: Arc<Sheen>, rt: tokio::runtime::Handle) -> Arc<FuseCache> {
         let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+        let (btx, brx) = std::sync::mpsc::channel::<(Inval, std::sync::mpsc::SyncSender<()>)>();
         let cache = Arc::new(FuseCache {
             fs,
             rt,
@@ -132,6 +148,8 @@ impl FuseCache {
             busy: Mutex::new(HashMap::new()),
             notifier: OnceLock::new(),
             deferred: Mutex::new(tx),
+            bounded: Mutex::new(btx),
+            inval_waits: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cache);
         let _ = std::thread::Builder::new().name("sheen-inval".into()).spawn(move || {
@@ -140,7 +158,33 @@ impl FuseCache {
                 c.notify(&job);
             }
         });
+        let weak = Arc::downgrade(&cache);
+        let _ = std::thread::Builder::new().name("sheen-inval-cb".into()).spawn(move || {
+            while let Ok((job, done)) = brx.recv() {
+                let Some(c) = weak.upgrade() else { return };
+                c.notify(&job);
+                let _ = done.try_send(());
+            }
+        });
         cache
+    }
+
+    /// Callbacks that cancelled before the kernel had dropped a name (it
+    /// held the directory's lock longer than [`INVAL_WAIT`]).
+    pub fn inval_waits(&self) -> u64 {
+        self.inval_waits.load(Ordering::Relaxed)
+    }
+
+    /// `job` done by the kernel, waited for at most [`INVAL_WAIT`].
+    fn notify_bounded(&self, job: Inval) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.bounded.lock().send((job, done)).is_err() {
+            return;
+        }
+        if wait.recv_timeout(INVAL_WAIT).is_err() {
+            self.inval_waits.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("the kernel holds a directory a called-back name is in; cancelling without waiting");
+        }
     }
 
     /// The kernel channel (once the mount is up).
@@ -338,8 +382,14 @@ impl FuseCache {
             }
         }
         for (dir, job) in jobs {
-            let busy = matches!(job, Inval::Entry(..)) && self.busy.lock().contains_key(&dir);
-            if now && !busy { self.notify(&job) } else { self.defer(job) }
+            let entry = matches!(job, Inval::Entry(..));
+            let busy = entry && self.busy.lock().contains_key(&dir);
+            match (now && !busy, entry) {
+                // inval_inode takes no kernel lock.
+                (true, false) => self.notify(&job),
+                (true, true) => self.notify_bounded(job),
+                (false, _) => self.defer(job),
+            }
         }
     }
 
