@@ -48,7 +48,7 @@ async fn client_lnet(addr: Ipv4Addr) -> Lnet {
 async fn with_two_mounts<T: Send + 'static>(f: impl FnOnce(PathBuf, PathBuf, Ipv4Addr) -> T + Send + 'static) -> T {
     common::ensure_daemons();
     let (a, b) = common::net();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::test_dir();
     let host = |n: u8| Ipv4Addr::new(127, a, b, n);
     let layout = Layout {
         fsname: "sheen".into(),

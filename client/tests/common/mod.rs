@@ -4,12 +4,61 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use client::up::{Cluster, Layout};
 use lnet::{Lnet, LnetConfig, NetConfig, TcpConfig};
 use ptlrpc::wire::mds::StripeSpec;
 
 pub const KIB: usize = 1024;
+
+/// A test's data directory. Dropped — at the test's end, or while a
+/// panic unwinds — it first detaches every mount under it (`umount -l`)
+/// and SIGKILLs every process still running with it on its command line
+/// (the `sheen-mds`/`sheen-oss` it started, a `sheen mount`), so a failed
+/// test leaves no daemon holding its addresses for the next run.
+pub struct TestDir(pub tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = tempfile::TempDir;
+    fn deref(&self) -> &tempfile::TempDir {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        reap(self.0.path());
+    }
+}
+
+/// A fresh [`TestDir`].
+pub fn test_dir() -> TestDir {
+    TestDir(tempfile::tempdir().unwrap())
+}
+
+/// Detaches the mounts under `dir` and kills the processes naming it.
+pub fn reap(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        for mp in mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|mp| mp.starts_with(&needle)) {
+            let _ = std::process::Command::new("umount").args(["-l", mp]).status();
+        }
+    }
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmd).replace('\0', " ").contains(&needle) {
+            eprintln!("reaping pid {pid} left running by the test");
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
 
 pub fn net() -> (u8, u8) {
     let p = std::process::id();
@@ -33,15 +82,15 @@ pub fn ensure_daemons() {
     assert!(st.success(), "building sheen-mds and sheen-oss");
 }
 
-pub async fn up(tag: u8) -> (tempfile::TempDir, Cluster, Lnet) {
+pub async fn up(tag: u8) -> (TestDir, Cluster, Lnet) {
     up_on(tag, 7998).await
 }
 
 /// A file system on the test file's own lnet `port`.
-pub async fn up_on(tag: u8, port: u16) -> (tempfile::TempDir, Cluster, Lnet) {
+pub async fn up_on(tag: u8, port: u16) -> (TestDir, Cluster, Lnet) {
     ensure_daemons();
     let (a, b) = net();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = test_dir();
     let layout = Layout {
         fsname: "sheen".into(),
         // The pid picks the /24, the tag the hosts in it, so two test
