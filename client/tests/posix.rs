@@ -22,31 +22,6 @@ use common::*;
 use rustix::fs::{FallocateFlags, XattrFlags};
 
 const PORT: u16 = 8008;
-const NOBODY: u32 = 65534;
-const OTHER: u32 = 4242;
-
-fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
-    r.expect_err("the call should fail").raw_os_error().expect("an OS error")
-}
-
-fn rerrno<T: std::fmt::Debug>(r: rustix::io::Result<T>) -> i32 {
-    r.expect_err("the call should fail").raw_os_error()
-}
-
-/// Runs `f` on a thread acting as `uid`/`gid` (no supplementary groups).
-fn as_user<T: Send + 'static>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        use rustix::process::{Gid, Uid};
-        rustix::thread::set_thread_groups(&[]).unwrap();
-        let g = Gid::from_raw(gid);
-        rustix::thread::set_thread_res_gid(g, g, g).unwrap();
-        let u = Uid::from_raw(uid);
-        rustix::thread::set_thread_res_uid(u, u, u).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
 
 fn names(dir: &Path) -> Vec<String> {
     let mut n: Vec<String> =
@@ -66,17 +41,18 @@ async fn permissions_and_ownership() {
         fs::write(m.join("secret"), b"s").unwrap();
         fs::set_permissions(m.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
         let p = m.join("secret");
-        let e = as_user(NOBODY, NOBODY, move || (errno(fs::read(&p)), errno(OpenOptions::new().write(true).open(&p))));
+        let e =
+            as_user(NOBODY, NOBODY, &[], move || (errno(fs::read(&p)), errno(OpenOptions::new().write(true).open(&p))));
         assert_eq!(e, (libc::EACCES, libc::EACCES));
         // Given to that user it can; its mode bits apply to it, not to root.
         std::os::unix::fs::chown(m.join("secret"), Some(NOBODY), Some(NOBODY)).unwrap();
         let md = fs::metadata(m.join("secret")).unwrap();
         assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (NOBODY, NOBODY, 0o600));
         let p = m.join("secret");
-        assert_eq!(as_user(NOBODY, NOBODY, move || fs::read(&p).unwrap()), b"s");
+        assert_eq!(as_user(NOBODY, NOBODY, &[], move || fs::read(&p).unwrap()), b"s");
         // Only root gives files away; the owner may change its mode.
         let p = m.join("secret");
-        let (chown, chmod) = as_user(NOBODY, NOBODY, move || {
+        let (chown, chmod) = as_user(NOBODY, NOBODY, &[], move || {
             (
                 errno(std::os::unix::fs::chown(&p, Some(OTHER), None)),
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o640)),
@@ -88,39 +64,39 @@ async fn permissions_and_ownership() {
         // Not the owner: no chmod.
         let p = m.join("secret");
         assert_eq!(
-            as_user(OTHER, OTHER, move || errno(fs::set_permissions(&p, fs::Permissions::from_mode(0o777)))),
+            as_user(OTHER, OTHER, &[], move || errno(fs::set_permissions(&p, fs::Permissions::from_mode(0o777)))),
             libc::EPERM
         );
         // Group bits apply to the group.
         let p = m.join("secret");
-        assert_eq!(as_user(OTHER, NOBODY, move || fs::read(&p).unwrap()), b"s");
+        assert_eq!(as_user(OTHER, NOBODY, &[], move || fs::read(&p).unwrap()), b"s");
         // A directory without write permission: no create, no unlink.
         fs::create_dir(m.join("ro")).unwrap();
         fs::write(m.join("ro/f"), b"x").unwrap();
         fs::set_permissions(m.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
         let d = m.join("ro");
-        let (c, u) = as_user(NOBODY, NOBODY, move || {
+        let (c, u) = as_user(NOBODY, NOBODY, &[], move || {
             (errno(fs::write(d.join("new"), b"y")), errno(fs::remove_file(d.join("f"))))
         });
         assert_eq!((c, u), (libc::EACCES, libc::EACCES));
         // Without search (x) permission nothing under it is reachable.
         fs::set_permissions(m.join("ro"), fs::Permissions::from_mode(0o700)).unwrap();
         let d = m.join("ro");
-        assert_eq!(as_user(NOBODY, NOBODY, move || errno(fs::metadata(d.join("f")))), libc::EACCES);
+        assert_eq!(as_user(NOBODY, NOBODY, &[], move || errno(fs::metadata(d.join("f")))), libc::EACCES);
         // A sticky, world-writable directory: users remove only their own files.
         fs::create_dir(m.join("tmp")).unwrap();
         fs::set_permissions(m.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
         let d = m.join("tmp");
-        as_user(NOBODY, NOBODY, move || fs::write(d.join("mine"), b"n").unwrap());
+        as_user(NOBODY, NOBODY, &[], move || fs::write(d.join("mine"), b"n").unwrap());
         let md = fs::metadata(m.join("tmp/mine")).unwrap();
         assert_eq!((md.uid(), md.gid()), (NOBODY, NOBODY), "a create takes the caller's ids");
         let d = m.join("tmp");
-        assert_eq!(as_user(OTHER, OTHER, move || errno(fs::remove_file(d.join("mine")))), libc::EPERM);
+        assert_eq!(as_user(OTHER, OTHER, &[], move || errno(fs::remove_file(d.join("mine")))), libc::EPERM);
         let d = m.join("tmp");
-        as_user(NOBODY, NOBODY, move || fs::remove_file(d.join("mine")).unwrap());
+        as_user(NOBODY, NOBODY, &[], move || fs::remove_file(d.join("mine")).unwrap());
         // The umask applies to creates.
         let d = m.join("tmp");
-        let mode = as_user(NOBODY, NOBODY, move || {
+        let mode = as_user(NOBODY, NOBODY, &[], move || {
             let f = OpenOptions::new().write(true).create_new(true).mode(0o666).open(d.join("u")).unwrap();
             f.metadata().unwrap().mode() & 0o777
         });
@@ -129,7 +105,7 @@ async fn permissions_and_ownership() {
         fs::write(m.join("setid"), b"").unwrap();
         fs::set_permissions(m.join("setid"), fs::Permissions::from_mode(0o6777)).unwrap();
         let p = m.join("setid");
-        as_user(NOBODY, NOBODY, move || OpenOptions::new().write(true).open(&p).unwrap().write_all(b"x").unwrap());
+        as_user(NOBODY, NOBODY, &[], move || OpenOptions::new().write(true).open(&p).unwrap().write_all(b"x").unwrap());
         assert_eq!(fs::metadata(m.join("setid")).unwrap().mode() & 0o7777, 0o777);
         // Times: utimes sets what stat shows.
         let f = File::options().write(true).open(m.join("secret")).unwrap();

@@ -24,34 +24,8 @@ use common::*;
 use rustix::fs::{Access, AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, XattrFlags};
 
 const PORT: u16 = 8044;
-const NOBODY: u32 = 65534;
-const OTHER: u32 = 4242;
 const GRP: u32 = 4300;
 const GRP2: u32 = 4301;
-
-fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
-    r.expect_err("the call should fail").raw_os_error().expect("an OS error")
-}
-
-fn rerrno<T: std::fmt::Debug>(r: rustix::io::Result<T>) -> i32 {
-    r.expect_err("the call should fail").raw_os_error()
-}
-
-/// Runs `f` on a thread acting as `uid`/`gid` with supplementary `groups`.
-fn as_user<T: Send + 'static>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T + Send + 'static) -> T {
-    let groups: Vec<rustix::process::Gid> = groups.iter().map(|&g| rustix::process::Gid::from_raw(g)).collect();
-    std::thread::spawn(move || {
-        use rustix::process::{Gid, Uid};
-        rustix::thread::set_thread_groups(&groups).unwrap();
-        let g = Gid::from_raw(gid);
-        rustix::thread::set_thread_res_gid(g, g, g).unwrap();
-        let u = Uid::from_raw(uid);
-        rustix::thread::set_thread_res_uid(u, u, u).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
 
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().mode() & 0o7777

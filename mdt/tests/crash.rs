@@ -41,22 +41,6 @@ const KILL_AFTER: u64 = 1500;
 /// The last acknowledged operation on a name: exists afterwards.
 type Outcome = Arc<Mutex<HashMap<(u64, String), bool>>>;
 
-fn create(parent: Fid, name: String, mode: u32) -> ReintReq {
-    ReintReq::Create {
-        parent,
-        name,
-        mode,
-        rdev: 0,
-        uid: 0,
-        gid: 0,
-        time: ptlrpc::wire::mds::Timestamp::secs(1),
-        symlink: String::new(),
-        stripe: None,
-        fid: None,
-        replay: None,
-    }
-}
-
 struct Load {
     out: Outcome,
     done: AtomicU64,

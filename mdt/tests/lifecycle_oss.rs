@@ -18,22 +18,6 @@ use ptlrpc::wire::{Fid, Op};
 
 const NET: u8 = 65;
 
-fn create(name: String) -> ReintReq {
-    ReintReq::Create {
-        parent: Fid::ROOT,
-        name,
-        mode: S_IFREG | 0o644,
-        rdev: 0,
-        uid: 0,
-        gid: 0,
-        time: ptlrpc::wire::mds::Timestamp::secs(1),
-        symlink: String::new(),
-        stripe: None,
-        fid: None,
-        replay: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_with_real_osts_steers_allocation() {
     let bin = sheen_oss();
@@ -49,7 +33,11 @@ async fn lifecycle_with_real_osts_steers_allocation() {
         for _ in 0..n {
             seq += 1;
             let name = format!("f{seq}");
-            let r: ReintReply = rpc(&mdc, Op::MdsReint, &create(name.clone()), BOUND).await.unwrap().body().unwrap();
+            let r: ReintReply = rpc(&mdc, Op::MdsReint, &create(Fid::ROOT, name.clone(), S_IFREG | 0o644), BOUND)
+                .await
+                .unwrap()
+                .body()
+                .unwrap();
             let o = r.layout.unwrap().objects[0];
             files.push((name, o.ost, o.id));
             out.insert(o.ost);

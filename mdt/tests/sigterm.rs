@@ -14,27 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use common::*;
 use mdt::inode::S_IFDIR;
 use ptlrpc::import::ImportStateKind;
-use ptlrpc::wire::mds::ReintReq;
 use ptlrpc::wire::{Fid, Op};
 
 const NET: u8 = 66;
 const CREATES: u64 = 300;
-
-fn mkdir(name: String) -> ReintReq {
-    ReintReq::Create {
-        parent: Fid::ROOT,
-        name,
-        mode: S_IFDIR | 0o755,
-        rdev: 0,
-        uid: 0,
-        gid: 0,
-        time: ptlrpc::wire::mds::Timestamp::secs(1),
-        symlink: String::new(),
-        stripe: None,
-        fid: None,
-        replay: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_across_sigterm_and_restart_all_land_without_error() {
@@ -46,7 +29,9 @@ async fn creates_across_sigterm_and_restart_all_land_without_error() {
     let (imp2, done2) = (imp.clone(), Arc::clone(&done));
     let creator = tokio::spawn(async move {
         for k in 0..CREATES {
-            if let Err(e) = rpc(&imp2, Op::MdsReint, &mkdir(format!("d{k}")), BOUND * 2).await {
+            if let Err(e) =
+                rpc(&imp2, Op::MdsReint, &create(Fid::ROOT, format!("d{k}"), S_IFDIR | 0o755), BOUND * 2).await
+            {
                 panic!("create d{k} failed: {e:?}");
             }
             done2.fetch_add(1, Ordering::Relaxed);
@@ -73,7 +58,7 @@ async fn creates_across_sigterm_and_restart_all_land_without_error() {
     assert_eq!(imp.stats().lost_replays, 0);
     // Every directory is there once: creating it again is EEXIST.
     for k in [0, at_stop.saturating_sub(1), at_stop, CREATES - 1] {
-        let r = rpc(&imp, Op::MdsReint, &mkdir(format!("d{k}")), BOUND).await;
+        let r = rpc(&imp, Op::MdsReint, &create(Fid::ROOT, format!("d{k}"), S_IFDIR | 0o755), BOUND).await;
         assert_eq!(errno_of(&r), 17, "d{k} exists");
     }
     imp.close();

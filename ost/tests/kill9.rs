@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::daemon::{client_lnet, format, start};
+use common::daemon::{OssToml, client_lnet, format, start};
 use common::{bounded, client_config, pattern};
 use ost::OstClient;
 use parking_lot::Mutex;
@@ -25,29 +25,20 @@ const CHUNK: usize = 64 << 10;
 const ADMIN_PORT: u16 = 7995;
 
 fn addrs() -> (Ipv4Addr, Ipv4Addr) {
-    let p = std::process::id();
-    let (a, b) = (200 + (p >> 8) as u8 % 40, p as u8);
-    (Ipv4Addr::new(127, a, b, 1), Ipv4Addr::new(127, a, b, 2))
+    common::daemon::addrs(200, 40)
 }
 
 fn write_config(path: &Path, addr: Ipv4Addr, dir: &Path) {
-    let text = format!(
-        r#"fs_uuid = "kill9-fs"
-admin = "{addr}:{ADMIN_PORT}"
-[lnet]
-nets = [{{ lnd = "tcp", addr = "{addr}", port = {PORT}, reconnect_min = 0.1, reconnect_max = 0.5 }}]
-tunables = {{ transaction_timeout = 2.0 }}
-[[targets]]
-name = "sheen-OST0000"
-index = 0
-dir = "{}"
-commit_interval = 0.2
-[service]
-obd_timeout = 4.0
-"#,
-        dir.display()
-    );
-    std::fs::write(path, text).unwrap();
+    let toml = OssToml {
+        fs_uuid: "kill9-fs",
+        admin: Some((addr, ADMIN_PORT)),
+        addr,
+        port: PORT,
+        dir,
+        commit_interval: 0.2,
+        obd_timeout: 4.0,
+    };
+    toml.write(path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

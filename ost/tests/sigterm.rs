@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::daemon::{client_lnet, format, start};
+use common::daemon::{OssToml, client_lnet, format, start};
 use common::{bounded, client_config, pattern};
 use ost::OstClient;
 use ptlrpc::import::ImportStateKind;
@@ -25,28 +25,13 @@ const CHUNK: usize = 64 << 10;
 const WRITES: u64 = 600;
 
 fn addrs() -> (Ipv4Addr, Ipv4Addr) {
-    let p = std::process::id();
-    let (a, b) = (160 + (p >> 8) as u8 % 30, p as u8);
-    (Ipv4Addr::new(127, a, b, 1), Ipv4Addr::new(127, a, b, 2))
+    common::daemon::addrs(160, 30)
 }
 
 fn write_config(path: &Path, addr: Ipv4Addr, dir: &Path) {
-    let text = format!(
-        r#"fs_uuid = "sigterm-fs"
-[lnet]
-nets = [{{ lnd = "tcp", addr = "{addr}", port = {PORT}, reconnect_min = 0.1, reconnect_max = 0.5 }}]
-tunables = {{ transaction_timeout = 2.0 }}
-[[targets]]
-name = "sheen-OST0000"
-index = 0
-dir = "{}"
-commit_interval = 0.5
-[service]
-obd_timeout = 20.0
-"#,
-        dir.display()
-    );
-    std::fs::write(path, text).unwrap();
+    let toml =
+        OssToml { fs_uuid: "sigterm-fs", admin: None, addr, port: PORT, dir, commit_interval: 0.5, obd_timeout: 20.0 };
+    toml.write(path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,37 @@ use ptlrpc::wire::mds::StripeSpec;
 
 pub const KIB: usize = 1024;
 
+/// A user no test file belongs to.
+pub const NOBODY: u32 = 65534;
+/// Another user.
+pub const OTHER: u32 = 4242;
+
+/// The errno of a failed std call.
+pub fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("the call should fail").raw_os_error().expect("an OS error")
+}
+
+/// The errno of a failed rustix call.
+pub fn rerrno<T: std::fmt::Debug>(r: rustix::io::Result<T>) -> i32 {
+    r.expect_err("the call should fail").raw_os_error()
+}
+
+/// Runs `f` on a thread acting as `uid`/`gid` with supplementary `groups`.
+pub fn as_user<T: Send + 'static>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T + Send + 'static) -> T {
+    let groups: Vec<rustix::process::Gid> = groups.iter().map(|&g| rustix::process::Gid::from_raw(g)).collect();
+    std::thread::spawn(move || {
+        use rustix::process::{Gid, Uid};
+        rustix::thread::set_thread_groups(&groups).unwrap();
+        let g = Gid::from_raw(gid);
+        rustix::thread::set_thread_res_gid(g, g, g).unwrap();
+        let u = Uid::from_raw(uid);
+        rustix::thread::set_thread_res_uid(u, u, u).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
 /// A test's data directory. Dropped — at the test's end, or while a
 /// panic unwinds — it first detaches every mount under it (`umount -l`)
 /// and SIGKILLs every process still running with it on its command line

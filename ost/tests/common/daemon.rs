@@ -13,6 +13,61 @@ use tokio::process::{Child, Command};
 
 use super::bounded;
 
+/// A server and a client loopback address of this test process: the
+/// second octet from `base..base + span` and the third from the pid, so
+/// concurrent runs and test files never share one.
+pub fn addrs(base: u8, span: u8) -> (Ipv4Addr, Ipv4Addr) {
+    let p = std::process::id();
+    let (a, b) = (base + (p >> 8) as u8 % span, p as u8);
+    (Ipv4Addr::new(127, a, b, 1), Ipv4Addr::new(127, a, b, 2))
+}
+
+/// A one-target `sheen-oss` config.
+pub struct OssToml<'a> {
+    /// `fs_uuid`.
+    pub fs_uuid: &'a str,
+    /// The admin endpoint, if any.
+    pub admin: Option<(Ipv4Addr, u16)>,
+    /// The lnet tcp address and port.
+    pub addr: Ipv4Addr,
+    /// The lnet port.
+    pub port: u16,
+    /// The target's directory.
+    pub dir: &'a Path,
+    /// Seconds between commits.
+    pub commit_interval: f64,
+    /// The service's obd_timeout, seconds.
+    pub obd_timeout: f64,
+}
+
+impl OssToml<'_> {
+    /// Writes it to `path`.
+    pub fn write(&self, path: &Path) {
+        let admin = self.admin.map(|(a, p)| format!("admin = \"{a}:{p}\"\n")).unwrap_or_default();
+        let text = format!(
+            r#"fs_uuid = "{uuid}"
+{admin}[lnet]
+nets = [{{ lnd = "tcp", addr = "{addr}", port = {port}, reconnect_min = 0.1, reconnect_max = 0.5 }}]
+tunables = {{ transaction_timeout = 2.0 }}
+[[targets]]
+name = "sheen-OST0000"
+index = 0
+dir = "{dir}"
+commit_interval = {commit}
+[service]
+obd_timeout = {obd}
+"#,
+            uuid = self.fs_uuid,
+            addr = self.addr,
+            port = self.port,
+            dir = self.dir.display(),
+            commit = self.commit_interval,
+            obd = self.obd_timeout,
+        );
+        std::fs::write(path, text).unwrap();
+    }
+}
+
 /// `sheen-oss format --config CONFIG`, which must succeed.
 pub async fn format(config: &Path) {
     let st = Command::new(env!("CARGO_BIN_EXE_sheen-oss"))
