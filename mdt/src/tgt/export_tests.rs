@@ -254,19 +254,7 @@ fn seq_query(f: &mut Fx, c: &mut Client) -> SeqRange {
 }
 
 fn create_with(f: &mut Fx, c: &mut Client, name: &str, fid: Fid) -> i32 {
-    let r = ReintReq::Create {
-        parent: Fid::ROOT,
-        name: name.into(),
-        mode: S_IFREG | 0o644,
-        rdev: 0,
-        uid: 0,
-        gid: 0,
-        time: ptlrpc::wire::mds::Timestamp::secs(1),
-        symlink: String::new(),
-        stripe: None,
-        fid: Some(fid),
-        replay: None,
-    };
+    let r = ReintReq::plain_create(Fid::ROOT, name, S_IFREG | 0o644, Some(fid));
     call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r })).header.status
 }
 

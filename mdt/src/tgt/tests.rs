@@ -155,19 +155,7 @@ fn create(handle: ExportHandle, xid: u64, name: &str, fid: Fid) -> (Header, Vec<
     let mut h = Header::new(MsgKind::Request, Op::MdsReint.opcode(), Xid(xid));
     h.handle = handle;
     h.conn_cnt = ConnCnt(1);
-    let r = ReintReq::Create {
-        parent: Fid::ROOT,
-        name: name.into(),
-        mode: S_IFREG | 0o644,
-        rdev: 0,
-        uid: 0,
-        gid: 0,
-        time: ptlrpc::wire::mds::Timestamp::secs(1),
-        symlink: String::new(),
-        stripe: None,
-        fid: Some(fid),
-        replay: None,
-    };
+    let r = ReintReq::plain_create(Fid::ROOT, name, S_IFREG | 0o644, Some(fid));
     (h, rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq { creds: Creds::ROOT, req: r }).unwrap().to_vec())
 }
 

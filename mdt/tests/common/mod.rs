@@ -401,17 +401,5 @@ commit_interval = 0.2
 /// A plain create (or mkdir, by `mode`) of `parent/name` as root, FID and
 /// layout chosen by the MDT.
 pub fn create(parent: ptlrpc::wire::Fid, name: String, mode: u32) -> ptlrpc::wire::mds::ReintReq {
-    ptlrpc::wire::mds::ReintReq::Create {
-        parent,
-        name,
-        mode,
-        rdev: 0,
-        uid: 0,
-        gid: 0,
-        time: ptlrpc::wire::mds::Timestamp::secs(1),
-        symlink: String::new(),
-        stripe: None,
-        fid: None,
-        replay: None,
-    }
+    ptlrpc::wire::mds::ReintReq::plain_create(parent, name, mode, None)
 }

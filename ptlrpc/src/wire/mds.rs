@@ -431,6 +431,25 @@ pub enum ReintReq {
 }
 
 impl ReintReq {
+    /// A plain create of `parent/name` with `mode` as root (no symlink
+    /// target, default striping), with the FID `fid` the client chose or
+    /// the MDT's; time 1 s (tools and tests).
+    pub fn plain_create(parent: Fid, name: impl Into<String>, mode: u32, fid: Option<Fid>) -> ReintReq {
+        ReintReq::Create {
+            parent,
+            name: name.into(),
+            mode,
+            rdev: 0,
+            uid: 0,
+            gid: 0,
+            time: Timestamp::secs(1),
+            symlink: String::new(),
+            stripe: None,
+            fid,
+            replay: None,
+        }
+    }
+
     /// The reint sub-operation this request is.
     pub fn op(&self) -> super::ReintOp {
         use super::ReintOp;
