@@ -12,7 +12,13 @@
 //! cache keeps groups for minutes). A request runs inside [`with_creds`];
 //! the mdc reads [`current`].
 //!
-//! Owns: [`with_creds`], [`current`], [`process`], [`PidGroups`]. Must
+//! The same scope carries the request's early lock cancels
+//! ([`with_cancels`]): lock handles the caller gave up before its change,
+//! packed into the first modifying MDS request it makes
+//! ([`take_cancels`]), as Lustre packs ELC handles into the request.
+//!
+//! Owns: [`with_creds`], [`current`], [`with_cancels`], [`take_cancels`],
+//! [`process`], [`PidGroups`]. Must
 //! not: fail (an unreadable process has no supplementary groups, which
 //! can only refuse more, never grant more).
 
@@ -32,6 +38,24 @@ const GROUPS_MAX: usize = 65536;
 
 tokio::task_local! {
     static CREDS: Creds;
+    static CANCELS: std::cell::RefCell<Vec<u64>>;
+}
+
+/// `f`, with lock handles `handles` to give up with its first modifying
+/// MDS request; also returns those no request took.
+pub async fn with_cancels<F: Future>(handles: Vec<u64>, f: F) -> (F::Output, Vec<u64>) {
+    CANCELS
+        .scope(std::cell::RefCell::new(handles), async {
+            let out = f.await;
+            (out, take_cancels())
+        })
+        .await
+}
+
+/// The early lock cancels of the request running on this task (taken:
+/// the next request carries none).
+pub fn take_cancels() -> Vec<u64> {
+    CANCELS.try_with(|c| std::mem::take(&mut *c.borrow_mut())).unwrap_or_default()
 }
 
 /// `f`, run as `c`: the MDS requests it makes carry `c`.

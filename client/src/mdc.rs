@@ -109,7 +109,13 @@ impl Mdc {
     /// `req` with the credentials it acts for.
     fn as_caller<T>(&self, req: T) -> MdsReq<T> {
         let creds = crate::creds::current().unwrap_or_else(|| self.creds.read().clone());
-        MdsReq { creds, req }
+        MdsReq::new(creds, req)
+    }
+
+    /// A modifying `req` with its caller's credentials and the early lock
+    /// cancels of the scope it runs in ([`crate::creds::with_cancels`]).
+    fn as_changer<T>(&self, req: T) -> MdsReq<T> {
+        MdsReq { cancels: crate::creds::take_cancels(), ..self.as_caller(req) }
     }
 
     /// The import (state, replay list, imperative recovery).
@@ -188,7 +194,7 @@ impl Mdc {
     /// restart carries the layout its reply gave (the same OST objects).
     pub async fn reint(&self, what: &'static str, req: &ReintReq) -> Result<ReintReply> {
         let fixup = Some(reint_replay_fixup as ReplayFixup);
-        let req = &self.as_caller(req.clone());
+        let req = &self.as_changer(req.clone());
         let r = rpc::imp_call_full(&self.imp, what, Op::MdsReint, ReqKind::Modify, req, fixup).await;
         r.map(|(rep, _)| rep).map_err(|(e, _)| e)
     }
@@ -199,7 +205,7 @@ impl Mdc {
     /// answered), so the MDT restores the handle.
     pub async fn open(&self, req: &ReintReq) -> Result<(ReintReply, Xid)> {
         let fixup = Some(reint_replay_fixup as ReplayFixup);
-        let req = &self.as_caller(req.clone());
+        let req = &self.as_changer(req.clone());
         let r = rpc::imp_call_full(&self.imp, "open", Op::MdsReint, ReqKind::Open, req, fixup).await;
         r.map(|(rep, sent)| (rep, sent.xid)).map_err(|(e, _)| e)
     }

@@ -119,7 +119,7 @@ async fn open_one(c: &ImportDriver, k: u64) -> Held {
         fid: None,
         replay: None,
     };
-    let req = ptlrpc::wire::mds::MdsReq { creds: ptlrpc::wire::mds::Creds::ROOT, req };
+    let req = ptlrpc::wire::mds::MdsReq::new(ptlrpc::wire::mds::Creds::ROOT, req);
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&req).unwrap().to_vec();
     let fixup = ptlrpc::wire::mds::reint_replay_fixup;
     let r = tokio::time::timeout(BOUND, c.rpc_raw_with_fixup(Op::MdsReint, ReqKind::Open, bytes, fixup));

@@ -121,6 +121,12 @@ pub(super) struct Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
+        // Early cancels no request carried (the change failed before it
+        // reached the MDT): an LDLM_CANCEL of their own.
+        let left = super::EARLY_CANCELS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+        if !left.is_empty() {
+            self.cache.cancel_now(left);
+        }
         let mut b = self.cache.busy.lock();
         for d in &self.dirs {
             if let Some(n) = b.get_mut(d) {
@@ -317,36 +323,22 @@ impl FuseCache {
     }
 
     /// Early cancel: gives up this client's locks on `fid` with `bits`
-    /// before a change of its own would have the MDT call them back.
-    pub(super) fn give_up(&self, fid: Fid, bits: InodeBits) {
+    /// before a change of its own would have the MDT call them back;
+    /// returns their handles, which the change's request carries
+    /// (`MdsReq::cancels`, Lustre's ELC): the MDT cancels them before it
+    /// locks what the change touches — no cancel RPC, no callback.
+    pub(super) fn give_up(&self, fid: Fid, bits: InodeBits) -> Vec<u64> {
         let held = self.locks.take(fid, bits);
-        if held.is_empty() {
-            return;
-        }
         for h in &held {
             self.dropped(h, false);
         }
-        // Polled once here, on the caller's thread, the cancel is queued on
-        // the import ahead of the change that follows, so the MDT usually
-        // has it before the change asks for its locks (no callback round
-        // trip); its reply is waited for in the background.
-        let fs = Arc::clone(&self.fs);
-        let handles: Vec<u64> = held.iter().map(|h| h.handle).collect();
-        let mut fut = Box::pin(async move { fs.mdc().cancel(handles).await });
-        let done = self.rt.block_on(async {
-            tokio::select! {
-                biased;
-                r = &mut fut => Some(r),
-                () = std::future::ready(()) => None,
-            }
-        });
-        if done.is_none() {
-            self.rt.spawn(async move {
-                if let Err(e) = fut.await {
-                    tracing::debug!(error = %e, "early lock cancel not answered");
-                }
-            });
-        }
+        held.iter().map(|h| h.handle).collect()
+    }
+
+    /// Cancels `handles` with an LDLM_CANCEL of their own (early cancels
+    /// no change carried).
+    pub(super) fn cancel_now(&self, handles: Vec<u64>) {
+        self.cancel(handles);
     }
 
     /// A lock left the cache: what it covered leaves the kernel (at once

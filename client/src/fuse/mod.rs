@@ -66,6 +66,12 @@ use crate::fs::{File, Sheen, Stat};
 use crate::jobid::PidJobs;
 use conv::{TTL, errno};
 
+thread_local! {
+    /// Lock handles a FUSE request gave up before its change
+    /// (`SheenFs::changing`), for that change's MDS request.
+    pub(super) static EARLY_CANCELS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Inode numbers the kernel holds (with its lookup counts) -> FIDs.
 #[derive(Debug, Default)]
 struct Inodes {
@@ -172,19 +178,25 @@ impl SheenFs {
     /// `objs` (their attributes) and the names `named`: gives up the
     /// locks the MDT would call back for it and marks `dirs` busy until
     /// the guard drops (see `cache`).
+    ///
+    /// The handles given up wait on this FUSE thread for the change's
+    /// request (`run` packs them into it); any it did not take are
+    /// cancelled on their own when the guard drops.
     fn changing(&self, dirs: &[Fid], objs: &[Fid], named: &[(Fid, &OsStr)]) -> Option<cache::Busy<'_>> {
         let c = self.cache.as_ref()?;
+        let mut handles = Vec::new();
         for d in dirs {
-            c.give_up(*d, InodeBits::UPDATE);
+            handles.extend(c.give_up(*d, InodeBits::UPDATE));
         }
         for o in objs {
-            c.give_up(*o, InodeBits::UPDATE);
+            handles.extend(c.give_up(*o, InodeBits::UPDATE));
         }
         for (p, n) in named {
             if let Some(child) = c.child_named(*p, n) {
-                c.give_up(child, InodeBits::KNOWN);
+                handles.extend(c.give_up(child, InodeBits::KNOWN));
             }
         }
+        EARLY_CANCELS.with(|e| e.borrow_mut().extend(handles));
         Some(c.busy(dirs))
     }
 
@@ -228,7 +240,13 @@ impl SheenFs {
         let now = std::time::Instant::now();
         let job = self.jobs.job(req.pid(), req.uid(), now);
         let creds = self.groups.creds(req.pid(), req.uid(), req.gid(), now);
-        self.rt.block_on(ptlrpc::driver::with_jobid(job, with_creds(creds, f))).map_err(|e| {
+        let cancels = EARLY_CANCELS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+        let f = crate::creds::with_cancels(cancels, f);
+        let (out, left) = self.rt.block_on(ptlrpc::driver::with_jobid(job, with_creds(creds, f)));
+        // Not taken (no modifying request yet): for the next run of this
+        // request, or cancelled on their own when its guard drops.
+        EARLY_CANCELS.with(|e| e.borrow_mut().extend(left));
+        out.map_err(|e| {
             tracing::debug!(error = %e, "fuse request failed");
             errno(&e)
         })

@@ -147,7 +147,7 @@ fn embedded_phase(ns: &Arc<Namespace>, dirs: &[Fid], files: u64, clients: usize,
 
 /// `req` as root's (the MDT checks permissions with these credentials).
 fn root<T>(req: T) -> MdsReq<T> {
-    MdsReq { creds: Creds::ROOT, req }
+    MdsReq::new(Creds::ROOT, req)
 }
 
 async fn rpc_phase(

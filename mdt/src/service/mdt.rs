@@ -166,11 +166,11 @@ impl MdtOps {
         match op {
             Op::MdsGetRoot => encode(&Fid::ROOT),
             Op::MdsGetattr => {
-                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<GetattrReq>>()?;
+                let MdsReq { creds, req: r, .. } = frame.deserialize::<MdsReq<GetattrReq>>()?;
                 encode(&ns.getattr_as(&creds, r.fid, r.access)?)
             }
             Op::MdsGetattrName => {
-                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<LookupReq>>()?;
+                let MdsReq { creds, req: r, .. } = frame.deserialize::<MdsReq<LookupReq>>()?;
                 encode(&ns.lookup_as(&creds, r.parent, &r.name)?)
             }
             Op::MdsReadpage => {
@@ -179,7 +179,7 @@ impl MdtOps {
             }
             Op::MdsStatfs => encode(&ns.statfs()),
             Op::MdsGetxattr => {
-                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<GetxattrReq>>()?;
+                let MdsReq { creds, req: r, .. } = frame.deserialize::<MdsReq<GetxattrReq>>()?;
                 let rep = if r.name.is_empty() {
                     XattrReply { names: ns.listxattr(r.fid)?, ..XattrReply::default() }
                 } else {
@@ -253,7 +253,7 @@ impl MdtOps {
         let op = frame.op();
         let (name, res) = match op {
             Op::MdsReint => {
-                let MdsReq { creds, req: r } = frame.deserialize::<MdsReq<ReintReq>>()?;
+                let MdsReq { creds, req: r, .. } = frame.deserialize::<MdsReq<ReintReq>>()?;
                 let name = op_name(op, Some(&r));
                 (name, self.reint(uuid, &creds, r))
             }

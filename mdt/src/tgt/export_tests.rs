@@ -137,7 +137,7 @@ fn open(f: &mut Fx, c: &mut Client, name: &str) -> (u64, Fid) {
         fid: None,
         replay: None,
     };
-    let rep = call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r }));
+    let rep = call(f, c, Op::MdsReint, &bytes(&MdsReq::new(Creds::ROOT, r)));
     assert_eq!(rep.header.status, 0);
     let b = reply_body(&rep);
     (b.handle, b.attr.unwrap().fid)
@@ -145,7 +145,7 @@ fn open(f: &mut Fx, c: &mut Client, name: &str) -> (u64, Fid) {
 
 fn unlink(f: &mut Fx, c: &mut Client, name: &str) {
     let r = ReintReq::Unlink { parent: Fid::ROOT, name: name.into(), dir: false, time: Default::default() };
-    assert_eq!(call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r })).header.status, 0);
+    assert_eq!(call(f, c, Op::MdsReint, &bytes(&MdsReq::new(Creds::ROOT, r))).header.status, 0);
 }
 
 fn close(f: &mut Fx, c: &mut Client, handle: u64) -> i32 {
@@ -255,7 +255,7 @@ fn seq_query(f: &mut Fx, c: &mut Client) -> SeqRange {
 
 fn create_with(f: &mut Fx, c: &mut Client, name: &str, fid: Fid) -> i32 {
     let r = ReintReq::plain_create(Fid::ROOT, name, S_IFREG | 0o644, Some(fid));
-    call(f, c, Op::MdsReint, &bytes(&MdsReq { creds: Creds::ROOT, req: r })).header.status
+    call(f, c, Op::MdsReint, &bytes(&MdsReq::new(Creds::ROOT, r))).header.status
 }
 
 #[test]

@@ -110,6 +110,12 @@ impl TargetFront<MdtService> for MdtFront {
             let _held = match (&self.locks, op) {
                 (Some(l), Op::MdsReint) if !req.header().flags.contains(MsgFlags::REPLAY) => {
                     let r: MdsReq<ReintReq> = req.body()?;
+                    // Early lock cancel: what the client gave up with the
+                    // request goes before the change's own locks, so they
+                    // call nothing back to it.
+                    if !r.cancels.is_empty() {
+                        l.cancel(req.header().handle.0, &r.cancels);
+                    }
                     Some(lock_for(&self.ops, l, &r.req)?)
                 }
                 _ => None,

@@ -78,7 +78,7 @@ pub fn enqueue(
     let (attr, mut got) = match intent {
         LdlmIntent::Getattr(r) => {
             let got: Vec<LdlmLockDesc> = grant(r.fid, InodeBits::UPDATE).into_iter().collect();
-            match read_as(ops, who.uuid, Op::MdsGetattr, &MdsReq { creds: creds.clone(), req: r.clone() }) {
+            match read_as(ops, who.uuid, Op::MdsGetattr, &MdsReq::new(creds.clone(), r.clone())) {
                 Ok(a) => (a, got),
                 Err(e) => {
                     give_back(&got);
@@ -90,7 +90,7 @@ pub fn enqueue(
             let child = ops.ns.lookup_fid(r.parent, &r.name).map_err(Errno::from)?;
             let got: Vec<LdlmLockDesc> =
                 [grant(child, InodeBits::LOOKUP), grant(child, InodeBits::UPDATE)].into_iter().flatten().collect();
-            let req = MdsReq { creds: creds.clone(), req: r.clone() };
+            let req = MdsReq::new(creds.clone(), r.clone());
             match read_as(ops, who.uuid, Op::MdsGetattrName, &req) {
                 Ok(a) if a.attr.fid == child => (a, got),
                 other => {

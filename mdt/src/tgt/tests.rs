@@ -119,7 +119,7 @@ fn open_req(name: &str, fid: Option<Fid>, flags: u32) -> Vec<u8> {
         fid,
         replay: None,
     };
-    rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq { creds: Creds::ROOT, req: r }).unwrap().to_vec()
+    rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq::new(Creds::ROOT, r)).unwrap().to_vec()
 }
 
 fn close_req(handle: u64) -> Vec<u8> {
@@ -156,7 +156,7 @@ fn create(handle: ExportHandle, xid: u64, name: &str, fid: Fid) -> (Header, Vec<
     h.handle = handle;
     h.conn_cnt = ConnCnt(1);
     let r = ReintReq::plain_create(Fid::ROOT, name, S_IFREG | 0o644, Some(fid));
-    (h, rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq { creds: Creds::ROOT, req: r }).unwrap().to_vec())
+    (h, rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq::new(Creds::ROOT, r)).unwrap().to_vec())
 }
 
 fn body(r: &Reply) -> ReintReply {
@@ -213,7 +213,7 @@ fn open_handles_come_back_after_a_restart_and_a_resent_close_is_rebuilt() {
     let (o3, r3) = run(&mut f.tg, req(export, Op::MdsReint, 102), open_req("g", Some(fg), open_flags::CREAT | rw));
     let h3 = body(&r3).handle;
     let unlink = ReintReq::Unlink { parent: Fid::ROOT, name: "g".into(), dir: false, time: Default::default() };
-    let unlink = rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq { creds: Creds::ROOT, req: unlink }).unwrap().to_vec();
+    let unlink = rkyv::to_bytes::<rkyv::rancor::Error>(&MdsReq::new(Creds::ROOT, unlink)).unwrap().to_vec();
     let (o4, _) = run(&mut f.tg, req(export, Op::MdsReint, 103), unlink);
     assert_eq!(f.ns.open_files(), 3);
     drop(f);

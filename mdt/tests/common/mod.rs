@@ -303,7 +303,7 @@ where
     MdsReq<B>: WireBody,
 {
     let r = if carries_creds(op) {
-        let wrapped = MdsReq { creds: Creds::ROOT, req: body.clone() };
+        let wrapped = MdsReq::new(Creds::ROOT, body.clone());
         tokio::time::timeout(bound, c.call(op, &wrapped)).await
     } else {
         tokio::time::timeout(bound, c.call(op, body)).await

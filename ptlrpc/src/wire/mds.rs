@@ -200,6 +200,18 @@ pub struct MdsReq<T> {
     pub creds: Creds,
     /// The request.
     pub req: T,
+    /// Early lock cancel (Lustre's ELC, the handles an `ldlm_request`
+    /// carries): locks of this client's that the change would call back,
+    /// given up with the request instead of by a cancel RPC of their own.
+    /// The MDT cancels them before it locks what the change touches.
+    pub cancels: Vec<u64>,
+}
+
+impl<T> MdsReq<T> {
+    /// `req` acting for `creds`, cancelling nothing.
+    pub fn new(creds: Creds, req: T) -> MdsReq<T> {
+        MdsReq { creds, req, cancels: Vec::new() }
+    }
 }
 
 /// Access bits of [`GetattrReq::access`] (`access(2)`'s `R_OK`, `W_OK`,
@@ -787,7 +799,7 @@ mod tests {
         };
         let creds = Creds { uid: 7, gid: 8, groups: vec![9] };
         let bytes = |b: &ReintReq| {
-            let r = MdsReq { creds: creds.clone(), req: b.clone() };
+            let r = MdsReq::new(creds.clone(), b.clone());
             rkyv::to_bytes::<rkyv::rancor::Error>(&r).expect("archives").to_vec()
         };
         let rep = rkyv::to_bytes::<rkyv::rancor::Error>(&rep).expect("archives").to_vec();
@@ -899,15 +911,16 @@ mod tests {
     fn creds_and_the_request_wrapper_are_pinned() {
         let c = Creds { uid: 0x0102_0304, gid: 0x0506_0708, groups: vec![0x0a, 0x0b] };
         assert!(c.in_group(0x0506_0708) && c.in_group(0x0b) && !c.in_group(0x0c));
-        let r = MdsReq { creds: c.clone(), req: GetattrReq { fid: Fid { seq: 1, oid: 2, ver: 3 }, access: 5 } };
+        let r = MdsReq::new(c.clone(), GetattrReq { fid: Fid { seq: 1, oid: 2, ver: 3 }, access: 5 });
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&r).expect("archives");
         #[rustfmt::skip]
-        let golden: [u8; 48] = [
+        let golden: [u8; 56] = [
             0x0a, 0, 0, 0,  0x0b, 0, 0, 0,              // the groups (out of line, first)
             4, 3, 2, 1,  8, 7, 6, 5,                    // uid, gid
             0xf0, 0xff, 0xff, 0xff,  2, 0, 0, 0,        // groups: relative pointer -16, length 2
             1, 0, 0, 0, 0, 0, 0, 0,  2, 0, 0, 0,  3, 0, 0, 0, // fid
             5, 0, 0, 0,  0, 0, 0, 0,                    // access, padding
+            0xd8, 0xff, 0xff, 0xff,  0, 0, 0, 0,        // early lock cancels: none
         ];
         assert_eq!(&bytes[..], &golden[..]);
         let f = frame_of(Op::MdsGetattr, &r);
