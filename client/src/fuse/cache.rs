@@ -8,7 +8,9 @@
 //!
 //! Rules. An attribute TTL is long only when this client holds an UPDATE
 //! lock on the object; an entry TTL only when it holds the child's LOOKUP
-//! lock and the parent's UPDATE lock and the parent is searchable by
+//! lock (a rename or unlink of the name revokes it) and a LOOKUP or UPDATE
+//! lock on the parent (a change of its mode or owner revokes both: the
+//! MDT's setattr of those takes both bits) and the parent is searchable by
 //! everyone (the kernel does no permission checks of its own on this
 //! mount, `default_permissions` being off, so a cached name must not let
 //! a path walk skip a search check the MDT would make). Everything else
@@ -258,7 +260,7 @@ impl FuseCache {
             let (ok, pushed) = self.locks.add(g, d);
             if !ok {
                 back.push(d.handle);
-            } else if d.bits & InodeBits::UPDATE.wire() != 0 && mode & crate::fs::S_IFMT == crate::fs::S_IFDIR {
+            } else if d.bits & InodeBits::KNOWN.wire() != 0 && mode & crate::fs::S_IFMT == crate::fs::S_IFDIR {
                 self.names.lock().modes.insert(d.res, mode);
             }
             for h in pushed {
@@ -289,7 +291,7 @@ impl FuseCache {
         let ok = self.seq() == seq
             && searchable
             && self.locks.covers(child, InodeBits::LOOKUP)
-            && self.locks.covers(parent, InodeBits::UPDATE);
+            && (self.locks.covers(parent, InodeBits::LOOKUP) || self.locks.covers(parent, InodeBits::UPDATE));
         if !ok {
             return Duration::ZERO;
         }
@@ -357,9 +359,13 @@ impl FuseCache {
                 }
             }
             if h.bits.intersects(InodeBits::UPDATE) {
-                names.modes.remove(&h.fid);
                 jobs.push((h.fid, Inval::Inode(flatten(h.fid))));
-                // Names cached under a directory rely on its lock (its mode).
+            }
+            // Names cached under a directory rely on its mode, which any
+            // lock of ours on it protects: they go with the last one.
+            let still = self.locks.covers(h.fid, InodeBits::LOOKUP) || self.locks.covers(h.fid, InodeBits::UPDATE);
+            if !still {
+                names.modes.remove(&h.fid);
                 for c in names.by_parent.remove(&h.fid).unwrap_or_default() {
                     if let Some(v) = names.by_child.get_mut(&c) {
                         let (gone, keep): (Vec<_>, Vec<_>) =

@@ -200,6 +200,15 @@ impl SheenFs {
         Some(c.busy(dirs))
     }
 
+    /// Before a change of `fid`'s mode or owner: its LOOKUP lock goes too
+    /// (packed into the change like [`SheenFs::changing`]'s).
+    fn giving_up_names(&self, fid: Fid) {
+        if let Some(c) = self.cache.as_ref() {
+            let handles = c.give_up(fid, InodeBits::KNOWN);
+            EARLY_CANCELS.with(|e| e.borrow_mut().extend(handles));
+        }
+    }
+
     fn file(&self, fh: FileHandle) -> Result<Arc<File>, Errno> {
         self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }

@@ -88,6 +88,10 @@ impl Filesystem for SheenFs {
         reply: ReplyAttr,
     ) {
         let r = self.fid(ino).and_then(|fid| {
+            if mode.is_some() || uid.is_some() || gid.is_some() {
+                // The MDT locks the name side too for these (see `cache`).
+                self.giving_up_names(fid);
+            }
             let _b = self.changing(&[], &[fid], &[]);
             self.settle(req, fid)?;
             if size.is_some() {

@@ -15,7 +15,9 @@
 //! to it.
 //!
 //! Modifying requests lock, exclusively, before they run: setattr and
-//! setxattr the object's UPDATE; create the parent's UPDATE; link the
+//! setxattr the object's UPDATE (a setattr of mode or owner its LOOKUP
+//! too: clients cache names under a directory while they hold either lock
+//! on it, relying on its mode); create the parent's UPDATE; link the
 //! parent's and the object's UPDATE; unlink the parent's UPDATE and the
 //! child's LOOKUP and UPDATE; rename both parents' UPDATE, the renamed
 //! child's and a replaced target's LOOKUP and UPDATE; an open that
@@ -31,7 +33,7 @@
 use ptlrpc::driver::Errno;
 use ptlrpc::ldlm::InodeBits;
 use ptlrpc::wire::ldlm::{LdlmEnqueueReply, LdlmIntent, LdlmLockDesc};
-use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_flags, open_flags};
+use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_flags, attr_valid, open_flags};
 use ptlrpc::wire::{Fid, Frame, Header, MsgKind, Op, WireBody, Xid};
 
 use crate::inode::{S_IFMT, S_IFREG};
@@ -133,6 +135,12 @@ fn wants(ops: &MdtOps, r: &ReintReq) -> (Vec<(Fid, InodeBits)>, Vec<Named>) {
         names.push((p, n.to_string(), c));
     };
     match r {
+        // A new mode or owner changes who may search a directory (or open
+        // a file): the names cached under the object's locks go too
+        // (Lustre's setattr adds LOOKUP and PERM for these).
+        ReintReq::Setattr { fid, valid, .. } if valid & (attr_valid::MODE | attr_valid::UID | attr_valid::GID) != 0 => {
+            w.push((*fid, LU));
+        }
         ReintReq::Setattr { fid, .. } | ReintReq::Setxattr { fid, .. } => w.push((*fid, InodeBits::UPDATE)),
         ReintReq::Create { parent, .. } => w.push((*parent, InodeBits::UPDATE)),
         ReintReq::Link { fid, parent, .. } => {
