@@ -17,8 +17,10 @@ use crate::error::OstError;
 
 /// The label's file name inside the target directory.
 pub const LABEL_FILE: &str = "LABEL";
-/// The on-disk layout this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk layout this build writes and reads (2: objects and index
+/// records named by (sequence, id), `O/<seq>/..`, a last id per sequence;
+/// a version-1 directory is refused and must be formatted again).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Who a target directory belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +54,10 @@ impl Label {
         };
         let label: Label = serde_json::from_str(&text).map_err(|e| ident(format!("LABEL does not parse: {e}")))?;
         if label.format_version != FORMAT_VERSION {
-            return Err(ident(format!("format version {} (this build reads {FORMAT_VERSION})", label.format_version)));
+            return Err(ident(format!(
+                "format version {} (this build reads {FORMAT_VERSION}; format the target again)",
+                label.format_version
+            )));
         }
         Ok(label)
     }
@@ -88,5 +93,28 @@ impl Label {
         fs::rename(&tmp, &path).map_err(|e| OstError::io("renaming", &path, e))?;
         fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| OstError::io("syncing", dir, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(format_version: u32) -> Label {
+        Label { fs_uuid: "u".into(), target: "t-OST0000".into(), index: 0, format_version }
+    }
+
+    #[test]
+    fn a_label_of_another_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        label(FORMAT_VERSION).write_new(dir.path()).unwrap();
+        assert_eq!(Label::read(dir.path()).unwrap(), label(FORMAT_VERSION));
+
+        // Version 1 kept objects as O/<oid & 0xff>/<oid>, before sequences.
+        let old = tempfile::tempdir().unwrap();
+        label(1).write_new(old.path()).unwrap();
+        let err = Label::read(old.path()).unwrap_err();
+        assert!(matches!(err, OstError::Identity { .. }), "{err}");
+        assert!(err.to_string().contains("format version 1"), "{err}");
     }
 }
