@@ -127,7 +127,7 @@ impl Drop for Busy<'_> {
         // reached the MDT): an LDLM_CANCEL of their own.
         let left = super::EARLY_CANCELS.with(|e| std::mem::take(&mut *e.borrow_mut()));
         if !left.is_empty() {
-            self.cache.cancel_now(left);
+            self.cache.cancel(left);
         }
         let mut b = self.cache.busy.lock();
         for d in &self.dirs {
@@ -337,12 +337,6 @@ impl FuseCache {
         held.iter().map(|h| h.handle).collect()
     }
 
-    /// Cancels `handles` with an LDLM_CANCEL of their own (early cancels
-    /// no change carried).
-    pub(super) fn cancel_now(&self, handles: Vec<u64>) {
-        self.cancel(handles);
-    }
-
     /// A lock left the cache: what it covered leaves the kernel (at once
     /// when `now` and safe, else on the invalidation thread).
     fn dropped(&self, h: &Held, now: bool) {
@@ -402,7 +396,9 @@ impl FuseCache {
         self.cancel(vec![b.handle]);
     }
 
-    fn cancel(&self, handles: Vec<u64>) {
+    /// Cancels `handles` with an LDLM_CANCEL of their own (in the
+    /// background).
+    pub(super) fn cancel(&self, handles: Vec<u64>) {
         if handles.is_empty() {
             return;
         }
