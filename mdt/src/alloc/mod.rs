@@ -343,9 +343,9 @@ impl Allocator {
         Ok(s)
     }
 
-    /// Takes a fresh sequence for OST `index` after `old` (whose last id
-    /// handed out was `old_last`): the grant, the OST's sequence record and
-    /// the new sequence's empty cursors are durable before it returns.
+    /// Takes a fresh sequence for OST `index` after `old`: the grant, the
+    /// OST's sequence record (new, old) and the new sequence's empty
+    /// cursors are durable before it returns.
     fn new_seq(&self, index: u32, old: u64) -> Result<u64> {
         let seqs = self.seqs()?;
         let mut sq = seqs.lock();
