@@ -115,6 +115,9 @@ pub struct File {
     /// The MDT import's evictions when the open was answered: an open
     /// from before a later eviction is lost.
     evictions: u64,
+    /// Locks the open's reply granted (a create asked with
+    /// [`open_flags::LOCK`]); whoever asked takes them.
+    granted: Vec<LdlmLockDesc>,
 }
 
 impl File {
@@ -129,6 +132,10 @@ impl File {
     /// The open flags.
     pub fn flags(&self) -> u32 {
         self.flags
+    }
+    /// The locks the open's reply granted (see [`open_flags::LOCK`]).
+    pub fn granted_locks(&self) -> &[LdlmLockDesc] {
+        &self.granted
     }
     /// The striped objects (regular files).
     pub fn striped(&self) -> Option<&StripedFile> {
@@ -604,8 +611,17 @@ impl Sheen {
             None => None,
         };
         let evictions = self.mdc_evictions();
-        let file =
-            File { fid: attr.fid, attr, handle: r.handle, open_xid, flags, data, stream: Stream::default(), evictions };
+        let file = File {
+            fid: attr.fid,
+            attr,
+            handle: r.handle,
+            open_xid,
+            flags,
+            data,
+            stream: Stream::default(),
+            evictions,
+            granted: r.locks,
+        };
         let writes = flags & (open_flags::WRONLY | open_flags::RDWR) != 0;
         if writes
             && flags & open_flags::TRUNC != 0
@@ -745,13 +761,15 @@ impl Sheen {
 
     /// Closes the MDT's open handle.
     pub async fn close(&self, f: File) -> Result<()> {
-        self.close_ref(&f).await
+        self.close_ref(&f).await.map(|_| ())
     }
 
     /// Closes the MDT's open handle of `f` (the FUSE release path, where
     /// the file may still be shared). A handle opened for writing tells the
     /// MDT what the objects hold once its writes landed (size on MDT).
-    pub(crate) async fn close_ref(&self, f: &File) -> Result<()> {
+    /// Returns the file's stat after the close when the MDT now knows its
+    /// size exactly (what a getattr would answer).
+    pub(crate) async fn close_ref(&self, f: &File) -> Result<Option<Stat>> {
         if self.check_open(f, "close").is_err() {
             // Nothing to send: the MDT closed it when it evicted us. What
             // was written behind is waited for, and failed or not, the
@@ -778,7 +796,12 @@ impl Sheen {
             // export (an eviction noticed after this open was answered).
             Err(e) if e.errno() == libc::ESTALE => Err(ClientError::LostOpen { what: "close" }),
             Err(e) => Err(e),
-            Ok(_) => flushed,
+            Ok(rep) => flushed.map(|()| {
+                rep.attr.filter(|a| a.flags & attr_flags::SOM_EXACT != 0).map(|attr| {
+                    let r = AttrReply { attr, layout: None, default_stripe: None, symlink: String::new() };
+                    Self::with_glimpse(r, None)
+                })
+            }),
         }
     }
 

@@ -156,3 +156,43 @@ async fn one_mount_changes_the_other_sees_it_at_once() {
     })
     .await;
 }
+
+/// A file this mount created and closed is stat'ed from its cache (the
+/// create's reply brought a lock, the close its exact size: no MDT read),
+/// and follows what the other mount does to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_created_here_is_stat_ed_from_the_cache_and_follows_the_other_mount() {
+    if !common::can_mount() {
+        return;
+    }
+    with_two_mounts(|a, b, mds| {
+        std::fs::create_dir(a.join("e")).unwrap();
+        std::fs::write(a.join("e/f"), [1u8; 4096]).unwrap();
+        // The kernel sends RELEASE (the close) after close(2) returned:
+        // until it is done the file is open here and a stat asks the MDT.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let before = mdt_reads(mds);
+            assert_eq!(std::fs::metadata(a.join("e/f")).unwrap().len(), 4096);
+            if mdt_reads(mds) == before {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "every stat of a created and closed file asked the MDT");
+        }
+        // B appends (its open for writing calls A's lock back) and closes.
+        let mut w = std::fs::OpenOptions::new().append(true).open(b.join("e/f")).unwrap();
+        w.write_all(&[2u8; 100]).unwrap();
+        drop(w);
+        assert_eq!(std::fs::metadata(a.join("e/f")).unwrap().len(), 4196, "B's append not seen on A");
+        // B truncates; A sees it.
+        std::fs::OpenOptions::new().write(true).open(b.join("e/f")).unwrap().set_len(10).unwrap();
+        assert_eq!(std::fs::metadata(a.join("e/f")).unwrap().len(), 10, "B's truncate not seen on A");
+        // A creates another and B removes it: A's cached name goes.
+        std::fs::write(a.join("e/g"), b"g").unwrap();
+        assert_eq!(std::fs::metadata(a.join("e/g")).unwrap().len(), 1);
+        std::fs::remove_file(b.join("e/g")).unwrap();
+        assert!(std::fs::metadata(a.join("e/g")).is_err(), "a name B removed is still seen on A");
+        assert_eq!(names(&a.join("e")), vec!["f"]);
+    })
+    .await;
+}

@@ -53,6 +53,11 @@ pub struct OstClientConfig {
     /// Modifying requests (writes ...) in flight at once to ask for; the
     /// target may grant fewer.
     pub max_mod_rpcs: u16,
+    /// Writes up to this many bytes carry their data in the request
+    /// (short I/O, when the target agrees; at most
+    /// [`ptlrpc::wire::ost::SHORT_IO_BYTES`]; 0: always bulk). Lustre's
+    /// `osc.*.short_io_bytes`.
+    pub short_io_bytes: usize,
 }
 
 impl Default for OstClientConfig {
@@ -68,6 +73,7 @@ impl Default for OstClientConfig {
             read_retries: 3,
             jobid: JobId::EMPTY,
             max_mod_rpcs: 8,
+            short_io_bytes: ptlrpc::wire::ost::SHORT_IO_BYTES,
         }
     }
 }
@@ -126,6 +132,9 @@ impl OstClient {
         }
         if self.cfg.checksums {
             flags |= connect_flags::CKSUM;
+        }
+        if self.cfg.short_io_bytes > 0 {
+            flags |= connect_flags::SHORTIO;
         }
         ic.connect_data = ConnectData {
             flags,
@@ -212,7 +221,18 @@ impl OstClient {
 
     /// Whether checksums were negotiated.
     pub fn checksums(&self) -> bool {
-        self.import.get().and_then(ImportDriver::connect_data).is_some_and(|d| d.flags & connect_flags::CKSUM != 0)
+        self.negotiated(connect_flags::CKSUM)
+    }
+
+    fn negotiated(&self, flag: u64) -> bool {
+        self.import.get().and_then(ImportDriver::connect_data).is_some_and(|d| d.flags & flag != 0)
+    }
+
+    /// Whether a write of `len` bytes goes in its request (short I/O).
+    fn short_io(&self, len: usize) -> bool {
+        len > 0
+            && len <= self.cfg.short_io_bytes.min(ptlrpc::wire::ost::SHORT_IO_BYTES)
+            && self.negotiated(connect_flags::SHORTIO)
     }
 
     async fn call<B, R>(&self, op: Op, kind: ReqKind, b: &B) -> Result<(R, Transno), RpcError>
@@ -313,14 +333,27 @@ impl OstClient {
             Vec::new()
         };
         let niobufs = niobufs.to_vec();
-        let bulk = BulkAttachment { pages: buf, dir: BulkDir::Source, checksum: cksum };
-        let r = self
-            .imp()?
-            .rpc_bulk(Op::OstWrite, ReqKind::Modify, bulk, move |bulk: BulkDesc| OstBrw { oid, niobufs, cksums, bulk })
-            .await
-            .map_err(rpc_err)?;
-        let mut reply: OstBrwReply = body(&r.reply)?;
-        let transno = r.reply.header.transno.0;
+        let header = if self.short_io(buf.len()) {
+            // Short I/O: the data in the request (kept with it for a
+            // resend or replay), no bulk round trip.
+            let mut inline = vec![0; buf.len()];
+            buf.read_at(0, &mut inline);
+            let len = u32::try_from(inline.len()).map_err(|_| RpcError::Encode("short write over 4 GiB".into()))?;
+            let bulk = BulkDesc {
+                match_bits: 0,
+                len,
+                cksum_type: if cksum { CKSUM_CRC32C } else { 0 },
+                cksum: if cksum { checksum(&buf) } else { 0 },
+            };
+            let b = OstBrw { oid, niobufs, cksums, bulk, inline };
+            self.imp()?.rpc(Op::OstWrite, ReqKind::Modify, &b).await.map_err(rpc_err)?
+        } else {
+            let bulk = BulkAttachment { pages: buf, dir: BulkDir::Source, checksum: cksum };
+            let make = move |bulk: BulkDesc| OstBrw { oid, niobufs, cksums, bulk, inline: Vec::new() };
+            self.imp()?.rpc_bulk(Op::OstWrite, ReqKind::Modify, bulk, make).await.map_err(rpc_err)?.reply
+        };
+        let mut reply: OstBrwReply = body(&header)?;
+        let transno = header.header.transno.0;
         reply.version = transno;
         self.grant.store(reply.grant, Ordering::Release);
         Ok((reply, transno))
@@ -356,6 +389,7 @@ impl OstClient {
                     niobufs,
                     cksums: Vec::new(),
                     bulk,
+                    inline: Vec::new(),
                 })
                 .await
                 .map_err(rpc_err)?;

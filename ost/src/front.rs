@@ -5,7 +5,9 @@
 //! stage; not executed already): the checks, the space admission (ENOSPC
 //! before any data moves; replays of acknowledged writes are not
 //! refused), the bulk GET of the client's pages with the driver's CRC32C
-//! check and retries, the per-niobuf CRC32C check, then the pages handed
+//! check and retries — or, for a short write (`OstBrw::inline`, short
+//! I/O when negotiated: one round trip), the data from the request with
+//! the same checks —, the per-niobuf CRC32C check, then the pages handed
 //! to the target with the request (only the data write and the index
 //! batch run under its lock); READ, GETATTR, STATFS, GET_INFO and SYNC
 //! served here after the target's admission (refused during recovery by
@@ -25,8 +27,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ptlrpc::driver::{BulkError, Errno, Gate, ReqCtx, Request, TargetFront};
+use lnet::MdBuffer;
+use ptlrpc::driver::{BulkError, Errno, Gate, ReqCtx, Request, TargetFront, checksum};
 use ptlrpc::target::{Admission, Admitted};
+use ptlrpc::wire::ost::SHORT_IO_BYTES;
 use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstIds, OstObj, WireBody, connect_flags};
 
 use crate::error::OstError;
@@ -99,21 +103,25 @@ impl OstFront {
         // Space first: a write the target cannot keep is refused before
         // its data moves. A replay was acknowledged before: it goes on.
         let space = if a.replay { None } else { Some(self.ost.admit_write(&a.uuid, runs.len)?) };
-        let fetched = match ctx.bulk_get(&b.bulk) {
-            // The transfer itself failed (the client stopped answering, a
-            // link went down): no reply, as Lustre aborts a bulk. The
-            // client's import resends the request when its deadline
-            // passes, its pages still posted.
-            Err(e @ (BulkError::Lnet(_) | BulkError::Timeout | BulkError::Short { .. })) => {
-                if let Some(s) = space {
-                    self.ost.written(&a.uuid, s);
+        let fetched = if b.inline.is_empty() {
+            match ctx.bulk_get(&b.bulk) {
+                // The transfer itself failed (the client stopped answering,
+                // a link went down): no reply, as Lustre aborts a bulk. The
+                // client's import resends the request when its deadline
+                // passes, its pages still posted.
+                Err(e @ (BulkError::Lnet(_) | BulkError::Timeout | BulkError::Short { .. })) => {
+                    if let Some(s) = space {
+                        self.ost.written(&a.uuid, s);
+                    }
+                    tracing::warn!(peer = %req.peer(), xid = req.xid().0, err = %e, "bulk GET failed; no reply, the client resends");
+                    return Ok(());
                 }
-                tracing::warn!(peer = %req.peer(), xid = req.xid().0, err = %e, "bulk GET failed; no reply, the client resends");
-                return Ok(());
+                other => other.map_err(OstError::from),
             }
-            other => other,
+        } else {
+            self.short_io(ctx, a, &b)
         };
-        let fetched = fetched.map_err(OstError::from).and_then(|data| {
+        let fetched = fetched.and_then(|data| {
             let mut pos = 0usize;
             for (i, (n, want)) in b.niobufs.iter().zip(&b.cksums).enumerate() {
                 let got = data.io_slices(pos, n.len as usize).iter().fold(0, |c, s| crc32c::crc32c_append(c, s));
@@ -133,6 +141,28 @@ impl OstFront {
             self.ost.written(&a.uuid, s);
         }
         result
+    }
+
+    /// A short write's data (`OstBrw::inline`), as pages; checked as a
+    /// bulk GET's would be (length, CRC32C). A bad one is an error reply
+    /// (resending it would not help).
+    fn short_io(&self, ctx: &mut ReqCtx<'_>, a: &Admitted, b: &OstBrw) -> Result<MdBuffer, OstError> {
+        if a.data.flags & connect_flags::SHORTIO == 0 {
+            return Err(OstError::Invalid("data in a write request, short I/O not negotiated".into()));
+        }
+        if b.inline.len() != b.bulk.len as usize || b.inline.len() > SHORT_IO_BYTES {
+            return Err(OstError::Invalid(format!(
+                "{} bytes in a write request naming {} (at most {SHORT_IO_BYTES})",
+                b.inline.len(),
+                b.bulk.len
+            )));
+        }
+        let mut buf = ctx.alloc_bulk(b.inline.len()).map_err(OstError::from)?;
+        buf.write_at(0, &b.inline);
+        if b.bulk.checksummed() && checksum(&buf) != b.bulk.cksum {
+            return Err(OstError::Checksum { index: 0 });
+        }
+        Ok(buf)
     }
 
     /// A read-only request the target admitted: answered here — a READ

@@ -9,7 +9,9 @@
 //! of at least the target's `direct_io_min` bytes go straight between the
 //! aligned pool pages and the device, the rest — small I/O, unaligned
 //! heads and tails — through the page cache; a file system that refuses
-//! `O_DIRECT` turns it off for the target, logged once), buffered reads that start the disk
+//! `O_DIRECT` turns it off for the target, logged once; an object's
+//! `O_DIRECT` descriptor is opened at its first direct run, so a small
+//! object costs one open), buffered reads that start the disk
 //! reads ahead of them when the page cache misses, hole punching
 //! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), truncation, `fdatasync`, and the
 //! per-object write order ([`WriteOrder`]: one client's overlapping writes
@@ -22,8 +24,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use lnet::MdBuffer;
@@ -189,8 +191,10 @@ pub struct ObjFile {
     /// Its path.
     pub path: PathBuf,
     file: File,
-    /// The same file opened with `O_DIRECT`, when the target uses it.
-    direct: Option<File>,
+    /// The same file opened with `O_DIRECT`, at its first direct run
+    /// (`None` inside: the file system refused it). A small object never
+    /// needs it: one open instead of two.
+    direct: OnceLock<Option<File>>,
     direct_io: Arc<DirectIo>,
     /// Where the readahead of a cold read stream ends (0: no cold stream
     /// seen), see `read_cached`.
@@ -235,14 +239,41 @@ impl ObjFile {
         r
     }
 
-    /// The `O_DIRECT` file when the target still uses it.
-    fn direct_file(&self) -> Option<&File> {
-        self.direct.as_ref().filter(|_| self.direct_io.on())
+    /// The `O_DIRECT` file (opened now if this is its first use) when the
+    /// target still uses it.
+    fn direct_file(&self) -> Result<Option<&File>, OstError> {
+        if !self.direct_io.on() {
+            return Ok(None);
+        }
+        if let Some(f) = self.direct.get() {
+            return Ok(f.as_ref());
+        }
+        let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+        let f = match OpenOptions::new().read(true).write(true).custom_flags(flags).open(&self.path) {
+            Ok(f) => Some(f),
+            Err(e) if refuses_direct(&e) => {
+                self.direct_io.refused(&e);
+                None
+            }
+            Err(e) => return Err(OstError::io("opening (O_DIRECT)", &self.path, e)),
+        };
+        Ok(self.direct.get_or_init(|| f).as_ref())
     }
 
     /// Whether object I/O goes around the page cache (`O_DIRECT`).
     pub fn is_direct(&self) -> bool {
-        self.direct_file().is_some()
+        self.direct_file().ok().flatten().is_some()
+    }
+
+    /// The file a part of `left` bytes at `off` (buffer position `pos`)
+    /// goes through, and how many bytes of it: its aligned head directly
+    /// when it is long enough, else all of it buffered.
+    fn file_for(&self, buf: &MdBuffer, off: u64, pos: usize, left: usize) -> Result<(&File, usize, bool), OstError> {
+        let d = if self.direct_io.on() { direct_len(buf, off, pos, left, self.direct_io.min()) } else { 0 };
+        Ok(match if d > 0 { self.direct_file()? } else { None } {
+            Some(f) => (f, d, true),
+            None => (&self.file, left, false),
+        })
     }
 
     /// Writes the runs from `buf`.
@@ -252,15 +283,11 @@ impl ObjFile {
             let mut pos = r.buf_pos as usize;
             let mut left = r.len as usize;
             while left > 0 {
-                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left, self.direct_io.min()));
-                let (file, want) = match self.direct_file() {
-                    Some(f) if d > 0 => (f, d),
-                    _ => (&self.file, left),
-                };
+                let (file, want, direct) = self.file_for(buf, off, pos, left)?;
                 let slices = buf.io_slices(pos, want);
                 let n = match rustix::io::pwritev(file, &slices, off) {
                     Ok(n) => n,
-                    Err(e) if d > 0 && refuses_direct(&e.into()) => {
+                    Err(e) if direct && refuses_direct(&e.into()) => {
                         self.direct_io.refused(&e.into());
                         continue;
                     }
@@ -285,17 +312,16 @@ impl ObjFile {
             let mut pos = r.buf_pos as usize;
             let mut left = r.len as usize;
             while left > 0 {
-                let d = self.direct_file().map_or(0, |_| direct_len(buf, off, pos, left, self.direct_io.min()));
-                let (file, want) = match self.direct_file() {
-                    Some(f) if d > 0 => (f, d),
-                    _ => (&self.file, left),
-                };
+                let (file, want, direct) = self.file_for(buf, off, pos, left)?;
                 let mut slices = buf.io_slices_mut(pos, want);
-                let read =
-                    if d > 0 { rustix::io::preadv(file, &mut slices, off) } else { self.read_cached(&mut slices, off) };
+                let read = if direct {
+                    rustix::io::preadv(file, &mut slices, off)
+                } else {
+                    self.read_cached(&mut slices, off)
+                };
                 let n = match read {
                     Ok(n) => n,
-                    Err(e) if d > 0 && refuses_direct(&e.into()) => {
+                    Err(e) if direct && refuses_direct(&e.into()) => {
                         self.direct_io.refused(&e.into());
                         continue;
                     }
@@ -484,24 +510,11 @@ impl Objects {
         if let Err(e) = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential) {
             tracing::debug!(%oid, err = %e, "fadvise(SEQUENTIAL)");
         }
-        let direct = if self.direct_io.on() {
-            let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
-            match OpenOptions::new().read(true).write(true).custom_flags(flags).open(&path) {
-                Ok(f) => Some(f),
-                Err(e) if refuses_direct(&e) => {
-                    self.direct_io.refused(&e);
-                    None
-                }
-                Err(e) => return Err(OstError::io("opening (O_DIRECT)", &path, e)),
-            }
-        } else {
-            None
-        };
         let obj = Arc::new(ObjFile {
             oid,
             path,
             file,
-            direct,
+            direct: OnceLock::new(),
             direct_io: Arc::clone(&self.direct_io),
             ahead: AtomicU64::new(0),
             order: Mutex::new(WriteOrder::default()),

@@ -65,7 +65,8 @@ pub fn target_config(cfg: &OstConfig, ping: PingSettings) -> TargetConfig {
         | connect_flags::MAXBYTES
         | connect_flags::VBR
         | connect_flags::IMP_RECOV
-        | connect_flags::MULTIMODRPCS;
+        | connect_flags::MULTIMODRPCS
+        | connect_flags::SHORTIO;
     if cfg.checksums {
         flags |= connect_flags::CKSUM;
     }

@@ -209,9 +209,10 @@ async fn corrupted_bulk_is_detected_retried_and_never_stored() {
     let want = format!("ptlrpc_bulk_checksum_errors_total{{service=\"ost\"}} {}", 2 + attempts);
     assert!(text.contains(&want), "{want} in {text}");
     // A link that corrupts everything: after MAX_IN_PROGRESS_RESENDS the
-    // answer is final and the write fails; nothing of it is stored.
+    // answer is final and the write fails; nothing of it is stored. (A
+    // bulk write: larger than a short one.)
     oss.faults.set(FaultPoint::BulkCorrupt, Trigger::EveryN(1));
-    let e = bounded(c.write(oid, 2 << 20, &pattern(43, 4096))).await.unwrap_err();
+    let e = bounded(c.write(oid, 2 << 20, &pattern(43, 64 << 10))).await.unwrap_err();
     assert_eq!(e.errno(), 115, "EINPROGRESS after every resend: {e}");
     oss.faults.clear_all();
     // On disk: the first write exactly, nothing of the refused one.
@@ -220,6 +221,31 @@ async fn corrupted_bulk_is_detected_retried_and_never_stored() {
     let disk = std::fs::read(&path).unwrap();
     assert_eq!(disk.len(), 2 << 20);
     assert!(disk[..1 << 20] == data[..] && disk[1 << 20..] == second[..], "the stored bytes are the client's");
+    oss.stop();
+}
+
+/// Short I/O: a small write carries its data in the request (no bulk
+/// transfer a corrupting link could touch) and lands; with short I/O off
+/// on the client the same write goes by bulk and meets the corruption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_write_travels_in_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let oss = Oss::start(target_config(&dir.path().join("ost0")), true).await;
+    let c = oss.client("c1");
+    bounded(c.connect()).await.unwrap();
+    let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
+    oss.faults.set(FaultPoint::BulkCorrupt, Trigger::EveryN(1));
+    let small = pattern(7, ptlrpc::wire::ost::SHORT_IO_BYTES);
+    let r = bounded(c.write(oid, 100, &small)).await.unwrap();
+    assert_eq!(r.size, 100 + small.len() as u64);
+    let text = oss.server.render_metrics();
+    assert!(!text.contains("ptlrpc_bulk_checksum_errors_total{service=\"ost\"} 1"), "no bulk moved: {text}");
+    let bulk_only = oss.client_with("c2", OstClientConfig { short_io_bytes: 0, ..common::client_config() });
+    bounded(bulk_only.connect()).await.unwrap();
+    let e = bounded(bulk_only.write(oid, 0, &pattern(8, 4096))).await.unwrap_err();
+    assert_eq!(e.errno(), 115, "the bulk GET met the corruption: {e}");
+    oss.faults.clear_all();
+    assert!(bounded(c.read(oid, 100, small.len() as u32)).await.unwrap() == small, "read back");
     oss.stop();
 }
 

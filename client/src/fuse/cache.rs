@@ -16,7 +16,15 @@
 //! a path walk skip a search check the MDT would make). Everything else
 //! is answered with zero TTLs, and names that do not exist are never
 //! cached (negative dentries would need invalidating under the parent's
-//! lock while the kernel may hold it: see below).
+//! lock while the kernel may hold it: see below). A regular file's
+//! attributes get a long TTL only when its size is exact (size on MDT):
+//! this client may hold UPDATE on a file open for writing, the one its
+//! create made (the create asks for a LOOKUP|UPDATE lock on the new file:
+//! its name and attributes are cached from the create's reply, the
+//! kernel updating the size of its own writes). Attributes known under an
+//! UPDATE lock — from a lookup or getattr reply, or from the close that
+//! made the size exact — are kept here and answer the kernel's getattrs
+//! without asking the MDT until the lock goes.
 //!
 //! A blocking callback first invalidates what the lock covered — the
 //! inode's attributes (`inval_inode`, which takes no kernel lock), the
@@ -65,9 +73,10 @@ use ptlrpc::portals::LDLM_CB_REQUEST_PORTAL;
 use ptlrpc::wire::Fid;
 use ptlrpc::wire::Op;
 use ptlrpc::wire::ldlm::{LdlmBlCallbackReq, LdlmLockDesc};
+use ptlrpc::wire::mds::attr_flags;
 
 use super::conv::flatten;
-use crate::fs::Sheen;
+use crate::fs::{S_IFMT, S_IFREG, Sheen, Stat};
 use crate::locks::{Held, LockCache};
 
 /// The TTL of what a lock covers.
@@ -87,9 +96,12 @@ struct Names {
     /// child -> (parent inode, name) the kernel holds with a long TTL.
     by_child: HashMap<Fid, Vec<(Fid, OsString)>>,
     /// parent -> children named under it.
-    by_parent: HashMap<Fid, Vec<Fid>>,
+    by_parent: HashMap<Fid, HashMap<OsString, Fid>>,
     /// Directory modes seen with their UPDATE locks.
     modes: HashMap<Fid, u32>,
+    /// Attributes known under this client's UPDATE lock on the object: a
+    /// getattr is answered from here without asking the MDT.
+    attrs: HashMap<Fid, Stat>,
 }
 
 /// The mount's lock-covered caching.
@@ -276,11 +288,37 @@ impl FuseCache {
         self.locks.covers(fid, bits)
     }
 
+    /// The attribute TTL of `st`, answered from a request that began at
+    /// callback sequence `seq`: zero for a regular file whose size the MDT
+    /// does not know exactly (it is open for writing: the lock this client
+    /// took with its create does not make its size stand still).
+    pub(super) fn stat_ttl(&self, st: &Stat, seq: u64) -> Duration {
+        let exact = st.attr.mode & S_IFMT != S_IFREG || st.attr.flags & attr_flags::SOM_EXACT != 0;
+        if exact { self.attr_ttl(st.fid(), seq) } else { Duration::ZERO }
+    }
+
     /// The attribute TTL for `fid` answered from a request that began at
     /// callback sequence `seq`.
     pub(super) fn attr_ttl(&self, fid: Fid, seq: u64) -> Duration {
         let _g = self.names.lock();
         if self.seq() == seq && self.locks.covers(fid, InodeBits::UPDATE) { LOCKED_TTL } else { Duration::ZERO }
+    }
+
+    /// Keeps `st` (from a reply to a request that began at callback
+    /// sequence `seq`) to answer getattrs while this client holds the
+    /// object's UPDATE lock. A regular file's only with its exact size.
+    pub(super) fn remember(&self, st: &Stat, seq: u64) {
+        let exact = st.attr.mode & S_IFMT != S_IFREG || st.attr.flags & attr_flags::SOM_EXACT != 0;
+        let mut names = self.names.lock();
+        if exact && self.seq() == seq && self.locks.covers(st.fid(), InodeBits::UPDATE) {
+            names.attrs.insert(st.fid(), st.clone());
+        }
+    }
+
+    /// The attributes of `fid` kept under its UPDATE lock, if any.
+    pub(super) fn known(&self, fid: Fid) -> Option<Stat> {
+        let names = self.names.lock();
+        names.attrs.get(&fid).filter(|_| self.locks.covers(fid, InodeBits::UPDATE)).cloned()
     }
 
     /// Records the name `parent/name` -> `child` and returns its entry TTL
@@ -298,20 +336,14 @@ impl FuseCache {
         let v = names.by_child.entry(child).or_default();
         if !v.iter().any(|(p, n)| *p == parent && n == name) {
             v.push((parent, name.to_os_string()));
-            names.by_parent.entry(parent).or_default().push(child);
         }
+        names.by_parent.entry(parent).or_default().insert(name.to_os_string(), child);
         LOCKED_TTL
     }
 
     /// The child this client last named `parent/name` to the kernel.
     pub(super) fn child_named(&self, parent: Fid, name: &OsStr) -> Option<Fid> {
-        let names = self.names.lock();
-        names
-            .by_parent
-            .get(&parent)?
-            .iter()
-            .copied()
-            .find(|c| names.by_child.get(c).is_some_and(|v| v.iter().any(|(p, n)| *p == parent && n == name)))
+        self.names.lock().by_parent.get(&parent)?.get(name).copied()
     }
 
     /// Marks `dirs` as changed by a request of this client until the
@@ -346,13 +378,16 @@ impl FuseCache {
             self.seq.fetch_add(1, Ordering::AcqRel);
             if h.bits.intersects(InodeBits::LOOKUP) {
                 for (p, n) in names.by_child.remove(&h.fid).unwrap_or_default() {
-                    if let Some(v) = names.by_parent.get_mut(&p) {
-                        v.retain(|c| *c != h.fid);
+                    if let Some(m) = names.by_parent.get_mut(&p)
+                        && m.get(&n) == Some(&h.fid)
+                    {
+                        m.remove(&n);
                     }
                     jobs.push((p, Inval::Entry(flatten(p), n)));
                 }
             }
             if h.bits.intersects(InodeBits::UPDATE) {
+                names.attrs.remove(&h.fid);
                 jobs.push((h.fid, Inval::Inode(flatten(h.fid))));
             }
             // Names cached under a directory rely on its mode, which any
@@ -360,7 +395,7 @@ impl FuseCache {
             let still = self.locks.covers(h.fid, InodeBits::LOOKUP) || self.locks.covers(h.fid, InodeBits::UPDATE);
             if !still {
                 names.modes.remove(&h.fid);
-                for c in names.by_parent.remove(&h.fid).unwrap_or_default() {
+                for c in names.by_parent.remove(&h.fid).unwrap_or_default().into_values() {
                     if let Some(v) = names.by_child.get_mut(&c) {
                         let (gone, keep): (Vec<_>, Vec<_>) =
                             std::mem::take(v).into_iter().partition(|(p, _)| *p == h.fid);

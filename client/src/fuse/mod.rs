@@ -143,6 +143,7 @@ impl SheenFs {
             let seq = cache.seq();
             let (st, locks) = self.run(req, self.fs.lookup_locked(p, conv::name(n)?))?;
             cache.granted(&locks, st.attr.mode);
+            cache.remember(&st, seq);
             // A name is cached only under its parent's lock: take it once.
             if cache.covers(st.fid(), InodeBits::LOOKUP) && !cache.covers(p, InodeBits::UPDATE) {
                 match self.run(req, self.fs.stat_locked(p)) {
@@ -151,7 +152,7 @@ impl SheenFs {
                 }
             }
             let entry_ttl = cache.entry_ttl(p, n, st.fid(), seq);
-            Ok((cache.attr_ttl(st.fid(), seq), entry_ttl, st))
+            Ok((cache.stat_ttl(&st, seq), entry_ttl, st))
         });
         match r {
             Ok((a, e, st)) => self.entry_ttls(&st, a, e, reply),
@@ -159,19 +160,24 @@ impl SheenFs {
         }
     }
 
-    /// getattr through a lock enqueue (or, under a lock held already, a
-    /// plain getattr): the stat and its TTL.
+    /// getattr through a lock enqueue (or, under a lock held already, the
+    /// attributes kept with it, else a plain getattr): the stat and its
+    /// TTL.
     fn getattr_cached(&self, cache: &FuseCache, req: &Request, f: Fid) -> Result<(Stat, Duration), Errno> {
         cache.follow_import();
         let seq = cache.seq();
-        let st = if cache.covers(f, InodeBits::UPDATE) {
+        let st = if let Some(st) = cache.known(f) {
+            st
+        } else if cache.covers(f, InodeBits::UPDATE) {
             self.run(req, self.fs.stat_fid(f))?
         } else {
             let (st, locks) = self.run(req, self.fs.stat_locked(f))?;
             cache.granted(&locks, st.attr.mode);
             st
         };
-        Ok((st, cache.attr_ttl(f, seq)))
+        cache.remember(&st, seq);
+        let ttl = cache.stat_ttl(&st, seq);
+        Ok((st, ttl))
     }
 
     /// Before a change of this client's own to `dirs` (their entries),

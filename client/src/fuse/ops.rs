@@ -224,13 +224,31 @@ impl Filesystem for SheenFs {
     }
 
     fn create(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        let fl = mdt_flags(flags) | open_flags::CREAT;
+        // With a callback service: the new file comes back locked (its
+        // name and attributes cached from this reply).
+        let lock = if self.cache.is_some() { open_flags::LOCK } else { 0 };
+        let fl = mdt_flags(flags) | open_flags::CREAT | lock;
         let r = self.fid(parent).and_then(|p| {
             let _b = self.changing(&[p], &[], &[(p, n)]);
-            self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None))
+            let seq = self.cache.as_ref().map(|c| c.seq());
+            let f = self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None))?;
+            let ttl = match (&self.cache, seq) {
+                (Some(c), Some(seq)) => {
+                    c.follow_import();
+                    c.granted(f.granted_locks(), f.attr().mode);
+                    // Long attributes too (FUSE has one TTL here): the
+                    // new file is empty and stays so but for this
+                    // kernel's own writes, which update its size and drop
+                    // the rest; another client's open for writing or
+                    // setattr calls the lock back first.
+                    c.entry_ttl(p, n, f.fid(), seq).min(c.attr_ttl(f.fid(), seq))
+                }
+                _ => TTL,
+            };
+            Ok((f, ttl))
         });
         match r {
-            Ok(f) => {
+            Ok((f, ttl)) => {
                 let attr = file_attr(f.attr(), 0);
                 {
                     let mut i = self.inodes.lock();
@@ -238,7 +256,7 @@ impl Filesystem for SheenFs {
                     e.1 += 1;
                 }
                 let fh = self.keep(f);
-                reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO);
+                reply.created(&ttl, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO);
             }
             Err(e) => reply.error(e),
         }
@@ -339,9 +357,18 @@ impl Filesystem for SheenFs {
     ) {
         let f = self.files.lock().remove(&fh.0);
         self.privs_checked.lock().remove(&fh.0);
+        let seq = self.cache.as_ref().map(|c| c.seq());
         match f.map(|f| self.run(req, self.fs.close_ref(&f))) {
             Some(Err(e)) => reply.error(e),
-            _ => reply.ok(),
+            Some(Ok(after)) => {
+                // The size the MDT now knows exactly: a getattr under this
+                // client's UPDATE lock asks nothing.
+                if let (Some(c), Some(seq), Some(st)) = (&self.cache, seq, after) {
+                    c.remember(&st, seq);
+                }
+                reply.ok();
+            }
+            None => reply.ok(),
         }
     }
 

@@ -438,11 +438,7 @@ impl Namespace {
         if i.kind() == crate::inode::Kind::File
             && let Some(s) = self.opens.lock().som.exact(i.fid)
         {
-            a.size = s.size;
-            a.blocks = s.blocks;
-            a.mtime = a.mtime.max(s.mtime);
-            a.ctime = a.ctime.max(s.mtime);
-            a.flags |= attr_flags::SOM_EXACT;
+            with_som(&mut a, s);
         }
         a
     }
@@ -548,4 +544,13 @@ fn fid_end(f: Fid) -> Vec<u8> {
     let mut k = fid::key(f).to_vec();
     k.extend_from_slice(&[0xff; 300]);
     k
+}
+
+/// `a` with the exact size, space and data mtime `s` (size on MDT).
+fn with_som(a: &mut MdtAttr, s: ptlrpc::wire::mds::SomAttr) {
+    a.size = s.size;
+    a.blocks = s.blocks;
+    a.mtime = a.mtime.max(s.mtime);
+    a.ctime = a.ctime.max(s.mtime);
+    a.flags |= attr_flags::SOM_EXACT;
 }

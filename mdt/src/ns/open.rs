@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use ptlrpc::wire::Fid;
-use ptlrpc::wire::mds::{OpenReplay, SomAttr, open_flags};
+use ptlrpc::wire::mds::{MdtAttr, OpenReplay, SomAttr, open_flags};
 
 use super::modify::{CreateArgs, SetattrArgs};
 use super::som::{SomTable, WriteOpen};
@@ -360,6 +360,22 @@ impl Namespace {
             self.destroy_inode(&mut w, &mut tx, &i)?;
         }
         self.finish(&mut w, tx)
+    }
+
+    /// The attributes the close of `handle` by `owner`, having seen
+    /// `seen`, leaves the file with when it makes its size exact (size on
+    /// MDT); `None` otherwise (or for a file that is gone). Asked before
+    /// the close: nothing changes.
+    pub fn attr_after_close(&self, owner: &str, handle: u64, seen: Option<SomAttr>) -> Option<MdtAttr> {
+        let (f, exact) = {
+            let o = self.opens.lock();
+            let h = o.handles.get(&handle).filter(|h| &*h.owner == owner)?;
+            (h.fid, o.som.would_be_exact(h.fid, h.write?, seen)?)
+        };
+        let i = self.inode(f).ok().filter(|i| i.nlink > 0)?;
+        let mut a = i.attr();
+        super::with_som(&mut a, exact);
+        Some(a)
     }
 
     /// The export of `owner` is gone (evicted, disconnected, or not back

@@ -88,18 +88,21 @@ impl SomTable {
         WriteOpen { generation: s.generation, alone }
     }
 
+    /// What [`SomTable::close_write`] of `w` with `seen` would make the
+    /// exact size of `f` (`None`: it would stay inexact), changing nothing.
+    pub fn would_be_exact(&self, f: Fid, w: WriteOpen, seen: Option<SomAttr>) -> Option<SomAttr> {
+        let s = self.files.get(&f)?;
+        let room = self.exact < EXACT_KEPT;
+        seen.filter(|_| room && w.alone && s.writers <= 1 && s.generation == w.generation)
+    }
+
     /// A handle of `f` opened for writing (`w`) was closed, by a client
     /// that saw `seen` on the objects after its writes landed.
     pub fn close_write(&mut self, f: Fid, w: WriteOpen, seen: Option<SomAttr>) {
-        let room = self.exact < EXACT_KEPT;
+        let exact = self.would_be_exact(f, w, seen);
         let s = self.file(f);
         s.writers = s.writers.saturating_sub(1);
-        if let Some(seen) = seen
-            && room
-            && w.alone
-            && s.writers == 0
-            && s.generation == w.generation
-        {
+        if let Some(seen) = exact {
             s.exact = Some(seen);
             self.exact += 1;
         }

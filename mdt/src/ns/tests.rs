@@ -226,8 +226,12 @@ fn size_on_mdt_is_exact_only_after_a_lone_writer_closes_cleanly() {
     let fid = w.inode.fid;
     assert_eq!(exact(fid), None, "open for writing");
     let r = ns.open(Fid::ROOT, "f", None, 0, &c).unwrap();
+    // What the close will leave, asked before it (the close's reply).
+    let after = ns.attr_after_close(crate::ns::LOCAL, w.handle, Some(seen));
+    assert_eq!(ns.attr_after_close("someone else", w.handle, Some(seen)), None, "not its handle");
     ns.close(w.handle, Some(seen)).unwrap();
     assert_eq!(exact(fid), Some((4096, 8, seen.mtime)), "a reader does not matter");
+    assert_eq!(after, Some(ns.getattr(fid).unwrap().attr), "the close's reply says what a getattr says");
     assert_eq!(ns.lookup(Fid::ROOT, "f").unwrap().attr.size, 4096, "lookups answer it too");
     ns.close(r.handle, None).unwrap();
     // Another writer hides it until its own clean close.
@@ -243,6 +247,7 @@ fn size_on_mdt_is_exact_only_after_a_lone_writer_closes_cleanly() {
     // Two writers overlapping: neither close vouches for the other.
     let a = ns.open(Fid::ROOT, "f", None, open_flags::RDWR, &c).unwrap();
     let b = ns.open(Fid::ROOT, "f", None, open_flags::RDWR, &c).unwrap();
+    assert_eq!(ns.attr_after_close(crate::ns::LOCAL, b.handle, Some(seen)), None, "A is still open");
     ns.close(b.handle, Some(seen)).unwrap();
     ns.close(a.handle, Some(seen)).unwrap();
     assert_eq!(exact(fid), None);

@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ptlrpc::driver::Errno;
+use ptlrpc::ldlm::InodeBits;
+use ptlrpc::wire::ldlm::LdlmLockDesc;
 use ptlrpc::wire::mds::{
     CloseReq, Creds, GetInfoReply, GetInfoReq, GetattrReq, GetxattrReq, LookupReq, MdsReq, MdtOstState, ReaddirReq,
-    ReintReply, ReintReq, SeqQueryReq, SeqRange, XattrReply, seq_op,
+    ReintReply, ReintReq, SeqQueryReq, SeqRange, XattrReply, open_flags, seq_op,
 };
 use ptlrpc::wire::{Fid, Frame, Op, WireBody};
 
@@ -37,8 +39,28 @@ where
     rkyv::to_bytes::<rkyv::rancor::Error>(body).map(|b| b.to_vec()).map_err(|_| Errno::EIO)
 }
 
+/// Grants a protected-read lock on a FID with the given bits to the
+/// client of the request being run (`None`: refused).
+pub type Grant<'a> = &'a dyn Fn(Fid, InodeBits) -> Option<LdlmLockDesc>;
+
+/// A modifying request's reply.
+#[derive(Debug, Clone)]
+pub struct Modified {
+    /// The body sent.
+    pub body: Vec<u8>,
+    /// The body kept for a resend's reconstruction (no locks).
+    pub kept: Vec<u8>,
+}
+
 fn reint_reply(done: &Done, attr: Option<ptlrpc::wire::mds::MdtAttr>) -> ReintReply {
-    ReintReply { attr, layout: None, handle: 0, pre_versions: done.pre_versions.clone(), post_version: done.transno }
+    ReintReply {
+        attr,
+        layout: None,
+        handle: 0,
+        pre_versions: done.pre_versions.clone(),
+        post_version: done.transno,
+        locks: Vec::new(),
+    }
 }
 
 /// The metrics name of a request.
@@ -249,24 +271,42 @@ impl MdtOps {
     /// runs it on the namespace (deferred: the change is left in the
     /// namespace for the target) and returns the reply body.
     pub fn modify(&self, uuid: &str, frame: &Frame<'_>) -> Result<Vec<u8>, Errno> {
+        self.modify_granting(uuid, frame, None).map(|m| m.body)
+    }
+
+    /// [`MdtOps::modify`], with the read locks the request may come back
+    /// with granted through `grant` (a file an open with
+    /// [`open_flags::LOCK`] created: LOOKUP|UPDATE on it, Lustre's open
+    /// lock; `None`: no lock manager, or a replay).
+    pub fn modify_granting(&self, uuid: &str, frame: &Frame<'_>, grant: Option<Grant<'_>>) -> Result<Modified, Errno> {
         let start = Instant::now();
         let op = frame.op();
         let (name, res) = match op {
             Op::MdsReint => {
                 let MdsReq { creds, req: r, .. } = frame.deserialize::<MdsReq<ReintReq>>()?;
                 let name = op_name(op, Some(&r));
-                (name, self.reint(uuid, &creds, r))
+                (name, self.reint(uuid, &creds, r, grant))
             }
             Op::MdsClose => {
                 let r: CloseReq = frame.deserialize()?;
+                // Asked first: the close changes the open table.
+                let after = self.ns.attr_after_close(uuid, r.handle, r.som);
                 let res = self.ns.close_by(uuid, r.handle, r.som).map_err(Errno::from);
                 if matches!(res, Err(e) if e.0 == crate::error::errno::ESTALE) {
                     self.metrics.stale_handles_refused.inc();
                 }
-                ("close", res.and_then(|d| encode(&reint_reply(&d, None))))
+                ("close", res.map(|d| reint_reply(&d, after)))
             }
             _ => ("other", Err(Errno::EOPNOTSUPP)),
         };
+        let res = res.and_then(|rep| {
+            let body = encode(&rep)?;
+            // A reconstructed reply grants nothing (the locks may be gone
+            // with a restart, and the client has dropped its own).
+            let kept =
+                if rep.locks.is_empty() { body.clone() } else { encode(&ReintReply { locks: Vec::new(), ..rep })? };
+            Ok(Modified { body, kept })
+        });
         self.metrics.observe("mdt", name, start.elapsed(), res.is_err());
         if let Err(e) = &res {
             tracing::debug!(op = name, errno = e.0, "mdt request failed");
@@ -274,7 +314,7 @@ impl MdtOps {
         res
     }
 
-    fn reint(&self, uuid: &str, c: &Creds, r: ReintReq) -> Result<Vec<u8>, Errno> {
+    fn reint(&self, uuid: &str, c: &Creds, r: ReintReq, grant: Option<Grant<'_>>) -> Result<ReintReply, Errno> {
         let ns = &self.ns;
         match r {
             ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay } => {
@@ -295,33 +335,39 @@ impl MdtOps {
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
                 rep.layout = i.layout;
-                encode(&rep)
+                Ok(rep)
             }
             ReintReq::Setattr { fid, valid, mode, uid, gid, size, atime, mtime, ctime, default_stripe } => {
                 let a =
                     SetattrArgs { creds: c.clone(), valid, mode, uid, gid, size, atime, mtime, ctime, default_stripe };
                 let (i, done) = ns.setattr(fid, &a)?;
-                encode(&reint_reply(&done, Some(i.attr())))
+                Ok(reint_reply(&done, Some(i.attr())))
             }
             ReintReq::Link { fid, parent, name, time } => {
-                encode(&reint_reply(&ns.link_as(c, fid, parent, &name, time)?, None))
+                Ok(reint_reply(&ns.link_as(c, fid, parent, &name, time)?, None))
             }
             ReintReq::Unlink { parent, name, dir, time } => {
-                encode(&reint_reply(&ns.unlink_as(c, parent, &name, dir, time)?, None))
+                Ok(reint_reply(&ns.unlink_as(c, parent, &name, dir, time)?, None))
             }
             ReintReq::Rename { src_parent, src_name, dst_parent, dst_name, time } => {
-                encode(&reint_reply(&ns.rename_as(c, src_parent, &src_name, dst_parent, &dst_name, time)?, None))
+                Ok(reint_reply(&ns.rename_as(c, src_parent, &src_name, dst_parent, &dst_name, time)?, None))
             }
             ReintReq::Open { parent, name, by_fid, flags, mode, uid, gid, time, stripe, fid, replay } => {
                 let a = CreateArgs { creds: c.clone(), mode, uid, gid, time, stripe, fid, ..CreateArgs::default() };
+                let replayed = replay.is_some();
                 let o = ns.open_as(uuid, parent, &name, by_fid, flags, &a, replay.as_ref())?;
                 let mut rep = reint_reply(&o.done, Some(o.inode.attr()));
+                // Created by this open (it has the FID the client chose).
+                let created = fid.is_some_and(|f| f == o.inode.fid) && flags & open_flags::CREAT != 0;
+                if let Some(g) = grant.filter(|_| created && !replayed && flags & open_flags::LOCK != 0) {
+                    rep.locks.extend(g(o.inode.fid, InodeBits::LOOKUP | InodeBits::UPDATE));
+                }
                 rep.layout = o.inode.layout;
                 rep.handle = o.handle;
-                encode(&rep)
+                Ok(rep)
             }
             ReintReq::Setxattr { fid, name, value, flags } => {
-                encode(&reint_reply(&ns.setxattr_as(c, fid, &name, &value, flags)?, None))
+                Ok(reint_reply(&ns.setxattr_as(c, fid, &name, &value, flags)?, None))
             }
         }
     }

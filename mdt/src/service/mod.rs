@@ -9,6 +9,6 @@ mod mdt;
 pub mod metrics;
 mod mgs;
 
-pub use mdt::{MdtOps, encode, is_read, op_name};
+pub use mdt::{Grant, MdtOps, Modified, encode, is_read, op_name};
 pub use metrics::MdtMetrics;
 pub use mgs::MgsHandler;

@@ -21,7 +21,7 @@ use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
 use ptlrpc::target::{Admission, Target};
 
 use super::intent::{Asker, enqueue, lock_for};
-use super::service::MdtService;
+use super::service::{LockGrant, MdtService};
 use crate::locks::MdtLocks;
 use crate::service::{MdtOps, is_read};
 use ptlrpc::wire::ldlm::{LdlmCancelReq, LdlmEnqueueReq};
@@ -82,7 +82,7 @@ impl MdtFront {
                 Ok(())
             }
             Admission::Refused => Ok(()),
-            Admission::Pass => gate.submit(ctx, ()),
+            Admission::Pass => gate.submit(ctx, None),
         })
     }
 }
@@ -120,7 +120,14 @@ impl TargetFront<MdtService> for MdtFront {
                 }
                 _ => None,
             };
-            let res = gate.submit(ctx, ());
+            // What the update may grant with its reply (not a replay's).
+            let grant = match &self.locks {
+                Some(l) if op == Op::MdsReint && !req.header().flags.contains(MsgFlags::REPLAY) => {
+                    Some(LockGrant { locks: Arc::clone(l), owner: req.header().handle.0, nid: req.peer() })
+                }
+                _ => None,
+            };
+            let res = gate.submit(ctx, grant);
             if let (Some(l), true) = (&self.locks, op.is_disconnect()) {
                 l.drop_owner(req.header().handle.0);
             }
@@ -141,7 +148,7 @@ impl TargetFront<MdtService> for MdtFront {
                 Ok(())
             }
             Admission::Refused => Ok(()),
-            Admission::Pass => gate.submit(ctx, ()),
+            Admission::Pass => gate.submit(ctx, None),
         }
     }
 }

@@ -12,7 +12,13 @@
 //! and is not cached); for a lookup also a LOOKUP lock on the child (the
 //! name leading to it). They are separate locks, so a create in a
 //! directory revokes its attributes without revoking the name that leads
-//! to it.
+//! to it. An open that creates a file and asks (`open_flags::LOCK`, a
+//! client with a callback service) gets one LOOKUP|UPDATE lock on it with
+//! its reply (Lustre's open lock; granted in the plan,
+//! `crate::service::MdtOps::modify_granting`, never in a reconstructed
+//! reply): the creator caches the name and, once its close makes the
+//! size exact, the attributes. Nobody else can change the file without
+//! calling it back (an open for writing or a setattr locks its UPDATE).
 //!
 //! Modifying requests lock, exclusively, before they run: setattr and
 //! setxattr the object's UPDATE (a setattr of mode or owner its LOOKUP

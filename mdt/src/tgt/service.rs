@@ -27,7 +27,8 @@ use ptlrpc::target::{ObjId, Plan, ReplySlot, TargetService, TargetStore};
 use ptlrpc::wire::{Frame, Op};
 
 use super::store::{MdtChange, MdtStore, reply_key};
-use crate::service::MdtOps;
+use crate::locks::MdtLocks;
+use crate::service::{Grant, MdtOps};
 use crate::store::Table;
 
 /// The MDT's target service.
@@ -43,9 +44,22 @@ impl MdtService {
     }
 }
 
+/// What a modifying request may grant its client with its reply: read
+/// locks from the lock manager, as the export `owner` at `nid` (the front
+/// passes it; `None` for replays and without a lock manager).
+#[derive(Debug, Clone)]
+pub struct LockGrant {
+    /// The lock manager.
+    pub locks: Arc<MdtLocks>,
+    /// The export handle (the locks' owner).
+    pub owner: u64,
+    /// Where callbacks go.
+    pub nid: lnet::Nid,
+}
+
 impl TargetService for MdtService {
     type Store = MdtStore;
-    type Input = ();
+    type Input = Option<LockGrant>;
 
     fn plan(
         &mut self,
@@ -53,22 +67,24 @@ impl TargetService for MdtService {
         uuid: &str,
         op: Op,
         req: &Frame<'_>,
-        _input: (),
+        input: Option<LockGrant>,
     ) -> Result<Plan<MdtChange>, i32> {
         let ns = &self.ops.ns;
         // A failed plan leaves nothing pending for the next one.
         drop(ns.take_pending());
         match op {
             Op::MdsReint | Op::MdsClose => {
-                let res = self.ops.modify(uuid, req);
+                let grant =
+                    input.as_ref().map(|g| move |fid, bits| g.locks.grant_read(g.owner, uuid, g.nid, fid, bits));
+                let res = self.ops.modify_granting(uuid, req, grant.as_ref().map(|g| g as Grant<'_>));
                 let pending = ns.take_pending();
-                let body = res.map_err(|e| e.0)?;
+                let m = res.map_err(|e| e.0)?;
                 Ok(match pending {
                     Some(tx) => {
                         let objects = tx.objects().iter().map(|f| ObjId(f.as_u128())).collect();
-                        Plan::Update { objects, change: MdtChange { tx, reply: body.clone() }, body }
+                        Plan::Update { objects, change: MdtChange { tx, reply: m.kept }, body: m.body }
                     }
-                    None => Plan::Read { body },
+                    None => Plan::Read { body: m.body },
                 })
             }
             Op::MdsSync => Ok(Plan::Read { body: Vec::new() }),

@@ -33,7 +33,20 @@ pub mod connect_flags {
     /// `max_mod_rpcs` is meaningful: several modifying requests in flight,
     /// each in its own reply slot (Lustre's `OBD_CONNECT_MULTIMODRPCS`).
     pub const MULTIMODRPCS: u64 = 0x200_0000_0000_0000;
+    /// Short I/O: small writes carry their data in the request
+    /// (`OstBrw::inline`), no bulk transfer.
+    pub const SHORTIO: u64 = 0x2000_0000_0000_0000;
     /// Every flag this build knows.
-    pub const ALL: u64 =
-        VERSION | GRANT | TRANSNO | BRW_SIZE | AT | CKSUM | VBR | MAX_EASIZE | MAXBYTES | IMP_RECOV | MULTIMODRPCS;
+    pub const ALL: u64 = VERSION
+        | GRANT
+        | TRANSNO
+        | BRW_SIZE
+        | AT
+        | CKSUM
+        | VBR
+        | MAX_EASIZE
+        | MAXBYTES
+        | IMP_RECOV
+        | MULTIMODRPCS
+        | SHORTIO;
 }

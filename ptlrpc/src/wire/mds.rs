@@ -301,6 +301,11 @@ pub mod open_flags {
     /// An open for `execve` (Linux's `__FMODE_EXEC`): execute permission
     /// is checked instead of read.
     pub const EXEC: u32 = 0o40;
+    /// The client has a callback service and wants a protected-read
+    /// LOOKUP|UPDATE lock on the file if this open creates it (Lustre's
+    /// open lock, `MDS_OPEN_LOCK`): its name and attributes may then be
+    /// cached from the create's reply. Not a Linux flag.
+    pub const LOCK: u32 = 0o4_000_000_000;
 }
 
 /// `setxattr` flags (Linux values) plus removal.
@@ -536,6 +541,9 @@ pub struct ReintReply {
     pub pre_versions: Vec<u64>,
     /// The version the operation gave them.
     pub post_version: u64,
+    /// Locks granted with it: on a file an open created when the open
+    /// asked ([`open_flags::LOCK`]). Never in a reconstructed reply.
+    pub locks: Vec<super::ldlm::LdlmLockDesc>,
 }
 
 /// What the closer of a handle opened for writing saw of the file's
@@ -844,6 +852,7 @@ mod tests {
             handle: 5,
             pre_versions: vec![1, 2],
             post_version: 3,
+            locks: vec![crate::wire::ldlm::LdlmLockDesc { handle: 9, res: Fid::ROOT, mode: 4, bits: 3 }],
         };
         let bytes = frame_of(Op::MdsReint, &rep);
         assert_eq!(Frame::parse(&bytes).expect("parses").deserialize::<ReintReply>().expect("validates"), rep);

@@ -69,6 +69,10 @@ impl ArchivedOstId {
 /// Most niobufs one BRW may carry.
 pub const MAX_NIOBUFS: usize = 256;
 
+/// The largest write carried in its request ([`OstBrw::inline`]), with
+/// room left in a 16 KiB request buffer for the rest of the body.
+pub const SHORT_IO_BYTES: usize = 8 << 10;
+
 /// [`OstPunch::mode`]: cut the object at `start` (`len` is ignored).
 pub const PUNCH_TRUNCATE: u32 = 0;
 /// [`OstPunch::mode`]: deallocate `[start, start + len)`, size unchanged.
@@ -194,8 +198,14 @@ pub struct OstBrw {
     pub niobufs: Vec<Niobuf>,
     /// Writes with checksums on: the CRC32C of each run (else empty).
     pub cksums: Vec<u32>,
-    /// The client's pages.
+    /// The client's pages. With `inline` data: no pages are posted;
+    /// `len` and the checksum describe `inline`.
     pub bulk: BulkDesc,
+    /// Short I/O (Lustre's `OBD_CONNECT_SHORTIO`): a write's data carried
+    /// in the request itself, at most [`SHORT_IO_BYTES`] — no bulk
+    /// transfer, so one round trip instead of two. Empty: the data moves
+    /// by bulk.
+    pub inline: Vec<u8>,
 }
 
 /// The answer to a BRW.
@@ -285,6 +295,7 @@ mod tests {
             niobufs: vec![Niobuf { offset: 0, len: 4096, flags: 0 }, Niobuf { offset: 8192, len: 100, flags: 0 }],
             cksums: vec![1, 2],
             bulk: BulkDesc { match_bits: 5, len: 4196, cksum_type: 4, cksum: 3 },
+            inline: vec![7; 10],
         };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&b).expect("archives");
         let back = rkyv::from_bytes::<OstBrw, rkyv::rancor::Error>(&bytes).expect("valid");
