@@ -10,17 +10,18 @@
 //! uncommitted modifying requests in transno order, pruned as
 //! `last_committed` advances; open requests stay until released (closed)
 //! and, when their close has a replay entry of its own, until that close
-//! leaves the list too (a replayed close needs its open replayed first).
+//! leaves the list too (a replayed close needs its open replayed first);
+//! it lives in `super::replay_list`.
 //! A request may carry a [`ReplayFixup`]: when its reply arrives, the
 //! body kept for replay is rewritten from the reply (what the target
 //! chose — an open's handle, a create's layout — goes into the replay).
 //!
 //! Must not: send, choose states or read a clock; the import drives these.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crate::time::Time;
-use crate::wire::{ConnCnt, ObjVersion, Op, PRE_VERSIONS, Portal, Transno, Xid};
+use crate::wire::{ConnCnt, Op, Portal, Xid};
 
 /// What kind of request a caller submits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,135 +182,4 @@ impl Requests {
     }
 }
 
-/// One replied, not yet committed (or open, not yet closed) request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayEntry {
-    /// The request's xid (replays keep it).
-    pub xid: Xid,
-    /// The transno the target gave it (new after a delayed replay).
-    pub transno: Transno,
-    /// What to replay.
-    pub spec: RequestSpec,
-    /// Object versions before the original execution, from its reply.
-    pub pre_versions: [ObjVersion; PRE_VERSIONS],
-    /// An open not yet released: kept after commit.
-    pub open: bool,
-    /// The reply slot it had (replays keep it).
-    pub tag: u16,
-    /// A released open whose close (this xid) went on the list: kept
-    /// until the close leaves it.
-    pub closed_by: Option<Xid>,
-    /// Waiting for delayed recovery: its transno came from a target
-    /// instance that finished recovery without it, so `last_committed` says
-    /// nothing about it.
-    pub delayed_pending: bool,
-}
-
-/// Replied, uncommitted requests in transno order.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayList {
-    by_transno: BTreeMap<Transno, ReplayEntry>,
-}
-
-impl ReplayList {
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.by_transno.len()
-    }
-
-    /// No entries.
-    pub fn is_empty(&self) -> bool {
-        self.by_transno.is_empty()
-    }
-
-    /// The entries in transno order.
-    pub fn iter(&self) -> impl Iterator<Item = &ReplayEntry> {
-        self.by_transno.values()
-    }
-
-    /// The entry with `transno`.
-    pub fn get(&self, transno: Transno) -> Option<&ReplayEntry> {
-        self.by_transno.get(&transno)
-    }
-
-    pub(crate) fn add(&mut self, e: ReplayEntry) {
-        self.by_transno.insert(e.transno, e);
-    }
-
-    pub(crate) fn remove(&mut self, transno: Transno) -> Option<ReplayEntry> {
-        self.by_transno.remove(&transno)
-    }
-
-    /// Drops entries committed by `last_committed` (not opens, not entries
-    /// waiting for delayed recovery, not released opens whose close is
-    /// still held). Returns how many went.
-    pub(crate) fn prune_committed(&mut self, last_committed: Transno) -> usize {
-        let before = self.by_transno.len();
-        self.by_transno.retain(|&t, e| e.open || e.closed_by.is_some() || e.delayed_pending || t > last_committed);
-        self.prune_released(|t, e| e.delayed_pending || t > last_committed);
-        before - self.by_transno.len()
-    }
-
-    /// Drops entries the target holds durably by its record of this
-    /// client (`client_committed` of a recovering or delayed connect: see
-    /// [`Transno::covered_by`]), waiting ones included, opens aside.
-    pub(crate) fn prune_client_committed(&mut self, client_committed: Transno) -> usize {
-        let before = self.by_transno.len();
-        self.by_transno.retain(|&t, e| e.open || e.closed_by.is_some() || !t.covered_by(client_committed));
-        self.prune_released(|t, _| !t.covered_by(client_committed));
-        before - self.by_transno.len()
-    }
-
-    /// Drops released opens whose close has left the list, unless `keep`
-    /// says the open itself must stay.
-    fn prune_released(&mut self, keep: impl Fn(Transno, &ReplayEntry) -> bool) {
-        let xids: std::collections::BTreeSet<Xid> = self.by_transno.values().map(|e| e.xid).collect();
-        self.by_transno.retain(|&t, e| match e.closed_by {
-            Some(c) if !e.open => xids.contains(&c) || keep(t, e),
-            _ => true,
-        });
-    }
-
-    pub(crate) fn mark_all_pending(&mut self) {
-        for e in self.by_transno.values_mut() {
-            e.delayed_pending = true;
-        }
-    }
-
-    /// Transnos to replay in a pass, in order.
-    pub(crate) fn todo(&self, pending: bool) -> VecDeque<Transno> {
-        self.by_transno.iter().filter(|(_, e)| e.delayed_pending == pending).map(|(&t, _)| t).collect()
-    }
-
-    /// Whether any entry waits for delayed recovery.
-    pub fn has_pending(&self) -> bool {
-        self.by_transno.values().any(|e| e.delayed_pending)
-    }
-
-    /// A delayed replay got transno `new`: re-key and clear pending.
-    pub(crate) fn rekey(&mut self, old: Transno, new: Transno) {
-        if let Some(mut e) = self.by_transno.remove(&old) {
-            e.transno = new;
-            e.delayed_pending = false;
-            self.by_transno.insert(new, e);
-        }
-    }
-
-    /// The open `xid` was closed by request `close` (on the list while it
-    /// is uncommitted; `None`: the close left nothing to replay): it may go
-    /// once committed and the close has gone. Returns whether it was found.
-    pub(crate) fn release_open(&mut self, xid: Xid, close: Option<Xid>) -> bool {
-        match self.by_transno.values_mut().find(|e| e.xid == xid && e.open) {
-            Some(e) => {
-                e.open = false;
-                e.closed_by = close;
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(crate) fn drain(&mut self) -> Vec<ReplayEntry> {
-        std::mem::take(&mut self.by_transno).into_values().collect()
-    }
-}
+pub use super::replay_list::{ReplayEntry, ReplayList};

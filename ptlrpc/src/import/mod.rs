@@ -20,6 +20,7 @@
 
 pub mod lists;
 mod recover;
+mod replay_list;
 pub mod state;
 #[cfg(test)]
 mod tests;
