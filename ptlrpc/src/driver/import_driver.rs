@@ -6,7 +6,11 @@
 //! callback ever takes the mutex) and timeouts (a tokio timer at
 //! [`Import::poll_timeout`], which covers request deadlines, connect
 //! attempts, reconnect backoff and the pinger), and sends what
-//! [`Import::poll_transmit`] produces through `driver::transport`: the
+//! [`Import::poll_transmit`] produces (a caller's new request is sent
+//! from the caller's own thread right after it is queued — one thread
+//! switch less per request — under a sender lock that keeps every send in
+//! the import's order; the task sends the rest) through
+//! `driver::transport`: the
 //! reply MD for the xid on the chosen path's NID first, then the PUT to the
 //! service portal. Reply MDs live until their final reply or until the
 //! connection they were sent on is gone (the import ignores replies from
@@ -55,6 +59,7 @@ use crate::import::{
     RequestSpec, StateHistory,
 };
 use crate::portals::{BULK_GET_SOURCE_PORTAL, BULK_PUT_SINK_PORTAL};
+use crate::time::Time;
 use crate::wire::{
     BODY_ALIGN, BulkDesc, CKSUM_CRC32C, ConnCnt, ConnectData, DecodeError, Frame, Header, MsgFlags, Op, Transno,
     WireBody, WireDecode, Xid, encode_raw,
@@ -174,6 +179,21 @@ struct State {
     /// Source pages of modifying requests, until they leave the import
     /// (committed, failed or lost).
     attachments: HashMap<Xid, Attached>,
+    /// When the driver task wakes next by itself (its import's deadline
+    /// when it last looked): a caller that sent a request with an earlier
+    /// deadline wakes it.
+    task_due: Option<Time>,
+}
+
+/// What sending needs, behind its own lock (taken before `State`'s):
+/// sends are one at a time, in the order the import gave them, whether
+/// the driver task or a caller sends.
+struct Sender {
+    /// Reply MDs of requests sent, by xid, with the connection they went
+    /// out on.
+    mds: HashMap<Xid, (ConnCnt, Attached)>,
+    /// Where reply MDs post replies (the driver task).
+    tx: mpsc::UnboundedSender<Input>,
 }
 
 /// Which way a request's bulk data moves.
@@ -224,6 +244,7 @@ struct Shared {
     reply_buf_len: usize,
     clock: DriverClock,
     state: Mutex<State>,
+    sender: Mutex<Sender>,
     wake: Notify,
     /// Woken whenever events were drained (replies, commits, state
     /// changes): a caller held back by a full import tries again.
@@ -319,6 +340,7 @@ impl ImportDriver {
         cfg.first_conn_cnt = first_conn_cnt();
         let clock = DriverClock::new();
         let import = Import::new(clock.now(), cfg.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
         let (kind, _) = watch::channel(import.kind());
         let shared = Arc::new(Shared {
             lnet: lnet.clone(),
@@ -331,7 +353,9 @@ impl ImportDriver {
                 waiters: HashMap::new(),
                 lost: VecDeque::new(),
                 attachments: HashMap::new(),
+                task_due: None,
             }),
+            sender: Mutex::new(Sender { mds: HashMap::new(), tx }),
             wake: Notify::new(),
             room: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -339,8 +363,7 @@ impl ImportDriver {
             ended: watch::channel(false).0,
             counters: Counters::default(),
         });
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Arc::clone(&shared), tx, rx));
+        tokio::spawn(run(Arc::clone(&shared), rx));
         Ok(ImportDriver { _stop_on_drop: Arc::new(StopOnDrop(Arc::clone(&shared))), shared })
     }
 
@@ -500,7 +523,17 @@ impl ImportDriver {
             self.shared.wake.notify_one();
             room.await;
         };
-        self.shared.wake.notify_one();
+        // Sent from here, not by the driver task: one thread switch less
+        // per request. The task sleeps until the import's deadline as it
+        // last saw it; a request due earlier wakes it.
+        let (due, _) = transmit(&self.shared, None);
+        let wake = {
+            let st = self.shared.state.lock();
+            due.is_some_and(|d| st.task_due.is_none_or(|t| d < t))
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
         rx.await.unwrap_or(Err(ImportRpcError::Shutdown))
     }
 
@@ -710,31 +743,13 @@ impl Shared {
 }
 
 /// The driver task: runs timers, feeds replies, sends.
-async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Input>, mut rx: mpsc::UnboundedReceiver<Input>) {
-    let mut mds: HashMap<Xid, (ConnCnt, Attached)> = HashMap::new();
+async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Input>) {
     loop {
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
         let now = shared.clock.now();
-        let (out, due, conn_cnt, closed) = {
-            let mut st = shared.state.lock();
-            if st.import.poll_timeout().is_some_and(|t| now >= t) {
-                st.import.handle_timeout(now);
-            }
-            let mut out = Vec::new();
-            while let Some(o) = st.import.poll_transmit(now) {
-                out.push(o);
-            }
-            shared.drain_events(&mut st);
-            let closed = st.import.kind() == ImportStateKind::Closed;
-            (out, st.import.poll_timeout(), st.import.conn_cnt(), closed)
-        };
-        // Replies on older connections are ignored by the import.
-        mds.retain(|_, (c, _)| *c == conn_cnt);
-        for o in out {
-            send(&shared, &tx, &mut mds, o);
-        }
+        let (due, closed) = transmit(&shared, Some(now));
         if closed {
             break;
         }
@@ -747,15 +762,47 @@ async fn run(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Input>, mut rx: mpsc
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                feed(&shared, &mut mds, batch);
+                feed(&shared, batch);
             }
             () = shared.wake.notified() => {}
             () = sleep_opt(wait) => {}
         }
     }
-    drop(mds);
+    shared.sender.lock().mds.clear();
     shared.fail_all();
     shared.ended.send_replace(true);
+}
+
+/// Sends what the import has to send, in its order (the sender lock
+/// serializes the driver task and callers); `task_now`: the driver task,
+/// which also handles a passed deadline and records when it wakes next.
+/// Returns the import's next deadline and whether it closed.
+fn transmit(shared: &Arc<Shared>, task_now: Option<Time>) -> (Option<Time>, bool) {
+    let mut snd = shared.sender.lock();
+    let (out, due, conn_cnt, closed) = {
+        let mut st = shared.state.lock();
+        let now = task_now.unwrap_or_else(|| shared.clock.now());
+        if task_now.is_some() && st.import.poll_timeout().is_some_and(|t| now >= t) {
+            st.import.handle_timeout(now);
+        }
+        let mut out = Vec::new();
+        while let Some(o) = st.import.poll_transmit(now) {
+            out.push(o);
+        }
+        shared.drain_events(&mut st);
+        let closed = st.import.kind() == ImportStateKind::Closed;
+        let due = st.import.poll_timeout();
+        if task_now.is_some() {
+            st.task_due = due;
+        }
+        (out, due, st.import.conn_cnt(), closed)
+    };
+    // Replies on older connections are ignored by the import.
+    snd.mds.retain(|_, (c, _)| *c == conn_cnt);
+    for o in out {
+        send(shared, &mut snd, o);
+    }
+    (due, closed)
 }
 
 async fn sleep_opt(wait: Option<Duration>) {
@@ -767,8 +814,10 @@ async fn sleep_opt(wait: Option<Duration>) {
 
 /// Feeds replies to the import; early replies extend their request's
 /// deadline there.
-fn feed(shared: &Shared, mds: &mut HashMap<Xid, (ConnCnt, Attached)>, batch: Vec<Input>) {
+fn feed(shared: &Shared, batch: Vec<Input>) {
     let now = shared.clock.now();
+    let mut snd = shared.sender.lock();
+    let mds = &mut snd.mds;
     let mut st = shared.state.lock();
     for Input::Reply(bytes) in batch {
         let frame = match Frame::parse(&bytes) {
@@ -794,12 +843,8 @@ fn feed(shared: &Shared, mds: &mut HashMap<Xid, (ConnCnt, Attached)>, batch: Vec
 
 /// Sends one message: its reply MD first (replacing an earlier send's),
 /// then the PUT.
-fn send(
-    shared: &Arc<Shared>,
-    tx: &mpsc::UnboundedSender<Input>,
-    mds: &mut HashMap<Xid, (ConnCnt, Attached)>,
-    o: crate::import::Outgoing,
-) {
+fn send(shared: &Arc<Shared>, snd: &mut Sender, o: crate::import::Outgoing) {
+    let Sender { mds, tx } = snd;
     let fail = |what: &str, err: &dyn std::fmt::Display| {
         shared.counters.send_failures.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(client = %shared.cfg.client_uuid, xid = o.header.xid.0, err = %err, "{what}");
