@@ -230,11 +230,16 @@ impl Filesystem for SheenFs {
         let fl = mdt_flags(flags) | open_flags::CREAT | lock;
         let r = self.fid(parent).and_then(|p| {
             let _b = self.changing(&[p], &[], &[(p, n)]);
-            let seq = self.cache.as_ref().map(|c| c.seq());
+            // Locks from before a reconnect go first; one the reply brings
+            // from before a reconnect during it is dropped at the next
+            // `follow_import` (it enters under the old generation).
+            let seq = self.cache.as_ref().map(|c| {
+                c.follow_import();
+                c.seq()
+            });
             let f = self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None))?;
             let ttl = match (&self.cache, seq) {
                 (Some(c), Some(seq)) => {
-                    c.follow_import();
                     c.granted(f.granted_locks(), f.attr().mode);
                     // Long attributes too (FUSE has one TTL here): the
                     // new file is empty and stays so but for this
