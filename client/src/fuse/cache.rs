@@ -4,7 +4,9 @@
 //! Owns: [`FuseCache`] — the mount's [`LockCache`], the dentries handed to
 //! the kernel with a long TTL (by child, and by parent), the blocking
 //! callback service on the client's lnet ([`start_callbacks`]), early
-//! cancels before this client's own changes, and the invalidation thread.
+//! cancels before this client's own changes, the locks the LRU pushes
+//! out (cancelled in batches of [`AGED_BATCH`] or at the next 200 ms
+//! tick: not one cancel RPC per aged lock), and the invalidation thread.
 //!
 //! Rules. An attribute TTL is long only when this client holds an UPDATE
 //! lock on the object; an entry TTL only when it holds the child's LOOKUP
@@ -82,6 +84,9 @@ use crate::locks::{Held, LockCache};
 /// The TTL of what a lock covers.
 pub(super) const LOCKED_TTL: Duration = Duration::from_secs(60);
 
+/// Aged-out locks cancelled together when no change carried them.
+pub const AGED_BATCH: usize = 64;
+
 /// How long a blocking callback waits for the kernel to drop a name
 /// before it cancels the lock anyway (see the module docs).
 pub const INVAL_WAIT: Duration = Duration::from_secs(1);
@@ -114,6 +119,8 @@ pub struct FuseCache {
     busy: Mutex<HashMap<Fid, usize>>,
     notifier: OnceLock<fuser::Notifier>,
     deferred: Mutex<std::sync::mpsc::Sender<Inval>>,
+    /// Handles the lock LRU pushed out, not cancelled yet.
+    aged: Mutex<Vec<u64>>,
     /// Name invalidations a callback waits for (bounded), each with its
     /// completion.
     bounded: Mutex<std::sync::mpsc::Sender<(Inval, std::sync::mpsc::SyncSender<()>)>>,
@@ -169,6 +176,7 @@ impl FuseCache {
             notifier: OnceLock::new(),
             deferred: Mutex::new(tx),
             bounded: Mutex::new(btx),
+            aged: Mutex::new(Vec::new()),
             inval_waits: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cache);
@@ -277,10 +285,23 @@ impl FuseCache {
             }
             for h in pushed {
                 self.dropped(&h, false);
-                back.push(h.handle);
+                self.aged.lock().push(h.handle);
             }
         }
         self.cancel(back);
+        // Locks the LRU pushed out go in batches, in the background: not
+        // one cancel RPC each. (Packed into the next change's request
+        // instead, as Lustre's ELC does, they put the MDT's cancel on the
+        // change's path: creates were ~5% slower here.)
+        if self.aged.lock().len() >= AGED_BATCH {
+            self.flush_aged();
+        }
+    }
+
+    /// Cancels the aged locks left, in one `LDLM_CANCEL`.
+    fn flush_aged(&self) {
+        let aged = std::mem::take(&mut *self.aged.lock());
+        self.cancel(aged);
     }
 
     /// Whether this client holds `bits` on `fid`.
@@ -454,7 +475,10 @@ pub(super) fn watch_import(cache: &Arc<FuseCache>) {
         loop {
             tick.tick().await;
             match weak.upgrade() {
-                Some(c) => c.follow_import(),
+                Some(c) => {
+                    c.follow_import();
+                    c.flush_aged();
+                }
                 None => return,
             }
         }
