@@ -315,8 +315,7 @@ impl Sheen {
     /// The objects to glimpse for a stat: a regular file's, unless the MDT
     /// knows its size exactly.
     fn needs_glimpse(r: &AttrReply) -> Option<&Layout> {
-        let file = r.attr.mode & S_IFMT == S_IFREG && r.attr.flags & attr_flags::SOM_EXACT == 0;
-        r.layout.as_ref().filter(|l| file && !l.objects.is_empty())
+        r.layout.as_ref().filter(|l| !r.attr.size_exact() && !l.objects.is_empty())
     }
 
     async fn to_stat(&self, r: AttrReply) -> Result<Stat> {
@@ -797,7 +796,7 @@ impl Sheen {
             Err(e) if e.errno() == libc::ESTALE => Err(ClientError::LostOpen { what: "close" }),
             Err(e) => Err(e),
             Ok(rep) => flushed.map(|()| {
-                rep.attr.filter(|a| a.flags & attr_flags::SOM_EXACT != 0).map(|attr| {
+                rep.attr.filter(MdtAttr::size_exact).map(|attr| {
                     let r = AttrReply { attr, layout: None, default_stripe: None, symlink: String::new() };
                     Self::with_glimpse(r, None)
                 })

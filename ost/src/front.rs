@@ -144,8 +144,9 @@ impl OstFront {
     }
 
     /// A short write's data (`OstBrw::inline`), as pages; checked as a
-    /// bulk GET's would be (length, CRC32C). A bad one is an error reply
-    /// (resending it would not help).
+    /// bulk GET's would be. A malformed one is an error reply (resending
+    /// it would not help); a checksum mismatch is answered as a bulk one
+    /// is (`EINPROGRESS`: the client resends).
     fn short_io(&self, ctx: &mut ReqCtx<'_>, a: &Admitted, b: &OstBrw) -> Result<MdBuffer, OstError> {
         if a.data.flags & connect_flags::SHORTIO == 0 {
             return Err(OstError::Invalid("data in a write request, short I/O not negotiated".into()));

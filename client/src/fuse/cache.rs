@@ -75,10 +75,9 @@ use ptlrpc::portals::LDLM_CB_REQUEST_PORTAL;
 use ptlrpc::wire::Fid;
 use ptlrpc::wire::Op;
 use ptlrpc::wire::ldlm::{LdlmBlCallbackReq, LdlmLockDesc};
-use ptlrpc::wire::mds::attr_flags;
 
 use super::conv::flatten;
-use crate::fs::{S_IFMT, S_IFREG, Sheen, Stat};
+use crate::fs::{Sheen, Stat};
 use crate::locks::{Held, LockCache};
 
 /// The TTL of what a lock covers.
@@ -314,8 +313,7 @@ impl FuseCache {
     /// does not know exactly (it is open for writing: the lock this client
     /// took with its create does not make its size stand still).
     pub(super) fn stat_ttl(&self, st: &Stat, seq: u64) -> Duration {
-        let exact = st.attr.mode & S_IFMT != S_IFREG || st.attr.flags & attr_flags::SOM_EXACT != 0;
-        if exact { self.attr_ttl(st.fid(), seq) } else { Duration::ZERO }
+        if st.attr.size_exact() { self.attr_ttl(st.fid(), seq) } else { Duration::ZERO }
     }
 
     /// The attribute TTL for `fid` answered from a request that began at
@@ -329,9 +327,8 @@ impl FuseCache {
     /// sequence `seq`) to answer getattrs while this client holds the
     /// object's UPDATE lock. A regular file's only with its exact size.
     pub(super) fn remember(&self, st: &Stat, seq: u64) {
-        let exact = st.attr.mode & S_IFMT != S_IFREG || st.attr.flags & attr_flags::SOM_EXACT != 0;
         let mut names = self.names.lock();
-        if exact && self.seq() == seq && self.locks.covers(st.fid(), InodeBits::UPDATE) {
+        if st.attr.size_exact() && self.seq() == seq && self.locks.covers(st.fid(), InodeBits::UPDATE) {
             names.attrs.insert(st.fid(), st.clone());
         }
     }

@@ -39,10 +39,9 @@
 use ptlrpc::driver::Errno;
 use ptlrpc::ldlm::InodeBits;
 use ptlrpc::wire::ldlm::{LdlmEnqueueReply, LdlmIntent, LdlmLockDesc};
-use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_flags, attr_valid, open_flags};
+use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_valid, open_flags};
 use ptlrpc::wire::{Fid, Frame, Header, MsgKind, Op, WireBody, Xid};
 
-use crate::inode::{S_IFMT, S_IFREG};
 use crate::locks::{LocalLocks, MdtLocks};
 use crate::service::MdtOps;
 
@@ -67,7 +66,7 @@ fn read_as(ops: &MdtOps, uuid: &str, op: Op, body: &impl WireBody) -> Result<Att
 
 /// Whether a reply's attributes may be cached under an UPDATE lock.
 fn cacheable(a: &AttrReply) -> bool {
-    a.attr.mode & S_IFMT != S_IFREG || a.attr.flags & attr_flags::SOM_EXACT != 0
+    a.attr.size_exact()
 }
 
 /// Answers an `LDLM_ENQUEUE` intent: the reply body.

@@ -145,10 +145,9 @@ impl ReplayList {
         let mut queue: VecDeque<Transno> = todo.into();
         while let Some(t) = queue.pop_front() {
             let go = self.by_transno.get(&t).is_some_and(|e| self.removable(t, e, last_committed));
-            if go && let Some(e) = self.remove(t) {
+            if go && self.remove(t).is_some() {
                 gone += 1;
                 queue.extend(self.check.drain(..));
-                drop(e);
             }
         }
         // Entries above `last_committed` an event touched: looked at when

@@ -129,6 +129,17 @@ pub struct MdtAttr {
     pub flags: u32,
 }
 
+impl MdtAttr {
+    /// Whether the size (and space, data mtime) stated is the object's
+    /// own: anything but a regular file, or a regular file whose size the
+    /// MDT knows exactly ([`attr_flags::SOM_EXACT`]); else the OSTs have it.
+    pub fn size_exact(&self) -> bool {
+        const S_IFMT: u32 = 0o170_000;
+        const S_IFREG: u32 = 0o100_000;
+        self.mode & S_IFMT != S_IFREG || self.flags & attr_flags::SOM_EXACT != 0
+    }
+}
+
 /// One stripe's object: the OST index and the object id on it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug))]
@@ -734,6 +745,14 @@ mod tests {
         B: WireBody,
     {
         encode(&Header::new(MsgKind::Request, op.opcode(), Xid(1)), body).expect("encodes")
+    }
+
+    #[test]
+    fn only_a_regular_file_without_som_has_its_size_elsewhere() {
+        let f = |mode, flags| MdtAttr { mode, flags, ..MdtAttr::default() }.size_exact();
+        assert!(!f(0o100_644, 0), "a file: the OSTs know");
+        assert!(f(0o100_644, attr_flags::SOM_EXACT), "a file whose size the MDT knows");
+        assert!(f(0o040_755, 0) && f(0o120_777, 0), "a directory, a symlink");
     }
 
     #[test]
