@@ -296,11 +296,13 @@ impl Handler for BlockingEcho {
 }
 
 async fn bulk_round_trip(fabric: Fabric, corrupt: bool) {
-    bulk_round_trip_with(fabric, corrupt, Arc::new(EchoHandler::storing())).await;
-    bulk_round_trip_with(fabric, corrupt, Arc::new(BlockingEcho::default())).await;
+    // The echo service starts its transfers inline, on the receive path;
+    // `BlockingEcho` waits for them on a worker.
+    bulk_round_trip_with(fabric, corrupt, Arc::new(EchoHandler::storing()), true).await;
+    bulk_round_trip_with(fabric, corrupt, Arc::new(BlockingEcho::default()), false).await;
 }
 
-async fn bulk_round_trip_with(fabric: Fabric, corrupt: bool, handler: Arc<dyn Handler>) {
+async fn bulk_round_trip_with(fabric: Fabric, corrupt: bool, handler: Arc<dyn Handler>, inline: bool) {
     let p = Pair::start(fabric, handler).await;
     let c = p.default_client();
     let len = 1 << 20;
@@ -319,6 +321,11 @@ async fn bulk_round_trip_with(fabric: Fabric, corrupt: bool, handler: Arc<dyn Ha
     assert_eq!(r.body::<BrwReply>().unwrap().cksum, ptlrpc::driver::checksum(&got));
     assert!(bytes(&got) == data, "the data arrives intact");
     assert_eq!(c.stats().bulk_cksum_errors, u64::from(corrupt));
+    // Every request inline or none (a read with a corrupted transfer is
+    // sent again: three then).
+    let m = p.svc.metrics();
+    assert_eq!((m.served_inline.get() >= 2, m.served_inline.get() == 0), (inline, !inline));
+    assert_eq!(m.inline_declined.get(), 0);
     if corrupt {
         assert_eq!(p.faults.fired(FaultKind::BulkCorrupt), 2);
         // Corrupt every transfer: the retries run out and the error says so.

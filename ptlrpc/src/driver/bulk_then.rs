@@ -2,7 +2,8 @@
 //! handler starts the GET or PUT and returns; lnet's thread that delivers
 //! the transfer's last event finishes it (checksum, bounded retry) and
 //! answers the request, as lnet-selftest's server answers in its event
-//! callback.
+//! callback. A handler serving inline ([`super::Handler::inline`]) may
+//! start one too: nothing here waits.
 //!
 //! Owns: [`ReqCtx::bulk_get_then`] (and `bulk_get_into_then`) /
 //! [`ReqCtx::bulk_put_then`], the
@@ -114,11 +115,8 @@ impl ReqCtx<'_> {
     }
 
     fn defer(&mut self, desc: &BulkDesc, buf: MdBuffer, then: Then, retries: u32) -> Result<Reply, Errno> {
-        if self.inline {
-            tracing::error!(peer = %self.peer, xid = desc.match_bits, "bulk transfer from an inline handler refused");
-            self.shared.metrics.bulk_errors.inc();
-            return Err(BulkError::Inline.into());
-        }
+        // Allowed inline too: starting a transfer does not wait, and its
+        // completion answers on whichever lnet thread delivers it.
         if self.deferred.get() {
             tracing::error!(peer = %self.peer, xid = desc.match_bits, "a second deferred bulk transfer refused");
             return Err(Errno::EIO);

@@ -1,8 +1,8 @@
 //! The echo service: a handler for tests and benchmarks (Lustre's
 //! `obdecho`).
 //!
-//! Owns: [`EchoHandler`] — PING answers empty, inline on the receive
-//! path; `OST_WRITE` GETs the client's pages (checksum verified, as
+//! Owns: [`EchoHandler`], which serves every request inline on the
+//! receive path (no worker thread) — PING answers empty; `OST_WRITE` GETs the client's pages (checksum verified, as
 //! `ReqCtx::bulk_get_then` does) and, when storing, keeps them by offset;
 //! `OST_READ` PUTs the stored pages for that offset (or fresh pool pages)
 //! and returns their checksum in a [`BrwReply`]. Both answer from the
@@ -131,8 +131,10 @@ impl Handler for EchoHandler {
         }
     }
 
-    /// PING is answered at once, on the receive path.
+    /// Everything is answered on the receive path: a PING at once, a
+    /// read or write by starting its transfer (memory only, nothing
+    /// waits), the reply following from the transfer's completion.
     fn inline(&self, req: &Request) -> bool {
-        req.op() == Op::ObdPing
+        matches!(req.op(), Op::ObdPing | Op::OstRead | Op::OstWrite)
     }
 }

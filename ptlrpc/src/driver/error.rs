@@ -171,9 +171,11 @@ pub enum BulkError {
         cap: usize,
     },
     /// A handler serving a request inline, on lnet's receive path (see
-    /// `Handler::inline`), asked for a bulk transfer: it would wait on
-    /// the thread that completes it.
-    #[error("bulk transfer asked for by a handler running inline on lnet's receive path")]
+    /// `Handler::inline`), asked for a bulk transfer it waits for
+    /// (`ReqCtx::bulk_get`/`bulk_put`): it would wait on the thread that
+    /// completes it. The deferred ones (`bulk_get_then`/`bulk_put_then`)
+    /// are allowed inline.
+    #[error("waiting bulk transfer asked for by a handler running inline on lnet's receive path")]
     Inline,
 }
 

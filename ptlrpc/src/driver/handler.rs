@@ -207,13 +207,16 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one request. `Err` becomes an error reply with that errno.
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>) -> Result<Reply, Errno>;
 
-    /// Whether the high-priority request `req` (PING, CONNECT) is handled
-    /// at once on the thread that received it, in lnet's event callback,
-    /// instead of on the CPT's high-priority worker: saves a futex wake-up
-    /// and two thread switches per request. Only for requests this
-    /// handler answers without waiting — no disk, no lock a long request
-    /// holds, no bulk (refused inline: [`super::BulkError::Inline`]), no
-    /// [`ReqCtx::blocking`] — since the receive path stalls meanwhile. A
+    /// Whether `req` is handled at once on the thread that received it,
+    /// in lnet's event callback, instead of on a worker of its CPT: saves
+    /// a futex wake-up and two thread switches per request. It then skips
+    /// the queue and its policy and gets no early replies. Only for
+    /// requests this handler answers without waiting — no disk, no lock a
+    /// long request holds, no waiting bulk transfer (refused inline:
+    /// [`super::BulkError::Inline`]; the deferred ones,
+    /// [`ReqCtx::bulk_get_then`] and [`ReqCtx::bulk_put_then`], are
+    /// fine), no [`ReqCtx::blocking`] — since the receive path stalls
+    /// meanwhile. A
     /// handler that finds out only while handling it that it would wait
     /// answers [`Reply::declined`], and the request is queued as usual.
     /// Metrics, the reply's service time and the service's estimate are

@@ -9,8 +9,8 @@
 //! request is copied out, checked, registered with the service's adaptive
 //! timeouts and queued on its CPT: PING and CONNECT on the high-priority
 //! queue, everything else through the CPT's [`Policy`] — or, for a
-//! high-priority request the handler takes inline ([`Handler::inline`]),
-//! served there and then, untracked (or queued after all, if the handler
+//! request the handler takes inline ([`Handler::inline`]), served there
+//! and then, untracked (or queued after all, if the handler
 //! declines it there). Malformed input is
 //! counted, logged and answered with an error reply when the header names
 //! an xid, otherwise dropped — never a panic. Workers and the early-reply
@@ -506,7 +506,7 @@ impl Shared {
         let cpt = self.cpt_for(peer);
         let req = Request { peer, header, op, bytes, arrival: now, cpt };
         let hp = op.is_high_priority();
-        if hp && self.handler.inline(&req) && worker::serve_inline(self, &req) {
+        if self.handler.inline(&req) && worker::serve_inline(self, &req) {
             return;
         }
         let key = ReqKey { peer, xid: header.xid, op };
