@@ -31,7 +31,7 @@ use lnet::MdBuffer;
 use ptlrpc::driver::{BulkError, Errno, Gate, ReqCtx, Request, TargetFront, checksum};
 use ptlrpc::target::{Admission, Admitted};
 use ptlrpc::wire::ost::SHORT_IO_BYTES;
-use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstIds, OstObj, WireBody, connect_flags};
+use ptlrpc::wire::{Op, OstBrw, OstBrwReply, OstCreate, OstIds, OstObj, WireBody, connect_flags};
 
 use crate::error::OstError;
 use crate::service::{OstInput, OstService};
@@ -80,6 +80,22 @@ impl OstFront {
     /// The front of `ost`.
     pub fn new(ost: Arc<Ost>) -> OstFront {
         OstFront { ost }
+    }
+
+    /// A CREATE (precreate): its object files are made here, outside the
+    /// target's lock, before the target runs it (`Ost::premake`): an
+    /// admitted, new one only (not a resend the target answers from the
+    /// client's record, nor a replay).
+    fn create(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), OstError> {
+        match gate.admit(ctx) {
+            Admission::Refused => return Ok(()),
+            Admission::Admitted(a) if !a.executed && !a.replay => {
+                let b: OstCreate = req.body().map_err(proto)?;
+                self.ost.premake(b.seq, b.count);
+            }
+            Admission::Admitted(_) | Admission::Pass => {}
+        }
+        gate.submit(ctx, OstInput::default()).map_err(|e| OstError::Invalid(format!("errno {}", e.0)))
     }
 
     /// A WRITE the target admitted: space, data, checks, then the target.
@@ -226,6 +242,9 @@ impl OstFront {
         self.ost.check_running()?;
         let op = req.op();
         let reads = matches!(op, Op::OstRead | Op::OstGetattr | Op::OstStatfs | Op::OstGetInfo | Op::OstSync);
+        if op == Op::OstCreate {
+            return self.create(req, ctx, gate);
+        }
         if !reads && op != Op::OstWrite {
             return gate.submit(ctx, OstInput::default()).map_err(|e| OstError::Invalid(format!("errno {}", e.0)));
         }

@@ -2,7 +2,9 @@
 //! data path over them.
 //!
 //! Owns: object paths (`<dir>/O/<seq in hex>/<oid & 0xff as 2 hex
-//! digits>/<oid in hex>`, Lustre's per-sequence `O/<seq>/d<N>/<oid>`), a bounded cache of open files ([`ObjFile`]), vectored positional
+//! digits>/<oid in hex>`, Lustre's per-sequence `O/<seq>/d<N>/<oid>`),
+//! files made ahead of their CREATE ([`Objects::premake`]), a bounded
+//! cache of open files ([`ObjFile`]), vectored positional
 //! I/O of niobuf runs straight from and into bulk pages (`pwritev` /
 //! `preadv` through rustix, short transfers continued), optionally with
 //! `O_DIRECT` ([`Objects::use_direct_io`]: the 4 KiB-aligned parts of runs
@@ -19,7 +21,7 @@
 //!
 //! Must not: touch the index or decide transnos; never `unsafe`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -424,6 +426,9 @@ impl ObjFile {
 pub struct Objects {
     root: PathBuf,
     open: Mutex<HashMap<OstId, Arc<ObjFile>>>,
+    /// Files made ahead of their CREATE ([`Objects::premake`]), which
+    /// [`Objects::create`] then finds made.
+    premade: Mutex<HashSet<OstId>>,
     direct_io: Arc<DirectIo>,
 }
 
@@ -433,7 +438,7 @@ impl Objects {
         let root = dir.join(OBJECTS_DIR);
         let direct_io =
             Arc::new(DirectIo { on: AtomicBool::new(false), min: AtomicUsize::new(DIRECT_ALIGN), root: root.clone() });
-        Objects { root, open: Mutex::new(HashMap::new()), direct_io }
+        Objects { root, open: Mutex::new(HashMap::new()), premade: Mutex::new(HashSet::new()), direct_io }
     }
 
     /// Object I/O from now on with `O_DIRECT` where runs are aligned (see
@@ -477,8 +482,28 @@ impl Objects {
     }
 
     /// Creates object `oid`'s file (empty; an existing one is kept, which
-    /// makes a re-run precreate after a crash harmless).
+    /// makes a re-run precreate after a crash harmless). One made ahead by
+    /// [`Objects::premake`] costs nothing here.
     pub fn create(&self, oid: OstId) -> Result<(), OstError> {
+        if self.premade.lock().remove(&oid) {
+            return Ok(());
+        }
+        self.make(oid)
+    }
+
+    /// Makes object `oid`'s file ahead of the CREATE that will name it,
+    /// outside the target's lock (a precreate batch's file creations would
+    /// otherwise stall every request of the target), and keeps it open for
+    /// its first write. The file is empty and unrecorded until that CREATE
+    /// runs: the state a crash between a precreate and its commit leaves,
+    /// which a later CREATE of the same ids takes over.
+    pub fn premake(&self, oid: OstId) -> Result<(), OstError> {
+        self.make(oid)?;
+        self.premade.lock().insert(oid);
+        self.open(oid).map(drop)
+    }
+
+    fn make(&self, oid: OstId) -> Result<(), OstError> {
         let path = self.path(oid);
         if let Some(parent) = path.parent()
             && !parent.is_dir()
@@ -532,6 +557,7 @@ impl Objects {
 
     /// Removes object `oid`'s file.
     pub fn remove(&self, oid: OstId) -> Result<(), OstError> {
+        self.premade.lock().remove(&oid);
         self.open.lock().remove(&oid);
         let path = self.path(oid);
         match fs::remove_file(&path) {
@@ -565,6 +591,28 @@ mod tests {
         let mut v = vec![0; b.len()];
         b.read_at(0, &mut v);
         v
+    }
+
+    /// A file made ahead is what its CREATE finds (made once, kept open
+    /// for its first write); one removed in between is made again by the
+    /// CREATE.
+    #[test]
+    fn premade_objects_are_taken_over_by_their_create() {
+        let dir = tempfile::tempdir().unwrap();
+        Objects::format(dir.path()).unwrap();
+        let objects = Objects::new(dir.path());
+        let (a, b) = (OstId::new(2, 1), OstId::new(2, 2));
+        objects.premake(a).unwrap();
+        objects.premake(b).unwrap();
+        assert!(objects.path(a).is_file() && objects.open.lock().contains_key(&a));
+        // Written to behind the premade record's back: the CREATE keeps it.
+        std::fs::write(objects.path(a), b"kept").unwrap();
+        objects.create(a).unwrap();
+        assert_eq!(std::fs::read(objects.path(a)).unwrap(), b"kept");
+        objects.remove(b).unwrap();
+        assert!(objects.premade.lock().is_empty());
+        objects.create(b).unwrap();
+        assert!(objects.path(b).is_file(), "made again");
     }
 
     /// Aligned and unaligned runs, with `O_DIRECT` on, read back what was

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lnet::MdBuffer;
 use parking_lot::{Condvar, Mutex};
-use ptlrpc::wire::ost::{PUNCH_HOLE, PUNCH_TRUNCATE, attr_valid};
+use ptlrpc::wire::ost::{MAX_PRECREATE, PUNCH_HOLE, PUNCH_TRUNCATE, attr_valid};
 use ptlrpc::wire::{Niobuf, OstAttr, OstId, OstPunch, OstSetattr, OstStatfs};
 
 use crate::error::OstError;
@@ -459,6 +459,23 @@ impl Ost {
             }
         }
         s.puts.extend(puts);
+    }
+
+    /// Makes ahead, outside the target's lock, the files of a CREATE of
+    /// `count` objects of `seq` (the ids after the sequence's last id, as
+    /// the CREATE will name them unless another runs first): see
+    /// [`Objects::premake`]. Best effort: what fails is left to the CREATE.
+    pub fn premake(&self, seq: u64, count: u32) {
+        if seq == 0 || count == 0 || count > MAX_PRECREATE {
+            return;
+        }
+        let first = self.last_id(seq).0 + 1;
+        for oid in first..first + u64::from(count) {
+            if let Err(e) = self.objects.premake(OstId::new(seq, oid)) {
+                tracing::warn!(target_name = %self.cfg.name, seq, oid, err = %e, "making an object ahead of its CREATE");
+                return;
+            }
+        }
     }
 
     /// CREATE's files: `count` objects of sequence `seq` from `first`,
