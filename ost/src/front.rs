@@ -11,7 +11,8 @@
 //! to the target with the request (only the data write and the index
 //! batch run under its lock); READ, GETATTR, STATFS, GET_INFO and SYNC
 //! served here after the target's admission (refused during recovery by
-//! the framework's rules), SYNC waiting for the commit thread, a READ
+//! the framework's rules; GETATTR on lnet's receive path, no worker
+//! hop, [`TargetFront::inline`]), SYNC waiting for the commit thread, a READ
 //! answered from its PUT's completion on lnet's thread (no worker waits
 //! for the transfer; its accounted time ends when the PUT starts);
 //! everything else passed to the target as it is; per-operation
@@ -284,6 +285,13 @@ fn log_refusal(req: &Request, e: &OstError) {
 }
 
 impl TargetFront<OstService> for OstFront {
+    /// GETATTR (a glimpse) is served on lnet's receive path: the object's
+    /// record and its open file's metadata, memory only, and harmless to
+    /// run again if the gate declines.
+    fn inline(&self, req: &Request) -> bool {
+        req.op() == Op::OstGetattr
+    }
+
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), Errno> {
         let started = Instant::now();
         let result = self.handle_inner(req, ctx, gate);

@@ -10,6 +10,8 @@
 //! waits for empty OST precreate pools to refill, since the plan under the
 //! target's lock never waits for an OST (a lock held across an OST RPC
 //! would stall the driver's timer task on the runtime the RPC needs).
+//! `LDLM_ENQUEUE` and `LDLM_CANCEL` are served on lnet's receive path
+//! ([`TargetFront::inline`]), no worker hop.
 //!
 //! Must not: modify the namespace (SEQ_QUERY's durable grant excepted:
 //! it is not a client transaction), or answer a request the target
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
 use ptlrpc::target::{Admission, Target};
 
-use super::intent::{Asker, enqueue, lock_for};
+use super::intent::{Asker, Enqueued, enqueue, lock_for};
 use super::service::{LockGrant, MdtService};
 use crate::locks::MdtLocks;
 use crate::service::{MdtOps, is_read};
@@ -69,14 +71,21 @@ impl MdtFront {
                 let res = if op == Op::LdlmCancel {
                     req.body::<LdlmCancelReq>().map(|c| {
                         locks.cancel(owner, &c.handles);
-                        Vec::new()
+                        Enqueued { body: Vec::new(), handles: Vec::new() }
                     })
                 } else {
                     let who = Asker { owner, uuid: &a.uuid, nid: req.peer() };
                     req.body::<LdlmEnqueueReq>().and_then(|r| enqueue(&self.ops, locks, who, &r.creds, &r.intent))
                 };
                 match res {
-                    Ok(body) => gate.reply(ctx, &a, 0, &body),
+                    Ok(e) => {
+                        gate.reply(ctx, &a, 0, &e.body);
+                        if gate.has_declined() {
+                            // Served inline and the reply not sent: the
+                            // request runs again on a worker, granting anew.
+                            locks.cancel(owner, &e.handles);
+                        }
+                    }
                     Err(e) => gate.reply(ctx, &a, -e.0, &[]),
                 }
                 Ok(())
@@ -88,6 +97,15 @@ impl MdtFront {
 }
 
 impl TargetFront<MdtService> for MdtFront {
+    /// Lock requests are served on lnet's receive path: an intent reads
+    /// the namespace (no lock) and grants read locks only when nothing
+    /// conflicts, never waiting; a cancel drops locks. If the gate
+    /// declines, the locks an intent granted are given back before it
+    /// runs again on a worker; a cancel done twice drops nothing more.
+    fn inline(&self, req: &Request) -> bool {
+        self.locks.is_some() && matches!(req.op(), Op::LdlmEnqueue | Op::LdlmCancel)
+    }
+
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Result<(), Errno> {
         if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Errno(ptlrpc::wire::errno::ESHUTDOWN));

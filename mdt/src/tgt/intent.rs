@@ -76,7 +76,7 @@ pub fn enqueue(
     who: Asker<'_>,
     creds: &Creds,
     intent: &LdlmIntent,
-) -> Result<Vec<u8>, Errno> {
+) -> Result<Enqueued, Errno> {
     let grant = |fid: Fid, bits: InodeBits| locks.grant_read(who.owner, who.uuid, who.nid, fid, bits);
     let give_back = |got: &[LdlmLockDesc]| {
         let hs: Vec<u64> = got.iter().map(|l| l.handle).collect();
@@ -104,7 +104,8 @@ pub fn enqueue(
                     // The name moved between the look and the locks: answer
                     // what is there now, without locks.
                     give_back(&got);
-                    return ops_encode(&LdlmEnqueueReply { locks: Vec::new(), attr: other? });
+                    let body = ops_encode(&LdlmEnqueueReply { locks: Vec::new(), attr: other? })?;
+                    return Ok(Enqueued { body, handles: Vec::new() });
                 }
             }
         }
@@ -114,7 +115,18 @@ pub fn enqueue(
         give_back(&update);
         got = keep;
     }
-    ops_encode(&LdlmEnqueueReply { locks: got, attr })
+    let handles = got.iter().map(|l| l.handle).collect();
+    Ok(Enqueued { body: ops_encode(&LdlmEnqueueReply { locks: got, attr })?, handles })
+}
+
+/// An answered intent: the reply body and the handles of the locks it
+/// grants (given back if the reply is not sent after all).
+#[derive(Debug)]
+pub struct Enqueued {
+    /// The encoded `LdlmEnqueueReply`.
+    pub body: Vec<u8>,
+    /// The locks granted in it.
+    pub handles: Vec<u64>,
 }
 
 fn ops_encode(r: &LdlmEnqueueReply) -> Result<Vec<u8>, Errno> {

@@ -115,15 +115,25 @@ impl<S: TargetService> std::fmt::Debug for TargetSpec<S> {
 }
 
 /// The work a service does for its target's requests outside the target's
-/// lock. See the module docs. A PING may reach it on lnet's receive path
-/// ([`Gate::is_inline`]): the front must not wait there, and must do
-/// nothing for a PING that matters when done twice.
+/// lock. See the module docs. A PING, and what [`TargetFront::inline`]
+/// takes, may reach it on lnet's receive path ([`Gate::is_inline`]): the
+/// front must not wait there, and must undo, or do nothing that matters
+/// when done twice, if the gate declines (the request then runs again on
+/// a worker).
 pub trait TargetFront<S: TargetService>: Send + Sync + 'static {
     /// Handles `req`. Ends by passing it to the target
     /// ([`Gate::submit`]), answering it ([`Gate::reply`]), or leaving it
     /// to the target's own answer (an [`Admission::Refused`]). `Err`
     /// answers with that errno ([`Gate::reply_error`]).
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, S>) -> Result<(), Errno>;
+
+    /// Whether `req` (besides PING) is served on lnet's receive path
+    /// (`Handler::inline`): only a request the front answers from memory
+    /// without waiting, and safe to run again after a decline. Default:
+    /// none.
+    fn inline(&self, _req: &Request) -> bool {
+        false
+    }
 }
 
 /// The front of a target without front work: every request straight to
@@ -191,15 +201,21 @@ impl<S: TargetService> Gate<'_, S> {
     }
 
     /// Whether the request is being served on lnet's receive path
-    /// ([`ReqCtx::is_inline`]; only PINGs are). There the gate never waits
-    /// for the target: when its lock is taken, or the PING needs more
-    /// than memory ([`Target::ping_in_memory`]), the gate declines — every
-    /// call does nothing from then on, an admission is
-    /// [`Admission::Refused`] — and the request goes to a worker, where
-    /// the front runs again. A front that counts or logs a PING may see
-    /// it twice.
+    /// ([`ReqCtx::is_inline`]: PINGs and what the front's
+    /// [`TargetFront::inline`] takes). There the gate never waits for the
+    /// target: when its lock is taken, or the request needs more than
+    /// memory ([`Target::ping_in_memory`]), the gate declines — every call
+    /// does nothing from then on, an admission is [`Admission::Refused`]
+    /// — and the request goes to a worker, where the front runs again. A
+    /// front that counts or logs such a request may see it twice.
     pub fn is_inline(&self) -> bool {
         self.inline
+    }
+
+    /// Whether the gate has declined (see [`Gate::is_inline`]): what the
+    /// front did for the request is to be undone, since it runs again.
+    pub fn has_declined(&self) -> bool {
+        self.declined.get()
     }
 
     /// Runs `f` on the target: at once on a worker; on the receive path
@@ -699,11 +715,12 @@ where
         Ok(HandlerReply::sent_by_handler())
     }
 
-    /// PING is answered on the receive path when the target's lock is
-    /// free and the ping needs nothing but memory (see [`Gate::is_inline`]);
+    /// PING, and what the front takes ([`TargetFront::inline`]), is
+    /// answered on the receive path when the target's lock is free and
+    /// the request needs nothing but memory (see [`Gate::is_inline`]);
     /// otherwise, and for CONNECT (a first connect writes and commits its
-    /// client record), on the high-priority worker.
+    /// client record), on a worker.
     fn inline(&self, req: &Request) -> bool {
-        req.op() == Op::ObdPing
+        req.op() == Op::ObdPing || self.route(req).is_ok_and(|t| t.front.inline(req))
     }
 }
