@@ -15,9 +15,11 @@
 //! The same scope carries the request's early lock cancels
 //! ([`with_cancels`]): lock handles the caller gave up before its change,
 //! packed into the first modifying MDS request it makes
-//! ([`take_cancels`]), as Lustre packs ELC handles into the request.
+//! ([`take_cancels`]), as Lustre packs ELC handles into the request, and
+//! the locks that request keeps ([`take_keeps`]).
 //!
 //! Owns: [`with_creds`], [`current`], [`with_cancels`], [`take_cancels`],
+//! [`take_keeps`],
 //! [`process`], [`PidGroups`]. Must
 //! not: fail (an unreadable process has no supplementary groups, which
 //! can only refuse more, never grant more).
@@ -38,14 +40,15 @@ const GROUPS_MAX: usize = 65536;
 
 tokio::task_local! {
     static CREDS: Creds;
-    static CANCELS: std::cell::RefCell<Vec<u64>>;
+    static CANCELS: std::cell::RefCell<(Vec<u64>, Vec<u64>)>;
 }
 
 /// `f`, with lock handles `handles` to give up with its first modifying
-/// MDS request; also returns those no request took.
-pub async fn with_cancels<F: Future>(handles: Vec<u64>, f: F) -> (F::Output, Vec<u64>) {
+/// MDS request, and `keeps`, locks of this client's that request leaves
+/// in place (`MdsReq::keeps`); also returns the cancels no request took.
+pub async fn with_cancels<F: Future>(handles: Vec<u64>, keeps: Vec<u64>, f: F) -> (F::Output, Vec<u64>) {
     CANCELS
-        .scope(std::cell::RefCell::new(handles), async {
+        .scope(std::cell::RefCell::new((handles, keeps)), async {
             let out = f.await;
             (out, take_cancels())
         })
@@ -55,7 +58,13 @@ pub async fn with_cancels<F: Future>(handles: Vec<u64>, f: F) -> (F::Output, Vec
 /// The early lock cancels of the request running on this task (taken:
 /// the next request carries none).
 pub fn take_cancels() -> Vec<u64> {
-    CANCELS.try_with(|c| std::mem::take(&mut *c.borrow_mut())).unwrap_or_default()
+    CANCELS.try_with(|c| std::mem::take(&mut c.borrow_mut().0)).unwrap_or_default()
+}
+
+/// The locks the request running on this task keeps (taken with the
+/// first modifying request, like [`take_cancels`]).
+pub fn take_keeps() -> Vec<u64> {
+    CANCELS.try_with(|c| std::mem::take(&mut c.borrow_mut().1)).unwrap_or_default()
 }
 
 /// `f`, run as `c`: the MDS requests it makes carry `c`.

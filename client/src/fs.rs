@@ -421,14 +421,22 @@ impl Sheen {
     }
 
     /// mkdir `parent/name` as `cred`.
-    pub async fn mkdir_at(
+    pub async fn mkdir_at(&self, cred: Cred, parent: Fid, name: &str, mode: u32) -> Result<Stat> {
+        self.mkdir_locked(cred, parent, name, mode, false).await.map(|(st, _)| st)
+    }
+
+    /// [`Sheen::mkdir_at`]; `lock`, for a client with a callback
+    /// service: the new directory comes back with a LOOKUP|UPDATE lock on
+    /// it, returned with its attributes (the caller enters it in its lock
+    /// cache).
+    pub async fn mkdir_locked(
         &self,
         cred: Cred,
         parent: Fid,
         name: &str,
         mode: u32,
-        stripe: Option<StripeSpec>,
-    ) -> Result<Stat> {
+        lock: bool,
+    ) -> Result<(Stat, Vec<ptlrpc::wire::ldlm::LdlmLockDesc>)> {
         let req = ReintReq::Create {
             parent,
             name: name.into(),
@@ -438,20 +446,21 @@ impl Sheen {
             gid: cred.gid,
             time: now(),
             symlink: String::new(),
-            stripe,
+            stripe: None,
             fid: Some(self.mdc.new_fid().await?),
             replay: None,
+            lock,
         };
         let r = self.mdc.reint("mkdir", &req).await?;
         let attr = r.attr.ok_or_else(|| ClientError::Invalid("mkdir reply without attributes".into()))?;
-        Ok(Stat { attr, layout: None, default_stripe: None, symlink: String::new(), blocks: 0 })
+        Ok((Stat { attr, layout: None, default_stripe: None, symlink: String::new(), blocks: 0 }, r.locks))
     }
 
     /// mkdir `path`.
     pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Stat> {
         let (dirs, name) = parent_and_name(path)?;
         let parent = self.walk(&dirs).await?;
-        self.mkdir_at(self.cred, parent, name, mode, None).await
+        self.mkdir_at(self.cred, parent, name, mode).await
     }
 
     /// Creates `parent/name` of type and mode `mode` (`S_IFLNK` with a
@@ -478,6 +487,7 @@ impl Sheen {
             stripe: None,
             fid: Some(self.mdc.new_fid().await?),
             replay: None,
+            lock: false,
         };
         let what = if mode & S_IFMT == S_IFLNK { "symlink" } else { "mknod" };
         let r = self.mdc.reint(what, &req).await?;
@@ -582,7 +592,12 @@ impl Sheen {
         // Created by this open (it has the FID this client chose): its
         // objects are new and empty, an O_TRUNC has nothing to cut.
         let created = new_fid.is_some() && rep.0.attr.as_ref().map(|a| a.fid) == new_fid;
-        self.opened(if created { flags & !open_flags::TRUNC } else { flags }, rep).await
+        let file = self.opened(if created { flags & !open_flags::TRUNC } else { flags }, rep).await?;
+        if let (true, Some(d)) = (created, &file.data) {
+            // Its close can tell the MDT what the writes' replies said.
+            d.created();
+        }
+        Ok(file)
     }
 
     /// Opens the file `fid`.
@@ -781,8 +796,15 @@ impl Sheen {
         f.stream.invalidate();
         let som = match (&flushed, &f.data) {
             (Ok(()), Some(d)) if f.flags & (open_flags::WRONLY | open_flags::RDWR) != 0 => {
-                // A failed glimpse only leaves the size to later glimpses.
-                d.glimpse().await.ok().map(|g| SomAttr {
+                // A file this open created: what its writes were answered
+                // (what a glimpse would see unless someone else wrote, and
+                // then the MDT does not keep it). Else a glimpse; a failed
+                // one only leaves the size to later glimpses.
+                let seen = match d.written() {
+                    Some(g) => Some(g),
+                    None => d.glimpse().await.ok(),
+                };
+                seen.map(|g| SomAttr {
                     size: g.size,
                     blocks: g.allocated.div_ceil(512),
                     mtime: Timestamp::from_nanos(g.mtime_ns),

@@ -4,27 +4,54 @@
 //! A lock is entered when an `LDLM_ENQUEUE` reply grants it and leaves
 //! when the MDT calls it back (a blocking callback), when the client gives
 //! it up before a change of its own would make the MDT call it back
-//! (early cancel), when the cache is over its bound (oldest first), or all
-//! at once when the mdc import reconnects (the MDT restarted or evicted
+//! (early cancel), when the cache is over its size (least recently used
+//! first, Lustre's `lru_size`), when it has not been used for
+//! `lru_max_age` ([`LockCache::aged`]), or all at once when the mdc
+//! import reconnects (the MDT restarted or evicted
 //! this client: its locks are gone there, or may be). A callback can
 //! overtake the grant it revokes (they travel apart): it is remembered,
 //! and the grant, when it comes, is refused ([`LockCache::add`] returns
 //! false) and given back.
 //!
+//! Time is the caller's (`now` arguments): nothing here reads a clock.
+//!
 //! Must not: do I/O or know about FUSE; callers send the cancels and
 //! invalidate kernel caches.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use ptlrpc::ldlm::InodeBits;
 use ptlrpc::wire::Fid;
 use ptlrpc::wire::ldlm::LdlmLockDesc;
 
-/// The most locks a client keeps (the MDT's table holds every client's).
+/// The most locks a client keeps by default (Lustre's `lru_size`; the
+/// MDT's table holds every client's).
 pub const MAX_LOCKS: usize = 16 * 1024;
+/// How long an unused lock is kept by default (Lustre's `lru_max_age`,
+/// 65 minutes).
+pub const LRU_MAX_AGE: Duration = Duration::from_secs(3900);
+/// Uses of a lock closer together than this count as one (a lock used
+/// all the time is moved in the LRU once a second, not at every use).
+const USE_GRAIN: Duration = Duration::from_secs(1);
 /// Callbacks remembered for grants not yet seen.
 const EARLY_KEPT: usize = 256;
+
+/// The LRU's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LruLimits {
+    /// Locks kept at most (at least 1).
+    pub size: usize,
+    /// An unused lock is given up after this long.
+    pub max_age: Duration,
+}
+
+impl Default for LruLimits {
+    fn default() -> LruLimits {
+        LruLimits { size: MAX_LOCKS, max_age: LRU_MAX_AGE }
+    }
+}
 
 /// A lock this client holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,18 +66,51 @@ pub struct Held {
 
 #[derive(Debug, Default)]
 struct Inner {
-    locks: HashMap<u64, Held>,
+    /// Each lock and when it was last used.
+    locks: HashMap<u64, (Held, Instant)>,
     by_fid: HashMap<Fid, Vec<u64>>,
-    /// Oldest first (entries of gone locks are skipped).
-    order: VecDeque<u64>,
+    /// Least recently used first: (handle, when used). An entry whose time
+    /// is not its lock's last use (used again since, or gone) is skipped.
+    order: VecDeque<(u64, Instant)>,
     early: VecDeque<u64>,
     /// The mdc import generation the locks were granted under.
     generation: u64,
 }
 
 impl Inner {
+    /// Whether `order`'s entry `(handle, at)` is its lock's current one.
+    fn current(&self, handle: u64, at: Instant) -> bool {
+        self.locks.get(&handle).is_some_and(|(_, used)| *used == at)
+    }
+
+    /// Takes out the least recently used lock if `pick` says so of its last
+    /// use (stale entries are dropped on the way).
+    fn pop_lru(&mut self, pick: impl Fn(Instant) -> bool) -> Option<Held> {
+        while let Some(&(h, at)) = self.order.front() {
+            if !self.current(h, at) {
+                self.order.pop_front();
+                continue;
+            }
+            if !pick(at) {
+                return None;
+            }
+            self.order.pop_front();
+            return self.remove(h);
+        }
+        None
+    }
+
+    /// Keeps `order` within twice the live entries.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.locks.len() + 64 {
+            let live: VecDeque<(u64, Instant)> =
+                self.order.iter().copied().filter(|&(h, at)| self.current(h, at)).collect();
+            self.order = live;
+        }
+    }
+
     fn remove(&mut self, handle: u64) -> Option<Held> {
-        let h = self.locks.remove(&handle)?;
+        let (h, _) = self.locks.remove(&handle)?;
         if let Some(v) = self.by_fid.get_mut(&h.fid) {
             v.retain(|x| *x != handle);
             if v.is_empty() {
@@ -65,12 +125,23 @@ impl Inner {
 #[derive(Debug, Default)]
 pub struct LockCache {
     inner: Mutex<Inner>,
+    limits: LruLimits,
 }
 
 impl LockCache {
-    /// An empty cache.
+    /// An empty cache with the default limits.
     pub fn new() -> LockCache {
         LockCache::default()
+    }
+
+    /// An empty cache with `limits`.
+    pub fn with_limits(limits: LruLimits) -> LockCache {
+        LockCache { limits: LruLimits { size: limits.size.max(1), ..limits }, ..LockCache::default() }
+    }
+
+    /// The LRU's limits.
+    pub fn limits(&self) -> LruLimits {
+        self.limits
     }
 
     /// Locks held.
@@ -83,11 +154,11 @@ impl LockCache {
         self.len() == 0
     }
 
-    /// Enters a granted lock (granted under import `generation`). False
-    /// when it must be given back at once: its callback came first, or it
-    /// is from an older generation. Also returns the oldest locks pushed
-    /// out by the bound, to be cancelled.
-    pub fn add(&self, generation: u64, d: &LdlmLockDesc) -> (bool, Vec<Held>) {
+    /// Enters a granted lock (granted under import `generation`, at
+    /// `now`). False when it must be given back at once: its callback came
+    /// first, or it is from an older generation. Also returns the least
+    /// recently used locks pushed out by the size limit, to be cancelled.
+    pub fn add(&self, now: Instant, generation: u64, d: &LdlmLockDesc) -> (bool, Vec<Held>) {
         let Some(bits) = InodeBits::from_wire(d.bits) else {
             return (false, Vec::new());
         };
@@ -100,34 +171,69 @@ impl LockCache {
             return (false, Vec::new());
         }
         let held = Held { handle: d.handle, fid: d.res, bits };
-        i.locks.insert(d.handle, held);
-        i.by_fid.entry(d.res).or_default().push(d.handle);
-        i.order.push_back(d.handle);
+        if i.locks.insert(d.handle, (held, now)).is_none() {
+            i.by_fid.entry(d.res).or_default().push(d.handle);
+        }
+        i.order.push_back((d.handle, now));
         let mut out = Vec::new();
-        while i.locks.len() > MAX_LOCKS {
-            let Some(old) = i.order.pop_front() else { break };
-            if let Some(h) = i.remove(old) {
-                out.push(h);
+        while i.locks.len() > self.limits.size {
+            match i.pop_lru(|_| true) {
+                Some(h) => out.push(h),
+                None => break,
             }
         }
-        if i.order.len() > 2 * MAX_LOCKS {
-            let live: VecDeque<u64> = i.order.iter().copied().filter(|h| i.locks.contains_key(h)).collect();
-            i.order = live;
-        }
+        i.compact();
         (true, out)
     }
 
-    /// Whether the locks held on `fid` cover `bits`.
-    pub fn covers(&self, fid: Fid, bits: InodeBits) -> bool {
+    /// Whether the locks held on `fid` cover `bits`; a use of them at
+    /// `now` when they do (they move to the LRU's recent end).
+    pub fn covers(&self, now: Instant, fid: Fid, bits: InodeBits) -> bool {
+        let mut i = self.inner.lock();
+        let hs = i.by_fid.get(&fid).cloned().unwrap_or_default();
+        let have = hs.iter().filter_map(|h| i.locks.get(h)).fold(InodeBits::NONE, |acc, (l, _)| acc | l.bits);
+        if !have.contains(bits) {
+            return false;
+        }
+        let inner = &mut *i;
+        for h in hs {
+            if let Some((_, used)) = inner.locks.get_mut(&h)
+                && now.saturating_duration_since(*used) >= USE_GRAIN
+            {
+                *used = now;
+                inner.order.push_back((h, now));
+            }
+        }
+        inner.compact();
+        true
+    }
+
+    /// Whether the locks held on `fid` cover `bits`, without counting it
+    /// as a use.
+    pub fn has(&self, fid: Fid, bits: InodeBits) -> bool {
         let i = self.inner.lock();
-        let have = i
-            .by_fid
-            .get(&fid)
-            .into_iter()
-            .flatten()
-            .filter_map(|h| i.locks.get(h))
-            .fold(InodeBits::NONE, |acc, l| acc | l.bits);
-        have.contains(bits)
+        let hs = i.by_fid.get(&fid).into_iter().flatten();
+        hs.filter_map(|h| i.locks.get(h)).fold(InodeBits::NONE, |acc, (l, _)| acc | l.bits).contains(bits)
+    }
+
+    /// The handles of the locks held on `fid` with any of `bits` (left
+    /// in place: a change of this client's own that keeps them).
+    pub fn handles(&self, fid: Fid, bits: InodeBits) -> Vec<u64> {
+        let i = self.inner.lock();
+        let hs = i.by_fid.get(&fid).into_iter().flatten();
+        hs.filter(|h| i.locks.get(h).is_some_and(|(l, _)| l.bits.intersects(bits))).copied().collect()
+    }
+
+    /// Takes out the locks unused for `lru_max_age` at `now` (to be
+    /// cancelled).
+    pub fn aged(&self, now: Instant) -> Vec<Held> {
+        let max_age = self.limits.max_age;
+        let mut i = self.inner.lock();
+        let mut out = Vec::new();
+        while let Some(h) = i.pop_lru(|used| now.saturating_duration_since(used) >= max_age) {
+            out.push(h);
+        }
+        out
     }
 
     /// The MDT calls `handle` back: the lock leaves the cache (if it was
@@ -150,7 +256,7 @@ impl LockCache {
         let mut i = self.inner.lock();
         let hs: Vec<u64> = i.by_fid.get(&fid).cloned().unwrap_or_default();
         hs.into_iter()
-            .filter(|h| i.locks.get(h).is_some_and(|l| l.bits.intersects(bits)))
+            .filter(|h| i.locks.get(h).is_some_and(|(l, _)| l.bits.intersects(bits)))
             .collect::<Vec<_>>()
             .into_iter()
             .filter_map(|h| i.remove(h))
@@ -169,7 +275,7 @@ impl LockCache {
         i.by_fid.clear();
         i.order.clear();
         i.early.clear();
-        i.locks.drain().map(|(_, h)| h).collect()
+        i.locks.drain().map(|(_, (h, _))| h).collect()
     }
 
     /// The generation the cache follows.
@@ -182,6 +288,15 @@ impl LockCache {
 mod tests {
     use super::*;
 
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    fn fid(oid: u32) -> Fid {
+        Fid { seq: 1, oid, ver: 0 }
+    }
+
     fn desc(handle: u64, oid: u32, bits: InodeBits) -> LdlmLockDesc {
         LdlmLockDesc { handle, res: Fid { seq: 1, oid, ver: 0 }, mode: 4, bits: bits.wire() }
     }
@@ -190,35 +305,35 @@ mod tests {
     fn a_callback_before_its_grant_refuses_the_grant() {
         let c = LockCache::new();
         assert_eq!(c.called_back(7), None);
-        assert!(!c.add(0, &desc(7, 1, InodeBits::UPDATE)).0);
+        assert!(!c.add(t0(), 0, &desc(7, 1, InodeBits::UPDATE)).0);
         assert!(c.is_empty());
-        assert!(c.add(0, &desc(8, 1, InodeBits::UPDATE)).0);
-        assert!(c.covers(Fid { seq: 1, oid: 1, ver: 0 }, InodeBits::UPDATE));
-        assert!(!c.covers(Fid { seq: 1, oid: 1, ver: 0 }, InodeBits::KNOWN));
+        assert!(c.add(t0(), 0, &desc(8, 1, InodeBits::UPDATE)).0);
+        assert!(c.covers(t0(), Fid { seq: 1, oid: 1, ver: 0 }, InodeBits::UPDATE));
+        assert!(!c.covers(t0(), Fid { seq: 1, oid: 1, ver: 0 }, InodeBits::KNOWN));
     }
 
     #[test]
     fn bits_of_two_locks_add_up_and_take_removes_by_bits() {
         let c = LockCache::new();
         let f = Fid { seq: 1, oid: 2, ver: 0 };
-        c.add(0, &desc(1, 2, InodeBits::LOOKUP));
-        c.add(0, &desc(2, 2, InodeBits::UPDATE));
-        assert!(c.covers(f, InodeBits::KNOWN));
+        c.add(t0(), 0, &desc(1, 2, InodeBits::LOOKUP));
+        c.add(t0(), 0, &desc(2, 2, InodeBits::UPDATE));
+        assert!(c.covers(t0(), f, InodeBits::KNOWN));
         let t = c.take(f, InodeBits::UPDATE);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].handle, 2);
-        assert!(c.covers(f, InodeBits::LOOKUP));
-        assert!(!c.covers(f, InodeBits::UPDATE));
+        assert!(c.covers(t0(), f, InodeBits::LOOKUP));
+        assert!(!c.covers(t0(), f, InodeBits::UPDATE));
     }
 
     #[test]
     fn a_reconnect_drops_everything_and_old_grants() {
         let c = LockCache::new();
-        c.add(0, &desc(1, 2, InodeBits::LOOKUP));
+        c.add(t0(), 0, &desc(1, 2, InodeBits::LOOKUP));
         assert_eq!(c.reconnected(1).len(), 1);
         assert!(c.reconnected(1).is_empty());
-        assert!(!c.add(0, &desc(3, 2, InodeBits::LOOKUP)).0, "granted before the reconnect");
-        assert!(c.add(1, &desc(4, 2, InodeBits::LOOKUP)).0);
+        assert!(!c.add(t0(), 0, &desc(3, 2, InodeBits::LOOKUP)).0, "granted before the reconnect");
+        assert!(c.add(t0(), 1, &desc(4, 2, InodeBits::LOOKUP)).0);
     }
 
     #[test]
@@ -226,9 +341,52 @@ mod tests {
         let c = LockCache::new();
         let mut out = Vec::new();
         for h in 1..=(MAX_LOCKS as u64 + 3) {
-            out.extend(c.add(0, &desc(h, h as u32, InodeBits::UPDATE)).1);
+            out.extend(c.add(t0(), 0, &desc(h, h as u32, InodeBits::UPDATE)).1);
         }
         assert_eq!(c.len(), MAX_LOCKS);
         assert_eq!(out.iter().map(|h| h.handle).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    /// The size limit pushes out the least recently used lock, not the
+    /// oldest grant; uses within a second count once.
+    #[test]
+    fn the_size_limit_pushes_out_the_least_recently_used() {
+        let c = LockCache::with_limits(LruLimits { size: 2, max_age: LRU_MAX_AGE });
+        let s = |n| t0() + Duration::from_secs(n);
+        c.add(s(0), 0, &desc(1, 1, InodeBits::UPDATE));
+        c.add(s(1), 0, &desc(2, 2, InodeBits::UPDATE));
+        assert!(c.covers(s(2), fid(1), InodeBits::UPDATE), "lock 1 used after lock 2's grant");
+        let (_, out) = c.add(s(3), 0, &desc(3, 3, InodeBits::UPDATE));
+        assert_eq!(out.iter().map(|h| h.handle).collect::<Vec<_>>(), vec![2]);
+        assert!(!c.covers(s(3), fid(2), InodeBits::UPDATE));
+        // Used again within the grain: still as of s(2), older than lock 3.
+        assert!(c.covers(s(2) + Duration::from_millis(500), fid(1), InodeBits::UPDATE));
+        let (_, out) = c.add(s(4), 0, &desc(4, 4, InodeBits::UPDATE));
+        assert_eq!(out.iter().map(|h| h.handle).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(c.len(), 2);
+    }
+
+    /// Locks unused for `max_age` come out at the next look; a lock in use
+    /// stays; the LRU's bookkeeping stays bounded under constant use.
+    #[test]
+    fn unused_locks_age_out() {
+        let c = LockCache::with_limits(LruLimits { size: 100, max_age: Duration::from_secs(60) });
+        let s = |n| t0() + Duration::from_secs(n);
+        c.add(s(0), 0, &desc(1, 1, InodeBits::UPDATE));
+        c.add(s(0), 0, &desc(2, 2, InodeBits::LOOKUP));
+        assert!(c.aged(s(59)).is_empty());
+        assert!(c.covers(s(30), fid(2), InodeBits::LOOKUP));
+        assert_eq!(c.aged(s(60)).iter().map(|h| h.handle).collect::<Vec<_>>(), vec![1]);
+        assert!(c.aged(s(89)).is_empty());
+        for n in 31..10_000 {
+            assert!(c.covers(s(n), fid(2), InodeBits::LOOKUP));
+        }
+        let held = c.len();
+        assert!(c.inner.lock().order.len() <= 2 * held + 64 + 1);
+        assert!(c.aged(s(10_000)).is_empty(), "used a second ago");
+        assert_eq!(c.aged(s(10_059)).len(), 1);
+        assert!(c.is_empty());
+        // A size of 0 is taken as 1.
+        assert_eq!(LockCache::with_limits(LruLimits { size: 0, max_age: LRU_MAX_AGE }).limits().size, 1);
     }
 }

@@ -3,11 +3,23 @@
 //! the pieces go to their OSTs in parallel (bounded in flight); sizes come
 //! from the objects (a glimpse), truncates set every object's size.
 //!
-//! Owns: [`StripedFile`]. Must not: cache data or sizes.
+//! A file this open created (its objects empty, [`StripedFile::created`])
+//! also keeps what the replies to its writes said of each object (size,
+//! allocation, mtime): [`StripedFile::written`] is then what a glimpse
+//! would answer if nobody else wrote, and the close sends it without
+//! glimpsing (the MDT keeps it as exact only if nobody else had the file
+//! open for writing). A failed write, a truncate, a punch or a utimes
+//! through it ends that.
+//!
+//! Owns: [`StripedFile`]. Must not: cache data, or sizes other than those
+//! its own writes were answered.
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+use ptlrpc::wire::OstBrwReply;
 use ptlrpc::wire::mds::Layout;
+use ptlrpc::wire::ost::ALLOCATED_UNKNOWN;
 use tokio::task::JoinSet;
 
 use crate::error::{ClientError, Result};
@@ -22,6 +34,18 @@ pub const MAX_IN_FLIGHT: usize = 16;
 pub struct StripedFile {
     stripes: Stripes,
     objects: Vec<(Arc<Osc>, ptlrpc::wire::OstId)>,
+    /// What the writes through this file (and its clones) were answered.
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// Per object, what the latest replies to writes said.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The objects were empty when this file was opened (its open created
+    /// them) and every write since was answered.
+    fresh: bool,
+    /// (size, allocated, mtime_ns) per object, the largest answered.
+    objects: Vec<(u64, u64, u64)>,
 }
 
 /// What a glimpse of every object tells.
@@ -59,7 +83,45 @@ impl StripedFile {
                     .ok_or_else(|| ClientError::Config(format!("no OST {} in the config", o.ost)))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(StripedFile { stripes, objects })
+        let seen = Seen { fresh: false, objects: vec![(0, 0, 0); objects.len()] };
+        Ok(StripedFile { stripes, objects, seen: Arc::new(Mutex::new(seen)) })
+    }
+
+    /// The open that made this file created it: its objects are empty.
+    pub fn created(&self) {
+        self.seen.lock().fresh = true;
+    }
+
+    /// What a glimpse would answer if only writes through this file changed
+    /// the objects since their creation: `None` unless
+    /// [`StripedFile::created`] and nothing ended it since.
+    pub fn written(&self) -> Option<Glimpse> {
+        let s = self.seen.lock();
+        if !s.fresh {
+            return None;
+        }
+        let sizes: Vec<u64> = s.objects.iter().map(|o| o.0).collect();
+        let allocated = s.objects.iter().fold(0u64, |a, o| a.saturating_add(o.1));
+        let mtime_ns = s.objects.iter().map(|o| o.2).max().unwrap_or(0);
+        Some(Glimpse { size: self.stripes.file_size(&sizes), mtime_ns, allocated })
+    }
+
+    /// Something other than an answered write changed (or may have
+    /// changed) the objects.
+    fn forget_written(&self) {
+        self.seen.lock().fresh = false;
+    }
+
+    /// A write to stripe `i` was answered `r`.
+    fn saw(&self, i: u32, r: &OstBrwReply) {
+        let mut s = self.seen.lock();
+        if r.allocated == ALLOCATED_UNKNOWN {
+            s.fresh = false;
+            return;
+        }
+        if let Some(o) = s.objects.get_mut(i as usize) {
+            *o = (o.0.max(r.size), o.1.max(r.allocated), o.2.max(r.mtime_ns));
+        }
     }
 
     /// The shape.
@@ -92,19 +154,46 @@ impl StripedFile {
 
     /// Writes `data` at file offset `off`; all of it or an error.
     pub async fn write(&self, off: u64, data: &[u8]) -> Result<usize> {
+        let r = self.write_pieces(off, data).await;
+        if r.is_err() {
+            // What landed of it is not known.
+            self.forget_written();
+        }
+        r
+    }
+
+    async fn write_pieces(&self, off: u64, data: &[u8]) -> Result<usize> {
+        let pieces = self.pieces(off, data.len());
+        if let [p] = pieces.as_slice() {
+            // One object: written from the caller's task (sent from its
+            // thread when it polls), no task of its own.
+            self.piece_write(p, data)?.await?;
+            return Ok(data.len());
+        }
         let mut set = JoinSet::new();
-        for p in self.pieces(off, data.len()) {
+        for p in &pieces {
             if set.len() >= MAX_IN_FLIGHT {
                 join_one(&mut set).await?;
             }
-            let (osc, oid) = self.object(p.stripe);
-            let buf = osc.pages(&data[p.buf_off..p.buf_off + p.len])?;
-            set.spawn(crate::jobid::carry(async move { osc.write(oid, p.obj_off, buf).await.map(drop) }));
+            set.spawn(crate::jobid::carry(self.piece_write(p, data)?));
         }
         while !set.is_empty() {
             join_one(&mut set).await?;
         }
         Ok(data.len())
+    }
+
+    /// The write of piece `p` of `data`: its pages copied now, sent when
+    /// the future is polled, its reply entered in what this file saw.
+    fn piece_write(&self, p: &Piece, data: &[u8]) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+        let (osc, oid) = self.object(p.stripe);
+        let buf = osc.pages(&data[p.buf_off..p.buf_off + p.len])?;
+        let (me, stripe, obj_off) = (self.clone(), p.stripe, p.obj_off);
+        Ok(async move {
+            let r = osc.write(oid, obj_off, buf).await?;
+            me.saw(stripe, &r);
+            Ok(())
+        })
     }
 
     /// Reads into `buf` from file offset `off`, up to `size` (the file's
@@ -164,6 +253,7 @@ impl StripedFile {
     /// Sets every object's modification time (what stat reports as the
     /// file's mtime after a utimes).
     pub async fn set_mtime(&self, mtime_ns: u64) -> Result<()> {
+        self.forget_written();
         let mut set = JoinSet::new();
         for (osc, oid) in &self.objects {
             let (osc, oid) = (Arc::clone(osc), *oid);
@@ -180,6 +270,7 @@ impl StripedFile {
     /// range on each object: the bytes of the object below `off + len`
     /// less those below `off`.
     pub async fn punch_hole(&self, off: u64, len: u64) -> Result<()> {
+        self.forget_written();
         let end = off.saturating_add(len);
         let mut set = JoinSet::new();
         for (i, (osc, oid)) in self.objects.iter().enumerate() {
@@ -198,6 +289,7 @@ impl StripedFile {
 
     /// Sets the file's size: each object to its share.
     pub async fn truncate(&self, size: u64) -> Result<()> {
+        self.forget_written();
         let mut set = JoinSet::new();
         for (i, (osc, oid)) in self.objects.iter().enumerate() {
             let (osc, oid) = (Arc::clone(osc), *oid);

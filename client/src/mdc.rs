@@ -113,9 +113,10 @@ impl Mdc {
     }
 
     /// A modifying `req` with its caller's credentials and the early lock
-    /// cancels of the scope it runs in ([`crate::creds::with_cancels`]).
+    /// cancels and kept locks of the scope it runs in
+    /// ([`crate::creds::with_cancels`]).
     fn as_changer<T>(&self, req: T) -> MdsReq<T> {
-        MdsReq { cancels: crate::creds::take_cancels(), ..self.as_caller(req) }
+        MdsReq { cancels: crate::creds::take_cancels(), keeps: crate::creds::take_keeps(), ..self.as_caller(req) }
     }
 
     /// The import (state, replay list, imperative recovery).

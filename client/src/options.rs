@@ -1,4 +1,4 @@
-//! A mount's timeouts, under Lustre's names: what the library API
+//! A mount's timeouts and lock LRU limits, under Lustre's names: what the library API
 //! ([`crate::Sheen::mount_with`]) and `sheen mount -o` accept, so a client
 //! can run with the same short timeouts as its servers.
 //!
@@ -31,6 +31,11 @@ pub struct MountOptions {
     pub at_min: Option<Duration>,
     /// Lustre's `at_max`.
     pub at_max: Option<Duration>,
+    /// Lustre's `lru_size`: the most MDT locks the FUSE mount keeps
+    /// (least recently used given up first).
+    pub lru_size: usize,
+    /// Lustre's `lru_max_age`: a lock unused this long is given up.
+    pub lru_max_age: Duration,
 }
 
 impl Default for MountOptions {
@@ -40,8 +45,38 @@ impl Default for MountOptions {
             ping_interval: None,
             at_min: None,
             at_max: None,
+            lru_size: crate::locks::MAX_LOCKS,
+            lru_max_age: crate::locks::LRU_MAX_AGE,
         }
     }
+}
+
+/// The longest `lru_max_age` taken (30 days).
+const LRU_MAX_AGE_CAP: f64 = 30.0 * 86400.0;
+
+fn lru_size(v: &str) -> Result<usize> {
+    match v.parse::<usize>() {
+        Ok(0) => Err(ClientError::Invalid(
+            "mount option lru_size=0: Lustre's dynamic LRU is not supported; give a number of locks (default 16384)"
+                .into(),
+        )),
+        Ok(n) if n <= 1 << 24 => Ok(n),
+        _ => Err(ClientError::Invalid(format!("mount option lru_size={v}: must be 1 ..= 16777216 locks"))),
+    }
+}
+
+/// `lru_max_age`: seconds, or with a unit (`ms`, `s`), as Lustre takes it.
+fn lru_max_age(v: &str) -> Result<Duration> {
+    let (num, scale) = match v.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (v.strip_suffix('s').unwrap_or(v), 1.0),
+    };
+    let secs = num.trim().parse::<f64>().map(|n| n * scale).ok().filter(|s| (1.0..=LRU_MAX_AGE_CAP).contains(s));
+    secs.map(Duration::from_secs_f64).ok_or_else(|| {
+        ClientError::Invalid(format!(
+            "mount option lru_max_age={v}: must be 1 s ..= 30 days (seconds, or with a unit: 3900s, 3900000ms)"
+        ))
+    })
 }
 
 fn seconds(key: &str, v: &str) -> Result<Duration> {
@@ -54,8 +89,9 @@ fn seconds(key: &str, v: &str) -> Result<Duration> {
 
 impl MountOptions {
     /// Parses `key=value[,key=value...]` (seconds): `obd_timeout` (or
-    /// `timeout`), `ping_interval`, `at_min`, `at_max`. Unknown keys are
-    /// refused by name.
+    /// `timeout`), `ping_interval`, `at_min`, `at_max`; and the FUSE
+    /// mount's lock LRU, `lru_size` (locks) and `lru_max_age` (seconds, or
+    /// `ms`/`s` suffixed). Unknown keys are refused by name.
     pub fn parse(s: &str) -> Result<MountOptions> {
         let mut o = MountOptions::default();
         for kv in s.split(',').map(str::trim).filter(|kv| !kv.is_empty()) {
@@ -67,9 +103,12 @@ impl MountOptions {
                 "ping_interval" => o.ping_interval = Some(seconds(k, v)?),
                 "at_min" => o.at_min = Some(seconds(k, v)?),
                 "at_max" => o.at_max = Some(seconds(k, v)?),
+                "lru_size" => o.lru_size = lru_size(v)?,
+                "lru_max_age" => o.lru_max_age = lru_max_age(v)?,
                 _ => {
                     return Err(ClientError::Invalid(format!(
-                        "unknown mount option {k:?} (known: obd_timeout, ping_interval, at_min, at_max)"
+                        "unknown mount option {k:?} (known: obd_timeout, ping_interval, at_min, at_max, lru_size, \
+                         lru_max_age)"
                     )));
                 }
             }
@@ -97,6 +136,11 @@ impl MountOptions {
     /// interval, at most 5 s (a target evicts after 6 silent intervals).
     pub fn reconnect_max(&self) -> Duration {
         self.ping().ping_interval().clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
+
+    /// The FUSE mount's lock LRU.
+    pub fn lru(&self) -> crate::locks::LruLimits {
+        crate::locks::LruLimits { size: self.lru_size, max_age: self.lru_max_age }
     }
 
     /// The imports' adaptive-timeout settings.
@@ -142,6 +186,20 @@ mod tests {
             assert!(MountOptions::parse(bad).is_err(), "{bad}");
         }
         assert!(MountOptions::parse("grant=5").unwrap_err().to_string().contains("grant"));
+    }
+
+    #[test]
+    fn the_lock_lru_takes_lustres_names_and_units() {
+        let d = MountOptions::default().lru();
+        assert_eq!((d.size, d.max_age), (16384, Duration::from_secs(3900)));
+        let o = MountOptions::parse("lru_size=100,lru_max_age=600").unwrap().lru();
+        assert_eq!((o.size, o.max_age), (100, Duration::from_secs(600)));
+        assert_eq!(MountOptions::parse("lru_max_age=3900000ms").unwrap().lru_max_age, Duration::from_secs(3900));
+        assert_eq!(MountOptions::parse("lru_max_age=90s").unwrap().lru_max_age, Duration::from_secs(90));
+        for bad in ["lru_size=0", "lru_size=-1", "lru_size=x", "lru_max_age=0", "lru_max_age=5ms", "lru_max_age=1y"] {
+            let e = MountOptions::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{e}");
+        }
     }
 
     #[test]

@@ -189,13 +189,21 @@ impl Stream {
         self.inflight.lock().push((id, off, end));
         let (d, buf) = (d.clone(), data.to_vec());
         let (inflight, error) = (Arc::clone(&self.inflight), Arc::clone(&self.error));
-        tokio::spawn(crate::jobid::carry(async move {
+        let mut write = Box::pin(crate::jobid::carry(async move {
             if let Err(e) = d.write(off, &buf).await {
                 error.lock().get_or_insert(e);
             }
             inflight.lock().retain(|x| x.0 != id);
             drop(permit);
         }));
+        // Polled once here, the BRW leaves from the writer's thread (a
+        // small one is sent whole); the task that waits for its reply then
+        // starts off the writer's path instead of before the send. A future
+        // answers the waker of its latest poll: the task's from then on.
+        let sent = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        if sent.is_pending() {
+            tokio::spawn(write);
+        }
         Ok(data.len())
     }
 

@@ -15,20 +15,36 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use client::fuse::FuseCache;
+use client::options::MountOptions;
 use client::up::{Cluster, Layout};
 use lnet::{Lnet, LnetConfig, NetConfig, TcpConfig};
 
 const PORT: u16 = 8046;
 const ADMIN: u16 = 8047;
 
-/// The MDT's getattr and lookup count (intents included) from `/metrics`.
-fn mdt_reads(addr: Ipv4Addr) -> u64 {
+/// The locks the MDT holds for its clients, from `/metrics`.
+fn mdt_locks(addr: Ipv4Addr) -> u64 {
+    metrics(addr)
+        .lines()
+        .filter(|l| l.starts_with("sheen_ldlm_locks{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn metrics(addr: Ipv4Addr) -> String {
     let mut s = std::net::TcpStream::connect((addr, ADMIN)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
-    body.lines()
+    body
+}
+
+/// The MDT's getattr and lookup count (intents included) from `/metrics`.
+fn mdt_reads(addr: Ipv4Addr) -> u64 {
+    metrics(addr)
+        .lines()
         .filter(|l| l.starts_with("sheen_mdt_ops_total{"))
         .filter(|l| l.contains("operation=\"getattr\"") || l.contains("operation=\"lookup\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -46,6 +62,15 @@ async fn client_lnet(addr: Ipv4Addr) -> Lnet {
 
 /// Runs `f(mount_a, mount_b, mds_addr)` on two mounts of a fresh file system.
 async fn with_two_mounts<T: Send + 'static>(f: impl FnOnce(PathBuf, PathBuf, Ipv4Addr) -> T + Send + 'static) -> T {
+    with_two_mounts_opts(MountOptions::default(), move |a, b, mds, _| f(a, b, mds)).await
+}
+
+/// Runs `f(mount_a, mount_b, mds_addr, a's lock cache)` on two mounts of a
+/// fresh file system, A's mounted with `opts_a`.
+async fn with_two_mounts_opts<T: Send + 'static>(
+    opts_a: MountOptions,
+    f: impl FnOnce(PathBuf, PathBuf, Ipv4Addr, Arc<FuseCache>) -> T + Send + 'static,
+) -> T {
     common::ensure_daemons();
     let (a, b) = common::net();
     let tmp = common::test_dir();
@@ -66,7 +91,8 @@ async fn with_two_mounts<T: Send + 'static>(f: impl FnOnce(PathBuf, PathBuf, Ipv
     let mut mounts = Vec::new();
     for (i, n) in [(0, 103), (1, 104)] {
         let lnet = client_lnet(host(n)).await;
-        let fs = client::Sheen::mount(&lnet, layout.mgs_nid(), "sheen").await.unwrap();
+        let opts = if i == 0 { opts_a } else { MountOptions::default() };
+        let fs = client::Sheen::mount_with(&lnet, layout.mgs_nid(), "sheen", opts).await.unwrap();
         let mnt = tmp.path().join(format!("mnt{i}"));
         std::fs::create_dir(&mnt).unwrap();
         let rt = tokio::runtime::Handle::current();
@@ -75,10 +101,12 @@ async fn with_two_mounts<T: Send + 'static>(f: impl FnOnce(PathBuf, PathBuf, Ipv
     }
     let (ma, mb) = (mounts[0].0.clone(), mounts[1].0.clone());
     let mds = layout.mds_addr;
-    let out =
-        tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ma, mb, mds))))
-            .await
-            .unwrap();
+    let cache_a = mounts[0].1.cache.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ma, mb, mds, cache_a)))
+    })
+    .await
+    .unwrap();
     for (_, m, lnet) in mounts {
         let client::fuse::Mounted { session, cache, .. } = m;
         tokio::task::spawn_blocking(move || session.umount_and_join()).await.unwrap().unwrap();
@@ -153,6 +181,19 @@ async fn one_mount_changes_the_other_sees_it_at_once() {
         assert_eq!(std::fs::metadata(a.join("d/sub")).unwrap().mode() & 0o777, 0o700);
         std::fs::remove_dir(b.join("d/sub")).unwrap();
         assert!(std::fs::metadata(a.join("d/sub")).is_err());
+
+        // Updates are served on the MDT's receive path unless they must
+        // wait: those that called the other mount back were declined
+        // there and ran on a worker.
+        let count = |name: &str| {
+            metrics(mds)
+                .lines()
+                .filter(|l| l.starts_with(&format!("ptlrpc_{name}_total{{service=\"mdt0\"}}")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        assert!(count("inline_declined") > 0.0, "no update waited for a callback");
+        assert!(count("requests_inline") > count("inline_declined"));
     })
     .await;
 }
@@ -193,6 +234,100 @@ async fn a_file_created_here_is_stat_ed_from_the_cache_and_follows_the_other_mou
         std::fs::remove_file(b.join("e/g")).unwrap();
         assert!(std::fs::metadata(a.join("e/g")).is_err(), "a name B removed is still seen on A");
         assert_eq!(names(&a.join("e")), vec!["f"]);
+    })
+    .await;
+}
+
+/// A mount with `lru_size=8` keeps at most 8 locks however many files it
+/// touches, and gives the MDT back those it pushes out (the MDT's table
+/// shrinks to what the two mounts hold); a file whose lock went is still
+/// seen as the other mount leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mount_keeps_at_most_lru_size_locks_and_gives_the_rest_back() {
+    if !common::can_mount() {
+        return;
+    }
+    let opts = MountOptions::parse("lru_size=8").unwrap();
+    with_two_mounts_opts(opts, |a, b, mds, cache_a| {
+        std::fs::create_dir(a.join("l")).unwrap();
+        for n in 0..40 {
+            std::fs::write(a.join(format!("l/f{n}")), b"x").unwrap();
+            std::fs::metadata(a.join(format!("l/f{n}"))).unwrap();
+            assert!(cache_a.locks_held() <= 8, "{} locks held with lru_size=8", cache_a.locks_held());
+        }
+        // The pushed-out locks are cancelled in batches, every 200 ms.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while mdt_locks(mds) > 8 + 2 {
+            assert!(std::time::Instant::now() < deadline, "the MDT still holds {} locks", mdt_locks(mds));
+            std::thread::yield_now();
+        }
+        std::fs::write(b.join("l/f0"), b"from b").unwrap();
+        assert_eq!(std::fs::read(a.join("l/f0")).unwrap(), b"from b");
+    })
+    .await;
+}
+
+/// The MDT's lock counter `event` (callbacks, cancels, ...) from `/metrics`.
+fn ldlm_total(addr: Ipv4Addr, event: &str) -> u64 {
+    let key = format!("event=\"{event}\"");
+    metrics(addr)
+        .lines()
+        .filter(|l| l.starts_with("sheen_ldlm_total{") && l.contains(&key))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// In a directory this mount made, it knows every name: a lookup of a
+/// new one is answered here (no MDT read), its own creates and unlinks
+/// there keep its lock (no callback), and the other mount's change there
+/// calls the lock back, after which A sees B's name and asks the MDT
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_in_a_directory_made_here_are_known_here_until_the_other_mount_changes_it() {
+    if !common::can_mount() {
+        return;
+    }
+    with_two_mounts_opts(MountOptions::default(), |a, b, mds, cache_a| {
+        std::fs::create_dir(a.join("n")).unwrap();
+        // The path to it, cached under its locks.
+        std::fs::metadata(a.join("n")).unwrap();
+        std::fs::metadata(a.join("n")).unwrap();
+        let (reads, callbacks, answered) = (mdt_reads(mds), ldlm_total(mds, "callbacks"), cache_a.absent_answered());
+        for i in 0..20 {
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create_new(true).open(a.join(format!("n/f{i}"))).unwrap();
+            f.write_all(b"x").unwrap();
+        }
+        std::fs::create_dir(a.join("n/sub")).unwrap();
+        std::fs::remove_file(a.join("n/f0")).unwrap();
+        std::fs::remove_dir(a.join("n/sub")).unwrap();
+        assert!(a.join("n/f0").symlink_metadata().is_err(), "an unlinked name still seen");
+        assert!(a.join("n/sub").symlink_metadata().is_err(), "a removed directory still seen");
+        assert!(a.join("n/never").symlink_metadata().is_err());
+        // A name too long is refused as the MDT would, not "absent".
+        let long = a.join("n").join("x".repeat(256));
+        assert_eq!(long.symlink_metadata().unwrap_err().raw_os_error(), Some(libc::ENAMETOOLONG));
+        // A made f0 again: the name set knows it.
+        std::fs::write(a.join("n/f0"), b"again").unwrap();
+        assert_eq!(std::fs::read(a.join("n/f0")).unwrap(), b"again");
+        assert!(cache_a.absent_answered() >= answered + 24, "{} lookups answered here", cache_a.absent_answered());
+        assert_eq!(mdt_reads(mds), reads, "a lookup in a directory made here asked the MDT");
+        assert_eq!(ldlm_total(mds, "callbacks"), callbacks, "this mount's own changes called its lock back");
+        // B sees what A made, and makes a name there: A's lock is called back.
+        let mut on_b = names(&b.join("n"));
+        on_b.sort();
+        let mut want: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        want.sort();
+        assert_eq!(on_b, want);
+        std::fs::write(b.join("n/from-b"), b"b").unwrap();
+        assert!(ldlm_total(mds, "callbacks") > callbacks, "B's create did not call A's lock back");
+        assert_eq!(std::fs::read(a.join("n/from-b")).unwrap(), b"b", "B's name not seen on A");
+        // A's lookups ask the MDT again, and stay right.
+        let answered = cache_a.absent_answered();
+        assert!(a.join("n/never").symlink_metadata().is_err());
+        std::fs::write(b.join("n/never"), b"now").unwrap();
+        assert_eq!(std::fs::read(a.join("n/never")).unwrap(), b"now");
+        assert_eq!(cache_a.absent_answered(), answered, "answered here after the lock was called back");
     })
     .await;
 }

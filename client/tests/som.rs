@@ -53,6 +53,25 @@ async fn stat_uses_the_mdt_size_only_when_exact() {
     assert_eq!((st.blocks, st.attr.mtime), (open_st.blocks, open_st.attr.mtime), "what a glimpse says");
     assert!(st.blocks >= (data.len() as u64).div_ceil(512));
 
+    // A file its open created is closed with what the writes' replies said
+    // (no glimpse): sparse writes over both stripes, one rewriting part of
+    // another, give the size, space and mtime a glimpse gives.
+    let g = a.create("/g", 0o644, two_stripes()).await.unwrap();
+    for (off, len) in [(0, 3000), (3 * 1024 * KIB as u64 + 5, 70 * KIB), (1000, 9000), (5 * KIB as u64, 1)] {
+        a.write(&g, off, &pattern(len, 3)).await.unwrap();
+    }
+    let open_st = b.stat("/g").await.unwrap();
+    assert!(!exact(&open_st));
+    a.close(g).await.unwrap();
+    let st = b.stat("/g").await.unwrap();
+    assert!(exact(&st));
+    assert_eq!(
+        (st.size(), st.blocks, st.attr.mtime),
+        (open_st.size(), open_st.blocks, open_st.attr.mtime),
+        "what a glimpse says"
+    );
+    assert_eq!(st.size(), 3 * 1024 * KIB as u64 + 5 + 70 * KIB as u64);
+
     // A file open for writing is always glimpsed: B sees A's write before
     // A closes, never the MDT's older size.
     let f = a.open("/f", open_flags::RDWR, 0, None).await.unwrap();

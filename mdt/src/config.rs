@@ -91,6 +91,15 @@ pub struct MdtSection {
     /// waits for known clients up to 3x (hard limit 9x).
     #[serde(default = "default_obd_timeout")]
     pub obd_timeout_s: f64,
+    /// How old the OSTs' space figures may get before the MDT asks them
+    /// again, seconds (Lustre's `lod.*.qos_maxage`, 5 there). The same
+    /// pass reconnects OSTs the MDT lost, so the default is 1.
+    #[serde(default = "default_qos_maxage")]
+    pub qos_maxage_s: f64,
+}
+
+fn default_qos_maxage() -> f64 {
+    1.0
 }
 
 fn default_ost_seq_width() -> u64 {
@@ -161,6 +170,9 @@ impl MdsConfig {
             if !(0.1..=3600.0).contains(&m.obd_timeout_s) {
                 return err("mdt.obd_timeout_s", "0.1 ..= 3600");
             }
+            if !(0.1..=3600.0).contains(&m.qos_maxage_s) {
+                return err("mdt.qos_maxage_s", "0.1 ..= 3600");
+            }
             if m.threads == 0 || m.threads > 256 {
                 return err("mdt.threads", "1 ..= 256");
             }
@@ -202,5 +214,10 @@ index = 0
         assert_eq!(e.key, "mdt.commit_interval_ms");
         let e = MdsConfig::from_toml(&OK.replace("[mgs]\n", "")).expect_err("no mgs");
         assert_eq!(e.key, "mdt.mgs_nid");
+        assert_eq!(c.mdt.as_ref().map(|m| m.qos_maxage_s), Some(1.0));
+        let c = MdsConfig::from_toml(&OK.replace("index = 0", "index = 0\nqos_maxage_s = 5")).expect("valid");
+        assert_eq!(c.mdt.as_ref().map(|m| m.qos_maxage_s), Some(5.0));
+        let e = MdsConfig::from_toml(&OK.replace("index = 0", "qos_maxage_s = 0")).expect_err("zero");
+        assert_eq!(e.key, "mdt.qos_maxage_s");
     }
 }

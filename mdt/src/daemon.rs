@@ -284,10 +284,11 @@ impl Daemon {
             mdt = Some(MdtParts { ns, committer, driver, follower, stopping, locks });
         }
         let stop = Arc::new(StopSignal::default());
+        let qos_maxage = cfg.mdt.as_ref().map_or(Duration::from_secs(1), |m| Duration::from_secs_f64(m.qos_maxage_s));
         let housekeeper = mdt.as_ref().map(|p| {
             let (ns, met, stop) = (Arc::clone(&p.ns), Arc::clone(&metrics), Arc::clone(&stop));
             let driver = Arc::downgrade(&p.driver);
-            std::thread::spawn(move || housekeeping(&ns, &driver, &met, &stop))
+            std::thread::spawn(move || housekeeping(&ns, &driver, &met, &stop, qos_maxage))
         });
         let precreator = match mdt.as_ref() {
             Some(p) => {
@@ -411,7 +412,9 @@ fn update_gauges(ns: &Namespace, driver: &std::sync::Weak<TargetDriver<MdtServic
     }
 }
 
-/// Once a second: OST space, destroy-log replay, gauges. Until the MDT's
+/// Once a second (more often with a `qos_maxage` under a second): OST
+/// space and reconnects when the figures are `qos_maxage` old,
+/// destroy-log replay, gauges. Until the MDT's
 /// recovery is over, OSTs are not reached: their orphan cleanup destroys
 /// objects above the allocation cursors, which replayed creates move up
 /// when they claim their original objects. Once it is over, the orphans
@@ -421,8 +424,10 @@ fn housekeeping(
     driver: &std::sync::Weak<TargetDriver<MdtService>>,
     met: &MdtMetrics,
     stop: &StopSignal,
+    qos_maxage: Duration,
 ) {
     let mut recovered = false;
+    let mut refreshed: Option<std::time::Instant> = None;
     loop {
         if !recovered {
             let Some(d) = driver.upgrade() else { return };
@@ -437,8 +442,9 @@ fn housekeeping(
                 None => {}
             }
         }
-        if recovered {
+        if recovered && refreshed.is_none_or(|t| t.elapsed() >= qos_maxage) {
             ns.alloc().refresh();
+            refreshed = Some(std::time::Instant::now());
         }
         match ns.process_destroys(1024) {
             Ok((done, pending)) if done + pending > 0 => tracing::debug!(done, pending, "destroy log"),
@@ -446,7 +452,7 @@ fn housekeeping(
             Err(e) => tracing::error!(error = %e, "destroy log"),
         }
         update_gauges(ns, driver, met);
-        if stop.wait(Duration::from_secs(1)) {
+        if stop.wait(qos_maxage.min(Duration::from_secs(1))) {
             return;
         }
     }

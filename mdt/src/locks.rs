@@ -95,6 +95,32 @@ impl std::fmt::Debug for MdtLocks {
     }
 }
 
+/// A client's own locks its change leaves in place (`MdsReq::keeps`):
+/// the export whose they are and their handles.
+#[derive(Debug, Clone, Copy)]
+pub struct Keeps<'a> {
+    /// The export (the locks' owner).
+    pub owner: u64,
+    /// The handles (others' or unknown ones keep nothing).
+    pub handles: &'a [u64],
+}
+
+impl Keeps<'_> {
+    /// Keeps nothing.
+    pub const NONE: Keeps<'static> = Keeps { owner: 0, handles: &[] };
+
+    /// A local exclusive lock on `res` that keeps these.
+    fn enqueue(&self, ns: &mut LockNamespace<u64>, now: Time, res: ResId, bits: InodeBits, wait: Wait) -> EnqResult {
+        if self.handles.is_empty() {
+            return ns.enqueue(now, Owner::Local, res, LockMode::Ex, bits, wait);
+        }
+        let hs: Vec<LockHandle> = self.handles.iter().map(|h| LockHandle(*h)).collect();
+        ns.enqueue_keeping(now, self.owner, res, LockMode::Ex, bits, wait, &hs)
+    }
+}
+
+type EnqResult = Result<Enqueued, ptlrpc::ldlm::LdlmError>;
+
 /// Exclusive local locks held for one modifying request; dropped, they
 /// are released.
 #[derive(Debug)]
@@ -297,19 +323,16 @@ impl MdtLocks {
 
     /// Takes exclusive local locks on `wants` (merged per object, taken
     /// in FID order so two requests never wait on each other in a cycle),
-    /// calling back the clients that cache them; returns once all are
+    /// calling back the clients that cache them but the locks `keeps`
+    /// names (the changing client's own); returns once all are
     /// granted. Bounded: holders answer or are evicted within the
     /// callback timeout; past three of those the request fails EAGAIN.
-    pub fn lock_local(&self, wants: &[(Fid, InodeBits)]) -> Result<LocalLocks, ptlrpc::driver::Errno> {
-        let mut merged: Vec<(Fid, InodeBits)> = Vec::new();
-        let mut sorted: Vec<(Fid, InodeBits)> = wants.to_vec();
-        sorted.sort_by_key(|(f, _)| f.as_u128());
-        for (f, b) in sorted {
-            match merged.last_mut() {
-                Some((lf, lb)) if *lf == f => *lb = *lb | b,
-                _ => merged.push((f, b)),
-            }
-        }
+    pub fn lock_local(
+        &self,
+        wants: &[(Fid, InodeBits)],
+        keeps: Keeps<'_>,
+    ) -> Result<LocalLocks, ptlrpc::driver::Errno> {
+        let merged = merge_wants(wants);
         let s = &self.shared;
         let mut guard = LocalLocks { shared: Arc::downgrade(s), handles: Vec::new() };
         let bound = s.state.lock().ns.settings().callback_timeout * 3;
@@ -318,7 +341,7 @@ impl MdtLocks {
             let (h, actions) = {
                 let mut st = s.state.lock();
                 let now = s.clock.now();
-                let got = st.ns.enqueue(now, Owner::Local, fid_res(fid), LockMode::Ex, bits, Wait::Block);
+                let got = keeps.enqueue(&mut st.ns, now, fid_res(fid), bits, Wait::Block);
                 let h = match got {
                     Ok(Enqueued::Granted(h) | Enqueued::Waiting(h)) => h,
                     Ok(Enqueued::WouldBlock) | Err(_) => {
@@ -338,6 +361,31 @@ impl MdtLocks {
             }
         }
         Ok(guard)
+    }
+
+    /// [`MdtLocks::lock_local`] granted now or not at all: `None` when a
+    /// lock conflicts (nothing is called back, and what was taken is given
+    /// back), for a request served on the receive path, which must not
+    /// wait; a worker then takes them with [`MdtLocks::lock_local`].
+    pub fn try_lock_local(&self, wants: &[(Fid, InodeBits)], keeps: Keeps<'_>) -> Option<LocalLocks> {
+        let s = &self.shared;
+        let mut guard = LocalLocks { shared: Arc::downgrade(s), handles: Vec::new() };
+        let mut st = s.state.lock();
+        if st.stopping {
+            return None;
+        }
+        for (fid, bits) in merge_wants(wants) {
+            let now = s.clock.now();
+            match keeps.enqueue(&mut st.ns, now, fid_res(fid), bits, Wait::NoWait) {
+                Ok(Enqueued::Granted(h)) => guard.handles.push(h),
+                // Dropping the guard gives back what was taken.
+                _ => {
+                    drop(st);
+                    return None;
+                }
+            }
+        }
+        Some(guard)
     }
 
     /// Stops the timer thread.
@@ -396,4 +444,19 @@ fn timer_loop(weak: &Weak<Shared>) {
         };
         run(&s, actions);
     }
+}
+
+/// `wants` merged per object and sorted in FID order (two requests never
+/// wait on each other in a cycle).
+fn merge_wants(wants: &[(Fid, InodeBits)]) -> Vec<(Fid, InodeBits)> {
+    let mut sorted: Vec<(Fid, InodeBits)> = wants.to_vec();
+    sorted.sort_by_key(|(f, _)| f.as_u128());
+    let mut merged: Vec<(Fid, InodeBits)> = Vec::new();
+    for (f, b) in sorted {
+        match merged.last_mut() {
+            Some((lf, lb)) if *lf == f => *lb = *lb | b,
+            _ => merged.push((f, b)),
+        }
+    }
+    merged
 }

@@ -33,6 +33,7 @@ fn create(name: &str, mode: u32) -> ReintReq {
         stripe: None,
         fid: None,
         replay: None,
+        lock: false,
     }
 }
 

@@ -108,6 +108,14 @@ impl OstFront {
         a: &Admitted,
     ) -> Result<(), OstError> {
         let b: OstBrw = req.body().map_err(proto)?;
+        // On the receive path only a short write to an object whose file
+        // is open: a bulk GET or an open may wait. Declined before any
+        // change (the data is written under the target's lock, by the
+        // store, when the gate's submit runs).
+        if gate.is_inline() && (b.inline.is_empty() || !self.ost.object_open(b.oid)) {
+            gate.decline();
+            return Ok(());
+        }
         let cksum = a.data.flags & connect_flags::CKSUM != 0;
         if cksum && !b.bulk.checksummed() {
             return Err(OstError::Invalid("checksums negotiated but the BRW carries none".into()));
@@ -208,8 +216,13 @@ impl OstFront {
                         tracing::warn!(%peer, xid = xid.0, err = %e, "bulk PUT of a read failed");
                         -Errno::from(e).0
                     })?;
-                    let reply =
-                        OstBrwReply { len: desc.len, cksum_type: desc.cksum_type, cksum, size, version: 0, grant: 0 };
+                    let reply = OstBrwReply {
+                        len: desc.len,
+                        cksum_type: desc.cksum_type,
+                        cksum,
+                        size,
+                        ..OstBrwReply::default()
+                    };
                     archived(&reply).map_err(|e| -e.errno())
                 })
                 .map_err(|e| OstError::Invalid(format!("bulk PUT not started: errno {}", e.0)))?;
@@ -217,7 +230,18 @@ impl OstFront {
             }
             Op::OstGetattr => {
                 let b: OstObj = req.body().map_err(proto)?;
-                archived(&self.ost.getattr(b.oid)?)
+                if !gate.is_inline() {
+                    archived(&self.ost.getattr(b.oid)?)
+                } else {
+                    match self.ost.getattr_cached(b.oid)? {
+                        Some(a) => archived(&a),
+                        // Opening the file may wait for the disk: a worker does it.
+                        None => {
+                            gate.decline();
+                            return Ok(None);
+                        }
+                    }
+                }
             }
             Op::OstStatfs => archived(&self.ost.statfs()?),
             Op::OstGetInfo => {
@@ -285,11 +309,19 @@ fn log_refusal(req: &Request, e: &OstError) {
 }
 
 impl TargetFront<OstService> for OstFront {
-    /// GETATTR (a glimpse) is served on lnet's receive path: the object's
-    /// record and its open file's metadata, memory only, and harmless to
-    /// run again if the gate declines.
+    /// GETATTR (a glimpse) is served on lnet's receive path when the
+    /// object's file is open in the cache: its record and an `fstat`,
+    /// harmless to run again if the gate declines; an object whose file is
+    /// not open is declined there and served by a worker (opening it may
+    /// wait for the disk).
+    ///
+    /// A short WRITE (its data in the request) to an object whose file is
+    /// open is served there too: the data is written to the page cache by
+    /// the store under the target's lock, which the gate takes only if it
+    /// is free; a bulk write, or one to an object not open, is declined
+    /// before anything changes and runs on a worker.
     fn inline(&self, req: &Request) -> bool {
-        req.op() == Op::OstGetattr
+        matches!(req.op(), Op::OstGetattr | Op::OstWrite)
     }
 
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, OstService>) -> Result<(), Errno> {

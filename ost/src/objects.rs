@@ -409,6 +409,79 @@ impl ObjFile {
         Ok(m.len())
     }
 
+    /// The bytes allocated once `runs` are written: allocated now, plus
+    /// the file-system blocks the runs cover that hold no data now (holes,
+    /// and everything past the end), found with `SEEK_DATA`/`SEEK_HOLE`
+    /// (dirty pages not yet written back count as data).
+    ///
+    /// `recorded`: the object's recorded size. A file longer than that
+    /// holds an uncommitted tail from before a crash, which a write ending
+    /// past the recorded size cuts first
+    /// ([`crate::target::Ost::write_object`]): its blocks are not counted
+    /// and its place is a hole.
+    pub fn allocated_after(&self, runs: &[Run], recorded: u64) -> Result<u64, OstError> {
+        let m = self.file.metadata().map_err(|e| OstError::io("stat", &self.path, e))?;
+        let bs = m.blksize().max(512);
+        let (mut now, size) = (m.blocks() * 512, m.len());
+        let end = runs.iter().map(|r| r.offset + r.len).max().unwrap_or(0);
+        let (now, size) = if size > recorded && end > recorded {
+            let from = recorded.div_ceil(bs) * bs;
+            let to = size.div_ceil(bs) * bs;
+            let tail = to.saturating_sub(from).saturating_sub(self.hole_bytes(from, to, size, bs)?);
+            now = now.saturating_sub(tail);
+            (now, recorded)
+        } else {
+            (now, size)
+        };
+        let mut ranges: Vec<(u64, u64)> = runs
+            .iter()
+            .filter(|r| r.len > 0)
+            .map(|r| (r.offset / bs * bs, (r.offset + r.len).div_ceil(bs) * bs))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let mut new = 0u64;
+        for (s, e) in merged {
+            new += self.hole_bytes(s, e, size, bs)?;
+        }
+        Ok(now + new)
+    }
+
+    /// Bytes of `[from, to)` (block-aligned) in holes or past the block
+    /// holding the file's last byte (`size`), in whole blocks of `bs`.
+    fn hole_bytes(&self, from: u64, to: u64, size: u64, bs: u64) -> Result<u64, OstError> {
+        let seek = |w| rustix::fs::seek(&self.file, w).map_err(|e| OstError::io("seek", &self.path, e.into()));
+        let end = size.div_ceil(bs) * bs;
+        let mut pos = from;
+        let mut holes = 0;
+        while pos < to {
+            if pos >= end {
+                return Ok(holes + (to - pos));
+            }
+            let data = match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(d) => d,
+                // No data at or after `pos`.
+                Err(rustix::io::Errno::NXIO) => return Ok(holes + (to - pos)),
+                Err(e) => return Err(OstError::io("seek", &self.path, e.into())),
+            };
+            // Data and holes start on block boundaries, but the end of the
+            // file need not: its last block holds data.
+            let data = data / bs * bs;
+            if data >= to {
+                return Ok(holes + (to - pos));
+            }
+            holes += data.saturating_sub(pos);
+            pos = seek(rustix::fs::SeekFrom::Hole(data.max(pos)))?.div_ceil(bs) * bs;
+        }
+        Ok(holes)
+    }
+
     /// Bytes allocated on disk.
     pub fn allocated(&self) -> Result<u64, OstError> {
         let m = self.file.metadata().map_err(|e| OstError::io("stat", &self.path, e))?;
@@ -430,6 +503,8 @@ pub struct Objects {
     /// [`Objects::create`] then finds made.
     premade: Mutex<HashSet<OstId>>,
     direct_io: Arc<DirectIo>,
+    /// The objects' directory, open for `syncfs` ([`Objects::sync_fs`]).
+    root_fd: OnceLock<File>,
 }
 
 impl Objects {
@@ -438,7 +513,12 @@ impl Objects {
         let root = dir.join(OBJECTS_DIR);
         let direct_io =
             Arc::new(DirectIo { on: AtomicBool::new(false), min: AtomicUsize::new(DIRECT_ALIGN), root: root.clone() });
-        Objects { root, open: Mutex::new(HashMap::new()), premade: Mutex::new(HashSet::new()), direct_io }
+        // Open from the start (when formatted) for `syncfs`'s error report.
+        let root_fd = OnceLock::new();
+        if let Ok(d) = File::open(&root) {
+            let _ = root_fd.set(d);
+        }
+        Objects { root, open: Mutex::new(HashMap::new()), premade: Mutex::new(HashSet::new()), direct_io, root_fd }
     }
 
     /// Object I/O from now on with `O_DIRECT` where runs are aligned (see
@@ -519,7 +599,13 @@ impl Objects {
         Ok(())
     }
 
-    /// Object `oid`, opened (or from the cache).
+    /// Object `oid`'s file if it is open in the cache (nothing touches
+    /// the disk).
+    pub fn cached(&self, oid: OstId) -> Option<Arc<ObjFile>> {
+        self.open.lock().get(&oid).cloned()
+    }
+
+    /// The open file of `oid`, opened now if it is not in the cache.
     pub fn open(&self, oid: OstId) -> Result<Arc<ObjFile>, OstError> {
         if let Some(f) = self.open.lock().get(&oid) {
             return Ok(Arc::clone(f));
@@ -553,6 +639,26 @@ impl Objects {
             }
         }
         Ok(Arc::clone(open.entry(oid).or_insert(obj)))
+    }
+
+    /// Flushes the whole file system the objects live on (`syncfs`: its
+    /// dirty data and one journal commit), for a commit with many objects
+    /// to make durable: on ext4 each `fdatasync` of an object with new
+    /// blocks is a journal commit of its own, and a commit of thousands of
+    /// small objects one by one held writes up for most of a second.
+    /// The directory stays open from the start: `syncfs` reports a
+    /// writeback error that happened anywhere on the file system since
+    /// the descriptor was opened (once per descriptor), so an error in an
+    /// object's asynchronous writeback between two commits is not missed.
+    pub fn sync_fs(&self) -> Result<(), OstError> {
+        let dir = match self.root_fd.get() {
+            Some(d) => d,
+            None => {
+                let d = File::open(&self.root).map_err(|e| OstError::io("opening", &self.root, e))?;
+                self.root_fd.get_or_init(|| d)
+            }
+        };
+        rustix::fs::syncfs(dir).map_err(|e| OstError::io("syncfs", &self.root, e.into()))
     }
 
     /// Removes object `oid`'s file.
@@ -613,6 +719,56 @@ mod tests {
         assert!(objects.premade.lock().is_empty());
         objects.create(b).unwrap();
         assert!(objects.path(b).is_file(), "made again");
+    }
+
+    /// The allocation a write's reply states is what the object has once
+    /// it is written: a new object, an append, an overwrite, a write far
+    /// past the end, one into a hole, one over a partial last block, two
+    /// overlapping runs in one write.
+    #[test]
+    fn allocated_after_a_write_is_predicted() {
+        let dir = tempfile::tempdir().unwrap();
+        Objects::format(dir.path()).unwrap();
+        let objects = Objects::new(dir.path());
+        objects.create(OstId::new(1, 9)).unwrap();
+        let obj = objects.open(OstId::new(1, 9)).unwrap();
+        let pool = lnet::PagePool::new(0, 64, 256);
+        let cases: [&[(u64, u64)]; 8] = [
+            &[(0, 4096)],
+            &[(4096, 100)],
+            &[(0, 8192)],
+            &[(1 << 20, 5000)],
+            &[(65536, 4096)],
+            &[(1 << 20 | 5000, 3000)],
+            &[(200_000, 9000), (204_000, 12_000)],
+            &[(3 << 20, 1)],
+        ];
+        for runs in cases {
+            let mut pos = 0;
+            let rs: Vec<Run> = runs
+                .iter()
+                .map(|&(o, l)| {
+                    let r = run(o, l, pos);
+                    pos += l;
+                    r
+                })
+                .collect();
+            let predicted = obj.allocated_after(&rs, obj.file_len().unwrap()).unwrap();
+            obj.write_runs(&rs, &pages(&pool, &vec![7u8; pos as usize])).unwrap();
+            assert_eq!(predicted, obj.allocated().unwrap(), "after writing {runs:?}");
+        }
+        // An uncommitted tail (the record says 8 KiB, the file is longer):
+        // a write within the recorded size leaves it, one past it cuts it
+        // first (as `Ost::write_object` does).
+        let rs = [run(1000, 100, 0)];
+        let predicted = obj.allocated_after(&rs, 8192).unwrap();
+        obj.write_runs(&rs, &pages(&pool, &[1u8; 100])).unwrap();
+        assert_eq!(predicted, obj.allocated().unwrap(), "a write within the recorded size");
+        let rs = [run(8000, 500, 0)];
+        let predicted = obj.allocated_after(&rs, 8192).unwrap();
+        obj.set_len(8192).unwrap();
+        obj.write_runs(&rs, &pages(&pool, &[1u8; 500])).unwrap();
+        assert_eq!(predicted, obj.allocated().unwrap(), "after cutting the tail");
     }
 
     /// Aligned and unaligned runs, with `O_DIRECT` on, read back what was

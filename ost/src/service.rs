@@ -16,7 +16,7 @@ use std::sync::Arc;
 use lnet::MdBuffer;
 use ptlrpc::target::{Plan, TargetService};
 use ptlrpc::wire::ost::MAX_PRECREATE;
-use ptlrpc::wire::ost::{PUNCH_TRUNCATE, attr_valid};
+use ptlrpc::wire::ost::{ALLOCATED_UNKNOWN, PUNCH_TRUNCATE, attr_valid};
 use ptlrpc::wire::{
     ConnectData, Frame, Op, OstAttr, OstBrw, OstBrwReply, OstCreate, OstCreateReply, OstId, OstObj, OstPunch,
     OstSetattr, WireBody, connect_flags, errno,
@@ -120,11 +120,26 @@ impl TargetService for OstService {
                 let b: OstBrw = req.deserialize().map_err(proto)?;
                 let runs = self.ost.runs(&b.niobufs, b.bulk.len, 0).map_err(|e| e.errno())?;
                 let size = self.ost.record(b.oid).map_err(|e| e.errno())?.size.max(runs.end);
-                let reply =
-                    OstBrwReply { len: b.bulk.len, cksum_type: 0, cksum: 0, size, version: 0, grant: input.grant };
+                // What a glimpse after it would see: the writer's close then
+                // needs no glimpse (size on MDT).
+                // Not known (the object's file could not be looked at): the
+                // writer's close glimpses instead; the write goes on.
+                let allocated = self.ost.allocated_after(b.oid, &runs).unwrap_or_else(|e| {
+                    tracing::warn!(oid = %b.oid, err = %e, "allocation after a write not known");
+                    ALLOCATED_UNKNOWN
+                });
+                let mtime_ns = now_ns();
+                let reply = OstBrwReply {
+                    len: b.bulk.len,
+                    size,
+                    grant: input.grant,
+                    allocated,
+                    mtime_ns,
+                    ..OstBrwReply::default()
+                };
                 Ok(Plan::Update {
                     objects: vec![obj_id(b.oid)],
-                    change: OstChange::Write { oid: b.oid, runs, data: input.pages },
+                    change: OstChange::Write { oid: b.oid, runs, data: input.pages, mtime_ns },
                     body: body(&reply)?,
                 })
             }

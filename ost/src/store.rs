@@ -64,6 +64,8 @@ pub enum OstChange {
         /// The pages the front fetched (`None`: a request that reached the
         /// target without them, which only an executed one may).
         data: Option<MdBuffer>,
+        /// The modification time the write sets (the one its reply states).
+        mtime_ns: u64,
     },
 }
 
@@ -106,9 +108,10 @@ impl OstStore {
                 let (r, o) = self.ost.punch_object(&p, version)?;
                 (vec![Put::Obj(p.oid, r)], Some((o, 0)))
             }
-            OstChange::Write { oid, runs, data } => {
+            OstChange::Write { oid, runs, data, mtime_ns } => {
                 let data = data.ok_or_else(|| OstError::Invalid("a write without its pages".into()))?;
-                let (r, o) = self.ost.write_object(oid, &runs, &data, version, (&txn.client.uuid, txn.xid.0))?;
+                let who = (txn.client.uuid.as_str(), txn.xid.0);
+                let (r, o) = self.ost.write_object(oid, &runs, &data, (version, mtime_ns), who)?;
                 (vec![Put::Obj(oid, r)], Some((o, runs.len)))
             }
         };

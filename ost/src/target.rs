@@ -44,6 +44,10 @@ pub const MAX_OBJECT_BYTES: u64 = 1 << 50;
 /// Bytes written since the last commit after which a commit starts at
 /// once (bounds what clients hold for replay and what a commit syncs).
 pub const COMMIT_DIRTY_BYTES: u64 = 256 << 20;
+/// A commit with at most this many written objects `fdatasync`s each;
+/// with more, it flushes the target's file system once
+/// ([`Objects::sync_fs`]).
+pub const SYNC_EACH_MAX: usize = 16;
 
 /// How one target is set up.
 #[derive(Debug, Clone)]
@@ -553,7 +557,7 @@ impl Ost {
         oid: OstId,
         w: &WriteRuns,
         data: &MdBuffer,
-        version: u64,
+        (version, mtime_ns): (u64, u64),
         (client, xid): (&str, u64),
     ) -> Result<(ObjRecord, Arc<ObjFile>), OstError> {
         let mut r = self.record(oid)?;
@@ -569,7 +573,7 @@ impl Ost {
         obj.write_ordered(client, xid, &w.runs, data)?;
         r.size = r.size.max(w.end);
         r.version = version;
-        r.mtime_ns = now_ns();
+        r.mtime_ns = mtime_ns;
         self.metrics.write_bytes.get_or_create(&self.label).inc_by(w.len);
         self.metrics.brw_size.get_or_create(&self.op_label("write")).observe(w.len as f64);
         Ok((r, obj))
@@ -583,6 +587,38 @@ impl Ost {
         let r = self.record(oid)?;
         let allocated = self.objects.open(oid)?.allocated()?;
         Ok(OstAttr { oid, size: r.size, allocated, version: r.version, uid: r.uid, gid: r.gid, mtime_ns: r.mtime_ns })
+    }
+
+    /// The bytes object `oid` will have allocated once `w` is written:
+    /// what it has now plus the file-system blocks `w` covers that are
+    /// holes now ([`ObjFile::allocated_after`]).
+    pub fn allocated_after(&self, oid: OstId, w: &WriteRuns) -> Result<u64, OstError> {
+        let recorded = self.record(oid)?.size;
+        self.objects.open(oid)?.allocated_after(&w.runs, recorded)
+    }
+
+    /// Whether object `oid`'s file is open in the cache.
+    pub fn object_open(&self, oid: OstId) -> bool {
+        self.objects.cached(oid).is_some()
+    }
+
+    /// [`Ost::getattr`] when the object's file is open in the cache (an
+    /// `fstat`; the record from the index, which keeps recent records in
+    /// memory); `None` when answering would open the file.
+    pub fn getattr_cached(&self, oid: OstId) -> Result<Option<OstAttr>, OstError> {
+        self.check_running()?;
+        let Some(f) = self.objects.cached(oid) else { return Ok(None) };
+        let r = self.record(oid)?;
+        let allocated = f.allocated()?;
+        Ok(Some(OstAttr {
+            oid,
+            size: r.size,
+            allocated,
+            version: r.version,
+            uid: r.uid,
+            gid: r.gid,
+            mtime_ns: r.mtime_ns,
+        }))
     }
 
     /// First half of a read: checks the request.
@@ -681,7 +717,8 @@ impl Ost {
         self.commit_cv.notify_all();
     }
 
-    /// One commit: fdatasync every object written since the last one, then
+    /// One commit: fdatasync every object written since the last one (or,
+    /// past [`SYNC_EACH_MAX`] of them, the file system at once), then
     /// persist the index; advances `committed` to the last transno staged
     /// before it began. On failure nothing advances and the objects stay
     /// dirty.
@@ -697,11 +734,12 @@ impl Ost {
         };
         // Data first, then the records that describe it.
         puts.push(Put::Committed(upto));
-        let synced = dirty
-            .values()
-            .try_for_each(|o| o.sync_data())
-            .and_then(|()| self.index.stage(&puts))
-            .and_then(|()| self.index.persist());
+        let data = if dirty.len() > SYNC_EACH_MAX {
+            self.objects.sync_fs()
+        } else {
+            dirty.values().try_for_each(|o| o.sync_data())
+        };
+        let synced = data.and_then(|()| self.index.stage(&puts)).and_then(|()| self.index.persist());
         let mut s = self.staged.lock();
         if let Err(e) = synced {
             puts.pop();

@@ -7,10 +7,11 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Oss, bounded, pattern, target_config};
 use ost::client::OstClientConfig;
-use ost::{Ost, OstError};
+use ost::{Ost, OstConfig, OstError};
 use ptlrpc::fault::{FaultPoint, Trigger};
 use ptlrpc::wire::ost::{PUNCH_HOLE, PUNCH_TRUNCATE, attr_valid};
 use ptlrpc::wire::{Niobuf, OstSetattr};
@@ -227,6 +228,17 @@ async fn corrupted_bulk_is_detected_retried_and_never_stored() {
 /// Short I/O: a small write carries its data in the request (no bulk
 /// transfer a corrupting link could touch) and lands; with short I/O off
 /// on the client the same write goes by bulk and meets the corruption.
+/// Requests the OST service answered on lnet's receive path, and those it
+/// declined there.
+fn inline_counts(oss: &Oss) -> (u64, u64) {
+    oss.server
+        .with_driver(|d| {
+            let m = d.service_metrics().unwrap();
+            (m.served_inline.get(), m.inline_declined.get())
+        })
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_write_travels_in_its_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,14 +248,19 @@ async fn a_small_write_travels_in_its_request() {
     let oid = common::obj(bounded(c.create(common::SEQ, 1)).await.unwrap().first);
     oss.faults.set(FaultPoint::BulkCorrupt, Trigger::EveryN(1));
     let small = pattern(7, ptlrpc::wire::ost::SHORT_IO_BYTES);
+    let before = inline_counts(&oss);
     let r = bounded(c.write(oid, 100, &small)).await.unwrap();
     assert_eq!(r.size, 100 + small.len() as u64);
+    // Served on the receive path: the object's file is open since its CREATE.
+    let after = inline_counts(&oss);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "a short write is served inline");
     let text = oss.server.render_metrics();
     assert!(!text.contains("ptlrpc_bulk_checksum_errors_total{service=\"ost\"} 1"), "no bulk moved: {text}");
     let bulk_only = oss.client_with("c2", OstClientConfig { short_io_bytes: 0, ..common::client_config() });
     bounded(bulk_only.connect()).await.unwrap();
     let e = bounded(bulk_only.write(oid, 0, &pattern(8, 4096))).await.unwrap_err();
     assert_eq!(e.errno(), 115, "the bulk GET met the corruption: {e}");
+    assert!(inline_counts(&oss).1 > after.1, "a bulk write is declined on the receive path");
     oss.faults.clear_all();
     assert!(bounded(c.read(oid, 100, small.len() as u32)).await.unwrap() == small, "read back");
     oss.stop();
@@ -350,9 +367,18 @@ async fn an_uncommitted_tail_after_a_crash_is_neither_visible_nor_kept() {
     let oss = Oss::start(cfg, false).await;
     let c = oss.client("c2");
     bounded(c.connect()).await.unwrap();
+    let counts = || inline_counts(&oss);
+    let before = counts();
     assert_eq!(bounded(c.getattr(oid)).await.unwrap().size, 8192, "the committed size");
+    // The object's file was not open: the glimpse went to a worker (opening
+    // it may wait for the disk); once open, a glimpse is answered inline.
+    let after = counts();
+    assert_eq!(after.1, before.1 + 1, "a glimpse of a closed object is declined on the receive path");
     let past = bounded(c.read(oid, 8192, 8192)).await.unwrap();
     assert!(past.iter().all(|&b| b == 0), "nothing past the size shows");
+    assert_eq!(bounded(c.getattr(oid)).await.unwrap().size, 8192);
+    assert_eq!(counts().1, after.1, "a glimpse of an open object is not declined");
+    assert!(counts().0 > after.0, "a glimpse of an open object is answered inline");
     // A write past the stale bytes: they read as zeros, not as data.
     let third = pattern(9, 4096);
     bounded(c.write(oid, 20480, &third)).await.unwrap();
@@ -393,5 +419,29 @@ async fn each_sequence_keeps_its_last_id_across_a_restart() {
     assert_eq!(bounded(c.getattr(ptlrpc::wire::OstId::new(s2, 1))).await.unwrap().size, 8192);
     assert_eq!(bounded(c.create(s2, 1)).await.unwrap().first, 3, "after the sequence's own last id");
     assert_eq!(bounded(c.create(s1, 1)).await.unwrap().first, 4);
+    oss.stop();
+}
+
+/// A commit of more objects than `SYNC_EACH_MAX` flushes the target's file
+/// system once instead of each object: a SYNC after writes to many
+/// objects returns with them committed, and each reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_many_objects_flushes_them_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // No timed commit: the SYNC's commit has every object.
+    let cfg = OstConfig { commit_interval: Duration::from_secs(600), ..target_config(&dir.path().join("ost0")) };
+    let oss = Oss::start(cfg, true).await;
+    let c = oss.client("c1");
+    bounded(c.connect()).await.unwrap();
+    let n = ost::target::SYNC_EACH_MAX as u64 * 3;
+    let first = bounded(c.create(common::SEQ, n as u32)).await.unwrap().first;
+    for i in 0..n {
+        bounded(c.write(common::obj(first + i), 0, &pattern(i, 4096))).await.unwrap();
+    }
+    let ids = bounded(c.sync()).await.unwrap();
+    assert!(ids.last_committed > 0);
+    for i in 0..n {
+        assert_eq!(bounded(c.read(common::obj(first + i), 0, 4096)).await.unwrap(), pattern(i, 4096));
+    }
     oss.stop();
 }

@@ -49,6 +49,27 @@
 //! of the change, its reply not waited for);
 //! the kernel updates its own caches for its own changes.
 //!
+//! Names that do not exist, in a directory this client made: its mkdir
+//! asks for a LOOKUP|UPDATE lock on the new directory, and while this
+//! client holds an UPDATE lock on it, every name in it is one this
+//! client put there ([`FuseCache::new_dir`]; no other client can change
+//! its entries without calling that lock back). A lookup of any other
+//! name is answered ENOENT here, with no RPC (the kernel is told nothing
+//! it would cache: zero TTL, as for every negative answer). To keep the
+//! set true, this client's own creates and unlinks there keep the lock
+//! (`MdsReq::keeps`, [`FuseCache::keeping`]: the MDT neither waits for
+//! nor calls it back) and enter their outcome ([`Busy::done`]); one that
+//! ends any other way drops the set, as does the last UPDATE lock on the
+//! directory going, a reconnect, or a set past [`COMPLETE_MAX`] names.
+//! Only in directories everyone may search (the MDT's search check is
+//! what an ENOENT here skips). Renames and links in it give the lock up
+//! as before. The directory's own attributes are not cached meanwhile
+//! (zero TTL, asked of the MDT: they change with this client's creates,
+//! which call nothing back).
+//! The callback sequence is not bumped by these changes: they change one
+//! directory, and a bump would refuse every reply in flight (the closes
+//! of the files made just before among them).
+//!
 //! A callback racing with a reply: a global sequence, bumped by every
 //! callback, is read before the request and checked (under the same
 //! mutex the callback takes) after the locks and names are entered; a
@@ -59,11 +80,11 @@
 //! Must not: block a FUSE request on an invalidation; hold its mutex
 //! across a network call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::INodeNo;
 use lnet::Lnet;
@@ -82,6 +103,10 @@ use crate::locks::{Held, LockCache};
 
 /// The TTL of what a lock covers.
 pub(super) const LOCKED_TTL: Duration = Duration::from_secs(60);
+
+/// The most names kept for one directory this client made (past it, the
+/// directory's lookups ask the MDT again).
+pub const COMPLETE_MAX: usize = 1 << 17;
 
 /// Aged-out locks cancelled together when no change carried them.
 pub const AGED_BATCH: usize = 64;
@@ -106,6 +131,9 @@ struct Names {
     /// Attributes known under this client's UPDATE lock on the object: a
     /// getattr is answered from here without asking the MDT.
     attrs: HashMap<Fid, Stat>,
+    /// Every name in a directory this client made, while it holds an
+    /// UPDATE lock on it (see the module docs).
+    complete: HashMap<Fid, HashSet<OsString>>,
 }
 
 /// The mount's lock-covered caching.
@@ -124,6 +152,8 @@ pub struct FuseCache {
     /// completion.
     bounded: Mutex<std::sync::mpsc::Sender<(Inval, std::sync::mpsc::SyncSender<()>)>>,
     inval_waits: AtomicU64,
+    /// Lookups answered ENOENT from a directory's complete name set.
+    absent_answered: AtomicU64,
 }
 
 impl std::fmt::Debug for FuseCache {
@@ -137,10 +167,27 @@ impl std::fmt::Debug for FuseCache {
 pub(super) struct Busy<'a> {
     cache: &'a FuseCache,
     dirs: Vec<Fid>,
+    /// A directory whose lock the change keeps, the name it changes there,
+    /// and its outcome once known (`Some(true)`: the name was made).
+    kept: Option<(Fid, OsString, Option<bool>)>,
+}
+
+impl Busy<'_> {
+    /// The change that keeps its directory's lock is done: the name was
+    /// made (`true`) or removed (`false`).
+    pub(super) fn done(&mut self, made: bool) {
+        if let Some((_, _, outcome)) = &mut self.kept {
+            *outcome = Some(made);
+        }
+    }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
+        super::EARLY_KEEPS.with(|e| e.borrow_mut().clear());
+        if let Some((dir, name, outcome)) = self.kept.take() {
+            self.cache.kept_change(dir, &name, outcome);
+        }
         // Early cancels no request carried (the change failed before it
         // reached the MDT): an LDLM_CANCEL of their own.
         let left = super::EARLY_CANCELS.with(|e| std::mem::take(&mut *e.borrow_mut()));
@@ -165,10 +212,11 @@ impl FuseCache {
     pub fn new(fs: Arc<Sheen>, rt: tokio::runtime::Handle) -> Arc<FuseCache> {
         let (tx, rx) = std::sync::mpsc::channel::<Inval>();
         let (btx, brx) = std::sync::mpsc::channel::<(Inval, std::sync::mpsc::SyncSender<()>)>();
+        let locks = LockCache::with_limits(fs.options().lru());
         let cache = Arc::new(FuseCache {
             fs,
             rt,
-            locks: LockCache::new(),
+            locks,
             names: Mutex::new(Names::default()),
             seq: AtomicU64::new(0),
             busy: Mutex::new(HashMap::new()),
@@ -177,6 +225,7 @@ impl FuseCache {
             bounded: Mutex::new(btx),
             aged: Mutex::new(Vec::new()),
             inval_waits: AtomicU64::new(0),
+            absent_answered: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cache);
         let _ = std::thread::Builder::new().name("sheen-inval".into()).spawn(move || {
@@ -276,7 +325,7 @@ impl FuseCache {
         let g = self.locks.generation();
         let mut back = Vec::new();
         for d in locks {
-            let (ok, pushed) = self.locks.add(g, d);
+            let (ok, pushed) = self.locks.add(Instant::now(), g, d);
             if !ok {
                 back.push(d.handle);
             } else if d.bits & InodeBits::KNOWN.wire() != 0 && mode & crate::fs::S_IFMT == crate::fs::S_IFDIR {
@@ -297,6 +346,16 @@ impl FuseCache {
         }
     }
 
+    /// Gives up the locks unused for `lru_max_age` (Lustre's LRU aging):
+    /// the kernel's copies are dropped and the locks cancelled with the
+    /// batch of those the size limit pushed out.
+    fn age_out(&self) {
+        for h in self.locks.aged(Instant::now()) {
+            self.dropped(&h, false);
+            self.aged.lock().push(h.handle);
+        }
+    }
+
     /// Cancels the aged locks left, in one `LDLM_CANCEL`.
     fn flush_aged(&self) {
         let aged = std::mem::take(&mut *self.aged.lock());
@@ -305,7 +364,7 @@ impl FuseCache {
 
     /// Whether this client holds `bits` on `fid`.
     pub(super) fn covers(&self, fid: Fid, bits: InodeBits) -> bool {
-        self.locks.covers(fid, bits)
+        self.locks.covers(Instant::now(), fid, bits)
     }
 
     /// The attribute TTL of `st`, answered from a request that began at
@@ -319,8 +378,13 @@ impl FuseCache {
     /// The attribute TTL for `fid` answered from a request that began at
     /// callback sequence `seq`.
     pub(super) fn attr_ttl(&self, fid: Fid, seq: u64) -> Duration {
-        let _g = self.names.lock();
-        if self.seq() == seq && self.locks.covers(fid, InodeBits::UPDATE) { LOCKED_TTL } else { Duration::ZERO }
+        let names = self.names.lock();
+        let settled = !names.complete.contains_key(&fid);
+        if settled && self.seq() == seq && self.locks.covers(Instant::now(), fid, InodeBits::UPDATE) {
+            LOCKED_TTL
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Keeps `st` (from a reply to a request that began at callback
@@ -328,7 +392,14 @@ impl FuseCache {
     /// object's UPDATE lock. A regular file's only with its exact size.
     pub(super) fn remember(&self, st: &Stat, seq: u64) {
         let mut names = self.names.lock();
-        if st.attr.size_exact() && self.seq() == seq && self.locks.covers(st.fid(), InodeBits::UPDATE) {
+        // Not a directory with a name set: this client's own changes there
+        // keep the lock, and a reply racing one could be older than it.
+        let settled = !names.complete.contains_key(&st.fid());
+        if settled
+            && st.attr.size_exact()
+            && self.seq() == seq
+            && self.locks.covers(Instant::now(), st.fid(), InodeBits::UPDATE)
+        {
             names.attrs.insert(st.fid(), st.clone());
         }
     }
@@ -336,7 +407,7 @@ impl FuseCache {
     /// The attributes of `fid` kept under its UPDATE lock, if any.
     pub(super) fn known(&self, fid: Fid) -> Option<Stat> {
         let names = self.names.lock();
-        names.attrs.get(&fid).filter(|_| self.locks.covers(fid, InodeBits::UPDATE)).cloned()
+        names.attrs.get(&fid).filter(|_| self.locks.covers(Instant::now(), fid, InodeBits::UPDATE)).cloned()
     }
 
     /// Records the name `parent/name` -> `child` and returns its entry TTL
@@ -346,8 +417,9 @@ impl FuseCache {
         let searchable = names.modes.get(&parent).is_some_and(|m| m & 0o111 == 0o111);
         let ok = self.seq() == seq
             && searchable
-            && self.locks.covers(child, InodeBits::LOOKUP)
-            && (self.locks.covers(parent, InodeBits::LOOKUP) || self.locks.covers(parent, InodeBits::UPDATE));
+            && self.locks.covers(Instant::now(), child, InodeBits::LOOKUP)
+            && (self.locks.covers(Instant::now(), parent, InodeBits::LOOKUP)
+                || self.locks.covers(Instant::now(), parent, InodeBits::UPDATE));
         if !ok {
             return Duration::ZERO;
         }
@@ -371,7 +443,91 @@ impl FuseCache {
         for d in dirs {
             *b.entry(*d).or_default() += 1;
         }
-        Busy { cache: self, dirs: dirs.to_vec() }
+        Busy { cache: self, dirs: dirs.to_vec(), kept: None }
+    }
+
+    /// Before a change of this client's own that adds `name` to `dir` or
+    /// removes it: when this client knows every name in `dir`, the
+    /// handles of its UPDATE-covering locks there, which the change keeps
+    /// (`MdsReq::keeps`) — and a guard marking `dir` busy, to be told the
+    /// outcome ([`Busy::done`]). `None`: the change gives the locks up as
+    /// any other ([`FuseCache::give_up`]).
+    pub(super) fn keeping(&self, dir: Fid, name: &OsStr) -> Option<(Vec<u64>, Busy<'_>)> {
+        // The directory's attributes change with it: they are never kept
+        // for a directory with a name set (see `remember`).
+        let mut names = self.names.lock();
+        if !names.complete.contains_key(&dir) {
+            return None;
+        }
+        let handles = self.locks.handles(dir, InodeBits::UPDATE);
+        if handles.is_empty() {
+            names.complete.remove(&dir);
+            return None;
+        }
+        let mut b = self.busy(&[dir]);
+        b.kept = Some((dir, name.to_os_string(), None));
+        Some((handles, b))
+    }
+
+    /// A change that kept `dir`'s lock ended: `name` made or removed, or
+    /// (`None`) it failed or its outcome is unknown: then the name set
+    /// goes, and so do the UPDATE locks on `dir` (the change may have
+    /// happened: what they cover is not known any more).
+    fn kept_change(&self, dir: Fid, name: &OsStr, outcome: Option<bool>) {
+        {
+            let mut names = self.names.lock();
+            let still = self.locks.has(dir, InodeBits::UPDATE);
+            let keep = match (names.complete.get_mut(&dir), outcome) {
+                (Some(set), Some(true)) if still && set.len() < COMPLETE_MAX => {
+                    set.insert(name.to_os_string());
+                    true
+                }
+                (Some(set), Some(false)) if still => {
+                    set.remove(name);
+                    true
+                }
+                _ => false,
+            };
+            if keep {
+                return;
+            }
+            names.complete.remove(&dir);
+        }
+        if outcome.is_none() {
+            let handles = self.give_up(dir, InodeBits::UPDATE);
+            self.cancel(handles);
+        }
+    }
+
+    /// A directory this client just made, with the locks its mkdir
+    /// brought (entered already), answered at callback sequence `seq`:
+    /// empty, and every name made in it will be this client's while it
+    /// holds the UPDATE lock.
+    pub(super) fn new_dir(&self, dir: Fid, seq: u64) {
+        let mut names = self.names.lock();
+        if self.seq() == seq && self.locks.covers(Instant::now(), dir, InodeBits::UPDATE) {
+            names.complete.insert(dir, HashSet::new());
+        }
+    }
+
+    /// Whether `parent/name` is known not to exist: `parent` is a
+    /// directory this client made, holds an UPDATE lock on and everyone
+    /// may search, and no name of its own there is `name`.
+    pub(super) fn absent(&self, parent: Fid, name: &OsStr) -> bool {
+        let names = self.names.lock();
+        let searchable = names.modes.get(&parent).is_some_and(|m| m & 0o111 == 0o111);
+        let absent = searchable
+            && names.complete.get(&parent).is_some_and(|set| !set.contains(name))
+            && self.locks.covers(Instant::now(), parent, InodeBits::UPDATE);
+        if absent {
+            self.absent_answered.fetch_add(1, Ordering::Relaxed);
+        }
+        absent
+    }
+
+    /// Lookups answered ENOENT without asking the MDT ([`FuseCache::absent`]).
+    pub fn absent_answered(&self) -> u64 {
+        self.absent_answered.load(Ordering::Relaxed)
     }
 
     /// Early cancel: gives up this client's locks on `fid` with `bits`
@@ -406,11 +562,14 @@ impl FuseCache {
             }
             if h.bits.intersects(InodeBits::UPDATE) {
                 names.attrs.remove(&h.fid);
+                if !self.locks.has(h.fid, InodeBits::UPDATE) {
+                    names.complete.remove(&h.fid);
+                }
                 jobs.push((h.fid, Inval::Inode(flatten(h.fid))));
             }
             // Names cached under a directory rely on its mode, which any
             // lock of ours on it protects: they go with the last one.
-            let still = self.locks.covers(h.fid, InodeBits::LOOKUP) || self.locks.covers(h.fid, InodeBits::UPDATE);
+            let still = self.locks.has(h.fid, InodeBits::LOOKUP) || self.locks.has(h.fid, InodeBits::UPDATE);
             if !still {
                 names.modes.remove(&h.fid);
                 for c in names.by_parent.remove(&h.fid).unwrap_or_default().into_values() {
@@ -474,6 +633,7 @@ pub(super) fn watch_import(cache: &Arc<FuseCache>) {
             match weak.upgrade() {
                 Some(c) => {
                     c.follow_import();
+                    c.age_out();
                     c.flush_aged();
                 }
                 None => return,

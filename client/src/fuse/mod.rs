@@ -70,6 +70,8 @@ thread_local! {
     /// Lock handles a FUSE request gave up before its change
     /// (`SheenFs::changing`), for that change's MDS request.
     pub(super) static EARLY_CANCELS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Lock handles a FUSE request's change keeps (`SheenFs::changing_name`).
+    pub(super) static EARLY_KEEPS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Inode numbers the kernel holds (with its lookup counts) -> FIDs.
@@ -140,8 +142,14 @@ impl SheenFs {
     fn lookup_cached(&self, cache: &FuseCache, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
         let r = self.fid(parent).and_then(|p| {
             cache.follow_import();
+            // A directory this client made: it knows every name there. (A
+            // name too long or not UTF-8 gets the MDT's error first.)
+            let nm = conv::name(n)?;
+            if cache.absent(p, n) {
+                return Err(Errno::ENOENT);
+            }
             let seq = cache.seq();
-            let (st, locks) = self.run(req, self.fs.lookup_locked(p, conv::name(n)?))?;
+            let (st, locks) = self.run(req, self.fs.lookup_locked(p, nm))?;
             cache.granted(&locks, st.attr.mode);
             cache.remember(&st, seq);
             // A name is cached only under its parent's lock: take it once.
@@ -206,6 +214,28 @@ impl SheenFs {
         Some(c.busy(dirs))
     }
 
+    /// [`SheenFs::changing`] for a change that adds the name `n` to the
+    /// directory `p` or removes it (and changes the names `named`): when
+    /// this client knows every name in `p`, it keeps its lock there (the
+    /// change's request says so) and the guard is told the outcome
+    /// ([`cache::Busy::done`]); otherwise the lock is given up as for any
+    /// other change.
+    fn changing_name(&self, p: Fid, n: &OsStr, named: &[(Fid, &OsStr)]) -> Option<cache::Busy<'_>> {
+        let c = self.cache.as_ref()?;
+        let Some((keeps, b)) = c.keeping(p, n) else {
+            return self.changing(&[p], &[], named);
+        };
+        let mut handles = Vec::new();
+        for (dir, name) in named {
+            if let Some(child) = c.child_named(*dir, name) {
+                handles.extend(c.give_up(child, InodeBits::KNOWN));
+            }
+        }
+        EARLY_CANCELS.with(|e| e.borrow_mut().extend(handles));
+        EARLY_KEEPS.with(|e| e.borrow_mut().extend(keeps));
+        Some(b)
+    }
+
     /// Before a change of `fid`'s mode or owner: its LOOKUP lock goes too
     /// (packed into the change like [`SheenFs::changing`]'s).
     fn giving_up_names(&self, fid: Fid) {
@@ -256,7 +286,8 @@ impl SheenFs {
         let job = self.jobs.job(req.pid(), req.uid(), now);
         let creds = self.groups.creds(req.pid(), req.uid(), req.gid(), now);
         let cancels = EARLY_CANCELS.with(|e| std::mem::take(&mut *e.borrow_mut()));
-        let f = crate::creds::with_cancels(cancels, f);
+        let keeps = EARLY_KEEPS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+        let f = crate::creds::with_cancels(cancels, keeps, f);
         let (out, left) = self.rt.block_on(ptlrpc::driver::with_jobid(job, with_creds(creds, f)));
         // Not taken (no modifying request yet): for the next run of this
         // request, or cancelled on their own when its guard drops.

@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -144,8 +145,25 @@ impl Filesystem for SheenFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let r = self.fid(parent).and_then(|p| {
-            let _b = self.changing(&[p], &[], &[]);
-            self.run(req, self.fs.mkdir_at(cred(req), p, name(n)?, mode & !umask, None))
+            let mut b = self.changing_name(p, n, &[]);
+            let mode = mode & !umask;
+            let st = match &self.cache {
+                // The new directory comes back locked: this client will
+                // know every name in it.
+                Some(c) => {
+                    c.follow_import();
+                    let seq = c.seq();
+                    let (st, locks) = self.run(req, self.fs.mkdir_locked(cred(req), p, name(n)?, mode, true))?;
+                    c.granted(&locks, st.attr.mode);
+                    c.new_dir(st.fid(), seq);
+                    st
+                }
+                None => self.run(req, self.fs.mkdir_at(cred(req), p, name(n)?, mode))?,
+            };
+            if let Some(b) = &mut b {
+                b.done(true);
+            }
+            Ok(st)
         });
         match r {
             Ok(st) => self.entry(&st, reply),
@@ -155,8 +173,12 @@ impl Filesystem for SheenFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         match self.fid(parent).and_then(|p| {
-            let _b = self.changing(&[p], &[], &[(p, n)]);
-            self.run(req, self.fs.unlink_at(p, name(n)?, false))
+            let mut b = self.changing_name(p, n, &[(p, n)]);
+            self.run(req, self.fs.unlink_at(p, name(n)?, false))?;
+            if let Some(b) = &mut b {
+                b.done(false);
+            }
+            Ok(())
         }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -165,8 +187,12 @@ impl Filesystem for SheenFs {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         match self.fid(parent).and_then(|p| {
-            let _b = self.changing(&[p], &[], &[(p, n)]);
-            self.run(req, self.fs.unlink_at(p, name(n)?, true))
+            let mut b = self.changing_name(p, n, &[(p, n)]);
+            self.run(req, self.fs.unlink_at(p, name(n)?, true))?;
+            if let Some(b) = &mut b {
+                b.done(false);
+            }
+            Ok(())
         }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -229,7 +255,7 @@ impl Filesystem for SheenFs {
         let lock = if self.cache.is_some() { open_flags::LOCK } else { 0 };
         let fl = mdt_flags(flags) | open_flags::CREAT | lock;
         let r = self.fid(parent).and_then(|p| {
-            let _b = self.changing(&[p], &[], &[(p, n)]);
+            let mut b = self.changing_name(p, n, &[(p, n)]);
             // Locks from before a reconnect go first; one the reply brings
             // from before a reconnect during it is dropped at the next
             // `follow_import` (it enters under the old generation).
@@ -238,6 +264,9 @@ impl Filesystem for SheenFs {
                 c.seq()
             });
             let f = self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None))?;
+            if let Some(b) = &mut b {
+                b.done(true);
+            }
             let ttl = match (&self.cache, seq) {
                 (Some(c), Some(seq)) => {
                     c.granted(f.granted_locks(), f.attr().mode);
@@ -344,10 +373,29 @@ impl Filesystem for SheenFs {
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         // close(2): the writes behind reach the OSTs before it returns
         // (close-to-open), and their failure is its error.
-        match self.file(fh).and_then(|f| self.run(req, self.fs.flush(&f))) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+        let f = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        if !self.fs.writing(&f) {
+            return match self.run(req, self.fs.flush(&f)) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
         }
+        // Writes in flight: answered by the task that sees the last one's
+        // reply (the runtime thread that read it), not by waking this
+        // thread to answer.
+        let fs = Arc::clone(&self.fs);
+        self.rt.spawn(async move {
+            match fs.flush(&f).await {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "fuse flush failed");
+                    reply.error(errno(&e));
+                }
+            }
+        });
     }
 
     fn release(
@@ -433,8 +481,12 @@ impl Filesystem for SheenFs {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let r = self.fid(parent).and_then(|p| {
             let t = target.to_str().ok_or(Errno::EINVAL)?;
-            let _b = self.changing(&[p], &[], &[]);
-            self.run(req, self.fs.symlink_at(cred(req), p, name(link_name)?, t))
+            let mut b = self.changing_name(p, link_name, &[]);
+            let st = self.run(req, self.fs.symlink_at(cred(req), p, name(link_name)?, t))?;
+            if let Some(b) = &mut b {
+                b.done(true);
+            }
+            Ok(st)
         });
         match r {
             Ok(st) => self.entry(&st, reply),
@@ -448,8 +500,11 @@ impl Filesystem for SheenFs {
             if mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK {
                 return Err(Errno::EINVAL);
             }
-            let b = self.changing(&[p], &[], &[]);
+            let mut b = self.changing_name(p, n, &[]);
             let st = self.run(req, self.fs.create_node_at(cred(req), p, name(n)?, mode, u64::from(rdev), ""))?;
+            if let Some(b) = &mut b {
+                b.done(true);
+            }
             drop(b);
             // A regular file's size comes from its (new, empty) objects.
             if st.is_file() { self.run(req, self.fs.stat_fid(st.fid())) } else { Ok(st) }

@@ -21,6 +21,10 @@ pub struct FakeOst {
     pub last: Mutex<BTreeMap<u64, u64>>,
     /// The name of the thread of each precreate call.
     pub precreate_threads: Mutex<Vec<String>>,
+    /// While set, every call waits until the test clears it (an OST that
+    /// does not answer yet).
+    pub held: Mutex<bool>,
+    held_cv: parking_lot::Condvar,
 }
 
 impl FakeOst {
@@ -30,7 +34,18 @@ impl FakeOst {
     }
 
     fn up(&self) -> Result<(), OstError> {
+        let mut held = self.held.lock();
+        while *held {
+            self.held_cv.wait(&mut held);
+        }
+        drop(held);
         if *self.down.lock() { Err(OstError::Unreachable("down".into())) } else { Ok(()) }
+    }
+
+    /// Holds (`true`) or releases every call.
+    pub fn hold(&self, on: bool) {
+        *self.held.lock() = on;
+        self.held_cv.notify_all();
     }
 }
 

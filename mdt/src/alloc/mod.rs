@@ -38,6 +38,15 @@
 //! stamp of the old one cannot move the new one's back); orphan cleanup
 //! covers the current and the previous sequence.
 //!
+//! Lock order: the namespace's writer lock, then this allocator's state,
+//! then the sequence server ([`Allocator::seqs`], shared with the
+//! namespace, which also takes it under its writer lock for client and
+//! MDT sequences). The sequence server's lock is the innermost: nothing
+//! is locked while it is held (the lazy-load guard, `seqs`, is let go
+//! before it is taken), and a new OST sequence ([`Allocator::new_seq`],
+//! from the precreator) is taken with the state lock let go, so no two
+//! threads wait on each other through these locks.
+//!
 //! Must not: write the store except for precreate records and sequence
 //! grants: [`Allocator::allocate`] returns the OST cursors the caller
 //! writes in the same batch as the layout.
@@ -643,13 +652,15 @@ impl Allocator {
     pub fn refresh(&self) {
         let all: Vec<(u32, bool, Arc<dyn OstApi>)> =
             self.state.lock().osts.iter().map(|(&i, o)| (i, o.connected, Arc::clone(&o.api))).collect();
-        // One thread per connected OST: an OST that does not answer costs
-        // the round (and a stopping daemon) one request timeout, not one
-        // per silent OST.
+        // One thread per OST: an OST that does not answer costs the round
+        // (and a stopping daemon) one request timeout, not one per silent
+        // OST, and never holds up another OST's reconnection (its orphan
+        // cleanup, then its precreates: after an MDT restart every create
+        // waits for pools that only that fills).
         std::thread::scope(|scope| {
             for (index, connected, api) in all {
                 if !connected {
-                    self.connect(index);
+                    scope.spawn(move || self.connect(index));
                     continue;
                 }
                 scope.spawn(move || {

@@ -181,6 +181,7 @@ async fn rpc_phase(
                             stripe: None,
                             fid: None,
                             replay: None,
+                            lock: false,
                         };
                         client.rpc(Op::MdsReint, ReqKind::Modify, &root(r)).await?;
                     }
@@ -355,6 +356,7 @@ fn main() -> anyhow::Result<()> {
             precreate_batch: 1024,
             ost_seq_width: mdt::alloc::OST_SEQ_WIDTH,
             obd_timeout_s: 100.0,
+            qos_maxage_s: 1.0,
         }),
     };
     rt.block_on(async {
@@ -406,6 +408,7 @@ fn main() -> anyhow::Result<()> {
                         stripe: None,
                         fid: None,
                         replay: None,
+                        lock: false,
                     };
                     let rep = clients[0].rpc(Op::MdsReint, ReqKind::Modify, &root(r)).await?;
                     let mut body = rkyv::util::AlignedVec::<16>::new();

@@ -407,6 +407,44 @@ fn lifecycle_add_activate_deactivate_remove_steers_allocation() {
     assert_eq!(errno_of(ns.create(Fid::ROOT, "nospace", &file())), errno::ENOSPC);
 }
 
+/// An OST that does not answer does not hold up another's reconnection:
+/// while OST 0's orphan cleanup waits, OST 1 is reached and files are
+/// created on it.
+#[test]
+fn a_silent_ost_does_not_hold_up_the_others_reconnection() {
+    let f = fx(2);
+    let a = f.ns.alloc();
+    for i in [0, 1] {
+        *f.osts.lock()[&i].down.lock() = true;
+    }
+    a.refresh();
+    assert_eq!(errno_of(f.ns.create(Fid::ROOT, "none", &file())), errno::ENOSPC, "both OSTs lost");
+    let ost0 = Arc::clone(&f.osts.lock()[&0]);
+    ost0.hold(true);
+    for i in [0, 1] {
+        *f.osts.lock()[&i].down.lock() = false;
+    }
+    let created = std::thread::scope(|scope| {
+        let round = scope.spawn(|| a.refresh());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let created = loop {
+            if let Ok((x, _)) = f.ns.create(Fid::ROOT, "on1", &file()) {
+                break Some(x);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        // Released before any assertion: the round must end.
+        ost0.hold(false);
+        round.join().unwrap();
+        created
+    });
+    let x = created.expect("OST 1 not reached while OST 0 was silent");
+    assert_eq!(x.layout.unwrap().objects[0].ost, 1);
+}
+
 #[test]
 fn weighted_allocation_beyond_imbalance() {
     let f = fx(2);

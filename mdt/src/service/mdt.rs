@@ -27,7 +27,7 @@ use ptlrpc::wire::mds::{
 use ptlrpc::wire::{Fid, Frame, Op, WireBody};
 
 use super::metrics::MdtMetrics;
-use crate::inode::{Kind, S_IFMT};
+use crate::inode::{Kind, S_IFDIR, S_IFMT};
 use crate::mgs::follow::Progress;
 use crate::ns::{CreateArgs, Done, Namespace, SetattrArgs};
 
@@ -317,7 +317,8 @@ impl MdtOps {
     fn reint(&self, uuid: &str, c: &Creds, r: ReintReq, grant: Option<Grant<'_>>) -> Result<ReintReply, Errno> {
         let ns = &self.ns;
         match r {
-            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay } => {
+            ReintReq::Create { parent, name, mode, rdev, uid, gid, time, symlink, stripe, fid, replay, lock } => {
+                let replayed = replay.is_some();
                 let replay_layout = replay.map(|r| r.layout);
                 let a = CreateArgs {
                     creds: c.clone(),
@@ -334,6 +335,13 @@ impl MdtOps {
                 };
                 let (i, done) = ns.create(parent, &name, &a)?;
                 let mut rep = reint_reply(&done, Some(i.attr()));
+                // A new directory, locked for its creator (who then knows
+                // every name in it until another client's change there
+                // calls the lock back).
+                let dir = mode & S_IFMT == S_IFDIR;
+                if let Some(g) = grant.filter(|_| lock && dir && !replayed) {
+                    rep.locks.extend(g(i.fid, InodeBits::LOOKUP | InodeBits::UPDATE));
+                }
                 rep.layout = i.layout;
                 Ok(rep)
             }

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use ptlrpc::driver::{Errno, Gate, ReqCtx, Request, TargetFront};
 use ptlrpc::target::{Admission, Target};
 
-use super::intent::{Asker, Enqueued, enqueue, lock_for};
+use super::intent::{Asker, Enqueued, enqueue, lock_for, try_lock_for};
 use super::service::{LockGrant, MdtService};
-use crate::locks::MdtLocks;
+use crate::locks::{Keeps, MdtLocks};
 use crate::service::{MdtOps, is_read};
 use ptlrpc::wire::ldlm::{LdlmCancelReq, LdlmEnqueueReq};
 use ptlrpc::wire::mds::{MdsReq, ReintReq};
@@ -102,8 +102,22 @@ impl TargetFront<MdtService> for MdtFront {
     /// conflicts, never waiting; a cancel drops locks. If the gate
     /// declines, the locks an intent granted are given back before it
     /// runs again on a worker; a cancel done twice drops nothing more.
+    ///
+    /// With the lock manager, updates (`MDS_REINT`, not replays) and
+    /// `MDS_CLOSE` are taken there too when they need not wait: the
+    /// exclusive locks granted at once ([`try_lock_for`]), the OST object
+    /// pools not empty, the target's lock free; otherwise the front or the
+    /// gate declines before anything is changed (early cancels done
+    /// twice drop nothing more) and a worker runs them. The change itself
+    /// is memory and a journal append (the commit is the commit
+    /// thread's).
     fn inline(&self, req: &Request) -> bool {
-        self.locks.is_some() && matches!(req.op(), Op::LdlmEnqueue | Op::LdlmCancel)
+        self.locks.is_some()
+            && match req.op() {
+                Op::LdlmEnqueue | Op::LdlmCancel | Op::MdsClose => true,
+                Op::MdsReint => !req.header().flags.contains(MsgFlags::REPLAY),
+                _ => false,
+            }
     }
 
     fn handle(&self, req: &Request, ctx: &mut ReqCtx<'_>, gate: &Gate<'_, MdtService>) -> Result<(), Errno> {
@@ -120,7 +134,14 @@ impl TargetFront<MdtService> for MdtFront {
             // replay does not: it reuses its original objects, and during
             // recovery the OSTs are not reached (orphan cleanup waits for
             // the replays).
-            self.ops.ns.alloc().wait_pools(POOL_WAIT);
+            if gate.is_inline() {
+                if !self.ops.ns.alloc().wait_pools(std::time::Duration::ZERO) {
+                    gate.decline();
+                    return Ok(());
+                }
+            } else {
+                self.ops.ns.alloc().wait_pools(POOL_WAIT);
+            }
         }
         if !is_read(op) {
             // Exclusive locks on what the update changes, held until it is
@@ -134,7 +155,20 @@ impl TargetFront<MdtService> for MdtFront {
                     if !r.cancels.is_empty() {
                         l.cancel(req.header().handle.0, &r.cancels);
                     }
-                    Some(lock_for(&self.ops, l, &r.req)?)
+                    // What the client keeps of its own (a directory whose
+                    // names it caches and updates itself).
+                    let keeps = Keeps { owner: req.header().handle.0, handles: &r.keeps };
+                    if gate.is_inline() {
+                        match try_lock_for(&self.ops, l, &r.req, keeps) {
+                            Some(held) => Some(held),
+                            None => {
+                                gate.decline();
+                                return Ok(());
+                            }
+                        }
+                    } else {
+                        Some(lock_for(&self.ops, l, &r.req, keeps)?)
+                    }
                 }
                 _ => None,
             };

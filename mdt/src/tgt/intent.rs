@@ -28,9 +28,13 @@
 //! child's LOOKUP and UPDATE; rename both parents' UPDATE, the renamed
 //! child's and a replaced target's LOOKUP and UPDATE; an open that
 //! creates the parent's UPDATE, an open for writing or truncating the
-//! file's UPDATE. Children are found before locking and checked again
+//! file's UPDATE (not an exclusive create's: it changes no file that
+//! exists). Children are found before locking and checked again
 //! after (retried when a name moved meanwhile). Replays take no locks
-//! (a restarted MDT has none).
+//! (a restarted MDT has none). The locks a request says its client keeps
+//! (`MdsReq::keeps`: its own locks on a directory it adds a name to or
+//! removes one from, whose cache it updates itself) are neither waited
+//! for nor called back.
 //!
 //! Must not: wait for a lock on a read (reads are granted or answered
 //! without a lock), or run a modifying request before its locks are
@@ -42,7 +46,7 @@ use ptlrpc::wire::ldlm::{LdlmEnqueueReply, LdlmIntent, LdlmLockDesc};
 use ptlrpc::wire::mds::{AttrReply, Creds, MdsReq, ReintReq, attr_valid, open_flags};
 use ptlrpc::wire::{Fid, Frame, Header, MsgKind, Op, WireBody, Xid};
 
-use crate::locks::{LocalLocks, MdtLocks};
+use crate::locks::{Keeps, LocalLocks, MdtLocks};
 use crate::service::MdtOps;
 
 /// Who asks: the export (owner key), its client's UUID and NID.
@@ -178,7 +182,11 @@ fn wants(ops: &MdtOps, r: &ReintReq) -> (Vec<(Fid, InodeBits)>, Vec<Named>) {
             if flags & open_flags::CREAT != 0 {
                 w.push((*parent, InodeBits::UPDATE));
             }
-            if flags & (open_flags::WRONLY | open_flags::RDWR | open_flags::TRUNC) != 0 {
+            // An exclusive create changes no file that exists (EEXIST), and
+            // the one it makes is new: nothing of a child's to lock (nor
+            // to look up, three times, in a create loop).
+            let exclusive = flags & (open_flags::CREAT | open_flags::EXCL) == open_flags::CREAT | open_flags::EXCL;
+            if !exclusive && flags & (open_flags::WRONLY | open_flags::RDWR | open_flags::TRUNC) != 0 {
                 match by_fid {
                     Some(f) => w.push((*f, InodeBits::UPDATE)),
                     None => child(&mut w, *parent, name, InodeBits::UPDATE),
@@ -189,13 +197,24 @@ fn wants(ops: &MdtOps, r: &ReintReq) -> (Vec<(Fid, InodeBits)>, Vec<Named>) {
     (w, names)
 }
 
+/// [`lock_for`] without waiting, for a request on the receive path:
+/// `None` when a lock conflicts or a name it depends on moved meanwhile
+/// (a worker then takes them with [`lock_for`]).
+pub fn try_lock_for(ops: &MdtOps, locks: &MdtLocks, r: &ReintReq, keeps: Keeps<'_>) -> Option<LocalLocks> {
+    let (w, names) = wants(ops, r);
+    let held = locks.try_lock_local(&w, keeps)?;
+    let moved = names.iter().any(|(p, n, c)| ops.ns.lookup_fid(*p, n).ok() != *c);
+    if moved { None } else { Some(held) }
+}
+
 /// Takes the exclusive locks a modifying request needs (see the module
 /// docs), retrying when a name it depends on changed while it waited.
-pub fn lock_for(ops: &MdtOps, locks: &MdtLocks, r: &ReintReq) -> Result<LocalLocks, Errno> {
+/// The changing client's locks `keeps` names stay in place.
+pub fn lock_for(ops: &MdtOps, locks: &MdtLocks, r: &ReintReq, keeps: Keeps<'_>) -> Result<LocalLocks, Errno> {
     let mut tries = 0;
     loop {
         let (w, names) = wants(ops, r);
-        let held = locks.lock_local(&w)?;
+        let held = locks.lock_local(&w, keeps)?;
         let moved = names.iter().any(|(p, n, c)| ops.ns.lookup_fid(*p, n).ok() != *c);
         tries += 1;
         if !moved || tries >= 8 {

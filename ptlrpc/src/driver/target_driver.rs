@@ -218,6 +218,17 @@ impl<S: TargetService> Gate<'_, S> {
         self.declined.get()
     }
 
+    /// On the receive path, declines the request (see [`Gate::is_inline`]):
+    /// the front found it would have to wait (disk, say), before doing
+    /// anything that matters twice. The request goes to a worker, where
+    /// the front runs again. On a worker it does nothing and returns false.
+    pub fn decline(&self) -> bool {
+        if self.inline {
+            self.declined.set(true);
+        }
+        self.inline
+    }
+
     /// Runs `f` on the target: at once on a worker; on the receive path
     /// only if the target's lock is free and the request can be answered
     /// from memory, else `None` (declined).

@@ -17,6 +17,14 @@
 //! Local locks (the server's own, [`Owner::Local`]) are held for the span
 //! of one operation: they get no callbacks and are never evicted.
 //!
+//! A local lock taken for one client's own change may keep that client's
+//! locks ([`LockNamespace::enqueue_keeping`]): granted locks the client
+//! named, which then neither block it nor are called back — the client
+//! updates what it caches under them itself (a create in a directory
+//! whose entries it caches). The exemption is one way: the client's new
+//! enqueues still wait for the local lock, and every other owner's locks
+//! conflict as ever.
+//!
 //! Must not: perform I/O, read a clock, or decide what a resource means
 //! (callers name resources by FID and choose modes and bits).
 
@@ -144,6 +152,9 @@ pub struct Lock<O> {
     pub granted: bool,
     /// The callback, when one was sent: (deadline, next resend).
     pub ast: Option<(Time, Time)>,
+    /// A local lock's kept locks: granted locks of the client it acts
+    /// for that it coexists with ([`LockNamespace::enqueue_keeping`]).
+    pub keeps: Vec<LockHandle>,
 }
 
 #[derive(Debug, Default)]
@@ -213,11 +224,19 @@ impl<O: Copy + Eq + Hash + Debug> LockNamespace<O> {
         }
     }
 
-    /// Whether `(mode, bits)` conflicts with nothing granted on `res` and
-    /// nothing waiting there (ahead of `before`, or at all when `None`).
-    fn grantable(&self, res: &Resource, mode: LockMode, bits: InodeBits, before: Option<LockHandle>) -> bool {
+    /// Whether `(mode, bits)` conflicts with nothing granted on `res` but
+    /// the locks it `keeps`, and nothing waiting there (ahead of `before`,
+    /// or at all when `None`).
+    fn grantable(
+        &self,
+        res: &Resource,
+        mode: LockMode,
+        bits: InodeBits,
+        before: Option<LockHandle>,
+        keeps: &[LockHandle],
+    ) -> bool {
         let clash = |h: &LockHandle| self.locks.get(h).is_some_and(|l| conflicts((l.mode, l.bits), (mode, bits)));
-        if res.granted.iter().any(clash) {
+        if res.granted.iter().any(|h| !keeps.contains(h) && clash(h)) {
             return false;
         }
         res.waiting.iter().take_while(|h| Some(**h) != before).all(|h| !clash(h))
@@ -233,39 +252,78 @@ impl<O: Copy + Eq + Hash + Debug> LockNamespace<O> {
         bits: InodeBits,
         wait: Wait,
     ) -> Result<Enqueued, LdlmError> {
+        self.admit(now, Lock { res, mode, bits, owner, granted: false, ast: None, keeps: Vec::new() }, wait)
+    }
+
+    /// Asks for a local lock on `res` for a change of client `client`'s
+    /// own that leaves `keeps` in place: those of them that are
+    /// `client`'s granted locks on `res` neither block it nor are called
+    /// back (see the module docs). Handles of other owners, of other
+    /// resources or unknown are ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue_keeping(
+        &mut self,
+        now: Time,
+        client: O,
+        res: ResId,
+        mode: LockMode,
+        bits: InodeBits,
+        wait: Wait,
+        keeps: &[LockHandle],
+    ) -> Result<Enqueued, LdlmError> {
+        let keeps: Vec<LockHandle> = keeps
+            .iter()
+            .copied()
+            .filter(|h| {
+                self.locks.get(h).is_some_and(|l| l.granted && l.res == res && l.owner == Owner::Remote(client))
+            })
+            .collect();
+        self.admit(now, Lock { res, mode, bits, owner: Owner::Local, granted: false, ast: None, keeps }, wait)
+    }
+
+    /// Grants `lock` (not granted yet) now, queues it, or (`NoWait`)
+    /// refuses it.
+    fn admit(&mut self, now: Time, mut lock: Lock<O>, wait: Wait) -> Result<Enqueued, LdlmError> {
         if self.locks.len() >= self.settings.max_locks {
             return Err(LdlmError::TooManyLocks(self.locks.len()));
         }
-        let ok = self.resources.get(&res).is_none_or(|r| self.grantable(r, mode, bits, None));
+        let res = lock.res;
+        let ok = self.resources.get(&res).is_none_or(|r| self.grantable(r, lock.mode, lock.bits, None, &lock.keeps));
         if !ok && wait == Wait::NoWait {
             return Ok(Enqueued::WouldBlock);
         }
         let h = self.new_handle();
-        self.locks.insert(h, Lock { res, mode, bits, owner, granted: ok, ast: None });
+        lock.granted = ok;
+        self.locks.insert(h, lock);
         let r = self.resources.entry(res).or_default();
         if ok {
             r.granted.push(h);
             return Ok(Enqueued::Granted(h));
         }
         r.waiting.push_back(h);
-        self.call_back_blockers(now, res, mode, bits);
+        self.call_back_blockers(now, res, h);
         Ok(Enqueued::Waiting(h))
     }
 
     /// Sends a callback to every remote holder of a granted lock on `res`
-    /// that conflicts with `(mode, bits)` and was not called back yet.
-    fn call_back_blockers(&mut self, now: Time, res: ResId, mode: LockMode, bits: InodeBits) {
-        let Some(r) = self.resources.get(&res) else {
+    /// that conflicts with the waiting lock `w` (and is not one it keeps)
+    /// and was not called back yet.
+    fn call_back_blockers(&mut self, now: Time, res: ResId, w: LockHandle) {
+        let (Some(r), Some(wl)) = (self.resources.get(&res), self.locks.get(&w)) else {
             return;
         };
+        let (mode, bits) = (wl.mode, wl.bits);
         let blockers: Vec<LockHandle> = r
             .granted
             .iter()
             .copied()
             .filter(|h| {
-                self.locks.get(h).is_some_and(|l| {
-                    l.ast.is_none() && matches!(l.owner, Owner::Remote(_)) && conflicts((l.mode, l.bits), (mode, bits))
-                })
+                !wl.keeps.contains(h)
+                    && self.locks.get(h).is_some_and(|l| {
+                        l.ast.is_none()
+                            && matches!(l.owner, Owner::Remote(_))
+                            && conflicts((l.mode, l.bits), (mode, bits))
+                    })
             })
             .collect();
         let deadline = now.saturating_add(self.settings.callback_timeout);
@@ -329,10 +387,11 @@ impl<O: Copy + Eq + Hash + Debug> LockNamespace<O> {
         }
         let waiting: Vec<LockHandle> = r.waiting.iter().copied().collect();
         for h in waiting {
-            let Some((mode, bits, owner)) = self.locks.get(&h).map(|l| (l.mode, l.bits, l.owner)) else {
+            let Some(l) = self.locks.get(&h) else {
                 continue;
             };
-            let ok = self.resources.get(&res).is_some_and(|r| self.grantable(r, mode, bits, Some(h)));
+            let (mode, bits, owner) = (l.mode, l.bits, l.owner);
+            let ok = self.resources.get(&res).is_some_and(|r| self.grantable(r, mode, bits, Some(h), &l.keeps));
             if ok {
                 if let Some(r) = self.resources.get_mut(&res) {
                     r.waiting.retain(|w| *w != h);
@@ -343,7 +402,7 @@ impl<O: Copy + Eq + Hash + Debug> LockNamespace<O> {
                 }
                 self.events.push_back(LdlmEvent::Granted { owner, lock: h });
             } else {
-                self.call_back_blockers(now, res, mode, bits);
+                self.call_back_blockers(now, res, h);
             }
         }
     }
@@ -389,7 +448,8 @@ impl<O: Copy + Eq + Hash + Debug> LockNamespace<O> {
     }
 
     /// Checks the table's invariants: no two granted locks on a resource
-    /// conflict; every lock is on its resource's list exactly once.
+    /// conflict (but a local lock and those it keeps); every lock is on
+    /// its resource's list exactly once.
     pub fn check(&self) -> Result<(), String> {
         let mut listed = 0;
         for (res, r) in &self.resources {
@@ -400,7 +460,8 @@ impl<O: Copy + Eq + Hash + Debug> LockNamespace<O> {
                 }
                 for b in &r.granted[i + 1..] {
                     let lb = self.locks.get(b).ok_or_else(|| format!("{b:?} unknown"))?;
-                    if conflicts((la.mode, la.bits), (lb.mode, lb.bits)) {
+                    let kept = la.keeps.contains(b) || lb.keeps.contains(a);
+                    if !kept && conflicts((la.mode, la.bits), (lb.mode, lb.bits)) {
                         return Err(format!("conflicting locks granted on {res:?}: {la:?} and {lb:?}"));
                     }
                 }

@@ -209,7 +209,23 @@ impl Node for Server {
         if self.local.is_none() && self.next_local <= now && now < Time::from_secs(STOP_SECS) {
             let res = ResId(u128::from(self.rng.below(RESOURCES)));
             let bits = [InodeBits::LOOKUP, InodeBits::UPDATE, InodeBits::KNOWN][self.rng.below(3) as usize];
-            match self.ns.enqueue(now, Owner::Local, res, LockMode::Ex, bits, Wait::Block) {
+            // Half the time the change is a client's own that keeps its
+            // locks on the resource (a create in a directory it caches).
+            let owners: BTreeSet<Who> = self.by_lock.values().map(|(w, _)| *w).collect();
+            let keeper = if self.rng.below(2) == 0 && !owners.is_empty() {
+                owners.iter().nth(self.rng.below(owners.len() as u64) as usize).copied()
+            } else {
+                None
+            };
+            let got = match keeper {
+                Some(k) => {
+                    let mut keeps: Vec<LockHandle> = self.by_lock.keys().copied().collect();
+                    keeps.sort();
+                    self.ns.enqueue_keeping(now, k, res, LockMode::Ex, bits, Wait::Block, &keeps)
+                }
+                None => self.ns.enqueue(now, Owner::Local, res, LockMode::Ex, bits, Wait::Block),
+            };
+            match got {
                 Ok(Enqueued::Granted(h)) => {
                     let until = now + self.rng.duration(Duration::from_micros(10), Duration::from_millis(5));
                     self.local = Some((h, Some(until)));
@@ -453,11 +469,15 @@ fn client(w: &World<N>, id: u32) -> &Client {
 fn check(w: &World<N>, clients: u32) -> Result<(), String> {
     let s = server(w);
     s.ns.check()?;
-    let mut held: Vec<(String, u64, LockMode, InodeBits)> = Vec::new();
+    // (who, handle, resource, mode, bits); the server's own lock may
+    // coexist with the client locks it keeps.
+    let mut held: Vec<(String, u64, u64, LockMode, InodeBits)> = Vec::new();
+    let mut kept: Vec<u64> = Vec::new();
     if let Some((h, Some(_))) = s.local
         && let Some(l) = s.ns.lock(h)
     {
-        held.push(("server".into(), l.res.0 as u64, l.mode, l.bits));
+        held.push(("server".into(), h.0, l.res.0 as u64, l.mode, l.bits));
+        kept = l.keeps.iter().map(|k| k.0).collect();
     }
     for id in 1..=clients {
         let c = client(w, id);
@@ -465,15 +485,16 @@ fn check(w: &World<N>, clients: u32) -> Result<(), String> {
             continue;
         }
         for (lock, (res, mode, bits, _)) in &c.held {
-            held.push((format!("n{id}/{lock}"), *res, *mode, *bits));
+            held.push((format!("n{id}/{lock}"), *lock, *res, *mode, *bits));
         }
     }
     for (i, a) in held.iter().enumerate() {
         for b in &held[i + 1..] {
-            if a.1 == b.1 && conflicts((a.2, a.3), (b.2, b.3)) {
+            let server_keeps = a.0 == "server" && kept.contains(&b.1);
+            if a.2 == b.2 && !server_keeps && conflicts((a.3, a.4), (b.3, b.4)) {
                 return Err(format!(
                     "{} holds {} {} and {} holds {} {} on resource {}",
-                    a.0, a.2, a.3, b.0, b.2, b.3, a.1
+                    a.0, a.3, a.4, b.0, b.3, b.4, a.2
                 ));
             }
         }

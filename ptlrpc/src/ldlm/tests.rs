@@ -140,3 +140,47 @@ fn the_table_has_a_bound() {
     assert_eq!(ns.cancel_owner(Time::ZERO, 1), 100);
     assert!(ns.is_empty());
 }
+
+#[test]
+fn a_local_lock_keeps_the_locks_its_client_names_and_calls_back_the_rest() {
+    let mut ns = ns();
+    let t = Time::ZERO;
+    let mine = granted(ns.enqueue(t, Owner::Remote(1), R, LockMode::Pr, LU, Wait::Block).unwrap());
+    // Client 1's own create in the directory: its lock stays, nothing is
+    // called back, and the local lock is granted at once.
+    let l = granted(ns.enqueue_keeping(t, 1, R, LockMode::Ex, InodeBits::UPDATE, Wait::NoWait, &[mine]).unwrap());
+    assert!(events(&mut ns).is_empty());
+    ns.check().unwrap();
+    // One way: client 1's new enqueue still waits for the local lock.
+    assert_eq!(ns.enqueue(t, Owner::Remote(1), R, LockMode::Pr, LU, Wait::NoWait).unwrap(), Enqueued::WouldBlock);
+    ns.cancel(t, Owner::Local, l).unwrap();
+    assert!(ns.lock(mine).is_some_and(|k| k.granted));
+
+    // Another client's lock is not kept though named: it is called back.
+    let theirs = granted(ns.enqueue(t, Owner::Remote(2), R, LockMode::Pr, LU, Wait::Block).unwrap());
+    let Enqueued::Waiting(w) =
+        ns.enqueue_keeping(t, 1, R, LockMode::Ex, InodeBits::UPDATE, Wait::Block, &[mine, theirs]).unwrap()
+    else {
+        panic!("client 2's lock must block client 1's change")
+    };
+    assert_eq!(
+        events(&mut ns),
+        vec![LdlmEvent::BlockingAst { owner: 2, lock: theirs, res: R, bits: LU }],
+        "only the lock not kept is called back"
+    );
+    ns.cancel(t, Owner::Remote(2), theirs).unwrap();
+    assert_eq!(events(&mut ns), vec![LdlmEvent::Granted { owner: Owner::Local, lock: w }]);
+    ns.check().unwrap();
+    ns.cancel(t, Owner::Local, w).unwrap();
+
+    // A kept handle of another resource or an unknown one keeps nothing.
+    let other = granted(ns.enqueue(t, Owner::Remote(1), ResId(8), LockMode::Pr, LU, Wait::Block).unwrap());
+    let Enqueued::Waiting(_) = ns
+        .enqueue_keeping(t, 3, R, LockMode::Ex, InodeBits::UPDATE, Wait::Block, &[mine, other, LockHandle(99)])
+        .unwrap()
+    else {
+        panic!("client 3 cannot keep client 1's lock")
+    };
+    assert_eq!(events(&mut ns), vec![LdlmEvent::BlockingAst { owner: 1, lock: mine, res: R, bits: LU }]);
+    ns.check().unwrap();
+}

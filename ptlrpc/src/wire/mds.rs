@@ -216,12 +216,18 @@ pub struct MdsReq<T> {
     /// given up with the request instead of by a cancel RPC of their own.
     /// The MDT cancels them before it locks what the change touches.
     pub cancels: Vec<u64>,
+    /// Locks of this client's the change leaves in place: its locks on a
+    /// directory the change adds a name to or removes one from, whose
+    /// names (and attributes) the client updates in its own cache. The
+    /// MDT's exclusive locks for the change neither wait for them nor
+    /// call them back; handles of other clients' locks are ignored.
+    pub keeps: Vec<u64>,
 }
 
 impl<T> MdsReq<T> {
-    /// `req` acting for `creds`, cancelling nothing.
+    /// `req` acting for `creds`, cancelling and keeping nothing.
     pub fn new(creds: Creds, req: T) -> MdsReq<T> {
-        MdsReq { creds, req, cancels: Vec::new() }
+        MdsReq { creds, req, cancels: Vec::new(), keeps: Vec::new() }
     }
 }
 
@@ -358,6 +364,11 @@ pub enum ReintReq {
         fid: Option<Fid>,
         /// Set in a replay: what the original reply said.
         replay: Option<CreateReplay>,
+        /// The client has a callback service and wants a protected-read
+        /// LOOKUP|UPDATE lock on the directory this creates: while it
+        /// holds it, it knows every name in the directory (it made them
+        /// all) and answers lookups of others itself.
+        lock: bool,
     },
     /// Change attributes.
     Setattr {
@@ -475,6 +486,7 @@ impl ReintReq {
             stripe: None,
             fid,
             replay: None,
+            lock: false,
         }
     }
 
@@ -782,6 +794,7 @@ mod tests {
                 stripe: Some(StripeSpec { stripe_size: 1 << 20, stripe_count: 2, stripe_offset: -1, pool: "p".into() }),
                 fid: Some(Fid { seq: 0x2_0000_0401, oid: 3, ver: 0 }),
                 replay: Some(CreateReplay { layout: None }),
+                lock: false,
             },
             ReintReq::Rename {
                 src_parent: Fid::ROOT,
@@ -942,13 +955,14 @@ mod tests {
         let r = MdsReq::new(c.clone(), GetattrReq { fid: Fid { seq: 1, oid: 2, ver: 3 }, access: 5 });
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&r).expect("archives");
         #[rustfmt::skip]
-        let golden: [u8; 56] = [
+        let golden: [u8; 64] = [
             0x0a, 0, 0, 0,  0x0b, 0, 0, 0,              // the groups (out of line, first)
             4, 3, 2, 1,  8, 7, 6, 5,                    // uid, gid
             0xf0, 0xff, 0xff, 0xff,  2, 0, 0, 0,        // groups: relative pointer -16, length 2
             1, 0, 0, 0, 0, 0, 0, 0,  2, 0, 0, 0,  3, 0, 0, 0, // fid
             5, 0, 0, 0,  0, 0, 0, 0,                    // access, padding
             0xd8, 0xff, 0xff, 0xff,  0, 0, 0, 0,        // early lock cancels: none
+            0xd0, 0xff, 0xff, 0xff,  0, 0, 0, 0,        // locks kept: none
         ];
         assert_eq!(&bytes[..], &golden[..]);
         let f = frame_of(Op::MdsGetattr, &r);

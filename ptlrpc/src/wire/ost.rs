@@ -208,6 +208,9 @@ pub struct OstBrw {
     pub inline: Vec<u8>,
 }
 
+/// [`OstBrwReply::allocated`] when the OST could not tell.
+pub const ALLOCATED_UNKNOWN: u64 = u64::MAX;
+
 /// The answer to a BRW.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
@@ -224,6 +227,13 @@ pub struct OstBrwReply {
     pub version: u64,
     /// The export's grant after the request, in bytes.
     pub grant: u64,
+    /// Writes: the bytes the object has allocated once the write is in
+    /// (what a GETATTR would answer next, if nobody else writes);
+    /// [`ALLOCATED_UNKNOWN`] when the OST could not tell.
+    pub allocated: u64,
+    /// Writes: the object's modification time the write set, ns since the
+    /// epoch.
+    pub mtime_ns: u64,
 }
 
 /// The answer to STATFS.
@@ -271,7 +281,7 @@ mod tests {
         assert_eq!(size_of::<ArchivedNiobuf>(), 16);
         assert_eq!(size_of::<ArchivedOstAttr>(), 56);
         assert_eq!(size_of::<ArchivedOstPunch>(), 40);
-        assert_eq!(size_of::<ArchivedOstBrwReply>(), 40);
+        assert_eq!(size_of::<ArchivedOstBrwReply>(), 56);
         assert_eq!(size_of::<ArchivedOstIds>(), 16);
         let id = OstId::new(0x2_0000_0401, 9);
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&OstObj { oid: id }).expect("archives");
