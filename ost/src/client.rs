@@ -370,7 +370,9 @@ impl OstClient {
 
     /// Reads the runs `niobufs` into `buf` (end to end). With checksums
     /// the pages' CRC32C must match the target's, else the read is issued
-    /// again (up to `read_retries` more times).
+    /// again (up to `read_retries` more times); so is a read whose reply
+    /// came without its data. The pages returned hold the data (not
+    /// always `buf`'s).
     pub async fn read_pages(
         &self,
         oid: OstId,
@@ -379,6 +381,7 @@ impl OstClient {
     ) -> Result<(OstBrwReply, MdBuffer), RpcError> {
         let cksum = self.checksums();
         let attempts = 1 + self.cfg.read_retries;
+        let want = buf.len();
         for attempt in 1..=attempts {
             let niobufs = niobufs.to_vec();
             let bulk = BulkAttachment { pages: buf, dir: BulkDir::Sink, checksum: cksum };
@@ -391,8 +394,19 @@ impl OstClient {
                     bulk,
                     inline: Vec::new(),
                 })
-                .await
-                .map_err(rpc_err)?;
+                .await;
+            let r = match r.map_err(rpc_err) {
+                // The reply came but the data did not land whole (the
+                // connection failed after the target sent it): the pages
+                // are back and the read is issued again, as Lustre redoes
+                // a BRW that ended in a recoverable error.
+                Err(e @ RpcError::BulkMissing { .. }) if attempt < attempts => {
+                    tracing::warn!(target_name = %self.target, %oid, attempt, err = %e, "bulk read lost; reading again");
+                    buf = MdBuffer::from_pages_len(self.lnet.pool(0).alloc_bytes(want)?, want);
+                    continue;
+                }
+                r => r?,
+            };
             let reply: OstBrwReply = body(&r.reply)?;
             buf = r.pages.ok_or_else(|| RpcError::Encode("a read's pages did not come back".into()))?;
             if !cksum || checksum(&buf) == reply.cksum {

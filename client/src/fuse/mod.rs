@@ -293,7 +293,13 @@ impl SheenFs {
         // request, or cancelled on their own when its guard drops.
         EARLY_CANCELS.with(|e| e.borrow_mut().extend(left));
         out.map_err(|e| {
-            tracing::debug!(error = %e, "fuse request failed");
+            // EIO is lost I/O or a lost open: always worth a line (the
+            // soak's findings are read from these); the rest are answers.
+            if e.errno() == libc::EIO {
+                tracing::warn!(error = %e, "fuse request failed");
+            } else {
+                tracing::debug!(error = %e, "fuse request failed");
+            }
             errno(&e)
         })
     }

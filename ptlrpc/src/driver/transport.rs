@@ -167,31 +167,35 @@ pub(super) fn attach_bulk(
 
 /// Waits (at most `wait`) for the server's PUT of `want` bytes into a
 /// read's pages: a server replies once its PUT has left, so a reply
-/// counts only once the data has landed. `Err` holds the bytes seen.
+/// counts only once the data has landed. A failed or short PUT does not
+/// end the wait: the MD takes any number of transfers, and a request
+/// resent after its server died mid-PUT (the failed transfer's event is
+/// still queued here) is answered with a whole one. `Err` holds the most
+/// bytes one PUT brought and the last failure lnet reported.
 pub(super) async fn await_put(
     events: &mut mpsc::UnboundedReceiver<BulkEvent>,
     want: u32,
     wait: Duration,
 ) -> Result<(), (u32, Option<LnetError>)> {
     let mut got = 0;
+    let mut failed = None;
     let landed = async {
         while let Some(ev) = events.recv().await {
             match ev.put {
-                Some(Ok(n)) if n >= want => return Ok(()),
-                Some(Ok(n)) => got = n,
-                Some(Err(e)) => return Err(Some(e)),
+                Some(Ok(n)) if n >= want => return true,
+                Some(Ok(n)) => got = got.max(n),
+                Some(Err(e)) => failed = Some(e),
                 None => {}
             }
             if ev.unlinked {
                 break;
             }
         }
-        Err(None)
+        false
     };
     match tokio::time::timeout(wait, landed).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err((got, e)),
-        Err(_) => Err((got, None)),
+        Ok(true) => Ok(()),
+        Ok(false) | Err(_) => Err((got, failed)),
     }
 }
 
@@ -227,5 +231,37 @@ pub(super) async fn release_bulk(
             }
             Err(_) => return Err(LnetError::Invalid("bulk MD still referenced".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(r: Result<u32, LnetError>) -> BulkEvent {
+        BulkEvent { put: Some(r), unlinked: false }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_put_after_a_failed_one_lands() {
+        // The first server died mid-PUT; the resent read's server PUT it all.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(put(Err(LnetError::Invalid("connection reset".into())))).unwrap();
+        tx.send(put(Ok(100))).unwrap();
+        assert!(await_put(&mut rx, 100, Duration::from_secs(10)).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_failed_or_short_puts_is_missing_data_with_the_failure() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(put(Ok(40))).unwrap();
+        tx.send(put(Err(LnetError::Invalid("connection reset".into())))).unwrap();
+        tx.send(BulkEvent { put: None, unlinked: true }).unwrap();
+        let (got, e) = await_put(&mut rx, 100, Duration::from_secs(10)).await.unwrap_err();
+        assert_eq!(got, 40);
+        assert!(matches!(e, Some(LnetError::Invalid(_))));
+        // Nothing at all within the bound: the bytes seen, no failure.
+        let (_tx, mut rx) = mpsc::unbounded_channel();
+        assert_eq!(await_put(&mut rx, 100, Duration::from_secs(10)).await.unwrap_err().0, 0);
     }
 }
