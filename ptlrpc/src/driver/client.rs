@@ -336,7 +336,7 @@ impl Client {
                 // The data was lost on its way (a connection that failed
                 // after the server sent it): the read is issued again, as
                 // Lustre resends a request whose bulk timed out.
-                Err(e @ RpcError::BulkMissing { .. }) if attempt < attempts => {
+                Err(e) if attempt < attempts => {
                     tracing::warn!(xid = xid.0, attempt, err = %e, target = %self.inner.target, "bulk read lost; reading again");
                     continue;
                 }
