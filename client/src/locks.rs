@@ -53,6 +53,19 @@ impl Default for LruLimits {
     }
 }
 
+/// What [`LockCache::add`] did with a granted lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Entered.
+    Kept,
+    /// To be given back at once: its callback came first, or it was
+    /// granted before the import reconnected.
+    Refused,
+    /// Not entered: the locks held on its object cover its bits already
+    /// (to be given back, in no hurry).
+    Redundant,
+}
+
 /// A lock this client holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
@@ -98,6 +111,20 @@ impl Inner {
             return self.remove(h);
         }
         None
+    }
+
+    /// Counts a use of the locks `hs` at `now` (they move to the LRU's
+    /// recent end, at most once per [`USE_GRAIN`]).
+    fn used(&mut self, hs: &[u64], now: Instant) {
+        for h in hs {
+            if let Some((_, used)) = self.locks.get_mut(h)
+                && now.saturating_duration_since(*used) >= USE_GRAIN
+            {
+                *used = now;
+                self.order.push_back((*h, now));
+            }
+        }
+        self.compact();
     }
 
     /// Keeps `order` within twice the live entries.
@@ -155,20 +182,32 @@ impl LockCache {
     }
 
     /// Enters a granted lock (granted under import `generation`, at
-    /// `now`). False when it must be given back at once: its callback came
-    /// first, or it is from an older generation. Also returns the least
-    /// recently used locks pushed out by the size limit, to be cancelled.
-    pub fn add(&self, now: Instant, generation: u64, d: &LdlmLockDesc) -> (bool, Vec<Held>) {
+    /// `now`), unless it must be given back at once ([`Added::Refused`]:
+    /// its callback came first, or it is from an older generation) or
+    /// adds nothing to the locks held on its object
+    /// ([`Added::Redundant`]: the bits are covered already, as a lookup
+    /// of a name whose kernel entry expired grants them again; kept, such
+    /// locks would pile up on a directory walked often). Also returns the
+    /// least recently used locks pushed out by the size limit, to be
+    /// cancelled.
+    pub fn add(&self, now: Instant, generation: u64, d: &LdlmLockDesc) -> (Added, Vec<Held>) {
         let Some(bits) = InodeBits::from_wire(d.bits) else {
-            return (false, Vec::new());
+            return (Added::Refused, Vec::new());
         };
         let mut i = self.inner.lock();
         if generation < i.generation {
-            return (false, Vec::new());
+            return (Added::Refused, Vec::new());
         }
         if let Some(pos) = i.early.iter().position(|h| *h == d.handle) {
             i.early.remove(pos);
-            return (false, Vec::new());
+            return (Added::Refused, Vec::new());
+        }
+        let others: Vec<u64> = i.by_fid.get(&d.res).into_iter().flatten().copied().filter(|h| *h != d.handle).collect();
+        let have = others.iter().filter_map(|h| i.locks.get(h)).fold(InodeBits::NONE, |acc, (l, _)| acc | l.bits);
+        if have.contains(bits) {
+            // The locks it duplicates are the ones used now.
+            i.used(&others, now);
+            return (Added::Redundant, Vec::new());
         }
         let held = Held { handle: d.handle, fid: d.res, bits };
         if i.locks.insert(d.handle, (held, now)).is_none() {
@@ -183,7 +222,7 @@ impl LockCache {
             }
         }
         i.compact();
-        (true, out)
+        (Added::Kept, out)
     }
 
     /// Whether the locks held on `fid` cover `bits`; a use of them at
@@ -195,16 +234,7 @@ impl LockCache {
         if !have.contains(bits) {
             return false;
         }
-        let inner = &mut *i;
-        for h in hs {
-            if let Some((_, used)) = inner.locks.get_mut(&h)
-                && now.saturating_duration_since(*used) >= USE_GRAIN
-            {
-                *used = now;
-                inner.order.push_back((h, now));
-            }
-        }
-        inner.compact();
+        i.used(&hs, now);
         true
     }
 
@@ -305,9 +335,9 @@ mod tests {
     fn a_callback_before_its_grant_refuses_the_grant() {
         let c = LockCache::new();
         assert_eq!(c.called_back(7), None);
-        assert!(!c.add(t0(), 0, &desc(7, 1, InodeBits::UPDATE)).0);
+        assert_eq!(c.add(t0(), 0, &desc(7, 1, InodeBits::UPDATE)).0, Added::Refused);
         assert!(c.is_empty());
-        assert!(c.add(t0(), 0, &desc(8, 1, InodeBits::UPDATE)).0);
+        assert_eq!(c.add(t0(), 0, &desc(8, 1, InodeBits::UPDATE)).0, Added::Kept);
         assert!(c.covers(t0(), Fid { seq: 1, oid: 1, ver: 0 }, InodeBits::UPDATE));
         assert!(!c.covers(t0(), Fid { seq: 1, oid: 1, ver: 0 }, InodeBits::KNOWN));
     }
@@ -326,14 +356,33 @@ mod tests {
         assert!(!c.covers(t0(), f, InodeBits::UPDATE));
     }
 
+    /// A grant whose bits the locks held on its object cover already is
+    /// not entered (a directory walked often would pile them up); the
+    /// same lock granted again is the lock held.
+    #[test]
+    fn a_grant_the_held_locks_cover_is_redundant() {
+        let c = LockCache::new();
+        assert_eq!(c.add(t0(), 0, &desc(1, 2, InodeBits::LOOKUP)).0, Added::Kept);
+        assert_eq!(c.add(t0(), 0, &desc(2, 2, InodeBits::UPDATE)).0, Added::Kept);
+        assert_eq!(c.add(t0(), 0, &desc(2, 2, InodeBits::UPDATE)).0, Added::Kept, "the same lock");
+        for h in 3..100 {
+            assert_eq!(c.add(t0(), 0, &desc(h, 2, InodeBits::LOOKUP)).0, Added::Redundant);
+            assert_eq!(c.add(t0(), 0, &desc(h + 1000, 2, InodeBits::KNOWN)).0, Added::Redundant);
+        }
+        assert_eq!(c.len(), 2);
+        // Bits not held yet make a lock worth keeping.
+        c.take(fid(2), InodeBits::UPDATE);
+        assert_eq!(c.add(t0(), 0, &desc(5000, 2, InodeBits::KNOWN)).0, Added::Kept);
+    }
+
     #[test]
     fn a_reconnect_drops_everything_and_old_grants() {
         let c = LockCache::new();
         c.add(t0(), 0, &desc(1, 2, InodeBits::LOOKUP));
         assert_eq!(c.reconnected(1).len(), 1);
         assert!(c.reconnected(1).is_empty());
-        assert!(!c.add(t0(), 0, &desc(3, 2, InodeBits::LOOKUP)).0, "granted before the reconnect");
-        assert!(c.add(t0(), 1, &desc(4, 2, InodeBits::LOOKUP)).0);
+        assert_eq!(c.add(t0(), 0, &desc(3, 2, InodeBits::LOOKUP)).0, Added::Refused, "granted before the reconnect");
+        assert_eq!(c.add(t0(), 1, &desc(4, 2, InodeBits::LOOKUP)).0, Added::Kept);
     }
 
     #[test]

@@ -71,9 +71,12 @@
 //! of the files made just before among them).
 //!
 //! A callback racing with a reply: a global sequence, bumped by every
-//! callback, is read before the request and checked (under the same
-//! mutex the callback takes) after the locks and names are entered; a
-//! change means zero TTLs. When the mdc import reconnects (an MDT restart
+//! callback and early cancel (not by the LRU's own drops, see [`Why`]),
+//! is read before the request and checked (under the same mutex the
+//! callback takes) after the locks and names are entered; a change means
+//! zero TTLs. A grant the locks held cover already is given back before
+//! the request is answered (`Added::Redundant`); a lookup of a name this client knows,
+//! whose child's locks it holds, asks for no locks at all. When the mdc import reconnects (an MDT restart
 //! or eviction), every lock is dropped and everything the kernel caches
 //! is invalidated.
 //!
@@ -99,7 +102,7 @@ use ptlrpc::wire::ldlm::{LdlmBlCallbackReq, LdlmLockDesc};
 
 use super::conv::flatten;
 use crate::fs::{Sheen, Stat};
-use crate::locks::{Held, LockCache};
+use crate::locks::{Added, Held, LockCache};
 
 /// The TTL of what a lock covers.
 pub(super) const LOCKED_TTL: Duration = Duration::from_secs(60);
@@ -320,23 +323,40 @@ impl FuseCache {
     }
 
     /// Enters granted locks; `mode` is the object's (kept for
-    /// directories). Refused ones are given back.
+    /// directories). Refused ones are given back; redundant ones too,
+    /// before this returns. Called on a FUSE thread (it may block).
     pub(super) fn granted(&self, locks: &[LdlmLockDesc], mode: u32) {
         let g = self.locks.generation();
-        let mut back = Vec::new();
+        let (mut back, mut redundant) = (Vec::new(), Vec::new());
         for d in locks {
-            let (ok, pushed) = self.locks.add(Instant::now(), g, d);
-            if !ok {
-                back.push(d.handle);
-            } else if d.bits & InodeBits::KNOWN.wire() != 0 && mode & crate::fs::S_IFMT == crate::fs::S_IFDIR {
+            let (added, pushed) = self.locks.add(Instant::now(), g, d);
+            match added {
+                Added::Refused => back.push(d.handle),
+                Added::Redundant => redundant.push(d.handle),
+                Added::Kept => {}
+            }
+            if added != Added::Refused
+                && d.bits & InodeBits::KNOWN.wire() != 0
+                && mode & crate::fs::S_IFMT == crate::fs::S_IFDIR
+            {
                 self.names.lock().modes.insert(d.res, mode);
             }
             for h in pushed {
-                self.dropped(&h, false);
+                self.dropped(&h, Why::Lru);
                 self.aged.lock().push(h.handle);
             }
         }
         self.cancel(back);
+        // A redundant one is given back before the caller goes on (as
+        // Lustre's mdc cancels a lock an intent granted twice): held on
+        // the MDT, it would be called back by this client's own next
+        // change there, which keeps only the locks in the cache. Rare: a
+        // lookup of a name whose child's locks are held asks for none.
+        if !redundant.is_empty()
+            && let Err(e) = self.rt.block_on(self.fs.mdc().cancel(redundant))
+        {
+            tracing::debug!(error = %e, "lock cancel not answered");
+        }
         // Locks the LRU pushed out go in batches, in the background: not
         // one cancel RPC each. (Packed into the next change's request
         // instead, as Lustre's ELC does, they put the MDT's cancel on the
@@ -351,7 +371,7 @@ impl FuseCache {
     /// batch of those the size limit pushed out.
     fn age_out(&self) {
         for h in self.locks.aged(Instant::now()) {
-            self.dropped(&h, false);
+            self.dropped(&h, Why::Lru);
             self.aged.lock().push(h.handle);
         }
     }
@@ -538,18 +558,22 @@ impl FuseCache {
     pub(super) fn give_up(&self, fid: Fid, bits: InodeBits) -> Vec<u64> {
         let held = self.locks.take(fid, bits);
         for h in &held {
-            self.dropped(h, false);
+            self.dropped(h, Why::GivenUp);
         }
         held.iter().map(|h| h.handle).collect()
     }
 
     /// A lock left the cache: what it covered leaves the kernel (at once
-    /// when `now` and safe, else on the invalidation thread).
-    fn dropped(&self, h: &Held, now: bool) {
+    /// when it was called back and that is safe, else on the invalidation
+    /// thread).
+    fn dropped(&self, h: &Held, why: Why) {
+        let now = why == Why::CalledBack;
         let mut jobs = Vec::new();
         {
             let mut names = self.names.lock();
-            self.seq.fetch_add(1, Ordering::AcqRel);
+            if why != Why::Lru {
+                self.seq.fetch_add(1, Ordering::AcqRel);
+            }
             if h.bits.intersects(InodeBits::LOOKUP) {
                 for (p, n) in names.by_child.remove(&h.fid).unwrap_or_default() {
                     if let Some(m) = names.by_parent.get_mut(&p)
@@ -600,7 +624,7 @@ impl FuseCache {
     /// The MDT calls `handle` back.
     fn called_back(&self, b: &LdlmBlCallbackReq) {
         match self.locks.called_back(b.handle) {
-            Some(h) => self.dropped(&h, true),
+            Some(h) => self.dropped(&h, Why::CalledBack),
             None => {
                 self.seq.fetch_add(1, Ordering::AcqRel);
             }
@@ -621,6 +645,24 @@ impl FuseCache {
             }
         });
     }
+}
+
+/// Why a lock left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// The MDT called it back: another client's change.
+    CalledBack,
+    /// Given up before a change of this client's own (early cancel).
+    GivenUp,
+    /// Pushed out by the LRU's size limit or aged out: nothing changed.
+    /// No callback-sequence bump: what a request in flight read stays
+    /// true under the locks its own reply grants (an intent reads after
+    /// it locks), and `covers` no longer sees this one. (A bump made
+    /// every reply zero-TTL once the cache was full: each grant pushes a
+    /// lock out, so a lookup's own grant refused its own entry, the
+    /// kernel looked the name up again at every path walk, and each
+    /// lookup granted more locks.)
+    Lru,
 }
 
 /// Follows the mdc import: every lock dropped when it reconnects.

@@ -149,7 +149,18 @@ impl SheenFs {
                 return Err(Errno::ENOENT);
             }
             let seq = cache.seq();
-            let (st, locks) = self.run(req, self.fs.lookup_locked(p, nm))?;
+            // A name known here whose child's locks are held (the
+            // kernel's entry expired, or it forgot it): looked up without
+            // locks, else the MDT grants them again (and again at every
+            // walk of a path the kernel does not keep).
+            let held = cache.child_named(p, n).filter(|c| cache.covers(*c, InodeBits::KNOWN));
+            let (st, locks) = match held {
+                Some(c) => match self.run(req, self.fs.lookup_mdt(p, nm))? {
+                    st if st.fid() == c => (st, Vec::new()),
+                    _ => self.run(req, self.fs.lookup_locked(p, nm))?,
+                },
+                None => self.run(req, self.fs.lookup_locked(p, nm))?,
+            };
             cache.granted(&locks, st.attr.mode);
             cache.remember(&st, seq);
             // A name is cached only under its parent's lock: take it once.
