@@ -99,6 +99,9 @@ pub struct Layout {
     pub mds_admin_port: u16,
     /// The OSS's admin (metrics) port.
     pub oss_admin_port: u16,
+    /// The FUSE mount's metrics port, on the MDS's address (0: none).
+    #[serde(default)]
+    pub client_admin_port: u16,
 }
 
 impl Layout {
@@ -341,7 +344,11 @@ pub fn mount_child(sheen: &Path, port: u16, c: &Cluster, mnt: &Path, detach: boo
     let target = format!("{}:/{}", c.layout.mgs_nid(), c.layout.fsname);
     let port = port.to_string();
     let m = mnt.display().to_string();
-    let args = ["--port", &port, "mount", &target, &m];
+    let mut args = vec!["--port", &port, "mount", &target, &m];
+    let metrics = format!("{}:{}", c.layout.mds_addr, c.layout.client_admin_port);
+    if c.layout.client_admin_port != 0 {
+        args.extend(["--metrics", &metrics]);
+    }
     spawn_ready(sheen, &args, &c.dir.join("mount.log"), "sheen mount ready", detach)
         .map(|(child, _)| child)
         .map_err(|e| e.to_string())

@@ -83,6 +83,7 @@ async fn with_two_mounts_opts<T: Send + 'static>(
         port: PORT,
         mds_admin_port: ADMIN,
         oss_admin_port: 0,
+        client_admin_port: 0,
     };
     let cluster = Cluster::start(layout.clone(), tmp.path(), 200, false).await.unwrap_or_else(|e| {
         let log = |n: &str| std::fs::read_to_string(tmp.path().join(n)).unwrap_or_default();

@@ -68,3 +68,34 @@ async fn files_through_the_mount() {
     })
     .await;
 }
+
+/// The mount's `/metrics` text counts what went through it: FUSE
+/// operations and their failures, bytes written, the locks it holds and
+/// every import's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mount_counts_its_operations_for_its_metrics() {
+    if !can_mount() {
+        return;
+    }
+    with_mount_metrics(6, 7998, |m, metrics| {
+        for i in 0..5 {
+            std::fs::write(m.join(format!("f{i}")), b"abcd").unwrap();
+        }
+        assert!(std::fs::read(m.join("none")).is_err());
+        let text = metrics();
+        let value = |key: &str| -> u64 {
+            let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in\n{text}"));
+            line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap() as u64
+        };
+        assert_eq!(value("sheen_client_fuse_ops_total{operation=\"create\"}"), 5);
+        assert_eq!(value("sheen_client_fuse_ops_total{operation=\"release\"}"), 5);
+        assert_eq!(value("sheen_client_fuse_bytes_total{direction=\"write\"}"), 20);
+        assert!(value("sheen_client_fuse_errors_total{operation=\"lookup\"}") >= 1, "the lookup of 'none'");
+        assert_eq!(value("sheen_client_fuse_op_seconds_count{operation=\"create\"}"), 5);
+        assert!(value("sheen_client_locks") >= 5);
+        assert_eq!(value("sheen_client_import_state{target=\"sheen-MDT0000\",state=\"Full\"}"), 1);
+        assert!(value("sheen_client_import_sent_total{target=\"sheen-MDT0000\"}") >= 10);
+        assert!(text.contains("ptlrpc_requests_handled_total") || text.contains("ptlrpc_queue"), "callback service");
+    })
+    .await;
+}

@@ -62,6 +62,11 @@ enum Cmd {
         /// `obd_timeout=10,ping_interval=2,at_min=1,at_max=60`.
         #[arg(short = 'o', long = "options", default_value = "")]
         options: String,
+        /// Serve the mount's /metrics (FUSE operations, locks, imports,
+        /// lnet) on this address, e.g. `127.0.0.1:9101` (port 0: any;
+        /// the ready line names it).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Unmount a FUSE mount of Sheen (its `sheen mount` process then exits).
     Umount {
@@ -204,8 +209,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Up { dir, addr, no_mount } => up(&cli, dir, *addr, *no_mount, fmt, &progress).await,
         Cmd::Down { dir } => down(dir, fmt, &progress).await,
         Cmd::Umount { dir } => umount(dir),
-        Cmd::Mount { target, dir, threads, options } => {
-            fuse_mount(&cli, target, dir, *threads, options, &progress).await
+        Cmd::Mount { target, dir, threads, options, metrics } => {
+            fuse_mount(&cli, target, dir, *threads, options, *metrics, &progress).await
         }
         Cmd::Ping { nids, count } => {
             let lnet = LocalNet { nid: None, port: cli.port }.start(nids[0]).await?;
@@ -216,10 +221,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Recovery { dir } | Cmd::Stats { dir, .. } => {
             let st = read_state(dir)?;
             let l = &st.layout;
-            let eps = vec![
+            let mut eps = vec![
                 ("sheen-mds".to_string(), format!("{}:{}", l.mds_addr, l.mds_admin_port)),
                 ("sheen-oss".to_string(), format!("{}:{}", l.oss_addr, l.oss_admin_port)),
             ];
+            if st.mount.is_some() && l.client_admin_port != 0 {
+                eps.push(("sheen mount".to_string(), format!("{}:{}", l.mds_addr, l.client_admin_port)));
+            }
             let filter: Vec<&str> = match &cli.cmd {
                 Cmd::Stats { filter, .. } => filter.iter().map(String::as_str).collect(),
                 _ => vec!["recovery"],
@@ -275,6 +283,7 @@ async fn fuse_mount(
     dir: &Path,
     threads: usize,
     options: &str,
+    metrics: Option<std::net::SocketAddr>,
     progress: &Progress,
 ) -> anyhow::Result<bool> {
     let (nid, fsname) = target.split_once(":/").context("target must be MGSNID:/FSNAME, e.g. 127.0.88.1@tcp:/sheen")?;
@@ -288,8 +297,23 @@ async fn fuse_mount(
     let rt = tokio::runtime::Handle::current();
     let mounted = client::fuse::mount_cached(std::sync::Arc::clone(&fs), rt, dir, threads, &lnet)
         .with_context(|| format!("FUSE mount on {} (needs root and /dev/fuse)", dir.display()))?;
+    let served = match metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let src = mounted.metrics_source(std::sync::Arc::clone(&fs), lnet.clone());
+            let admin = ptlrpc::admin::Admin::new(vec![src], std::sync::Arc::clone(&mounted.faults));
+            tokio::spawn(async move {
+                if let Err(e) = admin.serve(listener).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+            format!(" metrics http://{bound}/metrics")
+        }
+        None => String::new(),
+    };
     progress.done();
-    println!("sheen mount ready {} {}", target, dir.display());
+    println!("sheen mount ready {} {}{served}", target, dir.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // Until a signal, or an unmount from outside (`sheen umount`,
     // `umount`) ends the FUSE session.
@@ -372,6 +396,7 @@ async fn up(
         port: cli.port,
         mds_admin_port: free_port(addr)?,
         oss_admin_port: free_port(oss_addr)?,
+        client_admin_port: free_port(addr)?,
     };
     let cluster = Cluster::start_showing(layout, dir, 1000, true, progress).await?;
     let mnt = cluster.dir.join("mnt");
@@ -385,9 +410,10 @@ async fn up(
     let state = cluster.state(mounted.as_ref().ok().map(|&pid| (pid, mnt.clone())));
     std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
     let l = &state.layout;
-    let (mds_url, oss_url) = (
+    let (mds_url, oss_url, client_url) = (
         format!("http://{}:{}/metrics", l.mds_addr, l.mds_admin_port),
         format!("http://{}:{}/metrics", l.oss_addr, l.oss_admin_port),
+        format!("http://{}:{}/metrics", l.mds_addr, l.client_admin_port),
     );
     let mount_note = match &mounted {
         Ok(pid) => format!("mounted on {} (FUSE, pid {pid})", mnt.display()),
@@ -397,7 +423,8 @@ async fn up(
         Format::Json => println!(
             "{}",
             serde_json::json!({"fsname": l.fsname, "mgs": l.mgs_nid().to_string(), "data": cluster.dir,
-                "mds_pid": state.mds_pid, "oss_pid": state.oss_pid, "metrics": [mds_url, oss_url], "mount": mounted.as_ref().ok().map(|_| mnt.clone()), "mount_error": mounted.as_ref().err(),
+                "mds_pid": state.mds_pid, "oss_pid": state.oss_pid, "metrics": [mds_url, oss_url], "mount": mounted.as_ref().ok().map(|_| mnt.clone()),
+                "mount_metrics": mounted.as_ref().ok().map(|_| client_url.clone()), "mount_error": mounted.as_ref().err(),
                 "warning": cluster.ost_warning})
         ),
         Format::Table => {
@@ -406,6 +433,9 @@ async fn up(
             println!("  OST0,OST1  {}@tcp  pid {}", l.oss_addr, state.oss_pid);
             println!("  metrics    {mds_url}");
             println!("             {oss_url}");
+            if mounted.is_ok() {
+                println!("             {client_url}  (the mount)");
+            }
             println!("  {mount_note}");
             if let Some(w) = &cluster.ost_warning {
                 println!("  WARNING: {w}");

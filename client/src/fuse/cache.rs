@@ -276,6 +276,11 @@ impl FuseCache {
         self.locks.len()
     }
 
+    /// The lock LRU's limits (stats).
+    pub fn lru_limits(&self) -> crate::locks::LruLimits {
+        self.locks.limits()
+    }
+
     fn notify(&self, job: &Inval) {
         let Some(n) = self.notifier.get() else { return };
         let r = match job {
@@ -703,10 +708,10 @@ impl Handler for Callbacks {
 }
 
 /// Starts the blocking-callback service on `lnet` (the MDT sends to this
-/// client's NID, `LDLM_CB_REQUEST_PORTAL`).
-pub fn start_callbacks(lnet: &Lnet, cache: &Arc<FuseCache>) -> std::io::Result<Service> {
+/// client's NID, `LDLM_CB_REQUEST_PORTAL`), its fault points armed by
+/// `faults` (the mount's `/faults`).
+pub fn start_callbacks(lnet: &Lnet, cache: &Arc<FuseCache>, faults: Arc<FaultInjector>) -> std::io::Result<Service> {
     let sc = ServiceConfig { threads_per_cpt: 1, ..ServiceConfig::new("ldlm_cb", LDLM_CB_REQUEST_PORTAL) };
-    let faults = Arc::new(FaultInjector::new(u64::from(std::process::id())));
     Service::start(lnet, sc, Arc::new(Callbacks { cache: Arc::clone(cache) }), faults)
         .map_err(|e| std::io::Error::other(e.to_string()))
 }

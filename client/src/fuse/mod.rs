@@ -31,7 +31,8 @@
 //!
 //! Modules: `conv` (pure conversions), `ops` (the `Filesystem` calls),
 //! `cache` (what the kernel may cache under MDT locks, the callback
-//! service, early cancels);
+//! service, early cancels), `stats` (per-operation counters and the
+//! mount's `/metrics` text);
 //! this one holds the inode and handle tables and runs calls on tokio,
 //! each inside its caller's job id (`crate::jobid::PidJobs`) and
 //! credentials (`crate::creds::PidGroups`).
@@ -42,6 +43,9 @@
 mod cache;
 mod conv;
 mod ops;
+mod stats;
+
+pub use stats::{FuseStats, render_mount};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -95,6 +99,8 @@ pub struct SheenFs {
     /// Caching under MDT locks (`None`: a mount without a callback
     /// service, which takes no locks and caches nothing).
     cache: Option<Arc<FuseCache>>,
+    /// Per-operation counters.
+    stats: Arc<FuseStats>,
 }
 
 impl SheenFs {
@@ -110,6 +116,7 @@ impl SheenFs {
             jobs: PidJobs::new(crate::jobid::from_env()),
             groups: PidGroups::new(),
             cache: None,
+            stats: Arc::new(FuseStats::new()),
         }
     }
 
@@ -304,6 +311,7 @@ impl SheenFs {
         // request, or cancelled on their own when its guard drops.
         EARLY_CANCELS.with(|e| e.borrow_mut().extend(left));
         out.map_err(|e| {
+            self.stats.failed();
             // EIO is lost I/O or a lost open: always worth a line (the
             // soak's findings are read from these); the rest are answers.
             if e.errno() == libc::EIO {
@@ -352,7 +360,30 @@ pub struct Mounted {
     pub session: fuser::BackgroundSession,
     /// The lock cache (locks held, for tests and stats).
     pub cache: Arc<FuseCache>,
-    _callbacks: ptlrpc::driver::Service,
+    /// The per-operation counters.
+    pub stats: Arc<FuseStats>,
+    /// The fault points of the callback service (for `/faults`).
+    pub faults: Arc<ptlrpc::fault::FaultInjector>,
+    callbacks: Arc<ptlrpc::driver::Service>,
+}
+
+impl Mounted {
+    /// The mount's `/metrics` text, rendered at each scrape: FUSE
+    /// operations, the lock cache, the imports of `fs` (the file system
+    /// mounted), the callback service, lnet's counters. Holds nothing of
+    /// the mount alive (the callback service only weakly).
+    pub fn metrics_source(&self, fs: Arc<Sheen>, lnet: lnet::Lnet) -> ptlrpc::admin::MetricsSource {
+        let (stats, cache) = (Arc::clone(&self.stats), Arc::downgrade(&self.cache));
+        let callbacks = Arc::downgrade(&self.callbacks);
+        Arc::new(move || {
+            let mut out = stats.render();
+            out.push_str(&render_mount(&fs, cache.upgrade().as_deref(), &lnet));
+            if let Some(c) = callbacks.upgrade() {
+                out.push_str(&c.render_metrics());
+            }
+            out
+        })
+    }
 }
 
 /// Mounts `fs` on `dir` as [`mount`] does, but with attributes and names
@@ -366,12 +397,14 @@ pub fn mount_cached(
     lnet: &lnet::Lnet,
 ) -> std::io::Result<Mounted> {
     let cache = FuseCache::new(Arc::clone(&fs), rt.clone());
-    let callbacks = start_callbacks(lnet, &cache)?;
+    let faults = Arc::new(ptlrpc::fault::FaultInjector::new(u64::from(std::process::id())));
+    let callbacks = start_callbacks(lnet, &cache, Arc::clone(&faults))?;
     let cfg = session_config(&fs, threads);
     let mut sfs = SheenFs::new(fs, rt);
     sfs.cache = Some(Arc::clone(&cache));
+    let stats = Arc::clone(&sfs.stats);
     let session = fuser::spawn_mount(sfs, dir, &cfg)?;
     cache.set_notifier(session.notifier());
     cache::watch_import(&cache);
-    Ok(Mounted { session, cache, _callbacks: callbacks })
+    Ok(Mounted { session, cache, stats, faults, callbacks: Arc::new(callbacks) })
 }

@@ -32,6 +32,7 @@ impl Filesystem for SheenFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let _op = self.stats.op("lookup");
         if let Some(cache) = &self.cache {
             return self.lookup_cached(cache, req, parent, n, reply);
         }
@@ -45,6 +46,7 @@ impl Filesystem for SheenFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _op = self.stats.op("forget");
         let mut i = self.inodes.lock();
         if let Some(e) = i.fids.get_mut(&ino.0) {
             e.1 = e.1.saturating_sub(nlookup);
@@ -55,6 +57,7 @@ impl Filesystem for SheenFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _op = self.stats.op("getattr");
         let r = self.fid(ino).and_then(|f| {
             self.settle(req, f)?;
             // This client writing the file: the MDT and the objects at once.
@@ -88,6 +91,7 @@ impl Filesystem for SheenFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _op = self.stats.op("setattr");
         let r = self.fid(ino).and_then(|fid| {
             if mode.is_some() || uid.is_some() || gid.is_some() {
                 // The MDT locks the name side too for these (see `cache`).
@@ -144,6 +148,7 @@ impl Filesystem for SheenFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let _op = self.stats.op("mkdir");
         let r = self.fid(parent).and_then(|p| {
             let mut b = self.changing_name(p, n, &[]);
             let mode = mode & !umask;
@@ -172,6 +177,7 @@ impl Filesystem for SheenFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let _op = self.stats.op("unlink");
         match self.fid(parent).and_then(|p| {
             let mut b = self.changing_name(p, n, &[(p, n)]);
             self.run(req, self.fs.unlink_at(p, name(n)?, false))?;
@@ -186,6 +192,7 @@ impl Filesystem for SheenFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let _op = self.stats.op("rmdir");
         match self.fid(parent).and_then(|p| {
             let mut b = self.changing_name(p, n, &[(p, n)]);
             self.run(req, self.fs.unlink_at(p, name(n)?, true))?;
@@ -209,6 +216,7 @@ impl Filesystem for SheenFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = self.stats.op("rename");
         let noreplace = flags.bits() == libc::RENAME_NOREPLACE;
         if flags.bits() != 0 && !noreplace {
             // RENAME_EXCHANGE / WHITEOUT are not in the MDT's protocol.
@@ -237,6 +245,7 @@ impl Filesystem for SheenFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _op = self.stats.op("open");
         let r = self.fid(ino).and_then(|f| {
             let fl = mdt_flags(flags.0);
             let _b = (fl & (open_flags::WRONLY | open_flags::RDWR | open_flags::TRUNC) != 0)
@@ -250,6 +259,7 @@ impl Filesystem for SheenFs {
     }
 
     fn create(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        let _op = self.stats.op("create");
         // With a callback service: the new file comes back locked (its
         // name and attributes cached from this reply).
         let lock = if self.cache.is_some() { open_flags::LOCK } else { 0 };
@@ -307,6 +317,7 @@ impl Filesystem for SheenFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _op = self.stats.op("read");
         tracing::trace!(fh = fh.0, offset, size, "read");
         let r = self.file(fh).and_then(|f| {
             self.settle(req, f.fid())?;
@@ -316,7 +327,10 @@ impl Filesystem for SheenFs {
             Ok(buf)
         });
         match r {
-            Ok(b) => reply.data(&b),
+            Ok(b) => {
+                self.stats.read_bytes(b.len());
+                reply.data(&b)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -333,6 +347,7 @@ impl Filesystem for SheenFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _op = self.stats.op("write");
         let append = flags.0 & libc::O_APPEND != 0;
         let r = self.file(fh).and_then(|f| {
             self.drop_readahead(f.fid());
@@ -365,12 +380,16 @@ impl Filesystem for SheenFs {
             })
         });
         match r {
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Ok(n) => {
+                self.stats.written_bytes(n);
+                reply.written(u32::try_from(n).unwrap_or(u32::MAX))
+            }
             Err(e) => reply.error(e),
         }
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _op = self.stats.op("flush");
         // close(2): the writes behind reach the OSTs before it returns
         // (close-to-open), and their failure is its error.
         let f = match self.file(fh) {
@@ -408,6 +427,7 @@ impl Filesystem for SheenFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = self.stats.op("release");
         let f = self.files.lock().remove(&fh.0);
         self.privs_checked.lock().remove(&fh.0);
         let seq = self.cache.as_ref().map(|c| c.seq());
@@ -426,6 +446,7 @@ impl Filesystem for SheenFs {
     }
 
     fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _op = self.stats.op("fsync");
         match self.file(fh).and_then(|f| self.run(req, self.fs.fsync(&f))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -433,6 +454,7 @@ impl Filesystem for SheenFs {
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _op = self.stats.op("readdir");
         // Offsets: 1 after ".", 2 after ".."; an entry's is its MDT
         // readdir cookie + 3, so a listing resumes at cookie + 1 (cookies
         // are stable while entries come and go).
@@ -465,6 +487,7 @@ impl Filesystem for SheenFs {
     }
 
     fn fsyncdir(&self, req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _op = self.stats.op("fsyncdir");
         match self.run(req, self.fs.mdc().sync()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -472,6 +495,7 @@ impl Filesystem for SheenFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _op = self.stats.op("readlink");
         match self.fid(ino).and_then(|f| self.run(req, self.fs.readlink_fid(f))) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(e),
@@ -479,6 +503,7 @@ impl Filesystem for SheenFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let _op = self.stats.op("symlink");
         let r = self.fid(parent).and_then(|p| {
             let t = target.to_str().ok_or(Errno::EINVAL)?;
             let mut b = self.changing_name(p, link_name, &[]);
@@ -495,6 +520,7 @@ impl Filesystem for SheenFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, n: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let _op = self.stats.op("mknod");
         let r = self.fid(parent).and_then(|p| {
             let mode = (mode & S_IFMT) | (mode & 0o7777 & !umask);
             if mode & S_IFMT == S_IFDIR || mode & S_IFMT == S_IFLNK {
@@ -516,6 +542,7 @@ impl Filesystem for SheenFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let _op = self.stats.op("link");
         let r = self.fid(ino).and_then(|f| {
             let p = self.fid(newparent)?;
             let _b = self.changing(&[p], &[f], &[]);
@@ -537,6 +564,7 @@ impl Filesystem for SheenFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
+        let _op = self.stats.op("setxattr");
         if position != 0 {
             // Only macOS resource forks use a position.
             return reply.error(Errno::EINVAL);
@@ -552,6 +580,7 @@ impl Filesystem for SheenFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        let _op = self.stats.op("getxattr");
         match self.fid(ino).and_then(|f| self.run(req, self.fs.getxattr(f, name(n)?))) {
             Ok(v) => xattr_reply(&v, size, reply),
             Err(e) => reply.error(e),
@@ -559,6 +588,7 @@ impl Filesystem for SheenFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _op = self.stats.op("listxattr");
         match self.fid(ino).and_then(|f| self.run(req, self.fs.listxattr(f))) {
             Ok(names) => xattr_reply(&xattr_list(&names), size, reply),
             Err(e) => reply.error(e),
@@ -566,6 +596,7 @@ impl Filesystem for SheenFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let _op = self.stats.op("removexattr");
         match self.fid(ino).and_then(|f| {
             let _b = self.changing(&[], &[f], &[]);
             self.run(req, self.fs.removexattr(f, name(n)?))
@@ -576,6 +607,7 @@ impl Filesystem for SheenFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _op = self.stats.op("access");
         // access(2), faccessat and chdir: the MDT checks the mask for the
         // caller (with its supplementary groups).
         let mask = mask.bits() as u32 & (access_mask::READ | access_mask::WRITE | access_mask::EXEC);
@@ -586,6 +618,7 @@ impl Filesystem for SheenFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _op = self.stats.op("opendir");
         // open(2) of a directory (the kernel refuses it for writing): read
         // permission, checked by the MDT.
         match self.fid(ino).and_then(|f| self.run(req, self.fs.mdc().access(f, access_mask::READ))) {
@@ -604,6 +637,7 @@ impl Filesystem for SheenFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _op = self.stats.op("fallocate");
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         if let Ok(f) = self.fid(ino) {
             if let Err(e) = self.settle(req, f) {
@@ -627,6 +661,7 @@ impl Filesystem for SheenFs {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _op = self.stats.op("statfs");
         // Space is the OSTs' (as `lfs df` sums it); inodes are the MDT's.
         let r = self.run(req, async {
             let mdt = self.fs.mdc().statfs().await?;

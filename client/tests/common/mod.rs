@@ -131,6 +131,7 @@ pub async fn up_on(tag: u8, port: u16) -> (TestDir, Cluster, Lnet) {
         port,
         mds_admin_port: 0,
         oss_admin_port: 0,
+        client_admin_port: 0,
     };
     let c = Cluster::start(layout.clone(), tmp.path(), 200, false).await.unwrap_or_else(|e| {
         let log = |n: &str| std::fs::read_to_string(tmp.path().join(n)).unwrap_or_default();
@@ -174,19 +175,30 @@ pub async fn with_mount<T: Send + 'static>(
     port: u16,
     f: impl FnOnce(std::path::PathBuf) -> T + Send + 'static,
 ) -> T {
+    with_mount_metrics(tag, port, |m, _| f(m)).await
+}
+
+/// [`with_mount`], `f` also given the mount's `/metrics` text source.
+pub async fn with_mount_metrics<T: Send + 'static>(
+    tag: u8,
+    port: u16,
+    f: impl FnOnce(std::path::PathBuf, ptlrpc::admin::MetricsSource) -> T + Send + 'static,
+) -> T {
     use std::os::unix::fs::PermissionsExt;
     let (tmp, cluster, lnet) = up_on(tag, port).await;
-    let fs = client::Sheen::mount(&lnet, cluster.layout.mgs_nid(), "sheen").await.unwrap();
+    let fs = std::sync::Arc::new(client::Sheen::mount(&lnet, cluster.layout.mgs_nid(), "sheen").await.unwrap());
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let rt = tokio::runtime::Handle::current();
-    let mounted = client::fuse::mount_cached(std::sync::Arc::new(fs), rt, &mnt, 4, &lnet).unwrap();
+    let mounted = client::fuse::mount_cached(std::sync::Arc::clone(&fs), rt, &mnt, 4, &lnet).unwrap();
+    let metrics = mounted.metrics_source(fs, lnet.clone());
     let client::fuse::Mounted { session, cache, .. } = mounted;
     let m = mnt.clone();
-    let out = tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m))))
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m, metrics))))
+            .await
+            .unwrap();
     tokio::task::spawn_blocking(move || session.umount_and_join()).await.unwrap().unwrap();
     drop(cache);
     lnet.shutdown();

@@ -129,6 +129,7 @@ async fn start_sheen(a: &Args) -> anyhow::Result<Cluster> {
         port: a.port,
         mds_admin_port: 0,
         oss_admin_port: 0,
+        client_admin_port: 0,
     };
     let c = Cluster::start(layout, &dir, 1000, false).await.context("starting sheen-mds and sheen-oss")?;
     if let Some(w) = &c.ost_warning {
