@@ -38,9 +38,19 @@ const PIDS_KEPT: usize = 4096;
 /// Supplementary groups sent at most (Linux's `NGROUPS_MAX`).
 const GROUPS_MAX: usize = 65536;
 
+/// What a FUSE call's first modifying MDS request carries about this
+/// client's locks.
+#[derive(Debug, Default)]
+struct LockNotes {
+    /// Given up with the request (early lock cancel).
+    cancels: Vec<u64>,
+    /// Left in place by the request (`MdsReq::keeps`).
+    keeps: Vec<u64>,
+}
+
 tokio::task_local! {
     static CREDS: Creds;
-    static CANCELS: std::cell::RefCell<(Vec<u64>, Vec<u64>)>;
+    static CANCELS: std::cell::RefCell<LockNotes>;
 }
 
 /// `f`, with lock handles `handles` to give up with its first modifying
@@ -48,7 +58,7 @@ tokio::task_local! {
 /// in place (`MdsReq::keeps`); also returns the cancels no request took.
 pub async fn with_cancels<F: Future>(handles: Vec<u64>, keeps: Vec<u64>, f: F) -> (F::Output, Vec<u64>) {
     CANCELS
-        .scope(std::cell::RefCell::new((handles, keeps)), async {
+        .scope(std::cell::RefCell::new(LockNotes { cancels: handles, keeps }), async {
             let out = f.await;
             (out, take_cancels())
         })
@@ -58,13 +68,13 @@ pub async fn with_cancels<F: Future>(handles: Vec<u64>, keeps: Vec<u64>, f: F) -
 /// The early lock cancels of the request running on this task (taken:
 /// the next request carries none).
 pub fn take_cancels() -> Vec<u64> {
-    CANCELS.try_with(|c| std::mem::take(&mut c.borrow_mut().0)).unwrap_or_default()
+    CANCELS.try_with(|c| std::mem::take(&mut c.borrow_mut().cancels)).unwrap_or_default()
 }
 
 /// The locks the request running on this task keeps (taken with the
 /// first modifying request, like [`take_cancels`]).
 pub fn take_keeps() -> Vec<u64> {
-    CANCELS.try_with(|c| std::mem::take(&mut c.borrow_mut().1)).unwrap_or_default()
+    CANCELS.try_with(|c| std::mem::take(&mut c.borrow_mut().keeps)).unwrap_or_default()
 }
 
 /// `f`, run as `c`: the MDS requests it makes carry `c`.

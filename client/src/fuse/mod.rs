@@ -324,6 +324,14 @@ impl SheenFs {
     }
 }
 
+/// Tells a change's guard (if the mount caches) that its name is now
+/// `present` or gone ([`cache::Busy::done`]).
+fn done(b: &mut Option<cache::Busy<'_>>, present: bool) {
+    if let Some(b) = b {
+        b.done(present);
+    }
+}
+
 /// Mounts `fs` on `dir` (as root: the pure-Rust mount, no helper) with
 /// `threads` FUSE workers; returns the background session (unmount with
 /// `umount_and_join`).

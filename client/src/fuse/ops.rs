@@ -16,8 +16,8 @@ use fuser::{
 };
 use ptlrpc::wire::mds::{Creds, access_mask, attr_valid, open_flags};
 
-use super::SheenFs;
 use super::conv::*;
+use super::{SheenFs, done};
 use crate::creds::with_creds;
 use crate::error::ClientError;
 use crate::fs::{S_IFDIR, S_IFLNK, S_IFMT, SetAttr};
@@ -165,9 +165,7 @@ impl Filesystem for SheenFs {
                 }
                 None => self.run(req, self.fs.mkdir_at(cred(req), p, name(n)?, mode))?,
             };
-            if let Some(b) = &mut b {
-                b.done(true);
-            }
+            done(&mut b, true);
             Ok(st)
         });
         match r {
@@ -181,9 +179,7 @@ impl Filesystem for SheenFs {
         match self.fid(parent).and_then(|p| {
             let mut b = self.changing_name(p, n, &[(p, n)]);
             self.run(req, self.fs.unlink_at(p, name(n)?, false))?;
-            if let Some(b) = &mut b {
-                b.done(false);
-            }
+            done(&mut b, false);
             Ok(())
         }) {
             Ok(()) => reply.ok(),
@@ -196,9 +192,7 @@ impl Filesystem for SheenFs {
         match self.fid(parent).and_then(|p| {
             let mut b = self.changing_name(p, n, &[(p, n)]);
             self.run(req, self.fs.unlink_at(p, name(n)?, true))?;
-            if let Some(b) = &mut b {
-                b.done(false);
-            }
+            done(&mut b, false);
             Ok(())
         }) {
             Ok(()) => reply.ok(),
@@ -274,9 +268,7 @@ impl Filesystem for SheenFs {
                 c.seq()
             });
             let f = self.run(req, self.fs.open_at(cred(req), p, name(n)?, fl, mode & !umask, None))?;
-            if let Some(b) = &mut b {
-                b.done(true);
-            }
+            done(&mut b, true);
             let ttl = match (&self.cache, seq) {
                 (Some(c), Some(seq)) => {
                     c.granted(f.granted_locks(), f.attr().mode);
@@ -508,9 +500,7 @@ impl Filesystem for SheenFs {
             let t = target.to_str().ok_or(Errno::EINVAL)?;
             let mut b = self.changing_name(p, link_name, &[]);
             let st = self.run(req, self.fs.symlink_at(cred(req), p, name(link_name)?, t))?;
-            if let Some(b) = &mut b {
-                b.done(true);
-            }
+            done(&mut b, true);
             Ok(st)
         });
         match r {
@@ -528,9 +518,7 @@ impl Filesystem for SheenFs {
             }
             let mut b = self.changing_name(p, n, &[]);
             let st = self.run(req, self.fs.create_node_at(cred(req), p, name(n)?, mode, u64::from(rdev), ""))?;
-            if let Some(b) = &mut b {
-                b.done(true);
-            }
+            done(&mut b, true);
             drop(b);
             // A regular file's size comes from its (new, empty) objects.
             if st.is_file() { self.run(req, self.fs.stat_fid(st.fid())) } else { Ok(st) }
