@@ -113,6 +113,8 @@ pub const COMPLETE_MAX: usize = 1 << 17;
 
 /// Aged-out locks cancelled together when no change carried them.
 pub const AGED_BATCH: usize = 64;
+/// How long a lookup waits for the cancel of a lock granted twice.
+const REDUNDANT_CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a blocking callback waits for the kernel to drop a name
 /// before it cancels the lock anyway (see the module docs).
@@ -357,10 +359,15 @@ impl FuseCache {
         // the MDT, it would be called back by this client's own next
         // change there, which keeps only the locks in the cache. Rare: a
         // lookup of a name whose child's locks are held asks for none.
-        if !redundant.is_empty()
-            && let Err(e) = self.rt.block_on(self.fs.mdc().cancel(redundant))
-        {
-            tracing::debug!(error = %e, "lock cancel not answered");
+        // Bounded: an MDT gone meanwhile drops the lock with its restart,
+        // and a callback for it is answered with a cancel anyway.
+        if !redundant.is_empty() {
+            let cancel = tokio::time::timeout(REDUNDANT_CANCEL_WAIT, self.fs.mdc().cancel(redundant));
+            match self.rt.block_on(cancel) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "lock cancel not answered"),
+                Err(_) => tracing::debug!("lock cancel not answered within {REDUNDANT_CANCEL_WAIT:?}"),
+            }
         }
         // Locks the LRU pushed out go in batches, in the background: not
         // one cancel RPC each. (Packed into the next change's request
