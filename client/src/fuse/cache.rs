@@ -362,7 +362,8 @@ impl FuseCache {
         // Bounded: an MDT gone meanwhile drops the lock with its restart,
         // and a callback for it is answered with a cancel anyway.
         if !redundant.is_empty() {
-            let cancel = tokio::time::timeout(REDUNDANT_CANCEL_WAIT, self.fs.mdc().cancel(redundant));
+            // The timer is made on the runtime (this is a FUSE thread).
+            let cancel = async { tokio::time::timeout(REDUNDANT_CANCEL_WAIT, self.fs.mdc().cancel(redundant)).await };
             match self.rt.block_on(cancel) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "lock cancel not answered"),
