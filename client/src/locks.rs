@@ -62,7 +62,8 @@ pub enum Added {
     /// granted before the import reconnected.
     Refused,
     /// Not entered: the locks held on its object cover its bits already
-    /// (to be given back, in no hurry).
+    /// (to be given back before the request that brought it is
+    /// answered).
     Redundant,
 }
 

@@ -359,9 +359,14 @@ impl OstClient {
         Ok((reply, transno))
     }
 
+    /// Pages for `len` bytes of read data.
+    fn read_buffer(&self, len: usize) -> Result<MdBuffer, RpcError> {
+        Ok(MdBuffer::from_pages_len(self.lnet.pool(0).alloc_bytes(len)?, len))
+    }
+
     /// Reads `len` bytes at `offset` of `oid`.
     pub async fn read(&self, oid: OstId, offset: u64, len: u32) -> Result<Vec<u8>, RpcError> {
-        let buf = MdBuffer::from_pages_len(self.lnet.pool(0).alloc_bytes(len as usize)?, len as usize);
+        let buf = self.read_buffer(len as usize)?;
         let (_, buf) = self.read_pages(oid, &[Niobuf { offset, len, flags: 0 }], buf).await?;
         let mut v = vec![0; len as usize];
         buf.read_at(0, &mut v);
@@ -402,7 +407,7 @@ impl OstClient {
                 // a BRW that ended in a recoverable error.
                 Err(e @ RpcError::BulkMissing { .. }) if attempt < attempts => {
                     tracing::warn!(target_name = %self.target, %oid, attempt, err = %e, "bulk read lost; reading again");
-                    buf = MdBuffer::from_pages_len(self.lnet.pool(0).alloc_bytes(want)?, want);
+                    buf = self.read_buffer(want)?;
                     continue;
                 }
                 r => r?,

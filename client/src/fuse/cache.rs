@@ -75,10 +75,10 @@
 //! is read before the request and checked (under the same mutex the
 //! callback takes) after the locks and names are entered; a change means
 //! zero TTLs. A grant the locks held cover already is given back before
-//! the request is answered (`Added::Redundant`); a lookup of a name this client knows,
-//! whose child's locks it holds, asks for no locks at all. When the mdc import reconnects (an MDT restart
-//! or eviction), every lock is dropped and everything the kernel caches
-//! is invalidated.
+//! the request is answered (`Added::Redundant`); a lookup of a name this
+//! client knows, whose child's locks it holds, asks for no locks at all.
+//! When the mdc import reconnects (an MDT restart or eviction), every
+//! lock is dropped and everything the kernel caches is invalidated.
 //!
 //! Must not: block a FUSE request on an invalidation; hold its mutex
 //! across a network call.
